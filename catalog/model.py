@@ -1,0 +1,188 @@
+"""What a catalog file may say. Money is written as quoted decimal strings ("5000.00"): YAML would
+read an unquoted 5000.00 as a float, and floats never come near money here."""
+from __future__ import annotations
+
+import string
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from service.money import EXPONENTS, MoneyError, to_minor
+
+Slug = str
+SLUG = r"^[a-z0-9][a-z0-9\-_]{0,63}$"
+SKU = r"^[A-Z0-9][A-Z0-9\-_]{0,63}$"
+LOCALES = ("ru", "kk", "en")
+TEMPLATE_FIELDS = {"program", "offer", "code", "pin", "card_number", "nominal", "expires", "brand", "partner"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _money(value: object) -> str:
+    if isinstance(value, float):
+        raise ValueError('write money as a quoted decimal string, e.g. "5000.00" (YAML reads 5000.00 as a float)')
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError('write money as a quoted decimal string, e.g. "5000.00"')
+    return str(value)
+
+
+class PartnerSpec(Strict):
+    code: Slug = Field(pattern=SLUG)
+    name: str = Field(min_length=1)
+
+
+class ProductSpec(Strict):
+    sku: str = Field(pattern=SKU)
+    kind: Literal["code", "universal_card"]
+    name: str = Field(min_length=1)
+    currency: str = "KZT"
+    partner: Slug | None = None
+    face_value: str | None = None
+    cost_price: str | None = None
+    brand: str | None = None
+    validity_days: int | None = Field(default=None, gt=0, le=3650)
+    exchange_catalog: tuple[str, ...] = ()
+    low_stock_threshold: int | None = Field(default=None, ge=0)
+
+    _money_fields = field_validator("face_value", "cost_price", mode="before")(lambda v: None if v is None else _money(v))
+
+    @field_validator("currency")
+    @classmethod
+    def _known_currency(cls, v: str) -> str:
+        if v not in EXPONENTS:
+            raise ValueError(f"unsupported currency {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> ProductSpec:
+        for name in ("face_value", "cost_price"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    to_minor(value, self.currency)
+                except MoneyError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        if self.kind == "code":
+            missing = [n for n in ("partner", "face_value", "cost_price") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"a code product needs {', '.join(missing)}")
+            if self.exchange_catalog:
+                raise ValueError("only a universal_card has an exchange_catalog")
+        else:
+            if self.validity_days is None:
+                raise ValueError("a universal_card needs validity_days")
+            if not self.exchange_catalog:
+                raise ValueError("a universal_card needs a non-empty exchange_catalog")
+            if self.partner is not None or self.face_value is not None:
+                raise ValueError("a universal_card is ours: no partner, and its nominal comes from the offer")
+        return self
+
+
+class TemplateSet(Strict):
+    ru: str = Field(min_length=1)
+    kk: str | None = None
+    en: str | None = None
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> TemplateSet:
+        for locale in LOCALES:
+            text = getattr(self, locale)
+            if text is None:
+                continue
+            try:
+                names = {name for _, name, _, _ in string.Formatter().parse(text) if name}
+            except ValueError as exc:
+                raise ValueError(f"{locale}: broken template: {exc}") from None
+            unknown = names - TEMPLATE_FIELDS
+            if unknown:
+                raise ValueError(f"{locale}: unknown placeholders {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS)}")
+        return self
+
+
+class Templates(Strict):
+    code: TemplateSet
+    universal_card: TemplateSet
+
+
+class TariffSpec(Strict):
+    code: Slug = Field(pattern=SLUG)
+    name: str = Field(min_length=1)
+
+
+class ProgramSpec(Strict):
+    code: Slug = Field(pattern=SLUG)
+    name: str = Field(min_length=1)
+    currency: str = "KZT"
+    timezone: str = "Asia/Almaty"
+    sms_sender: str = Field(pattern=r"^[A-Za-z0-9 .\-]{1,11}$", description="alphanumeric sender id, 11 chars max")
+    monthly_budget: str | None = None
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    templates: Templates
+    tariffs: tuple[TariffSpec, ...] = Field(min_length=1)
+
+    _budget = field_validator("monthly_budget", mode="before")(lambda v: None if v is None else _money(v))
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _checks(self) -> ProgramSpec:
+        if self.currency not in EXPONENTS:
+            raise ValueError(f"unsupported currency {self.currency!r}")
+        if self.monthly_budget is not None:
+            to_minor(self.monthly_budget, self.currency)
+        codes = [t.code for t in self.tariffs]
+        if len(codes) != len(set(codes)):
+            raise ValueError("tariff codes repeat within the program")
+        return self
+
+
+class PriceSpec(Strict):
+    tariffs: tuple[Slug, ...] = Field(min_length=1)
+    nominal: str
+    points: int = Field(gt=0)
+
+    _nominal = field_validator("nominal", mode="before")(_money)
+
+
+class LimitsSpec(Strict):
+    per_subscriber_per_day: int | None = Field(default=None, gt=0)
+    per_subscriber_per_month: int | None = Field(default=None, gt=0)
+
+
+class OfferSpec(Strict):
+    code: Slug = Field(pattern=SLUG)
+    program: Slug
+    product: str
+    name: str = Field(min_length=1)
+    active_from: datetime | None = None
+    active_to: datetime | None = None
+    limits: LimitsSpec = LimitsSpec()
+    prices: tuple[PriceSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _window(self) -> OfferSpec:
+        for name in ("active_from", "active_to"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} needs a time zone offset, e.g. 2026-01-01T00:00:00+05:00")
+        if self.active_from and self.active_to and self.active_from >= self.active_to:
+            raise ValueError("active_from must be before active_to")
+        return self
+
+
+class CatalogSpec(Strict):
+    partners: tuple[PartnerSpec, ...] = ()
+    products: tuple[ProductSpec, ...] = ()
+    programs: tuple[ProgramSpec, ...] = ()
+    offers: tuple[OfferSpec, ...] = ()

@@ -1,0 +1,1 @@
+"""Reward fulfillment service."""

@@ -1,0 +1,166 @@
+"""The FastAPI application: routers, the request middleware and problem+json for every error."""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import ORJSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.config import get_settings
+from service.errors import PROBLEM_MEDIA_TYPE, Problem, ProblemDetails
+from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
+
+log = structlog.get_logger("api")
+VERSION = "0.1.0"
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> Response:
+    request_id = request.scope.get("request_id") if request is not None else None
+    instance = request.url.path if request is not None else None
+    import orjson
+
+    return Response(orjson.dumps(problem.body(instance, request_id)), status_code=problem.status,
+                    media_type=PROBLEM_MEDIA_TYPE, headers=problem.headers)
+
+
+class RequestContext:
+    """Pure ASGI (no per-request task hop): request id, body size limit, access log, metrics."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        supplied = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = supplied if 0 < len(supplied) <= 64 and supplied.isprintable() else uuid.uuid4().hex
+        scope["request_id"] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+        limit = self.max_body_bytes
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            problem = Problem(413, "payload_too_large", "Payload too large", f"the body limit is {limit} bytes")
+            response = problem_response(problem)
+            await response(scope, receive, send_wrapper)
+        else:
+            received = 0
+
+            async def receive_limited() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise Problem(413, "payload_too_large", "Payload too large", f"the body limit is {limit} bytes")
+                return message
+
+            await self.app(scope, receive_limited, send_wrapper)
+        elapsed = time.perf_counter() - started
+        route = scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
+        HTTP_LATENCY.labels(scope["method"], template).observe(elapsed)
+        query = scope.get("query_string", b"").decode("latin-1")
+        log.info("request", method=scope["method"], path=scope["path"], query=query or None, route=template,
+                 status=status, duration_ms=round(elapsed * 1000, 2))
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+async def _on_problem(request: Request, exc: Problem) -> Response:
+    return problem_response(exc, request)
+
+
+async def _on_validation(request: Request, exc: RequestValidationError) -> Response:
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        return problem_response(Problem(400, "malformed_json", "Malformed JSON", "the body is not valid JSON"), request)
+    # Field errors name the field and the rule, never echo the input (it may be a code or a PIN).
+    field_errors = [{"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors]
+    detail = "; ".join(f"{f['field']}: {f['message']}" for f in field_errors[:5])
+    return problem_response(Problem(422, "validation_error", "Validation failed", detail, errors=field_errors), request)
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
+               415: "unsupported_media_type"}
+
+
+async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
+    code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    if exc.status_code == 404:
+        detail = "no such resource"
+    problem = Problem(exc.status_code, code, code.replace("_", " ").capitalize(), detail,
+                      headers=dict(exc.headers) if exc.headers else None)
+    return problem_response(problem, request)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled_error", exc_info=exc, path=request.url.path)
+    return problem_response(Problem(500, "internal_error", "Internal error",
+                                    "something went wrong on our side; quote the request_id to support"), request)
+
+
+def create_app() -> FastAPI:
+    from service.catalog.routes import router as catalog_router
+    from service.health import router as health_router
+    from service.pools.routes import router as pools_router
+
+    app = FastAPI(
+        title="Reward fulfillment service",
+        version=VERSION,
+        description="Turns loyalty points into partner codes and universal gift cards, delivered by SMS. "
+                    "Errors are RFC 9457 problem+json with a stable `code`.",
+        default_response_class=ORJSONResponse,
+    )
+    app.include_router(health_router)
+    app.include_router(catalog_router)
+    app.include_router(pools_router)
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)
+    app.add_middleware(RequestContext, max_body_bytes=get_settings().max_body_bytes)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                             routes=app.routes, openapi_version="3.1.0")
+        from service.pools.schemas import CodeUploadJson, CodeItem
+
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (ProblemDetails, CodeUploadJson, CodeItem):
+            definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in definition.pop("$defs", {}).items():
+                components.setdefault(name, sub)
+            components.setdefault(model.__name__, definition)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ARRAY, CheckConstraint, DateTime, Integer, LargeBinary, String, Text, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base
+
+ROLES = ("loyalty", "partner", "finance", "support", "admin")
+
+
+class ApiKey(Base):
+    """`key_id` is the public half of the key (shown in lists and logs); only a SHA-256 of the secret
+    half is stored: keys are 256-bit random, so a slow hash would add latency and no safety."""
+    __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint("role IN ('loyalty', 'partner', 'finance', 'support', 'admin')", name="role"),
+        CheckConstraint("role <> 'partner' OR partner_code IS NOT NULL", name="partner_scoped"),
+        CheckConstraint("role <> 'loyalty' OR cardinality(programs) > 0", name="loyalty_scoped"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    name: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(String(16))
+    programs: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+    partner_code: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

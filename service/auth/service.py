@@ -1,0 +1,113 @@
+"""API keys: `rk_<key id>_<secret>`. The key id is public (lists, logs); only SHA-256(secret) is kept."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import string
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.auth.models import ROLES, ApiKey
+from service.catalog.models import Partner, Program
+from service.errors import Problem
+
+_ALNUM = string.ascii_lowercase + string.digits
+
+
+@dataclass(frozen=True)
+class Principal:
+    api_key_id: int
+    key_id: str
+    role: str
+    programs: frozenset[str]
+    partner: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def sees_all_programs(self) -> bool:
+        return self.role in ("admin", "finance", "support")
+
+    def may_see_program(self, code: str) -> bool:
+        return self.sees_all_programs() or (self.role == "loyalty" and code in self.programs)
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    key: str
+    record: ApiKey
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def create_key(session: Session, *, role: str, name: str, programs: list[str] | None = None,
+               partner: str | None = None) -> CreatedKey:
+    programs = sorted(set(programs or []))
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if role == "loyalty" and not programs:
+        raise ValueError("a loyalty key needs at least one --program")
+    if role != "loyalty" and programs:
+        raise ValueError("only loyalty keys are scoped to programs")
+    if role == "partner" and not partner:
+        raise ValueError("a partner key needs --partner")
+    if role != "partner" and partner:
+        raise ValueError("only partner keys are scoped to a partner")
+    if programs:
+        known = set(session.scalars(select(Program.code).where(Program.code.in_(programs))))
+        if missing := sorted(set(programs) - known):
+            raise ValueError(f"unknown program(s): {', '.join(missing)}")
+    if partner and session.scalar(select(Partner.id).where(Partner.code == partner)) is None:
+        raise ValueError(f"unknown partner: {partner}")
+    key_id = "".join(secrets.choice(_ALNUM) for _ in range(12))
+    secret = secrets.token_urlsafe(32)
+    record = ApiKey(key_id=key_id, secret_hash=_hash(secret), name=name, role=role,
+                    programs=programs, partner_code=partner)
+    session.add(record)
+    session.flush()
+    return CreatedKey(key=f"rk_{key_id}_{secret}", record=record)
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def revoke_key(session: Session, key_id: str) -> ApiKey:
+    record = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    if record is None:
+        raise LookupError(f"no key {key_id}")
+    if record.revoked_at is None:
+        record.revoked_at = datetime.now(timezone.utc)
+    return record
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def authenticate(session: Session, authorization: str | None) -> Principal:
+    if not authorization:
+        raise _unauthorized("send Authorization: Bearer <api key>")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("send Authorization: Bearer <api key>")
+    parts = token.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != "rk":
+        raise _unauthorized("invalid API key")
+    _, key_id, secret = parts
+    row = session.execute(
+        select(ApiKey.id, ApiKey.key_id, ApiKey.secret_hash, ApiKey.role, ApiKey.programs,
+               ApiKey.partner_code, ApiKey.revoked_at).where(ApiKey.key_id == key_id)
+    ).first()
+    # compare_digest on a dummy when the id is unknown keeps timing the same for both failures.
+    expected = row.secret_hash if row else b"\0" * 32
+    if not hmac.compare_digest(expected, _hash(secret)) or row is None or row.revoked_at is not None:
+        raise _unauthorized("invalid API key")
+    return Principal(row.id, row.key_id, row.role, frozenset(row.programs or ()), row.partner_code)

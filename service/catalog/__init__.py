@@ -1,0 +1,1 @@
+"""The catalog domain: partners, products, programs, tariffs, offers (as applied from catalog/)."""

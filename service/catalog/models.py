@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String,
+                        Text, UniqueConstraint, func)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from service.db import Base
+
+
+class Partner(Base):
+    __tablename__ = "partners"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Product(Base):
+    __tablename__ = "products"
+    __table_args__ = (
+        CheckConstraint("kind IN ('code', 'universal_card')", name="kind"),
+        CheckConstraint("kind <> 'code' OR (partner_id IS NOT NULL AND face_value_minor IS NOT NULL"
+                        " AND cost_price_minor IS NOT NULL)", name="code_has_partner_and_prices"),
+        CheckConstraint("kind <> 'universal_card' OR validity_days IS NOT NULL", name="card_has_validity"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
+    name: Mapped[str] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(String(3))
+    face_value_minor: Mapped[int | None] = mapped_column(BigInteger)
+    cost_price_minor: Mapped[int | None] = mapped_column(BigInteger)
+    brand: Mapped[str | None] = mapped_column(Text)
+    validity_days: Mapped[int | None] = mapped_column(Integer)
+    low_stock_threshold: Mapped[int | None] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    partner: Mapped[Partner | None] = relationship(lazy="joined")
+
+
+class ExchangeCatalogItem(Base):
+    """A `code` product that a universal card product may be exchanged for."""
+    __tablename__ = "exchange_catalog_items"
+    card_product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
+    code_product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
+
+
+class Program(Base):
+    __tablename__ = "programs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(String(3))
+    timezone: Mapped[str] = mapped_column(String(64))
+    sms_sender: Mapped[str] = mapped_column(String(11))
+    templates: Mapped[dict] = mapped_column(JSONB)
+    webhook_url: Mapped[str | None] = mapped_column(Text)
+    monthly_budget_minor: Mapped[int | None] = mapped_column(BigInteger)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Tariff(Base):
+    __tablename__ = "tariffs"
+    __table_args__ = (UniqueConstraint("program_id", "code"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(Text)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Offer(Base):
+    __tablename__ = "offers"
+    __table_args__ = (UniqueConstraint("program_id", "code"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(Text)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    active_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    active_to: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    limit_per_day: Mapped[int | None] = mapped_column(Integer)
+    limit_per_month: Mapped[int | None] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class OfferPrice(Base):
+    """Per-tariff terms of an offer: a tariff is eligible exactly when it has a row here."""
+    __tablename__ = "offer_prices"
+    __table_args__ = (CheckConstraint("nominal_minor > 0 AND points > 0", name="positive"),)
+    offer_id: Mapped[int] = mapped_column(ForeignKey("offers.id", ondelete="CASCADE"), primary_key=True)
+    tariff_id: Mapped[int] = mapped_column(ForeignKey("tariffs.id"), primary_key=True)
+    nominal_minor: Mapped[int] = mapped_column(BigInteger)
+    points: Mapped[int] = mapped_column(BigInteger)
+
+
+class CatalogRevision(Base):
+    """One row per apply that changed something; `digest` makes re-applying the same files a no-op."""
+    __tablename__ = "catalog_revisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)
+    summary: Mapped[dict] = mapped_column(JSONB)
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

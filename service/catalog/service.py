@@ -1,0 +1,156 @@
+"""Applying a validated catalog: one transaction, keyed by natural codes, idempotent.
+
+Entities missing from the files are deactivated, never deleted: redemptions and records keep
+pointing at them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from catalog.loader import LoadedCatalog
+from catalog.model import CatalogSpec
+from service.catalog.models import (CatalogRevision, ExchangeCatalogItem, Offer, OfferPrice, Partner, Product,
+                                    Program, Tariff)
+from service.money import to_minor
+
+CATALOG_LOCK = 7270002
+
+
+@dataclass
+class ApplySummary:
+    changed: bool
+    digest: str
+    created: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+    deactivated: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"changed": self.changed, "digest": self.digest, "created": self.created,
+                "updated": self.updated, "deactivated": self.deactivated}
+
+
+class _Sync:
+    """Brings rows of one model in line with the spec, counting what changed."""
+
+    def __init__(self, session: Session, summary: ApplySummary):
+        self.session = session
+        self.summary = summary
+
+    def upsert(self, kind: str, existing: dict[Any, Any], key: Any, model: type, values: dict[str, Any]) -> Any:
+        row = existing.get(key)
+        if row is None:
+            row = model(**values)
+            self.session.add(row)
+            existing[key] = row
+            self.summary.created[kind] = self.summary.created.get(kind, 0) + 1
+            return row
+        dirty = False
+        for name, value in values.items():
+            if getattr(row, name) != value:
+                setattr(row, name, value)
+                dirty = True
+        if dirty:
+            if hasattr(row, "updated_at"):
+                row.updated_at = func.now()
+            self.summary.updated[kind] = self.summary.updated.get(kind, 0) + 1
+        return row
+
+    def deactivate_missing(self, kind: str, existing: dict[Any, Any], keep: set[Any]) -> None:
+        for key, row in existing.items():
+            if key not in keep and row.active:
+                row.active = False
+                self.summary.deactivated[kind] = self.summary.deactivated.get(kind, 0) + 1
+
+
+def latest_digest(session: Session) -> str | None:
+    return session.scalar(select(CatalogRevision.digest).order_by(CatalogRevision.id.desc()).limit(1))
+
+
+def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
+    """Must run inside the caller's transaction; any exception leaves the database untouched."""
+    session.execute(select(func.pg_advisory_xact_lock(CATALOG_LOCK)))
+    summary = ApplySummary(changed=False, digest=loaded.digest)
+    if latest_digest(session) == loaded.digest:
+        return summary
+    spec: CatalogSpec = loaded.spec
+    sync = _Sync(session, summary)
+
+    partners = {p.code: p for p in session.scalars(select(Partner))}
+    for p in spec.partners:
+        sync.upsert("partners", partners, p.code, Partner, {"code": p.code, "name": p.name, "active": True})
+    sync.deactivate_missing("partners", partners, {p.code for p in spec.partners})
+    session.flush()
+
+    products = {p.sku: p for p in session.scalars(select(Product))}
+    for p in spec.products:
+        sync.upsert("products", products, p.sku, Product, {
+            "sku": p.sku, "kind": p.kind, "name": p.name, "currency": p.currency,
+            "partner_id": partners[p.partner].id if p.partner else None,
+            "face_value_minor": to_minor(p.face_value, p.currency) if p.face_value else None,
+            "cost_price_minor": to_minor(p.cost_price, p.currency) if p.cost_price else None,
+            "brand": p.brand, "validity_days": p.validity_days,
+            "low_stock_threshold": p.low_stock_threshold, "active": True,
+        })
+    sync.deactivate_missing("products", products, {p.sku for p in spec.products})
+    session.flush()
+    session.execute(delete(ExchangeCatalogItem))
+    for p in spec.products:
+        for sku in p.exchange_catalog:
+            session.add(ExchangeCatalogItem(card_product_id=products[p.sku].id, code_product_id=products[sku].id))
+
+    programs = {p.code: p for p in session.scalars(select(Program))}
+    for p in spec.programs:
+        sync.upsert("programs", programs, p.code, Program, {
+            "code": p.code, "name": p.name, "currency": p.currency, "timezone": p.timezone,
+            "sms_sender": p.sms_sender, "templates": p.templates.model_dump(mode="json"),
+            "webhook_url": p.webhook_url,
+            "monthly_budget_minor": to_minor(p.monthly_budget, p.currency) if p.monthly_budget else None,
+            "active": True,
+        })
+    sync.deactivate_missing("programs", programs, {p.code for p in spec.programs})
+    session.flush()
+
+    tariffs = {(t.program_id, t.code): t for t in session.scalars(select(Tariff))}
+    wanted_tariffs = set()
+    for p in spec.programs:
+        pid = programs[p.code].id
+        for t in p.tariffs:
+            wanted_tariffs.add((pid, t.code))
+            sync.upsert("tariffs", tariffs, (pid, t.code), Tariff,
+                        {"program_id": pid, "code": t.code, "name": t.name, "active": True})
+    sync.deactivate_missing("tariffs", tariffs, wanted_tariffs)
+    session.flush()
+
+    offers = {(o.program_id, o.code): o for o in session.scalars(select(Offer))}
+    wanted_offers = set()
+    for o in spec.offers:
+        pid = programs[o.program].id
+        wanted_offers.add((pid, o.code))
+        row = sync.upsert("offers", offers, (pid, o.code), Offer, {
+            "program_id": pid, "code": o.code, "name": o.name, "product_id": products[o.product].id,
+            "active_from": o.active_from, "active_to": o.active_to,
+            "limit_per_day": o.limits.per_subscriber_per_day,
+            "limit_per_month": o.limits.per_subscriber_per_month, "active": True,
+        })
+        session.flush()
+        session.execute(delete(OfferPrice).where(OfferPrice.offer_id == row.id))
+        for price in o.prices:
+            for tariff in price.tariffs:
+                session.add(OfferPrice(offer_id=row.id, tariff_id=tariffs[(pid, tariff)].id,
+                                       nominal_minor=to_minor(price.nominal, programs[o.program].currency),
+                                       points=price.points))
+    sync.deactivate_missing("offers", offers, wanted_offers)
+
+    summary.changed = True
+    session.add(CatalogRevision(digest=loaded.digest, source=loaded.source, summary=summary.as_dict()))
+    session.flush()
+    # API processes cache the catalog; this tells them (on commit) to reload.
+    session.execute(select(func.pg_notify("catalog_changed", loaded.digest)))
+    return summary
+
+
+def catalog_is_empty(session: Session) -> bool:
+    return session.scalar(select(func.count()).select_from(CatalogRevision)) == 0

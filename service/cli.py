@@ -1,0 +1,304 @@
+"""`rewards`: the one command for operators and developers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from service.config import get_settings
+from service.logging import configure_logging
+
+app = typer.Typer(help="Reward fulfillment service", no_args_is_help=True, pretty_exceptions_enable=False)
+catalog_app = typer.Typer(help="The reward catalog", no_args_is_help=True)
+codes_app = typer.Typer(help="Code pools", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+app.add_typer(codes_app, name="codes")
+app.add_typer(keys_app, name="keys")
+console = Console(stderr=True)
+
+
+def _logging() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+
+
+@app.callback()
+def main() -> None:
+    _logging()
+
+
+def _migrate() -> None:
+    from service.migrate import upgrade
+
+    upgrade(get_settings().database_url)
+
+
+def _apply_catalog(path: Path) -> dict:
+    from catalog.loader import load_catalog
+    from service.catalog.service import apply_catalog
+    from service.db import transaction
+
+    loaded = load_catalog(path)
+    with transaction() as session:
+        return apply_catalog(session, loaded).as_dict()
+
+
+def _import_demo_codes(folder: Path) -> None:
+    from service.db import transaction
+    from service.pools.service import body_sha256, import_codes, read_csv
+
+    for csv_file in sorted(folder.glob("*.csv")):
+        with transaction() as session, csv_file.open(encoding="utf-8", newline="") as fh:
+            import_codes(session, csv_file.stem, read_csv(fh), source="demo", filename=csv_file.name,
+                         sha256=body_sha256(csv_file.read_bytes()))
+
+
+def first_start_setup() -> None:
+    """Migrations always; the catalog (and demo codes) only when none was ever applied."""
+    from catalog import DEMO_CATALOG
+    from service.catalog.service import catalog_is_empty
+    from service.db import new_session
+
+    _migrate()
+    with new_session() as session:
+        empty = catalog_is_empty(session)
+    if empty:
+        path = get_settings().catalog_path or DEMO_CATALOG
+        summary = _apply_catalog(path)
+        console.print(f"catalog applied from {path}: created {summary['created']}")
+        if path == DEMO_CATALOG:
+            _import_demo_codes(DEMO_CATALOG / "codes")
+            console.print("demo codes imported")
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000,
+          processes: Annotated[int, typer.Option(help="Worker processes")] = 1,
+          threads: Annotated[int, typer.Option(help="Threads per worker process")] = 8) -> None:
+    """API and workers in one command (embedded PostgreSQL and Redis when no URLs are set)."""
+    from service.runtime import runtime
+
+    with runtime(need_redis=True):
+        first_start_setup()
+        env = {**os.environ}
+        children = {
+            "api": subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--host", host, "--port", str(port)],
+                                    env=env),
+            "worker": subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--processes", str(processes),
+                                        "--threads", str(threads)], env=env),
+        }
+        stopping = False
+
+        def stop(signum: int, _frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        console.print(f"serving on http://{host}:{port} (Ctrl-C stops everything; data in {get_settings().data_dir})")
+        exit_code = 0
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    console.print(f"{name} exited with {child.returncode}; stopping")
+                    exit_code, stopping = 1, True
+            time.sleep(0.2)
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        console.print("stopped API and workers; stopping PostgreSQL and Redis")
+    raise typer.Exit(exit_code)
+
+
+@app.command()
+def api(host: str = "127.0.0.1", port: int = 8000,
+        workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1) -> None:
+    """The HTTP API alone (uvicorn)."""
+    import uvicorn
+
+    from service.runtime import runtime
+
+    with runtime(need_redis=True):
+        uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_config=None,
+                    proxy_headers=True, timeout_graceful_shutdown=20)
+
+
+@app.command()
+def worker(processes: int = 1, threads: int = 8) -> None:
+    """Dramatiq workers alone."""
+    from service.runtime import runtime
+
+    with runtime(need_redis=True):
+        args = [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(processes),
+                "--threads", str(threads)]
+        proc = subprocess.Popen(args, env={**os.environ})
+
+        def forward(signum: int, _frame: object) -> None:
+            proc.send_signal(signum)
+
+        signal.signal(signal.SIGINT, forward)
+        signal.signal(signal.SIGTERM, forward)
+        code = proc.wait()
+    raise typer.Exit(code if code > 0 else 0)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (Alembic upgrade head)."""
+    from service.runtime import runtime
+
+    with runtime():
+        _migrate()
+    console.print("database is at the latest migration")
+
+
+@catalog_app.command("apply")
+def catalog_apply(path: Path) -> None:
+    """Validate a catalog file or folder, then apply it in one transaction (idempotent)."""
+    from catalog.loader import CatalogError
+    from service.runtime import runtime
+
+    try:
+        from catalog.loader import load_catalog
+
+        load_catalog(path)  # fail fast, before starting anything
+    except CatalogError as exc:
+        console.print(f"[red]catalog not applied[/red]: {len(exc.problems)} problem(s)")
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        raise typer.Exit(2) from None
+    with runtime():
+        _migrate()
+        summary = _apply_catalog(path)
+    typer.echo(json.dumps(summary, ensure_ascii=False))
+
+
+@codes_app.command("import")
+def codes_import(sku: str, file: Path) -> None:
+    """Import codes from a CSV file (code[,pin][,expires_at]) at COPY speed, with progress."""
+    import hashlib
+
+    from service.db import transaction
+    from service.errors import Problem
+    from service.pools.service import import_codes, read_csv
+    from service.runtime import runtime
+
+    if not file.exists():
+        console.print(f"[red]no such file[/red]: {file}")
+        raise typer.Exit(2)
+    digest = hashlib.sha256()
+    read = 0
+
+    def lines(fh):
+        nonlocal read
+        for line in fh:
+            raw = line.encode()
+            digest.update(raw)
+            read += len(raw)
+            yield line
+
+    with runtime(), Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[lines]:,} lines"),
+                             TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(f"import {sku}", total=file.stat().st_size, lines=0)
+        try:
+            with transaction() as session, file.open(encoding="utf-8-sig", newline="") as fh:
+                result = import_codes(session, sku, read_csv(lines(fh)), source="cli", filename=file.name,
+                                      progress=lambda n: bar.update(task, completed=read, lines=n))
+                session.flush()
+                from service.pools.models import CodeUpload
+
+                session.get(CodeUpload, result.upload_id).sha256 = digest.hexdigest()
+            bar.update(task, completed=file.stat().st_size, lines=result.lines)
+        except Problem as exc:
+            console.print(f"[red]{exc.code}[/red]: {exc.detail}")
+            raise typer.Exit(2) from None
+    out = {k: v for k, v in result.__dict__.items() if k not in ("rejected_lines", "duplicate_lines")}
+    typer.echo(json.dumps(out))
+    for rejected in result.rejected_lines[:20]:
+        typer.echo(f"line {rejected['line']}: {rejected['reason']}", err=True)
+
+
+@keys_app.command("create")
+def keys_create(role: Annotated[str, typer.Option(help="loyalty, partner, finance, support or admin")],
+                name: Annotated[str, typer.Option(help="Who holds the key")],
+                program: Annotated[Optional[list[str]], typer.Option(help="Program (loyalty keys; repeatable)")] = None,
+                partner: Annotated[Optional[str], typer.Option(help="Partner code (partner keys)")] = None) -> None:
+    """Create a key. It is printed once and stored hashed: copy it now."""
+    from service.auth.service import create_key
+    from service.db import transaction
+    from service.runtime import runtime
+
+    with runtime():
+        try:
+            with transaction() as session:
+                created = create_key(session, role=role, name=name, programs=program, partner=partner)
+                key_id = created.record.key_id
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    console.print(f"created key {key_id} ({role}); it is shown only now:")
+    typer.echo(created.key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (ids, roles, scopes; never the secrets)."""
+    from service.auth.service import list_keys
+    from service.db import new_session
+    from service.runtime import runtime
+
+    with runtime(), new_session() as session:
+        table = Table("key id", "name", "role", "scope", "created", "revoked")
+        for k in list_keys(session):
+            scope = ",".join(k.programs) if k.programs else (k.partner_code or "all")
+            table.add_row(k.key_id, k.name, k.role, scope, k.created_at.isoformat(timespec="seconds"),
+                          k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
+        Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key by its id; it stops working at once."""
+    from service.auth.service import revoke_key
+    from service.db import transaction
+    from service.runtime import runtime
+
+    with runtime():
+        try:
+            with transaction() as session:
+                revoke_key(session, key_id)
+        except LookupError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    console.print(f"revoked {key_id}")
+
+
+@app.command("openapi")
+def openapi_cmd(output: Path = Path("openapi/openapi.json")) -> None:
+    """Write the OpenAPI document generated from the code (committed in openapi/)."""
+    from service.openapi import render
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render())
+    console.print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    app()

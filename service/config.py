@@ -1,0 +1,54 @@
+"""Settings from the environment (and `.env`), one object for API, workers and CLI."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Unset URLs mean "embedded default": PostgreSQL and Redis started under data_dir.
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Field(default=Path("./var"), validation_alias="REWARDS_DATA_DIR")
+
+    # base64 of 32 random bytes; in embedded mode generated into the data folder once.
+    encryption_key: SecretStr | None = None
+
+    db_pool_size: int = 20
+    db_max_overflow: int = 10
+    log_level: str = "INFO"
+    log_json: bool = True
+    max_body_bytes: int = 10 * 1024 * 1024
+    catalog_path: Path | None = None
+
+    sms_provider: Literal["file", "smpp", "http"] = "file"
+    sms_file: Path | None = None
+    smpp_host: str = "127.0.0.1"
+    smpp_port: int = 2775
+    smpp_system_id: str = ""
+    smpp_password: SecretStr | None = None
+    sms_http_url: str | None = None
+    sms_http_token: SecretStr | None = None
+    sms_receipt_secret: SecretStr | None = None
+
+    stock_low_threshold: int = 50
+    stock_expiring_days: int = 30
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url or not self.redis_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()

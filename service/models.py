@@ -1,0 +1,8 @@
+"""Imports every domain's models so that metadata (Alembic, tests) sees the whole schema."""
+
+
+def load_all_models() -> None:
+    import service.auth.models  # noqa: F401
+    import service.catalog.models  # noqa: F401
+    import service.outbox  # noqa: F401
+    import service.pools.models  # noqa: F401

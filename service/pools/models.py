@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary,
+                        String, Text, UniqueConstraint, func, text)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base
+
+CODE_STATUSES = ("available", "reserved", "issued", "voided")
+
+
+class CodeUpload(Base):
+    __tablename__ = "code_uploads"
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    source: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    lines: Mapped[int] = mapped_column(Integer)
+    accepted: Mapped[int] = mapped_column(Integer)
+    duplicates: Mapped[int] = mapped_column(Integer)
+    rejected: Mapped[int] = mapped_column(Integer)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Code(Base):
+    """A partner code. Never stored in clear: `code_enc`/`pin_enc` are AES-GCM, `fingerprint` is an
+    HMAC of the normalised code, unique per partner, so a code cannot enter a pool twice (invariant 1)."""
+    __tablename__ = "codes"
+    __table_args__ = (
+        UniqueConstraint("partner_id", "fingerprint"),
+        CheckConstraint("status IN ('available', 'reserved', 'issued', 'voided')", name="status"),
+        # Allocation reads this index in order: earliest expiry first, never-expiring last.
+        Index("ix_codes_allocation", "product_id", text("expires_at NULLS LAST"), "id",
+              postgresql_where=text("status = 'available'")),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
+    last4: Mapped[str] = mapped_column(String(4))
+    code_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    pin_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[str] = mapped_column(String(16), server_default="available")
+    upload_id: Mapped[int | None] = mapped_column(ForeignKey("code_uploads.id"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,279 @@
+"""Code pools: import (API upload and CLI share this pipeline) and stock.
+
+Import streams the file in chunks: each line is validated, encrypted and fingerprinted, then
+COPYed (binary) into a temporary staging table; one INSERT ... SELECT moves the new codes into the
+pool with ON CONFLICT DO NOTHING on (partner, fingerprint). Re-uploading adds nothing, duplicates
+within a file count once, and the whole file is one transaction."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from service.catalog.models import Product
+from service.crypto import Vault, get_vault
+from service.errors import Problem
+from service.pools.models import CodeUpload
+
+MAX_CODE_LENGTH = 128
+MAX_PIN_LENGTH = 32
+MAX_REPORTED_LINES = 1000
+CHUNK = 20_000
+# Date-only expiries mean "valid through that day" where the first customer lives.
+DEFAULT_TIMEZONE = ZoneInfo("Asia/Almaty")
+
+
+@dataclass
+class RawLine:
+    line: int
+    code: Any
+    pin: Any = None
+    expires_at: Any = None
+    error: str | None = None
+
+
+@dataclass
+class ImportResult:
+    upload_id: int
+    sku: str
+    lines: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    rejected_lines: list[dict[str, Any]] = field(default_factory=list)
+    duplicate_lines: list[int] = field(default_factory=list)
+    truncated: bool = False
+
+
+class LineRejected(ValueError):
+    pass
+
+
+def _clean(value: Any, name: str, max_length: int, required: bool) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        if required:
+            raise LineRejected(f"{name} is empty")
+        return None
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise LineRejected(f"{name} must be a string")
+    value = str(value).strip()
+    if len(value) > max_length:
+        raise LineRejected(f"{name} is longer than {max_length} characters")
+    if not value.isprintable():
+        raise LineRejected(f"{name} contains control characters")
+    return value
+
+
+def parse_expiry(value: Any, now: datetime) -> datetime | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str):
+        raise LineRejected("expires_at must be an RFC 3339 timestamp or a YYYY-MM-DD date")
+    value = value.strip()
+    try:
+        if len(value) == 10:
+            moment = datetime.combine(date.fromisoformat(value), time(23, 59, 59), DEFAULT_TIMEZONE)
+        else:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                raise LineRejected("expires_at needs a time zone offset")
+    except ValueError:
+        raise LineRejected("expires_at must be an RFC 3339 timestamp or a YYYY-MM-DD date") from None
+    if moment <= now:
+        raise LineRejected("code has already expired")
+    return moment.astimezone(timezone.utc)
+
+
+def read_csv(stream: Iterable[str]) -> Iterator[RawLine]:
+    """`code[,pin][,expires_at]`, with or without a header line."""
+    reader = csv.reader(stream)
+    for row in reader:
+        line = reader.line_num
+        if not row or all(not c.strip() for c in row):
+            continue
+        if line == 1 and row[0].strip().lower() == "code":
+            continue
+        if len(row) > 3:
+            yield RawLine(line, None, error="too many columns: expected code[,pin][,expires_at]")
+        else:
+            yield RawLine(line, row[0], row[1] if len(row) > 1 else None, row[2] if len(row) > 2 else None)
+
+
+def read_json(payload: Any) -> Iterator[RawLine]:
+    """`{"codes": [{"code": ..., "pin": ..., "expires_at": ...}]}` or the bare list."""
+    items = payload.get("codes") if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise Problem(422, "validation_error", "Validation failed",
+                      'expected {"codes": [{"code": "...", "pin": "...", "expires_at": "..."}]}',
+                      errors=[{"field": "body.codes", "message": "must be a list"}])
+    for index, item in enumerate(items, start=1):
+        if isinstance(item, str):
+            yield RawLine(index, item)
+        elif isinstance(item, dict):
+            yield RawLine(index, item.get("code"), item.get("pin"), item.get("expires_at"))
+        else:
+            yield RawLine(index, None, error="each item must be a code string or an object with a code")
+
+
+def code_product(session: Session, sku: str) -> Product:
+    product = session.scalar(select(Product).where(Product.sku == sku))
+    if product is None:
+        raise Problem(404, "not_found", "Not found", f"product {sku} not found")
+    if product.kind != "code":
+        raise Problem(422, "not_a_code_product", "Not a code product",
+                      f"{sku} is a {product.kind}: only code products have code pools")
+    return product
+
+
+def _encrypt_chunk(vault: Vault, chunk: list[RawLine], now: datetime, result: ImportResult) -> list[tuple]:
+    rows = []
+    for raw in chunk:
+        result.lines += 1
+        try:
+            if raw.error:
+                raise LineRejected(raw.error)
+            code = _clean(raw.code, "code", MAX_CODE_LENGTH, required=True)
+            pin = _clean(raw.pin, "pin", MAX_PIN_LENGTH, required=False)
+            expires = parse_expiry(raw.expires_at, now)
+        except LineRejected as exc:
+            result.rejected += 1
+            if len(result.rejected_lines) < MAX_REPORTED_LINES:
+                result.rejected_lines.append({"line": raw.line, "reason": str(exc)})
+            else:
+                result.truncated = True
+            continue
+        rows.append((raw.line, vault.fingerprint(code), code[-4:], vault.encrypt(code, b"code"),
+                     vault.encrypt(pin, b"pin") if pin else None, expires))
+    return rows
+
+
+def import_codes(session: Session, sku: str, lines: Iterable[RawLine], *, source: str,
+                 filename: str | None = None, sha256: str = "", api_key_id: int | None = None,
+                 progress: Callable[[int], None] | None = None) -> ImportResult:
+    """Runs in the caller's transaction. `progress` gets the number of lines read so far."""
+    product = code_product(session, sku)
+    vault = get_vault()
+    now = datetime.now(timezone.utc)
+    upload = CodeUpload(product_id=product.id, source=source, filename=filename, sha256=sha256,
+                        lines=0, accepted=0, duplicates=0, rejected=0, api_key_id=api_key_id)
+    session.add(upload)
+    session.flush()
+    result = ImportResult(upload_id=upload.id, sku=sku)
+
+    conn = session.connection().connection.driver_connection  # the psycopg connection, for COPY
+    with conn.cursor() as cur:
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS code_staging (line int, fingerprint bytea, last4 text,"
+                    " code_enc bytea, pin_enc bytea, expires_at timestamptz) ON COMMIT DROP")
+        cur.execute("TRUNCATE code_staging")
+        chunk: list[RawLine] = []
+
+        def flush() -> None:
+            rows = _encrypt_chunk(vault, chunk, now, result)
+            with cur.copy("COPY code_staging FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(["int4", "bytea", "text", "bytea", "bytea", "timestamptz"])
+                for row in rows:
+                    copy.write_row(row)
+            chunk.clear()
+            if progress:
+                progress(result.lines)
+
+        for raw in lines:
+            chunk.append(raw)
+            if len(chunk) >= CHUNK:
+                flush()
+        flush()
+        cur.execute("ANALYZE code_staging")
+        cur.execute(
+            "INSERT INTO codes (product_id, partner_id, fingerprint, last4, code_enc, pin_enc, expires_at, upload_id)"
+            " SELECT DISTINCT ON (fingerprint) %(product)s, %(partner)s, fingerprint, last4, code_enc, pin_enc,"
+            "        expires_at, %(upload)s"
+            " FROM code_staging ORDER BY fingerprint, line"
+            " ON CONFLICT (partner_id, fingerprint) DO NOTHING",
+            {"product": product.id, "partner": product.partner_id, "upload": upload.id})
+        result.accepted = cur.rowcount
+        valid = result.lines - result.rejected
+        result.duplicates = valid - result.accepted
+        if result.duplicates:
+            cur.execute(
+                "SELECT s.line FROM code_staging s"
+                " JOIN (SELECT fingerprint, min(line) AS first FROM code_staging GROUP BY fingerprint) f"
+                "   USING (fingerprint)"
+                " LEFT JOIN codes c ON c.partner_id = %(partner)s AND c.fingerprint = s.fingerprint"
+                "   AND c.upload_id = %(upload)s"
+                " WHERE c.id IS NULL OR s.line <> f.first ORDER BY s.line LIMIT %(limit)s",
+                {"partner": product.partner_id, "upload": upload.id, "limit": MAX_REPORTED_LINES})
+            result.duplicate_lines = [r[0] for r in cur.fetchall()]
+            result.truncated = result.truncated or result.duplicates > len(result.duplicate_lines)
+        cur.execute("DROP TABLE code_staging")
+
+    upload.lines, upload.accepted = result.lines, result.accepted
+    upload.duplicates, upload.rejected = result.duplicates, result.rejected
+    session.flush()
+    return result
+
+
+def body_sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def lines_from_body(body: bytes, content_type: str) -> Iterator[RawLine]:
+    media = content_type.split(";")[0].strip().lower()
+    if media in ("text/csv", "text/plain", "application/csv"):
+        try:
+            text_body = body.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise Problem(422, "validation_error", "Validation failed", "CSV must be UTF-8",
+                          errors=[{"field": "body", "message": "not UTF-8"}]) from None
+        return read_csv(io.StringIO(text_body, newline=""))
+    if media == "application/json":
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise Problem(400, "malformed_json", "Malformed JSON", "the body is not valid JSON") from None
+        return read_json(payload)
+    raise Problem(415, "unsupported_media_type", "Unsupported media type",
+                  "send text/csv (code[,pin][,expires_at]) or application/json")
+
+
+@dataclass
+class StockLine:
+    sku: str
+    partner: str | None
+    available: int
+    reserved: int
+    issued: int
+    voided: int
+    expired: int
+    expiring_soon: int
+    low_stock: bool
+
+
+def stock(session: Session, *, partner: str | None = None, expiring_days: int = 30,
+          default_threshold: int = 50) -> list[StockLine]:
+    """One aggregate over the pool (index-only for most of it); products with no codes show zeros."""
+    soon = datetime.now(timezone.utc) + timedelta(days=expiring_days)
+    params: dict[str, Any] = {"soon": soon, "partner": partner}
+    rows = session.execute(text(
+        "SELECT p.sku, pa.code AS partner, p.low_stock_threshold,"
+        " count(c.id) FILTER (WHERE c.status = 'available' AND (c.expires_at IS NULL OR c.expires_at > now())) AS available,"
+        " count(c.id) FILTER (WHERE c.status = 'reserved') AS reserved,"
+        " count(c.id) FILTER (WHERE c.status = 'issued') AS issued,"
+        " count(c.id) FILTER (WHERE c.status = 'voided') AS voided,"
+        " count(c.id) FILTER (WHERE c.status = 'available' AND c.expires_at <= now()) AS expired,"
+        " count(c.id) FILTER (WHERE c.status = 'available' AND c.expires_at > now() AND c.expires_at <= :soon) AS expiring_soon"
+        " FROM products p JOIN partners pa ON pa.id = p.partner_id"
+        " LEFT JOIN codes c ON c.product_id = p.id"
+        " WHERE p.kind = 'code' AND p.active AND (CAST(:partner AS text) IS NULL OR pa.code = :partner)"
+        " GROUP BY p.sku, pa.code, p.low_stock_threshold ORDER BY p.sku"), params)
+    return [StockLine(r.sku, r.partner, r.available, r.reserved, r.issued, r.voided, r.expired, r.expiring_soon,
+                      r.available < (r.low_stock_threshold if r.low_stock_threshold is not None else default_threshold))
+            for r in rows]

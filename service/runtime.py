@@ -1,0 +1,47 @@
+"""Resolves where PostgreSQL and Redis are for this process: the configured URLs, or the embedded
+servers under the data folder. Everything after this sees only URLs (one code path)."""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from service.config import get_settings, reset_settings_cache
+from service.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_encryption_key
+
+
+def _reset_caches() -> None:
+    from service.crypto import get_vault
+    from service.db import reset_engine
+
+    reset_settings_cache()
+    reset_engine()
+    get_vault.cache_clear()
+
+
+@contextmanager
+def runtime(*, need_redis: bool = False) -> Iterator[None]:
+    settings = get_settings()
+    started: list[EmbeddedPostgres | EmbeddedRedis] = []
+    try:
+        if not settings.database_url:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            pg = EmbeddedPostgres(settings.data_dir.resolve() / "pg")
+            os.environ["DATABASE_URL"] = pg.start()
+            started.append(pg)
+            if settings.encryption_key is None:
+                os.environ["ENCRYPTION_KEY"] = ensure_encryption_key(settings.data_dir)
+        elif settings.encryption_key is None:
+            raise SystemExit("ENCRYPTION_KEY is required when DATABASE_URL is set (base64 of 32 random bytes)")
+        if need_redis and not settings.redis_url:
+            rd = EmbeddedRedis(settings.data_dir.resolve() / "redis")
+            os.environ["REDIS_URL"] = rd.start()
+            started.append(rd)
+        _reset_caches()
+        yield
+    finally:
+        from service.db import reset_engine
+
+        reset_engine()
+        for server in reversed(started):
+            server.stop()

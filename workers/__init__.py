@@ -1,0 +1,1 @@
+"""Dramatiq workers: thin actors, each calling one domain function."""

@@ -1,0 +1,19 @@
+"""The Dramatiq broker (Redis), configured from settings in every process that imports actors."""
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+
+from service.config import get_settings
+
+
+def setup_broker() -> RedisBroker:
+    settings = get_settings()
+    if not settings.redis_url:
+        raise RuntimeError("REDIS_URL is not set (the CLI sets it in embedded mode)")
+    broker = RedisBroker(url=settings.redis_url)
+    dramatiq.set_broker(broker)
+    return broker
+
+
+broker = setup_broker()
