@@ -9,7 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -135,7 +135,6 @@ def create_app() -> FastAPI:
         version=VERSION,
         description="Turns loyalty points into partner codes and universal gift cards, delivered by SMS. "
                     "Errors are RFC 9457 problem+json with a stable `code`.",
-        default_response_class=ORJSONResponse,
     )
     app.include_router(health_router)
     app.include_router(catalog_router)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import redis
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -11,8 +11,9 @@ from sqlalchemy import text
 from service.config import get_settings
 from service.db import get_engine
 from service.errors import Problem, responses
+from service.strict import reject_unknown_query
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], dependencies=[Depends(reject_unknown_query)])
 
 
 class Health(BaseModel):
@@ -25,13 +26,14 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(get_settings().redis_url, socket_timeout=1, socket_connect_timeout=1)
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers",
+            responses={422: responses(422)[422]})
 def healthz() -> Health:
     return Health(status="ok")
 
 
 @router.get("/readyz", response_model=Health, summary="Readiness: database and broker reachable",
-            responses={503: responses(503)[503]})
+            responses={422: responses(422)[422], 503: responses(503)[503]})
 def readyz() -> Health:
     checks: dict[str, str] = {}
     try:

@@ -11,7 +11,9 @@ import structlog
 
 # Keys whose values are secrets: never shown at all.
 _SECRET_KEYS = {"pin", "password", "secret", "token", "api_key", "authorization", "key", "encryption_key",
-                "smpp_password", "secret_key", "x-api-key"}
+                "smpp_password", "secret_key", "x-api-key",
+                # Message bodies carry codes and PINs in free text that no pattern can spot.
+                "text", "body", "short_message", "message_payload", "sms_text"}
 # Keys whose values identify a person or a reward: shown by their last 4 characters only.
 _PARTIAL_KEYS = {"code", "codes", "msisdn", "phone", "to", "destination", "number", "card_number",
                  "destination_addr", "certificate"}

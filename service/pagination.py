@@ -1,19 +1,19 @@
-"""Cursor pagination: the cursor is an opaque, URL-safe token holding the last sort key seen."""
+"""Cursor pagination by keyset: `next_cursor` is the sort key of the last item of the page, and any
+value of the documented form is a valid cursor ("items after this one")."""
 from __future__ import annotations
 
-import base64
-import json
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel
 
-from service.errors import Problem
-
 T = TypeVar("T")
 
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
-Cursor = Annotated[str | None, Query(max_length=512, description="`next_cursor` of the previous page")]
+
+
+def keyset_cursor(pattern: str) -> object:
+    return Annotated[str | None, Query(pattern=pattern, description="`next_cursor` of the previous page")]
 
 
 class Page(BaseModel, Generic[T]):
@@ -21,15 +21,5 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
-def encode_cursor(value: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> Any:
-    if cursor is None:
-        return None
-    try:
-        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, UnicodeDecodeError):
-        raise Problem(422, "validation_error", "Validation failed", "invalid cursor",
-                      errors=[{"field": "query.cursor", "message": "not a cursor this API returned"}]) from None
+def page(items: list, limit: int, key: str) -> dict:
+    return {"items": items, "next_cursor": getattr(items[-1], key) if len(items) == limit else None}

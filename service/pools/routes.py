@@ -7,16 +7,18 @@ import structlog
 from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 
+from catalog.model import SKU
 from service.auth.deps import require
 from service.auth.service import Principal
 from service.config import get_settings
 from service.db import transaction, new_session
+from service.strict import reject_unknown_query
 from service.errors import not_found, responses
 from service.metrics import CODES_IMPORTED
 from service.pools import service
 from service.pools.schemas import CodeUploadResult, StockOut
 
-router = APIRouter(prefix="/v1", tags=["partners"], responses=responses())
+router = APIRouter(prefix="/v1", tags=["partners"], responses=responses(), dependencies=[Depends(reject_unknown_query)])
 log = structlog.get_logger("pools")
 
 _UPLOAD_BODY = {
@@ -34,7 +36,7 @@ _UPLOAD_BODY = {
 @router.post("/products/{sku}/codes", response_model=CodeUploadResult, status_code=201,
              summary="Upload codes into a product's pool (CSV or JSON)", openapi_extra=_UPLOAD_BODY,
              )
-async def upload_codes(request: Request, sku: Annotated[str, Path(max_length=64)],
+async def upload_codes(request: Request, sku: Annotated[str, Path(pattern=SKU, description="Product sku")],
                        principal: Principal = Depends(require("partner"))) -> CodeUploadResult:
     body = await request.body()
     lines = service.lines_from_body(body, request.headers.get("content-type", ""))

@@ -84,10 +84,10 @@ def parse_expiry(value: Any, now: datetime) -> datetime | None:
             moment = datetime.combine(date.fromisoformat(value), time(23, 59, 59), DEFAULT_TIMEZONE)
         else:
             moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-            if moment.tzinfo is None:
-                raise LineRejected("expires_at needs a time zone offset")
     except ValueError:
         raise LineRejected("expires_at must be an RFC 3339 timestamp or a YYYY-MM-DD date") from None
+    if moment.tzinfo is None:
+        raise LineRejected("expires_at needs a time zone offset")
     if moment <= now:
         raise LineRejected("code has already expired")
     return moment.astimezone(timezone.utc)

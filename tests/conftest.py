@@ -1,0 +1,146 @@
+"""Test services: the system PostgreSQL/Redis when DATABASE_URL and REDIS_URL are set, otherwise
+embedded ones started under a temporary data folder. The schema is rebuilt by the real migrations
+once per session; each test starts from empty tables and builds state with domain functions."""
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import text
+
+TEST_ENCRYPTION_KEY = base64.b64encode(b"k" * 32).decode()
+
+
+@dataclass
+class Services:
+    database_url: str
+    redis_url: str
+    embedded: bool
+
+
+def _reset_caches() -> None:
+    from service.runtime import _reset_caches
+
+    _reset_caches()
+
+
+@pytest.fixture(scope="session")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    from service.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    started = []
+    database_url = os.environ.get("DATABASE_URL")
+    redis_url = os.environ.get("REDIS_URL")
+    data = tmp_path_factory.mktemp("data")
+    if not database_url:
+        pg = EmbeddedPostgres(data / "pg")
+        database_url = pg.start()
+        started.append(pg)
+    if not redis_url:
+        rd = EmbeddedRedis(data / "redis")
+        redis_url = rd.start()
+        started.append(rd)
+    os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url, ENCRYPTION_KEY=TEST_ENCRYPTION_KEY,
+                      REWARDS_DATA_DIR=str(data), LOG_JSON="true")
+    _reset_caches()
+    from service.logging import configure_logging
+
+    configure_logging("INFO", json=True)
+    import psycopg
+
+    from service.db import libpq_url
+
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
+        conn.execute("DROP SCHEMA public CASCADE")
+        conn.execute("CREATE SCHEMA public")
+    from service.migrate import upgrade
+
+    upgrade(database_url)
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    yield Services(database_url, redis_url, embedded=bool(started))
+    from service.db import reset_engine
+
+    reset_engine()
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def db(services: Services) -> Iterator[None]:
+    """Empty tables (schema kept) before the test."""
+    from service.db import get_engine
+    from service.models import load_all_models
+    from service.db import Base
+
+    load_all_models()
+    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with get_engine().begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    yield
+
+
+@pytest.fixture
+def demo_catalog(db: None):
+    from catalog import DEMO_CATALOG
+    from catalog.loader import load_catalog
+    from service.catalog.service import apply_catalog
+    from service.db import transaction
+
+    loaded = load_catalog(DEMO_CATALOG)
+    with transaction() as session:
+        apply_catalog(session, loaded)
+    return loaded
+
+
+@dataclass
+class Keys:
+    admin: str
+    loyalty: str  # mobile-bonus only
+    partner: str  # aray-cinema
+    other_partner: str  # kitap-books
+    finance: str
+    support: str
+    revoked: str
+
+    def header(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {getattr(self, role)}"}
+
+
+@pytest.fixture
+def keys(demo_catalog) -> Keys:
+    from service.auth.service import create_key, revoke_key
+    from service.db import transaction
+
+    with transaction() as s:
+        made = {
+            "admin": create_key(s, role="admin", name="ops").key,
+            "loyalty": create_key(s, role="loyalty", name="loyalty", programs=["mobile-bonus"]).key,
+            "partner": create_key(s, role="partner", name="aray", partner="aray-cinema").key,
+            "other_partner": create_key(s, role="partner", name="kitap", partner="kitap-books").key,
+            "finance": create_key(s, role="finance", name="finance").key,
+            "support": create_key(s, role="support", name="support").key,
+        }
+        revoked = create_key(s, role="admin", name="old")
+        made["revoked"] = revoked.key
+        revoke_key(s, revoked.record.key_id)
+    return Keys(**made)
+
+
+@pytest.fixture(scope="session")
+def app(services: Services):
+    from service.app import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+def client(app, db):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
