@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from catalog.model import CatalogSpec
 from service.money import to_minor
 
-SECTIONS = ("partners", "products", "programs", "offers")
+SECTIONS = ("vat_schedules", "partners", "products", "programs", "offers")
 Loc = tuple[Any, ...]
 
 
@@ -153,10 +153,15 @@ def cross_check(spec: CatalogSpec) -> list[tuple[Loc, str]]:
     for i in _duplicates([f"{o.program}/{o.code}" for o in spec.offers]):
         errors.append((("offers", i, "code"), f"offer {spec.offers[i].code!r} is defined twice in its program"))
 
+    for i in _duplicates([v.code for v in spec.vat_schedules]):
+        errors.append((("vat_schedules", i, "code"), f"{spec.vat_schedules[i].code!r} is defined twice"))
+    schedules = {v.code for v in spec.vat_schedules}
     partners = {p.code for p in spec.partners}
     products = {p.sku: p for p in spec.products}
     programs = {p.code: p for p in spec.programs}
     for i, product in enumerate(spec.products):
+        if product.vat_schedule is not None and product.vat_schedule not in schedules:
+            errors.append((("products", i, "vat_schedule"), f"unknown VAT schedule {product.vat_schedule!r}"))
         if product.partner is not None and product.partner not in partners:
             errors.append((("products", i, "partner"), f"unknown partner {product.partner!r}"))
         for j, sku in enumerate(product.exchange_catalog):

@@ -3,7 +3,7 @@ read an unquoted 5000.00 as a float, and floats never come near money here."""
 from __future__ import annotations
 
 import string
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -47,6 +47,9 @@ class ProductSpec(Strict):
     validity_days: int | None = Field(default=None, gt=0, le=3650)
     exchange_catalog: tuple[str, ...] = ()
     low_stock_threshold: int | None = Field(default=None, ge=0)
+    vat_schedule: Slug | None = Field(default=None, description="A schedule of vat_schedules; none: no VAT")
+    vat_point: Literal["sale", "redemption"] = Field(
+        default="sale", description="When VAT falls due: when we issue the reward, or when it is redeemed/exchanged")
 
     _money_fields = field_validator("face_value", "cost_price", mode="before")(lambda v: None if v is None else _money(v))
 
@@ -181,7 +184,27 @@ class OfferSpec(Strict):
         return self
 
 
+class VatRateSpec(Strict):
+    effective_from: date
+    percent: str = Field(pattern=r"^\d{1,2}(\.\d{1,2})?$", description='e.g. "16" or "12.5"')
+
+    _percent = field_validator("percent", mode="before")(_money)
+
+
+class VatScheduleSpec(Strict):
+    code: Slug = Field(pattern=SLUG)
+    rates: tuple[VatRateSpec, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VatScheduleSpec:
+        dates = [r.effective_from for r in self.rates]
+        if dates != sorted(dates) or len(set(dates)) != len(dates):
+            raise ValueError("rates must be in increasing effective_from order, one per date")
+        return self
+
+
 class CatalogSpec(Strict):
+    vat_schedules: tuple[VatScheduleSpec, ...] = ()
     partners: tuple[PartnerSpec, ...] = ()
     products: tuple[ProductSpec, ...] = ()
     programs: tuple[ProgramSpec, ...] = ()

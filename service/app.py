@@ -96,6 +96,9 @@ async def _on_problem(request: Request, exc: Problem) -> Response:
 
 async def _on_validation(request: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
+    if any(e.get("type") == "missing" and tuple(e["loc"]) == ("header", "Idempotency-Key") for e in errors):
+        return problem_response(Problem(400, "idempotency_key_missing", "Idempotency-Key missing",
+                                        "this request needs an Idempotency-Key header"), request)
     if any(e.get("type") == "json_invalid" for e in errors):
         return problem_response(Problem(400, "malformed_json", "Malformed JSON", "the body is not valid JSON"), request)
     # Field errors name the field and the rule, never echo the input (it may be a code or a PIN).
@@ -129,6 +132,7 @@ def create_app() -> FastAPI:
     from service.catalog.routes import router as catalog_router
     from service.health import router as health_router
     from service.pools.routes import router as pools_router
+    from service.redemptions.routes import router as redemptions_router
 
     app = FastAPI(
         title="Reward fulfillment service",
@@ -139,6 +143,7 @@ def create_app() -> FastAPI:
     app.include_router(health_router)
     app.include_router(catalog_router)
     app.include_router(pools_router)
+    app.include_router(redemptions_router)
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)

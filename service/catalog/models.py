@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import (BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Integer, String,
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Date, DateTime, ForeignKey, Integer, String,
                         Text, UniqueConstraint, func)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -38,10 +38,20 @@ class Product(Base):
     brand: Mapped[str | None] = mapped_column(Text)
     validity_days: Mapped[int | None] = mapped_column(Integer)
     low_stock_threshold: Mapped[int | None] = mapped_column(Integer)
+    vat_schedule: Mapped[str | None] = mapped_column(String(64))
+    vat_point: Mapped[str] = mapped_column(String(16), server_default="sale")
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     partner: Mapped[Partner | None] = relationship(lazy="joined")
+
+
+class VatRate(Base):
+    """Effective-dated VAT: the rate of a schedule on a date is the latest row not after it."""
+    __tablename__ = "vat_rates"
+    schedule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    effective_from: Mapped[date] = mapped_column(Date, primary_key=True)
+    rate_bp: Mapped[int] = mapped_column(Integer)  # basis points: 1600 = 16 %
 
 
 class ExchangeCatalogItem(Base):

@@ -5,6 +5,7 @@ pointing at them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from catalog.loader import LoadedCatalog
 from catalog.model import CatalogSpec
 from service.catalog.models import (CatalogRevision, ExchangeCatalogItem, Offer, OfferPrice, Partner, Product,
-                                    Program, Tariff)
+                                    Program, Tariff, VatRate)
 from service.money import to_minor
 
 CATALOG_LOCK = 7270002
@@ -78,6 +79,12 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
     spec: CatalogSpec = loaded.spec
     sync = _Sync(session, summary)
 
+    session.execute(delete(VatRate))
+    for schedule in spec.vat_schedules:
+        for rate in schedule.rates:
+            session.add(VatRate(schedule=schedule.code, effective_from=rate.effective_from,
+                                rate_bp=int(Decimal(rate.percent) * 100)))
+
     partners = {p.code: p for p in session.scalars(select(Partner))}
     for p in spec.partners:
         sync.upsert("partners", partners, p.code, Partner, {"code": p.code, "name": p.name, "active": True})
@@ -92,7 +99,8 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
             "face_value_minor": to_minor(p.face_value, p.currency) if p.face_value else None,
             "cost_price_minor": to_minor(p.cost_price, p.currency) if p.cost_price else None,
             "brand": p.brand, "validity_days": p.validity_days,
-            "low_stock_threshold": p.low_stock_threshold, "active": True,
+            "low_stock_threshold": p.low_stock_threshold, "vat_schedule": p.vat_schedule,
+            "vat_point": p.vat_point, "active": True,
         })
     sync.deactivate_missing("products", products, {p.sku for p in spec.products})
     session.flush()
@@ -149,6 +157,9 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
     session.flush()
     # API processes cache the catalog; this tells them (on commit) to reload.
     session.execute(select(func.pg_notify("catalog_changed", loaded.digest)))
+    from service.catalog.snapshot import invalidate_snapshot
+
+    invalidate_snapshot()
     return summary
 
 

@@ -33,8 +33,9 @@ class Code(Base):
     __table_args__ = (
         UniqueConstraint("partner_id", "fingerprint"),
         CheckConstraint("status IN ('available', 'reserved', 'issued', 'voided')", name="status"),
-        # Allocation reads this index in order: earliest expiry first, never-expiring last.
-        Index("ix_codes_allocation", "product_id", text("expires_at NULLS LAST"), "id",
+        # Allocation reads this index in order: earliest expiry first, never-expiring last; expired
+        # codes sit before the range the query starts at, so they are never scanned again.
+        Index("ix_codes_allocation", "product_id", text("coalesce(expires_at, 'infinity')"), "id",
               postgresql_where=text("status = 'available'")),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -1,0 +1,1 @@
+"""Universal gift cards: minted by us, exchanged by partners for their certificates."""

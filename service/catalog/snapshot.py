@@ -1,0 +1,165 @@
+"""An in-process, read-only copy of the catalog for the hot path (redemptions, exchanges).
+
+Loaded once, then refreshed when a newer catalog revision exists; the check is one indexed query
+at most once a second per process, so no request pays for a catalog reload."""
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.catalog.models import (CatalogRevision, ExchangeCatalogItem, Offer, OfferPrice, Partner, Product,
+                                    Program, Tariff, VatRate)
+
+CHECK_INTERVAL = 1.0
+
+
+@dataclass(frozen=True)
+class ProgramInfo:
+    id: int
+    code: str
+    name: str
+    currency: str
+    zone: ZoneInfo
+    sms_sender: str
+    templates: dict
+    webhook_url: str | None
+    monthly_budget_minor: int | None
+    active: bool
+
+
+@dataclass(frozen=True)
+class ProductInfo:
+    id: int
+    sku: str
+    kind: str
+    name: str
+    currency: str
+    partner_id: int | None
+    partner_code: str | None
+    face_value_minor: int | None
+    cost_price_minor: int | None
+    brand: str | None
+    validity_days: int | None
+    vat_schedule: str | None
+    vat_point: str
+    active: bool
+    exchange_catalog: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class OfferInfo:
+    id: int
+    code: str
+    name: str
+    program_id: int
+    product_id: int
+    active_from: datetime | None
+    active_to: datetime | None
+    limit_per_day: int | None
+    limit_per_month: int | None
+    active: bool
+    prices: dict[int, tuple[int, int]]  # tariff id -> (nominal minor, points)
+
+
+@dataclass(frozen=True)
+class TariffInfo:
+    id: int
+    code: str
+    program_id: int
+    active: bool
+
+
+@dataclass
+class CatalogSnapshot:
+    revision: int | None
+    programs: dict[str, ProgramInfo] = field(default_factory=dict)
+    programs_by_id: dict[int, ProgramInfo] = field(default_factory=dict)
+    tariffs: dict[tuple[int, str], TariffInfo] = field(default_factory=dict)
+    tariffs_by_id: dict[int, TariffInfo] = field(default_factory=dict)
+    offers: dict[tuple[int, str], OfferInfo] = field(default_factory=dict)
+    offers_by_id: dict[int, OfferInfo] = field(default_factory=dict)
+    products: dict[int, ProductInfo] = field(default_factory=dict)
+    products_by_sku: dict[str, ProductInfo] = field(default_factory=dict)
+    vat: dict[str, tuple[list[date], list[int]]] = field(default_factory=dict)
+
+    def vat_rate_bp(self, schedule: str | None, on: date) -> int:
+        if schedule is None or schedule not in self.vat:
+            return 0
+        dates, rates = self.vat[schedule]
+        index = bisect.bisect_right(dates, on) - 1
+        return rates[index] if index >= 0 else 0
+
+
+def load_snapshot(session: Session) -> CatalogSnapshot:
+    snap = CatalogSnapshot(revision=session.scalar(select(func.max(CatalogRevision.id))))
+    partner_codes = dict(session.execute(select(Partner.id, Partner.code)).all())
+    for p in session.scalars(select(Program)):
+        info = ProgramInfo(p.id, p.code, p.name, p.currency, ZoneInfo(p.timezone), p.sms_sender, p.templates,
+                           p.webhook_url, p.monthly_budget_minor, p.active)
+        snap.programs[p.code] = snap.programs_by_id[p.id] = info
+    for t in session.scalars(select(Tariff)):
+        info = TariffInfo(t.id, t.code, t.program_id, t.active)
+        snap.tariffs[(t.program_id, t.code)] = snap.tariffs_by_id[t.id] = info
+    exchange: dict[int, set[int]] = {}
+    for card_id, code_id in session.execute(select(ExchangeCatalogItem.card_product_id,
+                                                   ExchangeCatalogItem.code_product_id)):
+        exchange.setdefault(card_id, set()).add(code_id)
+    for p in session.scalars(select(Product)):
+        info = ProductInfo(p.id, p.sku, p.kind, p.name, p.currency, p.partner_id, partner_codes.get(p.partner_id),
+                           p.face_value_minor, p.cost_price_minor, p.brand, p.validity_days, p.vat_schedule,
+                           p.vat_point, p.active, frozenset(exchange.get(p.id, ())))
+        snap.products[p.id] = snap.products_by_sku[p.sku] = info
+    prices: dict[int, dict[int, tuple[int, int]]] = {}
+    for offer_id, tariff_id, nominal, points in session.execute(
+            select(OfferPrice.offer_id, OfferPrice.tariff_id, OfferPrice.nominal_minor, OfferPrice.points)):
+        prices.setdefault(offer_id, {})[tariff_id] = (nominal, points)
+    for o in session.scalars(select(Offer)):
+        info = OfferInfo(o.id, o.code, o.name, o.program_id, o.product_id, o.active_from, o.active_to,
+                         o.limit_per_day, o.limit_per_month, o.active, prices.get(o.id, {}))
+        snap.offers[(o.program_id, o.code)] = snap.offers_by_id[o.id] = info
+    for r in session.scalars(select(VatRate).order_by(VatRate.schedule, VatRate.effective_from)):
+        dates, rates = snap.vat.setdefault(r.schedule, ([], []))
+        dates.append(r.effective_from)
+        rates.append(r.rate_bp)
+    return snap
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self.snapshot: CatalogSnapshot | None = None
+        self.checked_at = 0.0
+        self.lock = threading.Lock()
+
+    def get(self, session: Session) -> CatalogSnapshot:
+        now = time.monotonic()
+        if self.snapshot is not None and now - self.checked_at < CHECK_INTERVAL:
+            return self.snapshot
+        with self.lock:
+            if self.snapshot is not None and time.monotonic() - self.checked_at < CHECK_INTERVAL:
+                return self.snapshot
+            revision = session.scalar(select(func.max(CatalogRevision.id)))
+            if self.snapshot is None or revision != self.snapshot.revision:
+                self.snapshot = load_snapshot(session)
+            self.checked_at = time.monotonic()
+            return self.snapshot
+
+    def invalidate(self) -> None:
+        self.checked_at = 0.0
+
+
+_cache = _Cache()
+
+
+def get_snapshot(session: Session) -> CatalogSnapshot:
+    return _cache.get(session)
+
+
+def invalidate_snapshot() -> None:
+    _cache.invalidate()

@@ -1,0 +1,1 @@
+"""Reconciliation records: the append-only accounting lines finance closes months with."""

@@ -1,0 +1,22 @@
+"""Phone numbers: common local forms in, E.164 out (Kazakhstan is the default region)."""
+from __future__ import annotations
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
+
+DEFAULT_REGION = "KZ"
+_MOBILE = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
+
+
+def normalize_msisdn(raw: str) -> str:
+    """'87011234567', '7011234567', '+7 701 123 45 67' -> '+77011234567'. Raises ValueError."""
+    text = raw.strip()
+    try:
+        number = phonenumbers.parse(text, DEFAULT_REGION)
+    except NumberParseException:
+        raise ValueError("not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("not a valid phone number")
+    if phonenumbers.number_type(number) not in _MOBILE:
+        raise ValueError("not a mobile number: an SMS cannot reach it")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -1,0 +1,1 @@
+"""Redemptions: points in, a reserved reward out, exactly once."""

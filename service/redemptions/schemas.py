@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from catalog.model import SLUG
+from service.money import Money
+from service.phones import normalize_msisdn
+
+Locale = Literal["ru", "kk", "en"]
+Status = Literal["accepted", "sent", "delivered", "failed", "cancelled"]
+
+
+class RedemptionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    program: str = Field(pattern=SLUG, examples=["mobile-bonus"])
+    tariff: str = Field(pattern=SLUG, examples=["basic"])
+    offer: str = Field(pattern=SLUG, examples=["cinema-2000"])
+    msisdn: str = Field(min_length=5, max_length=32, description="Accepted in common local forms; stored as E.164",
+                        examples=["87011234567"])
+    points: int = Field(gt=0, le=10**12, examples=[2000])
+    external_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$",
+                             description="The loyalty system's id of this operation (unique per program)")
+    locale: Locale | None = Field(None, description="SMS language; default ru")
+
+    @field_validator("msisdn")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        return normalize_msisdn(value)
+
+
+class RewardOut(BaseModel):
+    kind: Literal["code", "universal_card"]
+    sku: str
+    name: str
+    partner: str | None
+    nominal: Money
+    last4: str = Field(description="Last 4 characters of the code or card number; never the full value")
+    expires_at: datetime | None
+
+
+class RedemptionOut(BaseModel):
+    id: UUID
+    external_id: str
+    program: str
+    tariff: str
+    offer: str
+    msisdn: str
+    points: int
+    locale: Locale
+    status: Status
+    status_reason: str | None
+    reward: RewardOut
+    resend_count: int
+    created_at: datetime
+    updated_at: datetime
