@@ -144,3 +144,36 @@ def client(app, db):
 
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
+
+
+def import_codes_for(sku: str, codes: list[str] | int, *, expires_at: str | None = None) -> None:
+    """Fill a pool through the same import the API and CLI use."""
+    from service.db import transaction
+    from service.pools.service import RawLine, import_codes
+
+    if isinstance(codes, int):
+        codes = [f"{sku}-T{i:05d}" for i in range(codes)]
+    with transaction() as session:
+        import_codes(session, sku, [RawLine(i + 1, c, None, expires_at) for i, c in enumerate(codes)], source="test")
+
+
+_external = iter(range(1, 10**9))
+
+
+def redemption_body(**overrides) -> dict:
+    body = {"program": "mobile-bonus", "tariff": "basic", "offer": "cinema-2000", "msisdn": "87011234567",
+            "points": 2000, "external_id": f"ext-{next(_external)}"}
+    body.update(overrides)
+    return body
+
+
+def post_redemption(client, keys, role: str = "loyalty", key: str | None = None, **overrides):
+    headers = {**keys.header(role), "Idempotency-Key": key or f"idem-{next(_external)}"}
+    return client.post("/v1/redemptions", json=redemption_body(**overrides), headers=headers)
+
+
+def table_counts(*tables: str) -> dict[str, int]:
+    from service.db import new_session
+
+    with new_session() as s:
+        return {t: s.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in tables}

@@ -63,12 +63,12 @@ def mint_card(session: Session, vault: Vault, *, product_id: int, currency: str,
         fingerprint = vault.fingerprint(number)
         card_id = session.execute(text(
             "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, currency,"
-            " nominal_minor, balance_minor, expires_at)"
-            " VALUES (:product, :fp, :number_enc, :last4, :pin_enc, :currency, :nominal, :nominal, :expires)"
+            " nominal_minor, balance_minor, expires_at, created_at)"
+            " VALUES (:product, :fp, :number_enc, :last4, :pin_enc, :currency, :nominal, :nominal, :expires, :now)"
             " ON CONFLICT (number_fingerprint) DO NOTHING RETURNING id"),
             {"product": product_id, "fp": fingerprint, "number_enc": vault.encrypt(number, b"card-number"),
              "last4": number[-4:], "pin_enc": vault.encrypt(pin, b"card-pin"), "currency": currency,
-             "nominal": nominal_minor, "expires": expires_at}).scalar()
+             "nominal": nominal_minor, "expires": expires_at, "now": now}).scalar()
         if card_id is not None:
             return MintedCard(card_id, number, pin, number[-4:], fingerprint, expires_at)
     raise RuntimeError("could not mint a unique card number")

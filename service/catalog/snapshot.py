@@ -151,7 +151,8 @@ class _Cache:
             return self.snapshot
 
     def invalidate(self) -> None:
-        self.checked_at = 0.0
+        with self.lock:
+            self.snapshot = None
 
 
 _cache = _Cache()

@@ -4,7 +4,7 @@ import uuid
 from datetime import date, datetime
 
 from sqlalchemy import (BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, LargeBinary,
-                        String, Text, UniqueConstraint, func)
+                        String, Text, UniqueConstraint, func, text)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -19,8 +19,9 @@ class Redemption(Base):
         CheckConstraint("status IN ('accepted', 'sent', 'delivered', 'failed', 'cancelled')", name="status"),
         CheckConstraint("(code_id IS NULL) <> (card_id IS NULL)", name="one_reward"),
         UniqueConstraint("program_id", "external_id"),
-        # A code is reserved for at most one redemption (invariant 1), enforced by the database too.
-        UniqueConstraint("code_id"),
+        # A code belongs to at most one live redemption (invariant 1), enforced by the database too;
+        # a cancelled redemption's code never left, went back to the pool and may be issued again.
+        Index("uq_redemptions_live_code", "code_id", unique=True, postgresql_where=text("status <> 'cancelled'")),
         Index("ix_redemptions_limits", "msisdn", "offer_id", "created_at"),
         Index("ix_redemptions_program_id", "program_id", "id"),
     )

@@ -93,9 +93,10 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['program_id'], ['programs.id'], name=op.f('fk_redemptions_program_id_programs')),
     sa.ForeignKeyConstraint(['tariff_id'], ['tariffs.id'], name=op.f('fk_redemptions_tariff_id_tariffs')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_redemptions')),
-    sa.UniqueConstraint('code_id', name=op.f('uq_redemptions_code_id')),
     sa.UniqueConstraint('program_id', 'external_id', name=op.f('uq_redemptions_program_id_external_id'))
     )
+    op.create_index('uq_redemptions_live_code', 'redemptions', ['code_id'], unique=True,
+                    postgresql_where=sa.text("status <> 'cancelled'"))
     op.create_index('ix_redemptions_limits', 'redemptions', ['msisdn', 'offer_id', 'created_at'], unique=False)
     op.create_index('ix_redemptions_program_id', 'redemptions', ['program_id', 'id'], unique=False)
     op.create_table('reconciliation_records',
