@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
@@ -115,10 +116,17 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
 async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     detail = exc.detail if isinstance(exc.detail, str) else None
+    headers = dict(exc.headers) if exc.headers else None
     if exc.status_code == 404:
         detail = "no such resource"
-    problem = Problem(exc.status_code, code, code.replace("_", " ").capitalize(), detail,
-                      headers=dict(exc.headers) if exc.headers else None)
+    elif exc.status_code == 405:
+        # Starlette names only the first route that matched the path; a path may have several.
+        path = request.url.path
+        allowed = sorted({m for r in request.app.routes if getattr(r, "path_regex", None) is not None
+                          and r.path_regex.match(path) for m in (getattr(r, "methods", None) or ())})
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
+        detail = f"allowed: {', '.join(allowed)}"
+    problem = Problem(exc.status_code, code, code.replace("_", " ").capitalize(), detail, headers=headers)
     return problem_response(problem, request)
 
 
@@ -126,6 +134,14 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", exc_info=exc, path=request.url.path)
     return problem_response(Problem(500, "internal_error", "Internal error",
                                     "something went wrong on our side; quote the request_id to support"), request)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    import anyio.to_thread
+
+    anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
+    yield
 
 
 def create_app() -> FastAPI:
@@ -139,6 +155,7 @@ def create_app() -> FastAPI:
         version=VERSION,
         description="Turns loyalty points into partner codes and universal gift cards, delivered by SMS. "
                     "Errors are RFC 9457 problem+json with a stable `code`.",
+        lifespan=_lifespan,
     )
     app.include_router(health_router)
     app.include_router(catalog_router)

@@ -129,15 +129,29 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
 
 @app.command()
 def api(host: str = "127.0.0.1", port: int = 8000,
-        workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1) -> None:
+        workers: Annotated[Optional[int], typer.Option(help="uvicorn worker processes (default API_WORKERS)")] = None
+        ) -> None:
     """The HTTP API alone (uvicorn)."""
+    import shutil
+    import tempfile
+
     import uvicorn
 
     from service.runtime import runtime
 
-    with runtime(need_redis=True):
-        uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_config=None,
-                    proxy_headers=True, timeout_graceful_shutdown=20)
+    workers = workers or get_settings().api_workers
+    metrics_dir = None
+    if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # Each worker process keeps its own counters; /metrics adds them up from this folder.
+        metrics_dir = tempfile.mkdtemp(prefix="rewards-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        with runtime(need_redis=True):
+            uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_config=None,
+                        proxy_headers=True, timeout_graceful_shutdown=20)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()

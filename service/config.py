@@ -22,6 +22,11 @@ class Settings(BaseSettings):
 
     db_pool_size: int = 20
     db_max_overflow: int = 10
+    db_lock_timeout_ms: int = 5000
+    # Threads per API process for blocking handlers. Few: more only queue on the GIL and stretch the tail.
+    api_threads: int = 4
+    # uvicorn worker processes of `rewards api`/`serve`: one per core is what keeps the tail short.
+    api_workers: int = 2
     log_level: str = "INFO"
     log_json: bool = True
     max_body_bytes: int = 10 * 1024 * 1024

@@ -47,7 +47,10 @@ def get_engine() -> Engine:
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
-        connect_args={"application_name": "rewards"},
+        # No statement waits on a lock for longer than this; an API request then fails fast (409/503)
+        # instead of holding a worker thread and a pooled connection.
+        connect_args={"application_name": "rewards",
+                      "options": f"-c lock_timeout={settings.db_lock_timeout_ms}"},
     )
 
 
@@ -68,6 +71,12 @@ def transaction() -> Iterator[Session]:
     """A session in one transaction: committed on success, rolled back on any exception."""
     with new_session() as session, session.begin():
         yield session
+
+
+def driver(session: Session):
+    """The psycopg connection under the session's transaction, for hot-path SQL: no ORM or Core
+    compilation, and psycopg prepares repeated statements on the server."""
+    return session.connection().connection.driver_connection
 
 
 def reset_engine() -> None:

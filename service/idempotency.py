@@ -1,11 +1,13 @@
 """Idempotency-Key with Stripe's replay rules, per API client, kept 48 hours.
 
-The key row is inserted first, in the same transaction as the effect. A concurrent request with
-the same key blocks on the unique index until that transaction ends, then finds the stored response
-and replays it: there is never a second effect, and no "in progress" row is ever left behind by a
-crash (the insert rolls back with everything else). A request still blocked after LOCK_WAIT gets
-409 idempotency_in_progress. Refusals raised inside the handler are rolled back to a savepoint and
-stored, so they replay too; malformed requests (rejected before the handler runs) are not stored."""
+Optimistic: the handler runs first and the key row, holding the response, is the last insert of the
+same transaction. A second request with the key (a retry, or a concurrent twin) runs into the unique
+index: if the first committed, its insert does nothing, it rolls back everything it did and replays
+the stored response; if the first is still running, it waits for it (up to the connection's lock
+timeout, then 409 idempotency_in_progress). So one key has at most one effect, and a crash leaves no
+half-stored key behind. A refusal raised by the handler (out of stock, limit reached, ...) is stored
+in a short transaction of its own and replays like a success; requests rejected before the handler
+runs (malformed JSON, missing fields) are not stored."""
 from __future__ import annotations
 
 import hashlib
@@ -20,11 +22,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from service.db import new_session
 from service.errors import Problem
 from service.faults import checkpoint
 
 RETENTION = timedelta(hours=48)
-LOCK_WAIT = "5s"
 MAX_KEY_LENGTH = 255
 
 
@@ -33,6 +35,10 @@ class Outcome:
     status: int
     body: dict[str, Any]
     replayed: bool
+
+
+class _Taken(Exception):
+    """Another request stored an outcome for this key first."""
 
 
 def request_fingerprint(method: str, path: str, payload: Any) -> bytes:
@@ -52,44 +58,63 @@ def validate_key(key: str | None, required: bool) -> str | None:
     return key
 
 
-def run_once(session: Session, *, api_key_id: int, key: str, fingerprint: bytes,
-             handler: Callable[[], tuple[int, dict[str, Any]]]) -> Outcome:
-    """Runs `handler` at most once per (client, key) and returns its stored outcome on repeats.
-    Must be the first statement of the caller's transaction."""
+def _in_progress() -> Problem:
+    return Problem(409, "idempotency_in_progress", "Request in progress",
+                   "a request with this Idempotency-Key is still running; retry shortly")
+
+
+def _store(session: Session, api_key_id: int, key: str, fingerprint: bytes, status: int, body: dict) -> None:
     now = datetime.now(timezone.utc)
-    session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'"))
+    raw = session.connection().connection.driver_connection
     try:
-        inserted = session.execute(text(
-            "INSERT INTO idempotency_keys (api_key_id, key, request_hash, created_at, expires_at)"
-            " VALUES (:client, :key, :hash, :now, :expires) ON CONFLICT DO NOTHING RETURNING 1"),
-            {"client": api_key_id, "key": key, "hash": fingerprint, "now": now, "expires": now + RETENTION}).scalar()
+        stored = raw.execute(
+            "INSERT INTO idempotency_keys (api_key_id, key, request_hash, response_status, response_body,"
+            " created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+            (api_key_id, key, fingerprint, status, json.dumps(body, default=str), now, now + RETENTION)).fetchone()
+    except pg_errors.LockNotAvailable:
+        raise _in_progress() from None
+    if stored is None:
+        raise _Taken()
+
+
+def _replay(api_key_id: int, key: str, fingerprint: bytes) -> Outcome:
+    with new_session() as session:
+        row = session.execute(text(
+            "SELECT request_hash, response_status, response_body FROM idempotency_keys"
+            " WHERE api_key_id = :client AND key = :key"), {"client": api_key_id, "key": key}).one_or_none()
+    if row is None:  # stored, then purged in between: vanishingly rare; the client may simply retry
+        raise _in_progress()
+    if bytes(row.request_hash) != fingerprint:
+        raise Problem(422, "idempotency_conflict", "Idempotency-Key reused",
+                      "this Idempotency-Key was used with a different request")
+    return Outcome(row.response_status, row.response_body, replayed=True)
+
+
+def run_once(*, api_key_id: int, key: str, fingerprint: bytes,
+             handler: Callable[[Session], tuple[int, dict[str, Any]]]) -> Outcome:
+    """Runs `handler(session)` in a transaction at most once per (client, key); repeats replay."""
+    try:
+        with new_session() as session:
+            try:
+                with session.begin():
+                    status, body = handler(session)
+                    checkpoint("idempotency.before_store")
+                    _store(session, api_key_id, key, fingerprint, status, body)
+                    checkpoint("idempotency.after_store")
+                return Outcome(status, body, replayed=False)
+            except Problem as refusal:
+                if refusal.code == "idempotency_in_progress":
+                    raise
+                body = refusal.body()
+                with session.begin():
+                    _store(session, api_key_id, key, fingerprint, refusal.status, body)
+                return Outcome(refusal.status, body, replayed=False)
+    except _Taken:
+        return _replay(api_key_id, key, fingerprint)
     except OperationalError as exc:
         if isinstance(exc.orig, pg_errors.LockNotAvailable):
-            raise Problem(409, "idempotency_in_progress", "Request in progress",
-                          "a request with this Idempotency-Key is still running; retry shortly") from None
+            raise _in_progress() from None
         raise
-    session.execute(text("SET LOCAL lock_timeout = 0"))
-    if not inserted:
-        stored = session.execute(text(
-            "SELECT request_hash, response_status, response_body FROM idempotency_keys"
-            " WHERE api_key_id = :client AND key = :key"), {"client": api_key_id, "key": key}).one()
-        if bytes(stored.request_hash) != fingerprint:
-            raise Problem(422, "idempotency_conflict", "Idempotency-Key reused",
-                          "this Idempotency-Key was used with a different request")
-        return Outcome(stored.response_status, stored.response_body, replayed=True)
-    checkpoint("idempotency.after_key")
-    savepoint = session.begin_nested()
-    try:
-        status, body = handler()
-        savepoint.commit()
-    except Problem as problem:
-        savepoint.rollback()
-        status, body = problem.status, problem.body()
-    session.execute(text("UPDATE idempotency_keys SET response_status = :status, response_body = CAST(:body AS jsonb)"
-                         " WHERE api_key_id = :client AND key = :key"),
-                    {"status": status, "body": json.dumps(body, default=str), "client": api_key_id, "key": key})
-    checkpoint("idempotency.after_response")
-    return Outcome(status, body, replayed=False)
 
 
 def purge_expired(session: Session) -> int:

@@ -10,8 +10,8 @@ from service import faults
 from service.db import libpq_url, new_session
 from tests.conftest import import_codes_for, redemption_body
 
-REDEEM_STEPS = ["idempotency.after_key", "redeem.after_limits", "redeem.after_reserve", "redeem.after_insert",
-                "redeem.after_budget", "idempotency.after_response"]
+REDEEM_STEPS = ["redeem.after_limits", "redeem.after_reserve", "redeem.after_insert", "redeem.after_budget",
+                "idempotency.before_store", "idempotency.after_store"]
 
 
 def _state() -> dict:

@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -75,6 +76,33 @@ def create_key(session: Session, *, role: str, name: str, programs: list[str] | 
     return CreatedKey(key=f"rk_{key_id}_{secret}", record=record)
 
 
+class PrincipalCache:
+    """Recently authenticated keys, for TTL seconds, so a request needs no key lookup of its own.
+    A revocation in this process takes effect at once; in other processes within TTL seconds."""
+
+    TTL = 5.0
+
+    def __init__(self) -> None:
+        self._entries: dict[bytes, tuple[float, Principal]] = {}
+
+    def get(self, authorization: str) -> Principal | None:
+        entry = self._entries.get(hashlib.sha256(authorization.encode()).digest())
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, authorization: str, principal: Principal) -> None:
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[hashlib.sha256(authorization.encode()).digest()] = (time.monotonic() + self.TTL, principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+principal_cache = PrincipalCache()
+
+
 def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
 
@@ -85,6 +113,7 @@ def revoke_key(session: Session, key_id: str) -> ApiKey:
         raise LookupError(f"no key {key_id}")
     if record.revoked_at is None:
         record.revoked_at = datetime.now(timezone.utc)
+    principal_cache.clear()
     return record
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -18,6 +17,7 @@ from service.phones import normalize_msisdn
 from service.redemptions import service
 from service.redemptions.schemas import RedemptionIn, RedemptionOut, Status
 from service.strict import reject_unknown_query
+from service.timefmt import Rfc3339
 
 router = APIRouter(prefix="/v1", tags=["redemptions"], responses=responses(409),
                    dependencies=[Depends(reject_unknown_query)])
@@ -44,10 +44,9 @@ def create_redemption(body: RedemptionIn, idempotency_key: IdempotencyKey,
                       principal: Principal = Depends(require("loyalty"))) -> JSONResponse:
     key = validate_key(idempotency_key, required=True)
     fingerprint = request_fingerprint("POST", "/v1/redemptions", body.model_dump(mode="json"))
-    with transaction() as session:
-        outcome = run_once(session, api_key_id=principal.api_key_id, key=key, fingerprint=fingerprint,
-                           handler=lambda: (201, service.redeem(session, body, scope=scope_of(principal),
-                                                                api_key_id=principal.api_key_id).model_dump(mode="json")))
+    outcome = run_once(api_key_id=principal.api_key_id, key=key, fingerprint=fingerprint,
+                       handler=lambda session: (201, service.redeem(session, body, scope=scope_of(principal),
+                                                                    api_key_id=principal.api_key_id).model_dump(mode="json")))
     return _respond(outcome.status, outcome.body, outcome.replayed)
 
 
@@ -77,7 +76,7 @@ def list_redemptions(principal: Principal = Depends(require("loyalty", "support"
                      msisdn: Annotated[str | None, Query(max_length=32)] = None,
                      status: Status | None = None,
                      program: Annotated[str | None, Query(pattern=SLUG)] = None,
-                     created_from: datetime | None = None, created_to: datetime | None = None,
+                     created_from: Rfc3339 | None = None, created_to: Rfc3339 | None = None,
                      limit: Limit = 50,
                      cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page")] = None
                      ) -> dict:
@@ -117,13 +116,13 @@ def resend_redemption(request: Request, redemption_id: RedemptionId,
                       principal: Principal = Depends(require("loyalty", "support"))) -> JSONResponse:
     key = validate_key(idempotency_key, required=False)
 
-    def handler() -> tuple[int, dict]:
+    def handler(session) -> tuple[int, dict]:
         return 202, service.resend(session, redemption_id, scope=scope_of(principal)).model_dump(mode="json")
 
-    with transaction() as session:
-        if key is None:
-            status, body = handler()
-            return _respond(status, body, False)
-        outcome = run_once(session, api_key_id=principal.api_key_id, key=key,
-                           fingerprint=request_fingerprint("POST", request.url.path, None), handler=handler)
+    if key is None:
+        with transaction() as session:
+            status, body = handler(session)
+        return _respond(status, body, False)
+    outcome = run_once(api_key_id=principal.api_key_id, key=key,
+                       fingerprint=request_fingerprint("POST", request.url.path, None), handler=handler)
     return _respond(outcome.status, outcome.body, outcome.replayed)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from service.cards.service import mint_card
 from service.catalog.snapshot import CatalogSnapshot, ProgramInfo, get_snapshot
+from service.db import driver
 from service.crypto import get_vault
 from service.errors import Problem, not_found
 from service.faults import checkpoint
@@ -82,15 +83,16 @@ def redeem(session: Session, request: RedemptionIn, *, scope: Scope, api_key_id:
         raise _refuse(409, "budget_exceeded", "Budget exceeded", "the program's monthly budget is spent")
 
     day_start, month_start = _local_bounds(program, now)
+    db = driver(session)
     if offer.limit_per_day or offer.limit_per_month:
         # Serialises one subscriber's redemptions so that two parallel ones cannot both pass the limit.
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:m, 1))"), {"m": request.msisdn})
-        used = session.execute(text(
-            "SELECT count(*) FILTER (WHERE created_at >= :day) AS today, count(*) AS month FROM redemptions"
-            " WHERE msisdn = :m AND offer_id = :offer AND created_at >= :month AND status <> 'cancelled'"),
-            {"m": request.msisdn, "offer": offer.id, "day": day_start, "month": month_start}).one()
-        if (offer.limit_per_day and used.today >= offer.limit_per_day) or \
-                (offer.limit_per_month and used.month >= offer.limit_per_month):
+        db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (request.msisdn,))
+        today, month = db.execute(
+            "SELECT count(*) FILTER (WHERE created_at >= %(day)s), count(*) FROM redemptions"
+            " WHERE msisdn = %(m)s AND offer_id = %(offer)s AND created_at >= %(month)s AND status <> 'cancelled'",
+            {"m": request.msisdn, "offer": offer.id, "day": day_start, "month": month_start}).fetchone()
+        if (offer.limit_per_day and today >= offer.limit_per_day) or \
+                (offer.limit_per_month and month >= offer.limit_per_month):
             raise _refuse(409, "limit_exceeded", "Limit reached",
                           f"this subscriber has reached the limit of offer {offer.code}")
     checkpoint("redeem.after_limits")
@@ -98,15 +100,15 @@ def redeem(session: Session, request: RedemptionIn, *, scope: Scope, api_key_id:
     vault = get_vault()
     code_id = card_id = None
     if product.kind == "code":
-        code = session.execute(text(
+        code = db.execute(
             "UPDATE codes SET status = 'reserved', status_changed_at = now() WHERE id = ("
-            " SELECT id FROM codes WHERE product_id = :p AND status = 'available'"
+            " SELECT id FROM codes WHERE product_id = %s AND status = 'available'"
             "   AND coalesce(expires_at, 'infinity') > now()"
             " ORDER BY coalesce(expires_at, 'infinity'), id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-            " RETURNING id, last4, fingerprint, expires_at"), {"p": product.id}).one_or_none()
+            " RETURNING id, last4, fingerprint, expires_at", (product.id,)).fetchone()
         if code is None:
             raise _refuse(409, "out_of_stock", "Out of stock", f"no codes left for {product.sku}")
-        code_id, last4, fingerprint, expires_at = code.id, code.last4, bytes(code.fingerprint), code.expires_at
+        code_id, last4, fingerprint, expires_at = code[0], code[1], bytes(code[2]), code[3]
         cost = product.cost_price_minor or 0
     else:
         card = mint_card(session, vault, product_id=product.id, currency=product.currency, nominal_minor=nominal,
@@ -119,22 +121,22 @@ def redeem(session: Session, request: RedemptionIn, *, scope: Scope, api_key_id:
         if product.vat_point == "sale" else 0
     redemption_id = uuid7()
     locale = request.locale or "ru"
-    _insert_redemption(session, text(
+    _insert_redemption(db, (
         "WITH r AS ("
         " INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id, msisdn, locale,"
         "  points, currency, nominal_minor, code_id, card_id, reward_last4, reward_expires_at, api_key_id,"
         "  created_at, updated_at)"
-        " VALUES (:id, :program, :tariff, :offer, :product, :external_id, :msisdn, :locale, :points, :currency,"
-        "  :nominal, :code_id, :card_id, :last4, :expires_at, :api_key, :now, :now)"
+        " VALUES (%(id)s, %(program)s, %(tariff)s, %(offer)s, %(product)s, %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s,"
+        "  %(nominal)s, %(code_id)s, %(card_id)s, %(last4)s, %(expires_at)s, %(api_key)s, %(now)s, %(now)s)"
         " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING id),"
         " rec AS ("
         " INSERT INTO reconciliation_records (type, occurred_at, program_id, tariff_id, offer_id, product_id, sku,"
         "  partner_id, quantity, currency, face_value_minor, cost_minor, vat_rate_bp, vat_minor, code_fingerprint,"
         "  code_last4, redemption_id, card_id)"
-        " SELECT 'issue', :now, :program, :tariff, :offer, :product, :sku, :partner, 1, :currency, :nominal, :cost,"
-        "  :rate, :vat, :fingerprint, :last4, r.id, :card_id FROM r)"
+        " SELECT 'issue', %(now)s, %(program)s, %(tariff)s, %(offer)s, %(product)s, %(sku)s, %(partner)s, 1, %(currency)s, %(nominal)s, %(cost)s,"
+        "  %(rate)s, %(vat)s, %(fingerprint)s, %(last4)s, r.id, %(card_id)s FROM r)"
         " INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
-        " SELECT :message_id, :queue, :actor, CAST(:payload AS jsonb), :now FROM r"),
+        " SELECT %(message_id)s, %(queue)s, %(actor)s, CAST(%(payload)s AS jsonb), %(now)s FROM r"),
         {"id": redemption_id, "program": program.id, "tariff": tariff.id, "offer": offer.id, "product": product.id,
          "external_id": request.external_id, "msisdn": request.msisdn, "locale": locale, "points": request.points,
          "currency": product.currency, "nominal": nominal, "code_id": code_id, "card_id": card_id, "last4": last4,
@@ -145,7 +147,7 @@ def redeem(session: Session, request: RedemptionIn, *, scope: Scope, api_key_id:
     checkpoint("redeem.after_insert")
 
     if program.monthly_budget_minor is not None:
-        _take_budget(session, program, month_start.astimezone(program.zone).date(), nominal)
+        _take_budget(db, program, month_start.astimezone(program.zone).date(), nominal)
     checkpoint("redeem.after_budget")
     return RedemptionOut(
         id=redemption_id, external_id=request.external_id, program=program.code, tariff=tariff.code,
@@ -155,18 +157,18 @@ def redeem(session: Session, request: RedemptionIn, *, scope: Scope, api_key_id:
                          nominal=Money.of(nominal, product.currency), last4=last4, expires_at=expires_at))
 
 
-def _insert_redemption(session: Session, statement: Any, params: dict[str, Any], external_id: str) -> None:
-    if session.execute(statement, params).rowcount != 1:
+def _insert_redemption(db: Any, statement: str, params: dict[str, Any], external_id: str) -> None:
+    if db.execute(statement, params).rowcount != 1:
         raise _refuse(409, "duplicate_external_id", "Duplicate external_id",
                       f"this program already has a redemption with external_id {external_id!r}")
 
 
-def _take_budget(session: Session, program: ProgramInfo, month, amount: int) -> None:
-    taken = session.execute(text(
-        "INSERT INTO program_budget_usage AS u (program_id, month, spent_minor) VALUES (:p, :month, :n)"
+def _take_budget(db: Any, program: ProgramInfo, month, amount: int) -> None:
+    taken = db.execute(
+        "INSERT INTO program_budget_usage AS u (program_id, month, spent_minor) VALUES (%(p)s, %(month)s, %(n)s)"
         " ON CONFLICT (program_id, month) DO UPDATE SET spent_minor = u.spent_minor + EXCLUDED.spent_minor"
-        " WHERE u.spent_minor + EXCLUDED.spent_minor <= :budget RETURNING spent_minor"),
-        {"p": program.id, "month": month, "n": amount, "budget": program.monthly_budget_minor}).scalar()
+        " WHERE u.spent_minor + EXCLUDED.spent_minor <= %(budget)s RETURNING spent_minor",
+        {"p": program.id, "month": month, "n": amount, "budget": program.monthly_budget_minor}).fetchone()
     if taken is None:
         raise _refuse(409, "budget_exceeded", "Budget exceeded", "the program's monthly budget is spent")
 
