@@ -145,9 +145,12 @@ async def _lifespan(app: FastAPI):
 
 
 def create_app() -> FastAPI:
+    from service.cards.routes import router as cards_router
     from service.catalog.routes import router as catalog_router
     from service.health import router as health_router
+    from service.ledger.routes import router as finance_router
     from service.pools.routes import router as pools_router
+    from service.delivery.routes import router as sms_router
     from service.redemptions.routes import router as redemptions_router
 
     app = FastAPI(
@@ -161,6 +164,9 @@ def create_app() -> FastAPI:
     app.include_router(catalog_router)
     app.include_router(pools_router)
     app.include_router(redemptions_router)
+    app.include_router(finance_router)
+    app.include_router(sms_router)
+    app.include_router(cards_router)
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -22,9 +23,16 @@ app = typer.Typer(help="Reward fulfillment service", no_args_is_help=True, prett
 catalog_app = typer.Typer(help="The reward catalog", no_args_is_help=True)
 codes_app = typer.Typer(help="Code pools", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys", no_args_is_help=True)
+webhooks_app = typer.Typer(help="Webhooks", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(codes_app, name="codes")
 app.add_typer(keys_app, name="keys")
+from service.ledger.cli import register as _register_finance  # noqa: E402  (export, periods)
+
+_register_finance(app)
+app.add_typer(webhooks_app, name="webhooks")
+cards_app = typer.Typer(help="Universal cards", no_args_is_help=True)
+app.add_typer(cards_app, name="cards")
 console = Console(stderr=True)
 
 
@@ -155,11 +163,18 @@ def api(host: str = "127.0.0.1", port: int = 8000,
 
 
 @app.command()
-def worker(processes: int = 1, threads: int = 8) -> None:
-    """Dramatiq workers alone."""
+def worker(processes: int = 1, threads: int = 8,
+           relay: Annotated[bool, typer.Option(help="Also publish the outbox from this process")] = True) -> None:
+    """Dramatiq workers, and the outbox relay that feeds them."""
     from service.runtime import runtime
 
     with runtime(need_redis=True):
+        publisher = None
+        if relay:
+            from service.outbox import Relay
+            from workers.broker import broker
+
+            publisher = Relay(broker).start()
         args = [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(processes),
                 "--threads", str(threads)]
         proc = subprocess.Popen(args, env={**os.environ})
@@ -170,7 +185,44 @@ def worker(processes: int = 1, threads: int = 8) -> None:
         signal.signal(signal.SIGINT, forward)
         signal.signal(signal.SIGTERM, forward)
         code = proc.wait()
+        if publisher:
+            publisher.stop()
     raise typer.Exit(code if code > 0 else 0)
+
+
+@app.command()
+def relay() -> None:
+    """The outbox relay alone (when workers run without it)."""
+    from service.runtime import runtime
+
+    with runtime(need_redis=True):
+        from service.outbox import Relay
+        from workers.broker import broker
+
+        publisher = Relay(broker).start()
+        stopped = threading.Event()
+        signal.signal(signal.SIGINT, lambda *_: stopped.set())
+        signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+        stopped.wait()
+        publisher.stop()
+
+
+@app.command()
+def smsc(host: str = "127.0.0.1", port: int = 2775) -> None:
+    """A test SMSC (SMPP 3.4 server) for local stacks; it delivers nothing to phones."""
+    from service.delivery.smsc import run_forever
+
+    run_forever(host, port)
+
+
+@webhooks_app.command("secret")
+def webhooks_secret(program: str) -> None:
+    """Print a program's webhook signing secret (hex), for its loyalty system to verify signatures."""
+    from service.delivery.webhooks import program_secret
+    from service.runtime import runtime
+
+    with runtime():
+        typer.echo(program_secret(program).hex())
 
 
 @app.command()
@@ -302,6 +354,27 @@ def keys_revoke(key_id: str) -> None:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
     console.print(f"revoked {key_id}")
+
+
+@cards_app.command("expire")
+def cards_expire() -> None:
+    """Expire active cards past their date and book their unused balances as breakage (idempotent;
+    schedule it, e.g. hourly)."""
+    from datetime import datetime, timezone
+
+    from service.cards.service import expire_cards
+    from service.db import transaction
+    from service.runtime import runtime
+
+    expired = breakage = 0
+    with runtime():
+        while True:  # batches of 1,000 cards, each in its own transaction
+            with transaction() as session:
+                result = expire_cards(session, datetime.now(timezone.utc))
+            expired, breakage = expired + result.expired, breakage + result.breakage_minor
+            if result.expired == 0:
+                break
+    typer.echo(json.dumps({"expired": expired, "breakage_minor": breakage}))
 
 
 @app.command("openapi")

@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     sms_http_token: SecretStr | None = None
     sms_receipt_secret: SecretStr | None = None
 
+    sms_deadline_hours: float = 24.0
+    sms_in_doubt_seconds: float = 120.0
+    sms_rate_limit: int = 200  # messages per second per provider, across all workers
+    dramatiq_heartbeat_timeout_ms: int = 60_000
+    # Chance (per million fetches) that a worker runs broker maintenance, which re-queues the
+    # messages of workers that died. Dramatiq's default is 1000.
+    dramatiq_maintenance_chance: int = 1000
+    outbox_stale_seconds: int = 300
+
     stock_low_threshold: int = 50
     stock_expiring_days: int = 30
 

@@ -30,3 +30,101 @@ def enqueue(session: Session, *, queue: str, actor: str, payload: dict) -> Outbo
     message = OutboxMessage(queue=queue, actor=actor, payload=payload)
     session.add(message)
     return message
+
+
+# --- relay ---------------------------------------------------------------------------------------
+# Publishes committed outbox rows to Dramatiq at least once. The Dramatiq message id is the row's
+# message_id, and every actor is idempotent on its own key, so a row published twice (a crash
+# between enqueue and commit, or a sweep) never has a second effect.
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import structlog  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+log = structlog.get_logger("outbox")
+
+
+def publish_batch(broker, limit: int = 500) -> int:
+    import dramatiq
+
+    from service.db import transaction
+    from service.metrics import OUTBOX_PUBLISHED
+
+    with transaction() as session:
+        rows = session.execute(text(
+            "SELECT id, message_id, queue, actor, payload FROM outbox WHERE published_at IS NULL"
+            " ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"), {"limit": limit}).all()
+        for row in rows:
+            broker.enqueue(dramatiq.Message(queue_name=row.queue, actor_name=row.actor, args=(), kwargs=row.payload,
+                                            options={}, message_id=str(row.message_id)))
+            OUTBOX_PUBLISHED.labels(row.actor).inc()
+        if rows:
+            session.execute(text("UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1"
+                                 " WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]})
+    return len(rows)
+
+
+def sweep(stale_seconds: int = 300) -> int:
+    """Re-publishes work the broker lost (a Redis flush, a delayed retry stalled after a Redis restart):
+    SMS jobs whose message never started or stopped moving, and webhook events never delivered."""
+    from service.db import transaction
+
+    with transaction() as session:
+        swept = session.execute(text(
+            "UPDATE outbox o SET published_at = NULL WHERE o.published_at < now() - make_interval(secs => :stale)"
+            " AND (("
+            "   o.actor = 'deliver_reward_sms' AND NOT EXISTS ("
+            "     SELECT 1 FROM sms_messages m WHERE m.redemption_id = (o.payload->>'redemption_id')::uuid"
+            "     AND m.send = (o.payload->>'send')::int"
+            "     AND (m.status IN ('sent', 'delivered', 'failed', 'cancelled')"
+            "          OR m.updated_at > now() - make_interval(secs => :stale))))"
+            " OR (o.actor = 'send_webhook' AND EXISTS ("
+            "     SELECT 1 FROM webhook_events e WHERE e.id = (o.payload->>'event_id')::uuid"
+            "     AND e.delivered_at IS NULL AND e.given_up_at IS NULL"
+            "     AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.event_id = e.id"
+            "                     AND a.attempted_at > now() - make_interval(secs => :stale)))))"),
+            {"stale": stale_seconds}).rowcount
+    if swept:
+        log.warning("outbox_swept", rows=swept)
+    return swept
+
+
+class Relay:
+    """A thread that publishes the outbox: a tight poll (SKIP LOCKED, so relays in several worker
+    pods share the work) that keeps going while the broker is down and catches up when it returns."""
+
+    def __init__(self, broker, idle_sleep: float = 0.05, sweep_every: float = 30.0, stale_seconds: int | None = None):
+        from service.config import get_settings
+
+        self.broker = broker
+        self.idle_sleep = idle_sleep
+        self.sweep_every = sweep_every
+        self.stale_seconds = stale_seconds or get_settings().outbox_stale_seconds
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
+
+    def start(self) -> Relay:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=10)
+
+    def run(self) -> None:
+        backoff, last_sweep = 0.1, 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - last_sweep > self.sweep_every:
+                    sweep(self.stale_seconds)
+                    last_sweep = time.monotonic()
+                published = publish_batch(self.broker)
+                backoff = 0.1
+                if published == 0:
+                    self._stop.wait(self.idle_sleep)
+            except Exception as exc:  # noqa: BLE001 - broker or database away: keep trying
+                log.warning("outbox_relay_waiting", error=f"{type(exc).__name__}: {exc}", retry_in_s=backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)

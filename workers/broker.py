@@ -6,12 +6,17 @@ from dramatiq.brokers.redis import RedisBroker
 
 from service.config import get_settings
 
+SMS_QUEUE = "sms_transactional"
+BULK_SMS_QUEUE = "sms_bulk"  # reminders and other bulk traffic: never in front of reward SMS
+WEBHOOK_QUEUE = "webhooks"
+
 
 def setup_broker() -> RedisBroker:
     settings = get_settings()
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set (the CLI sets it in embedded mode)")
-    broker = RedisBroker(url=settings.redis_url)
+    broker = RedisBroker(url=settings.redis_url, heartbeat_timeout=settings.dramatiq_heartbeat_timeout_ms,
+                         maintenance_chance=settings.dramatiq_maintenance_chance)
     dramatiq.set_broker(broker)
     return broker
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Integer, LargeBinary, String, func
+from sqlalchemy import (BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        func, text)
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
@@ -14,6 +17,8 @@ class Card(Base):
     __table_args__ = (
         CheckConstraint("balance_minor >= 0 AND balance_minor <= nominal_minor", name="balance_in_range"),
         CheckConstraint("status IN ('active', 'exhausted', 'expired', 'blocked', 'cancelled')", name="status"),
+        # The expiry job reads only the active cards, in expiry order.
+        Index("ix_cards_expiry", "expires_at", postgresql_where=text("status = 'active'")),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
@@ -29,3 +34,39 @@ class Card(Base):
     failed_pin_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Exchange(Base):
+    """A partner turning part of a card's balance into one of its certificates (one pooled code)."""
+    __tablename__ = "exchanges"
+    __table_args__ = (
+        CheckConstraint("amount_minor > 0", name="amount_positive"),
+        Index("ix_exchanges_card", "card_id"),
+        Index("ix_exchanges_partner_time", "partner_id", "created_at"),
+    )
+    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"))
+    product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))
+    partner_id: Mapped[int] = mapped_column(ForeignKey("partners.id"))
+    code_id: Mapped[int] = mapped_column(ForeignKey("codes.id"), unique=True)  # invariant 1
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+
+
+CARD_EVENTS = ("blocked", "unblocked", "locked", "expired")
+
+
+class CardEvent(Base):
+    """Audit trail of a card: who blocked or unblocked it and why, PIN lockouts, expiry."""
+    __tablename__ = "card_events"
+    __table_args__ = (
+        CheckConstraint("event IN ('blocked', 'unblocked', 'locked', 'expired')", name="event"),
+        Index("ix_card_events_card", "card_id", "at"),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"))
+    event: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

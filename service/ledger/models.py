@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, func
+from sqlalchemy import (BigInteger, CheckConstraint, Date, DateTime, FetchedValue, ForeignKey, Index, Integer,
+                        LargeBinary, String, Text, UniqueConstraint, func)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -21,6 +23,8 @@ class ReconciliationRecord(Base):
         CheckConstraint("quantity IN (-1, 1)", name="quantity"),
         Index("ix_records_program_time", "program_id", "occurred_at"),
         Index("ix_records_redemption", "redemption_id"),
+        Index("ix_records_booked", "program_id", "booked_period"),
+        Index("ix_records_partner_fp", "partner_id", "code_fingerprint"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     type: Mapped[str] = mapped_column(String(16))
@@ -41,3 +45,58 @@ class ReconciliationRecord(Base):
     code_last4: Mapped[str | None] = mapped_column(String(4))
     redemption_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("redemptions.id"))
     card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
+    # Filled by the BEFORE INSERT trigger of migration 0003f: the first month, from the one the record
+    # happened in (program's time zone), that is not closed. Writers never name it.
+    booked_period: Mapped[date | None] = mapped_column(Date, server_default=FetchedValue())
+
+
+PERIOD_LOCK = 1_346_720_068  # advisory lock space shared with the booking trigger (migration 0003f)
+DOCUMENT_KINDS = ("act.pdf", "registry.xlsx", "registry.csv")
+
+
+class Period(Base):
+    """A closed (or closing) month of a program. Open months have no row. Never deleted or reopened."""
+    __tablename__ = "periods"
+    __table_args__ = (
+        CheckConstraint("status IN ('closing', 'closed')", name="status"),
+        CheckConstraint("month = date_trunc('month', month)::date", name="first_of_month"),
+        UniqueConstraint("program_id", "month"),
+        UniqueConstraint("number"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    month: Mapped[date] = mapped_column(Date)
+    status: Mapped[str] = mapped_column(String(16))
+    number: Mapped[int] = mapped_column(Integer)
+    act_number: Mapped[str] = mapped_column(String(32))
+    registry_number: Mapped[str] = mapped_column(String(32))
+    closed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_by: Mapped[str | None] = mapped_column(Text)
+    record_count: Mapped[int | None] = mapped_column(BigInteger)
+    totals: Mapped[dict | None] = mapped_column(JSONB)
+    documents_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PeriodDocument(Base):
+    __tablename__ = "period_documents"
+    __table_args__ = (
+        CheckConstraint("kind IN ('act.pdf', 'registry.xlsx', 'registry.csv')", name="kind"),
+        UniqueConstraint("period_id", "kind"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    period_id: Mapped[int] = mapped_column(ForeignKey("periods.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    number: Mapped[str] = mapped_column(String(32))
+    filename: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PeriodDocumentChunk(Base):
+    """Document bytes in 1 MiB pieces: written and read as streams, so any size fits in constant memory."""
+    __tablename__ = "period_document_chunks"
+    document_id: Mapped[int] = mapped_column(ForeignKey("period_documents.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)

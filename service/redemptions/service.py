@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from service.cards.service import mint_card
 from service.catalog.snapshot import CatalogSnapshot, ProgramInfo, get_snapshot
 from service.db import driver
+from service.delivery import webhooks
 from service.crypto import get_vault
 from service.errors import Problem, not_found
 from service.faults import checkpoint
@@ -287,6 +288,9 @@ def cancel(session: Session, redemption_id: uuid.UUID, *, scope: Scope, now: dat
     program = snap.programs_by_id[row.program_id]
     if program.monthly_budget_minor is not None:
         _release_budget(session, program, row.created_at, row.nominal_minor)
+    webhooks.emit(driver(session), program_id=program.id, webhook_url=program.webhook_url,
+                  redemption_id=redemption_id, event="cancelled", now=now,
+                  data={"redemption_id": str(redemption_id), "external_id": row.external_id, "status": "cancelled"})
     checkpoint("cancel.after_records")
     return to_out(snap, get_redemption(session, redemption_id, scope=scope))
 

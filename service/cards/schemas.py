@@ -1,0 +1,120 @@
+"""Card verification and exchange: request and response bodies. Card numbers and PINs come in the
+body (never the URL, which is logged) and never go out: responses show the last 4 digits only."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from catalog.model import SKU
+from service.money import Money
+
+CardStatus = Literal["active", "exhausted", "expired", "blocked", "cancelled"]
+
+
+def _luhn_ok(number: str) -> bool:
+    from service.cards.service import luhn_valid
+
+    return luhn_valid(number)
+
+
+class CardCredentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    number: str = Field(pattern=r"^[0-9]{16}$", description="The 16-digit card number (Luhn-checked)",
+                        examples=["9398000000000001"], json_schema_extra={"writeOnly": True})
+    pin: str = Field(pattern=r"^[0-9]{4,8}$", description="The card's PIN", examples=["123456"],
+                     json_schema_extra={"writeOnly": True})
+
+    @field_validator("number")
+    @classmethod
+    def _luhn(cls, value: str) -> str:
+        # The message never repeats the value: validation errors are returned and may be logged.
+        if not _luhn_ok(value):
+            raise ValueError("not a valid card number (check digit)")
+        return value
+
+
+class VerifyIn(CardCredentials):
+    pass
+
+
+class ExchangeIn(CardCredentials):
+    sku: str = Field(pattern=SKU, description="One of the calling partner's certificate products",
+                     examples=["ARAY-CERT-1000"])
+
+
+class ExchangeableProduct(BaseModel):
+    sku: str
+    name: str
+    face_value: Money
+    affordable: bool = Field(description="The card's balance covers this product's face value")
+
+
+class CardOut(BaseModel):
+    last4: str = Field(description="Last 4 digits of the card number; never the full number")
+    status: CardStatus
+    balance: Money
+    nominal: Money
+    expires_at: datetime
+
+
+class VerifyOut(CardOut):
+    products: list[ExchangeableProduct] = Field(
+        description="The calling partner's products in this card's exchange catalog (all of them for admin)")
+
+
+class CertificateOut(BaseModel):
+    sku: str
+    name: str
+    code: str = Field(description="The certificate code in full: shown only to the exchanging partner")
+    pin: str | None = Field(None, description="The certificate's PIN, when the partner uploaded one")
+    last4: str
+    face_value: Money
+    expires_at: datetime | None
+
+
+class ExchangeOut(BaseModel):
+    id: UUID
+    created_at: datetime
+    amount: Money = Field(description="Debited from the card: the product's face value")
+    card: CardOut
+    certificate: CertificateOut
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$",
+                        description="Why (kept in the card's audit trail)", examples=["subscriber reported theft"])
+
+    @field_validator("reason")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+
+class CardEventOut(BaseModel):
+    event: Literal["blocked", "unblocked", "locked", "expired"]
+    reason: str | None
+    key_id: str | None = Field(description="Public id of the API key that acted (none for automatic events)")
+    at: datetime
+
+
+class CardExchangeOut(BaseModel):
+    id: UUID
+    sku: str
+    partner: str
+    amount: Money
+    last4: str = Field(description="Last 4 characters of the certificate code")
+    created_at: datetime
+
+
+class CardDetailsOut(CardOut):
+    redemption_id: UUID
+    exchanges: list[CardExchangeOut]
+    events: list[CardEventOut]

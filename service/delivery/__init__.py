@@ -1,0 +1,1 @@
+"""SMS delivery: rendering, providers (SMPP, HTTP, file), attempts, receipts and webhooks."""

@@ -1,0 +1,388 @@
+"""SMS providers behind one interface, chosen by SMS_PROVIDER: `file` (embedded default), `http`
+(a JSON gateway with receipt callbacks) and `smpp` (SMPP 3.4 via smpplib).
+
+Errors say what happened to the message, which is what retry decisions need:
+TransientSmsError - the provider did not take it (throttled, unreachable): retry later;
+PermanentSmsError - it never will (invalid number): do not retry;
+InDoubtSmsError   - it may have been taken (connection lost after sending): never resend blindly."""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import queue
+import random
+import re
+import select
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+import structlog
+
+from service.config import get_settings
+from service.delivery.text import DATA_CODING, GSM7, split, udh
+
+log = structlog.get_logger("sms")
+
+
+class SmsError(Exception):
+    pass
+
+
+class TransientSmsError(SmsError):
+    pass
+
+
+class PermanentSmsError(SmsError):
+    pass
+
+
+class InDoubtSmsError(SmsError):
+    pass
+
+
+@dataclass(frozen=True)
+class OutgoingSms:
+    reference: str  # "<redemption id>:<send>", our id of this SMS
+    to: str  # E.164
+    sender: str
+    text: str
+    encoding: str
+    segments: int
+
+
+class Provider(Protocol):
+    name: str
+
+    def submit(self, sms: OutgoingSms) -> list[str]:
+        """Hands the SMS to the provider; returns the provider's message id(s), one per part."""
+
+
+# --- file --------------------------------------------------------------------------------------
+
+class FileProvider:
+    """One JSON line per message (to, text, sender, encoding, segments): the embedded default."""
+
+    name = "file"
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def submit(self, sms: OutgoingSms) -> list[str]:
+        message_id = uuid.uuid4().hex
+        line = json.dumps({"message_id": message_id, "reference": sms.reference, "to": sms.to, "text": sms.text,
+                           "sender": sms.sender, "encoding": sms.encoding, "segments": sms.segments},
+                          ensure_ascii=False) + "\n"
+        with self.path.open("a", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # several worker processes append to one file
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return [message_id]
+
+
+# --- HTTP gateway ------------------------------------------------------------------------------
+
+class HttpProvider:
+    """POST {to, from, text, encoding, segments, reference} with a bearer token; the gateway answers
+    {"message_id": ...} and later calls POST /v1/sms/receipts/http with the delivery state."""
+
+    name = "http"
+
+    def __init__(self, url: str, token: str | None, timeout: float = 10.0):
+        self.url = url
+        self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=3.0),
+                                   headers={"Authorization": f"Bearer {token}"} if token else {})
+
+    def submit(self, sms: OutgoingSms) -> list[str]:
+        body = {"to": sms.to, "from": sms.sender, "text": sms.text, "encoding": sms.encoding,
+                "segments": sms.segments, "reference": sms.reference}
+        for attempt in range(3):  # connection hiccups inside one attempt: the request never left
+            try:
+                response = self.client.post(self.url, json=body, headers={"Idempotency-Key": sms.reference})
+                break
+            except httpx.ConnectError as exc:
+                if attempt == 2:
+                    raise TransientSmsError(f"gateway unreachable: {type(exc).__name__}") from None
+                time.sleep(0.2 * 2 ** attempt + random.random() * 0.1)
+            except httpx.TimeoutException:
+                raise InDoubtSmsError("gateway timed out after the request was sent") from None
+            except httpx.HTTPError as exc:
+                raise InDoubtSmsError(f"gateway connection broke: {type(exc).__name__}") from None
+        if response.status_code in (408, 429) or response.status_code >= 500:
+            raise TransientSmsError(f"gateway answered {response.status_code}")
+        if response.status_code >= 400:
+            raise PermanentSmsError(f"gateway refused the message: {response.status_code}")
+        try:
+            return [str(response.json()["message_id"])]
+        except (ValueError, KeyError, TypeError):
+            raise InDoubtSmsError("gateway accepted the request but sent no message_id") from None
+
+
+# --- SMPP 3.4 ----------------------------------------------------------------------------------
+
+# Statuses of submit_sm_resp worth retrying: throttling, queue full, system/submit errors, timeouts.
+TRANSIENT_SMPP_STATUSES = {0x58, 0x14, 0x08, 0x45, 0x64, 0x61}
+RECEIPT_RE = re.compile(r"id:(?P<id>\S+).*?stat:(?P<stat>[A-Z]+)", re.S)
+
+
+@dataclass
+class _Pending:
+    parts: int
+    ids: list[str | None] = field(default_factory=list)
+    error: SmsError | None = None
+    sent: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.ids = [None] * self.parts
+
+
+@dataclass(frozen=True)
+class Receipt:
+    message_id: str
+    state: str  # DELIVRD, EXPIRED, UNDELIV, REJECTD, DELETED, ...
+    destination: str | None
+
+
+class SmppSession:
+    """One bound transceiver per process, owned by one thread (smpplib sockets have no locking):
+    actor threads hand it messages through a queue and wait. It keeps a window of submits in flight
+    matched by sequence number, answers enquire_link, sends its own when idle, hands delivery
+    receipts to `on_receipt`, and reconnects with backoff when the SMSC drops the connection."""
+
+    def __init__(self, host: str, port: int, system_id: str, password: str,
+                 on_receipt: Callable[[Receipt], None], window: int = 64, enquire_every: float = 20.0,
+                 response_timeout: float = 10.0):
+        self.host, self.port, self.system_id, self.password = host, port, system_id, password
+        self.on_receipt = on_receipt
+        self.window = window
+        self.enquire_every = enquire_every
+        self.response_timeout = response_timeout
+        self._requests: queue.Queue[tuple[OutgoingSms, _Pending]] = queue.Queue()
+        self._receipt_acks: queue.Queue[tuple[int, int]] = queue.Queue()
+        self._inflight: dict[int, tuple[_Pending, int, float]] = {}
+        self._client = None
+        self._connected = threading.Event()
+        self._stop = threading.Event()
+        self._reference = random.randrange(256)
+        self._receipt_pool = None
+        self._unknown_since: dict[str, float] = {}
+        self._thread = threading.Thread(target=self._run, name="smpp-session", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    # called from actor threads
+    def submit(self, sms: OutgoingSms, timeout: float = 15.0) -> list[str]:
+        if not self._connected.wait(timeout=min(timeout, 5.0)):
+            raise TransientSmsError("SMSC not connected")
+        payloads = split(sms.text, sms.encoding)
+        pending = _Pending(parts=len(payloads))
+        self._requests.put((sms, pending))
+        if not pending.done.wait(timeout):
+            # It may still go out: the session thread owns it now. Only a receipt can tell.
+            raise InDoubtSmsError("no answer from the SMSC in time")
+        if pending.error:
+            raise pending.error
+        return [i for i in pending.ids if i is not None]
+
+    # the session thread
+    def _run(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._receipt_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="smpp-receipt")
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                self._connect()
+                backoff = 0.2
+                self._loop()
+            except Exception as exc:  # noqa: BLE001 - any failure of the link: fail what is in flight, reconnect
+                self._connected.clear()
+                self._fail_inflight(exc)
+                self._disconnect()
+                if self._stop.is_set():
+                    break
+                log.warning("smpp_link_down", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(backoff, 2))
+                time.sleep(backoff + random.random() * backoff / 2)
+                backoff = min(backoff * 2, 10.0)
+
+    def _connect(self) -> None:
+        import smpplib.client
+
+        client = smpplib.client.Client(self.host, self.port, timeout=5, allow_unknown_opt_params=True)
+        client.connect()
+        client.bind_transceiver(system_id=self.system_id, password=self.password)
+        self._client = client
+        self._connected.set()
+        log.info("smpp_bound", host=self.host, port=self.port)
+
+    def _disconnect(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.disconnect()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+        self._client = None
+
+    def _fail_inflight(self, exc: Exception) -> None:
+        for pending, _part, _at in list(self._inflight.values()):
+            if not pending.done.is_set():
+                pending.error = InDoubtSmsError(f"SMSC link lost after submit: {type(exc).__name__}")
+                pending.done.set()
+        self._inflight.clear()
+
+    def _loop(self) -> None:
+        from smpplib import smpp
+
+        client = self._client
+        last_heard = time.monotonic()
+        while not self._stop.is_set():
+            while True:  # answer receipts whose database work has finished
+                try:
+                    sequence, status = self._receipt_acks.get_nowait()
+                except queue.Empty:
+                    break
+                ack = smpp.make_pdu("deliver_sm_resp", client=client, status=status)
+                ack.sequence = sequence
+                client.send_pdu(ack)
+            while len(self._inflight) < self.window:
+                try:
+                    sms, pending = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                self._send(sms, pending)
+            readable, _, _ = select.select([client._socket], [], [], 0.01)
+            now = time.monotonic()
+            if readable:
+                self._dispatch(client.read_pdu())
+                last_heard = now
+            elif now - last_heard > self.enquire_every:
+                client.send_pdu(smpp.make_pdu("enquire_link", client=client))
+                last_heard = now
+            for sequence, (pending, _part, sent_at) in list(self._inflight.items()):
+                if now - sent_at > self.response_timeout:
+                    raise ConnectionError(f"no submit_sm_resp for sequence {sequence}")
+
+    def _send(self, sms: OutgoingSms, pending: _Pending) -> None:
+        from smpplib import smpp
+
+        payloads = split(sms.text, sms.encoding)
+        self._reference = (self._reference + 1) % 256
+        for index, payload in enumerate(payloads):
+            multipart = len(payloads) > 1
+            pdu = smpp.make_pdu(
+                "submit_sm", client=self._client,
+                source_addr_ton=5, source_addr_npi=0, source_addr=sms.sender,  # alphanumeric sender id
+                dest_addr_ton=1, dest_addr_npi=1, destination_addr=sms.to.lstrip("+"),
+                esm_class=0x40 if multipart else 0x00, data_coding=DATA_CODING[sms.encoding],
+                registered_delivery=1,
+                short_message=(udh(self._reference, len(payloads), index + 1) if multipart else b"") + payload)
+            self._client.send_pdu(pdu)
+            pending.sent = True
+            self._inflight[pdu.sequence] = (pending, index, time.monotonic())
+
+    def _dispatch(self, pdu) -> None:
+        from smpplib import smpp
+
+        command = pdu.command
+        if command == "submit_sm_resp" or command == "generic_nack":
+            entry = self._inflight.pop(pdu.sequence, None)
+            if entry is None:
+                return
+            pending, part, _ = entry
+            status = int(pdu.status or 0)
+            if status == 0 and command == "submit_sm_resp":
+                message_id = pdu.message_id
+                pending.ids[part] = message_id.decode() if isinstance(message_id, bytes) else str(message_id)
+                if all(i is not None for i in pending.ids):
+                    pending.done.set()
+            elif not pending.done.is_set():
+                kind = TransientSmsError if status in TRANSIENT_SMPP_STATUSES or command == "generic_nack" \
+                    else PermanentSmsError
+                pending.error = kind(f"SMSC refused the message: status 0x{status:02X}")
+                pending.done.set()
+        elif command == "deliver_sm":
+            if int(pdu.esm_class or 0) & 0x04:
+                receipt = self._parse_receipt(pdu)
+                sequence = pdu.sequence
+                self._receipt_pool.submit(self._handle_receipt, receipt, sequence)
+            else:  # a mobile-originated message: nothing to do with it, but acknowledge it
+                self._receipt_acks.put((pdu.sequence, 0))
+        elif command == "enquire_link":
+            resp = smpp.make_pdu("enquire_link_resp", client=self._client)
+            resp.sequence = pdu.sequence
+            self._client.send_pdu(resp)
+        elif command == "unbind":
+            resp = smpp.make_pdu("unbind_resp", client=self._client)
+            resp.sequence = pdu.sequence
+            self._client.send_pdu(resp)
+            raise ConnectionError("SMSC unbound")
+
+    @staticmethod
+    def _parse_receipt(pdu) -> Receipt:
+        raw = pdu.short_message or b""
+        text = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+        match = RECEIPT_RE.search(text)
+        tlv_id = getattr(pdu, "receipted_message_id", None)
+        message_id = (tlv_id.decode() if isinstance(tlv_id, bytes) else tlv_id) or (match.group("id") if match else "")
+        state = match.group("stat") if match else "UNKNOWN"
+        source = pdu.source_addr.decode() if isinstance(pdu.source_addr, bytes) else pdu.source_addr
+        return Receipt(message_id=str(message_id).strip("\x00"), state=state, destination=source or None)
+
+    UNKNOWN_RECEIPT_PATIENCE = 30.0
+
+    def _handle_receipt(self, receipt: Receipt, sequence: int) -> None:
+        try:
+            self.on_receipt(receipt)
+            self._unknown_since.pop(receipt.message_id, None)
+            status = 0
+        except Exception as exc:  # noqa: BLE001 - ask the SMSC to redeliver the receipt later
+            status = 0x64  # ESME_RX_T_APPN: temporary application error, redeliver later
+            if type(exc).__name__ == "ReceiptTooEarly":
+                first = self._unknown_since.setdefault(receipt.message_id, time.monotonic())
+                if time.monotonic() - first > self.UNKNOWN_RECEIPT_PATIENCE:
+                    log.warning("receipt_for_unknown_message", message_id=receipt.message_id, state=receipt.state)
+                    self._unknown_since.pop(receipt.message_id, None)
+                    status = 0  # not ours, or long settled: stop the SMSC from offering it forever
+            else:
+                log.error("receipt_failed", error=f"{type(exc).__name__}: {exc}")
+        self._receipt_acks.put((sequence, status))
+
+
+class SmppProvider:
+    name = "smpp"
+
+    def __init__(self, session: SmppSession):
+        self.session = session
+
+    def submit(self, sms: OutgoingSms) -> list[str]:
+        return self.session.submit(sms)
+
+
+@lru_cache
+def get_provider() -> Provider:
+    settings = get_settings()
+    if settings.sms_provider == "http":
+        if not settings.sms_http_url:
+            raise RuntimeError("SMS_PROVIDER=http needs SMS_HTTP_URL")
+        token = settings.sms_http_token.get_secret_value() if settings.sms_http_token else None
+        return HttpProvider(settings.sms_http_url, token)
+    if settings.sms_provider == "smpp":
+        from service.delivery.service import apply_smpp_receipt
+
+        password = settings.smpp_password.get_secret_value() if settings.smpp_password else ""
+        return SmppProvider(SmppSession(settings.smpp_host, settings.smpp_port, settings.smpp_system_id, password,
+                                        on_receipt=apply_smpp_receipt))
+    return FileProvider(settings.sms_file or settings.data_dir / "sms.jsonl")

@@ -1,0 +1,110 @@
+"""Webhooks to a program's endpoint on sent, delivered, failed and cancelled.
+
+Body: {"id", "type", "created_at", "data": {...}}. Headers: Rewards-Event-Id, Rewards-Timestamp
+(Unix seconds) and Rewards-Signature: v1=<hex HMAC-SHA256 over "<timestamp>.<body>">, keyed with the
+program's webhook secret (`rewards webhooks secret PROGRAM`). At least once: consumers dedupe by id."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+import structlog
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from service.config import get_settings
+from service.db import transaction
+
+log = structlog.get_logger("webhooks")
+WEBHOOK_QUEUE = "webhooks"
+WEBHOOK_ACTOR = "send_webhook"
+GIVE_UP_AFTER = timedelta(hours=24)
+
+
+class WebhookNotDelivered(Exception):
+    """The receiver did not take the event; the worker retries with backoff."""
+
+
+def program_secret(program_code: str) -> bytes:
+    """Per-program signing secret, derived from ENCRYPTION_KEY: nothing more to store or leak."""
+    import base64
+
+    master = base64.b64decode(get_settings().encryption_key.get_secret_value())
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"rewards/webhook/" + program_code.encode()).derive(master)
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    return "v1=" + hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def emit(db: Any, *, program_id: int, webhook_url: str | None, redemption_id: uuid.UUID, event: str,
+         data: dict[str, Any], now: datetime) -> None:
+    """Writes the event and its outbox row; call inside the transaction that changes the status."""
+    if not webhook_url:
+        return
+    event_id = uuid.uuid4()
+    payload = {"id": str(event_id), "type": f"redemption.{event}", "created_at": now.isoformat(), "data": data}
+    db.execute("INSERT INTO webhook_events (id, program_id, redemption_id, type, payload, created_at)"
+               " VALUES (%s, %s, %s, %s, %s, %s)",
+               (event_id, program_id, redemption_id, f"redemption.{event}", json.dumps(payload), now))
+    db.execute("INSERT INTO outbox (message_id, queue, actor, payload, created_at) VALUES (%s, %s, %s, %s, %s)",
+               (uuid.uuid4(), WEBHOOK_QUEUE, WEBHOOK_ACTOR, json.dumps({"event_id": str(event_id)}), now))
+
+
+_client: httpx.Client | None = None
+
+
+def _http() -> httpx.Client:
+    global _client
+    if _client is None:
+        _client = httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0))
+    return _client
+
+
+def deliver_event(event_id: uuid.UUID, *, now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    with transaction() as session:
+        row = session.execute(text(
+            "SELECT e.payload, e.created_at, e.delivered_at, e.given_up_at, p.webhook_url, p.code"
+            " FROM webhook_events e JOIN programs p ON p.id = e.program_id WHERE e.id = :id"),
+            {"id": event_id}).one_or_none()
+    if row is None or row.delivered_at or row.given_up_at or not row.webhook_url:
+        return "done"
+    body = json.dumps(row.payload, separators=(",", ":"), ensure_ascii=False).encode()
+    timestamp = int(time.time())
+    headers = {"Content-Type": "application/json", "Rewards-Event-Id": str(event_id),
+               "Rewards-Timestamp": str(timestamp), "Rewards-Signature": sign(program_secret(row.code), timestamp, body)}
+    started = time.perf_counter()
+    status_code, error = None, None
+    try:
+        status_code = _http().post(row.webhook_url, content=body, headers=headers).status_code
+    except httpx.HTTPError as exc:
+        error = type(exc).__name__
+    took = int((time.perf_counter() - started) * 1000)
+    delivered = status_code is not None and 200 <= status_code < 300
+    with transaction() as session:
+        session.execute(text("INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)"
+                             " VALUES (:id, :now, :code, :error, :ms)"),
+                        {"id": event_id, "now": now, "code": status_code, "error": error, "ms": took})
+        if delivered:
+            session.execute(text("UPDATE webhook_events SET delivered_at = :now WHERE id = :id"),
+                            {"id": event_id, "now": now})
+        elif now - row.created_at > GIVE_UP_AFTER:
+            session.execute(text("UPDATE webhook_events SET given_up_at = :now WHERE id = :id"),
+                            {"id": event_id, "now": now})
+            log.error("webhook_given_up", event_id=str(event_id), program=row.code)
+            return "given_up"
+    if not delivered:
+        raise WebhookNotDelivered(f"receiver answered {status_code or error}")
+    return "delivered"
+
+

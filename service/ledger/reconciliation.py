@@ -1,0 +1,170 @@
+"""Partner reconciliation: a partner's report of the codes it activated (CSV `code[,activated_at][,amount]`)
+against the codes we issued to subscribers or through card exchanges.
+
+Codes are matched by their keyed fingerprint (the same HMAC the pools store), so full codes are
+never stored, logged or echoed: every line of the answer names a code by its last 4 characters and
+the fingerprint's hex.
+
+- activated_not_issued: they activated a code we never issued (or whose issue was reversed) — a leak;
+- issued_not_activated: codes we issued (net of cancellations) booked in the period that are not in
+  the report, with their age in days at the end of the period (or now, if earlier);
+- amount_mismatches: the reported amount differs from the face value we issued the code at."""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timezone
+from decimal import InvalidOperation
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from service.crypto import get_vault
+from service.db import driver, new_session
+from service.errors import Problem
+from service.ledger.periods import month_end
+from service.money import MoneyError, to_decimal_string, to_minor
+
+MAX_LISTED = 1000
+
+
+@dataclass
+class ReportLine:
+    line: int
+    fingerprint: bytes
+    last4: str
+    activated_at: datetime | None
+    amount_minor: int | None
+
+
+@dataclass
+class ParsedReport:
+    lines: list[ReportLine] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)
+    total: int = 0
+
+
+def _parse_time(value: str, zone: ZoneInfo) -> datetime:
+    value = value.strip()
+    if len(value) == 10:
+        return datetime.combine(date.fromisoformat(value), time(0), zone).astimezone(timezone.utc)
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    return moment.astimezone(timezone.utc)
+
+
+def parse_report(body: bytes, currency: str, zone: ZoneInfo) -> ParsedReport:
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise Problem(422, "validation_error", "Validation failed", "CSV must be UTF-8",
+                      errors=[{"field": "body", "message": "not UTF-8"}]) from None
+    vault = get_vault()
+    report = ParsedReport()
+    seen: dict[bytes, int] = {}
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            number = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if number == 1 and row[0].strip().lower() == "code":
+                continue
+            report.total += 1
+            if len(row) > 3:
+                report.rejected.append({"line": number, "reason": "too many columns: expected code[,activated_at][,amount]"})
+                continue
+            code = row[0].strip()
+            if not code or len(code) > 256 or not code.isprintable():
+                report.rejected.append({"line": number, "reason": "code is empty, too long or not printable"})
+                continue
+            try:
+                activated = _parse_time(row[1], zone) if len(row) > 1 and row[1].strip() else None
+            except ValueError:
+                report.rejected.append({"line": number, "reason": "activated_at must be RFC 3339 or YYYY-MM-DD"})
+                continue
+            try:
+                amount = to_minor(row[2].strip(), currency) if len(row) > 2 and row[2].strip() else None
+            except (MoneyError, InvalidOperation):
+                report.rejected.append({"line": number, "reason": f"amount must be a decimal such as 2000.00 ({currency})"})
+                continue
+            fingerprint = vault.fingerprint(code)
+            if fingerprint in seen:
+                report.duplicates.append(number)
+                continue
+            seen[fingerprint] = number
+            report.lines.append(ReportLine(number, fingerprint, code[-4:], activated, amount))
+    except csv.Error as exc:
+        raise Problem(422, "validation_error", "Validation failed", f"CSV line {reader.line_num}: {exc}",
+                      errors=[{"field": "body", "message": "malformed CSV"}]) from None
+    return report
+
+
+def reconcile_partner(partner_code: str, month: date, body: bytes, *, now: datetime | None = None) -> dict[str, Any]:
+    now = now or datetime.now(timezone.utc)
+    with new_session() as session:
+        db = driver(session)
+        partner = db.execute("SELECT id, code, name FROM partners WHERE code = %s", (partner_code,)).fetchone()
+        if partner is None:
+            raise Problem(404, "unknown_partner", "Unknown partner", f"no partner {partner_code}")
+        # the partner's currency and time zone: from its products and the programs that issued them
+        currency = (db.execute("SELECT currency FROM products WHERE partner_id = %s ORDER BY id LIMIT 1",
+                               (partner[0],)).fetchone() or ("KZT",))[0]
+        zone_name = (db.execute("SELECT timezone FROM programs ORDER BY id LIMIT 1").fetchone() or ("Asia/Almaty",))[0]
+        zone = ZoneInfo(zone_name)
+        report = parse_report(body, currency, zone)
+        end = min(month_end(month, zone), now)
+        # Net issued codes of this partner, ever: a cancel reverses its issue.
+        issued: dict[bytes, tuple] = {}
+        with db.cursor(name="partner_codes") as cur:
+            cur.itersize = 10_000
+            cur.execute(
+                "SELECT code_fingerprint, min(code_last4), min(sku), min(occurred_at) FILTER (WHERE quantity > 0),"
+                " max(face_value_minor), min(currency), (array_agg(redemption_id::text) FILTER (WHERE quantity > 0))[1],"
+                " bool_or(booked_period = %s AND quantity > 0)"
+                " FROM reconciliation_records WHERE partner_id = %s AND code_fingerprint IS NOT NULL"
+                " AND type IN ('issue', 'cancel', 'exchange')"
+                " GROUP BY code_fingerprint HAVING sum(quantity) > 0", (month, partner[0]))
+            for row in cur:
+                issued[bytes(row[0])] = row[1:]
+    reported = {line.fingerprint for line in report.lines}
+    leaks, mismatches = [], []
+    matched = 0
+    for line in report.lines:
+        ours = issued.get(line.fingerprint)
+        if ours is None:
+            leaks.append({"line": line.line, "last4": line.last4, "fingerprint": line.fingerprint.hex(),
+                          "activated_at": line.activated_at,
+                          "amount": _money(line.amount_minor, currency)})
+            continue
+        matched += 1
+        face, cur = ours[3], ours[4]
+        if line.amount_minor is not None and line.amount_minor != face:
+            mismatches.append({"line": line.line, "last4": ours[0], "fingerprint": line.fingerprint.hex(),
+                               "sku": ours[1], "reported": _money(line.amount_minor, cur),
+                               "expected": _money(face, cur)})
+    not_activated = []
+    for fingerprint, (last4, sku, issued_at, face, cur, redemption_id, in_period) in issued.items():
+        if in_period and fingerprint not in reported:
+            not_activated.append({"last4": last4, "fingerprint": fingerprint.hex(), "sku": sku,
+                                  "issued_at": issued_at, "age_days": max(0, (end - issued_at).days),
+                                  "face_value": _money(face, cur), "redemption_id": redemption_id})
+    not_activated.sort(key=lambda item: (-item["age_days"], item["fingerprint"]))
+    return {
+        "partner": partner[1], "period": f"{month:%Y-%m}", "lines": report.total, "matched": matched,
+        "counts": {"activated_not_issued": len(leaks), "issued_not_activated": len(not_activated),
+                   "amount_mismatches": len(mismatches), "rejected": len(report.rejected),
+                   "duplicates": len(report.duplicates)},
+        "activated_not_issued": leaks[:MAX_LISTED],
+        "issued_not_activated": not_activated[:MAX_LISTED],
+        "amount_mismatches": mismatches[:MAX_LISTED],
+        "rejected": report.rejected[:MAX_LISTED],
+        "duplicate_lines": report.duplicates[:MAX_LISTED],
+    }
+
+
+def _money(minor: int | None, currency: str) -> dict[str, str] | None:
+    return None if minor is None else {"amount": to_decimal_string(minor, currency), "currency": currency}
+
