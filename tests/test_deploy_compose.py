@@ -323,12 +323,7 @@ def _invocations() -> list[tuple[str, list[str]]]:
 def _invocation_params() -> list[Any]:
     params = []
     for where, argv in _invocations():
-        marks = []
-        if "compose smsc" in where.split(" + "):
-            marks.append(
-                pytest.mark.xfail(strict=True, reason="test SMSC simulator arrives with the SMS delivery issue")
-            )
-        params.append(pytest.param(argv, id=f'{where}: rewards {" ".join(argv)}', marks=marks))
+        params.append(pytest.param(argv, id=f'{where}: rewards {" ".join(argv)}'))
     return params
 
 
