@@ -163,10 +163,16 @@ def api(host: str = "127.0.0.1", port: int = 8000,
 
 
 @app.command()
-def worker(processes: int = 1, threads: int = 8,
+def worker(processes: Annotated[int, typer.Option(help="Processes for reward SMS")] = 1,
+           threads: Annotated[int, typer.Option(help="Threads per reward-SMS process")] = 8,
+           webhook_threads: Annotated[int, typer.Option(help="Threads for webhooks and bulk SMS (one process)")] = 4,
            relay: Annotated[bool, typer.Option(help="Also publish the outbox from this process")] = True) -> None:
-    """Dramatiq workers, and the outbox relay that feeds them."""
+    """Dramatiq workers, and the outbox relay that feeds them.
+
+    Reward SMS get processes of their own: a slow webhook receiver or a bulk campaign can never
+    take the threads a waiting subscriber's code needs."""
     from service.runtime import runtime
+    from workers.broker import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
 
     with runtime(need_redis=True):
         publisher = None
@@ -175,19 +181,26 @@ def worker(processes: int = 1, threads: int = 8,
             from workers.broker import broker
 
             publisher = Relay(broker).start()
-        args = [sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(processes),
-                "--threads", str(threads)]
-        proc = subprocess.Popen(args, env={**os.environ})
+        groups = [(SMS_QUEUE,), (WEBHOOK_QUEUE, BULK_SMS_QUEUE)]
+        sizes = [(processes, threads), (1, webhook_threads)]
+        procs = [subprocess.Popen([sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(p),
+                                   "--threads", str(t), "--queues", *queues], env={**os.environ})
+                 for queues, (p, t) in zip(groups, sizes)]
 
         def forward(signum: int, _frame: object) -> None:
-            proc.send_signal(signum)
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(signum)
 
         signal.signal(signal.SIGINT, forward)
         signal.signal(signal.SIGTERM, forward)
-        code = proc.wait()
+        while all(proc.poll() is None for proc in procs):
+            time.sleep(0.2)
+        forward(signal.SIGTERM, None)  # one group ended: stop the other too, and exit with its code
+        codes = [proc.wait() for proc in procs]
         if publisher:
             publisher.stop()
-    raise typer.Exit(code if code > 0 else 0)
+    raise typer.Exit(max(codes) if max(codes) > 0 else 0)
 
 
 @app.command()

@@ -18,8 +18,19 @@ from workers.broker import SMS_QUEUE, WEBHOOK_QUEUE, broker
 configure_logging(get_settings().log_level, get_settings().log_json)
 
 _limiter = None
-if get_settings().sms_provider == "smpp":
-    get_provider()  # bind to the SMSC when the worker starts, not on its first message
+
+
+class BindSmscAtBoot(dramatiq.Middleware):
+    """Reward-SMS processes bind to the SMSC when they start, not on their first message; processes
+    that only serve webhooks or bulk traffic do not bind at all."""
+
+    def after_worker_boot(self, broker, worker) -> None:
+        queues = getattr(worker, "consumer_whitelist", None)  # None: every queue
+        if get_settings().sms_provider == "smpp" and (not queues or SMS_QUEUE in queues):
+            get_provider()
+
+
+broker.add_middleware(BindSmscAtBoot())
 
 
 def _provider_slot() -> None:

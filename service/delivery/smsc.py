@@ -48,6 +48,7 @@ class ReceivedSms:
     message_ids: list[str]
     udh_reference: int | None
     received_at: float
+    first_part_at: float
 
 
 @dataclass
@@ -79,7 +80,7 @@ class TestSmsc:
         self.throttled = 0
         self.receipts_acked = 0
         self._ids = itertools.count(1)
-        self._parts: dict[tuple[str, int], dict[int, tuple[bytes, str]]] = {}
+        self._parts: dict[tuple[str, int], dict[int, tuple[bytes, str, float]]] = {}
         self._receipts: dict[str, collections.deque] = collections.defaultdict(collections.deque)
         self._sessions: list[_Session] = []
         self._lock = threading.Lock()
@@ -226,26 +227,28 @@ class TestSmsc:
         encoding = "UCS-2" if int(pdu.data_coding or 0) == 0x08 else "GSM-7"
         sender = pdu.source_addr.decode() if isinstance(pdu.source_addr, bytes) else pdu.source_addr
         complete = None
+        arrived = time.monotonic()
         if int(pdu.esm_class or 0) & 0x40:  # UDH: 05 00 03 ref total seq
             udh_len = raw[0]
             ref, total, seq = raw[3], raw[4], raw[5]
             key = (destination, ref)
             with self._lock:
                 parts = self._parts.setdefault(key, {})
-                parts[seq] = (raw[udh_len + 1:], message_id)
+                parts[seq] = (raw[udh_len + 1:], message_id, arrived)
                 if len(parts) == total:
                     ordered = [parts[i] for i in range(1, total + 1)]
                     del self._parts[key]
-                    complete = (b"".join(p for p, _ in ordered), [i for _, i in ordered], ref, total)
+                    complete = (b"".join(p[0] for p in ordered), [p[1] for p in ordered], ref, total,
+                                min(p[2] for p in ordered))
         else:
-            complete = (raw, [message_id], None, 1)
+            complete = (raw, [message_id], None, 1, arrived)
         self._reply(session, "submit_sm_resp", pdu, message_id=message_id)
         if complete:
-            payload, ids, ref, total = complete
+            payload, ids, ref, total, first_at = complete
             text = payload.decode("utf-16-be") if encoding == "UCS-2" else decode_gsm7(payload)
             with self._lock:
                 self.received.append(ReceivedSms("+" + destination, sender, text, encoding, total, ids, ref,
-                                                 time.monotonic()))
+                                                 time.monotonic(), first_at))
         due = time.monotonic() + self.receipt_delay
         with self._lock:
             self._receipts[session.system_id or ""].append((due, message_id, destination))

@@ -1,0 +1,211 @@
+"""SMS throughput through the workers to the test SMSC, and latency from a redemption's 201 to its
+first submit_sm, on the embedded default (PostgreSQL, Redis, `rewards api`, `rewards worker` with
+the outbox relay, SMPP to the in-process test SMSC).
+
+    .venv/bin/python bench/delivery.py                     # 100 redemptions/s for 20 s, then a 5,000 backlog
+    .venv/bin/python bench/delivery.py --rate 200 --backlog 10000
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def percentile(values: list[float], p: float) -> float:
+    values = sorted(values)
+    k = (len(values) - 1) * p
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def paced_load(base: str, key: str, rate: float, seconds: float) -> dict[str, float]:
+    """POSTs at a fixed rate; returns destination -> monotonic time of its 201."""
+    import httpx
+
+    answered: dict[str, float] = {}
+    failures = 0
+    async with httpx.AsyncClient(base_url=base, timeout=30,
+                                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)) as http:
+        async def one(n: int) -> None:
+            nonlocal failures
+            msisdn = f"8747{n:07d}"
+            response = await http.post("/v1/redemptions", json={
+                "program": "home-internet", "tariff": "home-100", "offer": "cinema-2000", "points": 2200,
+                "msisdn": msisdn, "external_id": f"bd-{n}"},
+                headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"bd-{n}"})
+            if response.status_code == 201:
+                answered["+7" + msisdn[1:]] = time.monotonic()
+            else:
+                failures += 1
+                if failures == 1:
+                    print(f"  first refusal: {response.status_code} {response.text[:300]}")
+
+        tasks, start, n = [], time.monotonic(), 0
+        while (elapsed := time.monotonic() - start) < seconds:
+            due = start + n / rate
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
+            tasks.append(asyncio.create_task(one(n)))
+            n += 1
+        await asyncio.gather(*tasks)
+    if failures:
+        print(f"  {failures} redemptions were refused")
+    return answered
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=float, default=100, help="redemptions per second in the latency phase")
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--backlog", type=int, default=5000, help="SMS queued at once in the throughput phase")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=16)
+    args = parser.parse_args()
+
+    from service.delivery.smsc import TestSmsc
+    from service.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    work = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
+    pg, rd = EmbeddedPostgres(work / "pg"), EmbeddedRedis(work / "redis")
+    smsc = TestSmsc().start()
+    env = {**os.environ, "DATABASE_URL": pg.start(), "REDIS_URL": rd.start(), "LOG_LEVEL": "WARNING",
+           "ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(), "SMS_PROVIDER": "smpp",
+           "SMPP_HOST": smsc.host, "SMPP_PORT": str(smsc.port), "SMPP_SYSTEM_ID": "rewards",
+           "SMS_RATE_LIMIT": "5000"}
+    procs: list[subprocess.Popen] = []
+
+    def rewards(*cli: str) -> str:
+        return subprocess.run([sys.executable, "-m", "service.cli", *cli], env=env, check=True,
+                              capture_output=True, text=True).stdout
+
+    def worker() -> subprocess.Popen:
+        log = open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--processes", str(args.processes),
+                                 "--threads", str(args.threads)], env={**env, **({"LOG_LEVEL": "INFO"}
+                                 if "BENCH_WORKER_LOG" in os.environ else {})}, start_new_session=True,
+                                stdout=log, stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Receiver(BaseHTTPRequestHandler):  # the loyalty system's webhook endpoint
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *a) -> None:
+            pass
+
+    hooks = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    import threading
+
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
+    try:
+        rewards("migrate")
+        rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
+        import psycopg
+
+        with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+            conn.execute("UPDATE programs SET webhook_url = %s",
+                         (f"http://127.0.0.1:{hooks.server_address[1]}/hooks",))
+        codes = work / "codes.csv"
+        need = int(args.rate * args.seconds) + args.backlog + 100
+        codes.write_text("".join(f"BD-{secrets.token_hex(6).upper()}\n" for _ in range(need)))
+        rewards("codes", "import", "ARAY-CINEMA-2000", str(codes))
+        key = rewards("keys", "create", "--role", "loyalty", "--program", "home-internet", "--name", "bench"
+                      ).strip().splitlines()[-1]
+        port = free_port()
+        procs.append(subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--port", str(port)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        first = worker()
+        import httpx
+
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200 \
+                        and smsc.bound_sessions >= args.processes:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+
+        # 1) latency at a fixed redemption rate
+        answered = asyncio.run(paced_load(f"http://127.0.0.1:{port}", key, args.rate, args.seconds))
+        deadline = time.monotonic() + 60
+        while len(smsc.received) < len(answered) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first_part = {m.to: m.first_part_at for m in smsc.received}
+        latencies = [first_part[to] - t for to, t in answered.items() if to in first_part]
+        print(f"latency phase: {len(answered)} redemptions at {args.rate:.0f}/s for {args.seconds:.0f} s, "
+              f"{len(latencies)} SMS at the SMSC")
+        print(f"  201 -> submit_sm ms: p50 {percentile(latencies, .5) * 1000:.0f}  "
+              f"p95 {percentile(latencies, .95) * 1000:.0f}  p99 {percentile(latencies, .99) * 1000:.0f}  "
+              f"max {max(latencies) * 1000:.0f}")
+
+        # 2) throughput: a backlog written while no worker runs, then drained
+        os.killpg(first.pid, 15)
+        first.wait(timeout=30)
+        before = len(smsc.received)
+        script = (
+            "from datetime import datetime, timezone\n"
+            "from service.db import transaction\n"
+            "from service.redemptions.schemas import RedemptionIn\n"
+            "from service.redemptions.service import Scope, redeem\n"
+            "now = datetime.now(timezone.utc)\n"
+            f"for chunk in range(0, {args.backlog}, 500):\n"
+            "    with transaction() as s:\n"
+            f"        for i in range(chunk, min(chunk + 500, {args.backlog})):\n"
+            "            redeem(s, RedemptionIn(program='home-internet', tariff='home-100', offer='cinema-2000',"
+            " points=2200, msisdn=f'8776{i:07d}', external_id=f'backlog-{i}'), scope=Scope(None),"
+            " api_key_id=None, now=now)\n")
+        subprocess.run([sys.executable, "-c", script], env=env, check=True)
+        started = time.monotonic()
+        worker()
+        deadline = started + 300
+        while len(smsc.received) - before < args.backlog and time.monotonic() < deadline:
+            time.sleep(0.05)
+        done = len(smsc.received) - before
+        took = max(m.received_at for m in smsc.received) - started
+        parts = sum(m.segments for m in smsc.received[before:])
+        print(f"throughput phase: {done} SMS ({parts} submit_sm parts) drained in {took:.1f} s from a cold worker "
+              f"start: {done / took:.0f} SMS/s, {parts / took:.0f} parts/s "
+              f"({args.processes} worker processes x {args.threads} threads)")
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, 15) if proc.pid and os.getpgid(proc.pid) == proc.pid else proc.terminate()
+            except ProcessLookupError:
+                pass
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        smsc.stop()
+        hooks.shutdown()
+        rd.stop()
+        pg.stop()
+
+
+if __name__ == "__main__":
+    main()

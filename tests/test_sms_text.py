@@ -1,0 +1,36 @@
+"""GSM-7 vs UCS-2, segment counts, concatenation boundaries, templates and locales."""
+from __future__ import annotations
+
+import pytest
+
+from service.delivery.text import GSM7, UCS2, encoding_for, render, segment_count, split
+
+TEMPLATES = {"code": {"ru": "Код: {code}", "kk": "Код: {code}. {expires} дейін", "en": "Code: {code}"},
+             "universal_card": {"ru": "Карта {card_number}, ПИН {pin}"}}
+
+
+@pytest.mark.parametrize("text,encoding,segments", [
+    ("a" * 160, GSM7, 1), ("a" * 161, GSM7, 2), ("a" * 306, GSM7, 2), ("a" * 307, GSM7, 3),
+    ("{" * 80, GSM7, 1), ("{" * 81, GSM7, 2),  # extension characters cost two septets
+    ("Ж" * 70, UCS2, 1), ("Ж" * 71, UCS2, 2), ("Ж" * 134, UCS2, 2), ("Ж" * 135, UCS2, 3),
+    ("ә ғ қ ң ө ұ ү һ і", UCS2, 1), ("Price 5€ [ok]", GSM7, 1), ("₸", UCS2, 1),
+])
+def test_encoding_and_segment_count(text, encoding, segments):
+    assert encoding_for(text) == encoding and segment_count(text) == segments
+
+
+def test_a_part_boundary_never_cuts_an_escape_pair():
+    parts = split("a" * 152 + "€" + "b" * 10, GSM7)  # 164 septets: two parts, 153 per part
+    assert parts[0] == bytes([0x61]) * 152 and parts[1][:2] == bytes([0x1B, 0x65])
+
+
+def test_a_part_boundary_never_cuts_a_surrogate_pair():
+    parts = split("Ж" * 66 + "😀" + "Ж" * 10, UCS2)
+    assert all(len(p) % 2 == 0 for p in parts)
+    assert parts[1].decode("utf-16-be").startswith("😀")
+
+
+def test_the_subscribers_locale_is_used_and_ru_is_the_fallback():
+    assert render(TEMPLATES, "code", "kk", {"code": "X", "expires": "01.01.2027"}).text == "Код: X. 01.01.2027 дейін"
+    fallback = render(TEMPLATES, "universal_card", "en", {"card_number": "9398", "pin": "1234"})
+    assert fallback.locale == "ru" and "ПИН 1234" in fallback.text and fallback.encoding == UCS2
