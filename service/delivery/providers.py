@@ -25,6 +25,7 @@ from typing import Protocol
 
 import httpx
 import structlog
+import tenacity
 
 from service.config import get_settings
 from service.delivery.text import DATA_CODING, GSM7, split, udh
@@ -105,18 +106,19 @@ class HttpProvider:
     def submit(self, sms: OutgoingSms) -> list[str]:
         body = {"to": sms.to, "from": sms.sender, "text": sms.text, "encoding": sms.encoding,
                 "segments": sms.segments, "reference": sms.reference}
-        for attempt in range(3):  # connection hiccups inside one attempt: the request never left
-            try:
-                response = self.client.post(self.url, json=body, headers={"Idempotency-Key": sms.reference})
-                break
-            except httpx.ConnectError as exc:
-                if attempt == 2:
-                    raise TransientSmsError(f"gateway unreachable: {type(exc).__name__}") from None
-                time.sleep(0.2 * 2 ** attempt + random.random() * 0.1)
-            except httpx.TimeoutException:
-                raise InDoubtSmsError("gateway timed out after the request was sent") from None
-            except httpx.HTTPError as exc:
-                raise InDoubtSmsError(f"gateway connection broke: {type(exc).__name__}") from None
+        # Connection hiccups inside one attempt are retried at once: a refused connection means the
+        # request never left, so it cannot have been taken.
+        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(3), reraise=True,
+                                     wait=tenacity.wait_exponential_jitter(initial=0.2, max=2),
+                                     retry=tenacity.retry_if_exception_type(httpx.ConnectError))
+        try:
+            response = retrying(self.client.post, self.url, json=body, headers={"Idempotency-Key": sms.reference})
+        except httpx.ConnectError as exc:
+            raise TransientSmsError(f"gateway unreachable: {type(exc).__name__}") from None
+        except httpx.TimeoutException:
+            raise InDoubtSmsError("gateway timed out after the request was sent") from None
+        except httpx.HTTPError as exc:
+            raise InDoubtSmsError(f"gateway connection broke: {type(exc).__name__}") from None
         if response.status_code in (408, 429) or response.status_code >= 500:
             raise TransientSmsError(f"gateway answered {response.status_code}")
         if response.status_code >= 400:
