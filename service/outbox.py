@@ -91,6 +91,24 @@ def sweep(stale_seconds: int = 300) -> int:
     return swept
 
 
+def housekeeping() -> dict[str, int]:
+    """Time-driven work every worker pod may run (each step is idempotent and bounded): purge expired
+    idempotency keys, expire cards past their date and book their breakage."""
+    from datetime import datetime, timezone
+
+    from service.cards.service import expire_cards
+    from service.db import transaction
+    from service.idempotency import purge_expired
+
+    with transaction() as session:
+        purged = purge_expired(session)
+    with transaction() as session:
+        expired = expire_cards(session, datetime.now(timezone.utc)).expired
+    if purged or expired:
+        log.info("housekeeping", idempotency_keys_purged=purged, cards_expired=expired)
+    return {"idempotency_keys_purged": purged, "cards_expired": expired}
+
+
 class Relay:
     """A thread that publishes the outbox: a tight poll (SKIP LOCKED, so relays in several worker
     pods share the work) that keeps going while the broker is down and catches up when it returns."""
@@ -114,12 +132,15 @@ class Relay:
         self.thread.join(timeout=10)
 
     def run(self) -> None:
-        backoff, last_sweep = 0.1, 0.0
+        backoff, last_sweep, last_housekeeping = 0.1, 0.0, 0.0
         while not self._stop.is_set():
             try:
                 if time.monotonic() - last_sweep > self.sweep_every:
                     sweep(self.stale_seconds)
                     last_sweep = time.monotonic()
+                if time.monotonic() - last_housekeeping > 60:
+                    last_housekeeping = time.monotonic()
+                    housekeeping()
                 published = publish_batch(self.broker)
                 backoff = 0.1
                 if published == 0:

@@ -61,6 +61,7 @@ class BudgetUsage(Base):
 class IdempotencyKey(Base):
     """Stripe's replay rules: the first response of a key is stored with it and replayed."""
     __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
     api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     request_hash: Mapped[bytes] = mapped_column(LargeBinary)
