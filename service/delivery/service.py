@@ -97,8 +97,6 @@ def _mark_sent(db: Any, *, message_id: int, redemption_id: uuid.UUID, provider: 
         "UPDATE redemptions SET status = 'sent', status_reason = NULL, first_sent_at = coalesce(first_sent_at, %s),"
         " updated_at = %s WHERE id = %s AND status IN ('accepted', 'failed')"
         " RETURNING external_id, program_id, code_id", (now, now, redemption_id)).fetchone()
-    db.execute("UPDATE redemptions SET first_sent_at = coalesce(first_sent_at, %s) WHERE id = %s",
-               (now, redemption_id))
     if changed:
         if changed[2] is not None:  # the code has left us: it is issued now
             db.execute("UPDATE codes SET status = 'issued', status_changed_at = %s WHERE id = %s"
@@ -108,6 +106,20 @@ def _mark_sent(db: Any, *, message_id: int, redemption_id: uuid.UUID, provider: 
                       event="sent", now=now, data={"redemption_id": str(redemption_id), "external_id": changed[0],
                                                    "status": "sent"})
     SMS_OUTCOMES.labels("sent").inc()
+
+
+def _delivered(db: Any, *, sms_id: int, redemption_id: uuid.UUID, now: datetime, snap) -> None:
+    db.execute("UPDATE sms_messages SET status = 'delivered', done_at = %s, updated_at = %s WHERE id = %s",
+               (now, now, sms_id))
+    changed = db.execute("UPDATE redemptions SET status = 'delivered', status_reason = NULL, updated_at = %s"
+                         " WHERE id = %s AND status IN ('sent', 'accepted', 'failed')"
+                         " RETURNING external_id, program_id", (now, redemption_id)).fetchone()
+    if changed:
+        program = snap.programs_by_id[changed[1]]
+        webhooks.emit(db, program_id=program.id, webhook_url=program.webhook_url, redemption_id=redemption_id,
+                      event="delivered", now=now, data={"redemption_id": str(redemption_id),
+                                                        "external_id": changed[0], "status": "delivered"})
+    SMS_OUTCOMES.labels("delivered").inc()
 
 
 def claim(redemption_id: uuid.UUID, send: int, now: datetime) -> Claimed | None:
@@ -148,7 +160,7 @@ def claim(redemption_id: uuid.UUID, send: int, now: datetime) -> Claimed | None:
         kind, fields = _fields(session, row, snap, row.locale)
         rendered = render(program.templates, kind, row.locale, fields)
         db.execute("UPDATE sms_messages SET status = 'submitting', attempts = attempts + 1, submit_started_at = %s,"
-                   " encoding = %s, segments = %s, locale = %s, updated_at = %s WHERE id = %s",
+                   " encoding = %s, segments = %s, locale = %s, updated_at = %s, receipts = '{}' WHERE id = %s",
                    (now, rendered.encoding, rendered.segments, rendered.locale, now, row.message_id))
     return Claimed(row.message_id, OutgoingSms(reference=f"{redemption_id}:{send}", to=row.msisdn,
                                                sender=program.sms_sender, text=rendered.text,
@@ -204,17 +216,32 @@ def apply_receipt(provider: str, message_id: str, state: str, destination: str |
                          " WHERE provider_message_ids @> ARRAY[%s]::varchar[] FOR UPDATE", (message_id,)).fetchone()
         if row is None and destination:
             msisdn = destination if destination.startswith("+") else "+" + destination
-            in_doubt = db.execute("SELECT id, redemption_id, submit_started_at FROM sms_messages"
+            in_doubt = db.execute("SELECT id, redemption_id, submit_started_at, segments, receipts FROM sms_messages"
                                   " WHERE status = 'submitting' AND msisdn = %s ORDER BY submit_started_at"
                                   " LIMIT 1 FOR UPDATE", (msisdn,)).fetchone()
             if in_doubt is not None and now - in_doubt[2] < SUBMIT_GRACE:
                 raise ReceiptTooEarly(f"the submit of message {message_id} is still being recorded")
             if in_doubt is not None:
+                # The attempt did reach the provider, but maybe not whole: a worker can die between the
+                # parts of a long SMS. Only receipts for every part settle it; otherwise it is resent.
+                seen = {**(in_doubt[4] or {}), message_id: state}
+                if len(seen) < (in_doubt[3] or 1):
+                    db.execute("UPDATE sms_messages SET receipts = %s, updated_at = %s WHERE id = %s",
+                               (json.dumps(seen), now, in_doubt[0]))
+                    return True
                 log.info("sms_in_doubt_settled_by_receipt", redemption_id=str(in_doubt[1]))
                 _mark_sent(db, message_id=in_doubt[0], redemption_id=in_doubt[1], provider=provider,
-                           ids=[message_id], now=now, snap=snap)
+                           ids=sorted(seen), now=now, snap=snap)
+                db.execute("UPDATE sms_messages SET receipts = %s WHERE id = %s", (json.dumps(seen), in_doubt[0]))
                 row = db.execute("SELECT id, redemption_id, status, provider_message_ids, receipts FROM sms_messages"
                                  " WHERE id = %s", (in_doubt[0],)).fetchone()
+                sms_id, redemption_id, status, ids, receipts = row
+                if status == "sent" and all(receipts.get(i) in DELIVERED_STATES for i in ids):
+                    _delivered(db, sms_id=sms_id, redemption_id=redemption_id, now=now, snap=snap)
+                elif status == "sent" and any(receipts.get(i) in FAILED_STATES for i in ids):
+                    _fail(db, message_id=sms_id, redemption_id=redemption_id, now=now, snap=snap,
+                          reason="undeliverable: " + next(receipts[i] for i in ids if receipts.get(i) in FAILED_STATES))
+                return True
         if row is None:
             # Usually the receipt overtook the commit of its own submit; the provider offers it again.
             raise ReceiptTooEarly(f"no message {message_id} (yet)")
@@ -228,18 +255,7 @@ def apply_receipt(provider: str, message_id: str, state: str, destination: str |
             _fail(db, message_id=sms_id, redemption_id=redemption_id, now=now, snap=snap,
                   reason=f"undeliverable: {state}")
         elif all(receipts.get(i) in DELIVERED_STATES for i in ids):
-            db.execute("UPDATE sms_messages SET status = 'delivered', done_at = %s, updated_at = %s WHERE id = %s",
-                       (now, now, sms_id))
-            changed = db.execute("UPDATE redemptions SET status = 'delivered', status_reason = NULL, updated_at = %s"
-                                 " WHERE id = %s AND status IN ('sent', 'accepted', 'failed')"
-                                 " RETURNING external_id, program_id", (now, redemption_id)).fetchone()
-            if changed:
-                program = snap.programs_by_id[changed[1]]
-                webhooks.emit(db, program_id=program.id, webhook_url=program.webhook_url,
-                              redemption_id=redemption_id, event="delivered", now=now,
-                              data={"redemption_id": str(redemption_id), "external_id": changed[0],
-                                    "status": "delivered"})
-            SMS_OUTCOMES.labels("delivered").inc()
+            _delivered(db, sms_id=sms_id, redemption_id=redemption_id, now=now, snap=snap)
     return True
 
 
