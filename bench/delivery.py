@@ -1,6 +1,10 @@
 """SMS throughput through the workers to the test SMSC, and latency from a redemption's 201 to its
 first submit_sm, on the embedded default (PostgreSQL, Redis, `rewards api`, `rewards worker` with
-the outbox relay, SMPP to the in-process test SMSC).
+the outbox relay, SMPP to `rewards smsc` in a process of its own, which records every message it
+receives with CLOCK_MONOTONIC times, comparable across processes on one machine).
+
+It also prints the CPU seconds each component used per SMS in the throughput phase (from
+/proc, via psutil), which says who the bottleneck is on this machine.
 
     .venv/bin/python bench/delivery.py                     # 100 redemptions/s for 20 s, then a 5,000 backlog
     .venv/bin/python bench/delivery.py --rate 200 --backlog 10000
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import secrets
 import socket
@@ -36,7 +41,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def paced_load(base: str, key: str, rate: float, seconds: float) -> dict[str, float]:
+async def paced_load(base: str, key: str, rate: float, seconds: float, prefix: str = "bd") -> dict[str, float]:
     """POSTs at a fixed rate; returns destination -> monotonic time of its 201."""
     import httpx
 
@@ -46,12 +51,12 @@ async def paced_load(base: str, key: str, rate: float, seconds: float) -> dict[s
                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)) as http:
         async def one(n: int) -> None:
             nonlocal failures
-            msisdn = f"8747{n:07d}"
+            msisdn = f"87{47 if prefix == 'bd' else '05'}{n:07d}"
             try:
                 response = await http.post("/v1/redemptions", json={
                 "program": "home-internet", "tariff": "home-100", "offer": "cinema-2000", "points": 2200,
-                    "msisdn": msisdn, "external_id": f"bd-{n}"},
-                    headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"bd-{n}"})
+                    "msisdn": msisdn, "external_id": f"{prefix}-{n}"},
+                    headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"{prefix}-{n}"})
             except httpx.HTTPError as exc:
                 failures += 1
                 print(f"  request error: {type(exc).__name__}")
@@ -86,17 +91,35 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=16)
     args = parser.parse_args()
 
-    from service.delivery.smsc import TestSmsc
     from service.embedded import EmbeddedPostgres, EmbeddedRedis
 
     work = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
     pg, rd = EmbeddedPostgres(work / "pg"), EmbeddedRedis(work / "redis")
     # Receipts come back a second after the submit, as from a handset; an SMSC that answers in the same
     # millisecond makes most receipts overtake their own "sent" commit and be offered twice.
-    smsc = TestSmsc(receipt_delay=args.receipt_delay).start()
+    smsc_port, record = free_port(), work / "smsc.jsonl"
+    smsc = subprocess.Popen([sys.executable, "-m", "service.cli", "smsc", "--port", str(smsc_port),
+                             "--receipt-delay", str(args.receipt_delay), "--record", str(record)],
+                            env={**os.environ, "LOG_LEVEL": "WARNING"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    received: list[dict] = []
+    record_offset = 0
+
+    def smsc_received() -> list[dict]:
+        nonlocal record_offset
+        if record.exists():
+            with record.open() as fh:
+                fh.seek(record_offset)
+                for line in fh:
+                    if not line.endswith("\n"):
+                        break
+                    received.append(json.loads(line))
+                    record_offset += len(line.encode())
+        return received
+
     env = {**os.environ, "DATABASE_URL": pg.start(), "REDIS_URL": rd.start(), "LOG_LEVEL": "WARNING",
            "ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(), "SMS_PROVIDER": "smpp",
-           "SMPP_HOST": smsc.host, "SMPP_PORT": str(smsc.port), "SMPP_SYSTEM_ID": "rewards",
+           "SMPP_HOST": "127.0.0.1", "SMPP_PORT": str(smsc_port), "SMPP_SYSTEM_ID": "rewards",
            "SMS_RATE_LIMIT": "5000"}
     procs: list[subprocess.Popen] = []
 
@@ -104,10 +127,11 @@ def main() -> None:
         return subprocess.run([sys.executable, "-m", "service.cli", *cli], env=env, check=True,
                               capture_output=True, text=True).stdout
 
-    def worker() -> subprocess.Popen:
+    def worker(*extra: str, command: str = "worker") -> subprocess.Popen:
         log = open(os.environ.get("BENCH_WORKER_LOG", os.devnull), "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--processes", str(args.processes),
-                                 "--threads", str(args.threads)], env={**env, **({"LOG_LEVEL": "INFO"}
+        cli = [command, "--processes", str(args.processes), "--threads", str(args.threads)] if command == "worker" \
+            else [command]
+        proc = subprocess.Popen([sys.executable, "-m", "service.cli", *cli, *extra], env={**env, **({"LOG_LEVEL": "INFO"}
                                  if "BENCH_WORKER_LOG" in os.environ else {})}, start_new_session=True,
                                 stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)
@@ -150,19 +174,27 @@ def main() -> None:
 
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200 \
-                        and smsc.bound_sessions >= args.processes:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
+        # warm-up: every process bound, the catalog snapshots loaded, the first connections opened
+        asyncio.run(paced_load(f"http://127.0.0.1:{port}", key, 20, 1.0, prefix="warm"))
+        deadline = time.monotonic() + 60
+        while len(smsc_received()) < 20:
+            if time.monotonic() > deadline:
+                raise SystemExit("the warm-up SMS did not reach the SMSC in 60 s")
+            time.sleep(0.1)
+        time.sleep(2)
+        warm = len(smsc_received())
 
         # 1) latency at a fixed redemption rate
         answered = asyncio.run(paced_load(f"http://127.0.0.1:{port}", key, args.rate, args.seconds))
         deadline = time.monotonic() + 60
-        while len(smsc.received) < len(answered) and time.monotonic() < deadline:
+        while len(smsc_received()) < warm + len(answered) and time.monotonic() < deadline:
             time.sleep(0.1)
-        first_part = {m.to: m.first_part_at for m in smsc.received}
+        first_part = {m["to"]: m["first_part_at"] for m in smsc_received()}
         latencies = [first_part[to] - t for to, t in answered.items() if to in first_part]
         print(f"latency phase: {len(answered)} redemptions at {args.rate:.0f}/s for {args.seconds:.0f} s, "
               f"{len(latencies)} SMS at the SMSC")
@@ -173,7 +205,7 @@ def main() -> None:
         # 2) throughput: a backlog written while no worker runs, then drained
         os.killpg(first.pid, 15)
         first.wait(timeout=30)
-        before = len(smsc.received)
+        before = len(smsc_received())
         script = (
             "from datetime import datetime, timezone\n"
             "from service.db import transaction\n"
@@ -187,17 +219,52 @@ def main() -> None:
             " points=2200, msisdn=f'8776{i:07d}', external_id=f'backlog-{i}'), scope=Scope(None),"
             " api_key_id=None, now=now)\n")
         subprocess.run([sys.executable, "-c", script], env=env, check=True)
+        import psutil
+
+        def component_cpu() -> dict[str, float]:
+            """CPU seconds so far, by component: every process of this bench but the bench itself."""
+            totals: dict[str, float] = {}
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                try:
+                    cmd = " ".join(proc.info["cmdline"] or [])
+                    name = ("sms workers" if "dramatiq" in cmd and "sms_transactional" in cmd
+                            else "webhook workers" if "dramatiq" in cmd
+                            else "relay" if " worker " in cmd + " " or cmd.endswith(" relay") else "smsc" if " smsc " in cmd
+                            else "api" if " api " in cmd + " " else "postgres" if "postgres" in cmd and str(work) in cmd
+                            else "postgres" if proc.name().startswith("postgres") else "redis" if "redis-server" in cmd
+                            else None)
+                    if name:
+                        t = proc.cpu_times()
+                        totals[name] = totals.get(name, 0.0) + t.user + t.system
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            return totals
+
+        # Workers boot and bind first; the relay then releases the whole backlog at once, so the drain
+        # measures steady throughput, not interpreter start-up.
+        worker("--no-relay")
+        idle_since, last = time.monotonic(), -1.0
+        while time.monotonic() - idle_since < 1.5:
+            time.sleep(0.5)
+            now_cpu = sum(v for k, v in component_cpu().items() if "workers" in k)
+            if now_cpu - last > 0.05:
+                idle_since = time.monotonic()
+            last = now_cpu
+        cpu_before = component_cpu()
         started = time.monotonic()
-        worker()
+        worker(command="relay")
         deadline = started + 300
-        while len(smsc.received) - before < args.backlog and time.monotonic() < deadline:
+        while len(smsc_received()) - before < args.backlog and time.monotonic() < deadline:
             time.sleep(0.05)
-        done = len(smsc.received) - before
-        took = max(m.received_at for m in smsc.received) - started
-        parts = sum(m.segments for m in smsc.received[before:])
-        print(f"throughput phase: {done} SMS ({parts} submit_sm parts) drained in {took:.1f} s from a cold worker "
-              f"start: {done / took:.0f} SMS/s, {parts / took:.0f} parts/s "
+            cpu_last = component_cpu()  # worker processes end with the bench: read them while they run
+        done = len(smsc_received()) - before
+        took = max(m["received_at"] for m in smsc_received()) - started
+        parts = sum(m["segments"] for m in smsc_received()[before:])
+        print(f"throughput phase: {done} SMS ({parts} submit_sm parts) drained in {took:.1f} s by booted workers: {done / took:.0f} SMS/s, {parts / took:.0f} parts/s "
               f"({args.processes} worker processes x {args.threads} threads)")
+        cpu = {k: cpu_last.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_last}
+        print("  CPU ms per SMS while draining (the machine has %d cores): " % psutil.cpu_count()
+              + ", ".join(f"{k} {v / max(done, 1) * 1000:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
     finally:
         for proc in procs:
             try:
@@ -209,7 +276,8 @@ def main() -> None:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        smsc.stop()
+        smsc.terminate()
+        smsc.wait(timeout=10)
         hooks.shutdown()
         rd.stop()
         pg.stop()

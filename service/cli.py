@@ -221,11 +221,14 @@ def relay() -> None:
 
 
 @app.command()
-def smsc(host: str = "127.0.0.1", port: int = 2775) -> None:
+def smsc(host: str = "127.0.0.1", port: int = 2775,
+         receipt_delay: Annotated[float, typer.Option(help="Seconds from submit to the delivery receipt")] = 0.0,
+         record: Annotated[str | None, typer.Option(help="Append a JSON line per received message here")] = None
+         ) -> None:
     """A test SMSC (SMPP 3.4 server) for local stacks; it delivers nothing to phones."""
     from service.delivery.smsc import run_forever
 
-    run_forever(host, port)
+    run_forever(host, port, receipt_delay, record)
 
 
 @webhooks_app.command("secret")

@@ -45,10 +45,16 @@ class Settings(BaseSettings):
     sms_deadline_hours: float = 24.0
     sms_in_doubt_seconds: float = 120.0
     sms_rate_limit: int = 200  # messages per second per provider, across all workers
+    # The relay packs up to this many waiting reward SMS into one job: one claim, one window of
+    # submits and one outcome transaction for all of them.
+    sms_batch_size: int = 50
     dramatiq_heartbeat_timeout_ms: int = 60_000
     # Chance (per million fetches) that a worker runs broker maintenance, which re-queues the
     # messages of workers that died. Dramatiq's default is 1000.
     dramatiq_maintenance_chance: int = 1000
+    # How long an idle Dramatiq consumer may sleep before it looks at its queue again. Dramatiq's
+    # default (1 s) would add up to a second to a reward SMS that arrives on a quiet queue.
+    dramatiq_worker_timeout_ms: int = 100
     outbox_stale_seconds: int = 300
 
     stock_low_threshold: int = 50

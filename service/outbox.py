@@ -46,20 +46,37 @@ from sqlalchemy import text  # noqa: E402
 log = structlog.get_logger("outbox")
 
 
+SMS_ACTOR, SMS_BATCH_ACTOR = "deliver_reward_sms", "deliver_reward_sms_batch"
+
+
 def publish_batch(broker, limit: int = 500) -> int:
+    """Publishes up to `limit` committed rows. Reward SMS rows go out packed, up to SMS_BATCH_SIZE
+    sends per Dramatiq message, so that a burst costs the workers one claim per batch, not per SMS."""
     import dramatiq
 
+    from service.config import get_settings
     from service.db import transaction
     from service.metrics import OUTBOX_PUBLISHED
 
+    batch_size = get_settings().sms_batch_size
     with transaction() as session:
         rows = session.execute(text(
             "SELECT id, message_id, queue, actor, payload FROM outbox WHERE published_at IS NULL"
             " ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"), {"limit": limit}).all()
+        sends: dict[str, list] = {}
         for row in rows:
+            if row.actor == SMS_ACTOR:
+                sends.setdefault(row.queue, []).append([row.payload["redemption_id"], row.payload["send"]])
+                continue
             broker.enqueue(dramatiq.Message(queue_name=row.queue, actor_name=row.actor, args=(), kwargs=row.payload,
                                             options={}, message_id=str(row.message_id)))
             OUTBOX_PUBLISHED.labels(row.actor).inc()
+        for queue, jobs in sends.items():
+            for start in range(0, len(jobs), batch_size):
+                chunk = jobs[start:start + batch_size]
+                broker.enqueue(dramatiq.Message(queue_name=queue, actor_name=SMS_BATCH_ACTOR, args=(),
+                                                kwargs={"jobs": chunk}, options={}, message_id=str(uuid.uuid4())))
+            OUTBOX_PUBLISHED.labels(SMS_ACTOR).inc(len(jobs))
         if rows:
             session.execute(text("UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1"
                                  " WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]})

@@ -1,12 +1,11 @@
 """The actors `rewards worker` runs (`dramatiq workers.actors`). Each one calls a domain function."""
 from __future__ import annotations
 
+import random
 import time
 import uuid
 
 import dramatiq
-from dramatiq.rate_limits import WindowRateLimiter
-from dramatiq.rate_limits.backends import RedisBackend
 
 from service.config import get_settings
 from service.delivery import service as delivery
@@ -30,34 +29,72 @@ class BindSmscAtBoot(dramatiq.Middleware):
             get_provider()
 
 
+class PromptPolling(dramatiq.Middleware):
+    """An idle consumer looks at its queue every DRAMATIQ_WORKER_TIMEOUT_MS, not every second."""
+
+    def before_worker_boot(self, broker, worker) -> None:
+        worker.worker_timeout = get_settings().dramatiq_worker_timeout_ms
+
+
 broker.add_middleware(BindSmscAtBoot())
+broker.add_middleware(PromptPolling())
+
+# The per-provider throughput limit, shared by every worker through Redis: a counter per second of
+# Redis's own clock (so the pods' clocks do not matter), from which a batch takes what is left.
+_TAKE_SLOTS = """
+local now = redis.call('TIME')
+local key = KEYS[1] .. ':' .. now[1]
+local used = tonumber(redis.call('GET', key) or '0')
+local grant = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) - used)
+if grant <= 0 then return {0, 1000000 - tonumber(now[2])} end
+redis.call('INCRBY', key, grant)
+redis.call('EXPIRE', key, 3)
+return {grant, 0}
+"""
 
 
-def _provider_slot() -> None:
-    """The per-provider throughput limit, shared by every worker through Redis (a 1 s sliding window)."""
+def _provider_slots(wanted: int) -> int:
+    """Takes up to `wanted` send slots of this second, waiting for the next second if none is left."""
     global _limiter
     if _limiter is None:
-        settings = get_settings()
-        backend = RedisBackend(client=broker.client)
-        _limiter = WindowRateLimiter(backend, f"sms-provider:{settings.sms_provider}", limit=settings.sms_rate_limit,
-                                     window=1)
+        _limiter = broker.client.register_script(_TAKE_SLOTS)
+    settings = get_settings()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        with _limiter.acquire(raise_on_failure=False) as acquired:
-            if acquired:
-                return
-        time.sleep(0.02)
-    raise dramatiq.Retry("provider rate limit", delay=1000)
+    while True:
+        granted, wait_us = _limiter(keys=[f"sms-provider-rate:{settings.sms_provider}"],
+                                    args=[settings.sms_rate_limit, wanted])
+        if granted:
+            return int(granted)
+        if time.monotonic() > deadline:
+            raise dramatiq.Retry("provider rate limit", delay=1000)
+        time.sleep(int(wait_us) / 1e6 + random.random() * 0.02)
 
 
 @dramatiq.actor(queue_name=SMS_QUEUE, max_retries=100_000, min_backoff=1_000, max_backoff=300_000,
                 time_limit=120_000)
 def deliver_reward_sms(redemption_id: str, send: int) -> None:
-    _provider_slot()
+    """One send (the relay publishes sends as batches; this one carries the retries of a batch's send)."""
+    _provider_slots(1)
     try:
         delivery.deliver(uuid.UUID(redemption_id), send, provider=get_provider())
     except delivery.RetryLater as later:
         raise dramatiq.Retry(str(later), delay=later.delay_ms) from None
+
+
+@dramatiq.actor(queue_name=SMS_QUEUE, max_retries=100_000, min_backoff=1_000, max_backoff=300_000,
+                time_limit=300_000)
+def deliver_reward_sms_batch(jobs: list[list]) -> None:
+    """Sends the relay packed together, [[redemption id, send], ...]. What cannot go out now is handed
+    on as single sends with their own retries; if this job dies midway, Dramatiq runs it again and the
+    sends already settled are skipped."""
+    waiting = [delivery.Job(uuid.UUID(redemption_id), int(send)) for redemption_id, send in jobs]
+    while waiting:
+        granted = _provider_slots(len(waiting))
+        chunk, waiting = waiting[:granted], waiting[granted:]
+        for job, outcome in delivery.deliver_many(chunk, provider=get_provider()).items():
+            if outcome.result == "retry":
+                delay = outcome.retry_ms if outcome.retry_ms is not None else 1000 + random.randrange(1000)
+                deliver_reward_sms.send_with_options(args=(str(job.redemption_id), job.send), delay=delay)
 
 
 @dramatiq.actor(queue_name=WEBHOOK_QUEUE, max_retries=100_000, min_backoff=5_000, max_backoff=3_600_000,

@@ -65,6 +65,19 @@ class Provider(Protocol):
     def submit(self, sms: OutgoingSms) -> list[str]:
         """Hands the SMS to the provider; returns the provider's message id(s), one per part."""
 
+    def submit_many(self, messages: list[OutgoingSms]) -> list[list[str] | SmsError]:
+        """Hands several SMS to the provider at once; per message, its ids or what went wrong."""
+
+
+def submit_each(provider: Provider, messages: list[OutgoingSms]) -> list[list[str] | SmsError]:
+    results: list[list[str] | SmsError] = []
+    for sms in messages:
+        try:
+            results.append(provider.submit(sms))
+        except SmsError as exc:
+            results.append(exc)
+    return results
+
 
 # --- file --------------------------------------------------------------------------------------
 
@@ -78,16 +91,20 @@ class FileProvider:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def submit(self, sms: OutgoingSms) -> list[str]:
-        message_id = uuid.uuid4().hex
-        line = json.dumps({"message_id": message_id, "reference": sms.reference, "to": sms.to, "text": sms.text,
-                           "sender": sms.sender, "encoding": sms.encoding, "segments": sms.segments},
-                          ensure_ascii=False) + "\n"
+        return self.submit_many([sms])[0]
+
+    def submit_many(self, messages: list[OutgoingSms]) -> list[list[str] | SmsError]:
+        ids = [uuid.uuid4().hex for _ in messages]
+        lines = "".join(json.dumps({"message_id": message_id, "reference": sms.reference, "to": sms.to,
+                                    "text": sms.text, "sender": sms.sender, "encoding": sms.encoding,
+                                    "segments": sms.segments}, ensure_ascii=False) + "\n"
+                        for message_id, sms in zip(ids, messages))
         with self.path.open("a", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)  # several worker processes append to one file
-            fh.write(line)
+            fh.write(lines)
             fh.flush()
             os.fsync(fh.fileno())
-        return [message_id]
+        return [[message_id] for message_id in ids]
 
 
 # --- HTTP gateway ------------------------------------------------------------------------------
@@ -98,10 +115,20 @@ class HttpProvider:
 
     name = "http"
 
-    def __init__(self, url: str, token: str | None, timeout: float = 10.0):
+    def __init__(self, url: str, token: str | None, timeout: float = 10.0, concurrency: int = 8):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.url = url
         self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=3.0),
+                                   limits=httpx.Limits(max_connections=concurrency * 2),
                                    headers={"Authorization": f"Bearer {token}"} if token else {})
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sms-http")
+
+    def submit_many(self, messages: list[OutgoingSms]) -> list[list[str] | SmsError]:
+        if len(messages) == 1:
+            return submit_each(self, messages)
+        return [result for batch in self._pool.map(lambda sms: submit_each(self, [sms]), messages)
+                for result in batch]
 
     def submit(self, sms: OutgoingSms) -> list[str]:
         body = {"to": sms.to, "from": sms.sender, "text": sms.text, "encoding": sms.encoding,
@@ -138,14 +165,15 @@ RECEIPT_RE = re.compile(r"id:(?P<id>\S+).*?stat:(?P<stat>[A-Z]+)", re.S)
 
 @dataclass
 class _Pending:
-    parts: int
+    payloads: list[bytes]
     ids: list[str | None] = field(default_factory=list)
     error: SmsError | None = None
-    sent: bool = False
+    taken: bool = False  # the session thread took it: from then on it may reach the SMSC
+    abandoned: bool = False  # its submitter stopped waiting before the session thread took it
     done: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.ids = [None] * self.parts
+        self.ids = [None] * len(self.payloads)
 
 
 @dataclass(frozen=True)
@@ -162,24 +190,28 @@ class SmppSession:
     receipts to `on_receipt`, and reconnects with backoff when the SMSC drops the connection."""
 
     def __init__(self, host: str, port: int, system_id: str, password: str,
-                 on_receipt: Callable[[Receipt], None], window: int = 64, enquire_every: float = 20.0,
-                 response_timeout: float = 10.0):
+                 on_receipts: Callable[[list[Receipt]], list[Exception | None]], window: int = 64,
+                 enquire_every: float = 20.0, response_timeout: float = 10.0, receipt_batch: int = 200):
         self.host, self.port, self.system_id, self.password = host, port, system_id, password
-        self.on_receipt = on_receipt
+        self.on_receipts = on_receipts
+        self.receipt_batch = receipt_batch
         self.window = window
         self.enquire_every = enquire_every
         self.response_timeout = response_timeout
         self._requests: queue.Queue[tuple[OutgoingSms, _Pending]] = queue.Queue()
+        self._take_lock = threading.Lock()
+        self._receipts: queue.Queue[tuple[Receipt, int]] = queue.Queue()
         self._receipt_acks: queue.Queue[tuple[int, int]] = queue.Queue()
         self._inflight: dict[int, tuple[_Pending, int, float]] = {}
         self._client = None
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._reference = random.randrange(256)
-        self._receipt_pool = None
         self._unknown_since: dict[str, float] = {}
         self._thread = threading.Thread(target=self._run, name="smpp-session", daemon=True)
         self._thread.start()
+        self._receipt_thread = threading.Thread(target=self._receipt_loop, name="smpp-receipts", daemon=True)
+        self._receipt_thread.start()
 
     def close(self) -> None:
         self._stop.set()
@@ -187,23 +219,34 @@ class SmppSession:
 
     # called from actor threads
     def submit(self, sms: OutgoingSms, timeout: float = 15.0) -> list[str]:
+        result = self.submit_many([sms], timeout)[0]
+        if isinstance(result, SmsError):
+            raise result
+        return result
+
+    def submit_many(self, messages: list[OutgoingSms], timeout: float = 15.0) -> list[list[str] | SmsError]:
         if not self._connected.wait(timeout=min(timeout, 5.0)):
-            raise TransientSmsError("SMSC not connected")
-        payloads = split(sms.text, sms.encoding)
-        pending = _Pending(parts=len(payloads))
-        self._requests.put((sms, pending))
-        if not pending.done.wait(timeout):
-            # It may still go out: the session thread owns it now. Only a receipt can tell.
-            raise InDoubtSmsError("no answer from the SMSC in time")
-        if pending.error:
-            raise pending.error
-        return [i for i in pending.ids if i is not None]
+            return [TransientSmsError("SMSC not connected") for _ in messages]
+        pendings = [_Pending(split(sms.text, sms.encoding)) for sms in messages]
+        for sms, pending in zip(messages, pendings):
+            self._requests.put((sms, pending))
+        deadline = time.monotonic() + timeout
+        results: list[list[str] | SmsError] = []
+        for pending in pendings:
+            if not pending.done.wait(max(0.0, deadline - time.monotonic())):
+                with self._take_lock:
+                    never_taken = not pending.taken
+                    pending.abandoned = never_taken
+                # Never taken: it cannot go out any more. Taken: it may still go out, and only a
+                # receipt can tell.
+                results.append(TransientSmsError("the SMSC window did not take it in time") if never_taken
+                               else InDoubtSmsError("no answer from the SMSC in time"))
+            else:
+                results.append(pending.error or [i for i in pending.ids if i is not None])
+        return results
 
     # the session thread
     def _run(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self._receipt_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="smpp-receipt")
         backoff = 0.2
         while not self._stop.is_set():
             try:
@@ -264,6 +307,10 @@ class SmppSession:
                     sms, pending = self._requests.get_nowait()
                 except queue.Empty:
                     break
+                with self._take_lock:
+                    if pending.abandoned:
+                        continue
+                    pending.taken = True
                 self._send(sms, pending)
             readable, _, _ = select.select([client._socket], [], [], 0.01)
             now = time.monotonic()
@@ -280,7 +327,7 @@ class SmppSession:
     def _send(self, sms: OutgoingSms, pending: _Pending) -> None:
         from smpplib import smpp
 
-        payloads = split(sms.text, sms.encoding)
+        payloads = pending.payloads
         self._reference = (self._reference + 1) % 256
         for index, payload in enumerate(payloads):
             multipart = len(payloads) > 1
@@ -292,7 +339,6 @@ class SmppSession:
                 registered_delivery=1,
                 short_message=(udh(self._reference, len(payloads), index + 1) if multipart else b"") + payload)
             self._client.send_pdu(pdu)
-            pending.sent = True
             self._inflight[pdu.sequence] = (pending, index, time.monotonic())
 
     def _dispatch(self, pdu) -> None:
@@ -317,9 +363,7 @@ class SmppSession:
                 pending.done.set()
         elif command == "deliver_sm":
             if int(pdu.esm_class or 0) & 0x04:
-                receipt = self._parse_receipt(pdu)
-                sequence = pdu.sequence
-                self._receipt_pool.submit(self._handle_receipt, receipt, sequence)
+                self._receipts.put((self._parse_receipt(pdu), pdu.sequence))
             else:  # a mobile-originated message: nothing to do with it, but acknowledge it
                 self._receipt_acks.put((pdu.sequence, 0))
         elif command == "enquire_link":
@@ -345,22 +389,39 @@ class SmppSession:
 
     UNKNOWN_RECEIPT_PATIENCE = 30.0
 
-    def _handle_receipt(self, receipt: Receipt, sequence: int) -> None:
-        try:
-            self.on_receipt(receipt)
+    def _receipt_loop(self) -> None:
+        """Applies receipts in batches (one database transaction for the usual case) and hands the
+        session thread the status to acknowledge each one with."""
+        while not self._stop.is_set():
+            try:
+                batch = [self._receipts.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(batch) < self.receipt_batch:
+                try:
+                    batch.append(self._receipts.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                errors = self.on_receipts([receipt for receipt, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is away: every receipt comes again
+                errors = [exc] * len(batch)
+            for (receipt, sequence), error in zip(batch, errors):
+                self._receipt_acks.put((sequence, self._receipt_status(receipt, error)))
+
+    def _receipt_status(self, receipt: Receipt, error: Exception | None) -> int:
+        if error is None:
             self._unknown_since.pop(receipt.message_id, None)
-            status = 0
-        except Exception as exc:  # noqa: BLE001 - ask the SMSC to redeliver the receipt later
-            status = 0x64  # ESME_RX_T_APPN: temporary application error, redeliver later
-            if type(exc).__name__ == "ReceiptTooEarly":
-                first = self._unknown_since.setdefault(receipt.message_id, time.monotonic())
-                if time.monotonic() - first > self.UNKNOWN_RECEIPT_PATIENCE:
-                    log.warning("receipt_for_unknown_message", message_id=receipt.message_id, state=receipt.state)
-                    self._unknown_since.pop(receipt.message_id, None)
-                    status = 0  # not ours, or long settled: stop the SMSC from offering it forever
-            else:
-                log.error("receipt_failed", error=f"{type(exc).__name__}: {exc}")
-        self._receipt_acks.put((sequence, status))
+            return 0
+        if type(error).__name__ == "ReceiptTooEarly":
+            first = self._unknown_since.setdefault(receipt.message_id, time.monotonic())
+            if time.monotonic() - first > self.UNKNOWN_RECEIPT_PATIENCE:
+                log.warning("receipt_for_unknown_message", message_id=receipt.message_id, state=receipt.state)
+                self._unknown_since.pop(receipt.message_id, None)
+                return 0  # not ours, or long settled: stop the SMSC from offering it forever
+        else:
+            log.error("receipt_failed", error=f"{type(error).__name__}: {error}")
+        return 0x64  # ESME_RX_T_APPN: temporary application error, redeliver later
 
 
 class SmppProvider:
@@ -372,6 +433,9 @@ class SmppProvider:
     def submit(self, sms: OutgoingSms) -> list[str]:
         return self.session.submit(sms)
 
+    def submit_many(self, messages: list[OutgoingSms]) -> list[list[str] | SmsError]:
+        return self.session.submit_many(messages)
+
 
 @lru_cache
 def get_provider() -> Provider:
@@ -382,9 +446,9 @@ def get_provider() -> Provider:
         token = settings.sms_http_token.get_secret_value() if settings.sms_http_token else None
         return HttpProvider(settings.sms_http_url, token)
     if settings.sms_provider == "smpp":
-        from service.delivery.service import apply_smpp_receipt
+        from service.delivery.service import apply_smpp_receipts
 
         password = settings.smpp_password.get_secret_value() if settings.smpp_password else ""
         return SmppProvider(SmppSession(settings.smpp_host, settings.smpp_port, settings.smpp_system_id, password,
-                                        on_receipt=apply_smpp_receipt))
+                                        on_receipts=apply_smpp_receipts))
     return FileProvider(settings.sms_file or settings.data_dir / "sms.jsonl")

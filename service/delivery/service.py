@@ -4,20 +4,23 @@ failed (permanent error, or still undelivered at the deadline) with the reason."
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import structlog
-from sqlalchemy import text
+import sqlalchemy.exc
+from psycopg import OperationalError
+from psycopg.rows import namedtuple_row
 
 from service.catalog.snapshot import get_snapshot
 from service.config import get_settings
 from service.crypto import get_vault
 from service.db import driver, transaction
 from service.delivery import webhooks
-from service.delivery.providers import (InDoubtSmsError, OutgoingSms, PermanentSmsError, Provider, Receipt,
+from service.delivery.providers import (OutgoingSms, PermanentSmsError, Provider, Receipt, SmsError,
                                         TransientSmsError, get_provider)
 from service.delivery.text import NO_EXPIRY, format_amount, render
 from service.faults import checkpoint
@@ -45,6 +48,7 @@ class RetryLater(Exception):
 @dataclass(frozen=True)
 class Claimed:
     message_id: int
+    job: Job
     sms: OutgoingSms
 
 
@@ -53,24 +57,57 @@ def _settings():
     return timedelta(hours=s.sms_deadline_hours), timedelta(seconds=s.sms_in_doubt_seconds)
 
 
-def _fields(session, row: Any, snap, locale: str) -> tuple[str, dict[str, str]]:
-    vault = get_vault()
+@dataclass(frozen=True)
+class Job:
+    """One send of a redemption's SMS: send 0 is the first, 1..3 are resends."""
+    redemption_id: uuid.UUID
+    send: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str  # "sent", "failed", "nothing to do" or "retry"
+    reason: str = ""
+    retry_ms: int | None = None  # for "retry": when; None: the caller's backoff (the provider did not take it)
+
+
+NOTHING_TO_DO = Outcome("nothing to do")
+SETTLED = ("sent", "delivered", "failed", "cancelled")
+
+
+def _fields(row: Any, snap, secrets: dict[tuple[str, int], tuple[str, str]]) -> tuple[str, dict[str, str]]:
     program = snap.programs_by_id[row.program_id]
     product = snap.products[row.product_id]
+    locale = row.locale
     fields = {"program": program.name, "offer": snap.offers_by_id[row.offer_id].name, "brand": product.brand or "",
               "partner": product.partner_code or "", "nominal": format_amount(row.nominal_minor, row.currency, locale),
               "expires": (row.reward_expires_at.astimezone(program.zone).strftime("%d.%m.%Y")
                           if row.reward_expires_at else NO_EXPIRY.get(locale, NO_EXPIRY["ru"])),
               "code": "", "pin": "", "card_number": ""}
     if row.code_id is not None:
-        code = session.execute(text("SELECT code_enc, pin_enc FROM codes WHERE id = :id"), {"id": row.code_id}).one()
-        fields["code"] = vault.decrypt(bytes(code.code_enc), b"code")
-        fields["pin"] = vault.decrypt(bytes(code.pin_enc), b"pin") if code.pin_enc else ""
+        fields["code"], fields["pin"] = secrets["code", row.code_id]
         return "code", fields
-    card = session.execute(text("SELECT number_enc, pin_enc FROM cards WHERE id = :id"), {"id": row.card_id}).one()
-    fields["card_number"] = vault.decrypt(bytes(card.number_enc), b"card-number")
-    fields["pin"] = vault.decrypt(bytes(card.pin_enc), b"card-pin")
+    fields["card_number"], fields["pin"] = secrets["card", row.card_id]
     return "universal_card", fields
+
+
+def _secrets(db: Any, rows: list[Any]) -> dict[tuple[str, int], tuple[str, str]]:
+    """The codes and cards of a batch, decrypted: two queries whatever the batch size."""
+    vault = get_vault()
+    found: dict[tuple[str, int], tuple[str, str]] = {}
+    code_ids = [r.code_id for r in rows if r.code_id is not None]
+    card_ids = [r.card_id for r in rows if r.code_id is None and r.card_id is not None]
+    if code_ids:
+        for id_, code_enc, pin_enc in db.execute("SELECT id, code_enc, pin_enc FROM codes WHERE id = ANY(%s)",
+                                                 (code_ids,)):
+            found["code", id_] = (vault.decrypt(bytes(code_enc), b"code"),
+                                  vault.decrypt(bytes(pin_enc), b"pin") if pin_enc else "")
+    if card_ids:
+        for id_, number_enc, pin_enc in db.execute("SELECT id, number_enc, pin_enc FROM cards WHERE id = ANY(%s)",
+                                                   (card_ids,)):
+            found["card", id_] = (vault.decrypt(bytes(number_enc), b"card-number"),
+                                  vault.decrypt(bytes(pin_enc), b"card-pin"))
+    return found
 
 
 def _fail(db: Any, *, message_id: int, redemption_id: uuid.UUID, reason: str, now: datetime, snap) -> None:
@@ -89,119 +126,193 @@ def _fail(db: Any, *, message_id: int, redemption_id: uuid.UUID, reason: str, no
     SMS_OUTCOMES.labels("failed").inc()
 
 
-def _mark_sent(db: Any, *, message_id: int, redemption_id: uuid.UUID, provider: str, ids: list[str],
-               now: datetime, snap) -> None:
-    db.execute("UPDATE sms_messages SET status = 'sent', provider = %s, provider_message_ids = %s, sent_at = %s,"
-               " updated_at = %s, last_error = NULL WHERE id = %s", (provider, ids, now, now, message_id))
+def _mark_sent(db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provider: str, now: datetime, snap) -> None:
+    """Records messages the provider took: (message id, redemption id, provider ids) each. A handful of
+    statements whatever the batch size."""
+    if not sent:
+        return
+    sent = sorted(sent, key=lambda s: s[0])  # one lock order for every batch
+    db.cursor().executemany(
+        "UPDATE sms_messages SET status = 'sent', provider = %s, provider_message_ids = %s, sent_at = %s,"
+        " updated_at = %s, last_error = NULL WHERE id = %s",
+        [(provider, ids, now, now, message_id) for message_id, _, ids in sent])
     changed = db.execute(
         "UPDATE redemptions SET status = 'sent', status_reason = NULL, first_sent_at = coalesce(first_sent_at, %s),"
-        " updated_at = %s WHERE id = %s AND status IN ('accepted', 'failed')"
-        " RETURNING external_id, program_id, code_id", (now, now, redemption_id)).fetchone()
-    if changed:
-        if changed[2] is not None:  # the code has left us: it is issued now
-            db.execute("UPDATE codes SET status = 'issued', status_changed_at = %s WHERE id = %s"
-                       " AND status = 'reserved'", (now, changed[2]))
-        program = snap.programs_by_id[changed[1]]
-        webhooks.emit(db, program_id=program.id, webhook_url=program.webhook_url, redemption_id=redemption_id,
-                      event="sent", now=now, data={"redemption_id": str(redemption_id), "external_id": changed[0],
-                                                   "status": "sent"})
-    SMS_OUTCOMES.labels("sent").inc()
+        " updated_at = %s WHERE id = ANY(%s) AND status IN ('accepted', 'failed')"
+        " RETURNING id, external_id, program_id, code_id", (now, now, [r for _, r, _ in sent])).fetchall()
+    issued = [code_id for _, _, _, code_id in changed if code_id is not None]
+    if issued:  # the codes have left us: they are issued now
+        db.execute("UPDATE codes SET status = 'issued', status_changed_at = %s WHERE id = ANY(%s)"
+                   " AND status = 'reserved'", (now, issued))
+    _emit_status(db, changed, "sent", now, snap)
+    SMS_OUTCOMES.labels("sent").inc(len(sent))
 
 
-def _delivered(db: Any, *, sms_id: int, redemption_id: uuid.UUID, now: datetime, snap) -> None:
-    db.execute("UPDATE sms_messages SET status = 'delivered', done_at = %s, updated_at = %s WHERE id = %s",
-               (now, now, sms_id))
+def _emit_status(db: Any, changed: list[Any], status: str, now: datetime, snap) -> None:
+    events = []
+    for redemption_id, external_id, program_id, *_ in changed:
+        program = snap.programs_by_id[program_id]
+        events.append(webhooks.Event(program_id=program.id, webhook_url=program.webhook_url,
+                                     redemption_id=redemption_id, event=status,
+                                     data={"redemption_id": str(redemption_id), "external_id": external_id,
+                                           "status": status}))
+    webhooks.emit_many(db, events, now=now)
+
+
+def _delivered(db: Any, done: list[tuple[int, uuid.UUID]], *, now: datetime, snap) -> None:
+    if not done:
+        return
+    done = sorted(done)
+    db.cursor().executemany("UPDATE sms_messages SET status = 'delivered', done_at = %s, updated_at = %s"
+                            " WHERE id = %s", [(now, now, sms_id) for sms_id, _ in done])
     changed = db.execute("UPDATE redemptions SET status = 'delivered', status_reason = NULL, updated_at = %s"
-                         " WHERE id = %s AND status IN ('sent', 'accepted', 'failed')"
-                         " RETURNING external_id, program_id", (now, redemption_id)).fetchone()
-    if changed:
-        program = snap.programs_by_id[changed[1]]
-        webhooks.emit(db, program_id=program.id, webhook_url=program.webhook_url, redemption_id=redemption_id,
-                      event="delivered", now=now, data={"redemption_id": str(redemption_id),
-                                                        "external_id": changed[0], "status": "delivered"})
-    SMS_OUTCOMES.labels("delivered").inc()
+                         " WHERE id = ANY(%s) AND status IN ('sent', 'accepted', 'failed')"
+                         " RETURNING id, external_id, program_id", (now, [r for _, r in done])).fetchall()
+    _emit_status(db, changed, "delivered", now, snap)
+    SMS_OUTCOMES.labels("delivered").inc(len(done))
 
 
-def claim(redemption_id: uuid.UUID, send: int, now: datetime) -> Claimed | None:
-    """Phase 1: decide whether this send may go out now, and render it. None: nothing to do."""
+def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outcome]]:
+    """Phase 1, one transaction for the batch: decide which sends may go out now, render them and
+    mark them `submitting`. Returns what to submit, and the outcome of every other job."""
     deadline, in_doubt_window = _settings()
+    jobs = list(dict.fromkeys(jobs))
+    outcomes: dict[Job, Outcome] = {job: NOTHING_TO_DO for job in jobs}  # e.g. no such redemption
+    claimed: list[Claimed] = []
+    rids, sends = [j.redemption_id for j in jobs], [j.send for j in jobs]
     with transaction() as session:
         db = driver(session)
         db.execute("INSERT INTO sms_messages (redemption_id, send, msisdn, locale, deadline_at, created_at, updated_at)"
-                   " SELECT id, %s, msisdn, locale, %s, %s, %s FROM redemptions WHERE id = %s"
-                   " ON CONFLICT (redemption_id, send) DO NOTHING", (send, now + deadline, now, now, redemption_id))
-        row = session.execute(text(
-            "SELECT m.id AS message_id, m.status, m.attempts, m.deadline_at, m.submit_started_at, m.last_error,"
+                   " SELECT r.id, j.send, r.msisdn, r.locale, %s, %s, %s"
+                   " FROM unnest(%s::uuid[], %s::int[]) AS j(rid, send) JOIN redemptions r ON r.id = j.rid"
+                   " ORDER BY r.id, j.send ON CONFLICT (redemption_id, send) DO NOTHING",
+                   (now + deadline, now, now, rids, sends))
+        cursor = db.cursor(row_factory=namedtuple_row)
+        rows = cursor.execute(
+            "SELECT m.id AS message_id, m.send, m.status, m.deadline_at, m.submit_started_at, m.last_error,"
             " r.id AS redemption_id, r.status AS redemption_status, r.program_id, r.offer_id, r.product_id,"
             " r.msisdn, r.locale, r.nominal_minor, r.currency, r.reward_expires_at, r.code_id, r.card_id"
-            " FROM sms_messages m JOIN redemptions r ON r.id = m.redemption_id"
-            " WHERE m.redemption_id = :r AND m.send = :send FOR UPDATE OF m"),
-            {"r": redemption_id, "send": send}).one_or_none()
-        if row is None:
-            return None  # no such redemption (e.g. the transaction that wrote the job never committed)
+            " FROM unnest(%s::uuid[], %s::int[]) AS j(rid, send)"
+            " JOIN sms_messages m ON m.redemption_id = j.rid AND m.send = j.send"
+            " JOIN redemptions r ON r.id = m.redemption_id ORDER BY m.id FOR UPDATE OF m", (rids, sends)).fetchall()
         snap = get_snapshot(session)
-        if row.status in ("sent", "delivered", "failed", "cancelled"):
-            return None  # a duplicate job: this send is settled
-        if row.redemption_status == "cancelled":
-            db.execute("UPDATE sms_messages SET status = 'cancelled', updated_at = %s WHERE id = %s",
-                       (now, row.message_id))
-            return None
-        if row.status == "submitting":
-            waited = now - row.submit_started_at
-            if waited < in_doubt_window:
-                remaining = int((in_doubt_window - waited).total_seconds() * 1000)
-                raise RetryLater("a previous attempt may have reached the provider", max(1000, remaining))
-            log.warning("sms_in_doubt_expired", redemption_id=str(redemption_id), send=send)
-        if now >= row.deadline_at:
-            _fail(db, message_id=row.message_id, redemption_id=row.redemption_id, now=now, snap=snap,
-                  reason=f"undelivered by the deadline: {row.last_error or 'no provider took it'}")
-            return None
-        program = snap.programs_by_id[row.program_id]
-        kind, fields = _fields(session, row, snap, row.locale)
-        rendered = render(program.templates, kind, row.locale, fields)
-        db.execute("UPDATE sms_messages SET status = 'submitting', attempts = attempts + 1, submit_started_at = %s,"
-                   " encoding = %s, segments = %s, locale = %s, updated_at = %s, receipts = '{}' WHERE id = %s",
-                   (now, rendered.encoding, rendered.segments, rendered.locale, now, row.message_id))
-    return Claimed(row.message_id, OutgoingSms(reference=f"{redemption_id}:{send}", to=row.msisdn,
+        ready, cancelled = [], []
+        for row in rows:
+            job = Job(row.redemption_id, row.send)
+            if row.status in SETTLED:
+                continue  # a duplicate job: this send is settled
+            if row.redemption_status == "cancelled":
+                cancelled.append((now, row.message_id))
+                continue
+            if row.status == "submitting":
+                waited = now - row.submit_started_at
+                if waited < in_doubt_window:
+                    remaining = int((in_doubt_window - waited).total_seconds() * 1000)
+                    outcomes[job] = Outcome("retry", "a previous attempt may have reached the provider",
+                                            max(1000, remaining))
+                    continue
+                log.warning("sms_in_doubt_expired", redemption_id=str(row.redemption_id), send=row.send)
+            if now >= row.deadline_at:
+                _fail(db, message_id=row.message_id, redemption_id=row.redemption_id, now=now, snap=snap,
+                      reason=f"undelivered by the deadline: {row.last_error or 'no provider took it'}")
+                outcomes[job] = Outcome("failed")
+                continue
+            ready.append(row)
+        if cancelled:
+            db.cursor().executemany("UPDATE sms_messages SET status = 'cancelled', updated_at = %s WHERE id = %s",
+                                    cancelled)
+        secrets = _secrets(db, ready)
+        submitting = []
+        for row in ready:
+            program = snap.programs_by_id[row.program_id]
+            kind, fields = _fields(row, snap, secrets)
+            rendered = render(program.templates, kind, row.locale, fields)
+            submitting.append((now, rendered.encoding, rendered.segments, rendered.locale, now, row.message_id))
+            claimed.append(Claimed(row.message_id, Job(row.redemption_id, row.send),
+                                   OutgoingSms(reference=f"{row.redemption_id}:{row.send}", to=row.msisdn,
                                                sender=program.sms_sender, text=rendered.text,
-                                               encoding=rendered.encoding, segments=rendered.segments))
+                                               encoding=rendered.encoding, segments=rendered.segments)))
+        if submitting:
+            db.cursor().executemany(
+                "UPDATE sms_messages SET status = 'submitting', attempts = attempts + 1, submit_started_at = %s,"
+                " encoding = %s, segments = %s, locale = %s, updated_at = %s, receipts = '{}' WHERE id = %s",
+                submitting)
+    return claimed, outcomes
+
+
+def deliver_many(jobs: list[Job], *, provider: Provider | None = None,
+                 now: datetime | None = None) -> dict[Job, Outcome]:
+    """Claims a batch, hands it to the provider outside any transaction, records every outcome in one
+    more transaction. Safe to run again for the same jobs: settled sends are skipped, and a send whose
+    outcome was never recorded is in doubt, never resent blindly."""
+    now = now or datetime.now(timezone.utc)
+    claimed, outcomes = claim(jobs, now)
+    if not claimed:
+        return outcomes
+    provider = provider or get_provider()
+    checkpoint("deliver.before_submit")
+    results = provider.submit_many([c.sms for c in claimed])
+    checkpoint("deliver.after_submit")
+    in_doubt_ms = int(_settings()[1].total_seconds() * 1000)
+    sent, pending, in_doubt, permanent = [], [], [], []
+    for c, result in zip(claimed, results):
+        if isinstance(result, TransientSmsError):  # not taken: back to pending, retried with backoff
+            pending.append((str(result), now, c.message_id))
+            outcomes[c.job] = Outcome("retry", str(result))
+        elif isinstance(result, PermanentSmsError):
+            permanent.append((c, f"permanent provider error: {result}"))
+            outcomes[c.job] = Outcome("failed", str(result))
+        elif isinstance(result, SmsError):
+            # It may have been taken: leave it `submitting`; a receipt settles it, else a resend after the window.
+            in_doubt.append((str(result), now, c.message_id))
+            outcomes[c.job] = Outcome("retry", str(result), in_doubt_ms)
+        else:
+            sent.append((c.message_id, c.job.redemption_id, result))
+            outcomes[c.job] = Outcome("sent")
+    _record(sent=sent, pending=pending, in_doubt=in_doubt, permanent=permanent, provider=provider.name)
+    SMS_OUTCOMES.labels("transient").inc(len(pending))
+    SMS_OUTCOMES.labels("in_doubt").inc(len(in_doubt))
+    return outcomes
+
+
+def _record(*, sent, pending, in_doubt, permanent, provider: str, attempts: int = 3) -> None:
+    """The outcomes of a submitted batch, in one transaction. Retried on a lock conflict (it is all
+    idempotent); if it still fails, the messages stay `submitting` and their receipts settle them."""
+    for attempt in range(attempts):
+        now = datetime.now(timezone.utc)
+        try:
+            with transaction() as session:
+                db = driver(session)
+                snap = get_snapshot(session)
+                _mark_sent(db, sent, provider=provider, now=now, snap=snap)
+                if pending:
+                    db.cursor().executemany("UPDATE sms_messages SET status = 'pending', last_error = %s,"
+                                            " updated_at = %s WHERE id = %s", pending)
+                if in_doubt:
+                    db.cursor().executemany("UPDATE sms_messages SET last_error = %s, updated_at = %s WHERE id = %s",
+                                            in_doubt)
+                for c, reason in permanent:
+                    _fail(db, message_id=c.message_id, redemption_id=c.job.redemption_id, reason=reason, now=now,
+                          snap=snap)
+            return
+        except (OperationalError, sqlalchemy.exc.OperationalError) as exc:
+            if attempt == attempts - 1:
+                raise
+            log.warning("sms_outcome_retry", error=type(exc).__name__)
+            time.sleep(0.05 * (attempt + 1))
 
 
 def deliver(redemption_id: uuid.UUID, send: int, *, provider: Provider | None = None,
             now: datetime | None = None) -> str:
-    """Runs once per job delivery; safe to run again for the same (redemption, send)."""
-    now = now or datetime.now(timezone.utc)
-    claimed = claim(redemption_id, send, now)
-    if claimed is None:
-        return "nothing to do"
-    provider = provider or get_provider()
-    checkpoint("deliver.before_submit")
-    try:
-        ids = provider.submit(claimed.sms)
-    except TransientSmsError as exc:
-        with transaction() as session:  # it was not taken: back to pending, and retry with backoff
-            driver(session).execute("UPDATE sms_messages SET status = 'pending', last_error = %s, updated_at = %s"
-                                    " WHERE id = %s", (str(exc), now, claimed.message_id))
-        SMS_OUTCOMES.labels("transient").inc()
-        raise
-    except PermanentSmsError as exc:
-        with transaction() as session:
-            db = driver(session)
-            _fail(db, message_id=claimed.message_id, redemption_id=redemption_id,
-                  reason=f"permanent provider error: {exc}", now=now, snap=get_snapshot(session))
-        return "failed"
-    except InDoubtSmsError as exc:
-        # It may have been taken: leave it `submitting`; a receipt settles it, else a resend after the window.
-        with transaction() as session:
-            driver(session).execute("UPDATE sms_messages SET last_error = %s, updated_at = %s WHERE id = %s",
-                                    (str(exc), now, claimed.message_id))
-        SMS_OUTCOMES.labels("in_doubt").inc()
-        raise RetryLater(str(exc), int(_settings()[1].total_seconds() * 1000)) from None
-    checkpoint("deliver.after_submit")
-    with transaction() as session:
-        _mark_sent(driver(session), message_id=claimed.message_id, redemption_id=redemption_id,
-                   provider=provider.name, ids=ids, now=datetime.now(timezone.utc), snap=get_snapshot(session))
-    return "sent"
+    """One send: "sent", "failed" or "nothing to do"; raises TransientSmsError (retry with backoff)
+    or RetryLater (retry at a given time)."""
+    job = Job(redemption_id, send)
+    outcome = deliver_many([job], provider=provider, now=now)[job]
+    if outcome.result == "retry":
+        if outcome.retry_ms is None:
+            raise TransientSmsError(outcome.reason)
+        raise RetryLater(outcome.reason, outcome.retry_ms)
+    return outcome.result
 
 
 def apply_receipt(provider: str, message_id: str, state: str, destination: str | None = None,
@@ -230,14 +341,13 @@ def apply_receipt(provider: str, message_id: str, state: str, destination: str |
                                (json.dumps(seen), now, in_doubt[0]))
                     return True
                 log.info("sms_in_doubt_settled_by_receipt", redemption_id=str(in_doubt[1]))
-                _mark_sent(db, message_id=in_doubt[0], redemption_id=in_doubt[1], provider=provider,
-                           ids=sorted(seen), now=now, snap=snap)
+                _mark_sent(db, [(in_doubt[0], in_doubt[1], sorted(seen))], provider=provider, now=now, snap=snap)
                 db.execute("UPDATE sms_messages SET receipts = %s WHERE id = %s", (json.dumps(seen), in_doubt[0]))
                 row = db.execute("SELECT id, redemption_id, status, provider_message_ids, receipts FROM sms_messages"
                                  " WHERE id = %s", (in_doubt[0],)).fetchone()
                 sms_id, redemption_id, status, ids, receipts = row
                 if status == "sent" and all(receipts.get(i) in DELIVERED_STATES for i in ids):
-                    _delivered(db, sms_id=sms_id, redemption_id=redemption_id, now=now, snap=snap)
+                    _delivered(db, [(sms_id, redemption_id)], now=now, snap=snap)
                 elif status == "sent" and any(receipts.get(i) in FAILED_STATES for i in ids):
                     _fail(db, message_id=sms_id, redemption_id=redemption_id, now=now, snap=snap,
                           reason="undeliverable: " + next(receipts[i] for i in ids if receipts.get(i) in FAILED_STATES))
@@ -255,9 +365,53 @@ def apply_receipt(provider: str, message_id: str, state: str, destination: str |
             _fail(db, message_id=sms_id, redemption_id=redemption_id, now=now, snap=snap,
                   reason=f"undeliverable: {state}")
         elif all(receipts.get(i) in DELIVERED_STATES for i in ids):
-            _delivered(db, sms_id=sms_id, redemption_id=redemption_id, now=now, snap=snap)
+            _delivered(db, [(sms_id, redemption_id)], now=now, snap=snap)
     return True
 
 
-def apply_smpp_receipt(receipt: Receipt) -> None:
-    apply_receipt("smpp", receipt.message_id, receipt.state, receipt.destination)
+def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None = None) -> list[Exception | None]:
+    """A batch of receipts. Receipts of known messages (the usual case) are applied together in one
+    transaction; the others (in-doubt attempts, receipts that overtook their submit) one by one via
+    `apply_receipt`. Per receipt: None, or the error to acknowledge it with (the SMSC offers it again)."""
+    now = now or datetime.now(timezone.utc)
+    errors: list[Exception | None] = [None] * len(receipts)
+    unknown: list[int] = []
+    with transaction() as session:
+        db = driver(session)
+        snap = get_snapshot(session)
+        rows = db.execute("SELECT id, redemption_id, status, provider_message_ids, receipts FROM sms_messages"
+                          " WHERE provider_message_ids && %s::varchar[] ORDER BY id FOR UPDATE",
+                          ([r.message_id for r in receipts],)).fetchall()
+        by_provider_id = {pid: row for row in rows for pid in row[3]}
+        merged: dict[int, tuple[Any, dict[str, str]]] = {}
+        for index, receipt in enumerate(receipts):
+            row = by_provider_id.get(receipt.message_id)
+            if row is None:
+                unknown.append(index)
+                continue
+            merged.setdefault(row[0], (row, dict(row[4] or {})))[1][receipt.message_id] = receipt.state
+        if merged:
+            db.cursor().executemany("UPDATE sms_messages SET receipts = %s, updated_at = %s WHERE id = %s",
+                                    [(json.dumps(seen), now, sms_id) for sms_id, (_, seen) in merged.items()])
+        delivered = []
+        for sms_id, ((_, redemption_id, status, ids, _), seen) in merged.items():
+            if status != "sent":
+                continue
+            failed = next((seen[i] for i in ids if seen.get(i) in FAILED_STATES), None)
+            if failed:
+                _fail(db, message_id=sms_id, redemption_id=redemption_id, now=now, snap=snap,
+                      reason=f"undeliverable: {failed}")
+            elif all(seen.get(i) in DELIVERED_STATES for i in ids):
+                delivered.append((sms_id, redemption_id))
+        _delivered(db, delivered, now=now, snap=snap)
+    for index in unknown:
+        receipt = receipts[index]
+        try:
+            apply_receipt(provider, receipt.message_id, receipt.state, receipt.destination, now=now)
+        except Exception as exc:  # noqa: BLE001 - reported per receipt: the SMSC offers it again
+            errors[index] = exc
+    return errors
+
+
+def apply_smpp_receipts(receipts: list[Receipt]) -> list[Exception | None]:
+    return apply_receipts("smpp", receipts)

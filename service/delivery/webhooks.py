@@ -10,6 +10,7 @@ import hmac
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -46,18 +47,37 @@ def sign(secret: bytes, timestamp: int, body: bytes) -> str:
     return "v1=" + hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
+@dataclass(frozen=True)
+class Event:
+    program_id: int
+    webhook_url: str | None
+    redemption_id: uuid.UUID
+    event: str  # sent, delivered, failed, cancelled
+    data: dict[str, Any]
+
+
 def emit(db: Any, *, program_id: int, webhook_url: str | None, redemption_id: uuid.UUID, event: str,
          data: dict[str, Any], now: datetime) -> None:
     """Writes the event and its outbox row; call inside the transaction that changes the status."""
-    if not webhook_url:
+    emit_many(db, [Event(program_id, webhook_url, redemption_id, event, data)], now=now)
+
+
+def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
+    events_rows, outbox_rows = [], []
+    for e in events:
+        if not e.webhook_url:
+            continue
+        event_id = uuid.uuid4()
+        payload = {"id": str(event_id), "type": f"redemption.{e.event}", "created_at": now.isoformat(), "data": e.data}
+        events_rows.append((event_id, e.program_id, e.redemption_id, f"redemption.{e.event}", json.dumps(payload), now))
+        outbox_rows.append((uuid.uuid4(), WEBHOOK_QUEUE, WEBHOOK_ACTOR, json.dumps({"event_id": str(event_id)}), now))
+    if not events_rows:
         return
-    event_id = uuid.uuid4()
-    payload = {"id": str(event_id), "type": f"redemption.{event}", "created_at": now.isoformat(), "data": data}
-    db.execute("INSERT INTO webhook_events (id, program_id, redemption_id, type, payload, created_at)"
-               " VALUES (%s, %s, %s, %s, %s, %s)",
-               (event_id, program_id, redemption_id, f"redemption.{event}", json.dumps(payload), now))
-    db.execute("INSERT INTO outbox (message_id, queue, actor, payload, created_at) VALUES (%s, %s, %s, %s, %s)",
-               (uuid.uuid4(), WEBHOOK_QUEUE, WEBHOOK_ACTOR, json.dumps({"event_id": str(event_id)}), now))
+    cursor = db.cursor()
+    cursor.executemany("INSERT INTO webhook_events (id, program_id, redemption_id, type, payload, created_at)"
+                       " VALUES (%s, %s, %s, %s, %s, %s)", events_rows)
+    cursor.executemany("INSERT INTO outbox (message_id, queue, actor, payload, created_at) VALUES (%s, %s, %s, %s, %s)",
+                       outbox_rows)
 
 
 _client: httpx.Client | None = None
