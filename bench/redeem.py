@@ -54,7 +54,7 @@ async def load(base: str, key: str, clients: int, seconds: float, warmup: float,
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
         async def worker() -> None:
-            while (now := time.perf_counter()) < deadline:
+            while time.perf_counter() < deadline:
                 n = next(counter)
                 program, tariff, code, points = OFFERS[offer]
                 body = {"program": program, "tariff": tariff, "offer": code, "points": points,

@@ -46,37 +46,43 @@ from sqlalchemy import text  # noqa: E402
 log = structlog.get_logger("outbox")
 
 
-SMS_ACTOR, SMS_BATCH_ACTOR = "deliver_reward_sms", "deliver_reward_sms_batch"
+# Actors whose rows the relay packs: actor -> (the packed actor, its keyword, the item of one row).
+# A burst then costs the workers one claim and one write per pack, not per row.
+PACKED = {
+    "deliver_reward_sms": ("deliver_reward_sms_batch", "jobs", lambda p: [p["redemption_id"], p["send"]]),
+    "send_webhook": ("send_webhooks", "event_ids", lambda p: p["event_id"]),
+}
 
 
 def publish_batch(broker, limit: int = 500) -> int:
-    """Publishes up to `limit` committed rows. Reward SMS rows go out packed, up to SMS_BATCH_SIZE
-    sends per Dramatiq message, so that a burst costs the workers one claim per batch, not per SMS."""
+    """Publishes up to `limit` committed rows; rows of a PACKED actor go out up to SMS_BATCH_SIZE
+    to a Dramatiq message."""
     import dramatiq
 
     from service.config import get_settings
     from service.db import transaction
     from service.metrics import OUTBOX_PUBLISHED
 
-    batch_size = get_settings().sms_batch_size
+    pack_size = get_settings().sms_batch_size
     with transaction() as session:
         rows = session.execute(text(
             "SELECT id, message_id, queue, actor, payload FROM outbox WHERE published_at IS NULL"
             " ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"), {"limit": limit}).all()
-        sends: dict[str, list] = {}
+        packs: dict[tuple[str, str], list] = {}
         for row in rows:
-            if row.actor == SMS_ACTOR:
-                sends.setdefault(row.queue, []).append([row.payload["redemption_id"], row.payload["send"]])
+            if row.actor in PACKED:
+                packs.setdefault((row.queue, row.actor), []).append(PACKED[row.actor][2](row.payload))
                 continue
             broker.enqueue(dramatiq.Message(queue_name=row.queue, actor_name=row.actor, args=(), kwargs=row.payload,
                                             options={}, message_id=str(row.message_id)))
             OUTBOX_PUBLISHED.labels(row.actor).inc()
-        for queue, jobs in sends.items():
-            for start in range(0, len(jobs), batch_size):
-                chunk = jobs[start:start + batch_size]
-                broker.enqueue(dramatiq.Message(queue_name=queue, actor_name=SMS_BATCH_ACTOR, args=(),
-                                                kwargs={"jobs": chunk}, options={}, message_id=str(uuid.uuid4())))
-            OUTBOX_PUBLISHED.labels(SMS_ACTOR).inc(len(jobs))
+        for (queue, actor), items in packs.items():
+            packed_actor, keyword, _ = PACKED[actor]
+            for start in range(0, len(items), pack_size):
+                broker.enqueue(dramatiq.Message(queue_name=queue, actor_name=packed_actor, args=(),
+                                                kwargs={keyword: items[start:start + pack_size]}, options={},
+                                                message_id=str(uuid.uuid4())))
+            OUTBOX_PUBLISHED.labels(actor).inc(len(items))
         if rows:
             session.execute(text("UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1"
                                  " WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]})

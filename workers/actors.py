@@ -100,4 +100,15 @@ def deliver_reward_sms_batch(jobs: list[list]) -> None:
 @dramatiq.actor(queue_name=WEBHOOK_QUEUE, max_retries=100_000, min_backoff=5_000, max_backoff=3_600_000,
                 time_limit=60_000)
 def send_webhook(event_id: str) -> None:
+    """One event (the relay publishes events packed; this one carries the retries of a packed event)."""
     webhooks.deliver_event(uuid.UUID(event_id))
+
+
+@dramatiq.actor(queue_name=WEBHOOK_QUEUE, max_retries=100_000, min_backoff=5_000, max_backoff=3_600_000,
+                time_limit=120_000)
+def send_webhooks(event_ids: list[str]) -> None:
+    """Events the relay packed together; those the receiver did not take go on as single events with
+    their own backoff."""
+    for event_id, result in webhooks.deliver_events([uuid.UUID(e) for e in event_ids]).items():
+        if result.startswith("retry"):
+            send_webhook.send_with_options(args=(str(event_id),), delay=5_000 + random.randrange(5_000))

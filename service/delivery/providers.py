@@ -28,7 +28,7 @@ import structlog
 import tenacity
 
 from service.config import get_settings
-from service.delivery.text import DATA_CODING, GSM7, split, udh
+from service.delivery.text import DATA_CODING, split, udh
 
 log = structlog.get_logger("sms")
 

@@ -257,7 +257,9 @@ class TestSmsc:
                 self.received.append(received)
                 if self._record:
                     self._record.write(json.dumps({"to": received.to, "segments": total, "first_part_at": first_at,
-                                                   "received_at": received.received_at}) + "\n")
+                                                   "received_at": received.received_at,
+                                                   "first_part_unix": time.time() - time.monotonic() + first_at})
+                                       + "\n")
         due = time.monotonic() + self.receipt_delay
         with self._lock:
             self._receipts[session.system_id or ""].append((due, message_id, destination))

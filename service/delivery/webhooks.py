@@ -18,8 +18,6 @@ import httpx
 import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import text
-from sqlalchemy.orm import Session
 
 from service.config import get_settings
 from service.db import transaction
@@ -90,41 +88,71 @@ def _http() -> httpx.Client:
     return _client
 
 
-def deliver_event(event_id: uuid.UUID, *, now: datetime | None = None) -> str:
+_pool = None
+
+
+def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -> dict[uuid.UUID, str]:
+    """Several events at once: one read, the POSTs side by side, one write. Per event: "delivered",
+    "done" (nothing to do), "given_up" or "retry: <what the receiver did>"."""
+    global _pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.db import driver
+
     now = now or datetime.now(timezone.utc)
+    results = {event_id: "done" for event_id in event_ids}
     with transaction() as session:
-        row = session.execute(text(
-            "SELECT e.payload, e.created_at, e.delivered_at, e.given_up_at, p.webhook_url, p.code"
-            " FROM webhook_events e JOIN programs p ON p.id = e.program_id WHERE e.id = :id"),
-            {"id": event_id}).one_or_none()
-    if row is None or row.delivered_at or row.given_up_at or not row.webhook_url:
-        return "done"
-    body = json.dumps(row.payload, separators=(",", ":"), ensure_ascii=False).encode()
+        rows = driver(session).execute(
+            "SELECT e.id, e.payload, e.created_at, e.delivered_at, e.given_up_at, p.webhook_url, p.code"
+            " FROM webhook_events e JOIN programs p ON p.id = e.program_id WHERE e.id = ANY(%s)",
+            (list(results),)).fetchall()
+    due = [row for row in rows if not (row[3] or row[4] or not row[5])]
+    if not due:
+        return results
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook-post")
+    posted = list(_pool.map(_post, due)) if len(due) > 1 else [_post(due[0])]
+    attempts, delivered, given_up = [], [], []
+    for row, (status_code, error, took) in zip(due, posted):
+        event_id = row[0]
+        attempts.append((event_id, now, status_code, error, took))
+        if status_code is not None and 200 <= status_code < 300:
+            delivered.append(event_id)
+            results[event_id] = "delivered"
+        elif now - row[2] > GIVE_UP_AFTER:
+            given_up.append(event_id)
+            results[event_id] = "given_up"
+            log.error("webhook_given_up", event_id=str(event_id), program=row[6])
+        else:
+            results[event_id] = f"retry: receiver answered {status_code or error}"
+    with transaction() as session:
+        db = driver(session)
+        db.cursor().executemany("INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)"
+                                " VALUES (%s, %s, %s, %s, %s)", attempts)
+        if delivered:
+            db.execute("UPDATE webhook_events SET delivered_at = %s WHERE id = ANY(%s)", (now, delivered))
+        if given_up:
+            db.execute("UPDATE webhook_events SET given_up_at = %s WHERE id = ANY(%s)", (now, given_up))
+    return results
+
+
+def _post(row: Any) -> tuple[int | None, str | None, int]:
+    event_id, payload, _, _, _, url, program = row
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     timestamp = int(time.time())
     headers = {"Content-Type": "application/json", "Rewards-Event-Id": str(event_id),
-               "Rewards-Timestamp": str(timestamp), "Rewards-Signature": sign(program_secret(row.code), timestamp, body)}
+               "Rewards-Timestamp": str(timestamp), "Rewards-Signature": sign(program_secret(program), timestamp, body)}
     started = time.perf_counter()
     status_code, error = None, None
     try:
-        status_code = _http().post(row.webhook_url, content=body, headers=headers).status_code
+        status_code = _http().post(url, content=body, headers=headers).status_code
     except httpx.HTTPError as exc:
         error = type(exc).__name__
-    took = int((time.perf_counter() - started) * 1000)
-    delivered = status_code is not None and 200 <= status_code < 300
-    with transaction() as session:
-        session.execute(text("INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)"
-                             " VALUES (:id, :now, :code, :error, :ms)"),
-                        {"id": event_id, "now": now, "code": status_code, "error": error, "ms": took})
-        if delivered:
-            session.execute(text("UPDATE webhook_events SET delivered_at = :now WHERE id = :id"),
-                            {"id": event_id, "now": now})
-        elif now - row.created_at > GIVE_UP_AFTER:
-            session.execute(text("UPDATE webhook_events SET given_up_at = :now WHERE id = :id"),
-                            {"id": event_id, "now": now})
-            log.error("webhook_given_up", event_id=str(event_id), program=row.code)
-            return "given_up"
-    if not delivered:
-        raise WebhookNotDelivered(f"receiver answered {status_code or error}")
-    return "delivered"
+    return status_code, error, int((time.perf_counter() - started) * 1000)
 
 
+def deliver_event(event_id: uuid.UUID, *, now: datetime | None = None) -> str:
+    result = deliver_events([event_id], now=now)[event_id]
+    if result.startswith("retry"):
+        raise WebhookNotDelivered(result.removeprefix("retry: "))
+    return result
