@@ -46,25 +46,30 @@ local now = redis.call('TIME')
 local key = KEYS[1] .. ':' .. now[1]
 local used = tonumber(redis.call('GET', key) or '0')
 local grant = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) - used)
-if grant <= 0 then return {0, 1000000 - tonumber(now[2])} end
+if grant <= 0 then return {0, 1000000 - tonumber(now[2]), tonumber(now[1])} end
 redis.call('INCRBY', key, grant)
 redis.call('EXPIRE', key, 3)
-return {grant, 0}
+return {grant, 0, tonumber(now[1])}
 """
+
+
+def take_provider_slots(provider: str, limit: int, wanted: int) -> tuple[int, int, int]:
+    """One try: (slots granted, microseconds to the next second if none, the Redis second)."""
+    global _limiter
+    if _limiter is None:
+        _limiter = broker.client.register_script(_TAKE_SLOTS)
+    granted, wait_us, second = _limiter(keys=[f"sms-provider-rate:{provider}"], args=[limit, wanted])
+    return int(granted), int(wait_us), int(second)
 
 
 def _provider_slots(wanted: int) -> int:
     """Takes up to `wanted` send slots of this second, waiting for the next second if none is left."""
-    global _limiter
-    if _limiter is None:
-        _limiter = broker.client.register_script(_TAKE_SLOTS)
     settings = get_settings()
     deadline = time.monotonic() + 5
     while True:
-        granted, wait_us = _limiter(keys=[f"sms-provider-rate:{settings.sms_provider}"],
-                                    args=[settings.sms_rate_limit, wanted])
+        granted, wait_us, _ = take_provider_slots(settings.sms_provider, settings.sms_rate_limit, wanted)
         if granted:
-            return int(granted)
+            return granted
         if time.monotonic() > deadline:
             raise dramatiq.Retry("provider rate limit", delay=1000)
         time.sleep(int(wait_us) / 1e6 + random.random() * 0.02)

@@ -262,6 +262,8 @@ class SmppSession:
                 log.warning("smpp_link_down", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(backoff, 2))
                 time.sleep(backoff + random.random() * backoff / 2)
                 backoff = min(backoff * 2, 10.0)
+        self._connected.clear()
+        self._disconnect()
 
     def _connect(self) -> None:
         import smpplib.client

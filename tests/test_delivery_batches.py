@@ -1,0 +1,172 @@
+"""Reward SMS travel in batches: the relay packs waiting sends into one job, a worker claims the batch
+in one transaction, submits it through one SMPP window and records every outcome together; receipts
+are applied in batches. Each send in a batch keeps its own fate."""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+
+import pytest
+from sqlalchemy import text
+
+from service.db import new_session
+from service.delivery.providers import (InDoubtSmsError, OutgoingSms, Receipt, SmppProvider, SmppSession,
+                                        TransientSmsError)
+from service.delivery.service import Job, ReceiptTooEarly, apply_receipts, apply_smpp_receipts, deliver_many
+from service.delivery.smsc import TestSmsc
+from tests.conftest import import_codes_for, post_redemption
+from tests.delivery_harness import point_webhooks_at, wait_until
+
+
+@pytest.fixture
+def smsc():
+    server = TestSmsc(receipt_delay=3600).start()  # receipts only when a test hands them in itself
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smpp(smsc):
+    session = SmppSession(smsc.host, smsc.port, "rewards", "", on_receipts=apply_smpp_receipts)
+    yield SmppProvider(session)
+    session.close()
+
+
+def _redeem(client, keys, count: int) -> list[Job]:
+    point_webhooks_at("http://127.0.0.1:9/hooks")  # events are written; nothing here delivers them
+    import_codes_for("ARAY-CINEMA-2000", count)
+    jobs = []
+    for i in range(count):
+        made = post_redemption(client, keys, msisdn=f"8701555{i:04d}")
+        assert made.status_code == 201, made.text
+        jobs.append(Job(uuid.UUID(made.json()["id"]), 0))
+    return jobs
+
+
+def _sms_status() -> dict[str, str]:
+    with new_session() as s:
+        return {str(r): st for r, st in s.execute(text("SELECT redemption_id, status FROM sms_messages"))}
+
+
+def _events() -> Counter:
+    with new_session() as s:
+        return Counter(s.execute(text("SELECT type FROM webhook_events")).scalars())
+
+
+def test_a_batch_sends_each_sms_once_and_fails_only_the_refused_one(client, keys, smsc, smpp):
+    jobs = _redeem(client, keys, 6)
+    smsc.invalid_destinations.add("77015550002")
+    outcomes = deliver_many(jobs, provider=smpp)
+    assert Counter(o.result for o in outcomes.values()) == {"sent": 5, "failed": 1}
+    assert outcomes[jobs[2]].result == "failed"
+    assert sorted(m.to for m in smsc.received) == [f"+7701555000{i}" for i in (0, 1, 3, 4, 5)]
+    with new_session() as s:
+        reason = s.execute(text("SELECT status_reason FROM redemptions WHERE id = :id"),
+                           {"id": jobs[2].redemption_id}).scalar_one()
+        issued = s.execute(text("SELECT count(*) FROM codes WHERE status = 'issued'")).scalar_one()
+    assert "0x0B" in reason and issued == 5
+    assert _events() == {"redemption.sent": 5, "redemption.failed": 1}
+
+
+def test_a_batch_run_twice_sends_nothing_the_second_time(client, keys, smsc, smpp):
+    jobs = _redeem(client, keys, 4)
+    deliver_many(jobs, provider=smpp)
+    submits = smsc.submits
+    again = deliver_many(jobs, provider=smpp)
+    assert {o.result for o in again.values()} == {"nothing to do"}
+    assert smsc.submits == submits and len(smsc.received) == 4
+    assert _events() == {"redemption.sent": 4}
+
+
+def test_a_throttled_batch_goes_back_to_pending_and_is_handed_on_for_retry(client, keys, smsc, smpp):
+    jobs = _redeem(client, keys, 3)
+    smsc.throttle(60)
+    outcomes = deliver_many(jobs, provider=smpp)
+    # "retry" with no time of its own: the caller's backoff applies, since the SMSC did not take it
+    assert {(o.result, o.retry_ms) for o in outcomes.values()} == {("retry", None)}
+    assert set(_sms_status().values()) == {"pending"} and smsc.received == []
+    smsc.throttle(0)
+    assert {o.result for o in deliver_many(jobs, provider=smpp).values()} == {"sent"}
+    assert len(smsc.received) == 3
+
+
+def test_a_send_the_smpp_session_never_took_is_not_in_doubt_and_never_goes_out(smsc):
+    session = SmppSession(smsc.host, smsc.port, "rewards", "", on_receipts=lambda r: [None] * len(r), window=1)
+    try:
+        session.submit(OutgoingSms("warm", "+77015559999", "Test", "hello", "GSM-7", 1))  # bound
+        messages = [OutgoingSms(f"r{i}", f"+7701556{i:04d}", "Test", "hello", "GSM-7", 1) for i in range(30)]
+        results = session.submit_many(messages, timeout=0.0)
+        never_taken = {m.to for m, r in zip(messages, results) if isinstance(r, TransientSmsError)}
+        assert len(never_taken) >= 20
+        assert all(isinstance(r, (list, TransientSmsError, InDoubtSmsError)) for r in results)
+        time.sleep(1.0)  # anything the session thread still held has gone out by now
+        assert never_taken.isdisjoint(m.to for m in smsc.received)
+    finally:
+        session.close()
+
+
+def test_receipts_of_a_batch_settle_their_messages_and_an_unknown_one_is_asked_for_again(client, keys, smsc, smpp):
+    jobs = _redeem(client, keys, 3)
+    deliver_many(jobs, provider=smpp)
+    first, second, _ = sorted(smsc.received, key=lambda m: m.to)
+    # every part of the first delivered, one part of the second undeliverable, and one nobody knows
+    receipts = [Receipt(i, "DELIVRD", first.to[1:]) for i in first.message_ids]
+    receipts += [Receipt(second.message_ids[0], "UNDELIV", second.to[1:]), Receipt("FFFFFFFF", "DELIVRD", "77019999999")]
+    errors = apply_receipts("smpp", receipts)
+    assert errors[:-1] == [None] * (len(receipts) - 1) and isinstance(errors[-1], ReceiptTooEarly)
+    assert sorted(_sms_status().values()) == ["delivered", "failed", "sent"]
+    assert _events() == {"redemption.sent": 3, "redemption.delivered": 1, "redemption.failed": 1}
+
+
+def test_the_relay_packs_waiting_sends_into_jobs_of_the_batch_size(client, keys, monkeypatch):
+    import dramatiq
+
+    from service.config import get_settings
+    from service.outbox import publish_batch
+    from workers.broker import SMS_QUEUE, broker
+
+    broker.flush_all()
+    jobs = _redeem(client, keys, 10)
+    monkeypatch.setattr(get_settings(), "sms_batch_size", 4)
+    assert publish_batch(broker) == 10
+    client_ = broker.client
+    queued = [dramatiq.Message.decode(client_.hget(f"dramatiq:{SMS_QUEUE}.msgs", message_id))
+              for message_id in client_.lrange(f"dramatiq:{SMS_QUEUE}", 0, -1)]
+    assert {m.actor_name for m in queued} == {"deliver_reward_sms_batch"}
+    assert sorted(len(m.kwargs["jobs"]) for m in queued) == [2, 4, 4]
+    packed = [(uuid.UUID(r), s) for m in queued for r, s in m.kwargs["jobs"]]
+    assert sorted(packed) == sorted((j.redemption_id, j.send) for j in jobs)
+    assert publish_batch(broker) == 0  # published once
+    broker.flush_all()
+
+
+def test_the_provider_rate_limit_holds_across_concurrent_takers(services):
+    from workers.actors import take_provider_slots
+
+    provider, limit, per_taker = f"test-{uuid.uuid4().hex[:8]}", 10, 8
+    grants: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def taker() -> None:
+        got = 0
+        while got < per_taker:
+            granted, wait_us, second = take_provider_slots(provider, limit, min(3, per_taker - got))
+            if granted:
+                got += granted
+                with lock:
+                    grants.append((second, granted))
+            else:
+                time.sleep(wait_us / 1e6)
+
+    threads = [threading.Thread(target=taker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    by_second = Counter()
+    for second, granted in grants:
+        by_second[second] += granted
+    assert sum(by_second.values()) == 4 * per_taker
+    assert max(by_second.values()) <= limit and len(by_second) >= 4
