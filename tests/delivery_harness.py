@@ -23,6 +23,7 @@ class WebhookReceiver:
     events: list[dict] = field(default_factory=list)
     failures_left: int = 0
     server: ThreadingHTTPServer | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # requests arrive side by side
 
     @property
     def url(self) -> str:
@@ -34,12 +35,15 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                if receiver.failures_left > 0:
-                    receiver.failures_left -= 1
+                with receiver.lock:
+                    refuse = receiver.failures_left > 0
+                    receiver.failures_left -= refuse
+                if refuse:
                     self.send_response(503)
                     self.end_headers()
                     return
-                receiver.events.append({"headers": dict(self.headers), "body": body, "json": json.loads(body)})
+                with receiver.lock:
+                    receiver.events.append({"headers": dict(self.headers), "body": body, "json": json.loads(body)})
                 self.send_response(204)
                 self.end_headers()
 

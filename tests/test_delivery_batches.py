@@ -17,7 +17,7 @@ from service.delivery.providers import (InDoubtSmsError, OutgoingSms, Receipt, S
 from service.delivery.service import Job, ReceiptTooEarly, apply_receipts, apply_smpp_receipts, deliver_many
 from service.delivery.smsc import TestSmsc
 from tests.conftest import import_codes_for, post_redemption
-from tests.delivery_harness import point_webhooks_at, wait_until
+from tests.delivery_harness import WebhookReceiver, point_webhooks_at
 
 
 @pytest.fixture
@@ -34,8 +34,8 @@ def smpp(smsc):
     session.close()
 
 
-def _redeem(client, keys, count: int) -> list[Job]:
-    point_webhooks_at("http://127.0.0.1:9/hooks")  # events are written; nothing here delivers them
+def _redeem(client, keys, count: int, webhook_url: str = "http://127.0.0.1:9/hooks") -> list[Job]:
+    point_webhooks_at(webhook_url)  # events are written; only a test that asks delivers them
     import_codes_for("ARAY-CINEMA-2000", count)
     jobs = []
     for i in range(count):
@@ -170,3 +170,25 @@ def test_the_provider_rate_limit_holds_across_concurrent_takers(services):
         by_second[second] += granted
     assert sum(by_second.values()) == 4 * per_taker
     assert max(by_second.values()) <= limit and len(by_second) >= 4
+
+
+def test_a_webhook_pack_delivers_each_event_and_hands_back_only_the_refused_one(client, keys, smpp):
+    from service.delivery.webhooks import deliver_events
+
+    receiver = WebhookReceiver(failures_left=1).start()
+    try:
+        deliver_many(_redeem(client, keys, 3, webhook_url=receiver.url), provider=smpp)
+        with new_session() as s:
+            event_ids = list(s.execute(text("SELECT id FROM webhook_events")).scalars())
+        results = deliver_events(event_ids)
+        assert sorted(r.split(":")[0] for r in results.values()) == ["delivered", "delivered", "retry"]
+        assert len(receiver.events) == 2  # the refused request is not recorded by the receiver
+        with new_session() as s:
+            attempts = s.execute(text("SELECT count(*) FROM webhook_attempts")).scalar_one()
+            delivered = s.execute(text("SELECT count(*) FROM webhook_events WHERE delivered_at IS NOT NULL")
+                                  ).scalar_one()
+        assert (attempts, delivered) == (3, 2)
+        assert set(deliver_events(event_ids).values()) == {"done", "delivered"}  # only the refused one again
+        assert len(receiver.events) == 3
+    finally:
+        receiver.stop()
