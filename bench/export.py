@@ -9,13 +9,9 @@ booking trigger, like every writer).
 from __future__ import annotations
 
 import argparse
-import base64
 import os
-import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -50,22 +46,10 @@ def main() -> None:
     import psycopg
 
     from service.db import libpq_url
-    from service.embedded import EmbeddedPostgres
+    from bench._stack import demo_database
 
-    work = Path(tempfile.mkdtemp(prefix="bench-export-"))
-    pg = None
-    env = {**os.environ, "ENCRYPTION_KEY": os.environ.get("ENCRYPTION_KEY")
-           or base64.b64encode(secrets.token_bytes(32)).decode(), "LOG_LEVEL": "WARNING"}
-    if not env.get("DATABASE_URL"):
-        pg = EmbeddedPostgres(work / "pg")
-        env["DATABASE_URL"] = pg.start()
-    try:
-        def rewards(*cli: str) -> subprocess.CompletedProcess:
-            return subprocess.run([sys.executable, "-m", "service.cli", *cli], env=env, check=True,
-                                  capture_output=True, text=True)
-
-        rewards("migrate")
-        rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
+    with demo_database("bench-export-") as stack:
+        work, env = stack.work, stack.env
         started = time.perf_counter()
         with psycopg.connect(libpq_url(env["DATABASE_URL"]), autocommit=True) as conn:
             conn.execute(GENERATE, {"n": args.records})
@@ -88,10 +72,6 @@ def main() -> None:
                   f"{out.stat().st_size / 1e6:.0f} MB file, peak RSS of the export process {usage.ru_maxrss / 1024:.0f} MB")
             print(f"       {stdout}")
             out.unlink()
-    finally:
-        if pg:
-            pg.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

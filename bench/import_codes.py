@@ -7,14 +7,11 @@ the importing process. Embedded PostgreSQL under a temporary folder unless DATAB
 from __future__ import annotations
 
 import argparse
-import base64
-import os
 import resource
 import secrets
 import string
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,22 +36,10 @@ def main() -> None:
     parser.add_argument("--sku", default="ARAY-CINEMA-2000")
     args = parser.parse_args()
 
-    from service.embedded import EmbeddedPostgres
+    from bench._stack import demo_database
 
-    work = Path(tempfile.mkdtemp(prefix="bench-import-"))
-    pg = None
-    env = {**os.environ, "ENCRYPTION_KEY": os.environ.get("ENCRYPTION_KEY")
-           or base64.b64encode(secrets.token_bytes(32)).decode(), "LOG_LEVEL": "WARNING"}
-    if not env.get("DATABASE_URL"):
-        pg = EmbeddedPostgres(work / "pg")
-        env["DATABASE_URL"] = pg.start()
-    try:
-        def rewards(*cli: str) -> subprocess.CompletedProcess:
-            return subprocess.run([sys.executable, "-m", "service.cli", *cli], env=env, check=True,
-                                  capture_output=True, text=True)
-
-        rewards("migrate")
-        rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
+    with demo_database("bench-import-") as stack:
+        work, env = stack.work, stack.env
         csv = work / "codes.csv"
         t = time.perf_counter()
         generate(csv, args.codes)
@@ -75,9 +60,6 @@ def main() -> None:
                                 env=env, capture_output=True, text=True)
         print(f"re-import of the same file (all duplicates) in {time.perf_counter() - again:.1f} s: "
               f"{second.stdout.strip()}")
-    finally:
-        if pg:
-            pg.stop()
 
 
 if __name__ == "__main__":

@@ -172,6 +172,16 @@ def post_redemption(client, keys, role: str = "loyalty", key: str | None = None,
     return client.post("/v1/redemptions", json=redemption_body(**overrides), headers=headers)
 
 
+def assert_problem(response, status: int, code: str) -> dict:
+    """The response is a problem+json error with this status and stable code; returns its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == code and body["status"] == status and body["type"].endswith(code)
+    assert "Traceback" not in response.text
+    return body
+
+
 def table_counts(*tables: str) -> dict[str, int]:
     from service.db import new_session
 

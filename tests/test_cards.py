@@ -15,7 +15,7 @@ from service.cards import ratelimit, routes
 from service.cards.service import new_card_number
 from service.crypto import get_vault
 from service.db import new_session, transaction
-from tests.conftest import import_codes_for, post_redemption, table_counts
+from tests.conftest import assert_problem, import_codes_for, post_redemption, table_counts
 
 _msisdn = itertools.count(1000000)
 _idem = itertools.count(1)
@@ -55,13 +55,6 @@ def exchange(client, keys, card: IssuedCard, sku: str = "ARAY-CERT-1000", role: 
              pin: str | None = None, key: str | None = None):
     return client.post("/v1/cards/exchanges", json={"number": card.number, "pin": pin or card.pin, "sku": sku},
                        headers={**keys.header(role), "Idempotency-Key": key or f"exchange-{next(_idem)}"})
-
-
-def _problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == code
-    return response.json()
 
 
 def _card_row(card: IssuedCard):
@@ -109,17 +102,17 @@ def test_admin_sees_the_whole_exchange_catalog(client, keys, card):
 
 @pytest.mark.parametrize("role", ["loyalty", "finance", "support"])
 def test_only_partner_keys_may_verify(client, keys, card, role):
-    _problem(verify(client, keys, card, role=role), 403, "forbidden")
+    assert_problem(verify(client, keys, card, role=role), 403, "forbidden")
 
 
 def test_an_unknown_card_number_is_card_not_found(client, keys, card):
     unknown = IssuedCard(new_card_number(), "123456", "", 0)
-    body = _problem(verify(client, keys, unknown), 404, "card_not_found")
+    body = assert_problem(verify(client, keys, unknown), 404, "card_not_found")
     assert unknown.number not in json.dumps(body)
 
 
 def test_a_wrong_pin_is_refused_with_the_remaining_attempts(client, keys, card):
-    body = _problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")
+    body = assert_problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")
     assert body["remaining_attempts"] == 4
     assert _card_row(card).failed_pin_attempts == 1
 
@@ -136,7 +129,7 @@ def test_a_wrong_pin_is_refused_with_the_remaining_attempts(client, keys, card):
 ])
 def test_malformed_numbers_and_pins_are_validation_errors_that_echo_nothing(client, keys, payload):
     response = client.post("/v1/cards/verify", json=payload, headers=keys.header("partner"))
-    body = _problem(response, 422, "validation_error")
+    body = assert_problem(response, 422, "validation_error")
     assert body["errors"]
     assert str(payload["number"]) not in response.text
 
@@ -146,16 +139,16 @@ def test_malformed_numbers_and_pins_are_validation_errors_that_echo_nothing(clie
 def test_five_wrong_pins_lock_the_card_for_15_minutes_even_for_the_right_pin(client, keys, card, fixed_clock):
     start = fixed_clock["t"]
     for remaining in (4, 3, 2, 1):
-        assert _problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")["remaining_attempts"] == remaining
-    locked = _problem(verify(client, keys, card, pin=card.wrong_pin), 423, "card_locked")
+        assert assert_problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")["remaining_attempts"] == remaining
+    locked = assert_problem(verify(client, keys, card, pin=card.wrong_pin), 423, "card_locked")
     assert locked["remaining_attempts"] == 0
     refused = verify(client, keys, card)
-    _problem(refused, 423, "card_locked")
+    assert_problem(refused, 423, "card_locked")
     assert 0 < int(refused.headers["Retry-After"]) <= 15 * 60 + 1
-    _problem(verify(client, keys, card, role="other_partner"), 423, "card_locked")  # whoever asks
-    _problem(exchange(client, keys, card), 423, "card_locked")
+    assert_problem(verify(client, keys, card, role="other_partner"), 423, "card_locked")  # whoever asks
+    assert_problem(exchange(client, keys, card), 423, "card_locked")
     fixed_clock["t"] = start + timedelta(minutes=14, seconds=59)
-    _problem(verify(client, keys, card), 423, "card_locked")
+    assert_problem(verify(client, keys, card), 423, "card_locked")
     fixed_clock["t"] = start + timedelta(minutes=15, seconds=1)
     assert verify(client, keys, card).status_code == 200
     with new_session() as s:
@@ -168,24 +161,24 @@ def test_after_the_lock_window_the_card_has_five_fresh_attempts(client, keys, ca
     for _ in range(5):
         verify(client, keys, card, pin=card.wrong_pin)
     fixed_clock["t"] = start + timedelta(minutes=16)
-    assert _problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")["remaining_attempts"] == 4
+    assert assert_problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")["remaining_attempts"] == 4
 
 
 def test_a_correct_pin_resets_the_wrong_pin_counter(client, keys, card):
     for _ in range(4):
-        _problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")
+        assert_problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")
     assert _card_row(card).failed_pin_attempts == 4
     assert verify(client, keys, card).status_code == 200
     assert _card_row(card).failed_pin_attempts == 0
     for _ in range(4):  # four more wrong ones do not lock: the count started again
-        _problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")
+        assert_problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")
     assert verify(client, keys, card).status_code == 200
 
 
 def test_wrong_pins_are_counted_per_card_across_partners_and_endpoints(client, keys, card):
-    _problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")
-    _problem(verify(client, keys, card, role="other_partner", pin=card.wrong_pin), 422, "wrong_pin")
-    body = _problem(exchange(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")
+    assert_problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")
+    assert_problem(verify(client, keys, card, role="other_partner", pin=card.wrong_pin), 422, "wrong_pin")
+    body = assert_problem(exchange(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")
     assert body["remaining_attempts"] == 2
     assert _card_row(card).failed_pin_attempts == 3
 
@@ -210,9 +203,9 @@ def test_card_lookups_are_rate_limited_per_key(client, keys, card, fixed_clock, 
     for _ in range(3):
         assert verify(client, keys, card).status_code == 200
     limited = verify(client, keys, card)
-    _problem(limited, 429, "rate_limited")
+    assert_problem(limited, 429, "rate_limited")
     assert limited.headers["Retry-After"] == "50"
-    _problem(exchange(client, keys, card), 429, "rate_limited")
+    assert_problem(exchange(client, keys, card), 429, "rate_limited")
     assert verify(client, keys, card, role="other_partner").status_code == 200  # per key
     fixed_clock["t"] += timedelta(seconds=50)
     assert verify(client, keys, card).status_code == 200
@@ -265,35 +258,35 @@ def test_an_exchange_replayed_with_the_same_key_returns_the_same_certificate_onc
 
 def test_the_same_exchange_key_with_another_body_is_a_conflict(client, keys, card):
     exchange(client, keys, card, key="exchange-conflict")
-    _problem(exchange(client, keys, card, key="exchange-conflict", pin=card.wrong_pin), 422, "idempotency_conflict")
+    assert_problem(exchange(client, keys, card, key="exchange-conflict", pin=card.wrong_pin), 422, "idempotency_conflict")
 
 
 def test_an_exchange_needs_an_idempotency_key(client, keys, card):
     response = client.post("/v1/cards/exchanges", json={"number": card.number, "pin": card.pin,
                                                        "sku": "ARAY-CERT-1000"}, headers=keys.header("partner"))
-    _problem(response, 400, "idempotency_key_missing")
+    assert_problem(response, 400, "idempotency_key_missing")
 
 
 def test_a_partner_cannot_exchange_into_another_partners_product(client, keys, card):
-    _problem(exchange(client, keys, card, sku="KITAP-CERT-2500"), 404, "unknown_product")
-    _problem(exchange(client, keys, card, sku="NO-SUCH-SKU"), 404, "unknown_product")
+    assert_problem(exchange(client, keys, card, sku="KITAP-CERT-2500"), 404, "unknown_product")
+    assert_problem(exchange(client, keys, card, sku="NO-SUCH-SKU"), 404, "unknown_product")
     assert _card_row(card).balance_minor == 500000 and table_counts("exchanges")["exchanges"] == 0
 
 
 def test_a_product_outside_the_cards_exchange_catalog_is_not_exchangeable(client, keys, card):
     import_codes_for("ARAY-CINEMA-2000", 1)
-    _problem(exchange(client, keys, card, sku="ARAY-CINEMA-2000"), 422, "not_exchangeable")
+    assert_problem(exchange(client, keys, card, sku="ARAY-CINEMA-2000"), 422, "not_exchangeable")
 
 
 @pytest.mark.parametrize("role", ["loyalty", "finance", "support", "admin"])
 def test_only_partners_exchange(client, keys, card, role):
-    _problem(exchange(client, keys, card, role=role), 403, "forbidden")
+    assert_problem(exchange(client, keys, card, role=role), 403, "forbidden")
 
 
 def test_partial_exchanges_at_two_partners_and_insufficient_balance(client, keys, card):
     assert exchange(client, keys, card).status_code == 201  # 4000.00 left
     assert exchange(client, keys, card, sku="KITAP-CERT-2500", role="other_partner").status_code == 201  # 1500.00
-    body = _problem(exchange(client, keys, card, sku="KITAP-CERT-2500", role="other_partner"), 409,
+    body = assert_problem(exchange(client, keys, card, sku="KITAP-CERT-2500", role="other_partner"), 409,
                     "insufficient_balance")
     assert "1500.00" in body["detail"]
     assert _card_row(card).balance_minor == 150000
@@ -304,13 +297,13 @@ def test_the_card_is_exhausted_at_zero_and_refuses_further_exchanges(client, key
     balances = [exchange(client, keys, card).json()["card"] for _ in range(5)]
     assert [b["balance"]["amount"] for b in balances] == ["4000.00", "3000.00", "2000.00", "1000.00", "0.00"]
     assert balances[-1]["status"] == "exhausted" and _card_row(card).status == "exhausted"
-    _problem(exchange(client, keys, card), 409, "card_exhausted")
+    assert_problem(exchange(client, keys, card), 409, "card_exhausted")
     assert verify(client, keys, card).json()["status"] == "exhausted"
 
 
 def test_an_empty_certificate_pool_is_out_of_stock_and_debits_nothing(client, keys):
     card = issue_card(client, keys)
-    _problem(exchange(client, keys, card), 409, "out_of_stock")
+    assert_problem(exchange(client, keys, card), 409, "out_of_stock")
     assert _card_row(card).balance_minor == 500000
 
 
@@ -319,13 +312,13 @@ def test_expired_certificates_are_never_handed_out(client, keys):
     import_codes_for("ARAY-CERT-1000", ["NEW-CERT-0001"], expires_at="2099-01-01T00:00:00Z")
     card = issue_card(client, keys)
     assert exchange(client, keys, card).json()["certificate"]["code"] == "NEW-CERT-0001"
-    _problem(exchange(client, keys, card), 409, "out_of_stock")
+    assert_problem(exchange(client, keys, card), 409, "out_of_stock")
 
 
 def test_a_cancelled_cards_exchange_is_refused(client, keys, card):
     cancelled = client.post(f"/v1/redemptions/{card.redemption_id}/cancel", headers=keys.header("loyalty"))
     assert cancelled.status_code == 200, cancelled.text
-    _problem(exchange(client, keys, card), 409, "card_cancelled")
+    assert_problem(exchange(client, keys, card), 409, "card_cancelled")
 
 
 # --- expiry ----------------------------------------------------------------------------------------
@@ -337,7 +330,7 @@ def test_an_expired_card_is_refused_and_its_unused_balance_booked_as_breakage(cl
     assert exchange(client, keys, card).status_code == 201
     expires_at = _card_row(card).expires_at
     fixed_clock["t"] = expires_at + timedelta(seconds=1)
-    _problem(exchange(client, keys, card), 409, "card_expired")
+    assert_problem(exchange(client, keys, card), 409, "card_expired")
     assert verify(client, keys, card).json()["status"] == "expired"
     with transaction() as s:
         result = expire_cards(s, expires_at + timedelta(seconds=1))
@@ -353,7 +346,7 @@ def test_an_expired_card_is_refused_and_its_unused_balance_booked_as_breakage(cl
     row = _card_row(card)
     assert (row.status, row.balance_minor) == ("expired", 0)
     assert events == [("expired", "unused balance 4000.00 KZT")]
-    _problem(exchange(client, keys, card), 409, "card_expired")
+    assert_problem(exchange(client, keys, card), 409, "card_expired")
 
 
 def test_cards_not_yet_due_are_left_alone_by_the_expiry_job(client, keys, card):
@@ -391,7 +384,7 @@ def test_support_blocks_and_unblocks_a_card_with_an_audit_trail(client, keys, ca
                           headers=keys.header("support"))
     assert blocked.status_code == 200, blocked.text
     assert blocked.json()["status"] == "blocked"
-    _problem(exchange(client, keys, card), 423, "card_blocked")
+    assert_problem(exchange(client, keys, card), 423, "card_blocked")
     assert verify(client, keys, card).json()["status"] == "blocked"
     unblocked = client.post(f"/v1/cards/by-redemption/{card.redemption_id}/unblock", json={"reason": "phone found"},
                             headers=keys.header("admin"))
@@ -410,27 +403,27 @@ def test_support_blocks_and_unblocks_a_card_with_an_audit_trail(client, keys, ca
 
 def test_blocking_needs_an_active_card_and_a_reason(client, keys, card):
     url = f"/v1/cards/by-redemption/{card.redemption_id}"
-    _problem(client.post(url + "/unblock", json={"reason": "x"}, headers=keys.header("support")), 409,
+    assert_problem(client.post(url + "/unblock", json={"reason": "x"}, headers=keys.header("support")), 409,
              "card_not_blocked")
-    _problem(client.post(url + "/block", json={"reason": "   "}, headers=keys.header("support")), 422,
+    assert_problem(client.post(url + "/block", json={"reason": "   "}, headers=keys.header("support")), 422,
              "validation_error")
-    _problem(client.post(url + "/block", json={}, headers=keys.header("support")), 422, "validation_error")
+    assert_problem(client.post(url + "/block", json={}, headers=keys.header("support")), 422, "validation_error")
     assert client.post(url + "/block", json={"reason": "fraud"}, headers=keys.header("support")).status_code == 200
-    _problem(client.post(url + "/block", json={"reason": "again"}, headers=keys.header("support")), 409,
+    assert_problem(client.post(url + "/block", json={"reason": "again"}, headers=keys.header("support")), 409,
              "card_not_blockable")
     assert table_counts("card_events")["card_events"] == 1
 
 
 @pytest.mark.parametrize("role", ["partner", "loyalty", "finance"])
 def test_only_support_and_admin_block_cards(client, keys, card, role):
-    _problem(client.post(f"/v1/cards/by-redemption/{card.redemption_id}/block", json={"reason": "x"}, headers=keys.header(role)),
+    assert_problem(client.post(f"/v1/cards/by-redemption/{card.redemption_id}/block", json={"reason": "x"}, headers=keys.header(role)),
              403, "forbidden")
 
 
 def test_blocking_an_unknown_card_is_404(client, keys, card):
-    _problem(client.post("/v1/cards/by-redemption/00000000-0000-7000-8000-000000000000/block", json={"reason": "x"},
+    assert_problem(client.post("/v1/cards/by-redemption/00000000-0000-7000-8000-000000000000/block", json={"reason": "x"},
                          headers=keys.header("support")), 404, "card_not_found")
-    _problem(client.post("/v1/cards/by-redemption/not-a-uuid/block", json={"reason": "x"}, headers=keys.header("support")), 422,
+    assert_problem(client.post("/v1/cards/by-redemption/not-a-uuid/block", json={"reason": "x"}, headers=keys.header("support")), 422,
              "validation_error")
 
 

@@ -91,6 +91,11 @@ def test_a_universal_card_has_no_code_pool(client, keys):
     assert response.status_code == 422 and response.json()["code"] == "not_a_code_product"
 
 
+def test_a_partner_learns_nothing_about_a_product_not_its_own_not_even_its_kind(client, keys):
+    response = _upload(client, keys, "X-1\n", role="partner", url="/v1/products/QAZAQ-GIFT-CARD/codes")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
 def test_unknown_sku_is_404(client, keys):
     assert _upload(client, keys, "X-1\n", url="/v1/products/NO-SUCH-SKU/codes").status_code == 404
 

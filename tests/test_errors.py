@@ -2,55 +2,47 @@
 from __future__ import annotations
 
 import pytest
+from tests.conftest import assert_problem
 
 
-def _problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
-    assert body["code"] == code and body["status"] == status and body["type"].endswith(code)
-    assert "Traceback" not in response.text
-    return body
+def test_unknown_route_is_404assert_problem(client):
+    assert_problem(client.get("/v1/nothing-here"), 404, "not_found")
 
 
-def test_unknown_route_is_404_problem(client):
-    _problem(client.get("/v1/nothing-here"), 404, "not_found")
-
-
-def test_wrong_method_is_405_problem(client, keys):
-    _problem(client.delete("/v1/programs", headers=keys.header("admin")), 405, "method_not_allowed")
+def test_wrong_method_is_405assert_problem(client, keys):
+    assert_problem(client.delete("/v1/programs", headers=keys.header("admin")), 405, "method_not_allowed")
 
 
 def test_missing_key_is_401_with_a_challenge(client):
     response = client.get("/v1/programs")
-    _problem(response, 401, "unauthorized")
+    assert_problem(response, 401, "unauthorized")
     assert response.headers["www-authenticate"] == "Bearer"
 
 
 def test_query_validation_names_the_field(client, keys):
-    body = _problem(client.get("/v1/programs?limit=0", headers=keys.header("admin")), 422, "validation_error")
+    body = assert_problem(client.get("/v1/programs?limit=0", headers=keys.header("admin")), 422, "validation_error")
     assert body["errors"][0]["field"] == "query.limit"
 
 
 @pytest.mark.parametrize("path", ["/v1/programs/Bad%00Code/offers", "/v1/programs/mobile-bonus/offers?tariff=%00"])
 def test_nul_bytes_are_a_validation_error_not_a_database_error(client, keys, path):
-    _problem(client.get(path, headers=keys.header("admin")), 422, "validation_error")
+    assert_problem(client.get(path, headers=keys.header("admin")), 422, "validation_error")
 
 
 def test_unknown_tariff_filter_is_its_own_error(client, keys):
-    _problem(client.get("/v1/programs/mobile-bonus/offers?tariff=gold", headers=keys.header("admin")), 422,
+    assert_problem(client.get("/v1/programs/mobile-bonus/offers?tariff=gold", headers=keys.header("admin")), 422,
              "unknown_tariff")
 
 
 def test_a_cursor_not_of_the_documented_form_is_a_validation_error(client, keys):
-    body = _problem(client.get("/v1/programs?cursor=%25%25", headers=keys.header("admin")), 422, "validation_error")
+    body = assert_problem(client.get("/v1/programs?cursor=%25%25", headers=keys.header("admin")), 422, "validation_error")
     assert body["errors"][0]["field"] == "query.cursor"
 
 
 def test_declared_oversized_body_is_refused_before_reading(client, keys):
     response = client.post("/v1/products/KITAP-BOOKS-5000/codes", content=b"x",
                            headers={**keys.header("admin"), "Content-Type": "text/csv", "Content-Length": "99999999999"})
-    _problem(response, 413, "payload_too_large")
+    assert_problem(response, 413, "payload_too_large")
 
 
 def test_request_id_is_echoed_and_put_in_problems(client):

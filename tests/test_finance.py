@@ -6,7 +6,7 @@ import io
 import orjson
 import pytest
 
-from tests.conftest import import_codes_for
+from tests.conftest import assert_problem, import_codes_for
 from tests.finance_helpers import almaty, cancel_at, minor, parse_csv, record_sums, redeem_at
 
 
@@ -21,13 +21,6 @@ def records(keys):
     cancel_at(redeem_at(almaty(2026, 3, 31, 23, 40)), almaty(2026, 3, 31, 23, 45))
     redeem_at(almaty(2026, 3, 12), program="home-internet", tariff="home-100", offer="cinema-2000", points=2200)
     return keys
-
-
-def _problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == code
-    return response.json()
 
 
 ROUTES = [
@@ -46,12 +39,12 @@ ROUTES = [
 def test_only_finance_and_admin_may_call_finance_routes(client, records, role, method, url, kwargs):
     headers = {**kwargs.get("headers", {}), **records.header(role)}
     extra = {k: v for k, v in kwargs.items() if k != "headers"}
-    _problem(getattr(client, method)(url, headers=headers, **extra), 403, "forbidden")
+    assert_problem(getattr(client, method)(url, headers=headers, **extra), 403, "forbidden")
 
 
 @pytest.mark.parametrize("method,url,kwargs", ROUTES)
 def test_finance_routes_need_a_key(client, records, method, url, kwargs):
-    _problem(getattr(client, method)(url, **kwargs), 401, "unauthorized")
+    assert_problem(getattr(client, method)(url, **kwargs), 401, "unauthorized")
 
 
 @pytest.mark.parametrize("role", ["finance", "admin"])
@@ -140,7 +133,7 @@ def test_export_filters(client, records, query, expected):
     ("sku=NO-SUCH-SKU", 404, "unknown_product"),
 ])
 def test_bad_export_queries_are_problems_not_500s(client, records, query, status, code):
-    _problem(client.get(f"/v1/reconciliation/records?{query}", headers=records.header("finance")), status, code)
+    assert_problem(client.get(f"/v1/reconciliation/records?{query}", headers=records.header("finance")), status, code)
 
 
 def test_close_over_http_returns_the_documents_with_their_checksums(client, records):
@@ -170,7 +163,7 @@ def test_close_over_http_returns_the_documents_with_their_checksums(client, reco
     ("get", "/v1/periods/1999-12?program=mobile-bonus", 422, "validation_error"),
 ])
 def test_bad_period_requests_are_problems(client, records, method, url, status, code):
-    _problem(getattr(client, method)(url, headers=records.header("finance")), status, code)
+    assert_problem(getattr(client, method)(url, headers=records.header("finance")), status, code)
 
 
 def test_an_open_period_shows_as_open(client, records):

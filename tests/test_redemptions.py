@@ -7,20 +7,13 @@ import pytest
 from sqlalchemy import text
 
 from service.db import new_session, transaction
-from tests.conftest import import_codes_for, post_redemption, redemption_body, table_counts
+from tests.conftest import assert_problem, import_codes_for, post_redemption, redemption_body, table_counts
 
 
 @pytest.fixture
 def stocked(keys):
     import_codes_for("ARAY-CINEMA-2000", 5)
     return keys
-
-
-def _problem(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["code"] == code
-    return response.json()
 
 
 def test_a_redemption_reserves_a_code_and_writes_record_and_outbox_in_one_go(client, stocked):
@@ -53,7 +46,7 @@ def test_kazakh_local_number_forms_are_normalised_to_e164(client, stocked, local
 
 @pytest.mark.parametrize("bad", ["12345", "87272501234", "not a phone"])
 def test_an_invalid_or_non_mobile_number_is_a_validation_error(client, stocked, bad):
-    body = _problem(post_redemption(client, stocked, msisdn=bad), 422, "validation_error")
+    body = assert_problem(post_redemption(client, stocked, msisdn=bad), 422, "validation_error")
     assert body["errors"][0]["field"] == "body.msisdn"
     assert table_counts("redemptions")["redemptions"] == 0
 
@@ -104,7 +97,7 @@ def test_earliest_expiring_code_goes_first_and_expired_ones_never(client, keys):
     import_codes_for("ARAY-CINEMA-2000", ["SOON-0002"], expires_at=soon)
     order = [post_redemption(client, keys, msisdn=f"870112345{i:02d}").json()["reward"]["last4"] for i in range(3)]
     assert order == ["0002", "0001", "-001"]
-    _problem(post_redemption(client, keys, msisdn="87011234599"), 409, "out_of_stock")
+    assert_problem(post_redemption(client, keys, msisdn="87011234599"), 409, "out_of_stock")
 
 
 @pytest.mark.parametrize("overrides,status,code", [
@@ -117,7 +110,7 @@ def test_earliest_expiring_code_goes_first_and_expired_ones_never(client, keys):
     ({"points": 1600}, 422, "points_mismatch"),  # the unlimited tariff's price, asked on basic
 ])
 def test_refusals_have_their_own_codes_and_write_nothing(client, stocked, overrides, status, code):
-    _problem(post_redemption(client, stocked, **overrides), status, code)
+    assert_problem(post_redemption(client, stocked, **overrides), status, code)
     assert table_counts("redemptions", "reconciliation_records", "outbox") == \
         {"redemptions": 0, "reconciliation_records": 0, "outbox": 0}
     with new_session() as s:
@@ -138,7 +131,7 @@ def test_an_offer_outside_its_window_is_inactive(stocked):
 def test_the_daily_limit_counts_in_the_programs_time_zone(client, stocked):
     assert post_redemption(client, stocked).status_code == 201
     assert post_redemption(client, stocked).status_code == 201
-    _problem(post_redemption(client, stocked), 409, "limit_exceeded")
+    assert_problem(post_redemption(client, stocked), 409, "limit_exceeded")
     assert post_redemption(client, stocked, msisdn="87017777777").status_code == 201  # another subscriber
 
 
@@ -157,14 +150,14 @@ def test_the_monthly_budget_is_never_overspent(client, stocked):
     invalidate_snapshot()
     assert post_redemption(client, stocked, msisdn="87010000001").status_code == 201
     assert post_redemption(client, stocked, msisdn="87010000002").status_code == 201
-    _problem(post_redemption(client, stocked, msisdn="87010000003"), 409, "budget_exceeded")
+    assert_problem(post_redemption(client, stocked, msisdn="87010000003"), 409, "budget_exceeded")
     with new_session() as s:
         assert s.execute(text("SELECT spent_minor FROM program_budget_usage")).scalar_one() == 400000
         assert s.execute(text("SELECT count(*) FROM codes WHERE status = 'reserved'")).scalar_one() == 2
 
 
 def test_out_of_stock_when_the_pool_is_empty(client, keys):
-    _problem(post_redemption(client, keys), 409, "out_of_stock")
+    assert_problem(post_redemption(client, keys), 409, "out_of_stock")
 
 
 def test_the_same_key_and_body_replays_the_first_response(client, stocked):
@@ -192,7 +185,7 @@ def test_a_refusal_is_replayed_too(client, keys):
 def test_the_same_key_with_another_body_is_a_conflict(client, stocked):
     headers = {**stocked.header("loyalty"), "Idempotency-Key": "conflict-1"}
     client.post("/v1/redemptions", json=redemption_body(), headers=headers)
-    _problem(client.post("/v1/redemptions", json=redemption_body(), headers=headers), 422, "idempotency_conflict")
+    assert_problem(client.post("/v1/redemptions", json=redemption_body(), headers=headers), 422, "idempotency_conflict")
     assert table_counts("redemptions")["redemptions"] == 1
 
 
@@ -210,19 +203,19 @@ def test_keys_are_scoped_per_api_client(client, stocked):
 
 def test_a_missing_idempotency_key_is_400(client, stocked):
     response = client.post("/v1/redemptions", json=redemption_body(), headers=stocked.header("loyalty"))
-    _problem(response, 400, "idempotency_key_missing")
+    assert_problem(response, 400, "idempotency_key_missing")
 
 
 def test_a_reused_external_id_is_refused(client, stocked):
     post_redemption(client, stocked, external_id="order-77")
-    _problem(post_redemption(client, stocked, external_id="order-77", msisdn="87015555555"), 409,
+    assert_problem(post_redemption(client, stocked, external_id="order-77", msisdn="87015555555"), 409,
              "duplicate_external_id")
     with new_session() as s:
         assert s.execute(text("SELECT count(*) FROM codes WHERE status = 'reserved'")).scalar_one() == 1
 
 
 def test_unknown_body_fields_are_rejected(client, stocked):
-    _problem(post_redemption(client, stocked, discount=5), 422, "validation_error")
+    assert_problem(post_redemption(client, stocked, discount=5), 422, "validation_error")
 
 
 def test_read_one_and_find_by_filters(client, stocked):
@@ -260,8 +253,8 @@ def test_another_programs_key_cannot_see_a_redemption(client, stocked):
     with transaction() as s:
         home = create_key(s, role="loyalty", name="home", programs=["home-internet"]).key
     headers = {"Authorization": f"Bearer {home}"}
-    _problem(client.get(f"/v1/redemptions/{made['id']}", headers=headers), 404, "not_found")
-    _problem(client.post(f"/v1/redemptions/{made['id']}/cancel", headers=headers), 404, "not_found")
+    assert_problem(client.get(f"/v1/redemptions/{made['id']}", headers=headers), 404, "not_found")
+    assert_problem(client.post(f"/v1/redemptions/{made['id']}/cancel", headers=headers), 404, "not_found")
     assert client.get("/v1/redemptions", headers=headers).json()["items"] == []
 
 
@@ -271,8 +264,8 @@ def test_support_looks_up_a_subscriber_in_any_local_form(client, stocked):
     assert len(items) == 1
     assert client.get("/v1/subscribers/%2B77012223344/redemptions",
                       headers=stocked.header("support")).json()["items"] == items
-    _problem(client.get("/v1/subscribers/123/redemptions", headers=stocked.header("support")), 422, "validation_error")
-    _problem(client.get("/v1/subscribers/87012223344/redemptions", headers=stocked.header("loyalty")), 403, "forbidden")
+    assert_problem(client.get("/v1/subscribers/123/redemptions", headers=stocked.header("support")), 422, "validation_error")
+    assert_problem(client.get("/v1/subscribers/87012223344/redemptions", headers=stocked.header("loyalty")), 403, "forbidden")
 
 
 def test_cancel_returns_a_never_sent_code_to_the_pool_with_a_reversing_record(client, stocked):
@@ -301,7 +294,7 @@ def test_a_code_taken_by_the_sms_provider_is_not_cancellable(client, stocked):
     made = post_redemption(client, stocked).json()
     with transaction() as s:
         s.execute(text("UPDATE redemptions SET status = 'sent', first_sent_at = now()"))
-    _problem(client.post(f"/v1/redemptions/{made['id']}/cancel", headers=stocked.header("loyalty")), 409,
+    assert_problem(client.post(f"/v1/redemptions/{made['id']}/cancel", headers=stocked.header("loyalty")), 409,
              "not_cancellable")
     assert table_counts("reconciliation_records")["reconciliation_records"] == 1
 
@@ -315,7 +308,7 @@ def test_an_untouched_card_is_cancellable_even_after_its_sms_and_a_used_one_is_n
                   {"l": used["reward"]["last4"]})
     ok = client.post(f"/v1/redemptions/{card['id']}/cancel", headers=keys.header("loyalty"))
     assert ok.status_code == 200 and ok.json()["status"] == "cancelled"
-    _problem(client.post(f"/v1/redemptions/{used['id']}/cancel", headers=keys.header("loyalty")), 409,
+    assert_problem(client.post(f"/v1/redemptions/{used['id']}/cancel", headers=keys.header("loyalty")), 409,
              "not_cancellable")
     with new_session() as s:
         assert s.execute(text("SELECT status, balance_minor FROM cards WHERE last4 = :l"),
@@ -328,7 +321,7 @@ def test_resend_queues_another_sms_up_to_the_limit(client, stocked):
     for n in (1, 2, 3):
         response = client.post(url, headers=stocked.header("support"))
         assert response.status_code == 202 and response.json()["resend_count"] == n
-    _problem(client.post(url, headers=stocked.header("support")), 409, "resend_limit_reached")
+    assert_problem(client.post(url, headers=stocked.header("support")), 409, "resend_limit_reached")
     with new_session() as s:
         sends = [r.payload["send"] for r in s.execute(text("SELECT payload FROM outbox ORDER BY id"))]
     assert sends == [0, 1, 2, 3]
@@ -346,5 +339,5 @@ def test_resend_with_an_idempotency_key_sends_once(client, stocked):
 def test_a_cancelled_redemption_is_not_resent(client, stocked):
     made = post_redemption(client, stocked).json()
     client.post(f"/v1/redemptions/{made['id']}/cancel", headers=stocked.header("loyalty"))
-    _problem(client.post(f"/v1/redemptions/{made['id']}/resend", headers=stocked.header("loyalty")), 409,
+    assert_problem(client.post(f"/v1/redemptions/{made['id']}/resend", headers=stocked.header("loyalty")), 409,
              "not_resendable")

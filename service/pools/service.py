@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from service.catalog.models import Product
 from service.crypto import Vault, get_vault
-from service.errors import Problem
+from service.errors import Problem, not_found
 from service.pools.models import CodeUpload
 
 MAX_CODE_LENGTH = 128
@@ -124,10 +124,12 @@ def read_json(payload: Any) -> Iterator[RawLine]:
             yield RawLine(index, None, error="each item must be a code string or an object with a code")
 
 
-def code_product(session: Session, sku: str) -> Product:
+def code_product(session: Session, sku: str, partner: str | None = None) -> Product:
+    """The code product `sku`; with `partner`, only if it is that partner's (another partner's
+    product is as unknown to it as one that does not exist)."""
     product = session.scalar(select(Product).where(Product.sku == sku))
-    if product is None:
-        raise Problem(404, "not_found", "Not found", f"product {sku} not found")
+    if product is None or (partner is not None and (product.partner is None or product.partner.code != partner)):
+        raise not_found(f"product {sku}")
     if product.kind != "code":
         raise Problem(422, "not_a_code_product", "Not a code product",
                       f"{sku} is a {product.kind}: only code products have code pools")
@@ -158,9 +160,10 @@ def _encrypt_chunk(vault: Vault, chunk: list[RawLine], now: datetime, result: Im
 
 def import_codes(session: Session, sku: str, lines: Iterable[RawLine], *, source: str,
                  filename: str | None = None, sha256: str = "", api_key_id: int | None = None,
-                 progress: Callable[[int], None] | None = None) -> ImportResult:
-    """Runs in the caller's transaction. `progress` gets the number of lines read so far."""
-    product = code_product(session, sku)
+                 partner: str | None = None, progress: Callable[[int], None] | None = None) -> ImportResult:
+    """Runs in the caller's transaction. `partner`: the uploading partner, who may fill only its own
+    pools. `progress` gets the number of lines read so far."""
+    product = code_product(session, sku, partner)
     vault = get_vault()
     now = datetime.now(timezone.utc)
     upload = CodeUpload(product_id=product.id, source=source, filename=filename, sha256=sha256,
