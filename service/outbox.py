@@ -56,7 +56,8 @@ PACKED = {
 
 def publish_batch(broker, limit: int = 500) -> int:
     """Publishes up to `limit` committed rows; rows of a PACKED actor go out up to SMS_BATCH_SIZE
-    to a Dramatiq message."""
+    to a Dramatiq message. SMS_BATCH_SIZE=1 publishes every row on its own, to its own actor (what
+    workers from before the packs understand, for a rolling upgrade)."""
     import dramatiq
 
     from service.config import get_settings
@@ -70,7 +71,7 @@ def publish_batch(broker, limit: int = 500) -> int:
             " ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"), {"limit": limit}).all()
         packs: dict[tuple[str, str], list] = {}
         for row in rows:
-            if row.actor in PACKED:
+            if row.actor in PACKED and pack_size > 1:
                 packs.setdefault((row.queue, row.actor), []).append(PACKED[row.actor][2](row.payload))
                 continue
             broker.enqueue(dramatiq.Message(queue_name=row.queue, actor_name=row.actor, args=(), kwargs=row.payload,

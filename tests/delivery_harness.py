@@ -109,3 +109,12 @@ class Worker:
                 self.proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def flush_queues() -> None:
+    """Empties every queue the workers consume. (`broker.flush_all()` knows only the queues declared
+    in this process, and the test process declares none: it imports no actors.)"""
+    from workers.broker import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE, broker
+
+    for queue in (SMS_QUEUE, BULK_SMS_QUEUE, WEBHOOK_QUEUE):
+        broker.flush(queue)

@@ -15,7 +15,7 @@ from service.db import new_session, transaction
 from service.delivery.smsc import TestSmsc
 from service.delivery.text import encoding_for, segment_count
 from tests.conftest import import_codes_for, post_redemption
-from tests.delivery_harness import WebhookReceiver, Worker, point_webhooks_at, statuses, wait_until
+from tests.delivery_harness import WebhookReceiver, Worker, flush_queues, point_webhooks_at, statuses, wait_until
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def delivery(services, keys, smsc, receiver):
     from service.outbox import Relay
     from workers.broker import broker
 
-    broker.flush_all()
+    flush_queues()
     point_webhooks_at(receiver.url)
     env = {**os.environ, "SMS_PROVIDER": "smpp", "SMPP_HOST": smsc.host, "SMPP_PORT": str(smsc.port),
            "SMPP_SYSTEM_ID": "rewards", "SMPP_PASSWORD": "secret", "SMS_IN_DOUBT_SECONDS": "10",

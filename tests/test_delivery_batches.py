@@ -17,7 +17,7 @@ from service.delivery.providers import (InDoubtSmsError, OutgoingSms, Receipt, S
 from service.delivery.service import Job, ReceiptTooEarly, apply_receipts, apply_smpp_receipts, deliver_many
 from service.delivery.smsc import TestSmsc
 from tests.conftest import import_codes_for, post_redemption
-from tests.delivery_harness import WebhookReceiver, point_webhooks_at
+from tests.delivery_harness import WebhookReceiver, flush_queues, point_webhooks_at
 
 
 @pytest.fixture
@@ -127,7 +127,7 @@ def test_the_relay_packs_waiting_sends_into_jobs_of_the_batch_size(client, keys,
     from service.outbox import publish_batch
     from workers.broker import SMS_QUEUE, broker
 
-    broker.flush_all()
+    flush_queues()
     jobs = _redeem(client, keys, 10)
     monkeypatch.setattr(get_settings(), "sms_batch_size", 4)
     assert publish_batch(broker) == 10
@@ -139,7 +139,25 @@ def test_the_relay_packs_waiting_sends_into_jobs_of_the_batch_size(client, keys,
     packed = [(uuid.UUID(r), s) for m in queued for r, s in m.kwargs["jobs"]]
     assert sorted(packed) == sorted((j.redemption_id, j.send) for j in jobs)
     assert publish_batch(broker) == 0  # published once
-    broker.flush_all()
+    flush_queues()
+
+
+def test_with_a_batch_size_of_one_the_relay_publishes_each_send_to_the_single_send_actor(client, keys, monkeypatch):
+    import dramatiq
+
+    from service.config import get_settings
+    from service.outbox import publish_batch
+    from workers.broker import SMS_QUEUE, broker
+
+    flush_queues()
+    jobs = _redeem(client, keys, 3)
+    monkeypatch.setattr(get_settings(), "sms_batch_size", 1)
+    assert publish_batch(broker) == 3
+    queued = [dramatiq.Message.decode(broker.client.hget(f"dramatiq:{SMS_QUEUE}.msgs", message_id))
+              for message_id in broker.client.lrange(f"dramatiq:{SMS_QUEUE}", 0, -1)]
+    assert {m.actor_name for m in queued} == {"deliver_reward_sms"}
+    assert sorted(uuid.UUID(m.kwargs["redemption_id"]) for m in queued) == sorted(j.redemption_id for j in jobs)
+    flush_queues()
 
 
 def test_the_provider_rate_limit_holds_across_concurrent_takers(services):

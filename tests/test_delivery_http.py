@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.conftest import post_redemption
-from tests.delivery_harness import Worker, statuses, wait_until
+from tests.delivery_harness import Worker, flush_queues, statuses, wait_until
 
 
 class Gateway:
@@ -47,7 +47,7 @@ def gateway(services, keys):
     from service.outbox import Relay
     from workers.broker import broker
 
-    broker.flush_all()
+    flush_queues()
     gw = Gateway(fail_first=2)
     env = {**os.environ, "SMS_PROVIDER": "http", "SMS_HTTP_URL": gw.url, "SMS_HTTP_TOKEN": "gw-token",
            "LOG_LEVEL": "WARNING"}
