@@ -210,3 +210,37 @@ def test_a_webhook_pack_delivers_each_event_and_hands_back_only_the_refused_one(
         assert len(receiver.events) == 3
     finally:
         receiver.stop()
+
+
+def test_receipts_for_many_in_doubt_attempts_settle_them_together_part_by_part(client, keys):
+    """After a crash, receipts of attempts whose outcome was never recorded arrive in a burst: they
+    are placed by destination, and an attempt is settled once every one of its parts has a receipt."""
+    from datetime import datetime, timedelta, timezone
+
+    from service.delivery.service import claim
+
+    jobs = _redeem(client, keys, 3)
+    started = datetime.now(timezone.utc)
+    claimed, _ = claim(jobs, started)  # `submitting`, then the worker "died"
+    later = started + timedelta(seconds=30)
+    first, second, third = claimed
+    receipts = [Receipt(f"P{i}-{n}", "DELIVRD", c.sms.to[1:]) for i, c in enumerate((first, second))
+                for n in range(c.sms.segments)]
+    receipts.append(Receipt("P2-0", "DELIVRD", third.sms.to[1:]))  # one part of the third only
+    assert apply_receipts("smpp", receipts, now=later) == [None] * len(receipts)
+    status = _sms_status()
+    assert [status[str(c.job.redemption_id)] for c in claimed] == ["delivered", "delivered", "submitting"]
+    assert third.sms.segments > 1  # so one receipt was not enough
+    assert _events() == {"redemption.sent": 2, "redemption.delivered": 2}
+
+
+def test_a_receipt_for_an_attempt_still_being_recorded_is_asked_for_again(client, keys):
+    from datetime import datetime, timezone
+
+    from service.delivery.service import claim
+
+    job, = _redeem(client, keys, 1)
+    (claimed,), _ = claim([job], datetime.now(timezone.utc))
+    errors = apply_receipts("smpp", [Receipt("P0", "DELIVRD", claimed.sms.to[1:])])
+    assert isinstance(errors[0], ReceiptTooEarly)
+    assert _sms_status() == {str(job.redemption_id): "submitting"}

@@ -134,7 +134,7 @@ def _mark_sent(db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provide
     sent = sorted(sent, key=lambda s: s[0])  # one lock order for every batch
     db.cursor().executemany(
         "UPDATE sms_messages SET status = 'sent', provider = %s, provider_message_ids = %s, sent_at = %s,"
-        " updated_at = %s, last_error = NULL WHERE id = %s",
+        " updated_at = %s, last_error = NULL WHERE id = %s AND status = 'submitting'",
         [(provider, ids, now, now, message_id) for message_id, _, ids in sent])
     changed = db.execute(
         "UPDATE redemptions SET status = 'sent', status_reason = NULL, first_sent_at = coalesce(first_sent_at, %s),"
@@ -317,100 +317,100 @@ def deliver(redemption_id: uuid.UUID, send: int, *, provider: Provider | None = 
 
 def apply_receipt(provider: str, message_id: str, state: str, destination: str | None = None,
                   now: datetime | None = None) -> bool:
-    """A delivery receipt: final states settle the message and the redemption. An unknown id for a
-    destination with an in-doubt message settles that message (it did reach the provider)."""
-    now = now or datetime.now(timezone.utc)
-    with transaction() as session:
-        db = driver(session)
-        snap = get_snapshot(session)
-        row = db.execute("SELECT id, redemption_id, status, provider_message_ids, receipts FROM sms_messages"
-                         " WHERE provider_message_ids @> ARRAY[%s]::varchar[] FOR UPDATE", (message_id,)).fetchone()
-        if row is None and destination:
-            msisdn = destination if destination.startswith("+") else "+" + destination
-            in_doubt = db.execute("SELECT id, redemption_id, submit_started_at, segments, receipts FROM sms_messages"
-                                  " WHERE status = 'submitting' AND msisdn = %s ORDER BY submit_started_at"
-                                  " LIMIT 1 FOR UPDATE", (msisdn,)).fetchone()
-            if in_doubt is not None and now - in_doubt[2] < SUBMIT_GRACE:
-                raise ReceiptTooEarly(f"the submit of message {message_id} is still being recorded")
-            if in_doubt is not None:
-                # The attempt did reach the provider, but maybe not whole: a worker can die between the
-                # parts of a long SMS. Only receipts for every part settle it; otherwise it is resent.
-                seen = {**(in_doubt[4] or {}), message_id: state}
-                if len(seen) < (in_doubt[3] or 1):
-                    db.execute("UPDATE sms_messages SET receipts = %s, updated_at = %s WHERE id = %s",
-                               (json.dumps(seen), now, in_doubt[0]))
-                    return True
-                log.info("sms_in_doubt_settled_by_receipt", redemption_id=str(in_doubt[1]))
-                _mark_sent(db, [(in_doubt[0], in_doubt[1], sorted(seen))], provider=provider, now=now, snap=snap)
-                db.execute("UPDATE sms_messages SET receipts = %s WHERE id = %s", (json.dumps(seen), in_doubt[0]))
-                row = db.execute("SELECT id, redemption_id, status, provider_message_ids, receipts FROM sms_messages"
-                                 " WHERE id = %s", (in_doubt[0],)).fetchone()
-                sms_id, redemption_id, status, ids, receipts = row
-                if status == "sent" and all(receipts.get(i) in DELIVERED_STATES for i in ids):
-                    _delivered(db, [(sms_id, redemption_id)], now=now, snap=snap)
-                elif status == "sent" and any(receipts.get(i) in FAILED_STATES for i in ids):
-                    _fail(db, message_id=sms_id, redemption_id=redemption_id, now=now, snap=snap,
-                          reason="undeliverable: " + next(receipts[i] for i in ids if receipts.get(i) in FAILED_STATES))
-                return True
-        if row is None:
-            # Usually the receipt overtook the commit of its own submit; the provider offers it again.
-            raise ReceiptTooEarly(f"no message {message_id} (yet)")
-        sms_id, redemption_id, status, ids, receipts = row
-        receipts = {**(receipts or {}), message_id: state}
-        db.execute("UPDATE sms_messages SET receipts = %s, updated_at = %s WHERE id = %s",
-                   (json.dumps(receipts), now, sms_id))
-        if status != "sent":
-            return True
-        if state in FAILED_STATES:
-            _fail(db, message_id=sms_id, redemption_id=redemption_id, now=now, snap=snap,
-                  reason=f"undeliverable: {state}")
-        elif all(receipts.get(i) in DELIVERED_STATES for i in ids):
-            _delivered(db, [(sms_id, redemption_id)], now=now, snap=snap)
+    """One delivery receipt (see `apply_receipts`); raises ReceiptTooEarly if it cannot be placed yet."""
+    error = apply_receipts(provider, [Receipt(message_id, state, destination)], now)[0]
+    if error is not None:
+        raise error
     return True
 
 
+@dataclass
+class _Receipted:
+    """A message some receipts of the batch belong to, as the batch leaves it."""
+    redemption_id: uuid.UUID
+    status: str
+    ids: list[str]
+    seen: dict[str, str]
+    segments: int
+    in_doubt: bool
+
+
 def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None = None) -> list[Exception | None]:
-    """A batch of receipts. Receipts of known messages (the usual case) are applied together in one
-    transaction; the others (in-doubt attempts, receipts that overtook their submit) one by one via
-    `apply_receipt`. Per receipt: None, or the error to acknowledge it with (the SMSC offers it again)."""
+    """Delivery receipts, in one transaction: final states settle the message and the redemption.
+
+    A receipt is placed by its message id. One with an unknown id for a destination that has an
+    in-doubt attempt (`submitting`, its outcome never recorded) belongs to that attempt: it did reach
+    the provider, but maybe not whole, since a worker can die between the parts of a long SMS. Only
+    receipts for every part settle it as sent; otherwise it is resent after the in-doubt window.
+
+    Per receipt: None, or ReceiptTooEarly (usually it overtook the commit of its own submit) for the
+    provider to offer it again."""
     now = now or datetime.now(timezone.utc)
     errors: list[Exception | None] = [None] * len(receipts)
-    unknown: list[int] = []
     with transaction() as session:
         db = driver(session)
         snap = get_snapshot(session)
-        rows = db.execute("SELECT id, redemption_id, status, provider_message_ids, receipts FROM sms_messages"
-                          " WHERE provider_message_ids && %s::varchar[] ORDER BY id FOR UPDATE",
-                          ([r.message_id for r in receipts],)).fetchall()
-        by_provider_id = {pid: row for row in rows for pid in row[3]}
-        merged: dict[int, tuple[Any, dict[str, str]]] = {}
+        messages: dict[int, _Receipted] = {}
+        by_id = {}
+        for sms_id, redemption_id, status, ids, seen, segments in db.execute(
+                "SELECT id, redemption_id, status, provider_message_ids, receipts, segments FROM sms_messages"
+                " WHERE provider_message_ids && %s::varchar[] ORDER BY id FOR UPDATE",
+                ([r.message_id for r in receipts],)):
+            messages[sms_id] = _Receipted(redemption_id, status, list(ids), dict(seen or {}), segments or 1, False)
+            by_id.update({message_id: sms_id for message_id in ids})
+        unplaced, placed = [], set()
         for index, receipt in enumerate(receipts):
-            row = by_provider_id.get(receipt.message_id)
-            if row is None:
-                unknown.append(index)
-                continue
-            merged.setdefault(row[0], (row, dict(row[4] or {})))[1][receipt.message_id] = receipt.state
-        if merged:
+            if receipt.message_id in by_id:
+                messages[by_id[receipt.message_id]].seen[receipt.message_id] = receipt.state
+                placed.add(by_id[receipt.message_id])
+            else:
+                unplaced.append(index)
+        destinations = {_e164(receipts[i].destination) for i in unplaced if receipts[i].destination}
+        in_doubt: dict[str, tuple[int, datetime]] = {}  # destination -> its earliest in-doubt attempt
+        if destinations:
+            for sms_id, redemption_id, msisdn, started, seen, segments in db.execute(
+                    "SELECT id, redemption_id, msisdn, submit_started_at, receipts, segments FROM sms_messages"
+                    " WHERE status = 'submitting' AND msisdn = ANY(%s) ORDER BY id FOR UPDATE", (list(destinations),)):
+                if msisdn not in in_doubt or started < in_doubt[msisdn][1]:
+                    in_doubt[msisdn] = (sms_id, started)
+                messages.setdefault(sms_id, _Receipted(redemption_id, "submitting", [], dict(seen or {}),
+                                                       segments or 1, True))
+        for index in unplaced:
+            receipt = receipts[index]
+            attempt = in_doubt.get(_e164(receipt.destination)) if receipt.destination else None
+            if attempt is None:
+                errors[index] = ReceiptTooEarly(f"no message {receipt.message_id} (yet)")
+            elif now - attempt[1] < SUBMIT_GRACE:
+                errors[index] = ReceiptTooEarly(f"the submit of message {receipt.message_id} is still being recorded")
+            else:
+                messages[attempt[0]].seen[receipt.message_id] = receipt.state
+                placed.add(attempt[0])
+        touched = {sms_id: messages[sms_id] for sms_id in sorted(placed)}
+        if touched:
             db.cursor().executemany("UPDATE sms_messages SET receipts = %s, updated_at = %s WHERE id = %s",
-                                    [(json.dumps(seen), now, sms_id) for sms_id, (_, seen) in merged.items()])
+                                    [(json.dumps(m.seen), now, sms_id) for sms_id, m in touched.items()])
+        settled = [(sms_id, m) for sms_id, m in touched.items() if m.in_doubt and len(m.seen) >= m.segments]
+        for sms_id, m in settled:
+            log.info("sms_in_doubt_settled_by_receipt", redemption_id=str(m.redemption_id))
+            m.status, m.ids = "sent", sorted(m.seen)
+        _mark_sent(db, [(sms_id, m.redemption_id, m.ids) for sms_id, m in settled], provider=provider, now=now,
+                   snap=snap)
         delivered = []
-        for sms_id, ((_, redemption_id, status, ids, _), seen) in merged.items():
-            if status != "sent":
+        for sms_id, m in touched.items():
+            if m.status != "sent":
                 continue
-            failed = next((seen[i] for i in ids if seen.get(i) in FAILED_STATES), None)
+            failed = next((m.seen[i] for i in m.ids if m.seen.get(i) in FAILED_STATES), None)
             if failed:
-                _fail(db, message_id=sms_id, redemption_id=redemption_id, now=now, snap=snap,
+                _fail(db, message_id=sms_id, redemption_id=m.redemption_id, now=now, snap=snap,
                       reason=f"undeliverable: {failed}")
-            elif all(seen.get(i) in DELIVERED_STATES for i in ids):
-                delivered.append((sms_id, redemption_id))
+            elif all(m.seen.get(i) in DELIVERED_STATES for i in m.ids):
+                delivered.append((sms_id, m.redemption_id))
         _delivered(db, delivered, now=now, snap=snap)
-    for index in unknown:
-        receipt = receipts[index]
-        try:
-            apply_receipt(provider, receipt.message_id, receipt.state, receipt.destination, now=now)
-        except Exception as exc:  # noqa: BLE001 - reported per receipt: the SMSC offers it again
-            errors[index] = exc
     return errors
+
+
+def _e164(destination: str) -> str:
+    return destination if destination.startswith("+") else "+" + destination
 
 
 def apply_smpp_receipts(receipts: list[Receipt]) -> list[Exception | None]:
