@@ -34,6 +34,8 @@ def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(delivery, smsc)
     wait_until(lambda: _progress() >= 300, 120, what="300 sent before the kill")
     first.kill()
     killed_at = _progress()
+    with new_session() as s:
+        cut = s.execute(text("SELECT count(*) FROM sms_messages WHERE status = 'submitting'")).scalar_one()
     assert killed_at < TOTAL, "the batch finished before the kill"
     second = Worker(delivery.worker_env).start()
     try:
@@ -55,7 +57,7 @@ def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(delivery, smsc)
     fragments = smsc.submits - parts
     assert 0 <= fragments <= 16
     assert in_doubt == 0
-    print(f"killed after {killed_at} of {TOTAL}; SMSC received {len(counts)} messages, {smsc.submits} parts"
+    print(f"killed after {killed_at} of {TOTAL} with {cut} attempts in doubt; SMSC received {len(counts)} messages, {smsc.submits} parts"
           f" ({fragments} orphan fragments)")
 
 
