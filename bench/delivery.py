@@ -200,26 +200,27 @@ def main() -> None:
         time.sleep(2)
         warm = len(smsc_received())
 
-        # 1) latency at a fixed redemption rate
-        answered = asyncio.run(paced_load(f"http://127.0.0.1:{port}", key, args.rate, args.seconds))
-        deadline = time.monotonic() + 60
-        while len(smsc_received()) < warm + len(answered) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        first_part = {m["to"]: m["first_part_at"] for m in smsc_received()}
-        first_part_unix = {m["to"]: m["first_part_unix"] for m in smsc_received()}
-        latencies = [first_part[to] - t for to, t in answered.items() if to in first_part]
-        with psycopg.connect(env["DATABASE_URL"]) as conn:
-            # created_at is the redemption transaction's start, just before its commit and its 201
-            committed = dict(conn.execute("SELECT msisdn, extract(epoch FROM created_at)::float8 FROM redemptions"
-                                          " WHERE external_id LIKE 'bd-%'").fetchall())
-        server = [first_part_unix[to] - t for to, t in committed.items() if to in first_part_unix]
-        print(f"latency phase: {len(answered)} redemptions at {args.rate:.0f}/s for {args.seconds:.0f} s, "
-              f"{len(latencies)} SMS at the SMSC")
-        for label, values in (("redemption committed -> submit_sm", server),
-                              ("201 seen by the load generator -> submit_sm", latencies)):
-            print(f"  {label}, ms: p50 {percentile(values, .5) * 1000:.0f}  p95 {percentile(values, .95) * 1000:.0f}"
-                  f"  p99 {percentile(values, .99) * 1000:.0f}  max {max(values) * 1000:.0f}")
-        print("  (the load generator shares the 2 cores: it may read a 201 after the SMS has already gone out)")
+        # 1) latency at a fixed redemption rate (--seconds 0 skips it)
+        if args.seconds > 0:
+            answered = asyncio.run(paced_load(f"http://127.0.0.1:{port}", key, args.rate, args.seconds))
+            deadline = time.monotonic() + 60
+            while len(smsc_received()) < warm + len(answered) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            first_part = {m["to"]: m["first_part_at"] for m in smsc_received()}
+            first_part_unix = {m["to"]: m["first_part_unix"] for m in smsc_received()}
+            latencies = [first_part[to] - t for to, t in answered.items() if to in first_part]
+            with psycopg.connect(env["DATABASE_URL"]) as conn:
+                # created_at is the redemption transaction's start, just before its commit and its 201
+                committed = dict(conn.execute("SELECT msisdn, extract(epoch FROM created_at)::float8 FROM redemptions"
+                                              " WHERE external_id LIKE 'bd-%'").fetchall())
+            server = [first_part_unix[to] - t for to, t in committed.items() if to in first_part_unix]
+            print(f"latency phase: {len(answered)} redemptions at {args.rate:.0f}/s for {args.seconds:.0f} s, "
+                  f"{len(latencies)} SMS at the SMSC")
+            for label, values in (("redemption committed -> submit_sm", server),
+                                  ("201 seen by the load generator -> submit_sm", latencies)):
+                print(f"  {label}, ms: p50 {percentile(values, .5) * 1000:.0f}  p95 {percentile(values, .95) * 1000:.0f}"
+                      f"  p99 {percentile(values, .99) * 1000:.0f}  max {max(values) * 1000:.0f}")
+            print("  (the load generator shares the 2 cores: it may read a 201 after the SMS has already gone out)")
 
         # 2) throughput: a backlog written while no worker runs, then drained
         os.killpg(first.pid, 15)
@@ -240,24 +241,34 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", script], env=env, check=True)
         import psutil
 
+        classified: dict[int, tuple[psutil.Process, str | None]] = {}
+
+        def classify(proc: psutil.Process) -> str | None:
+            cmd = " ".join(proc.cmdline() or [])
+            if proc.pid == hooks.pid:
+                return "webhook receiver"
+            if proc.pid == os.getpid():
+                return "bench (reads the SMSC record, measures)"
+            return ("sms workers" if "dramatiq" in cmd and "sms_transactional" in cmd
+                    else "webhook workers" if "dramatiq" in cmd
+                    else "relay" if " worker " in cmd + " " or cmd.endswith(" relay") else "smsc" if " smsc " in cmd
+                    else "api" if " api " in cmd + " " else "postgres" if "postgres" in cmd and str(work) in cmd
+                    else "postgres" if proc.name().startswith("postgres") else "redis" if "redis-server" in cmd
+                    else "py-spy" if "py-spy" in cmd else None)
+
         def component_cpu() -> dict[str, float]:
-            """CPU seconds so far, by component: every process of this bench but the bench itself."""
+            """CPU seconds so far, by component (processes are classified once: reading every
+            command line on each call would itself load the machine it measures)."""
             totals: dict[str, float] = {}
-            for proc in psutil.process_iter(["pid", "cmdline"]):
+            for proc in psutil.process_iter():
                 try:
-                    cmd = " ".join(proc.info["cmdline"] or [])
-                    name = ("sms workers" if "dramatiq" in cmd and "sms_transactional" in cmd
-                            else "webhook workers" if "dramatiq" in cmd
-                            else "relay" if " worker " in cmd + " " or cmd.endswith(" relay") else "smsc" if " smsc " in cmd
-                            else "api" if " api " in cmd + " " else "postgres" if "postgres" in cmd and str(work) in cmd
-                            else "postgres" if proc.name().startswith("postgres") else "redis" if "redis-server" in cmd
-                            else None)
-                    if proc.pid == hooks.pid:
-                        name = "webhook receiver"
+                    if proc.pid not in classified:
+                        classified[proc.pid] = (proc, classify(proc))
+                    known, name = classified[proc.pid]
                     if name:
-                        t = proc.cpu_times()
+                        t = known.cpu_times()
                         totals[name] = totals.get(name, 0.0) + t.user + t.system
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
                     pass
             return totals
 
@@ -271,13 +282,16 @@ def main() -> None:
             if now_cpu - last > 0.05:
                 idle_since = time.monotonic()
             last = now_cpu
-        cpu_before = component_cpu()
+        cpu_before, machine_before = component_cpu(), psutil.cpu_times()
         started = time.monotonic()
         worker(command="relay")
         deadline = started + 300
+        cpu_last, machine_last, sampled = cpu_before, machine_before, started
         while len(smsc_received()) - before < args.backlog and time.monotonic() < deadline:
             time.sleep(0.05)
-            cpu_last = component_cpu()  # worker processes end with the bench: read them while they run
+            if time.monotonic() - sampled > 1.0:  # worker processes end with the bench: read them while they run
+                cpu_last, machine_last, sampled = component_cpu(), psutil.cpu_times(), time.monotonic()
+        cpu_last, machine_last = component_cpu(), psutil.cpu_times()
         done = len(smsc_received()) - before
         took = max(m["received_at"] for m in smsc_received()) - started
         parts = sum(m["segments"] for m in smsc_received()[before:])
@@ -286,6 +300,10 @@ def main() -> None:
         cpu = {k: cpu_last.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_last}
         print("  CPU ms per SMS while draining (the machine has %d cores): " % psutil.cpu_count()
               + ", ".join(f"{k} {v / max(done, 1) * 1000:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])))
+        busy = {k: getattr(machine_last, k) - getattr(machine_before, k) for k in machine_last._fields}
+        wall = sum(busy.values())
+        print(f"  the machine while draining: {100 * (1 - (busy['idle'] + busy.get('iowait', 0)) / wall):.0f} % busy; "
+              f"all components {sum(cpu.values()) / max(done, 1) * 1000:.2f} ms per SMS")
     finally:
         for proc in procs:
             try:
