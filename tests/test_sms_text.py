@@ -34,3 +34,27 @@ def test_the_subscribers_locale_is_used_and_ru_is_the_fallback():
     assert render(TEMPLATES, "code", "kk", {"code": "X", "expires": "01.01.2027"}).text == "Код: X. 01.01.2027 дейін"
     fallback = render(TEMPLATES, "universal_card", "en", {"card_number": "9398", "pin": "1234"})
     assert fallback.locale == "ru" and "ПИН 1234" in fallback.text and fallback.encoding == UCS2
+
+
+def test_parts_rejoin_to_the_whole_text_and_each_is_filled_as_far_as_the_boundary_rules_allow():
+    import random
+
+    rng = random.Random(7)
+    alphabet = ["a", "Z", "5", " ", "€", "{", "Ж", "қ", "😀"]
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(60, 500)))
+        encoding = encoding_for(text)
+        parts, unit = split(text, encoding), (1 if encoding == GSM7 else 2)
+        if encoding == UCS2:
+            assert b"".join(parts).decode("utf-16-be") == text
+        if len(parts) == 1:
+            continue
+        limit = (153 if encoding == GSM7 else 67) * unit
+        for part, following in zip(parts, parts[1:]):
+            assert len(part) <= limit
+            # one septet or code unit short at most, and only when the next part opens with a pair
+            # that did not fit (an escape pair, a surrogate pair)
+            assert len(part) == limit or (len(part) == limit - unit and (
+                following[0] == 0x1B if encoding == GSM7 else 0xD8 <= following[0] <= 0xDB))
+        assert all(p[-1] != 0x1B for p in parts) if encoding == GSM7 else \
+            all(not 0xD8 <= p[-2] <= 0xDB for p in parts)

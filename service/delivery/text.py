@@ -18,38 +18,46 @@ PART = {GSM7: 153, UCS2: 67}
 DATA_CODING = {GSM7: 0x00, UCS2: 0x08}
 
 
+_GSM7_CHARS = frozenset(_BASIC_INDEX) | frozenset(GSM7_EXTENSION)
+# str.translate to septet values, one char per septet (an extension character becomes ESC + its code),
+# so that a whole text is packed by one C-level translate and encode instead of a loop per character.
+_GSM7_SEPTETS = {ord(ch): chr(i) for ch, i in _BASIC_INDEX.items()} | {
+    ord(ch): "\x1b" + chr(code) for ch, code in GSM7_EXTENSION.items()}
+
+
 def encoding_for(text: str) -> str:
-    return GSM7 if all(ch in _BASIC_INDEX or ch in GSM7_EXTENSION for ch in text) else UCS2
+    return GSM7 if _GSM7_CHARS.issuperset(text) else UCS2
 
 
-def _units(text: str, encoding: str) -> list[bytes]:
-    """The text as indivisible units: a GSM septet (or escape pair), or a UTF-16 code unit (or pair)."""
+def _encode(text: str, encoding: str) -> bytes:
+    """GSM-7 as one septet value per byte (unpacked, as SMPP carries it), or UTF-16 big-endian."""
     if encoding == GSM7:
-        return [bytes([0x1B, GSM7_EXTENSION[ch]]) if ch in GSM7_EXTENSION else bytes([_BASIC_INDEX[ch]])
-                for ch in text]
-    return [ch.encode("utf-16-be") for ch in text]
+        return text.translate(_GSM7_SEPTETS).encode("latin-1")
+    return text.encode("utf-16-be")
 
 
-def _width(unit: bytes, encoding: str) -> int:
-    return len(unit) if encoding == GSM7 else len(unit) // 2
+def _cut_here(payload: bytes, end: int, encoding: str) -> bool:
+    """Whether a part may end at byte `end`: not inside an escape pair (an extension character's
+    code byte is never ESC, so a trailing ESC always opens a pair) nor a surrogate pair."""
+    if encoding == GSM7:
+        return payload[end - 1] != 0x1B
+    return not 0xD8 <= payload[end - 2] <= 0xDB
 
 
 def split(text: str, encoding: str) -> list[bytes]:
-    """Payloads (without UDH): one if it fits a single SMS, else parts of at most PART units."""
-    units = _units(text, encoding)
-    total = sum(_width(u, encoding) for u in units)
-    if total <= SINGLE[encoding]:
-        return [b"".join(units)]
-    parts, current, width = [], [], 0
-    for unit in units:
-        w = _width(unit, encoding)
-        if width + w > PART[encoding]:
-            parts.append(b"".join(current))
-            current, width = [], 0
-        current.append(unit)
-        width += w
-    if current:
-        parts.append(b"".join(current))
+    """Payloads (without UDH): one if it fits a single SMS, else parts of at most PART units, each
+    filled as far as it goes."""
+    payload = _encode(text, encoding)
+    unit = 1 if encoding == GSM7 else 2
+    if len(payload) <= SINGLE[encoding] * unit:
+        return [payload]
+    parts, start = [], 0
+    while start < len(payload):
+        end = min(start + PART[encoding] * unit, len(payload))
+        if end < len(payload) and not _cut_here(payload, end, encoding):
+            end -= unit
+        parts.append(payload[start:end])
+        start = end
     return parts
 
 
