@@ -131,11 +131,15 @@ def _mark_sent(db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provide
     statements whatever the batch size."""
     if not sent:
         return
-    sent = sorted(sent, key=lambda s: s[0])  # one lock order for every batch
-    db.cursor().executemany(
-        "UPDATE sms_messages SET status = 'sent', provider = %s, provider_message_ids = %s, sent_at = %s,"
-        " updated_at = %s, last_error = NULL WHERE id = %s AND status = 'submitting'",
-        [(provider, ids, now, now, message_id) for message_id, _, ids in sent])
+    sent = sorted(sent, key=lambda s: s[0])
+    # One statement for the batch (arrays unnested), not one per message: a tenth of the work on both
+    # sides at fifty messages. A message's provider ids travel as a JSON array.
+    db.execute(
+        "UPDATE sms_messages m SET status = 'sent', provider = %s, sent_at = %s, updated_at = %s, last_error = NULL,"
+        " provider_message_ids = ARRAY(SELECT e FROM jsonb_array_elements_text(u.ids::jsonb) WITH ORDINALITY"
+        " AS x(e, n) ORDER BY n)"
+        " FROM unnest(%s::bigint[], %s::text[]) AS u(id, ids) WHERE m.id = u.id AND m.status = 'submitting'",
+        (provider, now, now, [message_id for message_id, _, _ in sent], [json.dumps(ids) for _, _, ids in sent]))
     changed = db.execute(
         "UPDATE redemptions SET status = 'sent', status_reason = NULL, first_sent_at = coalesce(first_sent_at, %s),"
         " updated_at = %s WHERE id = ANY(%s) AND status IN ('accepted', 'failed')"
@@ -160,14 +164,12 @@ def _emit_status(db: Any, changed: list[Any], status: str, now: datetime, snap) 
 
 
 def _delivered(db: Any, done: list[tuple[int, uuid.UUID]], *, now: datetime, snap) -> None:
+    """The redemptions of messages whose every part is delivered (the messages are marked by the caller)."""
     if not done:
         return
-    done = sorted(done)
-    db.cursor().executemany("UPDATE sms_messages SET status = 'delivered', done_at = %s, updated_at = %s"
-                            " WHERE id = %s", [(now, now, sms_id) for sms_id, _ in done])
     changed = db.execute("UPDATE redemptions SET status = 'delivered', status_reason = NULL, updated_at = %s"
                          " WHERE id = ANY(%s) AND status IN ('sent', 'accepted', 'failed')"
-                         " RETURNING id, external_id, program_id", (now, [r for _, r in done])).fetchall()
+                         " RETURNING id, external_id, program_id", (now, sorted(r for _, r in done))).fetchall()
     _emit_status(db, changed, "delivered", now, snap)
     SMS_OUTCOMES.labels("delivered").inc(len(done))
 
@@ -227,16 +229,17 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outc
             program = snap.programs_by_id[row.program_id]
             kind, fields = _fields(row, snap, secrets)
             rendered = render(program.templates, kind, row.locale, fields)
-            submitting.append((now, rendered.encoding, rendered.segments, rendered.locale, now, row.message_id))
+            submitting.append((row.message_id, rendered.encoding, rendered.segments, rendered.locale))
             claimed.append(Claimed(row.message_id, Job(row.redemption_id, row.send),
                                    OutgoingSms(reference=f"{row.redemption_id}:{row.send}", to=row.msisdn,
                                                sender=program.sms_sender, text=rendered.text,
                                                encoding=rendered.encoding, segments=rendered.segments)))
-        if submitting:
-            db.cursor().executemany(
-                "UPDATE sms_messages SET status = 'submitting', attempts = attempts + 1, submit_started_at = %s,"
-                " encoding = %s, segments = %s, locale = %s, updated_at = %s, receipts = '{}' WHERE id = %s",
-                submitting)
+        if submitting:  # the rows are locked above, in id order
+            db.execute(
+                "UPDATE sms_messages m SET status = 'submitting', attempts = m.attempts + 1, submit_started_at = %s,"
+                " encoding = u.encoding, segments = u.segments, locale = u.locale, updated_at = %s, receipts = '{}'"
+                " FROM unnest(%s::bigint[], %s::varchar[], %s::int[], %s::varchar[]) AS u(id, encoding, segments,"
+                " locale) WHERE m.id = u.id", (now, now, *map(list, zip(*submitting))))
     return claimed, outcomes
 
 
@@ -386,25 +389,35 @@ def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None 
                 messages[attempt[0]].seen[receipt.message_id] = receipt.state
                 placed.add(attempt[0])
         touched = {sms_id: messages[sms_id] for sms_id in sorted(placed)}
-        if touched:
-            db.cursor().executemany("UPDATE sms_messages SET receipts = %s, updated_at = %s WHERE id = %s",
-                                    [(json.dumps(m.seen), now, sms_id) for sms_id, m in touched.items()])
         settled = [(sms_id, m) for sms_id, m in touched.items() if m.in_doubt and len(m.seen) >= m.segments]
         for sms_id, m in settled:
             log.info("sms_in_doubt_settled_by_receipt", redemption_id=str(m.redemption_id))
             m.status, m.ids = "sent", sorted(m.seen)
         _mark_sent(db, [(sms_id, m.redemption_id, m.ids) for sms_id, m in settled], provider=provider, now=now,
                    snap=snap)
-        delivered = []
+        delivered, failed = [], []
         for sms_id, m in touched.items():
             if m.status != "sent":
                 continue
-            failed = next((m.seen[i] for i in m.ids if m.seen.get(i) in FAILED_STATES), None)
-            if failed:
-                _fail(db, message_id=sms_id, redemption_id=m.redemption_id, now=now, snap=snap,
-                      reason=f"undeliverable: {failed}")
+            failed_state = next((m.seen[i] for i in m.ids if m.seen.get(i) in FAILED_STATES), None)
+            if failed_state:
+                failed.append((sms_id, m, failed_state))
             elif all(m.seen.get(i) in DELIVERED_STATES for i in m.ids):
                 delivered.append((sms_id, m.redemption_id))
+        if touched:
+            # The receipts seen so far and, where every part is delivered, the final status: one
+            # statement and one new row version per message.
+            done = {sms_id for sms_id, _ in delivered}
+            db.execute(
+                "UPDATE sms_messages m SET receipts = u.seen::jsonb, updated_at = %s,"
+                " status = CASE WHEN u.delivered THEN 'delivered' ELSE m.status END,"
+                " done_at = CASE WHEN u.delivered THEN %s ELSE m.done_at END"
+                " FROM unnest(%s::bigint[], %s::text[], %s::bool[]) AS u(id, seen, delivered) WHERE m.id = u.id",
+                (now, now, list(touched), [json.dumps(m.seen) for m in touched.values()],
+                 [sms_id in done for sms_id in touched]))
+        for sms_id, m, state in failed:
+            _fail(db, message_id=sms_id, redemption_id=m.redemption_id, now=now, snap=snap,
+                  reason=f"undeliverable: {state}")
         _delivered(db, delivered, now=now, snap=snap)
     return errors
 

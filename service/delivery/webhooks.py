@@ -76,15 +76,21 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
             continue
         event_id = uuid.uuid4()
         payload = {"id": str(event_id), "type": f"redemption.{e.event}", "created_at": now.isoformat(), "data": e.data}
-        events_rows.append((event_id, e.program_id, e.redemption_id, f"redemption.{e.event}", json.dumps(payload), now))
-        outbox_rows.append((uuid.uuid4(), WEBHOOK_QUEUE, WEBHOOK_ACTOR, json.dumps({"event_id": str(event_id)}), now))
+        events_rows.append((event_id, e.program_id, e.redemption_id, f"redemption.{e.event}", json.dumps(payload)))
+        outbox_rows.append((uuid.uuid4(), json.dumps({"event_id": str(event_id)})))
     if not events_rows:
         return
-    cursor = db.cursor()
-    cursor.executemany("INSERT INTO webhook_events (id, program_id, redemption_id, type, payload, created_at)"
-                       " VALUES (%s, %s, %s, %s, %s, %s)", events_rows)
-    cursor.executemany("INSERT INTO outbox (message_id, queue, actor, payload, created_at) VALUES (%s, %s, %s, %s, %s)",
-                       outbox_rows)
+    # Two statements whatever the number of events (arrays unnested, not a statement per row).
+    ids, programs, redemptions, types, payloads = map(list, zip(*events_rows))
+    db.execute("INSERT INTO webhook_events (id, program_id, redemption_id, type, payload, created_at)"
+               " SELECT id, program_id, redemption_id, type, payload::jsonb, %s"
+               " FROM unnest(%s::uuid[], %s::int[], %s::uuid[], %s::varchar[], %s::text[])"
+               " AS e(id, program_id, redemption_id, type, payload)", (now, ids, programs, redemptions, types, payloads))
+    message_ids, outbox_payloads = map(list, zip(*outbox_rows))
+    db.execute("INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
+               " SELECT message_id, %s, %s, payload::jsonb, %s FROM unnest(%s::uuid[], %s::text[])"
+               " WITH ORDINALITY AS o(message_id, payload, n) ORDER BY n",
+               (WEBHOOK_QUEUE, WEBHOOK_ACTOR, now, message_ids, outbox_payloads))
 
 
 class _Connections(threading.local):
@@ -167,7 +173,7 @@ def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
     attempts, delivered, given_up = [], [], []
     for row, (status_code, error, took) in zip(due, posted):
         event_id = row[0]
-        attempts.append((event_id, now, status_code, error, took))
+        attempts.append((event_id, status_code, error, took))
         if status_code is not None and 200 <= status_code < 300:
             delivered.append(event_id)
             results[event_id] = "delivered"
@@ -179,8 +185,11 @@ def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
             results[event_id] = f"retry: receiver answered {status_code or error}"
     with transaction() as session:
         db = driver(session)
-        db.cursor().executemany("INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)"
-                                " VALUES (%s, %s, %s, %s, %s)", attempts)
+        event_ids_, status_codes, errors, took_ms = map(list, zip(*attempts))
+        db.execute("INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)"
+                   " SELECT event_id, %s, status_code, error, duration_ms"
+                   " FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::int[]) AS a(event_id, status_code, error,"
+                   " duration_ms)", (now, event_ids_, status_codes, errors, took_ms))
         if delivered:
             db.execute("UPDATE webhook_events SET delivered_at = %s WHERE id = ANY(%s)", (now, delivered))
         if given_up:
