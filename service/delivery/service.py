@@ -3,7 +3,6 @@ transaction, record the outcome; and receipts. Status moves accepted -> sent -> 
 failed (permanent error, or still undelivered at the deadline) with the reason."""
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from psycopg.rows import namedtuple_row
 from service.catalog.snapshot import get_snapshot
 from service.config import get_settings
 from service.crypto import get_vault
-from service.db import driver, transaction
+from service.db import batch, driver, transaction
 from service.delivery import webhooks
 from service.delivery.providers import (OutgoingSms, PermanentSmsError, Provider, Receipt, SmsError,
                                         TransientSmsError, get_provider)
@@ -132,14 +131,12 @@ def _mark_sent(db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provide
     if not sent:
         return
     sent = sorted(sent, key=lambda s: s[0])
-    # One statement for the batch (arrays unnested), not one per message: a tenth of the work on both
-    # sides at fifty messages. A message's provider ids travel as a JSON array.
+    # One statement per table for the whole batch, not one per message.
     db.execute(
-        "UPDATE sms_messages m SET status = 'sent', provider = %s, sent_at = %s, updated_at = %s, last_error = NULL,"
-        " provider_message_ids = ARRAY(SELECT e FROM jsonb_array_elements_text(u.ids::jsonb) WITH ORDINALITY"
-        " AS x(e, n) ORDER BY n)"
-        " FROM unnest(%s::bigint[], %s::text[]) AS u(id, ids) WHERE m.id = u.id AND m.status = 'submitting'",
-        (provider, now, now, [message_id for message_id, _, _ in sent], [json.dumps(ids) for _, _, ids in sent]))
+        "UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids, sent_at = %s,"
+        " updated_at = %s, last_error = NULL FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
+        " WHERE m.id = u.id AND m.status = 'submitting'",
+        (provider, now, now, batch([{"id": message_id, "ids": ids} for message_id, _, ids in sent])))
     changed = db.execute(
         "UPDATE redemptions SET status = 'sent', status_reason = NULL, first_sent_at = coalesce(first_sent_at, %s),"
         " updated_at = %s WHERE id = ANY(%s) AND status IN ('accepted', 'failed')"
@@ -181,22 +178,22 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outc
     jobs = list(dict.fromkeys(jobs))
     outcomes: dict[Job, Outcome] = {job: NOTHING_TO_DO for job in jobs}  # e.g. no such redemption
     claimed: list[Claimed] = []
-    rids, sends = [j.redemption_id for j in jobs], [j.send for j in jobs]
+    wanted = batch([{"rid": j.redemption_id, "send": j.send} for j in jobs])
     with transaction() as session:
         db = driver(session)
         db.execute("INSERT INTO sms_messages (redemption_id, send, msisdn, locale, deadline_at, created_at, updated_at)"
                    " SELECT r.id, j.send, r.msisdn, r.locale, %s, %s, %s"
-                   " FROM unnest(%s::uuid[], %s::int[]) AS j(rid, send) JOIN redemptions r ON r.id = j.rid"
+                   " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int) JOIN redemptions r ON r.id = j.rid"
                    " ORDER BY r.id, j.send ON CONFLICT (redemption_id, send) DO NOTHING",
-                   (now + deadline, now, now, rids, sends))
+                   (now + deadline, now, now, wanted))
         cursor = db.cursor(row_factory=namedtuple_row)
         rows = cursor.execute(
             "SELECT m.id AS message_id, m.send, m.status, m.deadline_at, m.submit_started_at, m.last_error,"
             " r.id AS redemption_id, r.status AS redemption_status, r.program_id, r.offer_id, r.product_id,"
             " r.msisdn, r.locale, r.nominal_minor, r.currency, r.reward_expires_at, r.code_id, r.card_id"
-            " FROM unnest(%s::uuid[], %s::int[]) AS j(rid, send)"
+            " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int)"
             " JOIN sms_messages m ON m.redemption_id = j.rid AND m.send = j.send"
-            " JOIN redemptions r ON r.id = m.redemption_id ORDER BY m.id FOR UPDATE OF m", (rids, sends)).fetchall()
+            " JOIN redemptions r ON r.id = m.redemption_id ORDER BY m.id FOR UPDATE OF m", (wanted,)).fetchall()
         snap = get_snapshot(session)
         ready, cancelled = [], []
         for row in rows:
@@ -229,7 +226,8 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outc
             program = snap.programs_by_id[row.program_id]
             kind, fields = _fields(row, snap, secrets)
             rendered = render(program.templates, kind, row.locale, fields)
-            submitting.append((row.message_id, rendered.encoding, rendered.segments, rendered.locale))
+            submitting.append({"id": row.message_id, "encoding": rendered.encoding, "segments": rendered.segments,
+                               "locale": rendered.locale})
             claimed.append(Claimed(row.message_id, Job(row.redemption_id, row.send),
                                    OutgoingSms(reference=f"{row.redemption_id}:{row.send}", to=row.msisdn,
                                                sender=program.sms_sender, text=rendered.text,
@@ -238,8 +236,8 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outc
             db.execute(
                 "UPDATE sms_messages m SET status = 'submitting', attempts = m.attempts + 1, submit_started_at = %s,"
                 " encoding = u.encoding, segments = u.segments, locale = u.locale, updated_at = %s, receipts = '{}'"
-                " FROM unnest(%s::bigint[], %s::varchar[], %s::int[], %s::varchar[]) AS u(id, encoding, segments,"
-                " locale) WHERE m.id = u.id", (now, now, *map(list, zip(*submitting))))
+                " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, encoding varchar, segments int, locale varchar)"
+                " WHERE m.id = u.id", (now, now, batch(submitting)))
     return claimed, outcomes
 
 
@@ -409,12 +407,12 @@ def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None 
             # statement and one new row version per message.
             done = {sms_id for sms_id, _ in delivered}
             db.execute(
-                "UPDATE sms_messages m SET receipts = u.seen::jsonb, updated_at = %s,"
+                "UPDATE sms_messages m SET receipts = u.seen, updated_at = %s,"
                 " status = CASE WHEN u.delivered THEN 'delivered' ELSE m.status END,"
                 " done_at = CASE WHEN u.delivered THEN %s ELSE m.done_at END"
-                " FROM unnest(%s::bigint[], %s::text[], %s::bool[]) AS u(id, seen, delivered) WHERE m.id = u.id",
-                (now, now, list(touched), [json.dumps(m.seen) for m in touched.values()],
-                 [sms_id in done for sms_id in touched]))
+                " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, seen jsonb, delivered bool) WHERE m.id = u.id",
+                (now, now, batch([{"id": sms_id, "seen": m.seen, "delivered": sms_id in done}
+                                  for sms_id, m in touched.items()])))
         for sms_id, m, state in failed:
             _fail(db, message_id=sms_id, redemption_id=m.redemption_id, now=now, snap=snap,
                   reason=f"undeliverable: {state}")

@@ -70,27 +70,27 @@ def emit(db: Any, *, program_id: int, webhook_url: str | None, redemption_id: uu
 
 
 def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
-    events_rows, outbox_rows = [], []
+    from service.db import batch
+
+    rows = []
     for e in events:
         if not e.webhook_url:
             continue
         event_id = uuid.uuid4()
         payload = {"id": str(event_id), "type": f"redemption.{e.event}", "created_at": now.isoformat(), "data": e.data}
-        events_rows.append((event_id, e.program_id, e.redemption_id, f"redemption.{e.event}", json.dumps(payload)))
-        outbox_rows.append((uuid.uuid4(), json.dumps({"event_id": str(event_id)})))
-    if not events_rows:
+        rows.append({"id": event_id, "program_id": e.program_id, "redemption_id": e.redemption_id,
+                     "type": payload["type"], "payload": payload, "message_id": uuid.uuid4(), "n": len(rows)})
+    if not rows:
         return
-    # Two statements whatever the number of events (arrays unnested, not a statement per row).
-    ids, programs, redemptions, types, payloads = map(list, zip(*events_rows))
+    # Two statements whatever the number of events, each reading one JSON document.
+    events_json = batch(rows)
     db.execute("INSERT INTO webhook_events (id, program_id, redemption_id, type, payload, created_at)"
-               " SELECT id, program_id, redemption_id, type, payload::jsonb, %s"
-               " FROM unnest(%s::uuid[], %s::int[], %s::uuid[], %s::varchar[], %s::text[])"
-               " AS e(id, program_id, redemption_id, type, payload)", (now, ids, programs, redemptions, types, payloads))
-    message_ids, outbox_payloads = map(list, zip(*outbox_rows))
+               " SELECT id, program_id, redemption_id, type, payload, %s FROM jsonb_to_recordset(%s::jsonb)"
+               " AS e(id uuid, program_id int, redemption_id uuid, type varchar, payload jsonb)", (now, events_json))
     db.execute("INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
-               " SELECT message_id, %s, %s, payload::jsonb, %s FROM unnest(%s::uuid[], %s::text[])"
-               " WITH ORDINALITY AS o(message_id, payload, n) ORDER BY n",
-               (WEBHOOK_QUEUE, WEBHOOK_ACTOR, now, message_ids, outbox_payloads))
+               " SELECT message_id, %s, %s, jsonb_build_object('event_id', id), %s"
+               " FROM jsonb_to_recordset(%s::jsonb) AS e(message_id uuid, id uuid, n int) ORDER BY n",
+               (WEBHOOK_QUEUE, WEBHOOK_ACTOR, now, events_json))
 
 
 class _Connections(threading.local):
@@ -151,7 +151,7 @@ _pool = ThreadPoolExecutor(max_workers=POSTING_THREADS, thread_name_prefix="webh
 def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -> dict[uuid.UUID, str]:
     """Several events at once: one read, the POSTs side by side, one write. Per event: "delivered",
     "done" (nothing to do), "given_up" or "retry: <what the receiver did>"."""
-    from service.db import driver
+    from service.db import batch, driver
 
     now = now or datetime.now(timezone.utc)
     results = {event_id: "done" for event_id in event_ids}
@@ -173,7 +173,7 @@ def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
     attempts, delivered, given_up = [], [], []
     for row, (status_code, error, took) in zip(due, posted):
         event_id = row[0]
-        attempts.append((event_id, status_code, error, took))
+        attempts.append({"event_id": event_id, "status_code": status_code, "error": error, "duration_ms": took})
         if status_code is not None and 200 <= status_code < 300:
             delivered.append(event_id)
             results[event_id] = "delivered"
@@ -185,11 +185,9 @@ def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
             results[event_id] = f"retry: receiver answered {status_code or error}"
     with transaction() as session:
         db = driver(session)
-        event_ids_, status_codes, errors, took_ms = map(list, zip(*attempts))
         db.execute("INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)"
-                   " SELECT event_id, %s, status_code, error, duration_ms"
-                   " FROM unnest(%s::uuid[], %s::int[], %s::text[], %s::int[]) AS a(event_id, status_code, error,"
-                   " duration_ms)", (now, event_ids_, status_codes, errors, took_ms))
+                   " SELECT event_id, %s, status_code, error, duration_ms FROM jsonb_to_recordset(%s::jsonb)"
+                   " AS a(event_id uuid, status_code int, error text, duration_ms int)", (now, batch(attempts)))
         if delivered:
             db.execute("UPDATE webhook_events SET delivered_at = %s WHERE id = ANY(%s)", (now, delivered))
         if given_up:
