@@ -66,9 +66,13 @@ def publish_batch(broker, limit: int = 500) -> int:
 
     pack_size = get_settings().sms_batch_size
     with transaction() as session:
-        rows = session.execute(text(
-            "SELECT id, message_id, queue, actor, payload FROM outbox WHERE published_at IS NULL"
-            " ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED"), {"limit": limit}).all()
+        # Marked published first, in the transaction that publishes them: if publishing fails, the
+        # rollback un-marks them; if the process dies after publishing, before the commit, they go
+        # out again (at least once). One write per row, not a row lock and then an update.
+        rows = sorted(session.execute(text(
+            "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1 WHERE id IN ("
+            " SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED)"
+            " RETURNING id, message_id, queue, actor, payload"), {"limit": limit}).all(), key=lambda r: r.id)
         packs: dict[tuple[str, str], list] = {}
         for row in rows:
             if row.actor in PACKED and pack_size > 1:
@@ -84,9 +88,6 @@ def publish_batch(broker, limit: int = 500) -> int:
                                                 kwargs={keyword: items[start:start + pack_size]}, options={},
                                                 message_id=str(uuid.uuid4())))
             OUTBOX_PUBLISHED.labels(actor).inc(len(items))
-        if rows:
-            session.execute(text("UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1"
-                                 " WHERE id = ANY(:ids)"), {"ids": [r.id for r in rows]})
     return len(rows)
 
 

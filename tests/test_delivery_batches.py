@@ -3,6 +3,7 @@ in one transaction, submits it through one SMPP window and records every outcome
 are applied in batches. Each send in a batch keeps its own fate."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 import uuid
@@ -244,3 +245,25 @@ def test_a_receipt_for_an_attempt_still_being_recorded_is_asked_for_again(client
     errors = apply_receipts("smpp", [Receipt("P0", "DELIVRD", claimed.sms.to[1:])])
     assert isinstance(errors[0], ReceiptTooEarly)
     assert _sms_status() == {str(job.redemption_id): "submitting"}
+
+
+def test_rows_the_broker_refused_stay_waiting_and_go_out_on_the_next_pass(client, keys):
+    import redis
+    from dramatiq.brokers.redis import RedisBroker
+
+    from service.outbox import publish_batch
+    from workers.broker import SMS_QUEUE, broker
+
+    flush_queues()
+    _redeem(client, keys, 3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nowhere = s.getsockname()[1]
+    unreachable = RedisBroker(url=f"redis://127.0.0.1:{nowhere}/0")
+    unreachable.declare_queue(SMS_QUEUE)
+    with pytest.raises(redis.ConnectionError):
+        publish_batch(unreachable)
+    with new_session() as s:
+        assert s.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one() == 3
+    assert publish_batch(broker) == 3
+    flush_queues()
