@@ -135,8 +135,9 @@ def _mark_sent(db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provide
     db.execute(
         "UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids, sent_at = %s,"
         " updated_at = %s, last_error = NULL FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
-        " WHERE m.id = u.id AND m.status = 'submitting'",
-        (provider, now, now, batch([{"id": message_id, "ids": ids} for message_id, _, ids in sent])))
+        " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
+        (provider, now, now, batch([{"id": message_id, "ids": ids} for message_id, _, ids in sent]),
+         [message_id for message_id, _, _ in sent]))
     changed = db.execute(
         "UPDATE redemptions SET status = 'sent', status_reason = NULL, first_sent_at = coalesce(first_sent_at, %s),"
         " updated_at = %s WHERE id = ANY(%s) AND status IN ('accepted', 'failed')"
@@ -178,14 +179,16 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outc
     jobs = list(dict.fromkeys(jobs))
     outcomes: dict[Job, Outcome] = {job: NOTHING_TO_DO for job in jobs}  # e.g. no such redemption
     claimed: list[Claimed] = []
-    wanted = batch([{"rid": j.redemption_id, "send": j.send} for j in jobs])
+    # The batch as records, and its keys as an array: the planner cannot tell how many records a
+    # JSON document holds, and without `= ANY(keys)` it may scan a whole table to join them.
+    wanted, rids = batch([{"rid": j.redemption_id, "send": j.send} for j in jobs]), [j.redemption_id for j in jobs]
     with transaction() as session:
         db = driver(session)
         db.execute("INSERT INTO sms_messages (redemption_id, send, msisdn, locale, deadline_at, created_at, updated_at)"
                    " SELECT r.id, j.send, r.msisdn, r.locale, %s, %s, %s"
                    " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int) JOIN redemptions r ON r.id = j.rid"
-                   " ORDER BY r.id, j.send ON CONFLICT (redemption_id, send) DO NOTHING",
-                   (now + deadline, now, now, wanted))
+                   " WHERE r.id = ANY(%s) ORDER BY r.id, j.send ON CONFLICT (redemption_id, send) DO NOTHING",
+                   (now + deadline, now, now, wanted, rids))
         cursor = db.cursor(row_factory=namedtuple_row)
         rows = cursor.execute(
             "SELECT m.id AS message_id, m.send, m.status, m.deadline_at, m.submit_started_at, m.last_error,"
@@ -193,7 +196,8 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outc
             " r.msisdn, r.locale, r.nominal_minor, r.currency, r.reward_expires_at, r.code_id, r.card_id"
             " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int)"
             " JOIN sms_messages m ON m.redemption_id = j.rid AND m.send = j.send"
-            " JOIN redemptions r ON r.id = m.redemption_id ORDER BY m.id FOR UPDATE OF m", (wanted,)).fetchall()
+            " JOIN redemptions r ON r.id = m.redemption_id WHERE m.redemption_id = ANY(%s) AND r.id = ANY(%s)"
+            " ORDER BY m.id FOR UPDATE OF m", (wanted, rids, rids)).fetchall()
         snap = get_snapshot(session)
         ready, cancelled = [], []
         for row in rows:
@@ -237,7 +241,7 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outc
                 "UPDATE sms_messages m SET status = 'submitting', attempts = m.attempts + 1, submit_started_at = %s,"
                 " encoding = u.encoding, segments = u.segments, locale = u.locale, updated_at = %s, receipts = '{}'"
                 " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, encoding varchar, segments int, locale varchar)"
-                " WHERE m.id = u.id", (now, now, batch(submitting)))
+                " WHERE m.id = u.id AND m.id = ANY(%s)", (now, now, batch(submitting), [r["id"] for r in submitting]))
     return claimed, outcomes
 
 
@@ -410,9 +414,10 @@ def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None 
                 "UPDATE sms_messages m SET receipts = u.seen, updated_at = %s,"
                 " status = CASE WHEN u.delivered THEN 'delivered' ELSE m.status END,"
                 " done_at = CASE WHEN u.delivered THEN %s ELSE m.done_at END"
-                " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, seen jsonb, delivered bool) WHERE m.id = u.id",
+                " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, seen jsonb, delivered bool)"
+                " WHERE m.id = u.id AND m.id = ANY(%s)",
                 (now, now, batch([{"id": sms_id, "seen": m.seen, "delivered": sms_id in done}
-                                  for sms_id, m in touched.items()])))
+                                  for sms_id, m in touched.items()]), list(touched)))
         for sms_id, m, state in failed:
             _fail(db, message_id=sms_id, redemption_id=m.redemption_id, now=now, snap=snap,
                   reason=f"undeliverable: {state}")
