@@ -60,31 +60,36 @@ def connections():
     return _Connections()
 
 
-def test_a_kept_alive_connection_carries_every_request_to_one_endpoint(connections):
-    receiver = RawReceiver()
-    try:
-        assert [connections.post(receiver.url, b"{}", {}) for _ in range(5)] == [204] * 5
-        assert (receiver.requests, receiver.connections) == (5, 1)
-    finally:
+@pytest.fixture
+def receiver_for():
+    """Starts a RawReceiver with the given settings; every one is stopped after the test."""
+    started = []
+
+    def start(**settings) -> RawReceiver:
+        started.append(RawReceiver(**settings))
+        return started[-1]
+
+    yield start
+    for receiver in started:
         receiver.stop()
 
 
-def test_a_receiver_that_closes_kept_alive_connections_still_gets_every_request_once(connections):
-    receiver = RawReceiver(status="200 OK", one_per_connection=True)
-    try:
-        assert [connections.post(receiver.url, b"{}", {}) for _ in range(4)] == [200] * 4
-        assert (receiver.requests, receiver.connections) == (4, 4)
-    finally:
-        receiver.stop()
+def test_a_kept_alive_connection_carries_every_request_to_one_endpoint(connections, receiver_for):
+    receiver = receiver_for()
+    assert [connections.post(receiver.url, b"{}", {}) for _ in range(5)] == [204] * 5
+    assert (receiver.requests, receiver.connections) == (5, 1)
 
 
-def test_a_redirect_is_answered_as_it_is_and_not_followed(connections):
-    receiver = RawReceiver(status="302 Found", extra_headers="Location: http://127.0.0.1:9/elsewhere\r\n")
-    try:
-        assert connections.post(receiver.url, b"{}", {}) == 302
-        assert receiver.requests == 1
-    finally:
-        receiver.stop()
+def test_a_receiver_that_closes_kept_alive_connections_still_gets_every_request_once(connections, receiver_for):
+    receiver = receiver_for(status="200 OK", one_per_connection=True)
+    assert [connections.post(receiver.url, b"{}", {}) for _ in range(4)] == [200] * 4
+    assert (receiver.requests, receiver.connections) == (4, 4)
+
+
+def test_a_redirect_is_answered_as_it_is_and_not_followed(connections, receiver_for):
+    receiver = receiver_for(status="302 Found", extra_headers="Location: http://127.0.0.1:9/elsewhere\r\n")
+    assert connections.post(receiver.url, b"{}", {}) == 302
+    assert receiver.requests == 1
 
 
 def test_an_unreachable_receiver_is_an_error_at_once(connections):

@@ -130,7 +130,6 @@ def _mark_sent(db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provide
     statements whatever the batch size."""
     if not sent:
         return
-    sent = sorted(sent, key=lambda s: s[0])
     # One statement per table for the whole batch, not one per message.
     db.execute(
         "UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids, sent_at = %s,"

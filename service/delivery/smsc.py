@@ -200,17 +200,6 @@ class TestSmsc:
                 self._sessions.append(session)
             threading.Thread(target=self._serve, args=(session,), daemon=True, name="smsc-session").start()
 
-    @staticmethod
-    def _read_exact(sock: socket.socket, size: int) -> bytes:
-        chunks, got = [], 0
-        while got < size:
-            chunk = sock.recv(size - got)
-            if not chunk:
-                raise ConnectionError("peer closed")
-            chunks.append(chunk)
-            got += len(chunk)
-        return b"".join(chunks)
-
     def _serve(self, session: _Session) -> None:
         reader = session.sock.makefile("rb")
         try:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from service.config import get_settings
-from service.db import transaction
+from service.db import batch, driver, transaction
 
 log = structlog.get_logger("webhooks")
 WEBHOOK_QUEUE = "webhooks"
@@ -70,8 +70,6 @@ def emit(db: Any, *, program_id: int, webhook_url: str | None, redemption_id: uu
 
 
 def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
-    from service.db import batch
-
     rows = []
     for e in events:
         if not e.webhook_url:
@@ -151,8 +149,6 @@ _pool = ThreadPoolExecutor(max_workers=POSTING_THREADS, thread_name_prefix="webh
 def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -> dict[uuid.UUID, str]:
     """Several events at once: one read, the POSTs side by side, one write. Per event: "delivered",
     "done" (nothing to do), "given_up" or "retry: <what the receiver did>"."""
-    from service.db import batch, driver
-
     now = now or datetime.now(timezone.utc)
     results = {event_id: "done" for event_id in event_ids}
     with transaction() as session:
