@@ -35,12 +35,13 @@ def smpp(smsc):
     session.close()
 
 
-def _redeem(client, keys, count: int, webhook_url: str = "http://127.0.0.1:9/hooks") -> list[Job]:
+def _redeem(client, keys, count: int, webhook_url: str = "http://127.0.0.1:9/hooks", prefix: str = "8701555"
+            ) -> list[Job]:
     point_webhooks_at(webhook_url)  # events are written; only a test that asks delivers them
     import_codes_for("ARAY-CINEMA-2000", count)
     jobs = []
     for i in range(count):
-        made = post_redemption(client, keys, msisdn=f"8701555{i:04d}")
+        made = post_redemption(client, keys, msisdn=f"{prefix}{i:04d}")
         assert made.status_code == 201, made.text
         jobs.append(Job(uuid.UUID(made.json()["id"]), 0))
     return jobs
@@ -267,3 +268,45 @@ def test_rows_the_broker_refused_stay_waiting_and_go_out_on_the_next_pass(client
         assert s.execute(text("SELECT count(*) FROM outbox WHERE published_at IS NULL")).scalar_one() == 3
     assert publish_batch(broker) == 3
     flush_queues()
+
+
+def test_a_receipt_for_an_id_the_smsc_gave_out_again_settles_the_newest_message_with_it(client, keys, smsc, smpp):
+    import itertools
+
+    import_codes_for("ARAY-CINEMA-2000", 4)
+    old = _redeem(client, keys, 2)
+    deliver_many(old, provider=smpp)
+    smsc._ids = itertools.count(1)  # the SMSC restarted its numbering
+    new = _redeem(client, keys, 2, prefix="8701666")
+    deliver_many(new, provider=smpp)
+    reused = [m for m in smsc.received if m.to.startswith("+7701666")]
+    assert set(reused[0].message_ids) & {i for m in smsc.received[:2] for i in m.message_ids}  # ids were reused
+    receipts = [Receipt(i, "DELIVRD", m.to[1:]) for m in reused for i in m.message_ids]
+    assert apply_receipts("smpp", receipts) == [None] * len(receipts)
+    status = _sms_status()
+    assert [status[str(j.redemption_id)] for j in old + new] == ["sent", "sent", "delivered", "delivered"]
+
+
+def test_receipts_are_looked_up_through_an_index_however_many_parts_were_ever_sent(client, keys, smsc, smpp):
+    """The receipt lookup must cost what the batch costs, not what the history costs: with 50,000
+    parts on record and 200 receipts in the batch, the planner still goes through the index."""
+    from service.delivery.service import RECEIPTED_MESSAGES
+
+    deliver_many(_redeem(client, keys, 1), provider=smpp)
+    with new_session() as s:
+        s.execute(text("INSERT INTO sms_provider_messages (provider, provider_message_id, sms_message_id)"
+                       " SELECT 'smpp', 'H' || n, (SELECT id FROM sms_messages) FROM generate_series(1, 50000) AS n"))
+        s.execute(text("ANALYZE sms_provider_messages"))
+        s.commit()
+        db = s.connection().connection.driver_connection
+        plan = db.execute("EXPLAIN (FORMAT JSON) " + RECEIPTED_MESSAGES,
+                          ("smpp", [f"H{n}" for n in range(1, 40000, 200)])).fetchone()[0]
+
+    def nodes(node):
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    lookups = [n for n in nodes(plan[0]["Plan"]) if n.get("Relation Name") == "sms_provider_messages"]
+    assert lookups and all(n["Node Type"].startswith("Index") for n in lookups), lookups
+    assert all(n["Plan Rows"] < 1000 for n in lookups)

@@ -12,7 +12,47 @@ def test_the_migrations_have_one_head():
 
     from service.migrate import alembic_config
 
-    assert ScriptDirectory.from_config(alembic_config()).get_heads() == ["0004"]
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == ["0005"]
+
+
+def test_the_migrations_build_the_schema_the_models_describe(services):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from service.db import Base, get_engine
+
+    with get_engine().connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata) == []
+
+
+def test_migration_0005_indexes_the_provider_ids_of_sms_sent_before_it(client, keys):
+    """Receipts for SMS sent before the upgrade still find them."""
+    from alembic import command
+
+    from service.delivery.service import apply_receipt
+    from service.migrate import alembic_config
+    from tests.conftest import import_codes_for
+
+    import_codes_for("ARAY-CINEMA-2000", 1)
+    made = post_redemption(client, keys, offer="cinema-2000", points=2000)
+    with transaction() as s:  # as the code before 0005 left a sent message: the ids in the array only
+        s.execute(text("INSERT INTO sms_messages (redemption_id, send, msisdn, status, provider, provider_message_ids,"
+                       " segments, deadline_at) SELECT id, 0, msisdn, 'sent', 'smpp', '{A1,A2}', 2, now() + interval"
+                       " '1 day' FROM redemptions"))
+        s.execute(text("UPDATE redemptions SET status = 'sent'"))
+    config = alembic_config()  # the test database, from DATABASE_URL
+    try:
+        command.downgrade(config, "0004")
+    finally:
+        command.upgrade(config, "heads")
+    with new_session() as s:
+        assert s.execute(text("SELECT provider, provider_message_id FROM sms_provider_messages ORDER BY 2")).all() \
+            == [("smpp", "A1"), ("smpp", "A2")]
+    apply_receipt("smpp", "A1", "DELIVRD")
+    apply_receipt("smpp", "A2", "DELIVRD")
+    with new_session() as s:
+        assert s.execute(text("SELECT status FROM redemptions WHERE id = :id"), {"id": made.json()["id"]}).scalar_one() \
+            == "delivered"
 
 
 def test_housekeeping_purges_expired_idempotency_keys_and_keeps_live_ones(client, keys):

@@ -130,13 +130,18 @@ def _mark_sent(db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provide
     statements whatever the batch size."""
     if not sent:
         return
-    # One statement per table for the whole batch, not one per message.
+    # One statement per table for the whole batch, not one per message; the parts' provider ids go
+    # into the table receipts are looked up in.
     db.execute(
-        "UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids, sent_at = %s,"
-        " updated_at = %s, last_error = NULL FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
-        " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
+        "WITH marked AS (UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids,"
+        " sent_at = %s, updated_at = %s, last_error = NULL"
+        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
+        " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting' RETURNING m.id, m.provider_message_ids)"
+        " INSERT INTO sms_provider_messages (provider, provider_message_id, sms_message_id)"
+        " SELECT %s, p.id, marked.id FROM marked, unnest(marked.provider_message_ids) AS p(id)"
+        " ON CONFLICT DO NOTHING",
         (provider, now, now, batch([{"id": message_id, "ids": ids} for message_id, _, ids in sent]),
-         [message_id for message_id, _, _ in sent]))
+         [message_id for message_id, _, _ in sent], provider))
     changed = db.execute(
         "UPDATE redemptions SET status = 'sent', status_reason = NULL, first_sent_at = coalesce(first_sent_at, %s),"
         " updated_at = %s WHERE id = ANY(%s) AND status IN ('accepted', 'failed')"
@@ -339,13 +344,21 @@ class _Receipted:
     in_doubt: bool
 
 
+# The messages a batch of receipts names, locked in id order; the newest of several with one id wins.
+RECEIPTED_MESSAGES = (
+    "SELECT id, redemption_id, status, provider_message_ids, receipts, segments FROM sms_messages"
+    " WHERE id = ANY(ARRAY(SELECT sms_message_id FROM sms_provider_messages WHERE provider = %s"
+    " AND provider_message_id = ANY(%s))) ORDER BY id FOR UPDATE")
+
+
 def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None = None) -> list[Exception | None]:
     """Delivery receipts, in one transaction: final states settle the message and the redemption.
 
-    A receipt is placed by its message id. One with an unknown id for a destination that has an
-    in-doubt attempt (`submitting`, its outcome never recorded) belongs to that attempt: it did reach
-    the provider, but maybe not whole, since a worker can die between the parts of a long SMS. Only
-    receipts for every part settle it as sent; otherwise it is resent after the in-doubt window.
+    A receipt is placed by its provider's message id (on the newest message with that id: providers
+    may recycle ids). One with an unknown id for a destination that has an in-doubt attempt
+    (`submitting`, its outcome never recorded) belongs to that attempt: it did reach the provider, but
+    maybe not whole, since a worker can die between the parts of a long SMS. Only receipts for every
+    part settle it as sent; otherwise it is resent after the in-doubt window.
 
     Per receipt: None, or ReceiptTooEarly (usually it overtook the commit of its own submit) for the
     provider to offer it again."""
@@ -357,9 +370,7 @@ def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None 
         messages: dict[int, _Receipted] = {}
         by_id = {}
         for sms_id, redemption_id, status, ids, seen, segments in db.execute(
-                "SELECT id, redemption_id, status, provider_message_ids, receipts, segments FROM sms_messages"
-                " WHERE provider_message_ids && %s::varchar[] ORDER BY id FOR UPDATE",
-                ([r.message_id for r in receipts],)):
+                RECEIPTED_MESSAGES, (provider, [r.message_id for r in receipts])):
             messages[sms_id] = _Receipted(redemption_id, status, list(ids), dict(seen or {}), segments or 1, False)
             by_id.update({message_id: sms_id for message_id in ids})
         unplaced, placed = [], set()

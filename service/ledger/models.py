@@ -8,6 +8,7 @@ from sqlalchemy import (BigInteger, CheckConstraint, Date, DateTime, FetchedValu
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.naming import conv
 
 from service.db import Base
 
@@ -25,6 +26,7 @@ class ReconciliationRecord(Base):
         Index("ix_records_redemption", "redemption_id"),
         Index("ix_records_booked", "program_id", "booked_period"),
         Index("ix_records_partner_fp", "partner_id", "code_fingerprint"),
+        Index("ix_records_partner_time", "partner_id", "occurred_at"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     type: Mapped[str] = mapped_column(String(16))
@@ -81,7 +83,7 @@ class PeriodDocument(Base):
     __tablename__ = "period_documents"
     __table_args__ = (
         CheckConstraint("kind IN ('act.pdf', 'registry.xlsx', 'registry.csv')", name="kind"),
-        UniqueConstraint("period_id", "kind"),
+        UniqueConstraint("period_id", "kind", name=conv("uq_period_documents_period_id")),  # as 0003f named it
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     period_id: Mapped[int] = mapped_column(ForeignKey("periods.id"))

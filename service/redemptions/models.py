@@ -24,6 +24,7 @@ class Redemption(Base):
         Index("uq_redemptions_live_code", "code_id", unique=True, postgresql_where=text("status <> 'cancelled'")),
         Index("ix_redemptions_limits", "msisdn", "offer_id", "created_at"),
         Index("ix_redemptions_program_id", "program_id", "id"),
+        Index("ix_redemptions_card", "card_id", postgresql_where=text("card_id IS NOT NULL")),
     )
     # Time-ordered UUIDs (v7 layout): ids sort by creation, so they double as pagination keys.
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
