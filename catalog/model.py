@@ -124,6 +124,9 @@ class ProgramSpec(Strict):
     sms_sender: str = Field(pattern=r"^[A-Za-z0-9 .\-]{1,11}$", description="alphanumeric sender id, 11 chars max")
     monthly_budget: str | None = None
     webhook_url: str | None = Field(default=None, pattern=r"^https?://")
+    sms_deadline_hours: int | None = Field(
+        default=None, ge=1, le=168,
+        description="how long a reward SMS is retried before the redemption fails; default SMS_DEADLINE_HOURS")
     templates: Templates
     tariffs: tuple[TariffSpec, ...] = Field(min_length=1)
 

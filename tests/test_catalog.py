@@ -99,6 +99,20 @@ def test_unquoted_money_is_refused_because_yaml_reads_it_as_a_float(catalog_copy
     assert "face_value" in problem.where and problem.line > 1
 
 
+def test_a_programs_sms_deadline_is_applied_and_one_outside_1_to_168_hours_is_refused(db, catalog_copy: Path):
+    with transaction() as s:
+        apply_catalog(s, load_catalog(DEMO_CATALOG))
+    with new_session() as s:
+        assert dict(s.execute(select(Program.code, Program.sms_deadline_hours)).all()) == {
+            "mobile-bonus": None, "home-internet": None, "business": 4}
+    programs = catalog_copy / "programs.yaml"
+    programs.write_text(programs.read_text().replace("sms_deadline_hours: 4", "sms_deadline_hours: 0"))
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(catalog_copy)
+    problem, = caught.value.problems
+    assert problem.file.endswith("programs.yaml") and "sms_deadline_hours" in problem.where and problem.line > 1
+
+
 def test_yaml_syntax_error_names_the_line(catalog_copy: Path):
     (catalog_copy / "partners.yaml").write_text("partners:\n  - code: a\n    name: [unclosed\n")
     with pytest.raises(CatalogError) as caught:

@@ -310,3 +310,28 @@ def test_receipts_are_looked_up_through_an_index_however_many_parts_were_ever_se
     lookups = [n for n in nodes(plan[0]["Plan"]) if n.get("Relation Name") == "sms_provider_messages"]
     assert lookups and all(n["Node Type"].startswith("Index") for n in lookups), lookups
     assert all(n["Plan Rows"] < 1000 for n in lookups)
+
+
+def test_an_sms_no_provider_took_by_its_programs_deadline_fails_the_redemption_with_the_reason(client, keys, smsc,
+                                                                                                   smpp):
+    """Business Club gives its SMS 4 hours (its catalog entry), Mobile Bonus the default 24."""
+    from datetime import datetime, timedelta, timezone
+
+    point_webhooks_at("http://127.0.0.1:9/hooks")
+    import_codes_for("ARAY-CINEMA-2000", 1)
+    business = post_redemption(client, keys, role="admin", program="business", tariff="biz-start",
+                               offer="gift-card-20000", points=20000, msisdn="87015550101")
+    assert business.status_code == 201, business.text
+    mobile = post_redemption(client, keys, msisdn="87015550102")
+    jobs = [Job(uuid.UUID(business.json()["id"]), 0), Job(uuid.UUID(mobile.json()["id"]), 0)]
+    smsc.throttle(3600)
+    start = datetime.now(timezone.utc)
+    assert {o.result for o in deliver_many(jobs, provider=smpp, now=start).values()} == {"retry"}
+    later = deliver_many(jobs, provider=smpp, now=start + timedelta(hours=5))
+    assert (later[jobs[0]].result, later[jobs[1]].result) == ("failed", "retry")
+    with new_session() as s:
+        status, reason = s.execute(text("SELECT status, status_reason FROM redemptions WHERE id = :id"),
+                                   {"id": jobs[0].redemption_id}).one()
+    assert status == "failed" and reason.startswith("undelivered by the deadline") and "0x58" in reason
+    assert _events() == {"redemption.failed": 1}
+    assert smsc.received == []

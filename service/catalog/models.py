@@ -72,6 +72,7 @@ class Program(Base):
     templates: Mapped[dict] = mapped_column(JSONB)
     webhook_url: Mapped[str | None] = mapped_column(Text)
     monthly_budget_minor: Mapped[int | None] = mapped_column(BigInteger)
+    sms_deadline_hours: Mapped[int | None] = mapped_column(Integer)  # None: SMS_DEADLINE_HOURS
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -116,6 +116,7 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
             "sms_sender": p.sms_sender, "templates": p.templates.model_dump(mode="json"),
             "webhook_url": p.webhook_url,
             "monthly_budget_minor": to_minor(p.monthly_budget, p.currency) if p.monthly_budget else None,
+            "sms_deadline_hours": p.sms_deadline_hours,
             "active": True,
         })
     sync.deactivate_missing("programs", programs, {p.code for p in spec.programs})

@@ -188,11 +188,15 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outc
     wanted, rids = batch([{"rid": j.redemption_id, "send": j.send} for j in jobs]), [j.redemption_id for j in jobs]
     with transaction() as session:
         db = driver(session)
+        # The deadline is the program's (or the default), counted from the redemption for the first
+        # send, which is when the subscriber started waiting, and from now for a resend.
         db.execute("INSERT INTO sms_messages (redemption_id, send, msisdn, locale, deadline_at, created_at, updated_at)"
-                   " SELECT r.id, j.send, r.msisdn, r.locale, %s, %s, %s"
+                   " SELECT r.id, j.send, r.msisdn, r.locale, CASE WHEN j.send = 0 THEN r.created_at ELSE %s END"
+                   " + make_interval(secs => coalesce(p.sms_deadline_hours * 3600, %s)), %s, %s"
                    " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int) JOIN redemptions r ON r.id = j.rid"
+                   " JOIN programs p ON p.id = r.program_id"
                    " WHERE r.id = ANY(%s) ORDER BY r.id, j.send ON CONFLICT (redemption_id, send) DO NOTHING",
-                   (now + deadline, now, now, wanted, rids))
+                   (now, deadline.total_seconds(), now, now, wanted, rids))
         cursor = db.cursor(row_factory=namedtuple_row)
         rows = cursor.execute(
             "SELECT m.id AS message_id, m.send, m.status, m.deadline_at, m.submit_started_at, m.last_error,"
