@@ -18,7 +18,7 @@ from service.delivery.providers import (InDoubtSmsError, OutgoingSms, Receipt, S
 from service.delivery.service import Job, ReceiptTooEarly, apply_receipts, apply_smpp_receipts, deliver_many
 from service.delivery.smsc import TestSmsc
 from tests.conftest import import_codes_for, post_redemption
-from tests.delivery_harness import WebhookReceiver, flush_queues, point_webhooks_at
+from tests.delivery_harness import WebhookReceiver, flush_queues, point_webhooks_at, wait_until
 
 
 @pytest.fixture
@@ -82,9 +82,10 @@ def test_a_batch_run_twice_sends_nothing_the_second_time(client, keys, smsc, smp
     assert _events() == {"redemption.sent": 4}
 
 
-def test_a_throttled_batch_goes_back_to_pending_and_is_handed_on_for_retry(client, keys, smsc, smpp):
+@pytest.mark.parametrize("status", [0x58, 0x14], ids=["ESME_RTHROTTLED", "ESME_RMSGQFUL"])
+def test_a_throttled_batch_goes_back_to_pending_and_is_handed_on_for_retry(client, keys, smsc, smpp, status):
     jobs = _redeem(client, keys, 3)
-    smsc.throttle(60)
+    smsc.throttle(60, status=status)
     outcomes = deliver_many(jobs, provider=smpp)
     # "retry" with no time of its own: the caller's backoff applies, since the SMSC did not take it
     assert {(o.result, o.retry_ms) for o in outcomes.values()} == {("retry", None)}
@@ -335,3 +336,33 @@ def test_an_sms_no_provider_took_by_its_programs_deadline_fails_the_redemption_w
     assert status == "failed" and reason.startswith("undelivered by the deadline") and "0x58" in reason
     assert _events() == {"redemption.failed": 1}
     assert smsc.received == []
+
+
+def test_an_idle_session_sends_enquire_link_and_answers_the_smscs(smsc):
+    session = SmppSession(smsc.host, smsc.port, "rewards", "", on_receipts=lambda r: [None] * len(r),
+                          enquire_every=0.2)
+    try:
+        session.submit(OutgoingSms("warm", "+77015559999", "Test", "hello", "GSM-7", 1))  # bound
+        wait_until(lambda: smsc.enquire_links >= 2, 10, what="our enquire_link while idle")
+        smsc.enquire_link()
+        wait_until(lambda: smsc.enquire_link_resps == 1, 10, what="our answer to the SMSC's enquire_link")
+        assert smsc.bound_sessions == 1  # the same session throughout: no reconnect
+    finally:
+        session.close()
+
+
+def test_an_expired_receipt_without_the_tlv_fails_the_redemption_with_a_webhook(client, keys):
+    """Some SMSCs leave out receipted_message_id: the id is read from the receipt text."""
+    expiring = TestSmsc(receipt_delay=0.2, receipt_state="EXPIRED", receipt_tlv=False).start()
+    session = SmppSession(expiring.host, expiring.port, "rewards", "", on_receipts=apply_smpp_receipts)
+    try:
+        job, = _redeem(client, keys, 1)
+        assert deliver_many([job], provider=SmppProvider(session))[job].result == "sent"
+        wait_until(lambda: _sms_status() == {str(job.redemption_id): "failed"}, 20, what="the EXPIRED receipt")
+    finally:
+        session.close()
+        expiring.stop()
+    with new_session() as s:
+        status, reason = s.execute(text("SELECT status, status_reason FROM redemptions")).one()
+    assert (status, reason) == ("failed", "undeliverable: EXPIRED")
+    assert _events() == {"redemption.sent": 1, "redemption.failed": 1}

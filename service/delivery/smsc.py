@@ -1,7 +1,7 @@
 """A test SMSC: a real SMPP 3.4 server (bind_transceiver, submit_sm with UDH concatenation,
 deliver_sm receipts, enquire_link, unbind) for the tests and the local compose stack.
 
-Fault injection for tests: throttle (ESME_RTHROTTLED), drop connections and refuse new ones for a
+Fault injection for tests: throttle (ESME_RTHROTTLED, or another status such as ESME_RMSGQFUL), drop connections and refuse new ones for a
 while, refuse given destinations (ESME_RINVDSTADR), receipts with or without the
 receipted_message_id TLV. Receipts wait per system_id until a session of it is bound.
 
@@ -130,6 +130,9 @@ class TestSmsc:
         self.password = password
         self.invalid_destinations: set[str] = set()
         self.throttle_until = 0.0
+        self.throttle_status = ESME_RTHROTTLED
+        self.enquire_links = 0  # received from the ESME
+        self.enquire_link_resps = 0  # answers to ours
         self.drop_until = 0.0
         self.received: list[ReceivedSms] = []
         self.submits = 0
@@ -158,8 +161,17 @@ class TestSmsc:
         self._drop_all()
         self._server.close()
 
-    def throttle(self, seconds: float) -> None:
+    def throttle(self, seconds: float, status: int = ESME_RTHROTTLED) -> None:
+        """Refuses every submit_sm with `status` (a transient one) for a while."""
+        self.throttle_status = status
         self.throttle_until = time.monotonic() + seconds
+
+    def enquire_link(self) -> None:
+        """Asks every bound session whether it is alive; answers count in `enquire_link_resps`."""
+        with self._lock:
+            sessions = [s for s in self._sessions if s.alive and s.system_id is not None]
+        for s in sessions:
+            s.send(pdu_bytes(ENQUIRE_LINK, next(_sequences)))
 
     def drop_connections(self, seconds: float) -> None:
         self.drop_until = time.monotonic() + seconds
@@ -240,7 +252,12 @@ class TestSmsc:
         elif command_id == SUBMIT_SM:
             self._submit(session, sequence, parse_submit(body))
         elif command_id == ENQUIRE_LINK:
+            with self._lock:
+                self.enquire_links += 1
             session.send(pdu_bytes(ENQUIRE_LINK | RESP, sequence))
+        elif command_id == ENQUIRE_LINK | RESP:
+            with self._lock:
+                self.enquire_link_resps += 1
         elif command_id == DELIVER_SM | RESP:
             with self._lock:
                 entry = session.unacked.pop(sequence, None)
@@ -261,7 +278,7 @@ class TestSmsc:
         if time.monotonic() < self.throttle_until:
             with self._lock:
                 self.throttled += 1
-            session.send(pdu_bytes(SUBMIT_SM | RESP, sequence, b"\0", ESME_RTHROTTLED))
+            session.send(pdu_bytes(SUBMIT_SM | RESP, sequence, b"\0", self.throttle_status))
             return
         if destination in self.invalid_destinations:
             session.send(pdu_bytes(SUBMIT_SM | RESP, sequence, b"\0", ESME_RINVDSTADR))
