@@ -17,6 +17,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -343,6 +344,7 @@ def main() -> None:
         hooks.terminate()
         rd.stop()
         pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
