@@ -55,6 +55,24 @@ def test_migration_0005_indexes_the_provider_ids_of_sms_sent_before_it(client, k
     assert status == "delivered"
 
 
+def test_an_sms_a_worker_of_the_previous_release_recorded_sent_still_takes_its_receipts(client, keys):
+    """During a rolling upgrade, workers that predate sms_provider_messages write only the array."""
+    from service.delivery.service import apply_receipt
+    from tests.conftest import import_codes_for
+
+    import_codes_for("ARAY-CINEMA-2000", 1)
+    made = post_redemption(client, keys, offer="cinema-2000", points=2000)
+    with transaction() as s:
+        s.execute(text("INSERT INTO sms_messages (redemption_id, send, msisdn, status, segments, deadline_at)"
+                       " SELECT id, 0, msisdn, 'submitting', 1, now() + interval '1 day' FROM redemptions"))
+        s.execute(text("UPDATE sms_messages SET status = 'sent', provider = 'smpp', provider_message_ids = '{B7}'"))
+        s.execute(text("UPDATE redemptions SET status = 'sent'"))
+    apply_receipt("smpp", "B7", "DELIVRD")
+    with new_session() as s:
+        status = s.execute(text("SELECT status FROM redemptions WHERE id = :id"), {"id": made.json()["id"]}).scalar_one()
+    assert status == "delivered"
+
+
 def test_housekeeping_purges_expired_idempotency_keys_and_keeps_live_ones(client, keys):
     from service.outbox import housekeeping
 

@@ -55,7 +55,10 @@ class SmsProviderMessage(Base):
     planner guesses a selectivity from the number of ids asked for (half a percent each), so a batch
     of a hundred receipts looked like a third of the table and was answered with a scan of all of
     it, at any size. Providers may recycle their ids: one id can name parts of several messages,
-    and a receipt belongs to the newest."""
+    and a receipt belongs to the newest.
+
+    A trigger of migration 0005 fills it from `sms_messages.provider_message_ids`, whoever writes
+    them (workers of the previous release, during a rolling upgrade, do not know this table)."""
     __tablename__ = "sms_provider_messages"
     provider: Mapped[str] = mapped_column(String(16), primary_key=True)
     provider_message_id: Mapped[str] = mapped_column(String(64), primary_key=True)

@@ -130,18 +130,14 @@ def _mark_sent(db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provide
     statements whatever the batch size."""
     if not sent:
         return
-    # One statement per table for the whole batch, not one per message; the parts' provider ids go
-    # into the table receipts are looked up in.
+    # One statement per table for the whole batch, not one per message. (A trigger copies the parts'
+    # provider ids into sms_provider_messages, where receipts look them up.)
     db.execute(
-        "WITH marked AS (UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids,"
-        " sent_at = %s, updated_at = %s, last_error = NULL"
-        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
-        " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting' RETURNING m.id, m.provider_message_ids)"
-        " INSERT INTO sms_provider_messages (provider, provider_message_id, sms_message_id)"
-        " SELECT %s, p.id, marked.id FROM marked, unnest(marked.provider_message_ids) AS p(id)"
-        " ON CONFLICT DO NOTHING",
+        "UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids, sent_at = %s,"
+        " updated_at = %s, last_error = NULL FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
+        " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
         (provider, now, now, batch([{"id": message_id, "ids": ids} for message_id, _, ids in sent]),
-         [message_id for message_id, _, _ in sent], provider))
+         [message_id for message_id, _, _ in sent]))
     changed = db.execute(
         "UPDATE redemptions SET status = 'sent', status_reason = NULL, first_sent_at = coalesce(first_sent_at, %s),"
         " updated_at = %s WHERE id = ANY(%s) AND status IN ('accepted', 'failed')"

@@ -24,6 +24,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("provider", "provider_message_id", "sms_message_id",
                                 name=op.f("pk_sms_provider_messages")),
     )
+    # Kept by the database from sms_messages.provider_message_ids, whoever writes them: during a
+    # rolling upgrade, workers of the previous release record `sent` without knowing this table.
+    op.execute("""
+        CREATE FUNCTION sms_provider_messages_sync() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            INSERT INTO sms_provider_messages (provider, provider_message_id, sms_message_id)
+            SELECT NEW.provider, p.id, NEW.id FROM unnest(NEW.provider_message_ids) AS p(id)
+            ON CONFLICT DO NOTHING;
+            RETURN NULL;
+        END $$""")
+    op.execute("CREATE TRIGGER sms_provider_messages_sync AFTER INSERT OR UPDATE OF provider_message_ids, provider"
+               " ON sms_messages FOR EACH ROW"
+               " WHEN (NEW.provider IS NOT NULL AND cardinality(NEW.provider_message_ids) > 0)"
+               " EXECUTE FUNCTION sms_provider_messages_sync()")
     op.execute("INSERT INTO sms_provider_messages (provider, provider_message_id, sms_message_id)"
                " SELECT DISTINCT m.provider, p.id, m.id FROM sms_messages m, unnest(m.provider_message_ids) AS p(id)"
                " WHERE m.provider IS NOT NULL")
@@ -31,6 +45,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER sms_provider_messages_sync ON sms_messages")
+    op.execute("DROP FUNCTION sms_provider_messages_sync()")
     op.create_index("ix_sms_provider_ids", "sms_messages", ["provider_message_ids"], unique=False,
                     postgresql_using="gin")
     op.drop_table("sms_provider_messages")
