@@ -211,17 +211,19 @@ def main() -> None:
             first_part_unix = {m["to"]: m["first_part_unix"] for m in smsc_received()}
             latencies = [first_part[to] - t for to, t in answered.items() if to in first_part]
             with psycopg.connect(env["DATABASE_URL"]) as conn:
-                # created_at is the redemption transaction's start, just before its commit and its 201
+                # created_at is taken as the redemption starts, before its commit and its 201: from it the
+                # latency is an upper bound of 201 -> submit_sm, read on the servers' own clocks
                 committed = dict(conn.execute("SELECT msisdn, extract(epoch FROM created_at)::float8 FROM redemptions"
                                               " WHERE external_id LIKE 'bd-%'").fetchall())
             server = [first_part_unix[to] - t for to, t in committed.items() if to in first_part_unix]
             print(f"latency phase: {len(answered)} redemptions at {args.rate:.0f}/s for {args.seconds:.0f} s, "
                   f"{len(latencies)} SMS at the SMSC")
-            for label, values in (("redemption committed -> submit_sm", server),
+            for label, values in (("redemption created (before its commit and 201) -> submit_sm", server),
                                   ("201 seen by the load generator -> submit_sm", latencies)):
                 print(f"  {label}, ms: p50 {percentile(values, .5) * 1000:.0f}  p95 {percentile(values, .95) * 1000:.0f}"
                       f"  p99 {percentile(values, .99) * 1000:.0f}  max {max(values) * 1000:.0f}")
-            print("  (the load generator shares the 2 cores: it may read a 201 after the SMS has already gone out)")
+            print("  (the first is an upper bound of 201 -> submit_sm; the load generator shares the 2 cores and"
+                  " may read a 201 after the SMS has already gone out, so the second can be negative)")
 
         # 2) throughput: a backlog written while no worker runs, then drained
         os.killpg(first.pid, 15)
