@@ -1,9 +1,10 @@
 """A test SMSC: a real SMPP 3.4 server (bind_transceiver, submit_sm with UDH concatenation,
 deliver_sm receipts, enquire_link, unbind) for the tests and the local compose stack.
 
-Fault injection for tests: throttle (ESME_RTHROTTLED, or another status such as ESME_RMSGQFUL), drop connections and refuse new ones for a
-while, refuse given destinations (ESME_RINVDSTADR), receipts with or without the
-receipted_message_id TLV. Receipts wait per system_id until a session of it is bound.
+Fault injection for tests: throttle (ESME_RTHROTTLED, or another status such as ESME_RMSGQFUL),
+drop connections and refuse new ones for a while, refuse given destinations (ESME_RINVDSTADR),
+receipts with or without the receipted_message_id TLV, enquire_link of its own. Receipts wait per
+system_id until a session of it is bound.
 
 Its PDUs are read and written by the small codec below rather than by smpplib: the client side
 (our SMPP session) encodes with smpplib, so every test checks smpplib's PDUs against a second,
