@@ -366,3 +366,36 @@ def test_an_expired_receipt_without_the_tlv_fails_the_redemption_with_a_webhook(
         status, reason = s.execute(text("SELECT status, status_reason FROM redemptions")).one()
     assert (status, reason) == ("failed", "undeliverable: EXPIRED")
     assert _events() == {"redemption.sent": 1, "redemption.failed": 1}
+
+
+def test_while_receipts_cannot_be_applied_each_failed_batch_is_one_log_line_and_comes_again():
+    import io
+    import json
+
+    from service.logging import configure_logging
+
+    stream = io.StringIO()
+    configure_logging("INFO", json=True, stream=stream)
+    smsc = TestSmsc(receipt_delay=0.0).start()
+
+    batches: list[int] = []
+
+    def database_away(receipts):
+        batches.append(len(receipts))
+        raise OSError("database away")
+
+    session = SmppSession(smsc.host, smsc.port, "rewards", "", on_receipts=database_away)
+    try:
+        messages = [OutgoingSms(f"r{i}", f"+7701557{i:04d}", "Test", "hello", "GSM-7", 1) for i in range(20)]
+        assert all(isinstance(r, list) for r in session.submit_many(messages))
+        time.sleep(2.0)  # the SMSC offers the refused receipts again every 0.5 s
+    finally:
+        smsc.stop()
+        time.sleep(0.5)  # the receipts already read are refused and logged by now
+        session.close()
+        configure_logging("INFO", json=True)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert sum(batches) >= 2 * 20  # every receipt refused, and offered again
+    assert [line["receipts"] for line in lines if line["event"] == "receipts_failed"] == batches
+    assert not any(line["event"] == "receipt_failed" for line in lines)  # no line per receipt
+    assert smsc.receipts_acked == 0

@@ -160,6 +160,7 @@ class HttpProvider:
 
 # Statuses of submit_sm_resp worth retrying: throttling, queue full, system/submit errors, timeouts.
 TRANSIENT_SMPP_STATUSES = {0x58, 0x14, 0x08, 0x45, 0x64, 0x61}
+ESME_RX_T_APPN = 0x64  # temporary application error: the SMSC redelivers the receipt later
 RECEIPT_RE = re.compile(r"id:(?P<id>\S+).*?stat:(?P<stat>[A-Z]+)", re.S)
 
 
@@ -407,7 +408,12 @@ class SmppSession:
             try:
                 errors = self.on_receipts([receipt for receipt, _ in batch])
             except Exception as exc:  # noqa: BLE001 - e.g. the database is away: every receipt comes again
-                errors = [exc] * len(batch)
+                # One line for the batch: the SMSC offers every receipt again and again while the
+                # database is away, and a line per receipt would bury the log.
+                log.error("receipts_failed", receipts=len(batch), error=f"{type(exc).__name__}: {exc}")
+                for _, sequence in batch:
+                    self._receipt_acks.put((sequence, ESME_RX_T_APPN))
+                continue
             for (receipt, sequence), error in zip(batch, errors):
                 self._receipt_acks.put((sequence, self._receipt_status(receipt, error)))
 
@@ -423,7 +429,7 @@ class SmppSession:
                 return 0  # not ours, or long settled: stop the SMSC from offering it forever
         else:
             log.error("receipt_failed", error=f"{type(error).__name__}: {error}")
-        return 0x64  # ESME_RX_T_APPN: temporary application error, redeliver later
+        return ESME_RX_T_APPN
 
 
 class SmppProvider:
