@@ -272,12 +272,10 @@ def test_rows_the_broker_refused_stay_waiting_and_go_out_on_the_next_pass(client
 
 
 def test_a_receipt_for_an_id_the_smsc_gave_out_again_settles_the_newest_message_with_it(client, keys, smsc, smpp):
-    import itertools
-
     import_codes_for("ARAY-CINEMA-2000", 4)
     old = _redeem(client, keys, 2)
     deliver_many(old, provider=smpp)
-    smsc._ids = itertools.count(1)  # the SMSC restarted its numbering
+    smsc.restart_numbering()
     new = _redeem(client, keys, 2, prefix="8701666")
     deliver_many(new, provider=smpp)
     reused = [m for m in smsc.received if m.to.startswith("+7701666")]

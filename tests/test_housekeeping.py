@@ -7,6 +7,11 @@ from service.db import new_session, transaction
 from tests.conftest import post_redemption
 
 
+def _status(made) -> str:
+    with new_session() as s:
+        return s.execute(text("SELECT status FROM redemptions WHERE id = :id"), {"id": made.json()["id"]}).scalar_one()
+
+
 def test_the_migrations_have_one_head():
     from alembic.script import ScriptDirectory
 
@@ -50,9 +55,7 @@ def test_migration_0005_indexes_the_provider_ids_of_sms_sent_before_it(client, k
             == [("smpp", "A1"), ("smpp", "A2")]
     apply_receipt("smpp", "A1", "DELIVRD")
     apply_receipt("smpp", "A2", "DELIVRD")
-    with new_session() as s:
-        status = s.execute(text("SELECT status FROM redemptions WHERE id = :id"), {"id": made.json()["id"]}).scalar_one()
-    assert status == "delivered"
+    assert _status(made) == "delivered"
 
 
 def test_an_sms_a_worker_of_the_previous_release_recorded_sent_still_takes_its_receipts(client, keys):
@@ -68,9 +71,7 @@ def test_an_sms_a_worker_of_the_previous_release_recorded_sent_still_takes_its_r
         s.execute(text("UPDATE sms_messages SET status = 'sent', provider = 'smpp', provider_message_ids = '{B7}'"))
         s.execute(text("UPDATE redemptions SET status = 'sent'"))
     apply_receipt("smpp", "B7", "DELIVRD")
-    with new_session() as s:
-        status = s.execute(text("SELECT status FROM redemptions WHERE id = :id"), {"id": made.json()["id"]}).scalar_one()
-    assert status == "delivered"
+    assert _status(made) == "delivered"
 
 
 def test_housekeeping_purges_expired_idempotency_keys_and_keeps_live_ones(client, keys):

@@ -158,9 +158,9 @@ class HttpProvider:
 
 # --- SMPP 3.4 ----------------------------------------------------------------------------------
 
-# Statuses of submit_sm_resp worth retrying: throttling, queue full, system/submit errors, timeouts.
-TRANSIENT_SMPP_STATUSES = {0x58, 0x14, 0x08, 0x45, 0x64, 0x61}
 ESME_RX_T_APPN = 0x64  # temporary application error: the SMSC redelivers the receipt later
+# Statuses of submit_sm_resp worth retrying: throttling, queue full, system/submit errors, timeouts.
+TRANSIENT_SMPP_STATUSES = {0x58, 0x14, 0x08, 0x45, ESME_RX_T_APPN, 0x61}
 RECEIPT_RE = re.compile(r"id:(?P<id>\S+).*?stat:(?P<stat>[A-Z]+)", re.S)
 
 

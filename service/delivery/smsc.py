@@ -167,6 +167,10 @@ class TestSmsc:
         self.throttle_status = status
         self.throttle_until = time.monotonic() + seconds
 
+    def restart_numbering(self) -> None:
+        """Gives out message ids from 1 again, as an SMSC does after a restart."""
+        self._ids = itertools.count(1)
+
     def enquire_link(self) -> None:
         """Asks every bound session whether it is alive; answers count in `enquire_link_resps`."""
         with self._lock:
