@@ -18,11 +18,12 @@ run: install
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
 
-# The same suite against the machine's PostgreSQL and Redis instead of embedded ones.
+# The same suite against the machine's PostgreSQL and Redis instead of embedded ones; the suites that
+# do not depend on the stack (browser, schemathesis, faults) already ran in `make test`.
 test-system: install
 	DATABASE_URL=$${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/15} \
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -m "not browser and not schemathesis and not faults"
 
 openapi: install
 	$(VENV)/bin/rewards openapi --output openapi/openapi.json

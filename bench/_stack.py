@@ -1,5 +1,6 @@
 """What the benchmarks share: a migrated database with the demo catalog (embedded PostgreSQL under a
 temporary folder unless DATABASE_URL is set)."""
+
 from __future__ import annotations
 
 import base64
@@ -28,16 +29,21 @@ def demo_database(prefix: str) -> Iterator[Stack]:
     from service.embedded import EmbeddedPostgres
 
     work = Path(tempfile.mkdtemp(prefix=prefix))
-    env = {**os.environ, "ENCRYPTION_KEY": os.environ.get("ENCRYPTION_KEY")
-           or base64.b64encode(secrets.token_bytes(32)).decode(), "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "ENCRYPTION_KEY": os.environ.get("ENCRYPTION_KEY")
+        or base64.b64encode(secrets.token_bytes(32)).decode(),
+        "LOG_LEVEL": "WARNING",
+    }
     pg = None
     if not env.get("DATABASE_URL"):
         pg = EmbeddedPostgres(work / "pg")
         env["DATABASE_URL"] = pg.start()
 
     def rewards(*cli: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "service.cli", *cli], env=env, check=True,
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "service.cli", *cli], env=env, check=True, capture_output=True, text=True
+        )
 
     try:
         rewards("migrate")

@@ -6,6 +6,7 @@ booking trigger, like every writer).
     .venv/bin/python bench/export.py                 # 1,000,000 records
     .venv/bin/python bench/export.py --records 200000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,8 @@ def main() -> None:
 
     import psycopg
 
-    from service.db import libpq_url
     from bench._stack import demo_database
+    from service.db import libpq_url
 
     with demo_database("bench-export-") as stack:
         work, env = stack.work, stack.env
@@ -59,17 +60,34 @@ def main() -> None:
         for fmt in args.formats.split(","):
             out = work / f"records.{fmt}"
             started = time.perf_counter()
-            proc = subprocess.Popen([sys.executable, "-m", "service.cli", "export", "--format", fmt,
-                                     "--program", "mobile-bonus", "--output", str(out)],
-                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "service.cli",
+                    "export",
+                    "--format",
+                    fmt,
+                    "--program",
+                    "mobile-bonus",
+                    "--output",
+                    str(out),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
             _, _, usage = os.wait4(proc.pid, 0)
             elapsed = time.perf_counter() - started
             stdout = proc.stdout.read().strip()
             proc.stdout.close()
             if proc.returncode not in (0, None) and not stdout:
                 sys.exit(f"export {fmt} failed")
-            print(f"{fmt:>5}: {args.records:,} records in {elapsed:.1f} s ({args.records / elapsed:,.0f} records/s), "
-                  f"{out.stat().st_size / 1e6:.0f} MB file, peak RSS of the export process {usage.ru_maxrss / 1024:.0f} MB")
+            print(
+                f"{fmt:>5}: {args.records:,} records in {elapsed:.1f} s ({args.records / elapsed:,.0f} records/s), "
+                f"{out.stat().st_size / 1e6:.0f} MB file, peak RSS of the export process {usage.ru_maxrss / 1024:.0f} MB"
+            )
             print(f"       {stdout}")
             out.unlink()
 

@@ -4,6 +4,7 @@ the importing process. Embedded PostgreSQL under a temporary folder unless DATAB
     .venv/bin/python bench/import_codes.py            # 1,000,000 codes
     .venv/bin/python bench/import_codes.py --codes 200000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,23 +44,37 @@ def main() -> None:
         csv = work / "codes.csv"
         t = time.perf_counter()
         generate(csv, args.codes)
-        print(f"generated {args.codes:,} codes ({csv.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s")
+        print(
+            f"generated {args.codes:,} codes ({csv.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s"
+        )
 
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "service.cli", "codes", "import", args.sku, str(csv)],
-                                env=env, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "service.cli", "codes", "import", args.sku, str(csv)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         elapsed = time.perf_counter() - started
         if result.returncode:
             sys.exit(result.stderr)
         peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(result.stdout.strip())
-        print(f"imported {args.codes:,} codes in {elapsed:.1f} s: {args.codes / elapsed:,.0f} codes/s, "
-              f"peak RSS of the import process {peak_mb:.0f} MB")
+        print(
+            f"imported {args.codes:,} codes in {elapsed:.1f} s: {args.codes / elapsed:,.0f} codes/s, "
+            f"peak RSS of the import process {peak_mb:.0f} MB"
+        )
         again = time.perf_counter()
-        second = subprocess.run([sys.executable, "-m", "service.cli", "codes", "import", args.sku, str(csv)],
-                                env=env, capture_output=True, text=True)
-        print(f"re-import of the same file (all duplicates) in {time.perf_counter() - again:.1f} s: "
-              f"{second.stdout.strip()}")
+        second = subprocess.run(
+            [sys.executable, "-m", "service.cli", "codes", "import", args.sku, str(csv)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        print(
+            f"re-import of the same file (all duplicates) in {time.perf_counter() - again:.1f} s: "
+            f"{second.stdout.strip()}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ request a new subscriber, external id and Idempotency-Key, so every one is a ful
     .venv/bin/python bench/redeem.py                          # 16 clients, 20 s
     .venv/bin/python bench/redeem.py --clients 32 --seconds 30 --api-workers 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,28 +54,47 @@ async def load(base: str, key: str, clients: int, seconds: float, warmup: float,
     deadline = deadline_warm + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+
         async def worker() -> None:
             while time.perf_counter() < deadline:
                 n = next(counter)
                 program, tariff, code, points = OFFERS[offer]
-                body = {"program": program, "tariff": tariff, "offer": code, "points": points,
-                        "msisdn": f"8705{n:07d}", "external_id": f"bench-{n}"}
+                body = {
+                    "program": program,
+                    "tariff": tariff,
+                    "offer": code,
+                    "points": points,
+                    "msisdn": f"8705{n:07d}",
+                    "external_id": f"bench-{n}",
+                }
                 started = time.perf_counter()
-                response = await http.post("/v1/redemptions", json=body,
-                                           headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"b-{n}"})
+                response = await http.post(
+                    "/v1/redemptions",
+                    json=body,
+                    headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"b-{n}"},
+                )
                 elapsed = time.perf_counter() - started
                 if started >= deadline_warm:
                     latencies.append(elapsed)
-                    label = str(response.status_code) if response.status_code == 201 else \
-                        f"{response.status_code} {response.json().get('code')}"
+                    label = (
+                        str(response.status_code)
+                        if response.status_code == 201
+                        else f"{response.status_code} {response.json().get('code')}"
+                    )
                     statuses[label] = statuses.get(label, 0) + 1
 
         await asyncio.gather(*(worker() for _ in range(clients)))
     latencies.sort()
-    return {"requests": len(latencies), "seconds": seconds, "statuses": statuses,
-            "rps": statuses.get("201", 0) / seconds,
-            "p50_ms": percentile(latencies, 0.50) * 1000, "p95_ms": percentile(latencies, 0.95) * 1000,
-            "p99_ms": percentile(latencies, 0.99) * 1000, "mean_ms": statistics.fmean(latencies) * 1000}
+    return {
+        "requests": len(latencies),
+        "seconds": seconds,
+        "statuses": statuses,
+        "rps": statuses.get("201", 0) / seconds,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p95_ms": percentile(latencies, 0.95) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000,
+    }
 
 
 WRK_SCRIPT = r"""
@@ -106,18 +126,42 @@ def run_wrk(base: str, key: str, clients: int, seconds: float, warmup: float, of
     results = {}
     for run, duration in (("warm", warmup), ("measured", seconds)):
         script = work / f"redeem-{run}.lua"
-        script.write_text(f'PROGRAM="{program}" TARIFF="{tariff}" OFFER="{code}" POINTS={points} KEY="{key}"'
-                          f' RUN="{run}"\n' + WRK_SCRIPT)
-        out = subprocess.run(["wrk", "-t", "2", "-c", str(clients), "-d", f"{max(1, int(duration))}s",
-                              "--timeout", "10s", "-s", str(script), base], check=True, capture_output=True,
-                             text=True).stdout
+        script.write_text(
+            f'PROGRAM="{program}" TARIFF="{tariff}" OFFER="{code}" POINTS={points} KEY="{key}"'
+            f' RUN="{run}"\n' + WRK_SCRIPT
+        )
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t",
+                "2",
+                "-c",
+                str(clients),
+                "-d",
+                f"{max(1, int(duration))}s",
+                "--timeout",
+                "10s",
+                "-s",
+                str(script),
+                base,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
         results = json.loads(out.strip().splitlines()[-1])
     seconds_measured = results["duration_us"] / 1e6
     ok = results["requests"] - results["non_2xx"] - results["socket_errors"]
-    return {"requests": results["requests"], "seconds": seconds_measured,
-            "statuses": {"201": ok, "other": results["non_2xx"], "socket errors": results["socket_errors"]},
-            "rps": ok / seconds_measured, "p50_ms": results["p50_us"] / 1000, "p95_ms": results["p95_us"] / 1000,
-            "p99_ms": results["p99_us"] / 1000, "mean_ms": float("nan")}
+    return {
+        "requests": results["requests"],
+        "seconds": seconds_measured,
+        "statuses": {"201": ok, "other": results["non_2xx"], "socket errors": results["socket_errors"]},
+        "rps": ok / seconds_measured,
+        "p50_ms": results["p50_us"] / 1000,
+        "p95_ms": results["p95_us"] / 1000,
+        "p99_ms": results["p99_us"] / 1000,
+        "mean_ms": float("nan"),
+    }
 
 
 def free_port() -> int:
@@ -131,25 +175,51 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--warmup", type=float, default=3)
-    parser.add_argument("--api-workers", type=int, default=2, help="uvicorn workers (the service default, API_WORKERS)")
+    parser.add_argument(
+        "--api-workers", type=int, default=2, help="uvicorn workers (the service default, API_WORKERS)"
+    )
     parser.add_argument("--codes", type=int, default=30000)
-    parser.add_argument("--offer", choices=sorted(OFFERS), default="budgeted",
-                        help="budgeted: the program has a monthly budget (a shared counter); unbudgeted: it has none")
-    parser.add_argument("--driver", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python",
-                        help="load generator: wrk (C, Lua script; default when installed) or asyncio+httpx")
+    parser.add_argument(
+        "--offer",
+        choices=sorted(OFFERS),
+        default="budgeted",
+        help="budgeted: the program has a monthly budget (a shared counter); unbudgeted: it has none",
+    )
+    parser.add_argument(
+        "--driver",
+        choices=["wrk", "python"],
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator: wrk (C, Lua script; default when installed) or asyncio+httpx",
+    )
     parser.add_argument("--load-only", nargs=2, metavar=("BASE", "KEY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_only:
-        print(json.dumps(asyncio.run(load(args.load_only[0], args.load_only[1], args.clients, args.seconds,
-                                          args.warmup, args.offer))))
+        print(
+            json.dumps(
+                asyncio.run(
+                    load(
+                        args.load_only[0],
+                        args.load_only[1],
+                        args.clients,
+                        args.seconds,
+                        args.warmup,
+                        args.offer,
+                    )
+                )
+            )
+        )
         return
 
     from service.embedded import EmbeddedPostgres, EmbeddedRedis
 
     work = Path(tempfile.mkdtemp(prefix="bench-redeem-"))
     started = []
-    env = {**os.environ, "LOG_LEVEL": "WARNING",
-           "ENCRYPTION_KEY": os.environ.get("ENCRYPTION_KEY") or base64.b64encode(secrets.token_bytes(32)).decode()}
+    env = {
+        **os.environ,
+        "LOG_LEVEL": "WARNING",
+        "ENCRYPTION_KEY": os.environ.get("ENCRYPTION_KEY")
+        or base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
     if not env.get("DATABASE_URL"):
         pg = EmbeddedPostgres(work / "pg")
         env["DATABASE_URL"] = pg.start()
@@ -160,20 +230,53 @@ def main() -> None:
         started.append(rd)
     api = None
     try:
+
         def rewards(*cli: str) -> str:
-            return subprocess.run([sys.executable, "-m", "service.cli", *cli], env=env, check=True,
-                                  capture_output=True, text=True).stdout
+            return subprocess.run(
+                [sys.executable, "-m", "service.cli", *cli],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
 
         rewards("migrate")
         rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
         codes = work / "codes.csv"
         codes.write_text("".join(f"BENCH-{secrets.token_hex(6).upper()}\n" for _ in range(args.codes)))
         rewards("codes", "import", "ARAY-CINEMA-2000", str(codes))
-        key = rewards("keys", "create", "--role", "loyalty", "--program", "mobile-bonus", "--program", "home-internet", "--name", "bench").strip().splitlines()[-1]
+        key = (
+            rewards(
+                "keys",
+                "create",
+                "--role",
+                "loyalty",
+                "--program",
+                "mobile-bonus",
+                "--program",
+                "home-internet",
+                "--name",
+                "bench",
+            )
+            .strip()
+            .splitlines()[-1]
+        )
         port = free_port()
-        api = subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--port", str(port),
-                                "--workers", str(args.api_workers)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "api",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.api_workers),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         base = f"http://127.0.0.1:{port}"
         import httpx
 
@@ -186,16 +289,37 @@ def main() -> None:
         if args.driver == "wrk":
             result = run_wrk(base, key, args.clients, args.seconds, args.warmup, args.offer, work)
         else:
-            out = subprocess.run([sys.executable, __file__, "--load-only", base, key, "--clients", str(args.clients),
-                                  "--seconds", str(args.seconds), "--warmup", str(args.warmup), "--offer", args.offer],
-                                 check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--load-only",
+                    base,
+                    key,
+                    "--clients",
+                    str(args.clients),
+                    "--seconds",
+                    str(args.seconds),
+                    "--warmup",
+                    str(args.warmup),
+                    "--offer",
+                    args.offer,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             result = json.loads(out)
-        print(f"{args.driver} driver, {args.offer} offer, {args.clients} clients, {args.api_workers} API worker(s),"
-              f" {result['seconds']:.0f} s measured"
-              f" after {args.warmup:.0f} s warm-up")
+        print(
+            f"{args.driver} driver, {args.offer} offer, {args.clients} clients, {args.api_workers} API worker(s),"
+            f" {result['seconds']:.0f} s measured"
+            f" after {args.warmup:.0f} s warm-up"
+        )
         print(f"  redemptions/s: {result['rps']:.0f}   statuses: {result['statuses']}")
-        print(f"  latency ms: p50 {result['p50_ms']:.1f}  p95 {result['p95_ms']:.1f}  p99 {result['p99_ms']:.1f}"
-              f"  mean {result['mean_ms']:.1f}")
+        print(
+            f"  latency ms: p50 {result['p50_ms']:.1f}  p95 {result['p95_ms']:.1f}  p99 {result['p99_ms']:.1f}"
+            f"  mean {result['mean_ms']:.1f}"
+        )
     finally:
         if api:
             api.terminate()

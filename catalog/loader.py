@@ -1,5 +1,6 @@
 """Reads catalog YAML (one file or a folder of them), validates everything, and reports each problem
 with the file and line it comes from. Nothing is applied unless the whole catalog is valid."""
+
 from __future__ import annotations
 
 import hashlib
@@ -102,17 +103,31 @@ def load_catalog(path: Path | str) -> LoadedCatalog:
         if node is None:
             continue
         if not isinstance(node, yaml.MappingNode):
-            problems.append(CatalogProblem(name, node.start_mark.line + 1, "(top)",
-                                           f"expected a mapping with sections {', '.join(SECTIONS)}"))
+            problems.append(
+                CatalogProblem(
+                    name,
+                    node.start_mark.line + 1,
+                    "(top)",
+                    f"expected a mapping with sections {', '.join(SECTIONS)}",
+                )
+            )
             continue
         for key_node, value_node in node.value:
             section = key_node.value
             if section not in SECTIONS:
-                problems.append(CatalogProblem(name, key_node.start_mark.line + 1, str(section),
-                                               f"unknown section; expected one of {', '.join(SECTIONS)}"))
+                problems.append(
+                    CatalogProblem(
+                        name,
+                        key_node.start_mark.line + 1,
+                        str(section),
+                        f"unknown section; expected one of {', '.join(SECTIONS)}",
+                    )
+                )
                 continue
             if not isinstance(value_node, yaml.SequenceNode):
-                problems.append(CatalogProblem(name, value_node.start_mark.line + 1, section, "expected a list"))
+                problems.append(
+                    CatalogProblem(name, value_node.start_mark.line + 1, section, "expected a list")
+                )
                 continue
             for item in value_node.value:
                 index = len(merged[section])
@@ -122,10 +137,12 @@ def load_catalog(path: Path | str) -> LoadedCatalog:
     try:
         spec = CatalogSpec.model_validate(merged)
     except ValidationError as exc:
-        raise CatalogError([
-            CatalogProblem(*locations.find(tuple(e["loc"])), _where(tuple(e["loc"])), e["msg"])
-            for e in exc.errors(include_input=False, include_url=False)
-        ]) from None
+        raise CatalogError(
+            [
+                CatalogProblem(*locations.find(tuple(e["loc"])), _where(tuple(e["loc"])), e["msg"])
+                for e in exc.errors(include_input=False, include_url=False)
+            ]
+        ) from None
     problems = [CatalogProblem(*locations.find(loc), _where(loc), msg) for loc, msg in cross_check(spec)]
     if problems:
         raise CatalogError(problems)
@@ -151,7 +168,9 @@ def cross_check(spec: CatalogSpec) -> list[tuple[Loc, str]]:
         for i in _duplicates([getattr(x, key) for x in items]):
             errors.append(((section, i, key), f"{getattr(items[i], key)!r} is defined twice"))
     for i in _duplicates([f"{o.program}/{o.code}" for o in spec.offers]):
-        errors.append((("offers", i, "code"), f"offer {spec.offers[i].code!r} is defined twice in its program"))
+        errors.append(
+            (("offers", i, "code"), f"offer {spec.offers[i].code!r} is defined twice in its program")
+        )
 
     for i in _duplicates([v.code for v in spec.vat_schedules]):
         errors.append((("vat_schedules", i, "code"), f"{spec.vat_schedules[i].code!r} is defined twice"))
@@ -189,10 +208,16 @@ def cross_check(spec: CatalogSpec) -> list[tuple[Loc, str]]:
         for j, price in enumerate(offer.prices):
             for k, tariff in enumerate(price.tariffs):
                 if tariff not in tariffs:
-                    errors.append((("offers", i, "prices", j, "tariffs", k),
-                                   f"program {program.code!r} has no tariff {tariff!r}"))
+                    errors.append(
+                        (
+                            ("offers", i, "prices", j, "tariffs", k),
+                            f"program {program.code!r} has no tariff {tariff!r}",
+                        )
+                    )
                 elif tariff in seen:
-                    errors.append((("offers", i, "prices", j, "tariffs", k), f"tariff {tariff!r} is priced twice"))
+                    errors.append(
+                        (("offers", i, "prices", j, "tariffs", k), f"tariff {tariff!r} is priced twice")
+                    )
                 seen.add(tariff)
             try:
                 nominal = to_minor(price.nominal, program.currency)
@@ -202,6 +227,10 @@ def cross_check(spec: CatalogSpec) -> list[tuple[Loc, str]]:
             if nominal <= 0:
                 errors.append((("offers", i, "prices", j, "nominal"), "nominal must be positive"))
             elif product.kind == "code" and nominal != to_minor(product.face_value, product.currency):
-                errors.append((("offers", i, "prices", j, "nominal"),
-                               f"a code offer's nominal is its product's face value ({product.face_value})"))
+                errors.append(
+                    (
+                        ("offers", i, "prices", j, "nominal"),
+                        f"a code offer's nominal is its product's face value ({product.face_value})",
+                    )
+                )
     return errors

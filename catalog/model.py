@@ -1,5 +1,6 @@
 """What a catalog file may say. Money is written as quoted decimal strings ("5000.00"): YAML would
 read an unquoted 5000.00 as a float, and floats never come near money here."""
+
 from __future__ import annotations
 
 import string
@@ -24,7 +25,9 @@ class Strict(BaseModel):
 
 def _money(value: object) -> str:
     if isinstance(value, float):
-        raise ValueError('write money as a quoted decimal string, e.g. "5000.00" (YAML reads 5000.00 as a float)')
+        raise ValueError(
+            'write money as a quoted decimal string, e.g. "5000.00" (YAML reads 5000.00 as a float)'
+        )
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValueError('write money as a quoted decimal string, e.g. "5000.00"')
     return str(value)
@@ -49,9 +52,13 @@ class ProductSpec(Strict):
     low_stock_threshold: int | None = Field(default=None, ge=0)
     vat_schedule: Slug | None = Field(default=None, description="A schedule of vat_schedules; none: no VAT")
     vat_point: Literal["sale", "redemption"] = Field(
-        default="sale", description="When VAT falls due: when we issue the reward, or when it is redeemed/exchanged")
+        default="sale",
+        description="When VAT falls due: when we issue the reward, or when it is redeemed/exchanged",
+    )
 
-    _money_fields = field_validator("face_value", "cost_price", mode="before")(lambda v: None if v is None else _money(v))
+    _money_fields = field_validator("face_value", "cost_price", mode="before")(
+        lambda v: None if v is None else _money(v)
+    )
 
     @field_validator("currency")
     @classmethod
@@ -102,7 +109,9 @@ class TemplateSet(Strict):
                 raise ValueError(f"{locale}: broken template: {exc}") from None
             unknown = names - TEMPLATE_FIELDS
             if unknown:
-                raise ValueError(f"{locale}: unknown placeholders {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS)}")
+                raise ValueError(
+                    f"{locale}: unknown placeholders {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS)}"
+                )
         return self
 
 
@@ -121,12 +130,17 @@ class ProgramSpec(Strict):
     name: str = Field(min_length=1)
     currency: str = "KZT"
     timezone: str = "Asia/Almaty"
-    sms_sender: str = Field(pattern=r"^[A-Za-z0-9 .\-]{1,11}$", description="alphanumeric sender id, 11 chars max")
+    sms_sender: str = Field(
+        pattern=r"^[A-Za-z0-9 .\-]{1,11}$", description="alphanumeric sender id, 11 chars max"
+    )
     monthly_budget: str | None = None
     webhook_url: str | None = Field(default=None, pattern=r"^https?://")
     sms_deadline_hours: int | None = Field(
-        default=None, ge=1, le=168,
-        description="how long a reward SMS is retried before the redemption fails; default SMS_DEADLINE_HOURS")
+        default=None,
+        ge=1,
+        le=168,
+        description="how long a reward SMS is retried before the redemption fails; default SMS_DEADLINE_HOURS",
+    )
     templates: Templates
     tariffs: tuple[TariffSpec, ...] = Field(min_length=1)
 

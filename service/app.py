@@ -1,4 +1,5 @@
 """The FastAPI application: routers, the request middleware and problem+json for every error."""
+
 from __future__ import annotations
 
 import time
@@ -27,8 +28,12 @@ def problem_response(problem: Problem, request: Request | None = None) -> Respon
     instance = request.url.path if request is not None else None
     import orjson
 
-    return Response(orjson.dumps(problem.body(instance, request_id)), status_code=problem.status,
-                    media_type=PROBLEM_MEDIA_TYPE, headers=problem.headers)
+    return Response(
+        orjson.dumps(problem.body(instance, request_id)),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=problem.headers,
+    )
 
 
 class RequestContext:
@@ -61,7 +66,9 @@ class RequestContext:
 
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            problem = Problem(413, "payload_too_large", "Payload too large", f"the body limit is {limit} bytes")
+            problem = Problem(
+                413, "payload_too_large", "Payload too large", f"the body limit is {limit} bytes"
+            )
             response = problem_response(problem)
             await response(scope, receive, send_wrapper)
         else:
@@ -73,7 +80,9 @@ class RequestContext:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
-                        raise Problem(413, "payload_too_large", "Payload too large", f"the body limit is {limit} bytes")
+                        raise Problem(
+                            413, "payload_too_large", "Payload too large", f"the body limit is {limit} bytes"
+                        )
                 return message
 
             await self.app(scope, receive_limited, send_wrapper)
@@ -83,8 +92,15 @@ class RequestContext:
         HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
         HTTP_LATENCY.labels(scope["method"], template).observe(elapsed)
         query = scope.get("query_string", b"").decode("latin-1")
-        log.info("request", method=scope["method"], path=scope["path"], query=query or None, route=template,
-                 status=status, duration_ms=round(elapsed * 1000, 2))
+        log.info(
+            "request",
+            method=scope["method"],
+            path=scope["path"],
+            query=query or None,
+            route=template,
+            status=status,
+            duration_ms=round(elapsed * 1000, 2),
+        )
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -98,19 +114,37 @@ async def _on_problem(request: Request, exc: Problem) -> Response:
 async def _on_validation(request: Request, exc: RequestValidationError) -> Response:
     errors = exc.errors()
     if any(e.get("type") == "missing" and tuple(e["loc"]) == ("header", "Idempotency-Key") for e in errors):
-        return problem_response(Problem(400, "idempotency_key_missing", "Idempotency-Key missing",
-                                        "this request needs an Idempotency-Key header"), request)
+        return problem_response(
+            Problem(
+                400,
+                "idempotency_key_missing",
+                "Idempotency-Key missing",
+                "this request needs an Idempotency-Key header",
+            ),
+            request,
+        )
     if any(e.get("type") == "json_invalid" for e in errors):
-        return problem_response(Problem(400, "malformed_json", "Malformed JSON", "the body is not valid JSON"), request)
+        return problem_response(
+            Problem(400, "malformed_json", "Malformed JSON", "the body is not valid JSON"), request
+        )
     # Field errors name the field and the rule, never echo the input (it may be a code or a PIN).
     field_errors = [{"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors]
     detail = "; ".join(f"{f['field']}: {f['message']}" for f in field_errors[:5])
-    return problem_response(Problem(422, "validation_error", "Validation failed", detail, errors=field_errors), request)
+    return problem_response(
+        Problem(422, "validation_error", "Validation failed", detail, errors=field_errors), request
+    )
 
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 406: "not_acceptable", 413: "payload_too_large",
-               415: "unsupported_media_type"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 
 async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -122,8 +156,14 @@ async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
     elif exc.status_code == 405:
         # Starlette names only the first route that matched the path; a path may have several.
         path = request.url.path
-        allowed = sorted({m for r in request.app.routes if getattr(r, "path_regex", None) is not None
-                          and r.path_regex.match(path) for m in (getattr(r, "methods", None) or ())})
+        allowed = sorted(
+            {
+                m
+                for r in request.app.routes
+                if getattr(r, "path_regex", None) is not None and r.path_regex.match(path)
+                for m in (getattr(r, "methods", None) or ())
+            }
+        )
         headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         detail = f"allowed: {', '.join(allowed)}"
     problem = Problem(exc.status_code, code, code.replace("_", " ").capitalize(), detail, headers=headers)
@@ -132,8 +172,15 @@ async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", exc_info=exc, path=request.url.path)
-    return problem_response(Problem(500, "internal_error", "Internal error",
-                                    "something went wrong on our side; quote the request_id to support"), request)
+    return problem_response(
+        Problem(
+            500,
+            "internal_error",
+            "Internal error",
+            "something went wrong on our side; quote the request_id to support",
+        ),
+        request,
+    )
 
 
 @asynccontextmanager
@@ -147,17 +194,17 @@ async def _lifespan(app: FastAPI):
 def create_app() -> FastAPI:
     from service.cards.routes import router as cards_router
     from service.catalog.routes import router as catalog_router
+    from service.delivery.routes import router as sms_router
     from service.health import router as health_router
     from service.ledger.routes import router as finance_router
     from service.pools.routes import router as pools_router
-    from service.delivery.routes import router as sms_router
     from service.redemptions.routes import router as redemptions_router
 
     app = FastAPI(
         title="Reward fulfillment service",
         version=VERSION,
         description="Turns loyalty points into partner codes and universal gift cards, delivered by SMS. "
-                    "Errors are RFC 9457 problem+json with a stable `code`.",
+        "Errors are RFC 9457 problem+json with a stable `code`.",
         lifespan=_lifespan,
     )
     app.include_router(health_router)
@@ -176,9 +223,14 @@ def create_app() -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
             return app.openapi_schema
-        schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                             routes=app.routes, openapi_version="3.1.0")
-        from service.pools.schemas import CodeUploadJson, CodeItem
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            openapi_version="3.1.0",
+        )
+        from service.pools.schemas import CodeItem, CodeUploadJson
 
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model in (ProblemDetails, CodeUploadJson, CodeItem):

@@ -1,4 +1,5 @@
 """ASGI entry point for uvicorn (`rewards api`, or `uvicorn service.asgi:app`)."""
+
 from service.app import create_app
 from service.config import get_settings
 from service.logging import configure_logging

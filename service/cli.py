@@ -1,4 +1,5 @@
 """`rewards`: the one command for operators and developers."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -27,6 +28,8 @@ webhooks_app = typer.Typer(help="Webhooks", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(codes_app, name="codes")
 app.add_typer(keys_app, name="keys")
+from datetime import UTC
+
 from service.ledger.cli import register as _register_finance  # noqa: E402  (export, periods)
 
 _register_finance(app)
@@ -68,8 +71,14 @@ def _import_demo_codes(folder: Path) -> None:
 
     for csv_file in sorted(folder.glob("*.csv")):
         with transaction() as session, csv_file.open(encoding="utf-8", newline="") as fh:
-            import_codes(session, csv_file.stem, read_csv(fh), source="demo", filename=csv_file.name,
-                         sha256=body_sha256(csv_file.read_bytes()))
+            import_codes(
+                session,
+                csv_file.stem,
+                read_csv(fh),
+                source="demo",
+                filename=csv_file.name,
+                sha256=body_sha256(csv_file.read_bytes()),
+            )
 
 
 def first_start_setup() -> None:
@@ -91,9 +100,12 @@ def first_start_setup() -> None:
 
 
 @app.command()
-def serve(host: str = "127.0.0.1", port: int = 8000,
-          processes: Annotated[int, typer.Option(help="Worker processes")] = 1,
-          threads: Annotated[int, typer.Option(help="Threads per worker process")] = 8) -> None:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    processes: Annotated[int, typer.Option(help="Worker processes")] = 1,
+    threads: Annotated[int, typer.Option(help="Threads per worker process")] = 8,
+) -> None:
     """API and workers in one command (embedded PostgreSQL and Redis when no URLs are set)."""
     from service.runtime import runtime
 
@@ -101,10 +113,22 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
         first_start_setup()
         env = {**os.environ}
         children = {
-            "api": subprocess.Popen([sys.executable, "-m", "service.cli", "api", "--host", host, "--port", str(port)],
-                                    env=env),
-            "worker": subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--processes", str(processes),
-                                        "--threads", str(threads)], env=env),
+            "api": subprocess.Popen(
+                [sys.executable, "-m", "service.cli", "api", "--host", host, "--port", str(port)], env=env
+            ),
+            "worker": subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "service.cli",
+                    "worker",
+                    "--processes",
+                    str(processes),
+                    "--threads",
+                    str(threads),
+                ],
+                env=env,
+            ),
         }
         stopping = False
 
@@ -114,7 +138,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        console.print(f"serving on http://{host}:{port} (Ctrl-C stops everything; data in {get_settings().data_dir})")
+        console.print(
+            f"serving on http://{host}:{port} (Ctrl-C stops everything; data in {get_settings().data_dir})"
+        )
         exit_code = 0
         while not stopping:
             for name, child in children.items():
@@ -136,9 +162,13 @@ def serve(host: str = "127.0.0.1", port: int = 8000,
 
 
 @app.command()
-def api(host: str = "127.0.0.1", port: int = 8000,
-        workers: Annotated[Optional[int], typer.Option(help="uvicorn worker processes (default API_WORKERS)")] = None
-        ) -> None:
+def api(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: Annotated[
+        int | None, typer.Option(help="uvicorn worker processes (default API_WORKERS)")
+    ] = None,
+) -> None:
     """The HTTP API alone (uvicorn)."""
     import shutil
     import tempfile
@@ -155,18 +185,27 @@ def api(host: str = "127.0.0.1", port: int = 8000,
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         with runtime(need_redis=True):
-            uvicorn.run("service.asgi:app", host=host, port=port, workers=workers, log_config=None,
-                        proxy_headers=True, timeout_graceful_shutdown=20)
+            uvicorn.run(
+                "service.asgi:app",
+                host=host,
+                port=port,
+                workers=workers,
+                log_config=None,
+                proxy_headers=True,
+                timeout_graceful_shutdown=20,
+            )
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 @app.command()
-def worker(processes: Annotated[int, typer.Option(help="Processes for reward SMS")] = 1,
-           threads: Annotated[int, typer.Option(help="Threads per reward-SMS process")] = 8,
-           webhook_threads: Annotated[int, typer.Option(help="Threads for webhooks and bulk SMS (one process)")] = 4,
-           relay: Annotated[bool, typer.Option(help="Also publish the outbox from this process")] = True) -> None:
+def worker(
+    processes: Annotated[int, typer.Option(help="Processes for reward SMS")] = 1,
+    threads: Annotated[int, typer.Option(help="Threads per reward-SMS process")] = 8,
+    webhook_threads: Annotated[int, typer.Option(help="Threads for webhooks and bulk SMS (one process)")] = 4,
+    relay: Annotated[bool, typer.Option(help="Also publish the outbox from this process")] = True,
+) -> None:
     """Dramatiq workers, and the outbox relay that feeds them.
 
     Reward SMS get processes of their own: a slow webhook receiver or a bulk campaign can never
@@ -183,9 +222,24 @@ def worker(processes: Annotated[int, typer.Option(help="Processes for reward SMS
             publisher = Relay(broker).start()
         groups = [(SMS_QUEUE,), (WEBHOOK_QUEUE, BULK_SMS_QUEUE)]
         sizes = [(processes, threads), (1, webhook_threads)]
-        procs = [subprocess.Popen([sys.executable, "-m", "dramatiq", "workers.actors", "--processes", str(p),
-                                   "--threads", str(t), "--queues", *queues], env={**os.environ})
-                 for queues, (p, t) in zip(groups, sizes)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dramatiq",
+                    "workers.actors",
+                    "--processes",
+                    str(p),
+                    "--threads",
+                    str(t),
+                    "--queues",
+                    *queues,
+                ],
+                env={**os.environ},
+            )
+            for queues, (p, t) in zip(groups, sizes)
+        ]
 
         def forward(signum: int, _frame: object) -> None:
             for proc in procs:
@@ -221,10 +275,12 @@ def relay() -> None:
 
 
 @app.command()
-def smsc(host: str = "127.0.0.1", port: int = 2775,
-         receipt_delay: Annotated[float, typer.Option(help="Seconds from submit to the delivery receipt")] = 0.0,
-         record: Annotated[str | None, typer.Option(help="Append a JSON line per received message here")] = None
-         ) -> None:
+def smsc(
+    host: str = "127.0.0.1",
+    port: int = 2775,
+    receipt_delay: Annotated[float, typer.Option(help="Seconds from submit to the delivery receipt")] = 0.0,
+    record: Annotated[str | None, typer.Option(help="Append a JSON line per received message here")] = None,
+) -> None:
     """A test SMSC (SMPP 3.4 server) for local stacks; it delivers nothing to phones."""
     from service.delivery.smsc import run_forever
 
@@ -296,13 +352,28 @@ def codes_import(sku: str, file: Path) -> None:
             read += len(raw)
             yield line
 
-    with runtime(), Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.fields[lines]:,} lines"),
-                             TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console) as bar:
+    with (
+        runtime(),
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[lines]:,} lines"),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar,
+    ):
         task = bar.add_task(f"import {sku}", total=file.stat().st_size, lines=0)
         try:
             with transaction() as session, file.open(encoding="utf-8-sig", newline="") as fh:
-                result = import_codes(session, sku, read_csv(lines(fh)), source="cli", filename=file.name,
-                                      progress=lambda n: bar.update(task, completed=read, lines=n))
+                result = import_codes(
+                    session,
+                    sku,
+                    read_csv(lines(fh)),
+                    source="cli",
+                    filename=file.name,
+                    progress=lambda n: bar.update(task, completed=read, lines=n),
+                )
                 session.flush()
                 from service.pools.models import CodeUpload
 
@@ -318,10 +389,12 @@ def codes_import(sku: str, file: Path) -> None:
 
 
 @keys_app.command("create")
-def keys_create(role: Annotated[str, typer.Option(help="loyalty, partner, finance, support or admin")],
-                name: Annotated[str, typer.Option(help="Who holds the key")],
-                program: Annotated[Optional[list[str]], typer.Option(help="Program (loyalty keys; repeatable)")] = None,
-                partner: Annotated[Optional[str], typer.Option(help="Partner code (partner keys)")] = None) -> None:
+def keys_create(
+    role: Annotated[str, typer.Option(help="loyalty, partner, finance, support or admin")],
+    name: Annotated[str, typer.Option(help="Who holds the key")],
+    program: Annotated[list[str] | None, typer.Option(help="Program (loyalty keys; repeatable)")] = None,
+    partner: Annotated[str | None, typer.Option(help="Partner code (partner keys)")] = None,
+) -> None:
     """Create a key. It is printed once and stored hashed: copy it now."""
     from service.auth.service import create_key
     from service.db import transaction
@@ -350,8 +423,14 @@ def keys_list() -> None:
         table = Table("key id", "name", "role", "scope", "created", "revoked")
         for k in list_keys(session):
             scope = ",".join(k.programs) if k.programs else (k.partner_code or "all")
-            table.add_row(k.key_id, k.name, k.role, scope, k.created_at.isoformat(timespec="seconds"),
-                          k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
+            table.add_row(
+                k.key_id,
+                k.name,
+                k.role,
+                scope,
+                k.created_at.isoformat(timespec="seconds"),
+                k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+            )
         Console().print(table)
 
 
@@ -376,7 +455,7 @@ def keys_revoke(key_id: str) -> None:
 def cards_expire() -> None:
     """Expire active cards past their date and book their unused balances as breakage (idempotent;
     schedule it, e.g. hourly)."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from service.cards.service import expire_cards
     from service.db import transaction
@@ -386,7 +465,7 @@ def cards_expire() -> None:
     with runtime():
         while True:  # batches of 1,000 cards, each in its own transaction
             with transaction() as session:
-                result = expire_cards(session, datetime.now(timezone.utc))
+                result = expire_cards(session, datetime.now(UTC))
             expired, breakage = expired + result.expired, breakage + result.breakage_minor
             if result.expired == 0:
                 break

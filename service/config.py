@@ -1,4 +1,5 @@
 """Settings from the environment (and `.env`), one object for API, workers and CLI."""
+
 from __future__ import annotations
 
 from functools import lru_cache

@@ -1,6 +1,7 @@
 """Codes and PINs at rest: AES-256-GCM with a random nonce; an HMAC-SHA256 fingerprint identifies a
 code (dedupe, exports, partner reconciliation) without revealing it. Both keys are derived with HKDF
 from the one ENCRYPTION_KEY, so rotating that key is one secret to manage."""
+
 from __future__ import annotations
 
 import base64

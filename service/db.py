@@ -1,4 +1,5 @@
 """Engine and sessions. One pooled engine per process; domain functions take a Session."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ def sqlalchemy_url(url: str) -> str:
     """Accept plain libpq URLs (what operators paste) and pick the psycopg 3 driver."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     raise ValueError("DATABASE_URL must be a postgresql:// URL")
 
 
@@ -49,8 +50,10 @@ def get_engine() -> Engine:
         pool_recycle=1800,
         # No statement waits on a lock for longer than this; an API request then fails fast (409/503)
         # instead of holding a worker thread and a pooled connection.
-        connect_args={"application_name": "rewards",
-                      "options": f"-c lock_timeout={settings.db_lock_timeout_ms}"},
+        connect_args={
+            "application_name": "rewards",
+            "options": f"-c lock_timeout={settings.db_lock_timeout_ms}",
+        },
     )
 
 

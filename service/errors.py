@@ -1,4 +1,5 @@
 """RFC 9457 problem details with a stable machine `code`, for every error the API returns."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,7 +16,9 @@ class FieldError(BaseModel):
 
 
 class ProblemDetails(BaseModel):
-    type: str = Field(description="URI of the problem type", examples=["https://rewards.example/problems/out_of_stock"])
+    type: str = Field(
+        description="URI of the problem type", examples=["https://rewards.example/problems/out_of_stock"]
+    )
     title: str
     status: int
     detail: str | None = None
@@ -28,8 +31,15 @@ class ProblemDetails(BaseModel):
 class Problem(Exception):
     """Raised by domain and HTTP code alike; the app turns it into problem+json."""
 
-    def __init__(self, status: int, code: str, title: str, detail: str | None = None,
-                 errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        detail: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(detail or title)
         self.status = status
         self.code = code
@@ -69,14 +79,26 @@ def validation_error(detail: str, errors: list[dict[str, Any]] | None = None) ->
 
 def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
-        400: "Bad request", 401: "Missing or invalid API key", 403: "Wrong role or scope",
-        404: "Not found (or outside the key's scope)", 409: "Conflict", 413: "Body too large",
-        415: "Unsupported media type", 422: "Validation failed", 423: "Locked", 429: "Too many requests",
+        400: "Bad request",
+        401: "Missing or invalid API key",
+        403: "Wrong role or scope",
+        404: "Not found (or outside the key's scope)",
+        409: "Conflict",
+        413: "Body too large",
+        415: "Unsupported media type",
+        422: "Validation failed",
+        423: "Locked",
+        429: "Too many requests",
         503: "Dependency unavailable",
     }
-    return {s: {"model": ProblemDetails, "description": descriptions[s],
-                "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}}
-            for s in statuses}
+    return {
+        s: {
+            "model": ProblemDetails,
+            "description": descriptions[s],
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}},
+        }
+        for s in statuses
+    }
 
 
 # Documented on every authenticated route, so clients and schemathesis know every status we send.

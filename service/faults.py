@@ -1,6 +1,7 @@
 """Named checkpoints on money-moving paths. In production nothing is registered and a checkpoint
 is one dict lookup; tests register a hook (raise, or kill the database backend) to prove that a
 transaction cut at that point leaves nothing half-written."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -27,14 +27,22 @@ def _redis() -> redis.Redis:
     return redis.Redis.from_url(get_settings().redis_url, socket_timeout=1, socket_connect_timeout=1)
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness: the process answers",
-            responses={422: responses(422)[422]})
+@router.get(
+    "/healthz",
+    response_model=Health,
+    summary="Liveness: the process answers",
+    responses={422: responses(422)[422]},
+)
 def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, summary="Readiness: database and broker reachable",
-            responses={422: responses(422)[422], 503: responses(503)[503]})
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="Readiness: database and broker reachable",
+    responses={422: responses(422)[422], 503: responses(503)[503]},
+)
 def readyz() -> Health:
     checks: dict[str, str] = {}
     try:

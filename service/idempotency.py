@@ -8,13 +8,14 @@ timeout, then 409 idempotency_in_progress). So one key has at most one effect, a
 half-stored key behind. A refusal raised by the handler (out of stock, limit reached, ...) is stored
 in a short transaction of its own and replays like a success; requests rejected before the handler
 runs (malformed JSON, missing fields) are not stored."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import errors as pg_errors
@@ -49,28 +50,42 @@ def request_fingerprint(method: str, path: str, payload: Any) -> bytes:
 def validate_key(key: str | None, required: bool) -> str | None:
     if key is None or key == "":
         if required:
-            raise Problem(400, "idempotency_key_missing", "Idempotency-Key missing",
-                          "this request needs an Idempotency-Key header (a unique string per operation)")
+            raise Problem(
+                400,
+                "idempotency_key_missing",
+                "Idempotency-Key missing",
+                "this request needs an Idempotency-Key header (a unique string per operation)",
+            )
         return None
     if len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise Problem(422, "validation_error", "Validation failed", "Idempotency-Key must be 1-255 printable characters",
-                      errors=[{"field": "header.Idempotency-Key", "message": "1-255 printable characters"}])
+        raise Problem(
+            422,
+            "validation_error",
+            "Validation failed",
+            "Idempotency-Key must be 1-255 printable characters",
+            errors=[{"field": "header.Idempotency-Key", "message": "1-255 printable characters"}],
+        )
     return key
 
 
 def _in_progress() -> Problem:
-    return Problem(409, "idempotency_in_progress", "Request in progress",
-                   "a request with this Idempotency-Key is still running; retry shortly")
+    return Problem(
+        409,
+        "idempotency_in_progress",
+        "Request in progress",
+        "a request with this Idempotency-Key is still running; retry shortly",
+    )
 
 
 def _store(session: Session, api_key_id: int, key: str, fingerprint: bytes, status: int, body: dict) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     raw = session.connection().connection.driver_connection
     try:
         stored = raw.execute(
             "INSERT INTO idempotency_keys (api_key_id, key, request_hash, response_status, response_body,"
             " created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-            (api_key_id, key, fingerprint, status, json.dumps(body, default=str), now, now + RETENTION)).fetchone()
+            (api_key_id, key, fingerprint, status, json.dumps(body, default=str), now, now + RETENTION),
+        ).fetchone()
     except pg_errors.LockNotAvailable:
         raise _in_progress() from None
     if stored is None:
@@ -79,19 +94,28 @@ def _store(session: Session, api_key_id: int, key: str, fingerprint: bytes, stat
 
 def _replay(api_key_id: int, key: str, fingerprint: bytes) -> Outcome:
     with new_session() as session:
-        row = session.execute(text(
-            "SELECT request_hash, response_status, response_body FROM idempotency_keys"
-            " WHERE api_key_id = :client AND key = :key"), {"client": api_key_id, "key": key}).one_or_none()
+        row = session.execute(
+            text(
+                "SELECT request_hash, response_status, response_body FROM idempotency_keys"
+                " WHERE api_key_id = :client AND key = :key"
+            ),
+            {"client": api_key_id, "key": key},
+        ).one_or_none()
     if row is None:  # stored, then purged in between: vanishingly rare; the client may simply retry
         raise _in_progress()
     if bytes(row.request_hash) != fingerprint:
-        raise Problem(422, "idempotency_conflict", "Idempotency-Key reused",
-                      "this Idempotency-Key was used with a different request")
+        raise Problem(
+            422,
+            "idempotency_conflict",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used with a different request",
+        )
     return Outcome(row.response_status, row.response_body, replayed=True)
 
 
-def run_once(*, api_key_id: int, key: str, fingerprint: bytes,
-             handler: Callable[[Session], tuple[int, dict[str, Any]]]) -> Outcome:
+def run_once(
+    *, api_key_id: int, key: str, fingerprint: bytes, handler: Callable[[Session], tuple[int, dict[str, Any]]]
+) -> Outcome:
     """Runs `handler(session)` in a transaction at most once per (client, key); repeats replay."""
     try:
         with new_session() as session:
@@ -119,6 +143,10 @@ def run_once(*, api_key_id: int, key: str, fingerprint: bytes,
 
 def purge_expired(session: Session, batch: int = 10_000) -> int:
     """Deletes keys past their retention, a bounded batch per call (the relay calls it every minute)."""
-    return session.execute(text(
-        "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM idempotency_keys"
-        " WHERE expires_at < now() ORDER BY expires_at LIMIT :batch))"), {"batch": batch}).rowcount
+    return session.execute(
+        text(
+            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(SELECT ctid FROM idempotency_keys"
+            " WHERE expires_at < now() ORDER BY expires_at LIMIT :batch))"
+        ),
+        {"batch": batch},
+    ).rowcount

@@ -1,5 +1,6 @@
 """structlog JSON logs. Masking happens in exactly one place, `mask_secrets`, which the shared
 formatter runs on every record, ours and third-party (uvicorn, dramatiq, alembic) alike."""
+
 from __future__ import annotations
 
 import logging
@@ -10,13 +11,38 @@ from typing import Any, TextIO
 import structlog
 
 # Keys whose values are secrets: never shown at all.
-_SECRET_KEYS = {"pin", "password", "secret", "token", "api_key", "authorization", "key", "encryption_key",
-                "smpp_password", "secret_key", "x-api-key",
-                # Message bodies carry codes and PINs in free text that no pattern can spot.
-                "text", "body", "short_message", "message_payload", "sms_text"}
+_SECRET_KEYS = {
+    "pin",
+    "password",
+    "secret",
+    "token",
+    "api_key",
+    "authorization",
+    "key",
+    "encryption_key",
+    "smpp_password",
+    "secret_key",
+    "x-api-key",
+    # Message bodies carry codes and PINs in free text that no pattern can spot.
+    "text",
+    "body",
+    "short_message",
+    "message_payload",
+    "sms_text",
+}
 # Keys whose values identify a person or a reward: shown by their last 4 characters only.
-_PARTIAL_KEYS = {"code", "codes", "msisdn", "phone", "to", "destination", "number", "card_number",
-                 "destination_addr", "certificate"}
+_PARTIAL_KEYS = {
+    "code",
+    "codes",
+    "msisdn",
+    "phone",
+    "to",
+    "destination",
+    "number",
+    "card_number",
+    "destination_addr",
+    "certificate",
+}
 
 _API_KEY_RE = re.compile(r"\brk_[A-Za-z0-9]{6,}_[A-Za-z0-9_\-]{8,}")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
@@ -31,7 +57,9 @@ def mask_tail(value: str, keep: int = 4) -> str:
 
 
 def mask_text(text: str) -> str:
-    text = _API_KEY_RE.sub(lambda m: m.group(0).split("_")[0] + "_" + m.group(0).split("_")[1] + "_****", text)
+    text = _API_KEY_RE.sub(
+        lambda m: m.group(0).split("_")[0] + "_" + m.group(0).split("_")[1] + "_****", text
+    )
     text = _BEARER_RE.sub(r"\1****", text)
     return _PHONE_RE.sub(lambda m: (m.group(1) or "") + "*" * len(m.group(2)) + m.group(3), text)
 

@@ -1,14 +1,21 @@
 """Prometheus metrics. Labels are route templates, never raw paths (which may hold phone numbers)."""
+
 from prometheus_client import Counter, Histogram
 
 HTTP_REQUESTS = Counter("rewards_http_requests_total", "HTTP requests", ["method", "route", "status"])
-HTTP_LATENCY = Histogram("rewards_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
-                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+HTTP_LATENCY = Histogram(
+    "rewards_http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
 CODES_IMPORTED = Counter("rewards_codes_imported_total", "Codes accepted into pools", ["sku"])
 CARD_PIN_FAILURES = Counter("rewards_card_pin_failures_total", "Wrong PINs offered for universal cards")
 CARD_LOCKS = Counter("rewards_card_locks_total", "Universal cards locked after repeated wrong PINs")
 CARD_EXCHANGES = Counter("rewards_card_exchanges_total", "Universal card exchanges for certificates", ["sku"])
-CARD_RATE_LIMITED = Counter("rewards_card_rate_limited_total", "Card verify/exchange requests refused by the rate limit")
+CARD_RATE_LIMITED = Counter(
+    "rewards_card_rate_limited_total", "Card verify/exchange requests refused by the rate limit"
+)
 CARDS_EXPIRED = Counter("rewards_cards_expired_total", "Universal cards expired by the expiry job")
 SMS_OUTCOMES = Counter("rewards_sms_outcomes_total", "SMS attempts by outcome", ["outcome"])
 OUTBOX_PUBLISHED = Counter("rewards_outbox_published_total", "Outbox rows published to the broker", ["actor"])

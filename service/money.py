@@ -1,4 +1,5 @@
 """Money is integer minor units inside and a decimal string with a currency outside. No floats."""
+
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
@@ -23,7 +24,7 @@ def exponent(currency: str) -> int:
 def to_minor(amount: str | int, currency: str) -> int:
     """'5000.00' KZT -> 500000. Rejects floats, negative numbers and sub-minor precision."""
     if isinstance(amount, bool) or not isinstance(amount, (str, int)):
-        raise MoneyError("amount must be a decimal string such as \"5000.00\"")
+        raise MoneyError('amount must be a decimal string such as "5000.00"')
     try:
         value = Decimal(str(amount).strip())
     except InvalidOperation:

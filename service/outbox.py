@@ -1,10 +1,11 @@
 """Transactional outbox: work for the workers is written in the same transaction as the business
 change that causes it, and a relay publishes it to Dramatiq after commit. A rolled-back transaction
 leaves no message; a committed one leaves a row the relay will publish (at least once)."""
+
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import BigInteger, DateTime, Index, Integer, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
@@ -70,24 +71,46 @@ def publish_batch(broker, limit: int = 500) -> int:
         # rollback un-marks them; if the process dies after publishing, before the commit, they go
         # out again (at least once). The ids as an array, not `IN (subquery)`: a join the planner
         # could answer with a scan of the whole outbox.
-        rows = sorted(session.execute(text(
-            "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1 WHERE id = ANY(ARRAY("
-            " SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED))"
-            " RETURNING id, message_id, queue, actor, payload"), {"limit": limit}).all(), key=lambda r: r.id)
+        rows = sorted(
+            session.execute(
+                text(
+                    "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1 WHERE id = ANY(ARRAY("
+                    " SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT :limit FOR UPDATE SKIP LOCKED))"
+                    " RETURNING id, message_id, queue, actor, payload"
+                ),
+                {"limit": limit},
+            ).all(),
+            key=lambda r: r.id,
+        )
         packs: dict[tuple[str, str], list] = {}
         for row in rows:
             if row.actor in PACKED and pack_size > 1:
                 packs.setdefault((row.queue, row.actor), []).append(PACKED[row.actor][2](row.payload))
                 continue
-            broker.enqueue(dramatiq.Message(queue_name=row.queue, actor_name=row.actor, args=(), kwargs=row.payload,
-                                            options={}, message_id=str(row.message_id)))
+            broker.enqueue(
+                dramatiq.Message(
+                    queue_name=row.queue,
+                    actor_name=row.actor,
+                    args=(),
+                    kwargs=row.payload,
+                    options={},
+                    message_id=str(row.message_id),
+                )
+            )
             OUTBOX_PUBLISHED.labels(row.actor).inc()
         for (queue, actor), items in packs.items():
             packed_actor, keyword, _ = PACKED[actor]
             for start in range(0, len(items), pack_size):
-                broker.enqueue(dramatiq.Message(queue_name=queue, actor_name=packed_actor, args=(),
-                                                kwargs={keyword: items[start:start + pack_size]}, options={},
-                                                message_id=str(uuid.uuid4())))
+                broker.enqueue(
+                    dramatiq.Message(
+                        queue_name=queue,
+                        actor_name=packed_actor,
+                        args=(),
+                        kwargs={keyword: items[start : start + pack_size]},
+                        options={},
+                        message_id=str(uuid.uuid4()),
+                    )
+                )
             OUTBOX_PUBLISHED.labels(actor).inc(len(items))
     return len(rows)
 
@@ -98,20 +121,23 @@ def sweep(stale_seconds: int = 300) -> int:
     from service.db import transaction
 
     with transaction() as session:
-        swept = session.execute(text(
-            "UPDATE outbox o SET published_at = NULL WHERE o.published_at < now() - make_interval(secs => :stale)"
-            " AND (("
-            "   o.actor = 'deliver_reward_sms' AND NOT EXISTS ("
-            "     SELECT 1 FROM sms_messages m WHERE m.redemption_id = (o.payload->>'redemption_id')::uuid"
-            "     AND m.send = (o.payload->>'send')::int"
-            "     AND (m.status IN ('sent', 'delivered', 'failed', 'cancelled')"
-            "          OR m.updated_at > now() - make_interval(secs => :stale))))"
-            " OR (o.actor = 'send_webhook' AND EXISTS ("
-            "     SELECT 1 FROM webhook_events e WHERE e.id = (o.payload->>'event_id')::uuid"
-            "     AND e.delivered_at IS NULL AND e.given_up_at IS NULL"
-            "     AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.event_id = e.id"
-            "                     AND a.attempted_at > now() - make_interval(secs => :stale)))))"),
-            {"stale": stale_seconds}).rowcount
+        swept = session.execute(
+            text(
+                "UPDATE outbox o SET published_at = NULL WHERE o.published_at < now() - make_interval(secs => :stale)"
+                " AND (("
+                "   o.actor = 'deliver_reward_sms' AND NOT EXISTS ("
+                "     SELECT 1 FROM sms_messages m WHERE m.redemption_id = (o.payload->>'redemption_id')::uuid"
+                "     AND m.send = (o.payload->>'send')::int"
+                "     AND (m.status IN ('sent', 'delivered', 'failed', 'cancelled')"
+                "          OR m.updated_at > now() - make_interval(secs => :stale))))"
+                " OR (o.actor = 'send_webhook' AND EXISTS ("
+                "     SELECT 1 FROM webhook_events e WHERE e.id = (o.payload->>'event_id')::uuid"
+                "     AND e.delivered_at IS NULL AND e.given_up_at IS NULL"
+                "     AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.event_id = e.id"
+                "                     AND a.attempted_at > now() - make_interval(secs => :stale)))))"
+            ),
+            {"stale": stale_seconds},
+        ).rowcount
     if swept:
         log.warning("outbox_swept", rows=swept)
     return swept
@@ -120,7 +146,7 @@ def sweep(stale_seconds: int = 300) -> int:
 def housekeeping() -> dict[str, int]:
     """Time-driven work every worker pod may run (each step is idempotent and bounded): purge expired
     idempotency keys, expire cards past their date and book their breakage."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from service.cards.service import expire_cards
     from service.db import transaction
@@ -129,7 +155,7 @@ def housekeeping() -> dict[str, int]:
     with transaction() as session:
         purged = purge_expired(session)
     with transaction() as session:
-        expired = expire_cards(session, datetime.now(timezone.utc)).expired
+        expired = expire_cards(session, datetime.now(UTC)).expired
     if purged or expired:
         log.info("housekeeping", idempotency_keys_purged=purged, cards_expired=expired)
     return {"idempotency_keys_purged": purged, "cards_expired": expired}
@@ -139,7 +165,9 @@ class Relay:
     """A thread that publishes the outbox: a tight poll (SKIP LOCKED, so relays in several worker
     pods share the work) that keeps going while the broker is down and catches up when it returns."""
 
-    def __init__(self, broker, idle_sleep: float = 0.05, sweep_every: float = 30.0, stale_seconds: int | None = None):
+    def __init__(
+        self, broker, idle_sleep: float = 0.05, sweep_every: float = 30.0, stale_seconds: int | None = None
+    ):
         from service.config import get_settings
 
         self.broker = broker

@@ -1,5 +1,6 @@
 """Cursor pagination by keyset: `next_cursor` is the sort key of the last item of the page, and any
 value of the documented form is a valid cursor ("items after this one")."""
+
 from __future__ import annotations
 
 from typing import Annotated, Generic, TypeVar

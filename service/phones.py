@@ -1,4 +1,5 @@
 """Phone numbers: common local forms in, E.164 out (Kazakhstan is the default region)."""
+
 from __future__ import annotations
 
 import phonenumbers

@@ -1,5 +1,6 @@
 """Resolves where PostgreSQL and Redis are for this process: the configured URLs, or the embedded
 servers under the data folder. Everything after this sees only URLs (one code path)."""
+
 from __future__ import annotations
 
 import os
@@ -32,7 +33,9 @@ def runtime(*, need_redis: bool = False) -> Iterator[None]:
             if settings.encryption_key is None:
                 os.environ["ENCRYPTION_KEY"] = ensure_encryption_key(settings.data_dir)
         elif settings.encryption_key is None:
-            raise SystemExit("ENCRYPTION_KEY is required when DATABASE_URL is set (base64 of 32 random bytes)")
+            raise SystemExit(
+                "ENCRYPTION_KEY is required when DATABASE_URL is set (base64 of 32 random bytes)"
+            )
         if need_redis and not settings.redis_url:
             rd = EmbeddedRedis(settings.data_dir.resolve() / "redis")
             os.environ["REDIS_URL"] = rd.start()

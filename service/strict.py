@@ -1,5 +1,6 @@
 """Unknown query parameters are refused (422), not ignored: a misspelt filter such as `?progam=`
 would otherwise silently return everything."""
+
 from __future__ import annotations
 
 from fastapi import Request
@@ -30,6 +31,13 @@ def reject_unknown_query(request: Request) -> None:
         return
     unknown = sorted(set(request.query_params.keys()) - _allowed(route))
     if unknown:
-        raise Problem(422, "validation_error", "Validation failed", f"unknown query parameter(s): {', '.join(unknown)}",
-                      errors=[{"field": f"query.{name}", "message": "unknown parameter", "type": "extra_forbidden"}
-                              for name in unknown])
+        raise Problem(
+            422,
+            "validation_error",
+            "Validation failed",
+            f"unknown query parameter(s): {', '.join(unknown)}",
+            errors=[
+                {"field": f"query.{name}", "message": "unknown parameter", "type": "extra_forbidden"}
+                for name in unknown
+            ],
+        )

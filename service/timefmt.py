@@ -1,4 +1,5 @@
 """RFC 3339 timestamps as the API accepts them: strings with an offset, never bare numbers."""
+
 from __future__ import annotations
 
 import re

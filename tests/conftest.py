@@ -1,6 +1,7 @@
 """Test services: the system PostgreSQL/Redis when DATABASE_URL and REDIS_URL are set, otherwise
 embedded ones started under a temporary data folder. The schema is rebuilt by the real migrations
 once per session; each test starts from empty tables and builds state with domain functions."""
+
 from __future__ import annotations
 
 import base64
@@ -43,8 +44,13 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         rd = EmbeddedRedis(data / "redis")
         redis_url = rd.start()
         started.append(rd)
-    os.environ.update(DATABASE_URL=database_url, REDIS_URL=redis_url, ENCRYPTION_KEY=TEST_ENCRYPTION_KEY,
-                      REWARDS_DATA_DIR=str(data), LOG_JSON="true")
+    os.environ.update(
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        ENCRYPTION_KEY=TEST_ENCRYPTION_KEY,
+        REWARDS_DATA_DIR=str(data),
+        LOG_JSON="true",
+    )
     _reset_caches()
     from service.logging import configure_logging
 
@@ -73,9 +79,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 @pytest.fixture
 def db(services: Services) -> Iterator[None]:
     """Empty tables (schema kept) before the test."""
-    from service.db import get_engine
+    from service.db import Base, get_engine
     from service.models import load_all_models
-    from service.db import Base
 
     load_all_models()
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
@@ -154,15 +159,23 @@ def import_codes_for(sku: str, codes: list[str] | int, *, expires_at: str | None
     if isinstance(codes, int):
         codes = [f"{sku}-T{i:05d}" for i in range(codes)]
     with transaction() as session:
-        import_codes(session, sku, [RawLine(i + 1, c, None, expires_at) for i, c in enumerate(codes)], source="test")
+        import_codes(
+            session, sku, [RawLine(i + 1, c, None, expires_at) for i, c in enumerate(codes)], source="test"
+        )
 
 
 _external = iter(range(1, 10**9))
 
 
 def redemption_body(**overrides) -> dict:
-    body = {"program": "mobile-bonus", "tariff": "basic", "offer": "cinema-2000", "msisdn": "87011234567",
-            "points": 2000, "external_id": f"ext-{next(_external)}"}
+    body = {
+        "program": "mobile-bonus",
+        "tariff": "basic",
+        "offer": "cinema-2000",
+        "msisdn": "87011234567",
+        "points": 2000,
+        "external_id": f"ext-{next(_external)}",
+    }
     body.update(overrides)
     return body
 

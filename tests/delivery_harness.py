@@ -1,5 +1,6 @@
 """Real parties for delivery tests: a test SMSC, a webhook receiver, the outbox relay and a Dramatiq
 worker process, all on loopback."""
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,9 @@ class WebhookReceiver:
                     self.end_headers()
                     return
                 with receiver.lock:
-                    receiver.events.append({"headers": dict(self.headers), "body": body, "json": json.loads(body)})
+                    receiver.events.append(
+                        {"headers": dict(self.headers), "body": body, "json": json.loads(body)}
+                    )
                 self.send_response(204)
                 self.end_headers()
 
@@ -61,7 +64,9 @@ class WebhookReceiver:
         return [e["json"]["type"] for e in self.events if e["json"]["data"]["redemption_id"] == redemption_id]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, every: float = 0.1, what: str = "condition") -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, every: float = 0.1, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -92,10 +97,22 @@ class Worker:
         self.log = open(os.environ.get("WORKER_LOG", os.devnull), "ab")
 
     def start(self) -> Worker:
-        self.proc = subprocess.Popen([sys.executable, "-m", "dramatiq", "workers.actors", "--processes",
-                                      str(self.processes), "--threads", str(self.threads)],
-                                     env=self.env, start_new_session=True,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "dramatiq",
+                "workers.actors",
+                "--processes",
+                str(self.processes),
+                "--threads",
+                str(self.threads),
+            ],
+            env=self.env,
+            start_new_session=True,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         return self
 
     def kill(self) -> None:

@@ -1,4 +1,5 @@
 """A real API process on loopback for tests that need true concurrency (uvicorn, its own pool)."""
+
 from __future__ import annotations
 
 import os
@@ -20,10 +21,28 @@ def free_port() -> int:
 @contextmanager
 def live_api(pool_size: int = 5, **env: str):
     port = free_port()
-    environment = {**os.environ, "DB_POOL_SIZE": str(pool_size), "DB_MAX_OVERFLOW": "0", "LOG_LEVEL": "WARNING",
-                   **env}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "service.asgi:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--log-level", "warning"], env=environment)
+    environment = {
+        **os.environ,
+        "DB_POOL_SIZE": str(pool_size),
+        "DB_MAX_OVERFLOW": "0",
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "service.asgi:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=environment,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

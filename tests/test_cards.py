@@ -1,12 +1,13 @@
 """Universal cards at partners (SPEC "Partners", invariants 1-4): verify, exchange, lockout, expiry,
 blocking. One behaviour per test; cards are issued through the redemption API."""
+
 from __future__ import annotations
 
 import io
 import itertools
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -30,7 +31,7 @@ class IssuedCard:
 
     @property
     def wrong_pin(self) -> str:
-        return f"{(int(self.pin) + 1) % 10**len(self.pin):0{len(self.pin)}d}"
+        return f"{(int(self.pin) + 1) % 10 ** len(self.pin):0{len(self.pin)}d}"
 
 
 def issue_card(client, keys, **overrides) -> IssuedCard:
@@ -39,22 +40,42 @@ def issue_card(client, keys, **overrides) -> IssuedCard:
     response = post_redemption(client, keys, **body)
     assert response.status_code == 201, response.text
     with new_session() as s:
-        card = s.execute(text("SELECT c.id, c.number_enc, c.pin_enc FROM cards c JOIN redemptions r"
-                              " ON r.card_id = c.id WHERE r.id = :id"), {"id": response.json()["id"]}).one()
+        card = s.execute(
+            text(
+                "SELECT c.id, c.number_enc, c.pin_enc FROM cards c JOIN redemptions r"
+                " ON r.card_id = c.id WHERE r.id = :id"
+            ),
+            {"id": response.json()["id"]},
+        ).one()
     vault = get_vault()
-    return IssuedCard(vault.decrypt(bytes(card.number_enc), b"card-number"),
-                      vault.decrypt(bytes(card.pin_enc), b"card-pin"), response.json()["id"], card.id)
+    return IssuedCard(
+        vault.decrypt(bytes(card.number_enc), b"card-number"),
+        vault.decrypt(bytes(card.pin_enc), b"card-pin"),
+        response.json()["id"],
+        card.id,
+    )
 
 
 def verify(client, keys, card: IssuedCard, role: str = "partner", pin: str | None = None):
-    return client.post("/v1/cards/verify", json={"number": card.number, "pin": pin or card.pin},
-                       headers=keys.header(role))
+    return client.post(
+        "/v1/cards/verify", json={"number": card.number, "pin": pin or card.pin}, headers=keys.header(role)
+    )
 
 
-def exchange(client, keys, card: IssuedCard, sku: str = "ARAY-CERT-1000", role: str = "partner",
-             pin: str | None = None, key: str | None = None):
-    return client.post("/v1/cards/exchanges", json={"number": card.number, "pin": pin or card.pin, "sku": sku},
-                       headers={**keys.header(role), "Idempotency-Key": key or f"exchange-{next(_idem)}"})
+def exchange(
+    client,
+    keys,
+    card: IssuedCard,
+    sku: str = "ARAY-CERT-1000",
+    role: str = "partner",
+    pin: str | None = None,
+    key: str | None = None,
+):
+    return client.post(
+        "/v1/cards/exchanges",
+        json={"number": card.number, "pin": pin or card.pin, "sku": sku},
+        headers={**keys.header(role), "Idempotency-Key": key or f"exchange-{next(_idem)}"},
+    )
 
 
 def _card_row(card: IssuedCard):
@@ -72,12 +93,13 @@ def card(client, keys) -> IssuedCard:
 @pytest.fixture
 def fixed_clock(monkeypatch):
     """The routes' clock, set and moved by the test."""
-    now = {"t": datetime.now(timezone.utc)}
+    now = {"t": datetime.now(UTC)}
     monkeypatch.setattr(routes, "clock", lambda: now["t"])
     return now
 
 
 # --- verify ----------------------------------------------------------------------------------------
+
 
 def test_verify_shows_balance_expiry_status_and_only_the_partners_exchangeable_products(client, keys, card):
     response = verify(client, keys, card)
@@ -85,8 +107,14 @@ def test_verify_shows_balance_expiry_status_and_only_the_partners_exchangeable_p
     body = response.json()
     assert body["balance"] == {"amount": "5000.00", "currency": "KZT"} and body["status"] == "active"
     assert body["last4"] == card.number[-4:] and body["expires_at"]
-    assert body["products"] == [{"sku": "ARAY-CERT-1000", "name": "Aray Cinema certificate 1 000 ₸",
-                                 "face_value": {"amount": "1000.00", "currency": "KZT"}, "affordable": True}]
+    assert body["products"] == [
+        {
+            "sku": "ARAY-CERT-1000",
+            "name": "Aray Cinema certificate 1 000 ₸",
+            "face_value": {"amount": "1000.00", "currency": "KZT"},
+            "affordable": True,
+        }
+    ]
     assert card.number not in response.text and card.pin not in response.text
 
 
@@ -117,16 +145,19 @@ def test_a_wrong_pin_is_refused_with_the_remaining_attempts(client, keys, card):
     assert _card_row(card).failed_pin_attempts == 1
 
 
-@pytest.mark.parametrize("payload", [
-    {"number": "1234", "pin": "1234"},
-    {"number": "9398000000000002", "pin": "1234"},  # 16 digits, wrong check digit
-    {"number": "93980000000000０1", "pin": "1234"},  # a non-ASCII digit
-    {"number": "9398000000000001", "pin": "12a4"},
-    {"number": "9398000000000001", "pin": "123"},
-    {"number": 9398000000000001, "pin": "1234"},
-    {"number": "9398000000000001"},
-    {"number": "9398000000000001", "pin": "1234", "extra": 1},
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"number": "1234", "pin": "1234"},
+        {"number": "9398000000000002", "pin": "1234"},  # 16 digits, wrong check digit
+        {"number": "93980000000000０1", "pin": "1234"},  # a non-ASCII digit
+        {"number": "9398000000000001", "pin": "12a4"},
+        {"number": "9398000000000001", "pin": "123"},
+        {"number": 9398000000000001, "pin": "1234"},
+        {"number": "9398000000000001"},
+        {"number": "9398000000000001", "pin": "1234", "extra": 1},
+    ],
+)
 def test_malformed_numbers_and_pins_are_validation_errors_that_echo_nothing(client, keys, payload):
     response = client.post("/v1/cards/verify", json=payload, headers=keys.header("partner"))
     body = assert_problem(response, 422, "validation_error")
@@ -136,10 +167,16 @@ def test_malformed_numbers_and_pins_are_validation_errors_that_echo_nothing(clie
 
 # --- lockout ---------------------------------------------------------------------------------------
 
+
 def test_five_wrong_pins_lock_the_card_for_15_minutes_even_for_the_right_pin(client, keys, card, fixed_clock):
     start = fixed_clock["t"]
     for remaining in (4, 3, 2, 1):
-        assert assert_problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")["remaining_attempts"] == remaining
+        assert (
+            assert_problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")[
+                "remaining_attempts"
+            ]
+            == remaining
+        )
     locked = assert_problem(verify(client, keys, card, pin=card.wrong_pin), 423, "card_locked")
     assert locked["remaining_attempts"] == 0
     refused = verify(client, keys, card)
@@ -152,7 +189,11 @@ def test_five_wrong_pins_lock_the_card_for_15_minutes_even_for_the_right_pin(cli
     fixed_clock["t"] = start + timedelta(minutes=15, seconds=1)
     assert verify(client, keys, card).status_code == 200
     with new_session() as s:
-        events = s.execute(text("SELECT event FROM card_events WHERE card_id = :id"), {"id": card.card_id}).scalars().all()
+        events = (
+            s.execute(text("SELECT event FROM card_events WHERE card_id = :id"), {"id": card.card_id})
+            .scalars()
+            .all()
+        )
     assert events == ["locked"]
 
 
@@ -161,7 +202,10 @@ def test_after_the_lock_window_the_card_has_five_fresh_attempts(client, keys, ca
     for _ in range(5):
         verify(client, keys, card, pin=card.wrong_pin)
     fixed_clock["t"] = start + timedelta(minutes=16)
-    assert assert_problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")["remaining_attempts"] == 4
+    assert (
+        assert_problem(verify(client, keys, card, pin=card.wrong_pin), 422, "wrong_pin")["remaining_attempts"]
+        == 4
+    )
 
 
 def test_a_correct_pin_resets_the_wrong_pin_counter(client, keys, card):
@@ -197,9 +241,12 @@ def test_lockouts_are_counted_in_the_metrics(client, keys, card):
 
 # --- rate limit ------------------------------------------------------------------------------------
 
+
 def test_card_lookups_are_rate_limited_per_key(client, keys, card, fixed_clock, monkeypatch):
     monkeypatch.setattr(ratelimit, "LIMIT", 3)
-    fixed_clock["t"] = datetime.fromtimestamp((int(fixed_clock["t"].timestamp()) // 60) * 60 + 10, timezone.utc)
+    fixed_clock["t"] = datetime.fromtimestamp(
+        (int(fixed_clock["t"].timestamp()) // 60) * 60 + 10, UTC
+    )
     for _ in range(3):
         assert verify(client, keys, card).status_code == 200
     limited = verify(client, keys, card)
@@ -214,25 +261,43 @@ def test_card_lookups_are_rate_limited_per_key(client, keys, card, fixed_clock, 
 
 # --- exchange --------------------------------------------------------------------------------------
 
+
 def test_an_exchange_debits_the_card_and_hands_over_a_certificate_with_its_record(client, keys, card):
     response = exchange(client, keys, card)
     assert response.status_code == 201, response.text
     body = response.json()
     certificate = body["certificate"]
-    assert certificate["code"].startswith("ARAY-CERT-1000-T") and certificate["last4"] == certificate["code"][-4:]
+    assert (
+        certificate["code"].startswith("ARAY-CERT-1000-T")
+        and certificate["last4"] == certificate["code"][-4:]
+    )
     assert certificate["face_value"] == body["amount"] == {"amount": "1000.00", "currency": "KZT"}
-    assert body["card"]["balance"] == {"amount": "4000.00", "currency": "KZT"} and body["card"]["status"] == "active"
+    assert (
+        body["card"]["balance"] == {"amount": "4000.00", "currency": "KZT"}
+        and body["card"]["status"] == "active"
+    )
     assert card.number not in response.text and card.pin not in response.text
     with new_session() as s:
-        code = s.execute(text("SELECT c.status, c.last4 FROM codes c JOIN exchanges e ON e.code_id = c.id")).one()
+        code = s.execute(
+            text("SELECT c.status, c.last4 FROM codes c JOIN exchanges e ON e.code_id = c.id")
+        ).one()
         row = s.execute(text("SELECT * FROM exchanges")).one()
-        record = s.execute(text("SELECT r.*, p.code AS partner FROM reconciliation_records r"
-                                " JOIN partners p ON p.id = r.partner_id WHERE type = 'exchange'")).one()
-        issue = s.execute(text("SELECT program_id, offer_id FROM reconciliation_records WHERE type = 'issue'")).one()
+        record = s.execute(
+            text(
+                "SELECT r.*, p.code AS partner FROM reconciliation_records r"
+                " JOIN partners p ON p.id = r.partner_id WHERE type = 'exchange'"
+            )
+        ).one()
+        issue = s.execute(
+            text("SELECT program_id, offer_id FROM reconciliation_records WHERE type = 'issue'")
+        ).one()
     assert code == ("issued", certificate["last4"])
     assert (row.card_id, row.amount_minor, str(row.id)) == (card.card_id, 100000, body["id"])
     assert (record.sku, record.partner, record.quantity) == ("ARAY-CERT-1000", "aray-cinema", 1)
-    assert (record.face_value_minor, record.cost_minor) == (100000, 95000)  # liability down, owed to the partner
+    assert (record.face_value_minor, record.cost_minor) == (
+        100000,
+        95000,
+    )  # liability down, owed to the partner
     assert record.vat_rate_bp == 1600 and record.vat_minor == 13793  # the card's VAT falls at redemption
     assert record.card_id == card.card_id and record.code_last4 == certificate["last4"]
     assert (record.program_id, record.offer_id) == tuple(issue)
@@ -242,7 +307,9 @@ def test_an_exchange_debits_the_card_and_hands_over_a_certificate_with_its_recor
 def test_the_idempotency_store_never_holds_the_certificate_or_the_card(client, keys, card):
     body = exchange(client, keys, card, key="store-check").json()
     with new_session() as s:
-        stored = s.execute(text("SELECT response_body::text FROM idempotency_keys WHERE key = 'store-check'")).scalar_one()
+        stored = s.execute(
+            text("SELECT response_body::text FROM idempotency_keys WHERE key = 'store-check'")
+        ).scalar_one()
     assert body["certificate"]["code"] not in stored and body["certificate"]["last4"] in stored
     assert card.number not in stored and f'"{card.pin}"' not in stored
 
@@ -253,17 +320,25 @@ def test_an_exchange_replayed_with_the_same_key_returns_the_same_certificate_onc
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
     assert _card_row(card).balance_minor == 400000
-    assert table_counts("exchanges", "reconciliation_records") == {"exchanges": 1, "reconciliation_records": 2}
+    assert table_counts("exchanges", "reconciliation_records") == {
+        "exchanges": 1,
+        "reconciliation_records": 2,
+    }
 
 
 def test_the_same_exchange_key_with_another_body_is_a_conflict(client, keys, card):
     exchange(client, keys, card, key="exchange-conflict")
-    assert_problem(exchange(client, keys, card, key="exchange-conflict", pin=card.wrong_pin), 422, "idempotency_conflict")
+    assert_problem(
+        exchange(client, keys, card, key="exchange-conflict", pin=card.wrong_pin), 422, "idempotency_conflict"
+    )
 
 
 def test_an_exchange_needs_an_idempotency_key(client, keys, card):
-    response = client.post("/v1/cards/exchanges", json={"number": card.number, "pin": card.pin,
-                                                       "sku": "ARAY-CERT-1000"}, headers=keys.header("partner"))
+    response = client.post(
+        "/v1/cards/exchanges",
+        json={"number": card.number, "pin": card.pin, "sku": "ARAY-CERT-1000"},
+        headers=keys.header("partner"),
+    )
     assert_problem(response, 400, "idempotency_key_missing")
 
 
@@ -285,9 +360,12 @@ def test_only_partners_exchange(client, keys, card, role):
 
 def test_partial_exchanges_at_two_partners_and_insufficient_balance(client, keys, card):
     assert exchange(client, keys, card).status_code == 201  # 4000.00 left
-    assert exchange(client, keys, card, sku="KITAP-CERT-2500", role="other_partner").status_code == 201  # 1500.00
-    body = assert_problem(exchange(client, keys, card, sku="KITAP-CERT-2500", role="other_partner"), 409,
-                    "insufficient_balance")
+    assert (
+        exchange(client, keys, card, sku="KITAP-CERT-2500", role="other_partner").status_code == 201
+    )  # 1500.00
+    body = assert_problem(
+        exchange(client, keys, card, sku="KITAP-CERT-2500", role="other_partner"), 409, "insufficient_balance"
+    )
     assert "1500.00" in body["detail"]
     assert _card_row(card).balance_minor == 150000
     assert verify(client, keys, card, role="other_partner").json()["products"][0]["affordable"] is False
@@ -323,7 +401,10 @@ def test_a_cancelled_cards_exchange_is_refused(client, keys, card):
 
 # --- expiry ----------------------------------------------------------------------------------------
 
-def test_an_expired_card_is_refused_and_its_unused_balance_booked_as_breakage(client, keys, card, fixed_clock):
+
+def test_an_expired_card_is_refused_and_its_unused_balance_booked_as_breakage(
+    client, keys, card, fixed_clock
+):
     from service.cards.service import expire_cards
     from service.ledger.service import vat_included
 
@@ -341,7 +422,9 @@ def test_an_expired_card_is_refused_and_its_unused_balance_booked_as_breakage(cl
         breakage = s.execute(text("SELECT * FROM reconciliation_records WHERE type = 'breakage'")).one()
         events = s.execute(text("SELECT event, reason FROM card_events")).all()
     assert (breakage.face_value_minor, breakage.cost_minor, breakage.card_id) == (400000, 0, card.card_id)
-    assert breakage.sku == "QAZAQ-GIFT-CARD" and breakage.partner_id is None and breakage.program_id is not None
+    assert (
+        breakage.sku == "QAZAQ-GIFT-CARD" and breakage.partner_id is None and breakage.program_id is not None
+    )
     assert breakage.vat_minor == vat_included(400000, breakage.vat_rate_bp)
     row = _card_row(card)
     assert (row.status, row.balance_minor) == ("expired", 0)
@@ -353,7 +436,7 @@ def test_cards_not_yet_due_are_left_alone_by_the_expiry_job(client, keys, card):
     from service.cards.service import expire_cards
 
     with transaction() as s:
-        assert expire_cards(s, datetime.now(timezone.utc)).expired == 0
+        assert expire_cards(s, datetime.now(UTC)).expired == 0
     assert _card_row(card).status == "active" and table_counts("card_events")["card_events"] == 0
 
 
@@ -363,7 +446,10 @@ def test_rewards_cards_expire_expires_due_cards_for_a_scheduler(client, keys, ca
     from service.cli import app
 
     with transaction() as s:
-        s.execute(text("UPDATE cards SET expires_at = now() - interval '1 minute' WHERE id = :id"), {"id": card.card_id})
+        s.execute(
+            text("UPDATE cards SET expires_at = now() - interval '1 minute' WHERE id = :id"),
+            {"id": card.card_id},
+        )
     try:
         result = CliRunner().invoke(app, ["cards", "expire"])
         again = CliRunner().invoke(app, ["cards", "expire"])
@@ -379,20 +465,31 @@ def test_rewards_cards_expire_expires_due_cards_for_a_scheduler(client, keys, ca
 
 # --- block / unblock -------------------------------------------------------------------------------
 
+
 def test_support_blocks_and_unblocks_a_card_with_an_audit_trail(client, keys, card):
-    blocked = client.post(f"/v1/cards/by-redemption/{card.redemption_id}/block", json={"reason": "subscriber lost the phone"},
-                          headers=keys.header("support"))
+    blocked = client.post(
+        f"/v1/cards/by-redemption/{card.redemption_id}/block",
+        json={"reason": "subscriber lost the phone"},
+        headers=keys.header("support"),
+    )
     assert blocked.status_code == 200, blocked.text
     assert blocked.json()["status"] == "blocked"
     assert_problem(exchange(client, keys, card), 423, "card_blocked")
     assert verify(client, keys, card).json()["status"] == "blocked"
-    unblocked = client.post(f"/v1/cards/by-redemption/{card.redemption_id}/unblock", json={"reason": "phone found"},
-                            headers=keys.header("admin"))
+    unblocked = client.post(
+        f"/v1/cards/by-redemption/{card.redemption_id}/unblock",
+        json={"reason": "phone found"},
+        headers=keys.header("admin"),
+    )
     assert unblocked.json()["status"] == "active"
     assert exchange(client, keys, card).status_code == 201
-    details = client.get(f"/v1/cards/by-redemption/{card.redemption_id}", headers=keys.header("support")).json()
-    assert [(e["event"], e["reason"]) for e in details["events"]] == \
-        [("blocked", "subscriber lost the phone"), ("unblocked", "phone found")]
+    details = client.get(
+        f"/v1/cards/by-redemption/{card.redemption_id}", headers=keys.header("support")
+    ).json()
+    assert [(e["event"], e["reason"]) for e in details["events"]] == [
+        ("blocked", "subscriber lost the phone"),
+        ("unblocked", "phone found"),
+    ]
     assert all(e["key_id"] for e in details["events"])
     assert details["events"][0]["key_id"] != details["events"][1]["key_id"]  # support, then admin
     assert [x["sku"] for x in details["exchanges"]] == ["ARAY-CERT-1000"]
@@ -403,31 +500,65 @@ def test_support_blocks_and_unblocks_a_card_with_an_audit_trail(client, keys, ca
 
 def test_blocking_needs_an_active_card_and_a_reason(client, keys, card):
     url = f"/v1/cards/by-redemption/{card.redemption_id}"
-    assert_problem(client.post(url + "/unblock", json={"reason": "x"}, headers=keys.header("support")), 409,
-             "card_not_blocked")
-    assert_problem(client.post(url + "/block", json={"reason": "   "}, headers=keys.header("support")), 422,
-             "validation_error")
-    assert_problem(client.post(url + "/block", json={}, headers=keys.header("support")), 422, "validation_error")
-    assert client.post(url + "/block", json={"reason": "fraud"}, headers=keys.header("support")).status_code == 200
-    assert_problem(client.post(url + "/block", json={"reason": "again"}, headers=keys.header("support")), 409,
-             "card_not_blockable")
+    assert_problem(
+        client.post(url + "/unblock", json={"reason": "x"}, headers=keys.header("support")),
+        409,
+        "card_not_blocked",
+    )
+    assert_problem(
+        client.post(url + "/block", json={"reason": "   "}, headers=keys.header("support")),
+        422,
+        "validation_error",
+    )
+    assert_problem(
+        client.post(url + "/block", json={}, headers=keys.header("support")), 422, "validation_error"
+    )
+    assert (
+        client.post(url + "/block", json={"reason": "fraud"}, headers=keys.header("support")).status_code
+        == 200
+    )
+    assert_problem(
+        client.post(url + "/block", json={"reason": "again"}, headers=keys.header("support")),
+        409,
+        "card_not_blockable",
+    )
     assert table_counts("card_events")["card_events"] == 1
 
 
 @pytest.mark.parametrize("role", ["partner", "loyalty", "finance"])
 def test_only_support_and_admin_block_cards(client, keys, card, role):
-    assert_problem(client.post(f"/v1/cards/by-redemption/{card.redemption_id}/block", json={"reason": "x"}, headers=keys.header(role)),
-             403, "forbidden")
+    assert_problem(
+        client.post(
+            f"/v1/cards/by-redemption/{card.redemption_id}/block",
+            json={"reason": "x"},
+            headers=keys.header(role),
+        ),
+        403,
+        "forbidden",
+    )
 
 
 def test_blocking_an_unknown_card_is_404(client, keys, card):
-    assert_problem(client.post("/v1/cards/by-redemption/00000000-0000-7000-8000-000000000000/block", json={"reason": "x"},
-                         headers=keys.header("support")), 404, "card_not_found")
-    assert_problem(client.post("/v1/cards/by-redemption/not-a-uuid/block", json={"reason": "x"}, headers=keys.header("support")), 422,
-             "validation_error")
+    assert_problem(
+        client.post(
+            "/v1/cards/by-redemption/00000000-0000-7000-8000-000000000000/block",
+            json={"reason": "x"},
+            headers=keys.header("support"),
+        ),
+        404,
+        "card_not_found",
+    )
+    assert_problem(
+        client.post(
+            "/v1/cards/by-redemption/not-a-uuid/block", json={"reason": "x"}, headers=keys.header("support")
+        ),
+        422,
+        "validation_error",
+    )
 
 
 # --- logs ------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def captured_logs():
@@ -444,14 +575,22 @@ def test_card_numbers_pins_and_certificates_never_reach_the_logs(client, keys, c
     exchange(client, keys, card, key="log-replay")
     exchange(client, keys, card, key="log-replay")
     verify(client, keys, card)
-    client.post("/v1/cards/verify", json={"number": card.number[:-1] + "x", "pin": card.pin},
-                headers=keys.header("partner"))
+    client.post(
+        "/v1/cards/verify",
+        json={"number": card.number[:-1] + "x", "pin": card.pin},
+        headers=keys.header("partner"),
+    )
     for _ in range(5):
         verify(client, keys, card, pin=card.wrong_pin)
     lines = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
     # Timestamps, durations and request ids are dropped: their digits could match a 6-digit PIN by chance.
-    output = json.dumps([{k: v for k, v in line.items() if k not in ("timestamp", "duration_ms", "request_id")}
-                         for line in lines], ensure_ascii=False)
+    output = json.dumps(
+        [
+            {k: v for k, v in line.items() if k not in ("timestamp", "duration_ms", "request_id")}
+            for line in lines
+        ],
+        ensure_ascii=False,
+    )
     locked = [line for line in lines if line.get("event") == "card_locked"]
     assert len(locked) == 1 and locked[0]["card_number"].endswith(card.number[-4:])
     assert locked[0]["level"] == "warning"

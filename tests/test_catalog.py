@@ -1,4 +1,5 @@
 """Catalog files: validated with file:line errors, applied atomically and idempotently."""
+
 from __future__ import annotations
 
 import shutil
@@ -16,16 +17,24 @@ from service.db import new_session, transaction
 
 def _counts() -> dict[str, int]:
     with new_session() as s:
-        return {m.__tablename__: s.scalar(select(func.count()).select_from(m))
-                for m in (Partner, Product, Program, Tariff, Offer, OfferPrice)}
+        return {
+            m.__tablename__: s.scalar(select(func.count()).select_from(m))
+            for m in (Partner, Product, Program, Tariff, Offer, OfferPrice)
+        }
 
 
 def _snapshot() -> list:
     with new_session() as s:
-        return [tuple(r) for r in s.execute(text(
-            "SELECT o.code, p.code, o.name, o.active, op.nominal_minor, op.points, t.code FROM offers o"
-            " JOIN programs p ON p.id = o.program_id JOIN offer_prices op ON op.offer_id = o.id"
-            " JOIN tariffs t ON t.id = op.tariff_id ORDER BY 1, 2, 7"))]
+        return [
+            tuple(r)
+            for r in s.execute(
+                text(
+                    "SELECT o.code, p.code, o.name, o.active, op.nominal_minor, op.points, t.code FROM offers o"
+                    " JOIN programs p ON p.id = o.program_id JOIN offer_prices op ON op.offer_id = o.id"
+                    " JOIN tariffs t ON t.id = op.tariff_id ORDER BY 1, 2, 7"
+                )
+            )
+        ]
 
 
 @pytest.fixture
@@ -65,7 +74,8 @@ def test_a_changed_catalog_updates_and_deactivates_what_is_gone(db, catalog_copy
     offers = catalog_copy / "offers.yaml"
     text_ = offers.read_text().replace("points: 1600", "points: 1700")
     text_ = text_.replace("  - code: taxi-1500\n", "  - code: taxi-1500-gone\n").replace(
-        "product: TULPAR-RIDE-1500\n    name: \"Taxi ride", "product: TULPAR-RIDE-1500\n    name: \"Taxi ride")
+        'product: TULPAR-RIDE-1500\n    name: "Taxi ride', 'product: TULPAR-RIDE-1500\n    name: "Taxi ride'
+    )
     offers.write_text(text_)
     with transaction() as s:
         summary = apply_catalog(s, load_catalog(catalog_copy))
@@ -79,12 +89,12 @@ def test_a_changed_catalog_updates_and_deactivates_what_is_gone(db, catalog_copy
 def test_unknown_tariff_is_reported_with_file_and_line(catalog_copy: Path):
     offers = catalog_copy / "offers.yaml"
     lines = offers.read_text().splitlines()
-    index = next(i for i, line in enumerate(lines) if "tariffs: [unlimited], nominal: \"2000.00\"" in line)
+    index = next(i for i, line in enumerate(lines) if 'tariffs: [unlimited], nominal: "2000.00"' in line)
     lines[index] = lines[index].replace("[unlimited]", "[unlimitd]")
     offers.write_text("\n".join(lines) + "\n")
     with pytest.raises(CatalogError) as caught:
         load_catalog(catalog_copy)
-    problem, = caught.value.problems
+    (problem,) = caught.value.problems
     assert problem.file.endswith("offers.yaml") and problem.line == index + 1
     assert "unlimitd" in problem.message
 
@@ -94,7 +104,7 @@ def test_unquoted_money_is_refused_because_yaml_reads_it_as_a_float(catalog_copy
     products.write_text(products.read_text().replace('face_value: "2000.00"', "face_value: 2000.00", 1))
     with pytest.raises(CatalogError) as caught:
         load_catalog(catalog_copy)
-    problem, = caught.value.problems
+    (problem,) = caught.value.problems
     assert problem.file.endswith("products.yaml") and "quoted decimal" in problem.message
     assert "face_value" in problem.where and problem.line > 1
 
@@ -104,13 +114,18 @@ def test_a_programs_sms_deadline_is_applied_and_one_outside_1_to_168_hours_is_re
         apply_catalog(s, load_catalog(DEMO_CATALOG))
     with new_session() as s:
         assert dict(s.execute(select(Program.code, Program.sms_deadline_hours)).all()) == {
-            "mobile-bonus": None, "home-internet": None, "business": 4}
+            "mobile-bonus": None,
+            "home-internet": None,
+            "business": 4,
+        }
     programs = catalog_copy / "programs.yaml"
     programs.write_text(programs.read_text().replace("sms_deadline_hours: 4", "sms_deadline_hours: 0"))
     with pytest.raises(CatalogError) as caught:
         load_catalog(catalog_copy)
-    problem, = caught.value.problems
-    assert problem.file.endswith("programs.yaml") and "sms_deadline_hours" in problem.where and problem.line > 1
+    (problem,) = caught.value.problems
+    assert (
+        problem.file.endswith("programs.yaml") and "sms_deadline_hours" in problem.where and problem.line > 1
+    )
 
 
 def test_yaml_syntax_error_names_the_line(catalog_copy: Path):
@@ -127,19 +142,29 @@ def test_a_broken_catalog_applied_from_the_cli_changes_nothing(demo_catalog, cat
 
     before_counts, before_rows = _counts(), _snapshot()
     (catalog_copy / "offers.yaml").write_text(
-        (catalog_copy / "offers.yaml").read_text().replace("program: home-internet", "program: home-internett", 1))
-    result = subprocess.run([sys.executable, "-m", "service.cli", "catalog", "apply", str(catalog_copy)],
-                            capture_output=True, text=True, timeout=120)
+        (catalog_copy / "offers.yaml")
+        .read_text()
+        .replace("program: home-internet", "program: home-internett", 1)
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "catalog", "apply", str(catalog_copy)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert "offers.yaml:" in result.stderr and "home-internett" in result.stderr
     assert _counts() == before_counts and _snapshot() == before_rows
 
 
-def test_a_failure_in_the_middle_of_apply_leaves_the_old_catalog(demo_catalog, catalog_copy: Path, monkeypatch):
+def test_a_failure_in_the_middle_of_apply_leaves_the_old_catalog(
+    demo_catalog, catalog_copy: Path, monkeypatch
+):
     offers = catalog_copy / "offers.yaml"
     offers.write_text(offers.read_text().replace("points: 1600", "points: 1700"))
     (catalog_copy / "partners.yaml").write_text(
-        (catalog_copy / "partners.yaml").read_text().replace("name: Aray Cinema", "name: Aray Cinema Ltd"))
+        (catalog_copy / "partners.yaml").read_text().replace("name: Aray Cinema", "name: Aray Cinema Ltd")
+    )
     before_counts, before_rows = _counts(), _snapshot()
     loaded = load_catalog(catalog_copy)
     with pytest.raises(RuntimeError):

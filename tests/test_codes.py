@@ -1,7 +1,9 @@
 """Code pools: uploads dedupe, report per line, and never store a code or PIN in clear."""
+
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 from sqlalchemy import text
 
@@ -16,8 +18,10 @@ def _upload(client, keys, body: str, content_type: str = "text/csv", role: str =
 
 def _pool(sku: str = "KITAP-BOOKS-5000") -> int:
     with new_session() as s:
-        return s.execute(text("SELECT count(*) FROM codes c JOIN products p ON p.id = c.product_id"
-                              " WHERE p.sku = :sku"), {"sku": sku}).scalar_one()
+        return s.execute(
+            text("SELECT count(*) FROM codes c JOIN products p ON p.id = c.product_id WHERE p.sku = :sku"),
+            {"sku": sku},
+        ).scalar_one()
 
 
 def test_duplicates_within_one_file_count_once(client, keys):
@@ -43,8 +47,10 @@ def test_a_code_already_in_another_sku_of_the_same_partner_is_a_duplicate(client
 
 
 def test_bad_lines_are_rejected_with_reasons_and_good_ones_kept(client, keys):
-    body = ("code,pin,expires_at\nGOOD-1,,\n,1234,\nGOOD-2,,2001-01-01\nGOOD-3,,not-a-date\n"
-            "GOOD-4,,2030-01-01T00:00:00\nGOOD-5,1,2,3\n" + "X" * 200 + "\n")
+    body = (
+        "code,pin,expires_at\nGOOD-1,,\n,1234,\nGOOD-2,,2001-01-01\nGOOD-3,,not-a-date\n"
+        "GOOD-4,,2030-01-01T00:00:00\nGOOD-5,1,2,3\n" + "X" * 200 + "\n"
+    )
     result = _upload(client, keys, body).json()
     assert result["accepted"] == 1 and result["rejected"] == 6
     reasons = {r["line"]: r["reason"] for r in result["rejected_lines"]}
@@ -57,8 +63,9 @@ def test_bad_lines_are_rejected_with_reasons_and_good_ones_kept(client, keys):
 
 
 def test_json_upload_takes_objects_and_strings(client, keys):
-    body = json.dumps({"codes": [{"code": "JSON-1", "pin": "0001", "expires_at": "2031-05-01"}, "JSON-2",
-                                 {"pin": "x"}, 42]})
+    body = json.dumps(
+        {"codes": [{"code": "JSON-1", "pin": "0001", "expires_at": "2031-05-01"}, "JSON-2", {"pin": "x"}, 42]}
+    )
     result = _upload(client, keys, body, "application/json").json()
     assert (result["accepted"], result["rejected"]) == (2, 2)
 
@@ -67,8 +74,9 @@ def test_no_code_or_pin_is_stored_in_clear(client, keys):
     code, pin = "PLAINTEXT-CANARY-7731", "918273"
     assert _upload(client, keys, f"{code},{pin},2030-01-01\n").json()["accepted"] == 1
     with new_session() as s:
-        row = s.execute(text("SELECT c.*::text AS everything, c.last4, c.code_enc, c.pin_enc, c.fingerprint"
-                             " FROM codes c")).one()
+        row = s.execute(
+            text("SELECT c.*::text AS everything, c.last4, c.code_enc, c.pin_enc, c.fingerprint FROM codes c")
+        ).one()
         uploads = s.execute(text("SELECT string_agg(u::text, ' ') FROM code_uploads u")).scalar_one()
     assert code not in row.everything and pin not in row.everything and code not in uploads
     for blob in (row.code_enc, row.pin_enc, row.fingerprint):
@@ -121,12 +129,15 @@ def test_oversized_upload_is_413(client, keys, monkeypatch):
 
 def test_stock_counts_available_expiring_and_low(client, keys):
     _upload(client, keys, "S-1,,2030-01-01\nS-2,,\n")
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    soon = (datetime.now(timezone.utc) + timedelta(days=3)).isoformat()
+    soon = (datetime.now(UTC) + timedelta(days=3)).isoformat()
     _upload(client, keys, f"S-3,,{soon}\n")
-    item = next(i for i in client.get("/v1/stock", headers=keys.header("support")).json()["items"]
-                if i["sku"] == "KITAP-BOOKS-5000")
+    item = next(
+        i
+        for i in client.get("/v1/stock", headers=keys.header("support")).json()["items"]
+        if i["sku"] == "KITAP-BOOKS-5000"
+    )
     assert (item["available"], item["expiring_soon"], item["reserved"], item["issued"]) == (3, 1, 0, 0)
     assert item["low_stock"] is True
 
@@ -138,8 +149,12 @@ def test_cli_import_of_a_file_dedupes_against_the_api(client, keys, tmp_path, se
     _upload(client, keys, "CLI-1\n")
     path = tmp_path / "codes.csv"
     path.write_text("code,pin\nCLI-1,\nCLI-2,\nCLI-3,1234\n")
-    result = subprocess.run([sys.executable, "-m", "service.cli", "codes", "import", "KITAP-BOOKS-5000", str(path)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "service.cli", "codes", "import", "KITAP-BOOKS-5000", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["lines"], summary["accepted"], summary["duplicates"]) == (3, 2, 1)

@@ -1,5 +1,6 @@
 """SMS delivery end to end: API -> outbox -> relay -> Redis -> Dramatiq worker -> SMPP -> test SMSC
 -> receipt -> delivered, with webhooks; each party real, on loopback."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,7 +16,14 @@ from service.db import new_session, transaction
 from service.delivery.smsc import TestSmsc
 from service.delivery.text import encoding_for, segment_count
 from tests.conftest import import_codes_for, post_redemption
-from tests.delivery_harness import WebhookReceiver, Worker, flush_queues, point_webhooks_at, statuses, wait_until
+from tests.delivery_harness import (
+    WebhookReceiver,
+    Worker,
+    flush_queues,
+    point_webhooks_at,
+    statuses,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -40,9 +48,18 @@ def delivery(services, keys, smsc, receiver):
 
     flush_queues()
     point_webhooks_at(receiver.url)
-    env = {**os.environ, "SMS_PROVIDER": "smpp", "SMPP_HOST": smsc.host, "SMPP_PORT": str(smsc.port),
-           "SMPP_SYSTEM_ID": "rewards", "SMPP_PASSWORD": "secret", "SMS_IN_DOUBT_SECONDS": "10",
-           "DRAMATIQ_HEARTBEAT_TIMEOUT_MS": "5000", "DRAMATIQ_MAINTENANCE_CHANCE": "200000", "LOG_LEVEL": os.environ.get("WORKER_LOG_LEVEL", "WARNING")}
+    env = {
+        **os.environ,
+        "SMS_PROVIDER": "smpp",
+        "SMPP_HOST": smsc.host,
+        "SMPP_PORT": str(smsc.port),
+        "SMPP_SYSTEM_ID": "rewards",
+        "SMPP_PASSWORD": "secret",
+        "SMS_IN_DOUBT_SECONDS": "10",
+        "DRAMATIQ_HEARTBEAT_TIMEOUT_MS": "5000",
+        "DRAMATIQ_MAINTENANCE_CHANCE": "200000",
+        "LOG_LEVEL": os.environ.get("WORKER_LOG_LEVEL", "WARNING"),
+    }
     relay = Relay(broker, stale_seconds=15).start()
     worker = Worker(env).start()
     wait_until(lambda: smsc.bound_sessions > 0, 30, what="the worker to bind to the SMSC")
@@ -55,8 +72,10 @@ def delivery(services, keys, smsc, receiver):
 
 def _code_of(redemption_id: str) -> str:
     with new_session() as s:
-        blob = s.execute(text("SELECT c.code_enc FROM codes c JOIN redemptions r ON r.code_id = c.id"
-                              " WHERE r.id = :id"), {"id": redemption_id}).scalar_one()
+        blob = s.execute(
+            text("SELECT c.code_enc FROM codes c JOIN redemptions r ON r.code_id = c.id WHERE r.id = :id"),
+            {"id": redemption_id},
+        ).scalar_one()
     return get_vault().decrypt(bytes(blob), b"code")
 
 
@@ -64,19 +83,30 @@ def test_a_reward_sms_reaches_the_smsc_and_its_receipt_makes_it_delivered(client
     import_codes_for("ARAY-CINEMA-2000", 2)
     made = post_redemption(client, delivery, msisdn="87011112233").json()
     wait_until(lambda: statuses().get("delivered") == 1, 30, what="delivered")
-    sms, = smsc.received
+    (sms,) = smsc.received
     assert sms.to == "+77011112233" and sms.sender == "QazaqBonus"
     assert _code_of(made["id"]) in sms.text and "Mobile Bonus" in sms.text
     with new_session() as s:
-        row = s.execute(text("SELECT status, provider, provider_message_ids, segments, encoding, attempts"
-                             " FROM sms_messages")).one()
-        code_status = s.execute(text("SELECT c.status FROM codes c JOIN redemptions r ON r.code_id = c.id")).scalar_one()
-    assert row.status == "delivered" and row.provider == "smpp" and row.provider_message_ids == sms.message_ids
+        row = s.execute(
+            text(
+                "SELECT status, provider, provider_message_ids, segments, encoding, attempts"
+                " FROM sms_messages"
+            )
+        ).one()
+        code_status = s.execute(
+            text("SELECT c.status FROM codes c JOIN redemptions r ON r.code_id = c.id")
+        ).scalar_one()
+    assert (
+        row.status == "delivered" and row.provider == "smpp" and row.provider_message_ids == sms.message_ids
+    )
     assert (row.encoding, row.segments, row.attempts) == ("UCS-2", sms.segments, 1)
     assert code_status == "issued"
     # webhooks go out concurrently: consumers order them by created_at, not by arrival
-    wait_until(lambda: sorted(receiver.types_for(made["id"])) == ["redemption.delivered", "redemption.sent"], 20,
-               what="webhooks")
+    wait_until(
+        lambda: sorted(receiver.types_for(made["id"])) == ["redemption.delivered", "redemption.sent"],
+        20,
+        what="webhooks",
+    )
 
 
 def test_webhooks_are_signed_over_timestamp_and_body(client, delivery, receiver):
@@ -87,8 +117,11 @@ def test_webhooks_are_signed_over_timestamp_and_body(client, delivery, receiver)
     wait_until(lambda: len(receiver.types_for(made["id"])) == 2, 30, what="webhooks")
     event = receiver.events[0]
     headers = {k.lower(): v for k, v in event["headers"].items()}
-    expected = hmac.new(program_secret("mobile-bonus"), f"{headers['rewards-timestamp']}.".encode() + event["body"],
-                        hashlib.sha256).hexdigest()
+    expected = hmac.new(
+        program_secret("mobile-bonus"),
+        f"{headers['rewards-timestamp']}.".encode() + event["body"],
+        hashlib.sha256,
+    ).hexdigest()
     assert headers["rewards-signature"] == f"v1={expected}"
     assert headers["rewards-event-id"] == event["json"]["id"]
 
@@ -96,7 +129,7 @@ def test_webhooks_are_signed_over_timestamp_and_body(client, delivery, receiver)
 def test_kazakh_text_goes_out_as_ucs2_concatenated_with_the_right_segment_count(client, delivery, smsc):
     made = post_redemption(client, delivery, offer="gift-card-5000", points=5000, locale="kk").json()
     wait_until(lambda: statuses().get("delivered") == 1, 30, what="delivered")
-    sms, = smsc.received
+    (sms,) = smsc.received
     assert "сыйлық картасы" in sms.text and "ПИН" in sms.text
     assert encoding_for(sms.text) == sms.encoding == "UCS-2"
     expected = 1 if len(sms.text) <= 70 else math.ceil(len(sms.text) / 67)
@@ -140,8 +173,19 @@ def test_throttling_and_dropped_connections_delay_sms_but_never_duplicate_them(c
         wait_until(lambda: statuses().get("delivered") == 40, 90, what="all delivered")
     except AssertionError:
         with new_session() as s:
-            print(s.execute(text("SELECT msisdn, status, attempts, provider_message_ids, receipts, submit_started_at, sent_at FROM sms_messages WHERE status <> 'delivered'")).all())
-            print(s.execute(text("SELECT count(*), count(published_at) FROM outbox")).all(), statuses(), smsc.throttled, smsc.submits)
+            print(
+                s.execute(
+                    text(
+                        "SELECT msisdn, status, attempts, provider_message_ids, receipts, submit_started_at, sent_at FROM sms_messages WHERE status <> 'delivered'"
+                    )
+                ).all()
+            )
+            print(
+                s.execute(text("SELECT count(*), count(published_at) FROM outbox")).all(),
+                statuses(),
+                smsc.throttled,
+                smsc.submits,
+            )
         raise
     counts = smsc.count_by_text()
     assert len(counts) == 40 and set(counts.values()) == {1}
@@ -158,9 +202,16 @@ def test_a_webhook_receiver_that_fails_gets_the_event_again_later(client, delive
 
     def attempts() -> list[int]:  # the worker records an attempt just after the receiver answers it
         with new_session() as s:
-            return s.execute(text("SELECT a.status_code FROM webhook_attempts a JOIN webhook_events e"
-                                  " ON e.id = a.event_id WHERE e.type = 'redemption.cancelled' ORDER BY a.id")
-                             ).scalars().all()
+            return (
+                s.execute(
+                    text(
+                        "SELECT a.status_code FROM webhook_attempts a JOIN webhook_events e"
+                        " ON e.id = a.event_id WHERE e.type = 'redemption.cancelled' ORDER BY a.id"
+                    )
+                )
+                .scalars()
+                .all()
+            )
 
     wait_until(lambda: len(attempts()) == 2, 10, what="the second attempt recorded")
     assert attempts() == [503, 204]

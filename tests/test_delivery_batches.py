@@ -1,6 +1,7 @@
 """Reward SMS travel in batches: the relay packs waiting sends into one job, a worker claims the batch
 in one transaction, submits it through one SMPP window and records every outcome together; receipts
 are applied in batches. Each send in a batch keeps its own fate."""
+
 from __future__ import annotations
 
 import socket
@@ -8,13 +9,20 @@ import threading
 import time
 import uuid
 from collections import Counter
+from datetime import UTC
 
 import pytest
 from sqlalchemy import text
 
 from service.db import new_session
-from service.delivery.providers import (InDoubtSmsError, OutgoingSms, Receipt, SmppProvider, SmppSession,
-                                        TransientSmsError)
+from service.delivery.providers import (
+    InDoubtSmsError,
+    OutgoingSms,
+    Receipt,
+    SmppProvider,
+    SmppSession,
+    TransientSmsError,
+)
 from service.delivery.service import Job, ReceiptTooEarly, apply_receipts, apply_smpp_receipts, deliver_many
 from service.delivery.smsc import TestSmsc
 from tests.conftest import import_codes_for, post_redemption
@@ -35,8 +43,9 @@ def smpp(smsc):
     session.close()
 
 
-def _redeem(client, keys, count: int, webhook_url: str = "http://127.0.0.1:9/hooks", prefix: str = "8701555"
-            ) -> list[Job]:
+def _redeem(
+    client, keys, count: int, webhook_url: str = "http://127.0.0.1:9/hooks", prefix: str = "8701555"
+) -> list[Job]:
     point_webhooks_at(webhook_url)  # events are written; only a test that asks delivers them
     import_codes_for("ARAY-CINEMA-2000", count)
     jobs = []
@@ -65,8 +74,9 @@ def test_a_batch_sends_each_sms_once_and_fails_only_the_refused_one(client, keys
     assert outcomes[jobs[2]].result == "failed"
     assert sorted(m.to for m in smsc.received) == [f"+7701555000{i}" for i in (0, 1, 3, 4, 5)]
     with new_session() as s:
-        reason = s.execute(text("SELECT status_reason FROM redemptions WHERE id = :id"),
-                           {"id": jobs[2].redemption_id}).scalar_one()
+        reason = s.execute(
+            text("SELECT status_reason FROM redemptions WHERE id = :id"), {"id": jobs[2].redemption_id}
+        ).scalar_one()
         issued = s.execute(text("SELECT count(*) FROM codes WHERE status = 'issued'")).scalar_one()
     assert "0x0B" in reason and issued == 5
     assert _events() == {"redemption.sent": 5, "redemption.failed": 1}
@@ -96,7 +106,9 @@ def test_a_throttled_batch_goes_back_to_pending_and_is_handed_on_for_retry(clien
 
 
 def test_a_send_the_smpp_session_never_took_is_not_in_doubt_and_never_goes_out(smsc):
-    session = SmppSession(smsc.host, smsc.port, "rewards", "", on_receipts=lambda r: [None] * len(r), window=1)
+    session = SmppSession(
+        smsc.host, smsc.port, "rewards", "", on_receipts=lambda r: [None] * len(r), window=1
+    )
     try:
         session.submit(OutgoingSms("warm", "+77015559999", "Test", "hello", "GSM-7", 1))  # bound
         messages = [OutgoingSms(f"r{i}", f"+7701556{i:04d}", "Test", "hello", "GSM-7", 1) for i in range(30)]
@@ -110,13 +122,18 @@ def test_a_send_the_smpp_session_never_took_is_not_in_doubt_and_never_goes_out(s
         session.close()
 
 
-def test_receipts_of_a_batch_settle_their_messages_and_an_unknown_one_is_asked_for_again(client, keys, smsc, smpp):
+def test_receipts_of_a_batch_settle_their_messages_and_an_unknown_one_is_asked_for_again(
+    client, keys, smsc, smpp
+):
     jobs = _redeem(client, keys, 3)
     deliver_many(jobs, provider=smpp)
     first, second, _ = sorted(smsc.received, key=lambda m: m.to)
     # every part of the first delivered, one part of the second undeliverable, and one nobody knows
     receipts = [Receipt(i, "DELIVRD", first.to[1:]) for i in first.message_ids]
-    receipts += [Receipt(second.message_ids[0], "UNDELIV", second.to[1:]), Receipt("FFFFFFFF", "DELIVRD", "77019999999")]
+    receipts += [
+        Receipt(second.message_ids[0], "UNDELIV", second.to[1:]),
+        Receipt("FFFFFFFF", "DELIVRD", "77019999999"),
+    ]
     errors = apply_receipts("smpp", receipts)
     assert errors[:-1] == [None] * (len(receipts) - 1) and isinstance(errors[-1], ReceiptTooEarly)
     assert sorted(_sms_status().values()) == ["delivered", "failed", "sent"]
@@ -135,8 +152,10 @@ def test_the_relay_packs_waiting_sends_into_jobs_of_the_batch_size(client, keys,
     monkeypatch.setattr(get_settings(), "sms_batch_size", 4)
     assert publish_batch(broker) == 10
     client_ = broker.client
-    queued = [dramatiq.Message.decode(client_.hget(f"dramatiq:{SMS_QUEUE}.msgs", message_id))
-              for message_id in client_.lrange(f"dramatiq:{SMS_QUEUE}", 0, -1)]
+    queued = [
+        dramatiq.Message.decode(client_.hget(f"dramatiq:{SMS_QUEUE}.msgs", message_id))
+        for message_id in client_.lrange(f"dramatiq:{SMS_QUEUE}", 0, -1)
+    ]
     assert {m.actor_name for m in queued} == {"deliver_reward_sms_batch"}
     assert sorted(len(m.kwargs["jobs"]) for m in queued) == [2, 4, 4]
     packed = [(uuid.UUID(r), s) for m in queued for r, s in m.kwargs["jobs"]]
@@ -145,7 +164,9 @@ def test_the_relay_packs_waiting_sends_into_jobs_of_the_batch_size(client, keys,
     flush_queues()
 
 
-def test_with_a_batch_size_of_one_the_relay_publishes_each_send_to_the_single_send_actor(client, keys, monkeypatch):
+def test_with_a_batch_size_of_one_the_relay_publishes_each_send_to_the_single_send_actor(
+    client, keys, monkeypatch
+):
     import dramatiq
 
     from service.config import get_settings
@@ -156,10 +177,14 @@ def test_with_a_batch_size_of_one_the_relay_publishes_each_send_to_the_single_se
     jobs = _redeem(client, keys, 3)
     monkeypatch.setattr(get_settings(), "sms_batch_size", 1)
     assert publish_batch(broker) == 3
-    queued = [dramatiq.Message.decode(broker.client.hget(f"dramatiq:{SMS_QUEUE}.msgs", message_id))
-              for message_id in broker.client.lrange(f"dramatiq:{SMS_QUEUE}", 0, -1)]
+    queued = [
+        dramatiq.Message.decode(broker.client.hget(f"dramatiq:{SMS_QUEUE}.msgs", message_id))
+        for message_id in broker.client.lrange(f"dramatiq:{SMS_QUEUE}", 0, -1)
+    ]
     assert {m.actor_name for m in queued} == {"deliver_reward_sms"}
-    assert sorted(uuid.UUID(m.kwargs["redemption_id"]) for m in queued) == sorted(j.redemption_id for j in jobs)
+    assert sorted(uuid.UUID(m.kwargs["redemption_id"]) for m in queued) == sorted(
+        j.redemption_id for j in jobs
+    )
     flush_queues()
 
 
@@ -206,8 +231,9 @@ def test_a_webhook_pack_delivers_each_event_and_hands_back_only_the_refused_one(
         assert len(receiver.events) == 2  # the refused request is not recorded by the receiver
         with new_session() as s:
             attempts = s.execute(text("SELECT count(*) FROM webhook_attempts")).scalar_one()
-            delivered = s.execute(text("SELECT count(*) FROM webhook_events WHERE delivered_at IS NOT NULL")
-                                  ).scalar_one()
+            delivered = s.execute(
+                text("SELECT count(*) FROM webhook_events WHERE delivered_at IS NOT NULL")
+            ).scalar_one()
         assert (attempts, delivered) == (3, 2)
         assert set(deliver_events(event_ids).values()) == {"done", "delivered"}  # only the refused one again
         assert len(receiver.events) == 3
@@ -218,17 +244,20 @@ def test_a_webhook_pack_delivers_each_event_and_hands_back_only_the_refused_one(
 def test_receipts_for_many_in_doubt_attempts_settle_them_together_part_by_part(client, keys):
     """After a crash, receipts of attempts whose outcome was never recorded arrive in a burst: they
     are placed by destination, and an attempt is settled once every one of its parts has a receipt."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from service.delivery.service import claim
 
     jobs = _redeem(client, keys, 3)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     claimed, _ = claim(jobs, started)  # `submitting`, then the worker "died"
     later = started + timedelta(seconds=30)
     first, second, third = claimed
-    receipts = [Receipt(f"P{i}-{n}", "DELIVRD", c.sms.to[1:]) for i, c in enumerate((first, second))
-                for n in range(c.sms.segments)]
+    receipts = [
+        Receipt(f"P{i}-{n}", "DELIVRD", c.sms.to[1:])
+        for i, c in enumerate((first, second))
+        for n in range(c.sms.segments)
+    ]
     receipts.append(Receipt("P2-0", "DELIVRD", third.sms.to[1:]))  # one part of the third only
     assert apply_receipts("smpp", receipts, now=later) == [None] * len(receipts)
     status = _sms_status()
@@ -238,12 +267,12 @@ def test_receipts_for_many_in_doubt_attempts_settle_them_together_part_by_part(c
 
 
 def test_a_receipt_for_an_attempt_still_being_recorded_is_asked_for_again(client, keys):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from service.delivery.service import claim
 
-    job, = _redeem(client, keys, 1)
-    (claimed,), _ = claim([job], datetime.now(timezone.utc))
+    (job,) = _redeem(client, keys, 1)
+    (claimed,), _ = claim([job], datetime.now(UTC))
     errors = apply_receipts("smpp", [Receipt("P0", "DELIVRD", claimed.sms.to[1:])])
     assert isinstance(errors[0], ReceiptTooEarly)
     assert _sms_status() == {str(job.redemption_id): "submitting"}
@@ -271,7 +300,9 @@ def test_rows_the_broker_refused_stay_waiting_and_go_out_on_the_next_pass(client
     flush_queues()
 
 
-def test_a_receipt_for_an_id_the_smsc_gave_out_again_settles_the_newest_message_with_it(client, keys, smsc, smpp):
+def test_a_receipt_for_an_id_the_smsc_gave_out_again_settles_the_newest_message_with_it(
+    client, keys, smsc, smpp
+):
     import_codes_for("ARAY-CINEMA-2000", 4)
     old = _redeem(client, keys, 2)
     deliver_many(old, provider=smpp)
@@ -279,7 +310,9 @@ def test_a_receipt_for_an_id_the_smsc_gave_out_again_settles_the_newest_message_
     new = _redeem(client, keys, 2, prefix="8701666")
     deliver_many(new, provider=smpp)
     reused = [m for m in smsc.received if m.to.startswith("+7701666")]
-    assert set(reused[0].message_ids) & {i for m in smsc.received[:2] for i in m.message_ids}  # ids were reused
+    assert set(reused[0].message_ids) & {
+        i for m in smsc.received[:2] for i in m.message_ids
+    }  # ids were reused
     receipts = [Receipt(i, "DELIVRD", m.to[1:]) for m in reused for i in m.message_ids]
     assert apply_receipts("smpp", receipts) == [None] * len(receipts)
     status = _sms_status()
@@ -293,13 +326,18 @@ def test_receipts_are_looked_up_through_an_index_however_many_parts_were_ever_se
 
     deliver_many(_redeem(client, keys, 1), provider=smpp)
     with new_session() as s:
-        s.execute(text("INSERT INTO sms_provider_messages (provider, provider_message_id, sms_message_id)"
-                       " SELECT 'smpp', 'H' || n, (SELECT id FROM sms_messages) FROM generate_series(1, 50000) AS n"))
+        s.execute(
+            text(
+                "INSERT INTO sms_provider_messages (provider, provider_message_id, sms_message_id)"
+                " SELECT 'smpp', 'H' || n, (SELECT id FROM sms_messages) FROM generate_series(1, 50000) AS n"
+            )
+        )
         s.execute(text("ANALYZE sms_provider_messages"))
         s.commit()
         db = s.connection().connection.driver_connection
-        plan = db.execute("EXPLAIN (FORMAT JSON) " + RECEIPTED_MESSAGES,
-                          ("smpp", [f"H{n}" for n in range(1, 40000, 200)])).fetchone()[0]
+        plan = db.execute(
+            "EXPLAIN (FORMAT JSON) " + RECEIPTED_MESSAGES, ("smpp", [f"H{n}" for n in range(1, 40000, 200)])
+        ).fetchone()[0]
 
     def nodes(node):
         yield node
@@ -311,34 +349,46 @@ def test_receipts_are_looked_up_through_an_index_however_many_parts_were_ever_se
     assert all(n["Plan Rows"] < 1000 for n in lookups)
 
 
-def test_an_sms_no_provider_took_by_its_programs_deadline_fails_the_redemption_with_the_reason(client, keys, smsc,
-                                                                                                   smpp):
+def test_an_sms_no_provider_took_by_its_programs_deadline_fails_the_redemption_with_the_reason(
+    client, keys, smsc, smpp
+):
     """Business Club gives its SMS 4 hours (its catalog entry), Mobile Bonus the default 24."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     point_webhooks_at("http://127.0.0.1:9/hooks")
     import_codes_for("ARAY-CINEMA-2000", 1)
-    business = post_redemption(client, keys, role="admin", program="business", tariff="biz-start",
-                               offer="gift-card-20000", points=20000, msisdn="87015550101")
+    business = post_redemption(
+        client,
+        keys,
+        role="admin",
+        program="business",
+        tariff="biz-start",
+        offer="gift-card-20000",
+        points=20000,
+        msisdn="87015550101",
+    )
     assert business.status_code == 201, business.text
     mobile = post_redemption(client, keys, msisdn="87015550102")
     jobs = [Job(uuid.UUID(business.json()["id"]), 0), Job(uuid.UUID(mobile.json()["id"]), 0)]
     smsc.throttle(3600)
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     assert {o.result for o in deliver_many(jobs, provider=smpp, now=start).values()} == {"retry"}
     later = deliver_many(jobs, provider=smpp, now=start + timedelta(hours=5))
     assert (later[jobs[0]].result, later[jobs[1]].result) == ("failed", "retry")
     with new_session() as s:
-        status, reason = s.execute(text("SELECT status, status_reason FROM redemptions WHERE id = :id"),
-                                   {"id": jobs[0].redemption_id}).one()
+        status, reason = s.execute(
+            text("SELECT status, status_reason FROM redemptions WHERE id = :id"),
+            {"id": jobs[0].redemption_id},
+        ).one()
     assert status == "failed" and reason.startswith("undelivered by the deadline") and "0x58" in reason
     assert _events() == {"redemption.failed": 1}
     assert smsc.received == []
 
 
 def test_an_idle_session_sends_enquire_link_and_answers_the_smscs(smsc):
-    session = SmppSession(smsc.host, smsc.port, "rewards", "", on_receipts=lambda r: [None] * len(r),
-                          enquire_every=0.2)
+    session = SmppSession(
+        smsc.host, smsc.port, "rewards", "", on_receipts=lambda r: [None] * len(r), enquire_every=0.2
+    )
     try:
         session.submit(OutgoingSms("warm", "+77015559999", "Test", "hello", "GSM-7", 1))  # bound
         wait_until(lambda: smsc.enquire_links >= 2, 10, what="our enquire_link while idle")
@@ -354,9 +404,11 @@ def test_an_expired_receipt_without_the_tlv_fails_the_redemption_with_a_webhook(
     expiring = TestSmsc(receipt_delay=0.2, receipt_state="EXPIRED", receipt_tlv=False).start()
     session = SmppSession(expiring.host, expiring.port, "rewards", "", on_receipts=apply_smpp_receipts)
     try:
-        job, = _redeem(client, keys, 1)
+        (job,) = _redeem(client, keys, 1)
         assert deliver_many([job], provider=SmppProvider(session))[job].result == "sent"
-        wait_until(lambda: _sms_status() == {str(job.redemption_id): "failed"}, 20, what="the EXPIRED receipt")
+        wait_until(
+            lambda: _sms_status() == {str(job.redemption_id): "failed"}, 20, what="the EXPIRED receipt"
+        )
     finally:
         session.close()
         expiring.stop()

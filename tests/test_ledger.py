@@ -1,4 +1,5 @@
 """Reconciliation records in the database: append-only, and booked into the right period."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,9 @@ def test_updating_a_record_is_refused_by_the_database(demo_catalog):
     record = insert_record(occurred_at=almaty(2026, 3, 5, 12))
     with pytest.raises(DBAPIError, match="append-only"):
         with transaction() as s:
-            s.execute(text("UPDATE reconciliation_records SET face_value_minor = 1 WHERE id = :id"), {"id": record})
+            s.execute(
+                text("UPDATE reconciliation_records SET face_value_minor = 1 WHERE id = :id"), {"id": record}
+            )
 
 
 def test_deleting_a_record_is_refused_by_the_database(demo_catalog):
@@ -40,10 +43,14 @@ def test_a_record_is_booked_in_the_month_it_happened_in_the_programs_time_zone(d
 
 def test_a_writer_cannot_choose_the_booked_period(demo_catalog):
     with transaction() as s:
-        record = s.execute(text(
-            "INSERT INTO reconciliation_records (type, occurred_at, program_id, product_id, sku, quantity, currency,"
-            " face_value_minor, cost_minor, vat_rate_bp, vat_minor, booked_period)"
-            " SELECT 'issue', :at, pg.id, p.id, p.sku, 1, 'KZT', 100, 0, 0, 0, DATE '2020-01-01'"
-            " FROM products p, programs pg WHERE p.sku = 'ARAY-CINEMA-2000' AND pg.code = 'mobile-bonus'"
-            " RETURNING id"), {"at": almaty(2026, 3, 5)}).scalar_one()
+        record = s.execute(
+            text(
+                "INSERT INTO reconciliation_records (type, occurred_at, program_id, product_id, sku, quantity, currency,"
+                " face_value_minor, cost_minor, vat_rate_bp, vat_minor, booked_period)"
+                " SELECT 'issue', :at, pg.id, p.id, p.sku, 1, 'KZT', 100, 0, 0, 0, DATE '2020-01-01'"
+                " FROM products p, programs pg WHERE p.sku = 'ARAY-CINEMA-2000' AND pg.code = 'mobile-bonus'"
+                " RETURNING id"
+            ),
+            {"at": almaty(2026, 3, 5)},
+        ).scalar_one()
     assert booked_periods() == {record: "2026-03"}

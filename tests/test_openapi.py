@@ -1,5 +1,6 @@
 """The committed OpenAPI document is the contract: it must equal what the code generates, and the
 API must honour it (schemathesis: no 5xx, responses match their schemas and documented statuses)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from service.app import create_app
 
@@ -44,8 +45,11 @@ STATUSES: dict[int, int] = {}
 
 @pytest.fixture
 def seeded(keys, client):
-    client.post("/v1/products/ARAY-CINEMA-2000/codes", content="SCHEMA-1\nSCHEMA-2\n",
-                headers={**keys.header("admin"), "Content-Type": "text/csv"})
+    client.post(
+        "/v1/products/ARAY-CINEMA-2000/codes",
+        content="SCHEMA-1\nSCHEMA-2\n",
+        headers={**keys.header("admin"), "Content-Type": "text/csv"},
+    )
     return keys
 
 
@@ -71,5 +75,3 @@ def test_the_fuzzing_reached_the_business_paths():
     assert STATUSES.get(200, 0) + STATUSES.get(201, 0) + STATUSES.get(202, 0) > 50, STATUSES
     assert STATUSES.get(401, 0) > 0, STATUSES
     print("schemathesis statuses:", dict(sorted(STATUSES.items())))
-
-

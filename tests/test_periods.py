@@ -1,4 +1,5 @@
 """Month close: refusals, booking after a close, the documents and their checksums."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,16 @@ from service.db import new_session, transaction
 from service.errors import Problem
 from service.ledger.periods import close_period, find_document, iter_document, period_view
 from tests.conftest import import_codes_for
-from tests.finance_helpers import (almaty, booked_periods, cancel_at, insert_record, minor, parse_csv, record_sums,
-                                   redeem_at)
+from tests.finance_helpers import (
+    almaty,
+    booked_periods,
+    cancel_at,
+    insert_record,
+    minor,
+    parse_csv,
+    record_sums,
+    redeem_at,
+)
 
 MARCH = date(2026, 3, 1)
 AFTER_MARCH = almaty(2026, 4, 2, 9)
@@ -54,7 +63,11 @@ def test_an_unknown_program_is_a_404(march):
 
 def test_closing_freezes_totals_equal_to_the_records_of_the_month(march):
     view = close_period("mobile-bonus", MARCH, now=AFTER_MARCH, closed_by="test")
-    assert view["status"] == "closed" and view["act_number"] == "A-000001" and view["registry_number"] == "R-000001"
+    assert (
+        view["status"] == "closed"
+        and view["act_number"] == "A-000001"
+        and view["registry_number"] == "R-000001"
+    )
     sums = record_sums(booked="2026-03")
     assert sums["records"] == 4 and view["record_count"] == 4
     (kzt,) = view["totals"]["by_currency"]
@@ -74,14 +87,19 @@ def test_the_registry_lists_every_record_of_the_period_numbered_with_its_checksu
     assert sum(minor(r["face_value"]) for r in rows) == record_sums(booked="2026-03")["face_value_minor"]
     assert all(len(r["code_fingerprint"]) == 64 and len(r["code_last4"]) == 4 for r in rows)
     assert "ARAY-CINEMA-2000-T" not in _document("mobile-bonus", MARCH, "registry.csv").decode()
-    assert docs["registry.csv"]["sha256"] == hashlib.sha256(_document("mobile-bonus", MARCH, "registry.csv")).hexdigest()
+    assert (
+        docs["registry.csv"]["sha256"]
+        == hashlib.sha256(_document("mobile-bonus", MARCH, "registry.csv")).hexdigest()
+    )
 
 
 def test_the_registry_xlsx_has_the_same_records_and_a_totals_row(march):
     from openpyxl import load_workbook
 
     close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
-    sheet = load_workbook(io.BytesIO(_document("mobile-bonus", MARCH, "registry.xlsx")), read_only=True).active
+    sheet = load_workbook(
+        io.BytesIO(_document("mobile-bonus", MARCH, "registry.xlsx")), read_only=True
+    ).active
     rows = list(sheet.iter_rows(values_only=True))
     assert rows[0][0].startswith("Реестр № R-000001")
     header = rows[2]
@@ -125,9 +143,13 @@ def test_a_cancel_after_the_close_reverses_in_the_next_period(demo_catalog):
 
 def test_a_closed_period_cannot_be_reopened_changed_or_deleted(march):
     close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
-    for statement in ("UPDATE periods SET status = 'closing'", "DELETE FROM periods",
-                      "UPDATE periods SET totals = '{}'::jsonb", "DELETE FROM period_documents",
-                      "UPDATE period_document_chunks SET data = 'x'"):
+    for statement in (
+        "UPDATE periods SET status = 'closing'",
+        "DELETE FROM periods",
+        "UPDATE periods SET totals = '{}'::jsonb",
+        "DELETE FROM period_documents",
+        "UPDATE period_document_chunks SET data = 'x'",
+    ):
         with pytest.raises(DBAPIError, match="never change|cannot be reopened"):
             with transaction() as s:
                 s.execute(text(statement))
@@ -148,5 +170,7 @@ def test_an_empty_month_closes_with_zero_totals(demo_catalog):
 
 
 def test_document_numbers_are_sequential_across_closes(march):
-    numbers = [close_period(p, MARCH, now=AFTER_MARCH)["act_number"] for p in ("mobile-bonus", "home-internet")]
+    numbers = [
+        close_period(p, MARCH, now=AFTER_MARCH)["act_number"] for p in ("mobile-bonus", "home-internet")
+    ]
     assert numbers == ["A-000001", "A-000002"]

@@ -1,4 +1,5 @@
 """The act is a real PDF whose Cyrillic (and Kazakh) text is text in an embedded font, not boxes."""
+
 from __future__ import annotations
 
 import io
@@ -35,9 +36,21 @@ def _text(pdf: bytes) -> str:
 
 def test_the_acts_cyrillic_text_extracts_as_text(act):
     text = _text(act)
-    for expected in ("АКТ № A-000001", "выдачи цифровых вознаграждений за март 2026 г.", "Итоги по товарам",
-                     "Исполнитель", "Заказчик", "Подпись", "М.П.", "НДС", "реестр № R-000001",
-                     "ARAY-CINEMA-2000", "KITAP-BOOKS-5000", "QAZAQ-GIFT-CARD", "Итого (KZT)"):
+    for expected in (
+        "АКТ № A-000001",
+        "выдачи цифровых вознаграждений за март 2026 г.",
+        "Итоги по товарам",
+        "Исполнитель",
+        "Заказчик",
+        "Подпись",
+        "М.П.",
+        "НДС",
+        "реестр № R-000001",
+        "ARAY-CINEMA-2000",
+        "KITAP-BOOKS-5000",
+        "QAZAQ-GIFT-CARD",
+        "Итого (KZT)",
+    ):
         assert expected in text, expected
     assert "қаңтар" not in text and "наурыз" in text  # the Kazakh subtitle, Kazakh letters included
     assert "\ufffd" not in text and "□" not in text

@@ -5,6 +5,7 @@ event dated inside the closed month lands in the next period (and in that period
 
 Issues and cancellations go through the redemption domain functions, exchanges and expiries through
 the cards engineer's `service.cards.service.exchange` / `expire_cards` — all with an explicit `now`."""
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,11 @@ from tests.finance_helpers import almaty, cancel_at, minor, parse_csv, record_su
 
 MARCH, APRIL = date(2026, 3, 1), date(2026, 4, 1)
 START = almaty(2026, 3, 29, 8)  # events run from here across the March/April boundary (Almaty time)
-OFFERS = {"cinema": ("cinema-2000", "basic", 2000), "books": ("books-5000", "basic", 5000),
-          "card": ("gift-card-5000", "unlimited", 5000)}
+OFFERS = {
+    "cinema": ("cinema-2000", "basic", 2000),
+    "books": ("books-5000", "basic", 5000),
+    "card": ("gift-card-5000", "unlimited", 5000),
+}
 CERTS = {"ARAY-CERT-1000": "aray-cinema", "KITAP-CERT-2500": "kitap-books"}
 
 step = st.one_of(
@@ -40,8 +44,12 @@ steps = st.lists(st.tuples(st.integers(1, 600), step), min_size=1, max_size=14) 
 
 def _fresh_state() -> None:
     with get_engine().begin() as conn:
-        conn.execute(text("TRUNCATE reconciliation_records, periods, period_documents, period_document_chunks,"
-                          " redemptions, cards, codes, outbox, program_budget_usage RESTART IDENTITY CASCADE"))
+        conn.execute(
+            text(
+                "TRUNCATE reconciliation_records, periods, period_documents, period_document_chunks,"
+                " redemptions, cards, codes, outbox, program_budget_usage RESTART IDENTITY CASCADE"
+            )
+        )
     import_codes_for("ARAY-CINEMA-2000", 20)
     import_codes_for("KITAP-BOOKS-5000", 20)
     for sku in CERTS:
@@ -52,8 +60,13 @@ def _card_credentials(redemption_id) -> tuple[str, str]:
     from service.crypto import get_vault
 
     with new_session() as s:
-        number_enc, pin_enc = s.execute(text("SELECT c.number_enc, c.pin_enc FROM cards c JOIN redemptions r"
-                                             " ON r.card_id = c.id WHERE r.id = :id"), {"id": redemption_id}).one()
+        number_enc, pin_enc = s.execute(
+            text(
+                "SELECT c.number_enc, c.pin_enc FROM cards c JOIN redemptions r"
+                " ON r.card_id = c.id WHERE r.id = :id"
+            ),
+            {"id": redemption_id},
+        ).one()
     vault = get_vault()
     return vault.decrypt(bytes(number_enc), b"card-number"), vault.decrypt(bytes(pin_enc), b"card-pin")
 
@@ -81,12 +94,18 @@ def _run(sequence) -> None:
                 if kind == "exchange":
                     number, pin = _card_credentials(redemption_id)
                     with transaction() as session:
-                        exchange(session, number, pin, args[1], partner=CERTS[args[1]], now=now, api_key_id=None)
+                        exchange(
+                            session, number, pin, args[1], partner=CERTS[args[1]], now=now, api_key_id=None
+                        )
                 else:
                     with transaction() as session:
-                        session.execute(text("UPDATE cards SET expires_at = :at WHERE id = (SELECT card_id FROM"
-                                             " redemptions WHERE id = :id) AND status = 'active'"),
-                                        {"at": now - timedelta(seconds=1), "id": redemption_id})
+                        session.execute(
+                            text(
+                                "UPDATE cards SET expires_at = :at WHERE id = (SELECT card_id FROM"
+                                " redemptions WHERE id = :id) AND status = 'active'"
+                            ),
+                            {"at": now - timedelta(seconds=1), "id": redemption_id},
+                        )
                         expire_cards(session, now)
         except Problem:
             pass  # a refusal (not cancellable, balance too low, card expired...) writes nothing
@@ -110,9 +129,14 @@ def _registry_sums(program: str, month: date) -> dict[str, int]:
     rows = parse_csv(b"".join(iter_document(doc.document_id)))
     assert [int(r["line"]) for r in rows] == list(range(1, len(rows) + 1))
     assert {r["booked_period"] for r in rows} <= {f"{month:%Y-%m}"}
-    return {"records": len(rows), "quantity": sum(int(r["quantity"]) for r in rows),
-            **{f"{k}_minor": sum(minor(r[col]) for r in rows)
-               for k, col in (("face_value", "face_value"), ("cost", "cost"), ("vat", "vat_amount"))}}
+    return {
+        "records": len(rows),
+        "quantity": sum(int(r["quantity"]) for r in rows),
+        **{
+            f"{k}_minor": sum(minor(r[col]) for r in rows)
+            for k, col in (("face_value", "face_value"), ("cost", "cost"), ("vat", "vat_amount"))
+        },
+    }
 
 
 def _assert_documents_match_records(view: dict, month: date) -> None:
@@ -120,7 +144,13 @@ def _assert_documents_match_records(view: dict, month: date) -> None:
     registry = _registry_sums("mobile-bonus", month)
     assert registry == records
     totals = view["totals"]
-    frozen = {"records": totals["records"], "quantity": 0, "face_value_minor": 0, "cost_minor": 0, "vat_minor": 0}
+    frozen = {
+        "records": totals["records"],
+        "quantity": 0,
+        "face_value_minor": 0,
+        "cost_minor": 0,
+        "vat_minor": 0,
+    }
     for line in totals["by_currency"]:
         frozen["quantity"] += line["quantity"]
         for key in ("face_value", "cost", "vat"):
@@ -130,12 +160,23 @@ def _assert_documents_match_records(view: dict, month: date) -> None:
 
 
 @pytest.mark.usefixtures("demo_catalog")
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(sequence=steps)
-@example(sequence=[(10, ("issue", "card")), (10, ("issue", "cinema")), (10, ("exchange", 0, "ARAY-CERT-1000")),
-                   (10, ("cancel", 1)), (4000, ("exchange", 0, "KITAP-CERT-2500")), (10, ("expire", 0)),
-                   (5, ("issue", "books"))])
+@example(
+    sequence=[
+        (10, ("issue", "card")),
+        (10, ("issue", "cinema")),
+        (10, ("exchange", 0, "ARAY-CERT-1000")),
+        (10, ("cancel", 1)),
+        (4000, ("exchange", 0, "KITAP-CERT-2500")),
+        (10, ("expire", 0)),
+        (5, ("issue", "books")),
+    ]
+)
 def test_closing_documents_always_match_the_records_to_the_tiyn(sequence):
     _fresh_state()
     _run(sequence)
@@ -153,8 +194,16 @@ def test_closing_documents_always_match_the_records_to_the_tiyn(sequence):
     late = redeem_at(almaty(2026, 3, 31, 23, 59))  # an event dated inside the closed month, written late
     assert record_sums(booked="2026-03") == before
     with new_session() as s:
-        assert s.execute(text("SELECT to_char(booked_period, 'YYYY-MM') FROM reconciliation_records"
-                              " WHERE redemption_id = :id"), {"id": late}).scalar_one() == "2026-04"
+        assert (
+            s.execute(
+                text(
+                    "SELECT to_char(booked_period, 'YYYY-MM') FROM reconciliation_records"
+                    " WHERE redemption_id = :id"
+                ),
+                {"id": late},
+            ).scalar_one()
+            == "2026-04"
+        )
     assert close_period("mobile-bonus", MARCH, now=almaty(2026, 5, 2)) == march  # same documents again
 
     april = close_period("mobile-bonus", APRIL, now=almaty(2026, 5, 1, 0, 0))
@@ -162,14 +211,24 @@ def test_closing_documents_always_match_the_records_to_the_tiyn(sequence):
     assert april["totals"]["late_records"] >= 1
 
 
-COVERING = [(10, ("issue", "card")), (10, ("issue", "cinema")), (10, ("exchange", 0, "ARAY-CERT-1000")),
-            (10, ("cancel", 1)), (4000, ("exchange", 0, "KITAP-CERT-2500")), (10, ("expire", 0))]
+COVERING = [
+    (10, ("issue", "card")),
+    (10, ("issue", "cinema")),
+    (10, ("exchange", 0, "ARAY-CERT-1000")),
+    (10, ("cancel", 1)),
+    (4000, ("exchange", 0, "KITAP-CERT-2500")),
+    (10, ("expire", 0)),
+]
 
 
 def test_the_steps_write_every_record_type_on_both_sides_of_the_boundary(demo_catalog):
     _fresh_state()
     _run(COVERING)
     with new_session() as s:
-        written = set(s.execute(text("SELECT type, to_char(booked_period, 'YYYY-MM') FROM reconciliation_records")).all())
+        written = set(
+            s.execute(
+                text("SELECT type, to_char(booked_period, 'YYYY-MM') FROM reconciliation_records")
+            ).all()
+        )
     assert {t for t, _ in written} == {"issue", "cancel", "exchange", "breakage"}
     assert {m for _, m in written} == {"2026-03", "2026-04"}

@@ -1,7 +1,8 @@
 """POST /v1/redemptions and what follows: each behaviour of SPEC "Loyalty system", one per test."""
+
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
@@ -23,9 +24,15 @@ def test_a_redemption_reserves_a_code_and_writes_record_and_outbox_in_one_go(cli
     assert body["status"] == "accepted" and body["msisdn"] == "+77011234567"
     assert body["reward"]["kind"] == "code" and len(body["reward"]["last4"]) == 4
     with new_session() as s:
-        code = s.execute(text("SELECT c.status, c.last4 FROM codes c JOIN redemptions r ON r.code_id = c.id")).one()
-        record = s.execute(text("SELECT type, face_value_minor, cost_minor, vat_rate_bp, vat_minor, code_last4,"
-                                " encode(code_fingerprint, 'hex') AS fp FROM reconciliation_records")).one()
+        code = s.execute(
+            text("SELECT c.status, c.last4 FROM codes c JOIN redemptions r ON r.code_id = c.id")
+        ).one()
+        record = s.execute(
+            text(
+                "SELECT type, face_value_minor, cost_minor, vat_rate_bp, vat_minor, code_last4,"
+                " encode(code_fingerprint, 'hex') AS fp FROM reconciliation_records"
+            )
+        ).one()
         outbox = s.execute(text("SELECT queue, actor, payload FROM outbox")).one()
     assert code.status == "reserved" and code.last4 == body["reward"]["last4"]
     assert (record.type, record.face_value_minor, record.cost_minor) == ("issue", 200000, 180000)
@@ -58,7 +65,10 @@ def test_a_card_offer_mints_a_luhn_valid_card_with_an_encrypted_pin(client, keys
     response = post_redemption(client, keys, tariff="unlimited", offer="gift-card-5000", points=5000)
     assert response.status_code == 201, response.text
     reward = response.json()["reward"]
-    assert reward["kind"] == "universal_card" and reward["nominal"] == {"amount": "6000.00", "currency": "KZT"}
+    assert reward["kind"] == "universal_card" and reward["nominal"] == {
+        "amount": "6000.00",
+        "currency": "KZT",
+    }
     with new_session() as s:
         card = s.execute(text("SELECT * FROM cards")).one()
         record = s.execute(text("SELECT type, face_value_minor, vat_minor FROM reconciliation_records")).one()
@@ -74,45 +84,73 @@ def test_a_card_offer_mints_a_luhn_valid_card_with_an_encrypted_pin(client, keys
 def test_card_numbers_follow_no_sequence(client, keys):
     numbers = []
     for _ in range(5):
-        post_redemption(client, keys, tariff="basic", offer="gift-card-5000", points=5000,
-                        msisdn=f"8701{len(numbers):07d}")
+        post_redemption(
+            client,
+            keys,
+            tariff="basic",
+            offer="gift-card-5000",
+            points=5000,
+            msisdn=f"8701{len(numbers):07d}",
+        )
         numbers.append(None)
     from service.crypto import get_vault
 
     with new_session() as s:
-        found = [int(get_vault().decrypt(bytes(r.number_enc), b"card-number")[4:-1])
-                 for r in s.execute(text("SELECT number_enc FROM cards ORDER BY id"))]
+        found = [
+            int(get_vault().decrypt(bytes(r.number_enc), b"card-number")[4:-1])
+            for r in s.execute(text("SELECT number_enc FROM cards ORDER BY id"))
+        ]
     gaps = {b - a for a, b in zip(found, found[1:])}
     assert len(found) == 5 and len(gaps) == 4 and all(abs(g) > 1000 for g in gaps)
 
 
 def test_earliest_expiring_code_goes_first_and_expired_ones_never(client, keys):
-    soon = (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()
+    soon = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     import_codes_for("ARAY-CINEMA-2000", ["LATE-0001"], expires_at="2031-01-01")
     import_codes_for("ARAY-CINEMA-2000", ["NEVER-001"])
     import_codes_for("ARAY-CINEMA-2000", ["SOON-0001"], expires_at=soon)
     with transaction() as s:  # a code that has expired while in the pool
-        s.execute(text("UPDATE codes SET expires_at = now() - interval '1 hour' WHERE last4 = '0001'"
-                       " AND expires_at < now() + interval '3 days'"))
+        s.execute(
+            text(
+                "UPDATE codes SET expires_at = now() - interval '1 hour' WHERE last4 = '0001'"
+                " AND expires_at < now() + interval '3 days'"
+            )
+        )
     import_codes_for("ARAY-CINEMA-2000", ["SOON-0002"], expires_at=soon)
-    order = [post_redemption(client, keys, msisdn=f"870112345{i:02d}").json()["reward"]["last4"] for i in range(3)]
+    order = [
+        post_redemption(client, keys, msisdn=f"870112345{i:02d}").json()["reward"]["last4"] for i in range(3)
+    ]
     assert order == ["0002", "0001", "-001"]
     assert_problem(post_redemption(client, keys, msisdn="87011234599"), 409, "out_of_stock")
 
 
-@pytest.mark.parametrize("overrides,status,code", [
-    ({"program": "no-such-program"}, 404, "unknown_program"),
-    ({"program": "home-internet", "tariff": "home-100", "points": 2200}, 404, "unknown_program"),  # not this key's
-    ({"offer": "no-such-offer"}, 404, "unknown_offer"),
-    ({"offer": "taxi-1500", "points": 1500}, 422, "tariff_not_eligible"),  # basic may not take the taxi offer
-    ({"tariff": "gold"}, 422, "tariff_not_eligible"),
-    ({"points": 1999}, 422, "points_mismatch"),
-    ({"points": 1600}, 422, "points_mismatch"),  # the unlimited tariff's price, asked on basic
-])
+@pytest.mark.parametrize(
+    "overrides,status,code",
+    [
+        ({"program": "no-such-program"}, 404, "unknown_program"),
+        (
+            {"program": "home-internet", "tariff": "home-100", "points": 2200},
+            404,
+            "unknown_program",
+        ),  # not this key's
+        ({"offer": "no-such-offer"}, 404, "unknown_offer"),
+        (
+            {"offer": "taxi-1500", "points": 1500},
+            422,
+            "tariff_not_eligible",
+        ),  # basic may not take the taxi offer
+        ({"tariff": "gold"}, 422, "tariff_not_eligible"),
+        ({"points": 1999}, 422, "points_mismatch"),
+        ({"points": 1600}, 422, "points_mismatch"),  # the unlimited tariff's price, asked on basic
+    ],
+)
 def test_refusals_have_their_own_codes_and_write_nothing(client, stocked, overrides, status, code):
     assert_problem(post_redemption(client, stocked, **overrides), status, code)
-    assert table_counts("redemptions", "reconciliation_records", "outbox") == \
-        {"redemptions": 0, "reconciliation_records": 0, "outbox": 0}
+    assert table_counts("redemptions", "reconciliation_records", "outbox") == {
+        "redemptions": 0,
+        "reconciliation_records": 0,
+        "outbox": 0,
+    }
     with new_session() as s:
         assert s.execute(text("SELECT count(*) FROM codes WHERE status <> 'available'")).scalar_one() == 0
 
@@ -124,7 +162,9 @@ def test_an_offer_outside_its_window_is_inactive(stocked):
 
     request = RedemptionIn(**redemption_body(offer="taxi-1500", tariff="plus", points=1500))
     with pytest.raises(Problem) as refused, transaction() as s:
-        redeem(s, request, scope=Scope(None), api_key_id=None, now=datetime(2025, 12, 31, tzinfo=timezone.utc))
+        redeem(
+            s, request, scope=Scope(None), api_key_id=None, now=datetime(2025, 12, 31, tzinfo=UTC)
+        )
     assert refused.value.code == "offer_inactive"
 
 
@@ -168,8 +208,11 @@ def test_the_same_key_and_body_replays_the_first_response(client, stocked):
     assert first.status_code == second.status_code == 201
     assert second.json() == first.json() and second.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
-    assert table_counts("redemptions", "reconciliation_records", "outbox") == \
-        {"redemptions": 1, "reconciliation_records": 1, "outbox": 1}
+    assert table_counts("redemptions", "reconciliation_records", "outbox") == {
+        "redemptions": 1,
+        "reconciliation_records": 1,
+        "outbox": 1,
+    }
 
 
 def test_a_refusal_is_replayed_too(client, keys):
@@ -185,7 +228,9 @@ def test_a_refusal_is_replayed_too(client, keys):
 def test_the_same_key_with_another_body_is_a_conflict(client, stocked):
     headers = {**stocked.header("loyalty"), "Idempotency-Key": "conflict-1"}
     client.post("/v1/redemptions", json=redemption_body(), headers=headers)
-    assert_problem(client.post("/v1/redemptions", json=redemption_body(), headers=headers), 422, "idempotency_conflict")
+    assert_problem(
+        client.post("/v1/redemptions", json=redemption_body(), headers=headers), 422, "idempotency_conflict"
+    )
     assert table_counts("redemptions")["redemptions"] == 1
 
 
@@ -195,9 +240,14 @@ def test_keys_are_scoped_per_api_client(client, stocked):
     with transaction() as s:
         other = create_key(s, role="loyalty", name="second system", programs=["mobile-bonus"]).key
     body = redemption_body()
-    a = client.post("/v1/redemptions", json=body, headers={**stocked.header("loyalty"), "Idempotency-Key": "shared"})
-    b = client.post("/v1/redemptions", json={**body, "external_id": "other-ext"},
-                    headers={"Authorization": f"Bearer {other}", "Idempotency-Key": "shared"})
+    a = client.post(
+        "/v1/redemptions", json=body, headers={**stocked.header("loyalty"), "Idempotency-Key": "shared"}
+    )
+    b = client.post(
+        "/v1/redemptions",
+        json={**body, "external_id": "other-ext"},
+        headers={"Authorization": f"Bearer {other}", "Idempotency-Key": "shared"},
+    )
     assert a.status_code == b.status_code == 201 and a.json()["id"] != b.json()["id"]
 
 
@@ -208,8 +258,11 @@ def test_a_missing_idempotency_key_is_400(client, stocked):
 
 def test_a_reused_external_id_is_refused(client, stocked):
     post_redemption(client, stocked, external_id="order-77")
-    assert_problem(post_redemption(client, stocked, external_id="order-77", msisdn="87015555555"), 409,
-             "duplicate_external_id")
+    assert_problem(
+        post_redemption(client, stocked, external_id="order-77", msisdn="87015555555"),
+        409,
+        "duplicate_external_id",
+    )
     with new_session() as s:
         assert s.execute(text("SELECT count(*) FROM codes WHERE status = 'reserved'")).scalar_one() == 1
 
@@ -223,23 +276,35 @@ def test_read_one_and_find_by_filters(client, stocked):
     post_redemption(client, stocked, msisdn="87019999999")
     got = client.get(f"/v1/redemptions/{made['id']}", headers=stocked.header("loyalty"))
     assert got.status_code == 200 and got.json() == made
-    found = client.get("/v1/redemptions?external_id=find-me", headers=stocked.header("loyalty")).json()["items"]
+    found = client.get("/v1/redemptions?external_id=find-me", headers=stocked.header("loyalty")).json()[
+        "items"
+    ]
     assert [r["id"] for r in found] == [made["id"]]
-    by_phone = client.get("/v1/redemptions?msisdn=87019999999", headers=stocked.header("loyalty")).json()["items"]
+    by_phone = client.get("/v1/redemptions?msisdn=87019999999", headers=stocked.header("loyalty")).json()[
+        "items"
+    ]
     assert len(by_phone) == 1 and by_phone[0]["msisdn"] == "+77019999999"
-    accepted = client.get("/v1/redemptions?status=accepted", headers=stocked.header("loyalty")).json()["items"]
+    accepted = client.get("/v1/redemptions?status=accepted", headers=stocked.header("loyalty")).json()[
+        "items"
+    ]
     assert len(accepted) == 2
-    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
-    assert client.get(f"/v1/redemptions?created_from={future}",
-                      headers=stocked.header("loyalty")).json()["items"] == []
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    assert (
+        client.get(f"/v1/redemptions?created_from={future}", headers=stocked.header("loyalty")).json()[
+            "items"
+        ]
+        == []
+    )
 
 
 def test_pagination_is_newest_first_and_complete(client, stocked):
     ids = [post_redemption(client, stocked, msisdn=f"8701000000{i}").json()["id"] for i in range(5)]
     seen, cursor = [], None
     while True:
-        page = client.get("/v1/redemptions?limit=2" + (f"&cursor={cursor}" if cursor else ""),
-                          headers=stocked.header("support")).json()
+        page = client.get(
+            "/v1/redemptions?limit=2" + (f"&cursor={cursor}" if cursor else ""),
+            headers=stocked.header("support"),
+        ).json()
         seen += [r["id"] for r in page["items"]]
         if not (cursor := page["next_cursor"]):
             break
@@ -260,12 +325,26 @@ def test_another_programs_key_cannot_see_a_redemption(client, stocked):
 
 def test_support_looks_up_a_subscriber_in_any_local_form(client, stocked):
     post_redemption(client, stocked, msisdn="87012223344")
-    items = client.get("/v1/subscribers/87012223344/redemptions", headers=stocked.header("support")).json()["items"]
+    items = client.get("/v1/subscribers/87012223344/redemptions", headers=stocked.header("support")).json()[
+        "items"
+    ]
     assert len(items) == 1
-    assert client.get("/v1/subscribers/%2B77012223344/redemptions",
-                      headers=stocked.header("support")).json()["items"] == items
-    assert_problem(client.get("/v1/subscribers/123/redemptions", headers=stocked.header("support")), 422, "validation_error")
-    assert_problem(client.get("/v1/subscribers/87012223344/redemptions", headers=stocked.header("loyalty")), 403, "forbidden")
+    assert (
+        client.get("/v1/subscribers/%2B77012223344/redemptions", headers=stocked.header("support")).json()[
+            "items"
+        ]
+        == items
+    )
+    assert_problem(
+        client.get("/v1/subscribers/123/redemptions", headers=stocked.header("support")),
+        422,
+        "validation_error",
+    )
+    assert_problem(
+        client.get("/v1/subscribers/87012223344/redemptions", headers=stocked.header("loyalty")),
+        403,
+        "forbidden",
+    )
 
 
 def test_cancel_returns_a_never_sent_code_to_the_pool_with_a_reversing_record(client, stocked):
@@ -274,8 +353,9 @@ def test_cancel_returns_a_never_sent_code_to_the_pool_with_a_reversing_record(cl
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     with new_session() as s:
         assert s.execute(text("SELECT count(*) FROM codes WHERE status = 'available'")).scalar_one() == 5
-        records = s.execute(text("SELECT type, quantity, face_value_minor, vat_minor FROM reconciliation_records"
-                                 " ORDER BY id")).all()
+        records = s.execute(
+            text("SELECT type, quantity, face_value_minor, vat_minor FROM reconciliation_records ORDER BY id")
+        ).all()
         spent = s.execute(text("SELECT spent_minor FROM program_budget_usage")).scalar_one()
     assert [r.type for r in records] == ["issue", "cancel"]
     assert sum(r.quantity for r in records) == 0 and sum(r.face_value_minor for r in records) == 0
@@ -294,8 +374,11 @@ def test_a_code_taken_by_the_sms_provider_is_not_cancellable(client, stocked):
     made = post_redemption(client, stocked).json()
     with transaction() as s:
         s.execute(text("UPDATE redemptions SET status = 'sent', first_sent_at = now()"))
-    assert_problem(client.post(f"/v1/redemptions/{made['id']}/cancel", headers=stocked.header("loyalty")), 409,
-             "not_cancellable")
+    assert_problem(
+        client.post(f"/v1/redemptions/{made['id']}/cancel", headers=stocked.header("loyalty")),
+        409,
+        "not_cancellable",
+    )
     assert table_counts("reconciliation_records")["reconciliation_records"] == 1
 
 
@@ -304,15 +387,21 @@ def test_an_untouched_card_is_cancellable_even_after_its_sms_and_a_used_one_is_n
     used = post_redemption(client, keys, offer="gift-card-5000", points=5000, msisdn="87015550000").json()
     with transaction() as s:
         s.execute(text("UPDATE redemptions SET status = 'delivered', first_sent_at = now()"))
-        s.execute(text("UPDATE cards SET balance_minor = balance_minor - 100000 WHERE last4 = :l"),
-                  {"l": used["reward"]["last4"]})
+        s.execute(
+            text("UPDATE cards SET balance_minor = balance_minor - 100000 WHERE last4 = :l"),
+            {"l": used["reward"]["last4"]},
+        )
     ok = client.post(f"/v1/redemptions/{card['id']}/cancel", headers=keys.header("loyalty"))
     assert ok.status_code == 200 and ok.json()["status"] == "cancelled"
-    assert_problem(client.post(f"/v1/redemptions/{used['id']}/cancel", headers=keys.header("loyalty")), 409,
-             "not_cancellable")
+    assert_problem(
+        client.post(f"/v1/redemptions/{used['id']}/cancel", headers=keys.header("loyalty")),
+        409,
+        "not_cancellable",
+    )
     with new_session() as s:
-        assert s.execute(text("SELECT status, balance_minor FROM cards WHERE last4 = :l"),
-                         {"l": card["reward"]["last4"]}).one() == ("cancelled", 0)
+        assert s.execute(
+            text("SELECT status, balance_minor FROM cards WHERE last4 = :l"), {"l": card["reward"]["last4"]}
+        ).one() == ("cancelled", 0)
 
 
 def test_resend_queues_another_sms_up_to_the_limit(client, stocked):
@@ -339,5 +428,8 @@ def test_resend_with_an_idempotency_key_sends_once(client, stocked):
 def test_a_cancelled_redemption_is_not_resent(client, stocked):
     made = post_redemption(client, stocked).json()
     client.post(f"/v1/redemptions/{made['id']}/cancel", headers=stocked.header("loyalty"))
-    assert_problem(client.post(f"/v1/redemptions/{made['id']}/resend", headers=stocked.header("loyalty")), 409,
-             "not_resendable")
+    assert_problem(
+        client.post(f"/v1/redemptions/{made['id']}/resend", headers=stocked.header("loyalty")),
+        409,
+        "not_resendable",
+    )

@@ -1,4 +1,5 @@
 """Invariants 1, 2 and 4 under parallel clients against a real server with a small pool."""
+
 from __future__ import annotations
 
 import threading
@@ -13,16 +14,23 @@ from tests.conftest import import_codes_for, redemption_body, table_counts
 from tests.live import live_api
 
 
-def _fire(base: str, key: str, bodies: list[dict], idempotency_keys: list[str], clients: int) -> list[httpx.Response]:
+def _fire(
+    base: str, key: str, bodies: list[dict], idempotency_keys: list[str], clients: int
+) -> list[httpx.Response]:
     barrier = threading.Barrier(clients)
     chunks = [list(range(i, len(bodies), clients)) for i in range(clients)]
 
     def run(indexes: list[int]) -> list[httpx.Response]:
         with httpx.Client(base_url=base, timeout=60) as http:
             barrier.wait()
-            return [http.post("/v1/redemptions", json=bodies[i],
-                              headers={"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_keys[i]})
-                    for i in indexes]
+            return [
+                http.post(
+                    "/v1/redemptions",
+                    json=bodies[i],
+                    headers={"Authorization": f"Bearer {key}", "Idempotency-Key": idempotency_keys[i]},
+                )
+                for i in indexes
+            ]
 
     with ThreadPoolExecutor(clients) as pool:
         return [r for batch in pool.map(run, chunks) for r in batch]
@@ -37,8 +45,12 @@ def test_400_redemptions_from_32_clients_drain_a_pool_of_200_exactly(keys):
     assert outcome == {(201, None): 200, (409, "out_of_stock"): 200}, outcome
     with new_session() as s:
         codes = s.execute(text("SELECT code_id FROM redemptions")).scalars().all()
-        records = s.execute(text("SELECT count(*) AS n, sum(face_value_minor) AS face, count(DISTINCT"
-                                 " code_fingerprint) AS codes FROM reconciliation_records WHERE type = 'issue'")).one()
+        records = s.execute(
+            text(
+                "SELECT count(*) AS n, sum(face_value_minor) AS face, count(DISTINCT"
+                " code_fingerprint) AS codes FROM reconciliation_records WHERE type = 'issue'"
+            )
+        ).one()
         reserved = s.execute(text("SELECT count(*) FROM codes WHERE status = 'reserved'")).scalar_one()
     assert len(codes) == len(set(codes)) == 200 and reserved == 200
     assert (records.n, records.face, records.codes) == (200, 200 * 200000, 200)
@@ -56,8 +68,12 @@ def test_20_concurrent_requests_with_one_key_have_one_effect(keys):
     assert created and all(r.json() == created[0].json() for r in created)
     assert all(r.status_code == 409 and r.json()["code"] == "idempotency_in_progress" for r in others)
     assert sum(1 for r in created if r.headers.get("idempotent-replayed") != "true") == 1
-    assert table_counts("redemptions", "reconciliation_records", "outbox", "idempotency_keys") == \
-        {"redemptions": 1, "reconciliation_records": 1, "outbox": 1, "idempotency_keys": 1}
+    assert table_counts("redemptions", "reconciliation_records", "outbox", "idempotency_keys") == {
+        "redemptions": 1,
+        "reconciliation_records": 1,
+        "outbox": 1,
+        "idempotency_keys": 1,
+    }
 
 
 def test_one_subscriber_racing_past_the_daily_limit_gets_exactly_the_limit(keys):

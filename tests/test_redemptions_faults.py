@@ -1,5 +1,6 @@
 """A redemption (or cancellation) cut at any step leaves nothing half-written, and the same request
 succeeds when retried with the same Idempotency-Key."""
+
 from __future__ import annotations
 
 import psycopg
@@ -10,19 +11,29 @@ from service import faults
 from service.db import libpq_url, new_session
 from tests.conftest import import_codes_for, redemption_body
 
-REDEEM_STEPS = ["redeem.after_limits", "redeem.after_reserve", "redeem.after_insert", "redeem.after_budget",
-                "idempotency.before_store", "idempotency.after_store"]
+REDEEM_STEPS = [
+    "redeem.after_limits",
+    "redeem.after_reserve",
+    "redeem.after_insert",
+    "redeem.after_budget",
+    "idempotency.before_store",
+    "idempotency.after_store",
+]
 
 
 def _state() -> dict:
     with new_session() as s:
         one = lambda sql: s.execute(text(sql)).one()._tuple()  # noqa: E731
         return {
-            "rows": one("SELECT (SELECT count(*) FROM redemptions), (SELECT count(*) FROM reconciliation_records),"
-                        " (SELECT count(*) FROM outbox), (SELECT count(*) FROM idempotency_keys),"
-                        " (SELECT count(*) FROM cards)"),
+            "rows": one(
+                "SELECT (SELECT count(*) FROM redemptions), (SELECT count(*) FROM reconciliation_records),"
+                " (SELECT count(*) FROM outbox), (SELECT count(*) FROM idempotency_keys),"
+                " (SELECT count(*) FROM cards)"
+            ),
             "codes": s.execute(text("SELECT id, status FROM codes ORDER BY id")).all(),
-            "budget": s.execute(text("SELECT program_id, month, spent_minor FROM program_budget_usage")).all(),
+            "budget": s.execute(
+                text("SELECT program_id, month, spent_minor FROM program_budget_usage")
+            ).all(),
             "redemptions": s.execute(text("SELECT id, status FROM redemptions ORDER BY id")).all(),
         }
 
@@ -35,10 +46,13 @@ def _kill_backend(services) -> callable:
     def kill() -> None:
         # Terminate, from outside, the backend that holds the open transaction: a real lost connection.
         with psycopg.connect(libpq_url(services.database_url), autocommit=True) as conn:
-            killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                                  " WHERE application_name = 'rewards' AND state LIKE 'idle in transaction%'"
-                                  " AND pid <> pg_backend_pid()").fetchall()
+            killed = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'rewards' AND state LIKE 'idle in transaction%'"
+                " AND pid <> pg_backend_pid()"
+            ).fetchall()
         assert killed, "no transaction was open at the checkpoint"
+
     return kill
 
 
@@ -72,13 +86,21 @@ def test_a_redemption_cut_at_any_step_leaves_nothing(client, stocked, services, 
 
 @pytest.mark.parametrize("fault", ["raise", "kill"])
 @pytest.mark.parametrize("step", ["cancel.after_release", "cancel.after_records"])
-def test_a_cancellation_cut_at_any_step_leaves_the_redemption_as_it_was(client, stocked, services, step, fault):
-    made = client.post("/v1/redemptions", json=redemption_body(),
-                       headers={**stocked.header("loyalty"), "Idempotency-Key": "to-cancel"}).json()
+def test_a_cancellation_cut_at_any_step_leaves_the_redemption_as_it_was(
+    client, stocked, services, step, fault
+):
+    made = client.post(
+        "/v1/redemptions",
+        json=redemption_body(),
+        headers={**stocked.header("loyalty"), "Idempotency-Key": "to-cancel"},
+    ).json()
     before = _state()
     faults.inject(step, _raise if fault == "raise" else _kill_backend(services))
     response = client.post(f"/v1/redemptions/{made['id']}/cancel", headers=stocked.header("loyalty"))
     assert response.status_code == 500
     assert _state() == before
     faults.clear()
-    assert client.post(f"/v1/redemptions/{made['id']}/cancel", headers=stocked.header("loyalty")).status_code == 200
+    assert (
+        client.post(f"/v1/redemptions/{made['id']}/cancel", headers=stocked.header("loyalty")).status_code
+        == 200
+    )

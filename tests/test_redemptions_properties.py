@@ -1,4 +1,5 @@
 """Random sequences of redeem / cancel / resend keep invariants 1, 2 and 4 (hypothesis)."""
+
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
@@ -16,12 +17,12 @@ resend = st.tuples(st.just("resend"), st.integers(0, 9))
 
 
 def _reset(services) -> object:
-    from tests.conftest import Keys, import_codes_for  # noqa: F401
     from catalog import DEMO_CATALOG
     from catalog.loader import load_catalog
     from service.auth.service import create_key
     from service.catalog.service import apply_catalog
     from service.db import Base, get_engine, transaction
+    from tests.conftest import Keys, import_codes_for  # noqa: F401
 
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
     with get_engine().begin() as conn:
@@ -44,8 +45,14 @@ def test_random_sequences_keep_the_invariants(client, services, steps):
             _, key_index, kind, phone = step
             offer, tariff, points = OFFERS[kind]
             key = f"k{key_index}"
-            body = {"program": "mobile-bonus", "tariff": tariff, "offer": offer, "points": points,
-                    "msisdn": PHONES[phone], "external_id": f"ext-{key_index}-{kind}-{phone}"}
+            body = {
+                "program": "mobile-bonus",
+                "tariff": tariff,
+                "offer": offer,
+                "points": points,
+                "msisdn": PHONES[phone],
+                "external_id": f"ext-{key_index}-{kind}-{phone}",
+            }
             response = client.post("/v1/redemptions", json=body, headers={**auth, "Idempotency-Key": key})
             assert response.status_code < 500, response.text
             if key not in first_outcome:
@@ -62,10 +69,16 @@ def test_random_sequences_keep_the_invariants(client, services, steps):
             assert response.status_code in (200, 202, 409), response.text
 
     with new_session() as s:
-        redemptions = s.execute(text("SELECT id, status, code_id, card_id, nominal_minor FROM redemptions")).all()
-        records = s.execute(text("SELECT redemption_id, type, quantity, face_value_minor FROM reconciliation_records")).all()
+        redemptions = s.execute(
+            text("SELECT id, status, code_id, card_id, nominal_minor FROM redemptions")
+        ).all()
+        records = s.execute(
+            text("SELECT redemption_id, type, quantity, face_value_minor FROM reconciliation_records")
+        ).all()
         codes = dict(s.execute(text("SELECT id, status FROM codes")).all())
-        outbox = s.execute(text("SELECT count(*) FROM outbox WHERE actor = 'deliver_reward_sms'")).scalar_one()
+        outbox = s.execute(
+            text("SELECT count(*) FROM outbox WHERE actor = 'deliver_reward_sms'")
+        ).scalar_one()
         resends = s.execute(text("SELECT coalesce(sum(resend_count), 0) FROM redemptions")).scalar_one()
     # invariant 2: every redemption came from exactly one key's first request
     assert len(redemptions) == sum(1 for _, status, _ in first_outcome.values() if status == 201)
@@ -79,6 +92,8 @@ def test_random_sequences_keep_the_invariants(client, services, steps):
         mine = [rec for rec in records if rec.redemption_id == r.id]
         assert [rec.type for rec in mine].count("issue") == 1
         assert [rec.type for rec in mine].count("cancel") == (1 if r.status == "cancelled" else 0)
-        assert sum(rec.face_value_minor for rec in mine) == (0 if r.status == "cancelled" else r.nominal_minor)
+        assert sum(rec.face_value_minor for rec in mine) == (
+            0 if r.status == "cancelled" else r.nominal_minor
+        )
     assert len(records) == len(redemptions) + sum(1 for r in redemptions if r.status == "cancelled")
     assert outbox == len(redemptions) + resends

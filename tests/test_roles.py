@@ -1,4 +1,5 @@
 """Each role sees and may do only what SPEC says: a table over every route and every caller."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,26 +8,41 @@ CSV = "code\nROLE-TEST-0001\n"
 
 # route -> expected status per caller. "none" sends no key, "bogus" a malformed one.
 ROUTES = {
-    ("GET", "/v1/programs", None):
-        dict(admin=200, loyalty=200, partner=403, finance=200, support=200, none=401, bogus=401, revoked=401),
-    ("GET", "/v1/programs/mobile-bonus/offers", None):
-        dict(admin=200, loyalty=200, partner=403, finance=200, support=200, none=401, bogus=401, revoked=401),
+    ("GET", "/v1/programs", None): dict(
+        admin=200, loyalty=200, partner=403, finance=200, support=200, none=401, bogus=401, revoked=401
+    ),
+    ("GET", "/v1/programs/mobile-bonus/offers", None): dict(
+        admin=200, loyalty=200, partner=403, finance=200, support=200, none=401, bogus=401, revoked=401
+    ),
     ("GET", "/v1/programs/home-internet/offers", None):  # outside the loyalty key's programs: 404, not 403
-        dict(admin=200, loyalty=404, partner=403, finance=200, support=200, none=401, bogus=401, revoked=401),
-    ("GET", "/v1/products", None):
-        dict(admin=200, loyalty=403, partner=200, finance=200, support=200, none=401, bogus=401, revoked=401),
-    ("POST", "/v1/products/ARAY-CINEMA-2000/codes", CSV):
-        dict(admin=201, loyalty=403, partner=201, other_partner=404, finance=403, support=403, none=401,
-             bogus=401, revoked=401),
-    ("GET", "/v1/stock", None):
-        dict(admin=200, loyalty=403, partner=200, finance=403, support=200, none=401, bogus=401, revoked=401),
+    dict(admin=200, loyalty=404, partner=403, finance=200, support=200, none=401, bogus=401, revoked=401),
+    ("GET", "/v1/products", None): dict(
+        admin=200, loyalty=403, partner=200, finance=200, support=200, none=401, bogus=401, revoked=401
+    ),
+    ("POST", "/v1/products/ARAY-CINEMA-2000/codes", CSV): dict(
+        admin=201,
+        loyalty=403,
+        partner=201,
+        other_partner=404,
+        finance=403,
+        support=403,
+        none=401,
+        bogus=401,
+        revoked=401,
+    ),
+    ("GET", "/v1/stock", None): dict(
+        admin=200, loyalty=403, partner=200, finance=403, support=200, none=401, bogus=401, revoked=401
+    ),
     ("GET", "/healthz", None): dict(none=200, admin=200),
     ("GET", "/readyz", None): dict(none=200, admin=200),
     ("GET", "/metrics", None): dict(none=200),
 }
 
-CASES = [(method, path, body, caller, status)
-         for (method, path, body), table in ROUTES.items() for caller, status in table.items()]
+CASES = [
+    (method, path, body, caller, status)
+    for (method, path, body), table in ROUTES.items()
+    for caller, status in table.items()
+]
 
 
 def _headers(keys, caller: str) -> dict[str, str]:
@@ -37,8 +53,9 @@ def _headers(keys, caller: str) -> dict[str, str]:
     return keys.header(caller)
 
 
-@pytest.mark.parametrize("method,path,body,caller,status", CASES,
-                         ids=[f"{c[0]} {c[1]} as {c[3]}" for c in CASES])
+@pytest.mark.parametrize(
+    "method,path,body,caller,status", CASES, ids=[f"{c[0]} {c[1]} as {c[3]}" for c in CASES]
+)
 def test_route_answers_each_caller_as_specified(client, keys, method, path, body, caller, status):
     headers = _headers(keys, caller)
     if body is not None:
@@ -59,15 +76,35 @@ ROLE_ROUTES = {  # (method, path): (admitted roles, body)
     ("GET", "/v1/periods/2026-10/documents?program=mobile-bonus"): ({"finance"}, None),
     ("GET", "/v1/periods/2026-10/documents/act.pdf?program=mobile-bonus"): ({"finance"}, None),
     ("POST", "/v1/reconciliation/partners/aray-cinema?period=2026-10"): ({"finance"}, "code\nX-1\n"),
-    ("POST", "/v1/cards/verify"): ({"partner", "other_partner"}, {"number": "9398000000000001", "pin": "1234"}),
-    ("POST", "/v1/cards/exchanges"): ({"partner", "other_partner"},
-                                      {"number": "9398000000000001", "pin": "1234", "sku": "ARAY-CERT-1000"}),
+    ("POST", "/v1/cards/verify"): (
+        {"partner", "other_partner"},
+        {"number": "9398000000000001", "pin": "1234"},
+    ),
+    ("POST", "/v1/cards/exchanges"): (
+        {"partner", "other_partner"},
+        {"number": "9398000000000001", "pin": "1234", "sku": "ARAY-CERT-1000"},
+    ),
     ("GET", "/v1/cards/by-redemption/01a20698-17c3-7275-9796-b8bd861fdf1e"): ({"support"}, None),
-    ("POST", "/v1/cards/by-redemption/01a20698-17c3-7275-9796-b8bd861fdf1e/block"): ({"support"}, {"reason": "fraud"}),
-    ("POST", "/v1/cards/by-redemption/01a20698-17c3-7275-9796-b8bd861fdf1e/unblock"): ({"support"}, {"reason": "ok"}),
+    ("POST", "/v1/cards/by-redemption/01a20698-17c3-7275-9796-b8bd861fdf1e/block"): (
+        {"support"},
+        {"reason": "fraud"},
+    ),
+    ("POST", "/v1/cards/by-redemption/01a20698-17c3-7275-9796-b8bd861fdf1e/unblock"): (
+        {"support"},
+        {"reason": "ok"},
+    ),
     ("GET", "/v1/settlements/aray-cinema?period=2026-10"): ({"finance", "partner"}, None),
-    ("POST", "/v1/redemptions"): ({"loyalty"}, {"program": "mobile-bonus", "tariff": "basic", "offer": "cinema-2000",
-                                                "msisdn": "87011234567", "points": 2000, "external_id": "roles"}),
+    ("POST", "/v1/redemptions"): (
+        {"loyalty"},
+        {
+            "program": "mobile-bonus",
+            "tariff": "basic",
+            "offer": "cinema-2000",
+            "msisdn": "87011234567",
+            "points": 2000,
+            "external_id": "roles",
+        },
+    ),
     ("GET", "/v1/redemptions"): ({"loyalty", "support"}, None),
     ("GET", "/v1/redemptions/01a20698-17c3-7275-9796-b8bd861fdf1e"): ({"loyalty", "support"}, None),
     ("GET", "/v1/subscribers/87011234567/redemptions"): ({"support"}, None),
@@ -82,7 +119,9 @@ CALLERS = ["admin", "loyalty", "partner", "other_partner", "finance", "support"]
 ROLE_CASES = [(m, p, c) for (m, p) in ROLE_ROUTES for c in CALLERS + ["none"]]
 
 
-@pytest.mark.parametrize("method,path,caller", ROLE_CASES, ids=[f"{c[0]} {c[1]} as {c[2]}" for c in ROLE_CASES])
+@pytest.mark.parametrize(
+    "method,path,caller", ROLE_CASES, ids=[f"{c[0]} {c[1]} as {c[2]}" for c in ROLE_CASES]
+)
 def test_each_role_is_admitted_only_where_spec_says(client, keys, method, path, caller):
     admitted, body = ROLE_ROUTES[(method, path)]
     headers = {"Idempotency-Key": f"roles-{caller}-{method}-{path}"[:255], **_headers(keys, caller)}
@@ -95,8 +134,9 @@ def test_each_role_is_admitted_only_where_spec_says(client, keys, method, path, 
         assert response.status_code == 401, response.text
     elif (method, path, caller) in OUT_OF_SCOPE:
         assert response.status_code == 404, response.text
-    elif (caller in admitted or caller == "admin") and not (caller == "admin" and
-                                                             any(route[1] == r[1] for r in ADMIN_REFUSED)):
+    elif (caller in admitted or caller == "admin") and not (
+        caller == "admin" and any(route[1] == r[1] for r in ADMIN_REFUSED)
+    ):
         assert response.status_code not in (401, 403), response.text
         assert response.status_code < 500, response.text
     else:
@@ -112,7 +152,9 @@ def test_every_api_route_is_in_a_table():
     document = json.loads((Path(__file__).parent.parent / "openapi" / "openapi.json").read_text())
     documented = {(m.upper(), p) for p, item in document["paths"].items() for m in item}
     assert len(documented) > 20
-    tested = [(m, p.split("?")[0]) for (m, p, _b) in ROUTES] + [(m, p.split("?")[0]) for (m, p) in ROLE_ROUTES]
+    tested = [(m, p.split("?")[0]) for (m, p, _b) in ROUTES] + [
+        (m, p.split("?")[0]) for (m, p) in ROLE_ROUTES
+    ]
 
     def covered(method: str, template: str) -> bool:
         pattern = "^" + re.sub(r"\{[^/]+\}", "[^/]+", template) + "$"

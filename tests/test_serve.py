@@ -1,4 +1,5 @@
 """`rewards serve` on the embedded default: one command up, one signal down, data kept."""
+
 from __future__ import annotations
 
 import json
@@ -22,16 +23,24 @@ def _free_port() -> int:
 
 
 def _embedded_env(data: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("DATABASE_URL", "REDIS_URL", "ENCRYPTION_KEY", "REWARDS_DATA_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "ENCRYPTION_KEY", "REWARDS_DATA_DIR")
+    }
     env["REWARDS_DATA_DIR"] = str(data)
     return env
 
 
 def _start(data: Path, port: int) -> tuple[subprocess.Popen, float]:
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-                            env=_embedded_env(data), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+        env=_embedded_env(data),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = started + 60
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read()
@@ -64,22 +73,69 @@ def test_serve_comes_up_stops_cleanly_and_keeps_its_data(tmp_path: Path):
     data, port = tmp_path / "var", _free_port()
     proc, seconds = _start(data, port)
     try:
-        created = subprocess.run([sys.executable, "-m", "service.cli", "keys", "create", "--role", "support",
-                                  "--name", "night-shift"], env=_embedded_env(data), capture_output=True,
-                                 text=True, timeout=60)
+        created = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "service.cli",
+                "keys",
+                "create",
+                "--role",
+                "support",
+                "--name",
+                "night-shift",
+            ],
+            env=_embedded_env(data),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert created.returncode == 0, created.stderr
         key = created.stdout.strip().splitlines()[-1]
-        programs = httpx.get(f"http://127.0.0.1:{port}/v1/programs", headers={"Authorization": f"Bearer {key}"})
+        programs = httpx.get(
+            f"http://127.0.0.1:{port}/v1/programs", headers={"Authorization": f"Bearer {key}"}
+        )
         assert programs.status_code == 200 and len(programs.json()["items"]) >= 2  # demo catalog applied
-        stock = httpx.get(f"http://127.0.0.1:{port}/v1/stock", headers={"Authorization": f"Bearer {key}"}).json()
+        stock = httpx.get(
+            f"http://127.0.0.1:{port}/v1/stock", headers={"Authorization": f"Bearer {key}"}
+        ).json()
         assert all(item["available"] > 0 for item in stock["items"])  # demo codes imported
-        loyalty = subprocess.run([sys.executable, "-m", "service.cli", "keys", "create", "--role", "loyalty",
-                                  "--program", "mobile-bonus", "--name", "loyalty"], env=_embedded_env(data),
-                                 capture_output=True, text=True, timeout=60).stdout.strip().splitlines()[-1]
-        made = httpx.post(f"http://127.0.0.1:{port}/v1/redemptions", headers={
-            "Authorization": f"Bearer {loyalty}", "Idempotency-Key": "serve-1"}, json={
-            "program": "mobile-bonus", "tariff": "basic", "offer": "cinema-2000", "points": 2000,
-            "msisdn": "87011234567", "external_id": "serve-1", "locale": "kk"})
+        loyalty = (
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "service.cli",
+                    "keys",
+                    "create",
+                    "--role",
+                    "loyalty",
+                    "--program",
+                    "mobile-bonus",
+                    "--name",
+                    "loyalty",
+                ],
+                env=_embedded_env(data),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        made = httpx.post(
+            f"http://127.0.0.1:{port}/v1/redemptions",
+            headers={"Authorization": f"Bearer {loyalty}", "Idempotency-Key": "serve-1"},
+            json={
+                "program": "mobile-bonus",
+                "tariff": "basic",
+                "offer": "cinema-2000",
+                "points": 2000,
+                "msisdn": "87011234567",
+                "external_id": "serve-1",
+                "locale": "kk",
+            },
+        )
         assert made.status_code == 201, made.text
         sms_file = data / "sms.jsonl"
         deadline = time.monotonic() + 30
@@ -89,9 +145,13 @@ def test_serve_comes_up_stops_cleanly_and_keeps_its_data(tmp_path: Path):
         assert line["to"] == "+77011234567" and line["encoding"] == "UCS-2" and "дейін" in line["text"]
         assert set(line) >= {"to", "text", "sender", "encoding", "segments"}
         deadline, status = time.monotonic() + 10, None
-        while time.monotonic() < deadline and status != "sent":  # the file write precedes the commit of "sent"
-            status = httpx.get(f"http://127.0.0.1:{port}/v1/redemptions/{made.json()['id']}",
-                               headers={"Authorization": f"Bearer {loyalty}"}).json()["status"]
+        while (
+            time.monotonic() < deadline and status != "sent"
+        ):  # the file write precedes the commit of "sent"
+            status = httpx.get(
+                f"http://127.0.0.1:{port}/v1/redemptions/{made.json()['id']}",
+                headers={"Authorization": f"Bearer {loyalty}"},
+            ).json()["status"]
             time.sleep(0.1)
         assert status == "sent"
     finally:
@@ -105,10 +165,13 @@ def test_serve_comes_up_stops_cleanly_and_keeps_its_data(tmp_path: Path):
     try:
         again = httpx.get(f"http://127.0.0.1:{port}/v1/programs", headers={"Authorization": f"Bearer {key}"})
         assert again.status_code == 200  # the key (and everything else) survived the restart
-        stock_after = httpx.get(f"http://127.0.0.1:{port}/v1/stock", headers={"Authorization": f"Bearer {key}"}).json()
+        stock_after = httpx.get(
+            f"http://127.0.0.1:{port}/v1/stock", headers={"Authorization": f"Bearer {key}"}
+        ).json()
         available = {i["sku"]: i["available"] for i in stock_after["items"]}
-        assert available == {i["sku"]: i["available"] - (i["sku"] == "ARAY-CINEMA-2000")
-                             for i in stock["items"]}  # one code went out; none were imported again
+        assert available == {
+            i["sku"]: i["available"] - (i["sku"] == "ARAY-CINEMA-2000") for i in stock["items"]
+        }  # one code went out; none were imported again
     finally:
         _stop(proc)
     print(f"ready after {seconds:.1f} s")

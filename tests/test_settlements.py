@@ -1,8 +1,9 @@
 """Partner settlement per month, summed from the reconciliation records in the program's time zone."""
+
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import text
@@ -15,15 +16,21 @@ from tests.conftest import import_codes_for
 
 _n = itertools.count(1)
 # Asia/Almaty is UTC+5: 19:30Z on 31 October is already 1 November there; 17:30Z is still October.
-NOVEMBER_LOCAL = datetime(2026, 10, 31, 19, 30, tzinfo=timezone.utc)
-OCTOBER_LOCAL = datetime(2026, 10, 31, 17, 30, tzinfo=timezone.utc)
-MID_NOVEMBER = datetime(2026, 11, 15, 12, 0, tzinfo=timezone.utc)
-DECEMBER_LOCAL = datetime(2026, 11, 30, 19, 30, tzinfo=timezone.utc)
+NOVEMBER_LOCAL = datetime(2026, 10, 31, 19, 30, tzinfo=UTC)
+OCTOBER_LOCAL = datetime(2026, 10, 31, 17, 30, tzinfo=UTC)
+MID_NOVEMBER = datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
+DECEMBER_LOCAL = datetime(2026, 11, 30, 19, 30, tzinfo=UTC)
 
 
 def redeem(offer: str, points: int, now: datetime, tariff: str = "basic"):
-    request = RedemptionIn(program="mobile-bonus", tariff=tariff, offer=offer, points=points,
-                           msisdn=f"8705{next(_n):07d}", external_id=f"settle-{next(_n)}")
+    request = RedemptionIn(
+        program="mobile-bonus",
+        tariff=tariff,
+        offer=offer,
+        points=points,
+        msisdn=f"8705{next(_n):07d}",
+        external_id=f"settle-{next(_n)}",
+    )
     with transaction() as s:
         return redemptions.redeem(s, request, scope=redemptions.Scope(None), api_key_id=None, now=now)
 
@@ -32,10 +39,17 @@ def card_of(redemption_id) -> tuple[str, str]:
     from service.crypto import get_vault
 
     with new_session() as s:
-        row = s.execute(text("SELECT c.number_enc, c.pin_enc FROM cards c JOIN redemptions r ON r.card_id = c.id"
-                             " WHERE r.id = :id"), {"id": redemption_id}).one()
+        row = s.execute(
+            text(
+                "SELECT c.number_enc, c.pin_enc FROM cards c JOIN redemptions r ON r.card_id = c.id"
+                " WHERE r.id = :id"
+            ),
+            {"id": redemption_id},
+        ).one()
     vault = get_vault()
-    return vault.decrypt(bytes(row.number_enc), b"card-number"), vault.decrypt(bytes(row.pin_enc), b"card-pin")
+    return vault.decrypt(bytes(row.number_enc), b"card-number"), vault.decrypt(
+        bytes(row.pin_enc), b"card-pin"
+    )
 
 
 def exchange(number: str, pin: str, sku: str, partner: str, now: datetime) -> None:
@@ -64,39 +78,62 @@ def month_of_records(keys):
     return first
 
 
-def test_settlement_counts_codes_issued_and_certificates_exchanged_per_product(client, keys, month_of_records):
+def test_settlement_counts_codes_issued_and_certificates_exchanged_per_product(
+    client, keys, month_of_records
+):
     response = client.get("/v1/settlements/aray-cinema?period=2026-11", headers=keys.header("finance"))
     assert response.status_code == 200, response.text
     body = response.json()
     products = {p["sku"]: p for p in body["products"]}
     assert set(products) == {"ARAY-CINEMA-2000", "ARAY-CERT-1000"}
     cinema, cert = products["ARAY-CINEMA-2000"], products["ARAY-CERT-1000"]
-    assert cinema["issued"] == {"count": 2, "face_value": {"amount": "4000.00", "currency": "KZT"},
-                                "cost": {"amount": "3600.00", "currency": "KZT"}}
+    assert cinema["issued"] == {
+        "count": 2,
+        "face_value": {"amount": "4000.00", "currency": "KZT"},
+        "cost": {"amount": "3600.00", "currency": "KZT"},
+    }
     assert cinema["exchanged"]["count"] == 0
-    assert cert["exchanged"] == {"count": 2, "face_value": {"amount": "2000.00", "currency": "KZT"},
-                                 "cost": {"amount": "1900.00", "currency": "KZT"}}
+    assert cert["exchanged"] == {
+        "count": 2,
+        "face_value": {"amount": "2000.00", "currency": "KZT"},
+        "cost": {"amount": "1900.00", "currency": "KZT"},
+    }
     assert cert["issued"]["count"] == 0
-    assert body["totals"] == [{"currency": "KZT",
-                               "issued": {"count": 2, "face_value": {"amount": "4000.00", "currency": "KZT"},
-                                          "cost": {"amount": "3600.00", "currency": "KZT"}},
-                               "exchanged": {"count": 2, "face_value": {"amount": "2000.00", "currency": "KZT"},
-                                             "cost": {"amount": "1900.00", "currency": "KZT"}},
-                               "cost_to_pay": {"amount": "5500.00", "currency": "KZT"}}]
+    assert body["totals"] == [
+        {
+            "currency": "KZT",
+            "issued": {
+                "count": 2,
+                "face_value": {"amount": "4000.00", "currency": "KZT"},
+                "cost": {"amount": "3600.00", "currency": "KZT"},
+            },
+            "exchanged": {
+                "count": 2,
+                "face_value": {"amount": "2000.00", "currency": "KZT"},
+                "cost": {"amount": "1900.00", "currency": "KZT"},
+            },
+            "cost_to_pay": {"amount": "5500.00", "currency": "KZT"},
+        }
+    ]
 
 
-def test_settlement_totals_equal_the_sums_of_the_partners_records_for_the_period(client, keys, month_of_records):
+def test_settlement_totals_equal_the_sums_of_the_partners_records_for_the_period(
+    client, keys, month_of_records
+):
     from service.money import to_minor
 
     with new_session() as s:
-        sums = s.execute(text(
-            "SELECT count(*) AS records, sum(r.cost_minor) AS cost,"
-            " sum(r.face_value_minor) FILTER (WHERE r.type <> 'exchange') AS issued_face,"
-            " sum(r.face_value_minor) FILTER (WHERE r.type = 'exchange') AS exchanged_face,"
-            " sum(r.quantity) FILTER (WHERE r.type <> 'exchange') AS issued"
-            " FROM reconciliation_records r JOIN partners p ON p.id = r.partner_id"
-            " WHERE p.code = 'aray-cinema' AND (r.occurred_at AT TIME ZONE 'Asia/Almaty')"
-            "  >= '2026-11-01' AND (r.occurred_at AT TIME ZONE 'Asia/Almaty') < '2026-12-01'")).one()
+        sums = s.execute(
+            text(
+                "SELECT count(*) AS records, sum(r.cost_minor) AS cost,"
+                " sum(r.face_value_minor) FILTER (WHERE r.type <> 'exchange') AS issued_face,"
+                " sum(r.face_value_minor) FILTER (WHERE r.type = 'exchange') AS exchanged_face,"
+                " sum(r.quantity) FILTER (WHERE r.type <> 'exchange') AS issued"
+                " FROM reconciliation_records r JOIN partners p ON p.id = r.partner_id"
+                " WHERE p.code = 'aray-cinema' AND (r.occurred_at AT TIME ZONE 'Asia/Almaty')"
+                "  >= '2026-11-01' AND (r.occurred_at AT TIME ZONE 'Asia/Almaty') < '2026-12-01'"
+            )
+        ).one()
     body = client.get("/v1/settlements/aray-cinema?period=2026-11", headers=keys.header("admin")).json()
     totals = body["totals"][0]
     assert body["records"] == sums.records == 6  # 3 issues, 1 cancel, 2 exchanges
@@ -116,10 +153,15 @@ def test_the_month_is_the_programs_local_month(client, keys, month_of_records):
 
 
 def test_a_partner_sees_its_own_settlement_only(client, keys, month_of_records):
-    assert client.get("/v1/settlements/aray-cinema?period=2026-11", headers=keys.header("partner")).status_code == 200
+    assert (
+        client.get("/v1/settlements/aray-cinema?period=2026-11", headers=keys.header("partner")).status_code
+        == 200
+    )
     other = client.get("/v1/settlements/aray-cinema?period=2026-11", headers=keys.header("other_partner"))
     assert other.status_code == 404 and other.json()["code"] == "not_found"
-    kitap = client.get("/v1/settlements/kitap-books?period=2026-11", headers=keys.header("other_partner")).json()
+    kitap = client.get(
+        "/v1/settlements/kitap-books?period=2026-11", headers=keys.header("other_partner")
+    ).json()
     assert [p["sku"] for p in kitap["products"]] == ["KITAP-BOOKS-5000", "KITAP-CERT-2500"]
     assert kitap["totals"][0]["cost_to_pay"] == {"amount": "2350.00", "currency": "KZT"}
 
@@ -130,7 +172,9 @@ def test_loyalty_and_support_keys_see_no_settlements(client, keys, role):
     assert response.status_code == 403 and response.json()["code"] == "forbidden"
 
 
-@pytest.mark.parametrize("query", ["period=2026-13", "period=2026-1", "period=0000-01", "", "period=2026-11&x=1"])
+@pytest.mark.parametrize(
+    "query", ["period=2026-13", "period=2026-1", "period=0000-01", "", "period=2026-11&x=1"]
+)
 def test_a_bad_period_is_a_validation_error(client, keys, query):
     response = client.get(f"/v1/settlements/aray-cinema?{query}", headers=keys.header("finance"))
     assert response.status_code == 422 and response.json()["code"] == "validation_error"
@@ -144,6 +188,8 @@ def test_an_unknown_partner_is_404(client, keys):
 def test_a_month_without_records_settles_to_zero(client, keys):
     body = client.get("/v1/settlements/aray-cinema?period=2026-01", headers=keys.header("finance")).json()
     assert body["records"] == 0
-    assert {p["sku"]: p["cost_to_pay"]["amount"] for p in body["products"]} == \
-        {"ARAY-CINEMA-2000": "0.00", "ARAY-CERT-1000": "0.00"}
+    assert {p["sku"]: p["cost_to_pay"]["amount"] for p in body["products"]} == {
+        "ARAY-CINEMA-2000": "0.00",
+        "ARAY-CERT-1000": "0.00",
+    }
     assert body["totals"][0]["cost_to_pay"] == {"amount": "0.00", "currency": "KZT"}

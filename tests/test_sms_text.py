@@ -1,20 +1,35 @@
 """GSM-7 vs UCS-2, segment counts, concatenation boundaries, templates and locales."""
+
 from __future__ import annotations
 
 import pytest
 
 from service.delivery.text import GSM7, UCS2, encoding_for, render, segment_count, split
 
-TEMPLATES = {"code": {"ru": "Код: {code}", "kk": "Код: {code}. {expires} дейін", "en": "Code: {code}"},
-             "universal_card": {"ru": "Карта {card_number}, ПИН {pin}"}}
+TEMPLATES = {
+    "code": {"ru": "Код: {code}", "kk": "Код: {code}. {expires} дейін", "en": "Code: {code}"},
+    "universal_card": {"ru": "Карта {card_number}, ПИН {pin}"},
+}
 
 
-@pytest.mark.parametrize("text,encoding,segments", [
-    ("a" * 160, GSM7, 1), ("a" * 161, GSM7, 2), ("a" * 306, GSM7, 2), ("a" * 307, GSM7, 3),
-    ("{" * 80, GSM7, 1), ("{" * 81, GSM7, 2),  # extension characters cost two septets
-    ("Ж" * 70, UCS2, 1), ("Ж" * 71, UCS2, 2), ("Ж" * 134, UCS2, 2), ("Ж" * 135, UCS2, 3),
-    ("ә ғ қ ң ө ұ ү һ і", UCS2, 1), ("Price 5€ [ok]", GSM7, 1), ("₸", UCS2, 1),
-])
+@pytest.mark.parametrize(
+    "text,encoding,segments",
+    [
+        ("a" * 160, GSM7, 1),
+        ("a" * 161, GSM7, 2),
+        ("a" * 306, GSM7, 2),
+        ("a" * 307, GSM7, 3),
+        ("{" * 80, GSM7, 1),
+        ("{" * 81, GSM7, 2),  # extension characters cost two septets
+        ("Ж" * 70, UCS2, 1),
+        ("Ж" * 71, UCS2, 2),
+        ("Ж" * 134, UCS2, 2),
+        ("Ж" * 135, UCS2, 3),
+        ("ә ғ қ ң ө ұ ү һ і", UCS2, 1),
+        ("Price 5€ [ok]", GSM7, 1),
+        ("₸", UCS2, 1),
+    ],
+)
 def test_encoding_and_segment_count(text, encoding, segments):
     assert encoding_for(text) == encoding and segment_count(text) == segments
 
@@ -31,7 +46,10 @@ def test_a_part_boundary_never_cuts_a_surrogate_pair():
 
 
 def test_the_subscribers_locale_is_used_and_ru_is_the_fallback():
-    assert render(TEMPLATES, "code", "kk", {"code": "X", "expires": "01.01.2027"}).text == "Код: X. 01.01.2027 дейін"
+    assert (
+        render(TEMPLATES, "code", "kk", {"code": "X", "expires": "01.01.2027"}).text
+        == "Код: X. 01.01.2027 дейін"
+    )
     fallback = render(TEMPLATES, "universal_card", "en", {"card_number": "9398", "pin": "1234"})
     assert fallback.locale == "ru" and "ПИН 1234" in fallback.text and fallback.encoding == UCS2
 
@@ -54,7 +72,12 @@ def test_parts_rejoin_to_the_whole_text_and_each_is_filled_as_far_as_the_boundar
             assert len(part) <= limit
             # one septet or code unit short at most, and only when the next part opens with a pair
             # that did not fit (an escape pair, a surrogate pair)
-            assert len(part) == limit or (len(part) == limit - unit and (
-                following[0] == 0x1B if encoding == GSM7 else 0xD8 <= following[0] <= 0xDB))
-        assert all(p[-1] != 0x1B for p in parts) if encoding == GSM7 else \
-            all(not 0xD8 <= p[-2] <= 0xDB for p in parts)
+            assert len(part) == limit or (
+                len(part) == limit - unit
+                and (following[0] == 0x1B if encoding == GSM7 else 0xD8 <= following[0] <= 0xDB)
+            )
+        assert (
+            all(p[-1] != 0x1B for p in parts)
+            if encoding == GSM7
+            else all(not 0xD8 <= p[-2] <= 0xDB for p in parts)
+        )

@@ -1,6 +1,7 @@
 """How webhook requests travel: kept-alive connections per endpoint, a receiver that closes them
 in between, no redirects followed, an unreachable receiver an error at once. Each test runs a real
 HTTP server on loopback."""
+
 from __future__ import annotations
 
 import socket
@@ -15,8 +16,9 @@ class RawReceiver:
     """An HTTP/1.1 server on a socket of its own, answering `status` to every request; with
     `one_per_connection` it closes each connection after its first answer without saying so."""
 
-    def __init__(self, status: str = "204 No Content", one_per_connection: bool = False,
-                 extra_headers: str = ""):
+    def __init__(
+        self, status: str = "204 No Content", one_per_connection: bool = False, extra_headers: str = ""
+    ):
         self.status, self.one_per_connection, self.extra_headers = status, one_per_connection, extra_headers
         self.requests, self.connections = 0, 0
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -42,12 +44,20 @@ class RawReceiver:
                     if not line:
                         return
                     head += line
-                length = next((int(h.split(b":")[1]) for h in head.split(b"\r\n")
-                               if h.lower().startswith(b"content-length:")), 0)
+                length = next(
+                    (
+                        int(h.split(b":")[1])
+                        for h in head.split(b"\r\n")
+                        if h.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
                 reader.read(length)
                 assert head.startswith(b"POST /hooks?program=home HTTP/1.1")
                 self.requests += 1
-                conn.sendall(f"HTTP/1.1 {self.status}\r\nContent-Length: 0\r\n{self.extra_headers}\r\n".encode())
+                conn.sendall(
+                    f"HTTP/1.1 {self.status}\r\nContent-Length: 0\r\n{self.extra_headers}\r\n".encode()
+                )
                 if self.one_per_connection:
                     return
 
@@ -80,7 +90,9 @@ def test_a_kept_alive_connection_carries_every_request_to_one_endpoint(connectio
     assert (receiver.requests, receiver.connections) == (5, 1)
 
 
-def test_a_receiver_that_closes_kept_alive_connections_still_gets_every_request_once(connections, receiver_for):
+def test_a_receiver_that_closes_kept_alive_connections_still_gets_every_request_once(
+    connections, receiver_for
+):
     receiver = receiver_for(status="200 OK", one_per_connection=True)
     assert [connections.post(receiver.url, b"{}", {}) for _ in range(4)] == [200] * 4
     assert (receiver.requests, receiver.connections) == (4, 4)

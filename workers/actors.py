@@ -1,4 +1,5 @@
 """The actors `rewards worker` runs (`dramatiq workers.actors`). Each one calls a domain function."""
+
 from __future__ import annotations
 
 import random
@@ -75,8 +76,9 @@ def _provider_slots(wanted: int) -> int:
         time.sleep(int(wait_us) / 1e6 + random.random() * 0.02)
 
 
-@dramatiq.actor(queue_name=SMS_QUEUE, max_retries=100_000, min_backoff=1_000, max_backoff=300_000,
-                time_limit=120_000)
+@dramatiq.actor(
+    queue_name=SMS_QUEUE, max_retries=100_000, min_backoff=1_000, max_backoff=300_000, time_limit=120_000
+)
 def deliver_reward_sms(redemption_id: str, send: int) -> None:
     """One send (the relay publishes sends as batches; this one carries the retries of a batch's send)."""
     _provider_slots(1)
@@ -86,8 +88,9 @@ def deliver_reward_sms(redemption_id: str, send: int) -> None:
         raise dramatiq.Retry(str(later), delay=later.delay_ms) from None
 
 
-@dramatiq.actor(queue_name=SMS_QUEUE, max_retries=100_000, min_backoff=1_000, max_backoff=300_000,
-                time_limit=300_000)
+@dramatiq.actor(
+    queue_name=SMS_QUEUE, max_retries=100_000, min_backoff=1_000, max_backoff=300_000, time_limit=300_000
+)
 def deliver_reward_sms_batch(jobs: list[list]) -> None:
     """Sends the relay packed together, [[redemption id, send], ...]. What cannot go out now is handed
     on as single sends with their own retries; if this job dies midway, Dramatiq runs it again and the
@@ -102,15 +105,21 @@ def deliver_reward_sms_batch(jobs: list[list]) -> None:
                 deliver_reward_sms.send_with_options(args=(str(job.redemption_id), job.send), delay=delay)
 
 
-@dramatiq.actor(queue_name=WEBHOOK_QUEUE, max_retries=100_000, min_backoff=5_000, max_backoff=3_600_000,
-                time_limit=60_000)
+@dramatiq.actor(
+    queue_name=WEBHOOK_QUEUE, max_retries=100_000, min_backoff=5_000, max_backoff=3_600_000, time_limit=60_000
+)
 def send_webhook(event_id: str) -> None:
     """One event (the relay publishes events packed; this one carries the retries of a packed event)."""
     webhooks.deliver_event(uuid.UUID(event_id))
 
 
-@dramatiq.actor(queue_name=WEBHOOK_QUEUE, max_retries=100_000, min_backoff=5_000, max_backoff=3_600_000,
-                time_limit=120_000)
+@dramatiq.actor(
+    queue_name=WEBHOOK_QUEUE,
+    max_retries=100_000,
+    min_backoff=5_000,
+    max_backoff=3_600_000,
+    time_limit=120_000,
+)
 def send_webhooks(event_ids: list[str]) -> None:
     """Events the relay packed together; those the receiver did not take go on as single events with
     their own backoff."""

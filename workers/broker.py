@@ -1,4 +1,5 @@
 """The Dramatiq broker (Redis), configured from settings in every process that imports actors."""
+
 from __future__ import annotations
 
 import dramatiq
@@ -15,8 +16,11 @@ def setup_broker() -> RedisBroker:
     settings = get_settings()
     if not settings.redis_url:
         raise RuntimeError("REDIS_URL is not set (the CLI sets it in embedded mode)")
-    broker = RedisBroker(url=settings.redis_url, heartbeat_timeout=settings.dramatiq_heartbeat_timeout_ms,
-                         maintenance_chance=settings.dramatiq_maintenance_chance)
+    broker = RedisBroker(
+        url=settings.redis_url,
+        heartbeat_timeout=settings.dramatiq_heartbeat_timeout_ms,
+        maintenance_chance=settings.dramatiq_maintenance_chance,
+    )
     dramatiq.set_broker(broker)
     return broker
 

@@ -1,4 +1,5 @@
 """FastAPI dependencies: who is calling, and may they call this route."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -19,9 +20,14 @@ def _lookup(header: str | None) -> Principal:
         return authenticate(session, header)
 
 
-async def current_principal(request: Request,
-                            credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
-    header = f"{credentials.scheme} {credentials.credentials}" if credentials else request.headers.get("authorization")
+async def current_principal(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Principal:
+    header = (
+        f"{credentials.scheme} {credentials.credentials}"
+        if credentials
+        else request.headers.get("authorization")
+    )
     principal = principal_cache.get(header) if header else None
     if principal is None:
         principal = await run_in_threadpool(_lookup, header)  # raises 401 problems; failures are not cached

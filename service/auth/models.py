@@ -13,6 +13,7 @@ ROLES = ("loyalty", "partner", "finance", "support", "admin")
 class ApiKey(Base):
     """`key_id` is the public half of the key (shown in lists and logs); only a SHA-256 of the secret
     half is stored: keys are 256-bit random, so a slow hash would add latency and no safety."""
+
     __tablename__ = "api_keys"
     __table_args__ = (
         CheckConstraint("role IN ('loyalty', 'partner', 'finance', 'support', 'admin')", name="role"),

@@ -1,4 +1,5 @@
 """API keys: `rk_<key id>_<secret>`. The key id is public (lists, logs); only SHA-256(secret) is kept."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +8,7 @@ import secrets
 import string
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -48,8 +49,9 @@ def _hash(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-def create_key(session: Session, *, role: str, name: str, programs: list[str] | None = None,
-               partner: str | None = None) -> CreatedKey:
+def create_key(
+    session: Session, *, role: str, name: str, programs: list[str] | None = None, partner: str | None = None
+) -> CreatedKey:
     programs = sorted(set(programs or []))
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
@@ -69,8 +71,14 @@ def create_key(session: Session, *, role: str, name: str, programs: list[str] | 
         raise ValueError(f"unknown partner: {partner}")
     key_id = "".join(secrets.choice(_ALNUM) for _ in range(12))
     secret = secrets.token_urlsafe(32)
-    record = ApiKey(key_id=key_id, secret_hash=_hash(secret), name=name, role=role,
-                    programs=programs, partner_code=partner)
+    record = ApiKey(
+        key_id=key_id,
+        secret_hash=_hash(secret),
+        name=name,
+        role=role,
+        programs=programs,
+        partner_code=partner,
+    )
     session.add(record)
     session.flush()
     return CreatedKey(key=f"rk_{key_id}_{secret}", record=record)
@@ -94,7 +102,10 @@ class PrincipalCache:
     def put(self, authorization: str, principal: Principal) -> None:
         if len(self._entries) > 10_000:
             self._entries.clear()
-        self._entries[hashlib.sha256(authorization.encode()).digest()] = (time.monotonic() + self.TTL, principal)
+        self._entries[hashlib.sha256(authorization.encode()).digest()] = (
+            time.monotonic() + self.TTL,
+            principal,
+        )
 
     def clear(self) -> None:
         self._entries.clear()
@@ -112,7 +123,7 @@ def revoke_key(session: Session, key_id: str) -> ApiKey:
     if record is None:
         raise LookupError(f"no key {key_id}")
     if record.revoked_at is None:
-        record.revoked_at = datetime.now(timezone.utc)
+        record.revoked_at = datetime.now(UTC)
     principal_cache.clear()
     return record
 
@@ -132,8 +143,15 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
         raise _unauthorized("invalid API key")
     _, key_id, secret = parts
     row = session.execute(
-        select(ApiKey.id, ApiKey.key_id, ApiKey.secret_hash, ApiKey.role, ApiKey.programs,
-               ApiKey.partner_code, ApiKey.revoked_at).where(ApiKey.key_id == key_id)
+        select(
+            ApiKey.id,
+            ApiKey.key_id,
+            ApiKey.secret_hash,
+            ApiKey.role,
+            ApiKey.programs,
+            ApiKey.partner_code,
+            ApiKey.revoked_at,
+        ).where(ApiKey.key_id == key_id)
     ).first()
     # compare_digest on a dummy when the id is unknown keeps timing the same for both failures.
     expected = row.secret_hash if row else b"\0" * 32

@@ -3,8 +3,19 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
-                        func, text)
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -13,10 +24,13 @@ from service.db import Base
 
 class Card(Base):
     """The number is looked up by its HMAC fingerprint and kept AES-GCM encrypted, like the PIN."""
+
     __tablename__ = "cards"
     __table_args__ = (
         CheckConstraint("balance_minor >= 0 AND balance_minor <= nominal_minor", name="balance_in_range"),
-        CheckConstraint("status IN ('active', 'exhausted', 'expired', 'blocked', 'cancelled')", name="status"),
+        CheckConstraint(
+            "status IN ('active', 'exhausted', 'expired', 'blocked', 'cancelled')", name="status"
+        ),
         # The expiry job reads only the active cards, in expiry order.
         Index("ix_cards_expiry", "expires_at", postgresql_where=text("status = 'active'")),
     )
@@ -38,6 +52,7 @@ class Card(Base):
 
 class Exchange(Base):
     """A partner turning part of a card's balance into one of its certificates (one pooled code)."""
+
     __tablename__ = "exchanges"
     __table_args__ = (
         CheckConstraint("amount_minor > 0", name="amount_positive"),
@@ -59,6 +74,7 @@ CARD_EVENTS = ("blocked", "unblocked", "locked", "expired")
 
 class CardEvent(Base):
     """Audit trail of a card: who blocked or unblocked it and why, PIN lockouts, expiry."""
+
     __tablename__ = "card_events"
     __table_args__ = (
         CheckConstraint("event IN ('blocked', 'unblocked', 'locked', 'expired')", name="event"),

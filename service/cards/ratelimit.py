@@ -3,6 +3,7 @@
 Guessing card numbers or PINs needs many lookups; the per-card PIN lock stops guessing one card's
 PIN, this limit stops one key from sweeping many cards. If Redis is unreachable the limit is skipped
 (logged and counted): the per-card lock, in PostgreSQL, still holds, and partners keep working."""
+
 from __future__ import annotations
 
 import math
@@ -45,6 +46,10 @@ def check(key_id: str, now: datetime) -> None:
     if count > LIMIT:
         CARD_RATE_LIMITED.inc()
         retry = max(1, math.ceil((window + 1) * WINDOW_SECONDS - stamp))
-        raise Problem(429, "rate_limited", "Too many requests",
-                      f"at most {LIMIT} card lookups per {WINDOW_SECONDS} s per key; retry in {retry} s",
-                      headers={"Retry-After": str(retry)})
+        raise Problem(
+            429,
+            "rate_limited",
+            "Too many requests",
+            f"at most {LIMIT} card lookups per {WINDOW_SECONDS} s per key; retry in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )

@@ -1,5 +1,6 @@
 """Card verification and exchange: request and response bodies. Card numbers and PINs come in the
 body (never the URL, which is logged) and never go out: responses show the last 4 digits only."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -23,10 +24,18 @@ def _luhn_ok(number: str) -> bool:
 class CardCredentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    number: str = Field(pattern=r"^[0-9]{16}$", description="The 16-digit card number (Luhn-checked)",
-                        examples=["9398000000000001"], json_schema_extra={"writeOnly": True})
-    pin: str = Field(pattern=r"^[0-9]{4,8}$", description="The card's PIN", examples=["123456"],
-                     json_schema_extra={"writeOnly": True})
+    number: str = Field(
+        pattern=r"^[0-9]{16}$",
+        description="The 16-digit card number (Luhn-checked)",
+        examples=["9398000000000001"],
+        json_schema_extra={"writeOnly": True},
+    )
+    pin: str = Field(
+        pattern=r"^[0-9]{4,8}$",
+        description="The card's PIN",
+        examples=["123456"],
+        json_schema_extra={"writeOnly": True},
+    )
 
     @field_validator("number")
     @classmethod
@@ -42,8 +51,11 @@ class VerifyIn(CardCredentials):
 
 
 class ExchangeIn(CardCredentials):
-    sku: str = Field(pattern=SKU, description="One of the calling partner's certificate products",
-                     examples=["ARAY-CERT-1000"])
+    sku: str = Field(
+        pattern=SKU,
+        description="One of the calling partner's certificate products",
+        examples=["ARAY-CERT-1000"],
+    )
 
 
 class ExchangeableProduct(BaseModel):
@@ -63,7 +75,8 @@ class CardOut(BaseModel):
 
 class VerifyOut(CardOut):
     products: list[ExchangeableProduct] = Field(
-        description="The calling partner's products in this card's exchange catalog (all of them for admin)")
+        description="The calling partner's products in this card's exchange catalog (all of them for admin)"
+    )
 
 
 class CertificateOut(BaseModel):
@@ -87,8 +100,13 @@ class ExchangeOut(BaseModel):
 class ReasonIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$",
-                        description="Why (kept in the card's audit trail)", examples=["subscriber reported theft"])
+    reason: str = Field(
+        min_length=1,
+        max_length=500,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="Why (kept in the card's audit trail)",
+        examples=["subscriber reported theft"],
+    )
 
     @field_validator("reason")
     @classmethod

@@ -1,5 +1,6 @@
 """Universal cards: minting (an unguessable number with a Luhn check digit and a random PIN),
 verification and exchange by partners, expiry with breakage, blocking by support."""
+
 from __future__ import annotations
 
 import hmac
@@ -14,8 +15,16 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.cards.schemas import (CardDetailsOut, CardEventOut, CardExchangeOut, CardOut, CertificateOut,
-                                   ExchangeableProduct, ExchangeOut, VerifyOut)
+from service.cards.schemas import (
+    CardDetailsOut,
+    CardEventOut,
+    CardExchangeOut,
+    CardOut,
+    CertificateOut,
+    ExchangeableProduct,
+    ExchangeOut,
+    VerifyOut,
+)
 from service.catalog.snapshot import CatalogSnapshot, ProductInfo, get_snapshot
 from service.crypto import Vault, get_vault
 from service.db import driver
@@ -46,7 +55,9 @@ def luhn_valid(number: str) -> bool:
 
 
 def new_card_number() -> str:
-    body = CARD_PREFIX + "".join(secrets.choice("0123456789") for _ in range(CARD_LENGTH - len(CARD_PREFIX) - 1))
+    body = CARD_PREFIX + "".join(
+        secrets.choice("0123456789") for _ in range(CARD_LENGTH - len(CARD_PREFIX) - 1)
+    )
     return body + luhn_check_digit(body)
 
 
@@ -68,20 +79,39 @@ class MintedCard:
     expires_at: datetime
 
 
-def mint_card(session: Session, vault: Vault, *, product_id: int, currency: str, nominal_minor: int,
-              validity_days: int, now: datetime) -> MintedCard:
+def mint_card(
+    session: Session,
+    vault: Vault,
+    *,
+    product_id: int,
+    currency: str,
+    nominal_minor: int,
+    validity_days: int,
+    now: datetime,
+) -> MintedCard:
     expires_at = now + timedelta(days=validity_days)
     for _ in range(5):  # a collision in 10^11 numbers is vanishingly rare; the unique index decides
         number, pin = new_card_number(), new_pin()
         fingerprint = vault.fingerprint(number)
-        card_id = session.execute(text(
-            "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, currency,"
-            " nominal_minor, balance_minor, expires_at, created_at)"
-            " VALUES (:product, :fp, :number_enc, :last4, :pin_enc, :currency, :nominal, :nominal, :expires, :now)"
-            " ON CONFLICT (number_fingerprint) DO NOTHING RETURNING id"),
-            {"product": product_id, "fp": fingerprint, "number_enc": vault.encrypt(number, b"card-number"),
-             "last4": number[-4:], "pin_enc": vault.encrypt(pin, b"card-pin"), "currency": currency,
-             "nominal": nominal_minor, "expires": expires_at, "now": now}).scalar()
+        card_id = session.execute(
+            text(
+                "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, currency,"
+                " nominal_minor, balance_minor, expires_at, created_at)"
+                " VALUES (:product, :fp, :number_enc, :last4, :pin_enc, :currency, :nominal, :nominal, :expires, :now)"
+                " ON CONFLICT (number_fingerprint) DO NOTHING RETURNING id"
+            ),
+            {
+                "product": product_id,
+                "fp": fingerprint,
+                "number_enc": vault.encrypt(number, b"card-number"),
+                "last4": number[-4:],
+                "pin_enc": vault.encrypt(pin, b"card-pin"),
+                "currency": currency,
+                "nominal": nominal_minor,
+                "expires": expires_at,
+                "now": now,
+            },
+        ).scalar()
         if card_id is not None:
             return MintedCard(card_id, number, pin, number[-4:], fingerprint, expires_at)
     raise RuntimeError("could not mint a unique card number")
@@ -114,7 +144,8 @@ _CARD = (
     "SELECT c.id, c.product_id, c.last4, c.number_fingerprint, c.pin_enc, c.currency, c.nominal_minor,"
     " c.balance_minor, c.status, c.expires_at, c.failed_pin_attempts, c.locked_until, r.id AS redemption_id,"
     " r.program_id, r.tariff_id, r.offer_id"
-    " FROM cards c LEFT JOIN redemptions r ON r.card_id = c.id")
+    " FROM cards c LEFT JOIN redemptions r ON r.card_id = c.id"
+)
 
 
 def effective_status(card: Any, now: datetime) -> str:
@@ -137,76 +168,131 @@ def _card_vat(snap: CatalogSnapshot, card: Any, amount_minor: int, now: datetime
     return rate, vat_included(amount_minor, rate)
 
 
-def _event(session: Session, card_id: int, event: str, reason: str | None, api_key_id: int | None,
-           now: datetime) -> None:
-    session.execute(text("INSERT INTO card_events (card_id, event, reason, api_key_id, at)"
-                         " VALUES (:card, :event, :reason, :key, :now)"),
-                    {"card": card_id, "event": event, "reason": reason, "key": api_key_id, "now": now})
+def _event(
+    session: Session, card_id: int, event: str, reason: str | None, api_key_id: int | None, now: datetime
+) -> None:
+    session.execute(
+        text(
+            "INSERT INTO card_events (card_id, event, reason, api_key_id, at)"
+            " VALUES (:card, :event, :reason, :key, :now)"
+        ),
+        {"card": card_id, "event": event, "reason": reason, "key": api_key_id, "now": now},
+    )
 
 
-def authenticate_card(session: Session, number: str, pin: str, *, now: datetime, api_key_id: int | None) -> Any:
+def authenticate_card(
+    session: Session, number: str, pin: str, *, now: datetime, api_key_id: int | None
+) -> Any:
     """Finds the card and checks its PIN with the card row locked, so attempts on one card are
     counted one after the other whoever makes them. Wrong PINs raise CommittedRefusal."""
     vault = get_vault()
-    card = session.execute(text(_CARD + " WHERE c.number_fingerprint = :fp FOR UPDATE OF c"),
-                           {"fp": vault.fingerprint(number)}).one_or_none()
+    card = session.execute(
+        text(_CARD + " WHERE c.number_fingerprint = :fp FOR UPDATE OF c"), {"fp": vault.fingerprint(number)}
+    ).one_or_none()
     if card is None:
         raise Problem(404, "card_not_found", "Card not found", "no card with this number")
     if card.locked_until is not None and card.locked_until > now:
-        raise Problem(423, "card_locked", "Card locked",
-                      f"too many wrong PINs: the card is locked until {card.locked_until.isoformat()}",
-                      headers={"Retry-After": str(max(1, int((card.locked_until - now).total_seconds()) + 1))})
+        raise Problem(
+            423,
+            "card_locked",
+            "Card locked",
+            f"too many wrong PINs: the card is locked until {card.locked_until.isoformat()}",
+            headers={"Retry-After": str(max(1, int((card.locked_until - now).total_seconds()) + 1))},
+        )
     if not pin_matches(vault, bytes(card.pin_enc), pin):
         attempts = card.failed_pin_attempts + 1
         CARD_PIN_FAILURES.inc()
         if attempts >= MAX_PIN_ATTEMPTS:
             until = now + LOCK_WINDOW
-            session.execute(text("UPDATE cards SET failed_pin_attempts = 0, locked_until = :until WHERE id = :id"),
-                            {"until": until, "id": card.id})
+            session.execute(
+                text("UPDATE cards SET failed_pin_attempts = 0, locked_until = :until WHERE id = :id"),
+                {"until": until, "id": card.id},
+            )
             _event(session, card.id, "locked", f"{MAX_PIN_ATTEMPTS} wrong PINs", api_key_id, now)
             CARD_LOCKS.inc()
-            log.warning("card_locked", card_number=number, card_id=card.id, api_key_id=api_key_id,
-                        locked_until=until.isoformat())
-            raise CommittedRefusal(423, "card_locked", "Card locked",
-                                   f"{MAX_PIN_ATTEMPTS} wrong PINs: the card is locked until {until.isoformat()}",
-                                   locked_until=until.isoformat(), remaining_attempts=0)
-        session.execute(text("UPDATE cards SET failed_pin_attempts = :n WHERE id = :id"), {"n": attempts, "id": card.id})
-        log.info("card_wrong_pin", card_number=number, card_id=card.id, api_key_id=api_key_id, attempts=attempts)
+            log.warning(
+                "card_locked",
+                card_number=number,
+                card_id=card.id,
+                api_key_id=api_key_id,
+                locked_until=until.isoformat(),
+            )
+            raise CommittedRefusal(
+                423,
+                "card_locked",
+                "Card locked",
+                f"{MAX_PIN_ATTEMPTS} wrong PINs: the card is locked until {until.isoformat()}",
+                locked_until=until.isoformat(),
+                remaining_attempts=0,
+            )
+        session.execute(
+            text("UPDATE cards SET failed_pin_attempts = :n WHERE id = :id"), {"n": attempts, "id": card.id}
+        )
+        log.info(
+            "card_wrong_pin", card_number=number, card_id=card.id, api_key_id=api_key_id, attempts=attempts
+        )
         remaining = MAX_PIN_ATTEMPTS - attempts
-        raise CommittedRefusal(422, "wrong_pin", "Wrong PIN",
-                               f"the PIN does not match; {remaining} attempt(s) left before the card locks",
-                               remaining_attempts=remaining)
+        raise CommittedRefusal(
+            422,
+            "wrong_pin",
+            "Wrong PIN",
+            f"the PIN does not match; {remaining} attempt(s) left before the card locks",
+            remaining_attempts=remaining,
+        )
     if card.failed_pin_attempts or card.locked_until is not None:
-        session.execute(text("UPDATE cards SET failed_pin_attempts = 0, locked_until = NULL WHERE id = :id"),
-                        {"id": card.id})
+        session.execute(
+            text("UPDATE cards SET failed_pin_attempts = 0, locked_until = NULL WHERE id = :id"),
+            {"id": card.id},
+        )
     return card
 
 
 def _exchangeable(snap: CatalogSnapshot, card_product_id: int, partner: str | None) -> list[ProductInfo]:
     catalog = snap.products[card_product_id].exchange_catalog
     products = [snap.products[i] for i in catalog if i in snap.products]
-    return sorted((p for p in products if p.active and p.kind == "code" and p.face_value_minor
-                   and (partner is None or p.partner_code == partner)), key=lambda p: p.sku)
+    return sorted(
+        (
+            p
+            for p in products
+            if p.active
+            and p.kind == "code"
+            and p.face_value_minor
+            and (partner is None or p.partner_code == partner)
+        ),
+        key=lambda p: p.sku,
+    )
 
 
-def _card_out(card: Any, now: datetime, balance: int | None = None, status: str | None = None) -> dict[str, Any]:
-    return {"last4": card.last4, "status": status or effective_status(card, now),
-            "balance": Money.of(card.balance_minor if balance is None else balance, card.currency),
-            "nominal": Money.of(card.nominal_minor, card.currency), "expires_at": card.expires_at}
+def _card_out(
+    card: Any, now: datetime, balance: int | None = None, status: str | None = None
+) -> dict[str, Any]:
+    return {
+        "last4": card.last4,
+        "status": status or effective_status(card, now),
+        "balance": Money.of(card.balance_minor if balance is None else balance, card.currency),
+        "nominal": Money.of(card.nominal_minor, card.currency),
+        "expires_at": card.expires_at,
+    }
 
 
-def verify(session: Session, number: str, pin: str, *, partner: str | None, now: datetime,
-           api_key_id: int | None) -> VerifyOut:
+def verify(
+    session: Session, number: str, pin: str, *, partner: str | None, now: datetime, api_key_id: int | None
+) -> VerifyOut:
     """Balance, expiry, status and the partner's products this card may be exchanged for
     (`partner` None: every product of the exchange catalog, for admin)."""
     snap = get_snapshot(session)
     card = authenticate_card(session, number, pin, now=now, api_key_id=api_key_id)
     out = _card_out(card, now)
     usable = out["status"] == "active"
-    products = [ExchangeableProduct(sku=p.sku, name=p.name, face_value=Money.of(p.face_value_minor, p.currency),
-                                    affordable=usable and p.currency == card.currency
-                                    and p.face_value_minor <= card.balance_minor)
-                for p in _exchangeable(snap, card.product_id, partner)]
+    products = [
+        ExchangeableProduct(
+            sku=p.sku,
+            name=p.name,
+            face_value=Money.of(p.face_value_minor, p.currency),
+            affordable=usable and p.currency == card.currency and p.face_value_minor <= card.balance_minor,
+        )
+        for p in _exchangeable(snap, card.product_id, partner)
+    ]
     return VerifyOut(**out, products=products)
 
 
@@ -222,15 +308,20 @@ def _refuse_unusable(card: Any, now: datetime) -> None:
     if status == "cancelled":
         raise Problem(409, "card_cancelled", "Card cancelled", "the card's redemption was cancelled")
     if status == "blocked":
-        raise Problem(423, "card_blocked", "Card blocked", "the card is blocked; the subscriber should call support")
+        raise Problem(
+            423, "card_blocked", "Card blocked", "the card is blocked; the subscriber should call support"
+        )
     if status == "expired":
-        raise Problem(409, "card_expired", "Card expired", f"the card expired at {card.expires_at.isoformat()}")
+        raise Problem(
+            409, "card_expired", "Card expired", f"the card expired at {card.expires_at.isoformat()}"
+        )
     if status == "exhausted":
         raise Problem(409, "card_exhausted", "Card exhausted", "the card's balance is used up")
 
 
-def exchange(session: Session, number: str, pin: str, sku: str, *, partner: str, now: datetime,
-             api_key_id: int | None) -> ExchangeResult:
+def exchange(
+    session: Session, number: str, pin: str, sku: str, *, partner: str, now: datetime, api_key_id: int | None
+) -> ExchangeResult:
     """One transaction: lock the card, check it, take a certificate from the partner's pool exactly
     like a redemption takes a code, debit the card, write the exchange and its record."""
     snap = get_snapshot(session)
@@ -241,21 +332,35 @@ def exchange(session: Session, number: str, pin: str, sku: str, *, partner: str,
     try:
         return _exchange(session, snap, card, product, now=now, api_key_id=api_key_id)
     except Problem as refusal:  # the PIN was right: its counter reset is kept with the stored refusal
-        raise CommittedRefusal(refusal.status, refusal.code, refusal.title, refusal.detail or refusal.title) from None
+        raise CommittedRefusal(
+            refusal.status, refusal.code, refusal.title, refusal.detail or refusal.title
+        ) from None
 
 
-def _exchange(session: Session, snap: CatalogSnapshot, card: Any, product: ProductInfo, *, now: datetime,
-              api_key_id: int | None) -> ExchangeResult:
+def _exchange(
+    session: Session,
+    snap: CatalogSnapshot,
+    card: Any,
+    product: ProductInfo,
+    *,
+    now: datetime,
+    api_key_id: int | None,
+) -> ExchangeResult:
     _refuse_unusable(card, now)
     allowed = {p.id for p in _exchangeable(snap, card.product_id, product.partner_code)}
     if product.id not in allowed or product.currency != card.currency:
-        raise Problem(422, "not_exchangeable", "Not exchangeable",
-                      f"this card cannot be exchanged for {product.sku}")
+        raise Problem(
+            422, "not_exchangeable", "Not exchangeable", f"this card cannot be exchanged for {product.sku}"
+        )
     face = product.face_value_minor or 0
     if card.balance_minor < face:
-        raise Problem(409, "insufficient_balance", "Insufficient balance",
-                      f"the card has {Money.of(card.balance_minor, card.currency).amount} {card.currency};"
-                      f" {product.sku} costs {Money.of(face, card.currency).amount} {card.currency}")
+        raise Problem(
+            409,
+            "insufficient_balance",
+            "Insufficient balance",
+            f"the card has {Money.of(card.balance_minor, card.currency).amount} {card.currency};"
+            f" {product.sku} costs {Money.of(face, card.currency).amount} {card.currency}",
+        )
     db = driver(session)
     code = db.execute(
         "UPDATE codes SET status = 'issued', status_changed_at = %(now)s WHERE id = ("
@@ -263,14 +368,17 @@ def _exchange(session: Session, snap: CatalogSnapshot, card: Any, product: Produ
         "   AND coalesce(expires_at, 'infinity') > %(now)s"
         " ORDER BY coalesce(expires_at, 'infinity'), id LIMIT 1 FOR UPDATE SKIP LOCKED)"
         " RETURNING id, last4, fingerprint, code_enc, pin_enc, expires_at",
-        {"product": product.id, "now": now}).fetchone()
+        {"product": product.id, "now": now},
+    ).fetchone()
     if code is None:
         raise Problem(409, "out_of_stock", "Out of stock", f"no certificates left for {product.sku}")
     code_id, last4, fingerprint, code_enc, pin_enc, code_expires = code
     balance, status = db.execute(
         "UPDATE cards SET balance_minor = balance_minor - %(face)s,"
         " status = CASE WHEN balance_minor - %(face)s = 0 THEN 'exhausted' ELSE status END"
-        " WHERE id = %(id)s RETURNING balance_minor, status", {"face": face, "id": card.id}).fetchone()
+        " WHERE id = %(id)s RETURNING balance_minor, status",
+        {"face": face, "id": card.id},
+    ).fetchone()
     rate, vat = _card_vat(snap, card, face, now)
     from service.redemptions.service import uuid7  # that module mints cards with this one: import late
 
@@ -284,39 +392,80 @@ def _exchange(session: Session, snap: CatalogSnapshot, card: Any, product: Produ
         "  code_last4, card_id)"
         " SELECT 'exchange', %(now)s, %(program)s, %(tariff)s, %(offer)s, %(product)s, %(sku)s, %(partner)s, 1,"
         "  %(currency)s, %(amount)s, %(cost)s, %(rate)s, %(vat)s, %(fingerprint)s, %(last4)s, %(card)s FROM e",
-        {"id": exchange_id, "card": card.id, "product": product.id, "partner": product.partner_id, "code": code_id,
-         "amount": face, "now": now, "key": api_key_id, "program": card.program_id, "tariff": card.tariff_id,
-         "offer": card.offer_id, "sku": product.sku, "currency": product.currency,
-         "cost": product.cost_price_minor or 0, "rate": rate, "vat": vat, "fingerprint": bytes(fingerprint),
-         "last4": last4})
+        {
+            "id": exchange_id,
+            "card": card.id,
+            "product": product.id,
+            "partner": product.partner_id,
+            "code": code_id,
+            "amount": face,
+            "now": now,
+            "key": api_key_id,
+            "program": card.program_id,
+            "tariff": card.tariff_id,
+            "offer": card.offer_id,
+            "sku": product.sku,
+            "currency": product.currency,
+            "cost": product.cost_price_minor or 0,
+            "rate": rate,
+            "vat": vat,
+            "fingerprint": bytes(fingerprint),
+            "last4": last4,
+        },
+    )
     CARD_EXCHANGES.labels(product.sku).inc()
-    log.info("card_exchanged", card_id=card.id, exchange_id=str(exchange_id), sku=product.sku, amount_minor=face,
-             balance_minor=balance, api_key_id=api_key_id)
+    log.info(
+        "card_exchanged",
+        card_id=card.id,
+        exchange_id=str(exchange_id),
+        sku=product.sku,
+        amount_minor=face,
+        balance_minor=balance,
+        api_key_id=api_key_id,
+    )
     vault = get_vault()
     out = ExchangeOut(
-        id=exchange_id, created_at=now, amount=Money.of(face, product.currency),
+        id=exchange_id,
+        created_at=now,
+        amount=Money.of(face, product.currency),
         card=CardOut(**_card_out(card, now, balance=balance, status=status)),
-        certificate=CertificateOut(sku=product.sku, name=product.name, code="", last4=last4,
-                                   face_value=Money.of(face, product.currency), expires_at=code_expires))
-    return ExchangeResult(out, vault.decrypt(bytes(code_enc), b"code"),
-                          vault.decrypt(bytes(pin_enc), b"pin") if pin_enc is not None else None)
+        certificate=CertificateOut(
+            sku=product.sku,
+            name=product.name,
+            code="",
+            last4=last4,
+            face_value=Money.of(face, product.currency),
+            expires_at=code_expires,
+        ),
+    )
+    return ExchangeResult(
+        out,
+        vault.decrypt(bytes(code_enc), b"code"),
+        vault.decrypt(bytes(pin_enc), b"pin") if pin_enc is not None else None,
+    )
 
 
 def reveal_certificate(session: Session, exchange_id: uuid.UUID, partner: str) -> tuple[str, str | None]:
     """The certificate of one of the partner's exchanges, decrypted (replays read it again, so the
     idempotency store never holds a code in clear)."""
-    row = session.execute(text(
-        "SELECT c.code_enc, c.pin_enc FROM exchanges e JOIN codes c ON c.id = e.code_id"
-        " JOIN partners p ON p.id = e.partner_id WHERE e.id = :id AND p.code = :partner"),
-        {"id": exchange_id, "partner": partner}).one_or_none()
+    row = session.execute(
+        text(
+            "SELECT c.code_enc, c.pin_enc FROM exchanges e JOIN codes c ON c.id = e.code_id"
+            " JOIN partners p ON p.id = e.partner_id WHERE e.id = :id AND p.code = :partner"
+        ),
+        {"id": exchange_id, "partner": partner},
+    ).one_or_none()
     if row is None:
         raise not_found(f"exchange {exchange_id}")
     vault = get_vault()
-    return (vault.decrypt(bytes(row.code_enc), b"code"),
-            vault.decrypt(bytes(row.pin_enc), b"pin") if row.pin_enc is not None else None)
+    return (
+        vault.decrypt(bytes(row.code_enc), b"code"),
+        vault.decrypt(bytes(row.pin_enc), b"pin") if row.pin_enc is not None else None,
+    )
 
 
 # --- lifecycle ------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ExpiryResult:
@@ -329,29 +478,53 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
     breakage record, in the caller's transaction. Idempotent: an expired card is never picked again.
     Cards being exchanged right now are skipped (SKIP LOCKED) and expire on the next run."""
     snap = get_snapshot(session)
-    rows = session.execute(text(
-        "WITH due AS (SELECT id, balance_minor FROM cards WHERE status = 'active' AND expires_at <= :now"
-        "  ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED),"
-        " done AS (UPDATE cards c SET status = 'expired', balance_minor = 0 FROM due WHERE c.id = due.id"
-        "  RETURNING c.id, c.product_id, c.currency, c.last4, c.number_fingerprint, due.balance_minor AS unused)"
-        " SELECT done.*, r.program_id, r.tariff_id, r.offer_id FROM done LEFT JOIN redemptions r ON r.card_id = done.id"),
-        {"now": now, "limit": limit}).all()
+    rows = session.execute(
+        text(
+            "WITH due AS (SELECT id, balance_minor FROM cards WHERE status = 'active' AND expires_at <= :now"
+            "  ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED),"
+            " done AS (UPDATE cards c SET status = 'expired', balance_minor = 0 FROM due WHERE c.id = due.id"
+            "  RETURNING c.id, c.product_id, c.currency, c.last4, c.number_fingerprint, due.balance_minor AS unused)"
+            " SELECT done.*, r.program_id, r.tariff_id, r.offer_id FROM done LEFT JOIN redemptions r ON r.card_id = done.id"
+        ),
+        {"now": now, "limit": limit},
+    ).all()
     total = 0
     for card in rows:
-        _event(session, card.id, "expired",
-               f"unused balance {Money.of(card.unused, card.currency).amount} {card.currency}", None, now)
+        _event(
+            session,
+            card.id,
+            "expired",
+            f"unused balance {Money.of(card.unused, card.currency).amount} {card.currency}",
+            None,
+            now,
+        )
         if card.unused <= 0:
             continue
         product = snap.products[card.product_id]
         rate, vat = _card_vat(snap, card, card.unused, now)
-        session.execute(text(
-            "INSERT INTO reconciliation_records (type, occurred_at, program_id, tariff_id, offer_id, product_id, sku,"
-            " partner_id, quantity, currency, face_value_minor, cost_minor, vat_rate_bp, vat_minor, code_fingerprint,"
-            " code_last4, card_id) VALUES ('breakage', :now, :program, :tariff, :offer, :product, :sku, NULL, 1,"
-            " :currency, :amount, 0, :rate, :vat, :fp, :last4, :card)"),
-            {"now": now, "program": card.program_id, "tariff": card.tariff_id, "offer": card.offer_id,
-             "product": card.product_id, "sku": product.sku, "currency": card.currency, "amount": card.unused,
-             "rate": rate, "vat": vat, "fp": bytes(card.number_fingerprint), "last4": card.last4, "card": card.id})
+        session.execute(
+            text(
+                "INSERT INTO reconciliation_records (type, occurred_at, program_id, tariff_id, offer_id, product_id, sku,"
+                " partner_id, quantity, currency, face_value_minor, cost_minor, vat_rate_bp, vat_minor, code_fingerprint,"
+                " code_last4, card_id) VALUES ('breakage', :now, :program, :tariff, :offer, :product, :sku, NULL, 1,"
+                " :currency, :amount, 0, :rate, :vat, :fp, :last4, :card)"
+            ),
+            {
+                "now": now,
+                "program": card.program_id,
+                "tariff": card.tariff_id,
+                "offer": card.offer_id,
+                "product": card.product_id,
+                "sku": product.sku,
+                "currency": card.currency,
+                "amount": card.unused,
+                "rate": rate,
+                "vat": vat,
+                "fp": bytes(card.number_fingerprint),
+                "last4": card.last4,
+                "card": card.id,
+            },
+        )
         total += card.unused
     if rows:
         CARDS_EXPIRED.inc(len(rows))
@@ -360,25 +533,40 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
 
 
 def _card_by_redemption(session: Session, redemption_id: uuid.UUID, *, for_update: bool) -> Any:
-    card = session.execute(text(_CARD + " WHERE r.id = :rid" + (" FOR UPDATE OF c" if for_update else "")),
-                           {"rid": redemption_id}).one_or_none()
+    card = session.execute(
+        text(_CARD + " WHERE r.id = :rid" + (" FOR UPDATE OF c" if for_update else "")),
+        {"rid": redemption_id},
+    ).one_or_none()
     if card is None:
         raise Problem(404, "card_not_found", "Card not found", f"redemption {redemption_id} has no card")
     return card
 
 
-def set_blocked(session: Session, redemption_id: uuid.UUID, *, blocked: bool, reason: str,
-                api_key_id: int | None, now: datetime) -> CardDetailsOut:
+def set_blocked(
+    session: Session,
+    redemption_id: uuid.UUID,
+    *,
+    blocked: bool,
+    reason: str,
+    api_key_id: int | None,
+    now: datetime,
+) -> CardDetailsOut:
     """Support blocks an active card (suspected fraud, a lost phone) or unblocks a blocked one;
     both are audited in card_events with the key and the reason."""
     card = _card_by_redemption(session, redemption_id, for_update=True)
     if blocked and card.status != "active":
-        raise Problem(409, "card_not_blockable", "Card not blockable",
-                      f"only an active card can be blocked; this one is {card.status}")
+        raise Problem(
+            409,
+            "card_not_blockable",
+            "Card not blockable",
+            f"only an active card can be blocked; this one is {card.status}",
+        )
     if not blocked and card.status != "blocked":
         raise Problem(409, "card_not_blocked", "Card not blocked", f"the card is {card.status}, not blocked")
-    session.execute(text("UPDATE cards SET status = :status WHERE id = :id"),
-                    {"status": "blocked" if blocked else "active", "id": card.id})
+    session.execute(
+        text("UPDATE cards SET status = :status WHERE id = :id"),
+        {"status": "blocked" if blocked else "active", "id": card.id},
+    )
     _event(session, card.id, "blocked" if blocked else "unblocked", reason, api_key_id, now)
     log.info("card_blocked" if blocked else "card_unblocked", card_id=card.id, api_key_id=api_key_id)
     return card_details(session, redemption_id, now=now)
@@ -386,15 +574,34 @@ def set_blocked(session: Session, redemption_id: uuid.UUID, *, blocked: bool, re
 
 def card_details(session: Session, redemption_id: uuid.UUID, *, now: datetime) -> CardDetailsOut:
     card = _card_by_redemption(session, redemption_id, for_update=False)
-    exchanges = session.execute(text(
-        "SELECT e.id, pr.sku, pa.code AS partner, e.amount_minor, c.last4, e.created_at FROM exchanges e"
-        " JOIN products pr ON pr.id = e.product_id JOIN partners pa ON pa.id = e.partner_id"
-        " JOIN codes c ON c.id = e.code_id WHERE e.card_id = :id ORDER BY e.created_at, e.id"), {"id": card.id}).all()
-    events = session.execute(text(
-        "SELECT ev.event, ev.reason, k.key_id, ev.at FROM card_events ev LEFT JOIN api_keys k ON k.id = ev.api_key_id"
-        " WHERE ev.card_id = :id ORDER BY ev.at, ev.id"), {"id": card.id}).all()
+    exchanges = session.execute(
+        text(
+            "SELECT e.id, pr.sku, pa.code AS partner, e.amount_minor, c.last4, e.created_at FROM exchanges e"
+            " JOIN products pr ON pr.id = e.product_id JOIN partners pa ON pa.id = e.partner_id"
+            " JOIN codes c ON c.id = e.code_id WHERE e.card_id = :id ORDER BY e.created_at, e.id"
+        ),
+        {"id": card.id},
+    ).all()
+    events = session.execute(
+        text(
+            "SELECT ev.event, ev.reason, k.key_id, ev.at FROM card_events ev LEFT JOIN api_keys k ON k.id = ev.api_key_id"
+            " WHERE ev.card_id = :id ORDER BY ev.at, ev.id"
+        ),
+        {"id": card.id},
+    ).all()
     return CardDetailsOut(
-        **_card_out(card, now), redemption_id=card.redemption_id,
-        exchanges=[CardExchangeOut(id=e.id, sku=e.sku, partner=e.partner, amount=Money.of(e.amount_minor, card.currency),
-                                   last4=e.last4, created_at=e.created_at) for e in exchanges],
-        events=[CardEventOut(event=e.event, reason=e.reason, key_id=e.key_id, at=e.at) for e in events])
+        **_card_out(card, now),
+        redemption_id=card.redemption_id,
+        exchanges=[
+            CardExchangeOut(
+                id=e.id,
+                sku=e.sku,
+                partner=e.partner,
+                amount=Money.of(e.amount_minor, card.currency),
+                last4=e.last4,
+                created_at=e.created_at,
+            )
+            for e in exchanges
+        ],
+        events=[CardEventOut(event=e.event, reason=e.reason, key_id=e.key_id, at=e.at) for e in events],
+    )

@@ -2,8 +2,19 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Date, DateTime, ForeignKey, Integer, String,
-                        Text, UniqueConstraint, func)
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -23,8 +34,11 @@ class Product(Base):
     __tablename__ = "products"
     __table_args__ = (
         CheckConstraint("kind IN ('code', 'universal_card')", name="kind"),
-        CheckConstraint("kind <> 'code' OR (partner_id IS NOT NULL AND face_value_minor IS NOT NULL"
-                        " AND cost_price_minor IS NOT NULL)", name="code_has_partner_and_prices"),
+        CheckConstraint(
+            "kind <> 'code' OR (partner_id IS NOT NULL AND face_value_minor IS NOT NULL"
+            " AND cost_price_minor IS NOT NULL)",
+            name="code_has_partner_and_prices",
+        ),
         CheckConstraint("kind <> 'universal_card' OR validity_days IS NOT NULL", name="card_has_validity"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -48,6 +62,7 @@ class Product(Base):
 
 class VatRate(Base):
     """Effective-dated VAT: the rate of a schedule on a date is the latest row not after it."""
+
     __tablename__ = "vat_rates"
     schedule: Mapped[str] = mapped_column(String(64), primary_key=True)
     effective_from: Mapped[date] = mapped_column(Date, primary_key=True)
@@ -56,8 +71,11 @@ class VatRate(Base):
 
 class ExchangeCatalogItem(Base):
     """A `code` product that a universal card product may be exchanged for."""
+
     __tablename__ = "exchange_catalog_items"
-    card_product_id: Mapped[int] = mapped_column(ForeignKey("products.id", ondelete="CASCADE"), primary_key=True)
+    card_product_id: Mapped[int] = mapped_column(
+        ForeignKey("products.id", ondelete="CASCADE"), primary_key=True
+    )
     code_product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), primary_key=True)
 
 
@@ -105,6 +123,7 @@ class Offer(Base):
 
 class OfferPrice(Base):
     """Per-tariff terms of an offer: a tariff is eligible exactly when it has a row here."""
+
     __tablename__ = "offer_prices"
     __table_args__ = (CheckConstraint("nominal_minor > 0 AND points > 0", name="positive"),)
     offer_id: Mapped[int] = mapped_column(ForeignKey("offers.id", ondelete="CASCADE"), primary_key=True)
@@ -115,6 +134,7 @@ class OfferPrice(Base):
 
 class CatalogRevision(Base):
     """One row per apply that changed something; `digest` makes re-applying the same files a no-op."""
+
     __tablename__ = "catalog_revisions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     digest: Mapped[str] = mapped_column(String(64))

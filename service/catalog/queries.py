@@ -1,15 +1,23 @@
 """Read side of the catalog for the API: a few set-based queries per call, no N+1."""
+
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import exists, select, text
 from sqlalchemy.orm import Session
 
 from service.catalog.models import ExchangeCatalogItem, Offer, OfferPrice, Partner, Product, Program, Tariff
-from service.catalog.schemas import (Availability, OfferOut, OfferPriceOut, ProductOut, ProductRef, ProgramOut,
-                                     TariffOut)
+from service.catalog.schemas import (
+    Availability,
+    OfferOut,
+    OfferPriceOut,
+    ProductOut,
+    ProductRef,
+    ProgramOut,
+    TariffOut,
+)
 from service.errors import Problem, not_found
 from service.money import Money
 
@@ -18,7 +26,9 @@ def _money(minor: int | None, currency: str) -> Money | None:
     return None if minor is None else Money.of(minor, currency)
 
 
-def list_programs(session: Session, *, visible: frozenset[str] | None, after: str | None, limit: int) -> list[ProgramOut]:
+def list_programs(
+    session: Session, *, visible: frozenset[str] | None, after: str | None, limit: int
+) -> list[ProgramOut]:
     query = select(Program).where(Program.active).order_by(Program.code).limit(limit)
     if visible is not None:
         query = query.where(Program.code.in_(visible))
@@ -27,63 +37,101 @@ def list_programs(session: Session, *, visible: frozenset[str] | None, after: st
     programs = list(session.scalars(query))
     tariffs: dict[int, list[TariffOut]] = defaultdict(list)
     if programs:
-        for t in session.scalars(select(Tariff).where(Tariff.active, Tariff.program_id.in_([p.id for p in programs]))
-                                 .order_by(Tariff.id)):
+        for t in session.scalars(
+            select(Tariff)
+            .where(Tariff.active, Tariff.program_id.in_([p.id for p in programs]))
+            .order_by(Tariff.id)
+        ):
             tariffs[t.program_id].append(TariffOut(code=t.code, name=t.name))
-    return [ProgramOut(code=p.code, name=p.name, currency=p.currency, timezone=p.timezone, sms_sender=p.sms_sender,
-                       monthly_budget=_money(p.monthly_budget_minor, p.currency), tariffs=tariffs[p.id])
-            for p in programs]
+    return [
+        ProgramOut(
+            code=p.code,
+            name=p.name,
+            currency=p.currency,
+            timezone=p.timezone,
+            sms_sender=p.sms_sender,
+            monthly_budget=_money(p.monthly_budget_minor, p.currency),
+            tariffs=tariffs[p.id],
+        )
+        for p in programs
+    ]
 
 
 def product_ref(product: Product) -> ProductRef:
-    return ProductRef(sku=product.sku, kind=product.kind, name=product.name,
-                      partner=product.partner.code if product.partner else None,
-                      face_value=_money(product.face_value_minor, product.currency))
+    return ProductRef(
+        sku=product.sku,
+        kind=product.kind,
+        name=product.name,
+        partner=product.partner.code if product.partner else None,
+        face_value=_money(product.face_value_minor, product.currency),
+    )
 
 
 def _in_stock(session: Session, product_ids: list[int]) -> set[int]:
     if not product_ids:
         return set()
-    rows = session.execute(text(
-        "SELECT p.id FROM unnest(CAST(:ids AS int[])) AS p(id) WHERE EXISTS ("
-        " SELECT 1 FROM codes c WHERE c.product_id = p.id AND c.status = 'available'"
-        " AND (c.expires_at IS NULL OR c.expires_at > now()))"), {"ids": product_ids})
+    rows = session.execute(
+        text(
+            "SELECT p.id FROM unnest(CAST(:ids AS int[])) AS p(id) WHERE EXISTS ("
+            " SELECT 1 FROM codes c WHERE c.product_id = p.id AND c.status = 'available'"
+            " AND (c.expires_at IS NULL OR c.expires_at > now()))"
+        ),
+        {"ids": product_ids},
+    )
     return {r.id for r in rows}
 
 
-def list_offers(session: Session, program_code: str, *, tariff: str | None, after: str | None,
-                limit: int) -> list[OfferOut]:
+def list_offers(
+    session: Session, program_code: str, *, tariff: str | None, after: str | None, limit: int
+) -> list[OfferOut]:
     program = session.scalar(select(Program).where(Program.code == program_code, Program.active))
     if program is None:
         raise not_found(f"program {program_code}")
     tariff_row = None
     if tariff is not None:
-        tariff_row = session.scalar(select(Tariff).where(Tariff.program_id == program.id, Tariff.code == tariff,
-                                                         Tariff.active))
+        tariff_row = session.scalar(
+            select(Tariff).where(Tariff.program_id == program.id, Tariff.code == tariff, Tariff.active)
+        )
         if tariff_row is None:
-            raise Problem(422, "unknown_tariff", "Unknown tariff", f"program {program_code} has no tariff {tariff}",
-                          errors=[{"field": "query.tariff", "message": "unknown tariff"}])
-    query = (select(Offer, Product).join(Product, Product.id == Offer.product_id)
-             .where(Offer.program_id == program.id, Offer.active).order_by(Offer.code).limit(limit))
+            raise Problem(
+                422,
+                "unknown_tariff",
+                "Unknown tariff",
+                f"program {program_code} has no tariff {tariff}",
+                errors=[{"field": "query.tariff", "message": "unknown tariff"}],
+            )
+    query = (
+        select(Offer, Product)
+        .join(Product, Product.id == Offer.product_id)
+        .where(Offer.program_id == program.id, Offer.active)
+        .order_by(Offer.code)
+        .limit(limit)
+    )
     if after is not None:
         query = query.where(Offer.code > after)
     if tariff_row is not None:
-        query = query.where(exists().where(OfferPrice.offer_id == Offer.id, OfferPrice.tariff_id == tariff_row.id))
+        query = query.where(
+            exists().where(OfferPrice.offer_id == Offer.id, OfferPrice.tariff_id == tariff_row.id)
+        )
     rows = session.execute(query).all()
     if not rows:
         return []
     prices: dict[int, list[tuple[str, int, int]]] = defaultdict(list)
     for offer_id, code, nominal, points in session.execute(
-            select(OfferPrice.offer_id, Tariff.code, OfferPrice.nominal_minor, OfferPrice.points)
-            .join(Tariff, Tariff.id == OfferPrice.tariff_id)
-            .where(OfferPrice.offer_id.in_([o.id for o, _ in rows]), Tariff.active).order_by(Tariff.id)):
+        select(OfferPrice.offer_id, Tariff.code, OfferPrice.nominal_minor, OfferPrice.points)
+        .join(Tariff, Tariff.id == OfferPrice.tariff_id)
+        .where(OfferPrice.offer_id.in_([o.id for o, _ in rows]), Tariff.active)
+        .order_by(Tariff.id)
+    ):
         prices[offer_id].append((code, nominal, points))
     stocked = _in_stock(session, [p.id for _, p in rows if p.kind == "code"])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     out = []
     for offer, product in rows:
-        offer_prices = [OfferPriceOut(tariff=t, nominal=Money.of(n, program.currency), points=pts)
-                        for t, n, pts in prices[offer.id]]
+        offer_prices = [
+            OfferPriceOut(tariff=t, nominal=Money.of(n, program.currency), points=pts)
+            for t, n, pts in prices[offer.id]
+        ]
         chosen = next((p for p in offer_prices if p.tariff == tariff), None)
         if offer.active_from and now < offer.active_from:
             availability = Availability(available=False, reason="not_started")
@@ -93,17 +141,31 @@ def list_offers(session: Session, program_code: str, *, tariff: str | None, afte
             availability = Availability(available=False, reason="out_of_stock")
         else:
             availability = Availability(available=True)
-        out.append(OfferOut(
-            code=offer.code, name=offer.name, program=program.code, product=product_ref(product),
-            tariffs=[p.tariff for p in offer_prices], prices=offer_prices,
-            points=chosen.points if chosen else None, nominal=chosen.nominal if chosen else None,
-            active_from=offer.active_from, active_to=offer.active_to,
-            limits={"per_subscriber_per_day": offer.limit_per_day, "per_subscriber_per_month": offer.limit_per_month},
-            availability=availability))
+        out.append(
+            OfferOut(
+                code=offer.code,
+                name=offer.name,
+                program=program.code,
+                product=product_ref(product),
+                tariffs=[p.tariff for p in offer_prices],
+                prices=offer_prices,
+                points=chosen.points if chosen else None,
+                nominal=chosen.nominal if chosen else None,
+                active_from=offer.active_from,
+                active_to=offer.active_to,
+                limits={
+                    "per_subscriber_per_day": offer.limit_per_day,
+                    "per_subscriber_per_month": offer.limit_per_month,
+                },
+                availability=availability,
+            )
+        )
     return out
 
 
-def list_products(session: Session, *, partner: str | None, after: str | None, limit: int) -> list[ProductOut]:
+def list_products(
+    session: Session, *, partner: str | None, after: str | None, limit: int
+) -> list[ProductOut]:
     query = select(Product).where(Product.active).order_by(Product.sku).limit(limit)
     if partner is not None:
         query = query.join(Partner, Partner.id == Product.partner_id).where(Partner.code == partner)
@@ -114,10 +176,20 @@ def list_products(session: Session, *, partner: str | None, after: str | None, l
     card_ids = [p.id for p in products if p.kind == "universal_card"]
     if card_ids:
         for card_id, sku in session.execute(
-                select(ExchangeCatalogItem.card_product_id, Product.sku)
-                .join(Product, Product.id == ExchangeCatalogItem.code_product_id)
-                .where(ExchangeCatalogItem.card_product_id.in_(card_ids)).order_by(Product.sku)):
+            select(ExchangeCatalogItem.card_product_id, Product.sku)
+            .join(Product, Product.id == ExchangeCatalogItem.code_product_id)
+            .where(ExchangeCatalogItem.card_product_id.in_(card_ids))
+            .order_by(Product.sku)
+        ):
             catalog[card_id].append(sku)
-    return [ProductOut(**product_ref(p).model_dump(), cost_price=_money(p.cost_price_minor, p.currency),
-                       currency=p.currency, brand=p.brand, validity_days=p.validity_days,
-                       exchange_catalog=catalog[p.id]) for p in products]
+    return [
+        ProductOut(
+            **product_ref(p).model_dump(),
+            cost_price=_money(p.cost_price_minor, p.currency),
+            currency=p.currency,
+            brand=p.brand,
+            validity_days=p.validity_days,
+            exchange_catalog=catalog[p.id],
+        )
+        for p in products
+    ]

@@ -10,11 +10,13 @@ from service.auth.service import Principal
 from service.catalog import queries
 from service.catalog.schemas import OfferOut, ProductOut, ProgramOut
 from service.db import new_session
-from service.strict import reject_unknown_query
 from service.errors import not_found, responses
 from service.pagination import Limit, Page, keyset_cursor, page
+from service.strict import reject_unknown_query
 
-router = APIRouter(prefix="/v1", tags=["catalog"], responses=responses(), dependencies=[Depends(reject_unknown_query)])
+router = APIRouter(
+    prefix="/v1", tags=["catalog"], responses=responses(), dependencies=[Depends(reject_unknown_query)]
+)
 
 ProgramCode = Annotated[str, Path(pattern=SLUG, description="Program code")]
 CodeCursor = keyset_cursor(SLUG)
@@ -22,8 +24,11 @@ SkuCursor = keyset_cursor(SKU)
 
 
 @router.get("/programs", response_model=Page[ProgramOut], summary="Programs this key may see, with tariffs")
-def get_programs(principal: Principal = Depends(require("loyalty", "finance", "support")),
-                 limit: Limit = 50, cursor: CodeCursor = None) -> dict:
+def get_programs(
+    principal: Principal = Depends(require("loyalty", "finance", "support")),
+    limit: Limit = 50,
+    cursor: CodeCursor = None,
+) -> dict:
     visible = None if principal.sees_all_programs() else principal.programs
     with new_session() as session:
         items = queries.list_programs(session, visible=visible, after=cursor, limit=limit)
@@ -31,10 +36,15 @@ def get_programs(principal: Principal = Depends(require("loyalty", "finance", "s
 
 
 @router.get("/programs/{program}/offers", response_model=Page[OfferOut], summary="Offers of a program")
-def get_offers(program: ProgramCode,
-               principal: Principal = Depends(require("loyalty", "finance", "support")),
-               tariff: Annotated[str | None, Query(pattern=SLUG, description="Only offers this tariff may redeem, priced for it")] = None,
-               limit: Limit = 50, cursor: CodeCursor = None) -> dict:
+def get_offers(
+    program: ProgramCode,
+    principal: Principal = Depends(require("loyalty", "finance", "support")),
+    tariff: Annotated[
+        str | None, Query(pattern=SLUG, description="Only offers this tariff may redeem, priced for it")
+    ] = None,
+    limit: Limit = 50,
+    cursor: CodeCursor = None,
+) -> dict:
     if not principal.may_see_program(program):
         raise not_found(f"program {program}")
     with new_session() as session:
@@ -43,9 +53,16 @@ def get_offers(program: ProgramCode,
 
 
 @router.get("/products", response_model=Page[ProductOut], summary="Products (a partner key sees its own)")
-def get_products(principal: Principal = Depends(require("partner", "finance", "support")),
-                 limit: Limit = 50, cursor: SkuCursor = None) -> dict:
+def get_products(
+    principal: Principal = Depends(require("partner", "finance", "support")),
+    limit: Limit = 50,
+    cursor: SkuCursor = None,
+) -> dict:
     with new_session() as session:
-        items = queries.list_products(session, partner=principal.partner if principal.role == "partner" else None,
-                                      after=cursor, limit=limit)
+        items = queries.list_products(
+            session,
+            partner=principal.partner if principal.role == "partner" else None,
+            after=cursor,
+            limit=limit,
+        )
     return page(items, limit, "sku")

@@ -62,4 +62,6 @@ class ProductOut(ProductRef):
     currency: str
     brand: str | None = None
     validity_days: int | None = None
-    exchange_catalog: list[str] = Field(default_factory=list, description="For a universal card: the code products it may be exchanged for")
+    exchange_catalog: list[str] = Field(
+        default_factory=list, description="For a universal card: the code products it may be exchanged for"
+    )

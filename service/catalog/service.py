@@ -2,6 +2,7 @@
 
 Entities missing from the files are deactivated, never deleted: redemptions and records keep
 pointing at them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,8 +14,17 @@ from sqlalchemy.orm import Session
 
 from catalog.loader import LoadedCatalog
 from catalog.model import CatalogSpec
-from service.catalog.models import (CatalogRevision, ExchangeCatalogItem, Offer, OfferPrice, Partner, Product,
-                                    Program, Tariff, VatRate)
+from service.catalog.models import (
+    CatalogRevision,
+    ExchangeCatalogItem,
+    Offer,
+    OfferPrice,
+    Partner,
+    Product,
+    Program,
+    Tariff,
+    VatRate,
+)
 from service.money import to_minor
 
 CATALOG_LOCK = 7270002
@@ -29,8 +39,13 @@ class ApplySummary:
     deactivated: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"changed": self.changed, "digest": self.digest, "created": self.created,
-                "updated": self.updated, "deactivated": self.deactivated}
+        return {
+            "changed": self.changed,
+            "digest": self.digest,
+            "created": self.created,
+            "updated": self.updated,
+            "deactivated": self.deactivated,
+        }
 
 
 class _Sync:
@@ -40,7 +55,9 @@ class _Sync:
         self.session = session
         self.summary = summary
 
-    def upsert(self, kind: str, existing: dict[Any, Any], key: Any, model: type, values: dict[str, Any]) -> Any:
+    def upsert(
+        self, kind: str, existing: dict[Any, Any], key: Any, model: type, values: dict[str, Any]
+    ) -> Any:
         row = existing.get(key)
         if row is None:
             row = model(**values)
@@ -82,8 +99,13 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
     session.execute(delete(VatRate))
     for schedule in spec.vat_schedules:
         for rate in schedule.rates:
-            session.add(VatRate(schedule=schedule.code, effective_from=rate.effective_from,
-                                rate_bp=int(Decimal(rate.percent) * 100)))
+            session.add(
+                VatRate(
+                    schedule=schedule.code,
+                    effective_from=rate.effective_from,
+                    rate_bp=int(Decimal(rate.percent) * 100),
+                )
+            )
 
     partners = {p.code: p for p in session.scalars(select(Partner))}
     for p in spec.partners:
@@ -93,32 +115,56 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
 
     products = {p.sku: p for p in session.scalars(select(Product))}
     for p in spec.products:
-        sync.upsert("products", products, p.sku, Product, {
-            "sku": p.sku, "kind": p.kind, "name": p.name, "currency": p.currency,
-            "partner_id": partners[p.partner].id if p.partner else None,
-            "face_value_minor": to_minor(p.face_value, p.currency) if p.face_value else None,
-            "cost_price_minor": to_minor(p.cost_price, p.currency) if p.cost_price else None,
-            "brand": p.brand, "validity_days": p.validity_days,
-            "low_stock_threshold": p.low_stock_threshold, "vat_schedule": p.vat_schedule,
-            "vat_point": p.vat_point, "active": True,
-        })
+        sync.upsert(
+            "products",
+            products,
+            p.sku,
+            Product,
+            {
+                "sku": p.sku,
+                "kind": p.kind,
+                "name": p.name,
+                "currency": p.currency,
+                "partner_id": partners[p.partner].id if p.partner else None,
+                "face_value_minor": to_minor(p.face_value, p.currency) if p.face_value else None,
+                "cost_price_minor": to_minor(p.cost_price, p.currency) if p.cost_price else None,
+                "brand": p.brand,
+                "validity_days": p.validity_days,
+                "low_stock_threshold": p.low_stock_threshold,
+                "vat_schedule": p.vat_schedule,
+                "vat_point": p.vat_point,
+                "active": True,
+            },
+        )
     sync.deactivate_missing("products", products, {p.sku for p in spec.products})
     session.flush()
     session.execute(delete(ExchangeCatalogItem))
     for p in spec.products:
         for sku in p.exchange_catalog:
-            session.add(ExchangeCatalogItem(card_product_id=products[p.sku].id, code_product_id=products[sku].id))
+            session.add(
+                ExchangeCatalogItem(card_product_id=products[p.sku].id, code_product_id=products[sku].id)
+            )
 
     programs = {p.code: p for p in session.scalars(select(Program))}
     for p in spec.programs:
-        sync.upsert("programs", programs, p.code, Program, {
-            "code": p.code, "name": p.name, "currency": p.currency, "timezone": p.timezone,
-            "sms_sender": p.sms_sender, "templates": p.templates.model_dump(mode="json"),
-            "webhook_url": p.webhook_url,
-            "monthly_budget_minor": to_minor(p.monthly_budget, p.currency) if p.monthly_budget else None,
-            "sms_deadline_hours": p.sms_deadline_hours,
-            "active": True,
-        })
+        sync.upsert(
+            "programs",
+            programs,
+            p.code,
+            Program,
+            {
+                "code": p.code,
+                "name": p.name,
+                "currency": p.currency,
+                "timezone": p.timezone,
+                "sms_sender": p.sms_sender,
+                "templates": p.templates.model_dump(mode="json"),
+                "webhook_url": p.webhook_url,
+                "monthly_budget_minor": to_minor(p.monthly_budget, p.currency) if p.monthly_budget else None,
+                "sms_deadline_hours": p.sms_deadline_hours,
+                "active": True,
+            },
+        )
     sync.deactivate_missing("programs", programs, {p.code for p in spec.programs})
     session.flush()
 
@@ -128,8 +174,13 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
         pid = programs[p.code].id
         for t in p.tariffs:
             wanted_tariffs.add((pid, t.code))
-            sync.upsert("tariffs", tariffs, (pid, t.code), Tariff,
-                        {"program_id": pid, "code": t.code, "name": t.name, "active": True})
+            sync.upsert(
+                "tariffs",
+                tariffs,
+                (pid, t.code),
+                Tariff,
+                {"program_id": pid, "code": t.code, "name": t.name, "active": True},
+            )
     sync.deactivate_missing("tariffs", tariffs, wanted_tariffs)
     session.flush()
 
@@ -138,19 +189,35 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
     for o in spec.offers:
         pid = programs[o.program].id
         wanted_offers.add((pid, o.code))
-        row = sync.upsert("offers", offers, (pid, o.code), Offer, {
-            "program_id": pid, "code": o.code, "name": o.name, "product_id": products[o.product].id,
-            "active_from": o.active_from, "active_to": o.active_to,
-            "limit_per_day": o.limits.per_subscriber_per_day,
-            "limit_per_month": o.limits.per_subscriber_per_month, "active": True,
-        })
+        row = sync.upsert(
+            "offers",
+            offers,
+            (pid, o.code),
+            Offer,
+            {
+                "program_id": pid,
+                "code": o.code,
+                "name": o.name,
+                "product_id": products[o.product].id,
+                "active_from": o.active_from,
+                "active_to": o.active_to,
+                "limit_per_day": o.limits.per_subscriber_per_day,
+                "limit_per_month": o.limits.per_subscriber_per_month,
+                "active": True,
+            },
+        )
         session.flush()
         session.execute(delete(OfferPrice).where(OfferPrice.offer_id == row.id))
         for price in o.prices:
             for tariff in price.tariffs:
-                session.add(OfferPrice(offer_id=row.id, tariff_id=tariffs[(pid, tariff)].id,
-                                       nominal_minor=to_minor(price.nominal, programs[o.program].currency),
-                                       points=price.points))
+                session.add(
+                    OfferPrice(
+                        offer_id=row.id,
+                        tariff_id=tariffs[(pid, tariff)].id,
+                        nominal_minor=to_minor(price.nominal, programs[o.program].currency),
+                        points=price.points,
+                    )
+                )
     sync.deactivate_missing("offers", offers, wanted_offers)
 
     summary.changed = True

@@ -2,6 +2,7 @@
 
 Loaded once, then refreshed when a newer catalog revision exists; the check is one indexed query
 at most once a second per process, so no request pays for a catalog reload."""
+
 from __future__ import annotations
 
 import bisect
@@ -14,8 +15,17 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.catalog.models import (CatalogRevision, ExchangeCatalogItem, Offer, OfferPrice, Partner, Product,
-                                    Program, Tariff, VatRate)
+from service.catalog.models import (
+    CatalogRevision,
+    ExchangeCatalogItem,
+    Offer,
+    OfferPrice,
+    Partner,
+    Product,
+    Program,
+    Tariff,
+    VatRate,
+)
 
 CHECK_INTERVAL = 1.0
 
@@ -101,28 +111,65 @@ def load_snapshot(session: Session) -> CatalogSnapshot:
     snap = CatalogSnapshot(revision=session.scalar(select(func.max(CatalogRevision.id))))
     partner_codes = dict(session.execute(select(Partner.id, Partner.code)).all())
     for p in session.scalars(select(Program)):
-        info = ProgramInfo(p.id, p.code, p.name, p.currency, ZoneInfo(p.timezone), p.sms_sender, p.templates,
-                           p.webhook_url, p.monthly_budget_minor, p.active)
+        info = ProgramInfo(
+            p.id,
+            p.code,
+            p.name,
+            p.currency,
+            ZoneInfo(p.timezone),
+            p.sms_sender,
+            p.templates,
+            p.webhook_url,
+            p.monthly_budget_minor,
+            p.active,
+        )
         snap.programs[p.code] = snap.programs_by_id[p.id] = info
     for t in session.scalars(select(Tariff)):
         info = TariffInfo(t.id, t.code, t.program_id, t.active)
         snap.tariffs[(t.program_id, t.code)] = snap.tariffs_by_id[t.id] = info
     exchange: dict[int, set[int]] = {}
-    for card_id, code_id in session.execute(select(ExchangeCatalogItem.card_product_id,
-                                                   ExchangeCatalogItem.code_product_id)):
+    for card_id, code_id in session.execute(
+        select(ExchangeCatalogItem.card_product_id, ExchangeCatalogItem.code_product_id)
+    ):
         exchange.setdefault(card_id, set()).add(code_id)
     for p in session.scalars(select(Product)):
-        info = ProductInfo(p.id, p.sku, p.kind, p.name, p.currency, p.partner_id, partner_codes.get(p.partner_id),
-                           p.face_value_minor, p.cost_price_minor, p.brand, p.validity_days, p.vat_schedule,
-                           p.vat_point, p.active, frozenset(exchange.get(p.id, ())))
+        info = ProductInfo(
+            p.id,
+            p.sku,
+            p.kind,
+            p.name,
+            p.currency,
+            p.partner_id,
+            partner_codes.get(p.partner_id),
+            p.face_value_minor,
+            p.cost_price_minor,
+            p.brand,
+            p.validity_days,
+            p.vat_schedule,
+            p.vat_point,
+            p.active,
+            frozenset(exchange.get(p.id, ())),
+        )
         snap.products[p.id] = snap.products_by_sku[p.sku] = info
     prices: dict[int, dict[int, tuple[int, int]]] = {}
     for offer_id, tariff_id, nominal, points in session.execute(
-            select(OfferPrice.offer_id, OfferPrice.tariff_id, OfferPrice.nominal_minor, OfferPrice.points)):
+        select(OfferPrice.offer_id, OfferPrice.tariff_id, OfferPrice.nominal_minor, OfferPrice.points)
+    ):
         prices.setdefault(offer_id, {})[tariff_id] = (nominal, points)
     for o in session.scalars(select(Offer)):
-        info = OfferInfo(o.id, o.code, o.name, o.program_id, o.product_id, o.active_from, o.active_to,
-                         o.limit_per_day, o.limit_per_month, o.active, prices.get(o.id, {}))
+        info = OfferInfo(
+            o.id,
+            o.code,
+            o.name,
+            o.program_id,
+            o.product_id,
+            o.active_from,
+            o.active_to,
+            o.limit_per_day,
+            o.limit_per_month,
+            o.active,
+            prices.get(o.id, {}),
+        )
         snap.offers[(o.program_id, o.code)] = snap.offers_by_id[o.id] = info
     for r in session.scalars(select(VatRate).order_by(VatRate.schedule, VatRate.effective_from)):
         dates, rates = snap.vat.setdefault(r.schedule, ([], []))

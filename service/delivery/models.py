@@ -3,8 +3,19 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import (ARRAY, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text,
-                        UniqueConstraint, func, text)
+from sqlalchemy import (
+    ARRAY,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -20,11 +31,13 @@ class SmsMessage(Base):
     `submitting` means an attempt was handed to the provider and its outcome was not recorded (the
     worker died in between): such a message is in doubt, and is settled by the provider's receipt
     (matched by destination) or, failing that, resent after a waiting window."""
+
     __tablename__ = "sms_messages"
     __table_args__ = (
         UniqueConstraint("redemption_id", "send"),
-        CheckConstraint("status IN ('pending', 'submitting', 'sent', 'delivered', 'failed', 'cancelled')",
-                        name="status"),
+        CheckConstraint(
+            "status IN ('pending', 'submitting', 'sent', 'delivered', 'failed', 'cancelled')", name="status"
+        ),
         Index("ix_sms_in_doubt", "msisdn", postgresql_where=text("status = 'submitting'")),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -59,6 +72,7 @@ class SmsProviderMessage(Base):
 
     A trigger of migration 0005 fills it from `sms_messages.provider_message_ids`, whoever writes
     them (workers of the previous release, during a rolling upgrade, do not know this table)."""
+
     __tablename__ = "sms_provider_messages"
     provider: Mapped[str] = mapped_column(String(16), primary_key=True)
     provider_message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -67,6 +81,7 @@ class SmsProviderMessage(Base):
 
 class WebhookEvent(Base):
     """An event for the program's webhook endpoint; consumers dedupe by `id`."""
+
     __tablename__ = "webhook_events"
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))

@@ -5,6 +5,7 @@ Errors say what happened to the message, which is what retry decisions need:
 TransientSmsError - the provider did not take it (throttled, unreachable): retry later;
 PermanentSmsError - it never will (invalid number): do not retry;
 InDoubtSmsError   - it may have been taken (connection lost after sending): never resend blindly."""
+
 from __future__ import annotations
 
 import fcntl
@@ -81,6 +82,7 @@ def submit_each(provider: Provider, messages: list[OutgoingSms]) -> list[list[st
 
 # --- file --------------------------------------------------------------------------------------
 
+
 class FileProvider:
     """One JSON line per message (to, text, sender, encoding, segments): the embedded default."""
 
@@ -95,10 +97,22 @@ class FileProvider:
 
     def submit_many(self, messages: list[OutgoingSms]) -> list[list[str] | SmsError]:
         ids = [uuid.uuid4().hex for _ in messages]
-        lines = "".join(json.dumps({"message_id": message_id, "reference": sms.reference, "to": sms.to,
-                                    "text": sms.text, "sender": sms.sender, "encoding": sms.encoding,
-                                    "segments": sms.segments}, ensure_ascii=False) + "\n"
-                        for message_id, sms in zip(ids, messages))
+        lines = "".join(
+            json.dumps(
+                {
+                    "message_id": message_id,
+                    "reference": sms.reference,
+                    "to": sms.to,
+                    "text": sms.text,
+                    "sender": sms.sender,
+                    "encoding": sms.encoding,
+                    "segments": sms.segments,
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for message_id, sms in zip(ids, messages)
+        )
         with self.path.open("a", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)  # several worker processes append to one file
             fh.write(lines)
@@ -108,6 +122,7 @@ class FileProvider:
 
 
 # --- HTTP gateway ------------------------------------------------------------------------------
+
 
 class HttpProvider:
     """POST {to, from, text, encoding, segments, reference} with a bearer token; the gateway answers
@@ -119,27 +134,43 @@ class HttpProvider:
         from concurrent.futures import ThreadPoolExecutor
 
         self.url = url
-        self.client = httpx.Client(timeout=httpx.Timeout(timeout, connect=3.0),
-                                   limits=httpx.Limits(max_connections=concurrency * 2),
-                                   headers={"Authorization": f"Bearer {token}"} if token else {})
+        self.client = httpx.Client(
+            timeout=httpx.Timeout(timeout, connect=3.0),
+            limits=httpx.Limits(max_connections=concurrency * 2),
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+        )
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="sms-http")
 
     def submit_many(self, messages: list[OutgoingSms]) -> list[list[str] | SmsError]:
         if len(messages) == 1:
             return submit_each(self, messages)
-        return [result for batch in self._pool.map(lambda sms: submit_each(self, [sms]), messages)
-                for result in batch]
+        return [
+            result
+            for batch in self._pool.map(lambda sms: submit_each(self, [sms]), messages)
+            for result in batch
+        ]
 
     def submit(self, sms: OutgoingSms) -> list[str]:
-        body = {"to": sms.to, "from": sms.sender, "text": sms.text, "encoding": sms.encoding,
-                "segments": sms.segments, "reference": sms.reference}
+        body = {
+            "to": sms.to,
+            "from": sms.sender,
+            "text": sms.text,
+            "encoding": sms.encoding,
+            "segments": sms.segments,
+            "reference": sms.reference,
+        }
         # Connection hiccups inside one attempt are retried at once: a refused connection means the
         # request never left, so it cannot have been taken.
-        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(3), reraise=True,
-                                     wait=tenacity.wait_exponential_jitter(initial=0.2, max=2),
-                                     retry=tenacity.retry_if_exception_type(httpx.ConnectError))
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(3),
+            reraise=True,
+            wait=tenacity.wait_exponential_jitter(initial=0.2, max=2),
+            retry=tenacity.retry_if_exception_type(httpx.ConnectError),
+        )
         try:
-            response = retrying(self.client.post, self.url, json=body, headers={"Idempotency-Key": sms.reference})
+            response = retrying(
+                self.client.post, self.url, json=body, headers={"Idempotency-Key": sms.reference}
+            )
         except httpx.ConnectError as exc:
             raise TransientSmsError(f"gateway unreachable: {type(exc).__name__}") from None
         except httpx.TimeoutException:
@@ -190,9 +221,18 @@ class SmppSession:
     matched by sequence number, answers enquire_link, sends its own when idle, hands delivery
     receipts to `on_receipt`, and reconnects with backoff when the SMSC drops the connection."""
 
-    def __init__(self, host: str, port: int, system_id: str, password: str,
-                 on_receipts: Callable[[list[Receipt]], list[Exception | None]], window: int = 64,
-                 enquire_every: float = 20.0, response_timeout: float = 10.0, receipt_batch: int = 200):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        system_id: str,
+        password: str,
+        on_receipts: Callable[[list[Receipt]], list[Exception | None]],
+        window: int = 64,
+        enquire_every: float = 20.0,
+        response_timeout: float = 10.0,
+        receipt_batch: int = 200,
+    ):
         self.host, self.port, self.system_id, self.password = host, port, system_id, password
         self.on_receipts = on_receipts
         self.receipt_batch = receipt_batch
@@ -240,8 +280,11 @@ class SmppSession:
                     pending.abandoned = never_taken
                 # Never taken: it cannot go out any more. Taken: it may still go out, and only a
                 # receipt can tell.
-                results.append(TransientSmsError("the SMSC window did not take it in time") if never_taken
-                               else InDoubtSmsError("no answer from the SMSC in time"))
+                results.append(
+                    TransientSmsError("the SMSC window did not take it in time")
+                    if never_taken
+                    else InDoubtSmsError("no answer from the SMSC in time")
+                )
             else:
                 results.append(pending.error or [i for i in pending.ids if i is not None])
         return results
@@ -260,7 +303,9 @@ class SmppSession:
                 self._disconnect()
                 if self._stop.is_set():
                     break
-                log.warning("smpp_link_down", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(backoff, 2))
+                log.warning(
+                    "smpp_link_down", error=f"{type(exc).__name__}: {exc}", retry_in_s=round(backoff, 2)
+                )
                 time.sleep(backoff + random.random() * backoff / 2)
                 backoff = min(backoff * 2, 10.0)
         self._connected.clear()
@@ -335,12 +380,20 @@ class SmppSession:
         for index, payload in enumerate(payloads):
             multipart = len(payloads) > 1
             pdu = smpp.make_pdu(
-                "submit_sm", client=self._client,
-                source_addr_ton=5, source_addr_npi=0, source_addr=sms.sender,  # alphanumeric sender id
-                dest_addr_ton=1, dest_addr_npi=1, destination_addr=sms.to.lstrip("+"),
-                esm_class=0x40 if multipart else 0x00, data_coding=DATA_CODING[sms.encoding],
+                "submit_sm",
+                client=self._client,
+                source_addr_ton=5,
+                source_addr_npi=0,
+                source_addr=sms.sender,  # alphanumeric sender id
+                dest_addr_ton=1,
+                dest_addr_npi=1,
+                destination_addr=sms.to.lstrip("+"),
+                esm_class=0x40 if multipart else 0x00,
+                data_coding=DATA_CODING[sms.encoding],
                 registered_delivery=1,
-                short_message=(udh(self._reference, len(payloads), index + 1) if multipart else b"") + payload)
+                short_message=(udh(self._reference, len(payloads), index + 1) if multipart else b"")
+                + payload,
+            )
             self._client.send_pdu(pdu)
             self._inflight[pdu.sequence] = (pending, index, time.monotonic())
 
@@ -360,8 +413,11 @@ class SmppSession:
                 if all(i is not None for i in pending.ids):
                     pending.done.set()
             elif not pending.done.is_set():
-                kind = TransientSmsError if status in TRANSIENT_SMPP_STATUSES or command == "generic_nack" \
+                kind = (
+                    TransientSmsError
+                    if status in TRANSIENT_SMPP_STATUSES or command == "generic_nack"
                     else PermanentSmsError
+                )
                 pending.error = kind(f"SMSC refused the message: status 0x{status:02X}")
                 pending.done.set()
         elif command == "deliver_sm":
@@ -385,7 +441,9 @@ class SmppSession:
         text = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
         match = RECEIPT_RE.search(text)
         tlv_id = getattr(pdu, "receipted_message_id", None)
-        message_id = (tlv_id.decode() if isinstance(tlv_id, bytes) else tlv_id) or (match.group("id") if match else "")
+        message_id = (tlv_id.decode() if isinstance(tlv_id, bytes) else tlv_id) or (
+            match.group("id") if match else ""
+        )
         state = match.group("stat") if match else "UNKNOWN"
         source = pdu.source_addr.decode() if isinstance(pdu.source_addr, bytes) else pdu.source_addr
         return Receipt(message_id=str(message_id).strip("\x00"), state=state, destination=source or None)
@@ -457,6 +515,13 @@ def get_provider() -> Provider:
         from service.delivery.service import apply_smpp_receipts
 
         password = settings.smpp_password.get_secret_value() if settings.smpp_password else ""
-        return SmppProvider(SmppSession(settings.smpp_host, settings.smpp_port, settings.smpp_system_id, password,
-                                        on_receipts=apply_smpp_receipts))
+        return SmppProvider(
+            SmppSession(
+                settings.smpp_host,
+                settings.smpp_port,
+                settings.smpp_system_id,
+                password,
+                on_receipts=apply_smpp_receipts,
+            )
+        )
     return FileProvider(settings.sms_file or settings.data_dir / "sms.jsonl")

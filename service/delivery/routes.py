@@ -13,10 +13,14 @@ from service.delivery.service import ReceiptTooEarly, apply_receipt
 from service.errors import Problem, responses
 from service.strict import reject_unknown_query
 
-router = APIRouter(prefix="/v1/sms", tags=["sms"], dependencies=[Depends(reject_unknown_query)],
-                   responses=responses(503))
-_secret = APIKeyHeader(name="X-Receipt-Secret", auto_error=False,
-                       description="The shared secret configured as SMS_RECEIPT_SECRET")
+router = APIRouter(
+    prefix="/v1/sms", tags=["sms"], dependencies=[Depends(reject_unknown_query)], responses=responses(503)
+)
+_secret = APIKeyHeader(
+    name="X-Receipt-Secret",
+    auto_error=False,
+    description="The shared secret configured as SMS_RECEIPT_SECRET",
+)
 STATES = {"delivered": "DELIVRD", "failed": "UNDELIV", "expired": "EXPIRED", "rejected": "REJECTD"}
 
 
@@ -30,16 +34,31 @@ class ReceiptOut(BaseModel):
     known: bool = Field(description="True: the receipt was applied")
 
 
-@router.post("/receipts/{provider}", response_model=ReceiptOut, summary="Delivery receipt from the HTTP gateway")
-async def receive_receipt(body: ReceiptIn, provider: Annotated[Literal["http"], Path()],
-                          secret: Annotated[str | None, Security(_secret)] = None) -> ReceiptOut:
+@router.post(
+    "/receipts/{provider}", response_model=ReceiptOut, summary="Delivery receipt from the HTTP gateway"
+)
+async def receive_receipt(
+    body: ReceiptIn,
+    provider: Annotated[Literal["http"], Path()],
+    secret: Annotated[str | None, Security(_secret)] = None,
+) -> ReceiptOut:
     expected = get_settings().sms_receipt_secret
-    if expected is None or secret is None or \
-            not hmac.compare_digest(secret.encode(), expected.get_secret_value().encode()):
-        raise Problem(401, "unauthorized", "Unauthorized", "send the gateway's shared secret in X-Receipt-Secret")
+    if (
+        expected is None
+        or secret is None
+        or not hmac.compare_digest(secret.encode(), expected.get_secret_value().encode())
+    ):
+        raise Problem(
+            401, "unauthorized", "Unauthorized", "send the gateway's shared secret in X-Receipt-Secret"
+        )
     try:
         known = await run_in_threadpool(apply_receipt, provider, body.message_id, STATES[body.status])
     except ReceiptTooEarly:
-        raise Problem(503, "retry_later", "Retry later", "no such message yet; send the receipt again later",
-                      headers={"Retry-After": "2"}) from None
+        raise Problem(
+            503,
+            "retry_later",
+            "Retry later",
+            "no such message yet; send the receipt again later",
+            headers={"Retry-After": "2"},
+        ) from None
     return ReceiptOut(known=known)

@@ -1,16 +1,17 @@
 """Delivering a redemption's SMS: claim the message row, render, hand it to the provider outside any
 transaction, record the outcome; and receipts. Status moves accepted -> sent -> delivered, or to
 failed (permanent error, or still undelivered at the deadline) with the reason."""
+
 from __future__ import annotations
 
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import structlog
 import sqlalchemy.exc
+import structlog
 from psycopg import OperationalError
 from psycopg.rows import namedtuple_row
 
@@ -19,8 +20,15 @@ from service.config import get_settings
 from service.crypto import get_vault
 from service.db import batch, driver, transaction
 from service.delivery import webhooks
-from service.delivery.providers import (OutgoingSms, PermanentSmsError, Provider, Receipt, SmsError,
-                                        TransientSmsError, get_provider)
+from service.delivery.providers import (
+    OutgoingSms,
+    PermanentSmsError,
+    Provider,
+    Receipt,
+    SmsError,
+    TransientSmsError,
+    get_provider,
+)
 from service.delivery.text import NO_EXPIRY, format_amount, render
 from service.faults import checkpoint
 from service.metrics import SMS_OUTCOMES
@@ -59,6 +67,7 @@ def _settings():
 @dataclass(frozen=True)
 class Job:
     """One send of a redemption's SMS: send 0 is the first, 1..3 are resends."""
+
     redemption_id: uuid.UUID
     send: int
 
@@ -67,7 +76,9 @@ class Job:
 class Outcome:
     result: str  # "sent", "failed", "nothing to do" or "retry"
     reason: str = ""
-    retry_ms: int | None = None  # for "retry": when; None: the caller's backoff (the provider did not take it)
+    retry_ms: int | None = (
+        None  # for "retry": when; None: the caller's backoff (the provider did not take it)
+    )
 
 
 NOTHING_TO_DO = Outcome("nothing to do")
@@ -78,11 +89,21 @@ def _fields(row: Any, snap, secrets: dict[tuple[str, int], tuple[str, str]]) -> 
     program = snap.programs_by_id[row.program_id]
     product = snap.products[row.product_id]
     locale = row.locale
-    fields = {"program": program.name, "offer": snap.offers_by_id[row.offer_id].name, "brand": product.brand or "",
-              "partner": product.partner_code or "", "nominal": format_amount(row.nominal_minor, row.currency, locale),
-              "expires": (row.reward_expires_at.astimezone(program.zone).strftime("%d.%m.%Y")
-                          if row.reward_expires_at else NO_EXPIRY.get(locale, NO_EXPIRY["ru"])),
-              "code": "", "pin": "", "card_number": ""}
+    fields = {
+        "program": program.name,
+        "offer": snap.offers_by_id[row.offer_id].name,
+        "brand": product.brand or "",
+        "partner": product.partner_code or "",
+        "nominal": format_amount(row.nominal_minor, row.currency, locale),
+        "expires": (
+            row.reward_expires_at.astimezone(program.zone).strftime("%d.%m.%Y")
+            if row.reward_expires_at
+            else NO_EXPIRY.get(locale, NO_EXPIRY["ru"])
+        ),
+        "code": "",
+        "pin": "",
+        "card_number": "",
+    }
     if row.code_id is not None:
         fields["code"], fields["pin"] = secrets["code", row.code_id]
         return "code", fields
@@ -97,35 +118,57 @@ def _secrets(db: Any, rows: list[Any]) -> dict[tuple[str, int], tuple[str, str]]
     code_ids = [r.code_id for r in rows if r.code_id is not None]
     card_ids = [r.card_id for r in rows if r.code_id is None and r.card_id is not None]
     if code_ids:
-        for id_, code_enc, pin_enc in db.execute("SELECT id, code_enc, pin_enc FROM codes WHERE id = ANY(%s)",
-                                                 (code_ids,)):
-            found["code", id_] = (vault.decrypt(bytes(code_enc), b"code"),
-                                  vault.decrypt(bytes(pin_enc), b"pin") if pin_enc else "")
+        for id_, code_enc, pin_enc in db.execute(
+            "SELECT id, code_enc, pin_enc FROM codes WHERE id = ANY(%s)", (code_ids,)
+        ):
+            found["code", id_] = (
+                vault.decrypt(bytes(code_enc), b"code"),
+                vault.decrypt(bytes(pin_enc), b"pin") if pin_enc else "",
+            )
     if card_ids:
-        for id_, number_enc, pin_enc in db.execute("SELECT id, number_enc, pin_enc FROM cards WHERE id = ANY(%s)",
-                                                   (card_ids,)):
-            found["card", id_] = (vault.decrypt(bytes(number_enc), b"card-number"),
-                                  vault.decrypt(bytes(pin_enc), b"card-pin"))
+        for id_, number_enc, pin_enc in db.execute(
+            "SELECT id, number_enc, pin_enc FROM cards WHERE id = ANY(%s)", (card_ids,)
+        ):
+            found["card", id_] = (
+                vault.decrypt(bytes(number_enc), b"card-number"),
+                vault.decrypt(bytes(pin_enc), b"card-pin"),
+            )
     return found
 
 
 def _fail(db: Any, *, message_id: int, redemption_id: uuid.UUID, reason: str, now: datetime, snap) -> None:
-    db.execute("UPDATE sms_messages SET status = 'failed', last_error = %s, done_at = %s, updated_at = %s"
-               " WHERE id = %s", (reason, now, now, message_id))
+    db.execute(
+        "UPDATE sms_messages SET status = 'failed', last_error = %s, done_at = %s, updated_at = %s"
+        " WHERE id = %s",
+        (reason, now, now, message_id),
+    )
     changed = db.execute(
         "UPDATE redemptions SET status = 'failed', status_reason = %s, updated_at = %s"
         " WHERE id = %s AND status IN ('accepted', 'sent') RETURNING external_id, program_id",
-        (reason, now, redemption_id)).fetchone()
+        (reason, now, redemption_id),
+    ).fetchone()
     if changed:
         program = snap.programs_by_id[changed[1]]
-        webhooks.emit(db, program_id=program.id, webhook_url=program.webhook_url, redemption_id=redemption_id,
-                      event="failed", now=now, data={"redemption_id": str(redemption_id),
-                                                     "external_id": changed[0], "status": "failed",
-                                                     "status_reason": reason})
+        webhooks.emit(
+            db,
+            program_id=program.id,
+            webhook_url=program.webhook_url,
+            redemption_id=redemption_id,
+            event="failed",
+            now=now,
+            data={
+                "redemption_id": str(redemption_id),
+                "external_id": changed[0],
+                "status": "failed",
+                "status_reason": reason,
+            },
+        )
     SMS_OUTCOMES.labels("failed").inc()
 
 
-def _mark_sent(db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provider: str, now: datetime, snap) -> None:
+def _mark_sent(
+    db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provider: str, now: datetime, snap
+) -> None:
     """Records messages the provider took: (message id, redemption id, provider ids) each. A handful of
     statements whatever the batch size."""
     if not sent:
@@ -136,16 +179,27 @@ def _mark_sent(db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provide
         "UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids, sent_at = %s,"
         " updated_at = %s, last_error = NULL FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
         " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
-        (provider, now, now, batch([{"id": message_id, "ids": ids} for message_id, _, ids in sent]),
-         [message_id for message_id, _, _ in sent]))
+        (
+            provider,
+            now,
+            now,
+            batch([{"id": message_id, "ids": ids} for message_id, _, ids in sent]),
+            [message_id for message_id, _, _ in sent],
+        ),
+    )
     changed = db.execute(
         "UPDATE redemptions SET status = 'sent', status_reason = NULL, first_sent_at = coalesce(first_sent_at, %s),"
         " updated_at = %s WHERE id = ANY(%s) AND status IN ('accepted', 'failed')"
-        " RETURNING id, external_id, program_id, code_id", (now, now, [r for _, r, _ in sent])).fetchall()
+        " RETURNING id, external_id, program_id, code_id",
+        (now, now, [r for _, r, _ in sent]),
+    ).fetchall()
     issued = [code_id for _, _, _, code_id in changed if code_id is not None]
     if issued:  # the codes have left us: they are issued now
-        db.execute("UPDATE codes SET status = 'issued', status_changed_at = %s WHERE id = ANY(%s)"
-                   " AND status = 'reserved'", (now, issued))
+        db.execute(
+            "UPDATE codes SET status = 'issued', status_changed_at = %s WHERE id = ANY(%s)"
+            " AND status = 'reserved'",
+            (now, issued),
+        )
     _emit_status(db, changed, "sent", now, snap)
     SMS_OUTCOMES.labels("sent").inc(len(sent))
 
@@ -154,10 +208,15 @@ def _emit_status(db: Any, changed: list[Any], status: str, now: datetime, snap) 
     events = []
     for redemption_id, external_id, program_id, *_ in changed:
         program = snap.programs_by_id[program_id]
-        events.append(webhooks.Event(program_id=program.id, webhook_url=program.webhook_url,
-                                     redemption_id=redemption_id, event=status,
-                                     data={"redemption_id": str(redemption_id), "external_id": external_id,
-                                           "status": status}))
+        events.append(
+            webhooks.Event(
+                program_id=program.id,
+                webhook_url=program.webhook_url,
+                redemption_id=redemption_id,
+                event=status,
+                data={"redemption_id": str(redemption_id), "external_id": external_id, "status": status},
+            )
+        )
     webhooks.emit_many(db, events, now=now)
 
 
@@ -165,9 +224,12 @@ def _delivered(db: Any, done: list[tuple[int, uuid.UUID]], *, now: datetime, sna
     """The redemptions of messages whose every part is delivered (the messages are marked by the caller)."""
     if not done:
         return
-    changed = db.execute("UPDATE redemptions SET status = 'delivered', status_reason = NULL, updated_at = %s"
-                         " WHERE id = ANY(%s) AND status IN ('sent', 'accepted', 'failed')"
-                         " RETURNING id, external_id, program_id", (now, sorted(r for _, r in done))).fetchall()
+    changed = db.execute(
+        "UPDATE redemptions SET status = 'delivered', status_reason = NULL, updated_at = %s"
+        " WHERE id = ANY(%s) AND status IN ('sent', 'accepted', 'failed')"
+        " RETURNING id, external_id, program_id",
+        (now, sorted(r for _, r in done)),
+    ).fetchall()
     _emit_status(db, changed, "delivered", now, snap)
     SMS_OUTCOMES.labels("delivered").inc(len(done))
 
@@ -181,18 +243,23 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outc
     claimed: list[Claimed] = []
     # The batch as records, and its keys as an array: the planner cannot tell how many records a
     # JSON document holds, and without `= ANY(keys)` it may scan a whole table to join them.
-    wanted, rids = batch([{"rid": j.redemption_id, "send": j.send} for j in jobs]), [j.redemption_id for j in jobs]
+    wanted, rids = (
+        batch([{"rid": j.redemption_id, "send": j.send} for j in jobs]),
+        [j.redemption_id for j in jobs],
+    )
     with transaction() as session:
         db = driver(session)
         # The deadline is the program's (or the default), counted from the redemption for the first
         # send, which is when the subscriber started waiting, and from now for a resend.
-        db.execute("INSERT INTO sms_messages (redemption_id, send, msisdn, locale, deadline_at, created_at, updated_at)"
-                   " SELECT r.id, j.send, r.msisdn, r.locale, CASE WHEN j.send = 0 THEN r.created_at ELSE %s END"
-                   " + make_interval(secs => coalesce(p.sms_deadline_hours * 3600, %s)), %s, %s"
-                   " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int) JOIN redemptions r ON r.id = j.rid"
-                   " JOIN programs p ON p.id = r.program_id"
-                   " WHERE r.id = ANY(%s) ORDER BY r.id, j.send ON CONFLICT (redemption_id, send) DO NOTHING",
-                   (now, deadline.total_seconds(), now, now, wanted, rids))
+        db.execute(
+            "INSERT INTO sms_messages (redemption_id, send, msisdn, locale, deadline_at, created_at, updated_at)"
+            " SELECT r.id, j.send, r.msisdn, r.locale, CASE WHEN j.send = 0 THEN r.created_at ELSE %s END"
+            " + make_interval(secs => coalesce(p.sms_deadline_hours * 3600, %s)), %s, %s"
+            " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int) JOIN redemptions r ON r.id = j.rid"
+            " JOIN programs p ON p.id = r.program_id"
+            " WHERE r.id = ANY(%s) ORDER BY r.id, j.send ON CONFLICT (redemption_id, send) DO NOTHING",
+            (now, deadline.total_seconds(), now, now, wanted, rids),
+        )
         cursor = db.cursor(row_factory=namedtuple_row)
         rows = cursor.execute(
             "SELECT m.id AS message_id, m.send, m.status, m.deadline_at, m.submit_started_at, m.last_error,"
@@ -201,7 +268,9 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outc
             " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int)"
             " JOIN sms_messages m ON m.redemption_id = j.rid AND m.send = j.send"
             " JOIN redemptions r ON r.id = m.redemption_id WHERE m.redemption_id = ANY(%s) AND r.id = ANY(%s)"
-            " ORDER BY m.id FOR UPDATE OF m", (wanted, rids, rids)).fetchall()
+            " ORDER BY m.id FOR UPDATE OF m",
+            (wanted, rids, rids),
+        ).fetchall()
         snap = get_snapshot(session)
         ready, cancelled = [], []
         for row in rows:
@@ -215,46 +284,73 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outc
                 waited = now - row.submit_started_at
                 if waited < in_doubt_window:
                     remaining = int((in_doubt_window - waited).total_seconds() * 1000)
-                    outcomes[job] = Outcome("retry", "a previous attempt may have reached the provider",
-                                            max(1000, remaining))
+                    outcomes[job] = Outcome(
+                        "retry", "a previous attempt may have reached the provider", max(1000, remaining)
+                    )
                     continue
                 log.warning("sms_in_doubt_expired", redemption_id=str(row.redemption_id), send=row.send)
             if now >= row.deadline_at:
-                _fail(db, message_id=row.message_id, redemption_id=row.redemption_id, now=now, snap=snap,
-                      reason=f"undelivered by the deadline: {row.last_error or 'no provider took it'}")
+                _fail(
+                    db,
+                    message_id=row.message_id,
+                    redemption_id=row.redemption_id,
+                    now=now,
+                    snap=snap,
+                    reason=f"undelivered by the deadline: {row.last_error or 'no provider took it'}",
+                )
                 outcomes[job] = Outcome("failed")
                 continue
             ready.append(row)
         if cancelled:
-            db.cursor().executemany("UPDATE sms_messages SET status = 'cancelled', updated_at = %s WHERE id = %s",
-                                    cancelled)
+            db.cursor().executemany(
+                "UPDATE sms_messages SET status = 'cancelled', updated_at = %s WHERE id = %s", cancelled
+            )
         secrets = _secrets(db, ready)
         submitting = []
         for row in ready:
             program = snap.programs_by_id[row.program_id]
             kind, fields = _fields(row, snap, secrets)
             rendered = render(program.templates, kind, row.locale, fields)
-            submitting.append({"id": row.message_id, "encoding": rendered.encoding, "segments": rendered.segments,
-                               "locale": rendered.locale})
-            claimed.append(Claimed(row.message_id, Job(row.redemption_id, row.send),
-                                   OutgoingSms(reference=f"{row.redemption_id}:{row.send}", to=row.msisdn,
-                                               sender=program.sms_sender, text=rendered.text,
-                                               encoding=rendered.encoding, segments=rendered.segments)))
+            submitting.append(
+                {
+                    "id": row.message_id,
+                    "encoding": rendered.encoding,
+                    "segments": rendered.segments,
+                    "locale": rendered.locale,
+                }
+            )
+            claimed.append(
+                Claimed(
+                    row.message_id,
+                    Job(row.redemption_id, row.send),
+                    OutgoingSms(
+                        reference=f"{row.redemption_id}:{row.send}",
+                        to=row.msisdn,
+                        sender=program.sms_sender,
+                        text=rendered.text,
+                        encoding=rendered.encoding,
+                        segments=rendered.segments,
+                    ),
+                )
+            )
         if submitting:  # the rows are locked above, in id order
             db.execute(
                 "UPDATE sms_messages m SET status = 'submitting', attempts = m.attempts + 1, submit_started_at = %s,"
                 " encoding = u.encoding, segments = u.segments, locale = u.locale, updated_at = %s, receipts = '{}'"
                 " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, encoding varchar, segments int, locale varchar)"
-                " WHERE m.id = u.id AND m.id = ANY(%s)", (now, now, batch(submitting), [r["id"] for r in submitting]))
+                " WHERE m.id = u.id AND m.id = ANY(%s)",
+                (now, now, batch(submitting), [r["id"] for r in submitting]),
+            )
     return claimed, outcomes
 
 
-def deliver_many(jobs: list[Job], *, provider: Provider | None = None,
-                 now: datetime | None = None) -> dict[Job, Outcome]:
+def deliver_many(
+    jobs: list[Job], *, provider: Provider | None = None, now: datetime | None = None
+) -> dict[Job, Outcome]:
     """Claims a batch, hands it to the provider outside any transaction, records every outcome in one
     more transaction. Safe to run again for the same jobs: settled sends are skipped, and a send whose
     outcome was never recorded is in doubt, never resent blindly."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     claimed, outcomes = claim(jobs, now)
     if not claimed:
         return outcomes
@@ -288,21 +384,31 @@ def _record(*, sent, pending, in_doubt, permanent, provider: str, attempts: int 
     """The outcomes of a submitted batch, in one transaction. Retried on a lock conflict (it is all
     idempotent); if it still fails, the messages stay `submitting` and their receipts settle them."""
     for attempt in range(attempts):
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         try:
             with transaction() as session:
                 db = driver(session)
                 snap = get_snapshot(session)
                 _mark_sent(db, sent, provider=provider, now=now, snap=snap)
                 if pending:
-                    db.cursor().executemany("UPDATE sms_messages SET status = 'pending', last_error = %s,"
-                                            " updated_at = %s WHERE id = %s", pending)
+                    db.cursor().executemany(
+                        "UPDATE sms_messages SET status = 'pending', last_error = %s,"
+                        " updated_at = %s WHERE id = %s",
+                        pending,
+                    )
                 if in_doubt:
-                    db.cursor().executemany("UPDATE sms_messages SET last_error = %s, updated_at = %s WHERE id = %s",
-                                            in_doubt)
+                    db.cursor().executemany(
+                        "UPDATE sms_messages SET last_error = %s, updated_at = %s WHERE id = %s", in_doubt
+                    )
                 for c, reason in permanent:
-                    _fail(db, message_id=c.message_id, redemption_id=c.job.redemption_id, reason=reason, now=now,
-                          snap=snap)
+                    _fail(
+                        db,
+                        message_id=c.message_id,
+                        redemption_id=c.job.redemption_id,
+                        reason=reason,
+                        now=now,
+                        snap=snap,
+                    )
             return
         except (OperationalError, sqlalchemy.exc.OperationalError) as exc:
             if attempt == attempts - 1:
@@ -311,8 +417,9 @@ def _record(*, sent, pending, in_doubt, permanent, provider: str, attempts: int 
             time.sleep(0.05 * (attempt + 1))
 
 
-def deliver(redemption_id: uuid.UUID, send: int, *, provider: Provider | None = None,
-            now: datetime | None = None) -> str:
+def deliver(
+    redemption_id: uuid.UUID, send: int, *, provider: Provider | None = None, now: datetime | None = None
+) -> str:
     """One send: "sent", "failed" or "nothing to do"; raises TransientSmsError (retry with backoff)
     or RetryLater (retry at a given time)."""
     job = Job(redemption_id, send)
@@ -324,8 +431,9 @@ def deliver(redemption_id: uuid.UUID, send: int, *, provider: Provider | None = 
     return outcome.result
 
 
-def apply_receipt(provider: str, message_id: str, state: str, destination: str | None = None,
-                  now: datetime | None = None) -> bool:
+def apply_receipt(
+    provider: str, message_id: str, state: str, destination: str | None = None, now: datetime | None = None
+) -> bool:
     """One delivery receipt (see `apply_receipts`); raises ReceiptTooEarly if it cannot be placed yet."""
     error = apply_receipts(provider, [Receipt(message_id, state, destination)], now)[0]
     if error is not None:
@@ -336,6 +444,7 @@ def apply_receipt(provider: str, message_id: str, state: str, destination: str |
 @dataclass
 class _Receipted:
     """A message some receipts of the batch belong to, as the batch leaves it."""
+
     redemption_id: uuid.UUID
     status: str
     ids: list[str]
@@ -348,10 +457,13 @@ class _Receipted:
 RECEIPTED_MESSAGES = (
     "SELECT id, redemption_id, status, provider_message_ids, receipts, segments FROM sms_messages"
     " WHERE id = ANY(ARRAY(SELECT sms_message_id FROM sms_provider_messages WHERE provider = %s"
-    " AND provider_message_id = ANY(%s))) ORDER BY id FOR UPDATE")
+    " AND provider_message_id = ANY(%s))) ORDER BY id FOR UPDATE"
+)
 
 
-def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None = None) -> list[Exception | None]:
+def apply_receipts(
+    provider: str, receipts: list[Receipt], now: datetime | None = None
+) -> list[Exception | None]:
     """Delivery receipts, in one transaction: final states settle the message and the redemption.
 
     A receipt is placed by its provider's message id (on the newest message with that id: providers
@@ -362,7 +474,7 @@ def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None 
 
     Per receipt: None, or ReceiptTooEarly (usually it overtook the commit of its own submit) for the
     provider to offer it again."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     errors: list[Exception | None] = [None] * len(receipts)
     with transaction() as session:
         db = driver(session)
@@ -370,8 +482,11 @@ def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None 
         messages: dict[int, _Receipted] = {}
         by_id = {}
         for sms_id, redemption_id, status, ids, seen, segments in db.execute(
-                RECEIPTED_MESSAGES, (provider, [r.message_id for r in receipts])):
-            messages[sms_id] = _Receipted(redemption_id, status, list(ids), dict(seen or {}), segments or 1, False)
+            RECEIPTED_MESSAGES, (provider, [r.message_id for r in receipts])
+        ):
+            messages[sms_id] = _Receipted(
+                redemption_id, status, list(ids), dict(seen or {}), segments or 1, False
+            )
             by_id.update({message_id: sms_id for message_id in ids})
         unplaced, placed = [], set()
         for index, receipt in enumerate(receipts):
@@ -384,19 +499,24 @@ def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None 
         in_doubt: dict[str, tuple[int, datetime]] = {}  # destination -> its earliest in-doubt attempt
         if destinations:
             for sms_id, redemption_id, msisdn, started, seen, segments in db.execute(
-                    "SELECT id, redemption_id, msisdn, submit_started_at, receipts, segments FROM sms_messages"
-                    " WHERE status = 'submitting' AND msisdn = ANY(%s) ORDER BY id FOR UPDATE", (list(destinations),)):
+                "SELECT id, redemption_id, msisdn, submit_started_at, receipts, segments FROM sms_messages"
+                " WHERE status = 'submitting' AND msisdn = ANY(%s) ORDER BY id FOR UPDATE",
+                (list(destinations),),
+            ):
                 if msisdn not in in_doubt or started < in_doubt[msisdn][1]:
                     in_doubt[msisdn] = (sms_id, started)
-                messages.setdefault(sms_id, _Receipted(redemption_id, "submitting", [], dict(seen or {}),
-                                                       segments or 1, True))
+                messages.setdefault(
+                    sms_id, _Receipted(redemption_id, "submitting", [], dict(seen or {}), segments or 1, True)
+                )
         for index in unplaced:
             receipt = receipts[index]
             attempt = in_doubt.get(_e164(receipt.destination)) if receipt.destination else None
             if attempt is None:
                 errors[index] = ReceiptTooEarly(f"no message {receipt.message_id} (yet)")
             elif now - attempt[1] < SUBMIT_GRACE:
-                errors[index] = ReceiptTooEarly(f"the submit of message {receipt.message_id} is still being recorded")
+                errors[index] = ReceiptTooEarly(
+                    f"the submit of message {receipt.message_id} is still being recorded"
+                )
             else:
                 messages[attempt[0]].seen[receipt.message_id] = receipt.state
                 placed.add(attempt[0])
@@ -405,8 +525,13 @@ def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None 
         for sms_id, m in settled:
             log.info("sms_in_doubt_settled_by_receipt", redemption_id=str(m.redemption_id))
             m.status, m.ids = "sent", sorted(m.seen)
-        _mark_sent(db, [(sms_id, m.redemption_id, m.ids) for sms_id, m in settled], provider=provider, now=now,
-                   snap=snap)
+        _mark_sent(
+            db,
+            [(sms_id, m.redemption_id, m.ids) for sms_id, m in settled],
+            provider=provider,
+            now=now,
+            snap=snap,
+        )
         delivered, failed = [], []
         for sms_id, m in touched.items():
             if m.status != "sent":
@@ -426,11 +551,27 @@ def apply_receipts(provider: str, receipts: list[Receipt], now: datetime | None 
                 " done_at = CASE WHEN u.delivered THEN %s ELSE m.done_at END"
                 " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, seen jsonb, delivered bool)"
                 " WHERE m.id = u.id AND m.id = ANY(%s)",
-                (now, now, batch([{"id": sms_id, "seen": m.seen, "delivered": sms_id in done}
-                                  for sms_id, m in touched.items()]), list(touched)))
+                (
+                    now,
+                    now,
+                    batch(
+                        [
+                            {"id": sms_id, "seen": m.seen, "delivered": sms_id in done}
+                            for sms_id, m in touched.items()
+                        ]
+                    ),
+                    list(touched),
+                ),
+            )
         for sms_id, m, state in failed:
-            _fail(db, message_id=sms_id, redemption_id=m.redemption_id, now=now, snap=snap,
-                  reason=f"undeliverable: {state}")
+            _fail(
+                db,
+                message_id=sms_id,
+                redemption_id=m.redemption_id,
+                now=now,
+                snap=snap,
+                reason=f"undeliverable: {state}",
+            )
         _delivered(db, delivered, now=now, snap=snap)
     return errors
 

@@ -10,6 +10,7 @@ Its PDUs are read and written by the small codec below rather than by smpplib: t
 (our SMPP session) encodes with smpplib, so every test checks smpplib's PDUs against a second,
 independent reading of SMPP 3.4; and the stand-in for the operator's SMSC costs the benchmark a
 fraction of what smpplib's generic PDU objects cost."""
+
 from __future__ import annotations
 
 import collections
@@ -53,6 +54,7 @@ def pdu_bytes(command_id: int, sequence: int, body: bytes = b"", status: int = E
 @dataclass
 class Submit:
     """The fields of a submit_sm this SMSC looks at."""
+
     source_addr: str
     destination_addr: str
     esm_class: int
@@ -68,7 +70,7 @@ def parse_submit(body: bytes) -> Submit:
     _schedule, at = _cstring(body, at + 3)  # after esm_class, protocol_id, priority_flag
     _validity, at = _cstring(body, at)
     data_coding, sm_length = body[at + 2], body[at + 4]  # registered_delivery, replace_if_present first
-    short_message = body[at + 5:at + 5 + sm_length]
+    short_message = body[at + 5 : at + 5 + sm_length]
     return Submit(source.decode(), destination.decode(), esm_class, data_coding, short_message)
 
 
@@ -80,12 +82,21 @@ def parse_bind(body: bytes) -> tuple[str, str]:
 
 def receipt_pdu(sequence: int, message_id: str, destination: str, text: bytes, with_tlv: bool) -> bytes:
     """A deliver_sm carrying a delivery receipt (esm_class 0x04) from the handset `destination`."""
-    body = b"".join((
-        b"\0", b"\x01\x01", destination.encode(), b"\0",  # service_type, source ton/npi, source_addr
-        b"\x05\x00", b"rewards\0",  # dest ton/npi, destination_addr
-        b"\x04\x00\x00", b"\0\0",  # esm_class, protocol_id, priority_flag; schedule, validity
-        b"\x00\x00\x00\x00", bytes([len(text)]), text,  # registered_delivery .. sm_default_msg_id
-    ))
+    body = b"".join(
+        (
+            b"\0",
+            b"\x01\x01",
+            destination.encode(),
+            b"\0",  # service_type, source ton/npi, source_addr
+            b"\x05\x00",
+            b"rewards\0",  # dest ton/npi, destination_addr
+            b"\x04\x00\x00",
+            b"\0\0",  # esm_class, protocol_id, priority_flag; schedule, validity
+            b"\x00\x00\x00\x00",
+            bytes([len(text)]),
+            text,  # registered_delivery .. sm_default_msg_id
+        )
+    )
     if with_tlv:
         value = message_id.encode() + b"\0"
         body += struct.pack(">HH", TAG_RECEIPTED_MESSAGE_ID, len(value)) + value
@@ -119,9 +130,17 @@ class _Session:
 
 
 class TestSmsc:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, receipt_delay: float = 0.0,
-                 receipt_state: str = "DELIVRD", receipt_tlv: bool = True, password: str | None = None,
-                 record: str | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        receipt_delay: float = 0.0,
+        receipt_state: str = "DELIVRD",
+        receipt_tlv: bool = True,
+        password: str | None = None,
+        record: str | None = None,
+    ):
         self.receipt_delay = receipt_delay
         # One JSON line per complete message (destination, parts, CLOCK_MONOTONIC times), for a
         # benchmark that runs the SMSC in a process of its own.
@@ -148,8 +167,10 @@ class TestSmsc:
         self._server = socket.create_server((host, port), reuse_port=False)
         self._server.settimeout(0.2)
         self.host, self.port = self._server.getsockname()[:2]
-        self._threads = [threading.Thread(target=self._accept_loop, daemon=True, name="smsc-accept"),
-                         threading.Thread(target=self._receipt_loop, daemon=True, name="smsc-receipts")]
+        self._threads = [
+            threading.Thread(target=self._accept_loop, daemon=True, name="smsc-accept"),
+            threading.Thread(target=self._receipt_loop, daemon=True, name="smsc-receipts"),
+        ]
 
     # control ---------------------------------------------------------------------------------
     def start(self) -> TestSmsc:
@@ -207,7 +228,7 @@ class TestSmsc:
         while not self._stop.is_set():
             try:
                 sock, _ = self._server.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             if time.monotonic() < self.drop_until:
                 sock.close()
@@ -300,27 +321,41 @@ class TestSmsc:
             key = (destination, ref)
             with self._lock:
                 parts = self._parts.setdefault(key, {})
-                parts[seq] = (raw[udh_len + 1:], message_id, arrived)
+                parts[seq] = (raw[udh_len + 1 :], message_id, arrived)
                 if len(parts) == total:
                     ordered = [parts[i] for i in range(1, total + 1)]
                     del self._parts[key]
-                    complete = (b"".join(p[0] for p in ordered), [p[1] for p in ordered], ref, total,
-                                min(p[2] for p in ordered))
+                    complete = (
+                        b"".join(p[0] for p in ordered),
+                        [p[1] for p in ordered],
+                        ref,
+                        total,
+                        min(p[2] for p in ordered),
+                    )
         else:
             complete = (raw, [message_id], None, 1, arrived)
         session.send(pdu_bytes(SUBMIT_SM | RESP, sequence, message_id.encode() + b"\0"))
         if complete:
             payload, ids, ref, total, first_at = complete
             text = payload.decode("utf-16-be") if encoding == "UCS-2" else decode_gsm7(payload)
-            received = ReceivedSms("+" + destination, sender, text, encoding, total, ids, ref, time.monotonic(),
-                                   first_at)
+            received = ReceivedSms(
+                "+" + destination, sender, text, encoding, total, ids, ref, time.monotonic(), first_at
+            )
             with self._lock:
                 self.received.append(received)
                 if self._record:
-                    self._record.write(json.dumps({"to": received.to, "segments": total, "first_part_at": first_at,
-                                                   "received_at": received.received_at,
-                                                   "first_part_unix": time.time() - time.monotonic() + first_at})
-                                       + "\n")
+                    self._record.write(
+                        json.dumps(
+                            {
+                                "to": received.to,
+                                "segments": total,
+                                "first_part_at": first_at,
+                                "received_at": received.received_at,
+                                "first_part_unix": time.time() - time.monotonic() + first_at,
+                            }
+                        )
+                        + "\n"
+                    )
         due = time.monotonic() + self.receipt_delay
         with self._lock:
             self._receipts[session.system_id or ""].append((due, message_id, destination))
@@ -335,8 +370,10 @@ class TestSmsc:
                 while queue and queue[0][0] <= time.monotonic():
                     _, message_id, destination = queue[0]
                     stamp = time.strftime("%y%m%d%H%M")
-                    text = (f"id:{message_id} sub:001 dlvrd:{'001' if self.receipt_state == 'DELIVRD' else '000'}"
-                            f" submit date:{stamp} done date:{stamp} stat:{self.receipt_state} err:000 text:")
+                    text = (
+                        f"id:{message_id} sub:001 dlvrd:{'001' if self.receipt_state == 'DELIVRD' else '000'}"
+                        f" submit date:{stamp} done date:{stamp} stat:{self.receipt_state} err:000 text:"
+                    )
                     sequence = next(_sequences)
                     pdu = receipt_pdu(sequence, message_id, destination, text.encode(), self.receipt_tlv)
                     with self._lock:

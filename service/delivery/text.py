@@ -1,15 +1,28 @@
 """SMS text: the program's template in the subscriber's locale, encoded as GSM-7 when every
 character fits (extension characters cost two septets) and as UCS-2 otherwise, split into
 concatenated parts (UDH 05 00 03 ref total seq) that never cut an escape pair or a surrogate pair."""
+
 from __future__ import annotations
 
 import string
 from dataclasses import dataclass
 
-GSM7_BASIC = ("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-              "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
-GSM7_EXTENSION = {"\f": 0x0A, "^": 0x14, "{": 0x28, "}": 0x29, "\\": 0x2F, "[": 0x3C, "~": 0x3D, "]": 0x3E,
-                  "|": 0x40, "€": 0x65}
+GSM7_BASIC = (
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+GSM7_EXTENSION = {
+    "\f": 0x0A,
+    "^": 0x14,
+    "{": 0x28,
+    "}": 0x29,
+    "\\": 0x2F,
+    "[": 0x3C,
+    "~": 0x3D,
+    "]": 0x3E,
+    "|": 0x40,
+    "€": 0x65,
+}
 _BASIC_INDEX = {ch: i for i, ch in enumerate(GSM7_BASIC) if ch != "\x1b"}
 
 GSM7, UCS2 = "GSM-7", "UCS-2"
@@ -22,7 +35,8 @@ _GSM7_CHARS = frozenset(_BASIC_INDEX) | frozenset(GSM7_EXTENSION)
 # str.translate to septet values, one char per septet (an extension character becomes ESC + its code),
 # so that a whole text is packed by one C-level translate and encode instead of a loop per character.
 _GSM7_SEPTETS = {ord(ch): chr(i) for ch, i in _BASIC_INDEX.items()} | {
-    ord(ch): "\x1b" + chr(code) for ch, code in GSM7_EXTENSION.items()}
+    ord(ch): "\x1b" + chr(code) for ch, code in GSM7_EXTENSION.items()
+}
 
 
 def encoding_for(text: str) -> str:

@@ -3,6 +3,7 @@
 Body: {"id", "type", "created_at", "data": {...}}. Headers: Rewards-Event-Id, Rewards-Timestamp
 (Unix seconds) and Rewards-Signature: v1=<hex HMAC-SHA256 over "<timestamp>.<body>">, keyed with the
 program's webhook secret (`rewards webhooks secret PROGRAM`). At least once: consumers dedupe by id."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +15,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -46,8 +47,9 @@ def _derived_secret(encryption_key: str, program_code: str) -> bytes:
     import base64
 
     master = base64.b64decode(encryption_key)
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=b"rewards/webhook/" + program_code.encode()).derive(master)
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"rewards/webhook/" + program_code.encode()
+    ).derive(master)
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -63,8 +65,16 @@ class Event:
     data: dict[str, Any]
 
 
-def emit(db: Any, *, program_id: int, webhook_url: str | None, redemption_id: uuid.UUID, event: str,
-         data: dict[str, Any], now: datetime) -> None:
+def emit(
+    db: Any,
+    *,
+    program_id: int,
+    webhook_url: str | None,
+    redemption_id: uuid.UUID,
+    event: str,
+    data: dict[str, Any],
+    now: datetime,
+) -> None:
     """Writes the event and its outbox row; call inside the transaction that changes the status."""
     emit_many(db, [Event(program_id, webhook_url, redemption_id, event, data)], now=now)
 
@@ -75,20 +85,39 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
         if not e.webhook_url:
             continue
         event_id = uuid.uuid4()
-        payload = {"id": str(event_id), "type": f"redemption.{e.event}", "created_at": now.isoformat(), "data": e.data}
-        rows.append({"id": event_id, "program_id": e.program_id, "redemption_id": e.redemption_id,
-                     "type": payload["type"], "payload": payload, "message_id": uuid.uuid4(), "n": len(rows)})
+        payload = {
+            "id": str(event_id),
+            "type": f"redemption.{e.event}",
+            "created_at": now.isoformat(),
+            "data": e.data,
+        }
+        rows.append(
+            {
+                "id": event_id,
+                "program_id": e.program_id,
+                "redemption_id": e.redemption_id,
+                "type": payload["type"],
+                "payload": payload,
+                "message_id": uuid.uuid4(),
+                "n": len(rows),
+            }
+        )
     if not rows:
         return
     # Two statements whatever the number of events, each reading one JSON document.
     events_json = batch(rows)
-    db.execute("INSERT INTO webhook_events (id, program_id, redemption_id, type, payload, created_at)"
-               " SELECT id, program_id, redemption_id, type, payload, %s FROM jsonb_to_recordset(%s::jsonb)"
-               " AS e(id uuid, program_id int, redemption_id uuid, type varchar, payload jsonb)", (now, events_json))
-    db.execute("INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
-               " SELECT message_id, %s, %s, jsonb_build_object('event_id', id), %s"
-               " FROM jsonb_to_recordset(%s::jsonb) AS e(message_id uuid, id uuid, n int) ORDER BY n",
-               (WEBHOOK_QUEUE, WEBHOOK_ACTOR, now, events_json))
+    db.execute(
+        "INSERT INTO webhook_events (id, program_id, redemption_id, type, payload, created_at)"
+        " SELECT id, program_id, redemption_id, type, payload, %s FROM jsonb_to_recordset(%s::jsonb)"
+        " AS e(id uuid, program_id int, redemption_id uuid, type varchar, payload jsonb)",
+        (now, events_json),
+    )
+    db.execute(
+        "INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
+        " SELECT message_id, %s, %s, jsonb_build_object('event_id', id), %s"
+        " FROM jsonb_to_recordset(%s::jsonb) AS e(message_id uuid, id uuid, n int) ORDER BY n",
+        (WEBHOOK_QUEUE, WEBHOOK_ACTOR, now, events_json),
+    )
 
 
 class _Connections(threading.local):
@@ -149,13 +178,18 @@ _pool = ThreadPoolExecutor(max_workers=POSTING_THREADS, thread_name_prefix="webh
 def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -> dict[uuid.UUID, str]:
     """Several events at once: one read, the POSTs side by side, one write. Per event: "delivered",
     "done" (nothing to do), "given_up" or "retry: <what the receiver did>"."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     results = {event_id: "done" for event_id in event_ids}
     with transaction() as session:
-        rows = driver(session).execute(
-            "SELECT e.id, e.payload, e.created_at, e.delivered_at, e.given_up_at, p.webhook_url, p.code"
-            " FROM webhook_events e JOIN programs p ON p.id = e.program_id WHERE e.id = ANY(%s)",
-            (list(results),)).fetchall()
+        rows = (
+            driver(session)
+            .execute(
+                "SELECT e.id, e.payload, e.created_at, e.delivered_at, e.given_up_at, p.webhook_url, p.code"
+                " FROM webhook_events e JOIN programs p ON p.id = e.program_id WHERE e.id = ANY(%s)",
+                (list(results),),
+            )
+            .fetchall()
+        )
     due = [row for row in rows if not (row[3] or row[4] or not row[5])]
     if not due:
         return results
@@ -169,7 +203,9 @@ def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
     attempts, delivered, given_up = [], [], []
     for row, (status_code, error, took) in zip(due, posted):
         event_id = row[0]
-        attempts.append({"event_id": event_id, "status_code": status_code, "error": error, "duration_ms": took})
+        attempts.append(
+            {"event_id": event_id, "status_code": status_code, "error": error, "duration_ms": took}
+        )
         if status_code is not None and 200 <= status_code < 300:
             delivered.append(event_id)
             results[event_id] = "delivered"
@@ -181,9 +217,12 @@ def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
             results[event_id] = f"retry: receiver answered {status_code or error}"
     with transaction() as session:
         db = driver(session)
-        db.execute("INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)"
-                   " SELECT event_id, %s, status_code, error, duration_ms FROM jsonb_to_recordset(%s::jsonb)"
-                   " AS a(event_id uuid, status_code int, error text, duration_ms int)", (now, batch(attempts)))
+        db.execute(
+            "INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)"
+            " SELECT event_id, %s, status_code, error, duration_ms FROM jsonb_to_recordset(%s::jsonb)"
+            " AS a(event_id uuid, status_code int, error text, duration_ms int)",
+            (now, batch(attempts)),
+        )
         if delivered:
             db.execute("UPDATE webhook_events SET delivered_at = %s WHERE id = ANY(%s)", (now, delivered))
         if given_up:
@@ -199,8 +238,12 @@ def _post(row: Any) -> tuple[int | None, str | None, int]:
     event_id, payload, _, _, _, url, program = row
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     timestamp = int(time.time())
-    headers = {"Content-Type": "application/json", "Rewards-Event-Id": str(event_id),
-               "Rewards-Timestamp": str(timestamp), "Rewards-Signature": sign(program_secret(program), timestamp, body)}
+    headers = {
+        "Content-Type": "application/json",
+        "Rewards-Event-Id": str(event_id),
+        "Rewards-Timestamp": str(timestamp),
+        "Rewards-Signature": sign(program_secret(program), timestamp, body),
+    }
     started = time.perf_counter()
     status_code, error = None, None
     try:

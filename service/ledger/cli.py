@@ -1,10 +1,11 @@
 """`rewards export` and `rewards periods close|show|download`, registered on the main CLI app."""
+
 from __future__ import annotations
 
 import json
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,15 +21,15 @@ def _fail(exc) -> None:
 
 
 def export(
-        output: Annotated[Path, typer.Option("--output", "-o", help="File to write")],
-        format: Annotated[str, typer.Option(help="csv, jsonl or xlsx")] = "csv",
-        period: Annotated[Optional[str], typer.Option(help="Booked period YYYY-MM")] = None,
-        date_from: Annotated[Optional[str], typer.Option("--from", help="First local date YYYY-MM-DD")] = None,
-        date_to: Annotated[Optional[str], typer.Option("--to", help="Last local date YYYY-MM-DD")] = None,
-        program: Annotated[Optional[str], typer.Option(help="Program code")] = None,
-        partner: Annotated[Optional[str], typer.Option(help="Partner code")] = None,
-        sku: Annotated[Optional[str], typer.Option(help="Product sku")] = None,
-        type: Annotated[Optional[list[str]], typer.Option("--type", help="Record type (repeatable)")] = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write")],
+    format: Annotated[str, typer.Option(help="csv, jsonl or xlsx")] = "csv",
+    period: Annotated[str | None, typer.Option(help="Booked period YYYY-MM")] = None,
+    date_from: Annotated[str | None, typer.Option("--from", help="First local date YYYY-MM-DD")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="Last local date YYYY-MM-DD")] = None,
+    program: Annotated[str | None, typer.Option(help="Program code")] = None,
+    partner: Annotated[str | None, typer.Option(help="Partner code")] = None,
+    sku: Annotated[str | None, typer.Option(help="Product sku")] = None,
+    type: Annotated[list[str] | None, typer.Option("--type", help="Record type (repeatable)")] = None,
 ) -> None:
     """Export reconciliation records to a file (streamed, constant memory), with progress."""
     from service.db import get_engine
@@ -52,8 +53,15 @@ def export(
         raise typer.Exit(2) from None
     with runtime():
         try:
-            flt = resolve_filter(period=period, date_from=start, date_to=end, program=program, partner=partner,
-                                 sku=sku, types=type)
+            flt = resolve_filter(
+                period=period,
+                date_from=start,
+                date_to=end,
+                program=program,
+                partner=partner,
+                sku=sku,
+                types=type,
+            )
         except Problem as exc:
             _fail(exc)
         with get_engine().connect() as connection:
@@ -61,21 +69,34 @@ def export(
             db.rollback()
             db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             total = count_records(db, flt)
-            with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console) as bar, \
-                    output.open("wb") as fh:
+            with (
+                Progress(
+                    TextColumn("[bold]{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.percentage:>3.0f}%"),
+                    TimeElapsedColumn(),
+                    console=console,
+                ) as bar,
+                output.open("wb") as fh,
+            ):
                 task = bar.add_task(f"export {format}", total=total)
                 for chunk in iter_export(db, flt, format, progress=lambda n: bar.advance(task, n)):
                     fh.write(chunk)
                 bar.update(task, completed=total)
             connection.rollback()
-    typer.echo(json.dumps({"records": total, "format": format, "output": str(output),
-                           "bytes": output.stat().st_size}))
+    typer.echo(
+        json.dumps(
+            {"records": total, "format": format, "output": str(output), "bytes": output.stat().st_size}
+        )
+    )
 
 
 @periods_app.command("close")
-def periods_close(month: Annotated[str, typer.Argument(help="YYYY-MM")],
-                  program: Annotated[str, typer.Option(help="Program code")]) -> None:
+def periods_close(
+    month: Annotated[str, typer.Argument(help="YYYY-MM")],
+    program: Annotated[str, typer.Option(help="Program code")],
+) -> None:
     """Close a month of a program: freeze totals, produce the act and the registry (idempotent)."""
     from service.errors import Problem
     from service.ledger.periods import close_period, parse_month
@@ -91,8 +112,10 @@ def periods_close(month: Annotated[str, typer.Argument(help="YYYY-MM")],
 
 
 @periods_app.command("show")
-def periods_show(month: Annotated[str, typer.Argument(help="YYYY-MM")],
-                 program: Annotated[str, typer.Option(help="Program code")]) -> None:
+def periods_show(
+    month: Annotated[str, typer.Argument(help="YYYY-MM")],
+    program: Annotated[str, typer.Option(help="Program code")],
+) -> None:
     """Status, totals and documents (with SHA-256) of a month."""
     from service.errors import Problem
     from service.ledger.periods import parse_month, period_view
@@ -107,9 +130,11 @@ def periods_show(month: Annotated[str, typer.Argument(help="YYYY-MM")],
 
 
 @periods_app.command("download")
-def periods_download(month: Annotated[str, typer.Argument(help="YYYY-MM")],
-                     program: Annotated[str, typer.Option(help="Program code")],
-                     output: Annotated[Path, typer.Option("--output", "-o", help="Folder")] = Path(".")) -> None:
+def periods_download(
+    month: Annotated[str, typer.Argument(help="YYYY-MM")],
+    program: Annotated[str, typer.Option(help="Program code")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder")] = Path("."),
+) -> None:
     """Write the closing documents of a closed month into a folder, checking each SHA-256."""
     import hashlib
 

@@ -4,6 +4,7 @@ totals per record type, the registry's numbers and SHA-256, signature blocks.
 Text is real text in an embedded Unicode TrueType font (Roboto, shipped by the `font-roboto` PyPI
 package: Cyrillic including the Kazakh letters and the tenge sign), so it can be searched, copied
 and extracted; amounts are formatted from integer minor units."""
+
 from __future__ import annotations
 
 from datetime import date, datetime
@@ -13,11 +14,40 @@ from typing import Any
 
 from service.money import to_decimal_string
 
-MONTHS_RU = ("январь", "февраль", "март", "апрель", "май", "июнь", "июль", "август", "сентябрь", "октябрь",
-             "ноябрь", "декабрь")
-MONTHS_KK = ("қаңтар", "ақпан", "наурыз", "сәуір", "мамыр", "маусым", "шілде", "тамыз", "қыркүйек", "қазан",
-             "қараша", "желтоқсан")
-TYPES_RU = {"issue": "Выдача", "cancel": "Отмена (сторно)", "exchange": "Обмен карты", "breakage": "Истечение (breakage)"}
+MONTHS_RU = (
+    "январь",
+    "февраль",
+    "март",
+    "апрель",
+    "май",
+    "июнь",
+    "июль",
+    "август",
+    "сентябрь",
+    "октябрь",
+    "ноябрь",
+    "декабрь",
+)
+MONTHS_KK = (
+    "қаңтар",
+    "ақпан",
+    "наурыз",
+    "сәуір",
+    "мамыр",
+    "маусым",
+    "шілде",
+    "тамыз",
+    "қыркүйек",
+    "қазан",
+    "қараша",
+    "желтоқсан",
+)
+TYPES_RU = {
+    "issue": "Выдача",
+    "cancel": "Отмена (сторно)",
+    "exchange": "Обмен карты",
+    "breakage": "Истечение (breakage)",
+}
 CURRENCY_SIGN = {"KZT": "₸"}
 
 
@@ -50,8 +80,9 @@ def month_title_ru(month: date) -> str:
     return f"{MONTHS_RU[month.month - 1]} {month.year} г."
 
 
-def render_act(*, period: dict[str, Any], program: dict[str, Any], totals: dict[str, Any],
-               registry: dict[str, str]) -> bytes:
+def render_act(
+    *, period: dict[str, Any], program: dict[str, Any], totals: dict[str, Any], registry: dict[str, str]
+) -> bytes:
     """period: month, act_number, registry_number, closed_at (aware, local); program: code, name,
     timezone, currency; totals: as frozen by the close; registry: kind -> sha256."""
     from fpdf import FPDF
@@ -78,72 +109,151 @@ def render_act(*, period: dict[str, Any], program: dict[str, Any], totals: dict[
     pdf.set_font("Roboto", "B", 16)
     pdf.cell(width, 9, f"АКТ № {period['act_number']}", align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Roboto", "", 12)
-    pdf.cell(width, 6, f"выдачи цифровых вознаграждений за {month_title_ru(month)}", align="C",
-             new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(
+        width,
+        6,
+        f"выдачи цифровых вознаграждений за {month_title_ru(month)}",
+        align="C",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     pdf.set_font("Roboto", "", 10)
-    pdf.cell(width, 5, f"Цифрлық сыйақыларды беру актісі — {month.year} ж. {MONTHS_KK[month.month - 1]}",
-             align="C", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(
+        width,
+        5,
+        f"Цифрлық сыйақыларды беру актісі — {month.year} ж. {MONTHS_KK[month.month - 1]}",
+        align="C",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     pdf.ln(3)
     pdf.cell(width / 2, 5, "г. Алматы")
-    pdf.cell(width / 2, 5, f"Дата составления: {closed_local:%d.%m.%Y}", align="R", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(
+        width / 2, 5, f"Дата составления: {closed_local:%d.%m.%Y}", align="R", new_x="LMARGIN", new_y="NEXT"
+    )
     pdf.ln(2)
     last_day = (date(month.year + (month.month == 12), month.month % 12 + 1, 1)).toordinal() - 1
-    pdf.multi_cell(width, 5,
-                   f"Программа лояльности: {program['name']} ({program['code']}). "
-                   f"Отчётный период: {month:%d.%m.%Y} — {date.fromordinal(last_day):%d.%m.%Y} "
-                   f"(часовой пояс {program['timezone']}). Валюта: {currency}. "
-                   f"Все суммы в {sign}; НДС включён в номинал.",
-                   new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(
+        width,
+        5,
+        f"Программа лояльности: {program['name']} ({program['code']}). "
+        f"Отчётный период: {month:%d.%m.%Y} — {date.fromordinal(last_day):%d.%m.%Y} "
+        f"(часовой пояс {program['timezone']}). Валюта: {currency}. "
+        f"Все суммы в {sign}; НДС включён в номинал.",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     pdf.ln(3)
 
     pdf.set_font("Roboto", "B", 11)
     pdf.cell(width, 6, "1. Итоги по товарам", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Roboto", "", 8.5)
-    header = ("№", "Артикул / товар", "Партнёр", "Кол-во", f"Номинал, {sign}", f"Себестоимость, {sign}",
-              "НДС, %", f"в т.ч. НДС, {sign}")
+    header = (
+        "№",
+        "Артикул / товар",
+        "Партнёр",
+        "Кол-во",
+        f"Номинал, {sign}",
+        f"Себестоимость, {sign}",
+        "НДС, %",
+        f"в т.ч. НДС, {sign}",
+    )
     head_style = FontFace(emphasis="BOLD", fill_color=(230, 230, 230))
-    with pdf.table(col_widths=(8, 92, 40, 16, 30, 32, 14, 30), text_align=("CENTER", "LEFT", "LEFT", "RIGHT",
-                   "RIGHT", "RIGHT", "RIGHT", "RIGHT"), headings_style=head_style, line_height=5,
-                   width=width) as table:
+    with pdf.table(
+        col_widths=(8, 92, 40, 16, 30, 32, 14, 30),
+        text_align=("CENTER", "LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
+        headings_style=head_style,
+        line_height=5,
+        width=width,
+    ) as table:
         table.row(header)
         for i, line in enumerate(totals["by_product"], start=1):
             cur = line["currency"]
-            table.row((str(i), f"{line['sku']} — {line['name']}", line.get("partner_name") or line.get("partner") or "—",
-                       str(line["quantity"]), amount(line["face_value_minor"], cur), amount(line["cost_minor"], cur),
-                       rate(line["vat_rate_bp"]), amount(line["vat_minor"], cur)))
+            table.row(
+                (
+                    str(i),
+                    f"{line['sku']} — {line['name']}",
+                    line.get("partner_name") or line.get("partner") or "—",
+                    str(line["quantity"]),
+                    amount(line["face_value_minor"], cur),
+                    amount(line["cost_minor"], cur),
+                    rate(line["vat_rate_bp"]),
+                    amount(line["vat_minor"], cur),
+                )
+            )
         for cur, t in sorted(totals["by_currency"].items()):
-            table.row(("", f"Итого ({cur})", "", str(t["quantity"]), amount(t["face_value_minor"], cur),
-                       amount(t["cost_minor"], cur), "", amount(t["vat_minor"], cur)), style=head_style)
+            table.row(
+                (
+                    "",
+                    f"Итого ({cur})",
+                    "",
+                    str(t["quantity"]),
+                    amount(t["face_value_minor"], cur),
+                    amount(t["cost_minor"], cur),
+                    "",
+                    amount(t["vat_minor"], cur),
+                ),
+                style=head_style,
+            )
     pdf.ln(4)
 
     pdf.set_font("Roboto", "B", 11)
     pdf.cell(width, 6, "2. Итоги по видам операций", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Roboto", "", 8.5)
-    with pdf.table(col_widths=(70, 25, 20, 35, 35, 35), text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT",
-                   "RIGHT"), headings_style=head_style, line_height=5, width=220, align="LEFT") as table:
-        table.row(("Вид операции", "Записей", "Кол-во", f"Номинал, {sign}", f"Себестоимость, {sign}",
-                   f"в т.ч. НДС, {sign}"))
+    with pdf.table(
+        col_widths=(70, 25, 20, 35, 35, 35),
+        text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
+        headings_style=head_style,
+        line_height=5,
+        width=220,
+        align="LEFT",
+    ) as table:
+        table.row(
+            (
+                "Вид операции",
+                "Записей",
+                "Кол-во",
+                f"Номинал, {sign}",
+                f"Себестоимость, {sign}",
+                f"в т.ч. НДС, {sign}",
+            )
+        )
         for t in totals["by_type"]:
             cur = t["currency"]
-            table.row((TYPES_RU.get(t["type"], t["type"]) + ("" if cur == currency else f" ({cur})"),
-                       str(t["records"]), str(t["quantity"]), amount(t["face_value_minor"], cur),
-                       amount(t["cost_minor"], cur), amount(t["vat_minor"], cur)))
+            table.row(
+                (
+                    TYPES_RU.get(t["type"], t["type"]) + ("" if cur == currency else f" ({cur})"),
+                    str(t["records"]),
+                    str(t["quantity"]),
+                    amount(t["face_value_minor"], cur),
+                    amount(t["cost_minor"], cur),
+                    amount(t["vat_minor"], cur),
+                )
+            )
     pdf.ln(4)
 
     pdf.set_font("Roboto", "", 9)
     late = totals.get("late_records", 0)
-    pdf.multi_cell(width, 4.6,
-                   f"Всего записей сверки: {totals['records']}"
-                   + (f", из них {late} — события прошлых закрытых периодов, проведённые в этом периоде" if late else "")
-                   + f". Приложение: реестр № {period['registry_number']} (каждая запись периода, пронумерована).",
-                   new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(
+        width,
+        4.6,
+        f"Всего записей сверки: {totals['records']}"
+        + (f", из них {late} — события прошлых закрытых периодов, проведённые в этом периоде" if late else "")
+        + f". Приложение: реестр № {period['registry_number']} (каждая запись периода, пронумерована).",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     for kind, digest in registry.items():
         pdf.multi_cell(width, 4.6, f"SHA-256 реестра ({kind}): {digest}", new_x="LMARGIN", new_y="NEXT")
-    pdf.multi_cell(width, 4.6,
-                   "НДС рассчитан по ставке, действующей на дату события (ставки заданы в конфигурации с датой "
-                   "начала действия: 12 % в 2025 г., 16 % с 01.01.2026); момент начисления НДС (при продаже или при "
-                   "погашении) задан для каждого товара. Коды идентифицированы последними 4 символами и отпечатком.",
-                   new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(
+        width,
+        4.6,
+        "НДС рассчитан по ставке, действующей на дату события (ставки заданы в конфигурации с датой "
+        "начала действия: 12 % в 2025 г., 16 % с 01.01.2026); момент начисления НДС (при продаже или при "
+        "погашении) задан для каждого товара. Коды идентифицированы последними 4 символами и отпечатком.",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
     pdf.ln(8)
 
     if pdf.will_page_break(40):
@@ -155,8 +265,11 @@ def render_act(*, period: dict[str, Any], program: dict[str, Any], totals: dict[
         pdf.set_font("Roboto", "B", 10)
         pdf.cell(col, 6, role, new_x="LEFT", new_y="NEXT")
         pdf.set_font("Roboto", "", 9)
-        for line in ("Должность: ______________________________",
-                     "Подпись: ____________ / ____________________ /",
-                     "Дата: «____» ______________ 20___ г.", "М.П."):
+        for line in (
+            "Должность: ______________________________",
+            "Подпись: ____________ / ____________________ /",
+            "Дата: «____» ______________ 20___ г.",
+            "М.П.",
+        ):
             pdf.cell(col, 7, line, new_x="LEFT", new_y="NEXT")
     return bytes(pdf.output())

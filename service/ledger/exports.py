@@ -4,6 +4,7 @@ the CLI export and the closing registry, so the three always agree.
 
 Every value is formatted in SQL from the integer minor units (`round(minor::numeric / 100, 2)`), so
 money is exact decimal text from the database to the file; Python never does arithmetic on it."""
+
 from __future__ import annotations
 
 import tempfile
@@ -35,9 +36,11 @@ def _money(column: str) -> str:
         by_exponent.setdefault(exp, []).append(currency)
     if len(by_exponent) == 1:
         exp = next(iter(by_exponent))
-        return f"round({column}::numeric / {10 ** exp}, {exp})::text"
-    cases = " ".join(f"WHEN r.currency IN ({', '.join(repr(c) for c in cs)}) THEN round({column}::numeric / {10 ** e}, {e})::text"
-                     for e, cs in by_exponent.items())
+        return f"round({column}::numeric / {10**exp}, {exp})::text"
+    cases = " ".join(
+        f"WHEN r.currency IN ({', '.join(repr(c) for c in cs)}) THEN round({column}::numeric / {10**e}, {e})::text"
+        for e, cs in by_exponent.items()
+    )
     return f"CASE {cases} END"
 
 
@@ -45,10 +48,18 @@ _ZONE = "coalesce(p.timezone, 'UTC')"
 
 COLUMNS: tuple[ExportColumn, ...] = (
     ExportColumn("document_number", "Номер документа", "'RR-' || lpad(r.id::text, 10, '0')", width=16),
-    ExportColumn("date", "Дата (местное время)",
-                 f"to_char(r.occurred_at AT TIME ZONE {_ZONE}, 'YYYY-MM-DD HH24:MI:SS')", width=20),
-    ExportColumn("occurred_at_utc", "Время UTC",
-                 "to_char(r.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", width=28),
+    ExportColumn(
+        "date",
+        "Дата (местное время)",
+        f"to_char(r.occurred_at AT TIME ZONE {_ZONE}, 'YYYY-MM-DD HH24:MI:SS')",
+        width=20,
+    ),
+    ExportColumn(
+        "occurred_at_utc",
+        "Время UTC",
+        "to_char(r.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+        width=28,
+    ),
     ExportColumn("booked_period", "Учётный период", "to_char(r.booked_period, 'YYYY-MM')", width=10),
     ExportColumn("type", "Тип операции", "r.type", width=10),
     ExportColumn("program", "Программа", "p.code", width=16),
@@ -64,19 +75,25 @@ COLUMNS: tuple[ExportColumn, ...] = (
     ExportColumn("vat_rate", "Ставка НДС, %", "round(r.vat_rate_bp::numeric / 100, 2)::text", "money", 9),
     ExportColumn("vat_amount", "НДС (в т.ч.)", _money("r.vat_minor"), "money", 12),
     ExportColumn("code_last4", "Код (последние 4)", "r.code_last4", width=9),
-    ExportColumn("code_fingerprint", "Отпечаток кода (SHA-256 HMAC)", "encode(r.code_fingerprint, 'hex')", width=66),
+    ExportColumn(
+        "code_fingerprint", "Отпечаток кода (SHA-256 HMAC)", "encode(r.code_fingerprint, 'hex')", width=66
+    ),
     ExportColumn("redemption_id", "ID выдачи", "r.redemption_id::text", width=38),
     ExportColumn("card_id", "ID карты", "r.card_id::text", width=10),
 )
 # Added when the cards engineer's migration gives records an exchange id (detected at run time).
 EXCHANGE_COLUMN = ExportColumn("exchange_id", "ID обмена", "r.exchange_id::text", width=38)
-LINE_COLUMN = ExportColumn("line", "№ п/п", "row_number() OVER (ORDER BY r.occurred_at, r.id)::text", "int", 8)
+LINE_COLUMN = ExportColumn(
+    "line", "№ п/п", "row_number() OVER (ORDER BY r.occurred_at, r.id)::text", "int", 8
+)
 
-_FROM = ("FROM reconciliation_records r"
-         " LEFT JOIN programs p ON p.id = r.program_id"
-         " LEFT JOIN tariffs t ON t.id = r.tariff_id"
-         " LEFT JOIN partners pa ON pa.id = r.partner_id"
-         " JOIN products pr ON pr.id = r.product_id")
+_FROM = (
+    "FROM reconciliation_records r"
+    " LEFT JOIN programs p ON p.id = r.program_id"
+    " LEFT JOIN tariffs t ON t.id = r.tariff_id"
+    " LEFT JOIN partners pa ON pa.id = r.partner_id"
+    " JOIN products pr ON pr.id = r.product_id"
+)
 
 
 @dataclass
@@ -109,12 +126,15 @@ class RecordFilter:
             params["period"] = self.booked_period
         if self.date_from is not None:
             # the coarse UTC bound lets the index narrow the scan; the local date decides
-            clauses.append("r.occurred_at >= %(from)s::date - 2"
-                           f" AND (r.occurred_at AT TIME ZONE {_ZONE})::date >= %(from)s")
+            clauses.append(
+                "r.occurred_at >= %(from)s::date - 2"
+                f" AND (r.occurred_at AT TIME ZONE {_ZONE})::date >= %(from)s"
+            )
             params["from"] = self.date_from
         if self.date_to is not None:
-            clauses.append("r.occurred_at < %(to)s::date + 2"
-                           f" AND (r.occurred_at AT TIME ZONE {_ZONE})::date <= %(to)s")
+            clauses.append(
+                f"r.occurred_at < %(to)s::date + 2 AND (r.occurred_at AT TIME ZONE {_ZONE})::date <= %(to)s"
+            )
             params["to"] = self.date_to
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
@@ -123,7 +143,8 @@ def record_columns(conn: Any, *, numbered: bool = False) -> list[ExportColumn]:
     columns = list(COLUMNS)
     has_exchange = conn.execute(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
-        " AND table_name = 'reconciliation_records' AND column_name = 'exchange_id'").fetchone()
+        " AND table_name = 'reconciliation_records' AND column_name = 'exchange_id'"
+    ).fetchone()
     if has_exchange:
         columns.append(EXCHANGE_COLUMN)
     return [LINE_COLUMN, *columns] if numbered else columns
@@ -143,11 +164,15 @@ def count_records(conn: Any, flt: RecordFilter) -> int:
 Progress = Callable[[int], None]
 
 
-def iter_csv(conn: Any, flt: RecordFilter, *, numbered: bool = False,
-             progress: Progress | None = None) -> Iterator[bytes]:
+def iter_csv(
+    conn: Any, flt: RecordFilter, *, numbered: bool = False, progress: Progress | None = None
+) -> Iterator[bytes]:
     """CSV (RFC 4180, UTF-8, header line) straight from COPY, block by block."""
     sql, params = select_sql(record_columns(conn, numbered=numbered), flt)
-    with conn.cursor() as cur, cur.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)", params) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER true)", params) as copy,
+    ):
         for block in copy:
             data = bytes(block)
             if progress:
@@ -183,13 +208,27 @@ def iter_jsonl(conn: Any, flt: RecordFilter, *, progress: Progress | None = None
         yield b"\n".join(out) + b"\n"
 
 
-def write_xlsx(conn: Any, flt: RecordFilter, fileobj: IO[bytes], *, numbered: bool = False,
-               preamble: list[str] | None = None, sheet_title: str = "Записи", expected_rows: int | None = None,
-               totals_row: dict[str, str] | None = None, progress: Progress | None = None) -> int:
+def write_xlsx(
+    conn: Any,
+    flt: RecordFilter,
+    fileobj: IO[bytes],
+    *,
+    numbered: bool = False,
+    preamble: list[str] | None = None,
+    sheet_title: str = "Записи",
+    expected_rows: int | None = None,
+    totals_row: dict[str, str] | None = None,
+    progress: Progress | None = None,
+) -> int:
     columns = record_columns(conn, numbered=numbered)
     sql, params = select_sql(columns, flt)
-    writer = XlsxWriter(fileobj, [Column(c.title, c.kind, c.width) for c in columns], sheet_title=sheet_title,
-                        preamble=preamble or [], zip64=(expected_rows or 0) > 1_500_000)
+    writer = XlsxWriter(
+        fileobj,
+        [Column(c.title, c.kind, c.width) for c in columns],
+        sheet_title=sheet_title,
+        preamble=preamble or [],
+        zip64=(expected_rows or 0) > 1_500_000,
+    )
     total = 0
     for rows in _rows(conn, sql, params):
         total += writer.write_rows(rows)
@@ -201,8 +240,9 @@ def write_xlsx(conn: Any, flt: RecordFilter, fileobj: IO[bytes], *, numbered: bo
     return total
 
 
-def iter_xlsx(conn: Any, flt: RecordFilter, *, progress: Progress | None = None,
-              chunk_size: int = 1 << 20) -> Iterator[bytes]:
+def iter_xlsx(
+    conn: Any, flt: RecordFilter, *, progress: Progress | None = None, chunk_size: int = 1 << 20
+) -> Iterator[bytes]:
     """XLSX needs its zip directory at the end: written to a temp file, then streamed in chunks."""
     expected = count_records(conn, flt)
     with tempfile.TemporaryFile(prefix="records-", suffix=".xlsx") as tmp:
@@ -219,7 +259,9 @@ MEDIA_TYPES = {
 }
 
 
-def iter_export(conn: Any, flt: RecordFilter, fmt: str, *, progress: Progress | None = None) -> Iterator[bytes]:
+def iter_export(
+    conn: Any, flt: RecordFilter, fmt: str, *, progress: Progress | None = None
+) -> Iterator[bytes]:
     if fmt == "csv":
         return iter_csv(conn, flt, progress=progress)
     if fmt == "jsonl":

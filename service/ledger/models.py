@@ -3,10 +3,22 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import (BigInteger, CheckConstraint, Date, DateTime, FetchedValue, ForeignKey, Index, Integer,
-                        LargeBinary, String, Text, UniqueConstraint, func)
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    FetchedValue,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.naming import conv
 
@@ -18,6 +30,7 @@ RECORD_TYPES = ("issue", "cancel", "exchange", "breakage")
 class ReconciliationRecord(Base):
     """One accounting line, written in the same transaction as its business event and never changed:
     corrections are new records with opposite signs (`quantity` -1 and negated amounts)."""
+
     __tablename__ = "reconciliation_records"
     __table_args__ = (
         CheckConstraint("type IN ('issue', 'cancel', 'exchange', 'breakage')", name="type"),
@@ -58,6 +71,7 @@ DOCUMENT_KINDS = ("act.pdf", "registry.xlsx", "registry.csv")
 
 class Period(Base):
     """A closed (or closing) month of a program. Open months have no row. Never deleted or reopened."""
+
     __tablename__ = "periods"
     __table_args__ = (
         CheckConstraint("status IN ('closing', 'closed')", name="status"),
@@ -83,7 +97,9 @@ class PeriodDocument(Base):
     __tablename__ = "period_documents"
     __table_args__ = (
         CheckConstraint("kind IN ('act.pdf', 'registry.xlsx', 'registry.csv')", name="kind"),
-        UniqueConstraint("period_id", "kind", name=conv("uq_period_documents_period_id")),  # as 0003f named it
+        UniqueConstraint(
+            "period_id", "kind", name=conv("uq_period_documents_period_id")
+        ),  # as 0003f named it
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     period_id: Mapped[int] = mapped_column(ForeignKey("periods.id"))
@@ -98,6 +114,7 @@ class PeriodDocument(Base):
 
 class PeriodDocumentChunk(Base):
     """Document bytes in 1 MiB pieces: written and read as streams, so any size fits in constant memory."""
+
     __tablename__ = "period_document_chunks"
     document_id: Mapped[int] = mapped_column(ForeignKey("period_documents.id"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)

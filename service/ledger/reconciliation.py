@@ -9,12 +9,13 @@ the fingerprint's hex.
 - issued_not_activated: codes we issued (net of cancellations) booked in the period that are not in
   the report, with their age in days at the end of the period (or now, if earlier);
 - amount_mismatches: the reported amount differs from the face value we issued the code at."""
+
 from __future__ import annotations
 
 import csv
 import io
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from decimal import InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,19 +49,24 @@ class ParsedReport:
 def _parse_time(value: str, zone: ZoneInfo) -> datetime:
     value = value.strip()
     if len(value) == 10:
-        return datetime.combine(date.fromisoformat(value), time(0), zone).astimezone(timezone.utc)
+        return datetime.combine(date.fromisoformat(value), time(0), zone).astimezone(UTC)
     moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def parse_report(body: bytes, currency: str, zone: ZoneInfo) -> ParsedReport:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise Problem(422, "validation_error", "Validation failed", "CSV must be UTF-8",
-                      errors=[{"field": "body", "message": "not UTF-8"}]) from None
+        raise Problem(
+            422,
+            "validation_error",
+            "Validation failed",
+            "CSV must be UTF-8",
+            errors=[{"field": "body", "message": "not UTF-8"}],
+        ) from None
     vault = get_vault()
     report = ParsedReport()
     seen: dict[bytes, int] = {}
@@ -74,7 +80,9 @@ def parse_report(body: bytes, currency: str, zone: ZoneInfo) -> ParsedReport:
                 continue
             report.total += 1
             if len(row) > 3:
-                report.rejected.append({"line": number, "reason": "too many columns: expected code[,activated_at][,amount]"})
+                report.rejected.append(
+                    {"line": number, "reason": "too many columns: expected code[,activated_at][,amount]"}
+                )
                 continue
             code = row[0].strip()
             if not code or len(code) > 256 or not code.isprintable():
@@ -83,12 +91,16 @@ def parse_report(body: bytes, currency: str, zone: ZoneInfo) -> ParsedReport:
             try:
                 activated = _parse_time(row[1], zone) if len(row) > 1 and row[1].strip() else None
             except ValueError:
-                report.rejected.append({"line": number, "reason": "activated_at must be RFC 3339 or YYYY-MM-DD"})
+                report.rejected.append(
+                    {"line": number, "reason": "activated_at must be RFC 3339 or YYYY-MM-DD"}
+                )
                 continue
             try:
                 amount = to_minor(row[2].strip(), currency) if len(row) > 2 and row[2].strip() else None
             except (MoneyError, InvalidOperation):
-                report.rejected.append({"line": number, "reason": f"amount must be a decimal such as 2000.00 ({currency})"})
+                report.rejected.append(
+                    {"line": number, "reason": f"amount must be a decimal such as 2000.00 ({currency})"}
+                )
                 continue
             fingerprint = vault.fingerprint(code)
             if fingerprint in seen:
@@ -97,22 +109,37 @@ def parse_report(body: bytes, currency: str, zone: ZoneInfo) -> ParsedReport:
             seen[fingerprint] = number
             report.lines.append(ReportLine(number, fingerprint, code[-4:], activated, amount))
     except csv.Error as exc:
-        raise Problem(422, "validation_error", "Validation failed", f"CSV line {reader.line_num}: {exc}",
-                      errors=[{"field": "body", "message": "malformed CSV"}]) from None
+        raise Problem(
+            422,
+            "validation_error",
+            "Validation failed",
+            f"CSV line {reader.line_num}: {exc}",
+            errors=[{"field": "body", "message": "malformed CSV"}],
+        ) from None
     return report
 
 
-def reconcile_partner(partner_code: str, month: date, body: bytes, *, now: datetime | None = None) -> dict[str, Any]:
-    now = now or datetime.now(timezone.utc)
+def reconcile_partner(
+    partner_code: str, month: date, body: bytes, *, now: datetime | None = None
+) -> dict[str, Any]:
+    now = now or datetime.now(UTC)
     with new_session() as session:
         db = driver(session)
-        partner = db.execute("SELECT id, code, name FROM partners WHERE code = %s", (partner_code,)).fetchone()
+        partner = db.execute(
+            "SELECT id, code, name FROM partners WHERE code = %s", (partner_code,)
+        ).fetchone()
         if partner is None:
             raise Problem(404, "unknown_partner", "Unknown partner", f"no partner {partner_code}")
         # the partner's currency and time zone: from its products and the programs that issued them
-        currency = (db.execute("SELECT currency FROM products WHERE partner_id = %s ORDER BY id LIMIT 1",
-                               (partner[0],)).fetchone() or ("KZT",))[0]
-        zone_name = (db.execute("SELECT timezone FROM programs ORDER BY id LIMIT 1").fetchone() or ("Asia/Almaty",))[0]
+        currency = (
+            db.execute(
+                "SELECT currency FROM products WHERE partner_id = %s ORDER BY id LIMIT 1", (partner[0],)
+            ).fetchone()
+            or ("KZT",)
+        )[0]
+        zone_name = (
+            db.execute("SELECT timezone FROM programs ORDER BY id LIMIT 1").fetchone() or ("Asia/Almaty",)
+        )[0]
         zone = ZoneInfo(zone_name)
         report = parse_report(body, currency, zone)
         end = min(month_end(month, zone), now)
@@ -126,7 +153,9 @@ def reconcile_partner(partner_code: str, month: date, body: bytes, *, now: datet
                 " bool_or(booked_period = %s AND quantity > 0)"
                 " FROM reconciliation_records WHERE partner_id = %s AND code_fingerprint IS NOT NULL"
                 " AND type IN ('issue', 'cancel', 'exchange')"
-                " GROUP BY code_fingerprint HAVING sum(quantity) > 0", (month, partner[0]))
+                " GROUP BY code_fingerprint HAVING sum(quantity) > 0",
+                (month, partner[0]),
+            )
             for row in cur:
                 issued[bytes(row[0])] = row[1:]
     reported = {line.fingerprint for line in report.lines}
@@ -135,28 +164,56 @@ def reconcile_partner(partner_code: str, month: date, body: bytes, *, now: datet
     for line in report.lines:
         ours = issued.get(line.fingerprint)
         if ours is None:
-            leaks.append({"line": line.line, "last4": line.last4, "fingerprint": line.fingerprint.hex(),
-                          "activated_at": line.activated_at,
-                          "amount": _money(line.amount_minor, currency)})
+            leaks.append(
+                {
+                    "line": line.line,
+                    "last4": line.last4,
+                    "fingerprint": line.fingerprint.hex(),
+                    "activated_at": line.activated_at,
+                    "amount": _money(line.amount_minor, currency),
+                }
+            )
             continue
         matched += 1
         face, cur = ours[3], ours[4]
         if line.amount_minor is not None and line.amount_minor != face:
-            mismatches.append({"line": line.line, "last4": ours[0], "fingerprint": line.fingerprint.hex(),
-                               "sku": ours[1], "reported": _money(line.amount_minor, cur),
-                               "expected": _money(face, cur)})
+            mismatches.append(
+                {
+                    "line": line.line,
+                    "last4": ours[0],
+                    "fingerprint": line.fingerprint.hex(),
+                    "sku": ours[1],
+                    "reported": _money(line.amount_minor, cur),
+                    "expected": _money(face, cur),
+                }
+            )
     not_activated = []
     for fingerprint, (last4, sku, issued_at, face, cur, redemption_id, in_period) in issued.items():
         if in_period and fingerprint not in reported:
-            not_activated.append({"last4": last4, "fingerprint": fingerprint.hex(), "sku": sku,
-                                  "issued_at": issued_at, "age_days": max(0, (end - issued_at).days),
-                                  "face_value": _money(face, cur), "redemption_id": redemption_id})
+            not_activated.append(
+                {
+                    "last4": last4,
+                    "fingerprint": fingerprint.hex(),
+                    "sku": sku,
+                    "issued_at": issued_at,
+                    "age_days": max(0, (end - issued_at).days),
+                    "face_value": _money(face, cur),
+                    "redemption_id": redemption_id,
+                }
+            )
     not_activated.sort(key=lambda item: (-item["age_days"], item["fingerprint"]))
     return {
-        "partner": partner[1], "period": f"{month:%Y-%m}", "lines": report.total, "matched": matched,
-        "counts": {"activated_not_issued": len(leaks), "issued_not_activated": len(not_activated),
-                   "amount_mismatches": len(mismatches), "rejected": len(report.rejected),
-                   "duplicates": len(report.duplicates)},
+        "partner": partner[1],
+        "period": f"{month:%Y-%m}",
+        "lines": report.total,
+        "matched": matched,
+        "counts": {
+            "activated_not_issued": len(leaks),
+            "issued_not_activated": len(not_activated),
+            "amount_mismatches": len(mismatches),
+            "rejected": len(report.rejected),
+            "duplicates": len(report.duplicates),
+        },
         "activated_not_issued": leaks[:MAX_LISTED],
         "issued_not_activated": not_activated[:MAX_LISTED],
         "amount_mismatches": mismatches[:MAX_LISTED],
@@ -167,4 +224,3 @@ def reconcile_partner(partner_code: str, month: date, body: bytes, *, now: datet
 
 def _money(minor: int | None, currency: str) -> dict[str, str] | None:
     return None if minor is None else {"amount": to_decimal_string(minor, currency), "currency": currency}
-

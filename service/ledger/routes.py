@@ -1,5 +1,6 @@
 """Finance routes: record exports, month close, closing documents, partner reconciliation.
 Only the finance role (and admin) may call them; finance sees every program."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -18,11 +19,20 @@ from service.errors import Problem, responses
 from service.ledger import periods
 from service.ledger.exports import MEDIA_TYPES, RecordFilter, iter_export
 from service.ledger.reconciliation import reconcile_partner
-from service.ledger.schemas import (MONTH_PATTERN, DocumentKind, DocumentsOut, ExportFormat, PartnerReconciliationOut,
-                                    PeriodOut, RecordType)
+from service.ledger.schemas import (
+    MONTH_PATTERN,
+    DocumentKind,
+    DocumentsOut,
+    ExportFormat,
+    PartnerReconciliationOut,
+    PeriodOut,
+    RecordType,
+)
 from service.strict import reject_unknown_query
 
-router = APIRouter(prefix="/v1", tags=["finance"], responses=responses(), dependencies=[Depends(reject_unknown_query)])
+router = APIRouter(
+    prefix="/v1", tags=["finance"], responses=responses(), dependencies=[Depends(reject_unknown_query)]
+)
 log = structlog.get_logger("finance")
 
 Month = Annotated[str, Path(pattern=MONTH_PATTERN, description="Month YYYY-MM in the program's time zone")]
@@ -30,14 +40,27 @@ ProgramQuery = Annotated[str, Query(pattern=SLUG, description="Program code")]
 finance = require("finance")
 
 
-def resolve_filter(*, period: str | None, date_from: date | None, date_to: date | None, program: str | None,
-                   partner: str | None, sku: str | None, types: list[str] | None) -> RecordFilter:
+def resolve_filter(
+    *,
+    period: str | None,
+    date_from: date | None,
+    date_to: date | None,
+    program: str | None,
+    partner: str | None,
+    sku: str | None,
+    types: list[str] | None,
+) -> RecordFilter:
     flt = RecordFilter(types=sorted(set(types)) if types else None, date_from=date_from, date_to=date_to)
     if period is not None:
         flt.booked_period = periods.parse_month(period, "query.period")
     if date_from and date_to and date_from > date_to:
-        raise Problem(422, "validation_error", "Validation failed", "from must not be after to",
-                      errors=[{"field": "query.from", "message": "after query.to", "type": "value_error"}])
+        raise Problem(
+            422,
+            "validation_error",
+            "Validation failed",
+            "from must not be after to",
+            errors=[{"field": "query.from", "message": "after query.to", "type": "value_error"}],
+        )
     with new_session() as session:
         db = driver(session)
         if program is not None:
@@ -63,9 +86,13 @@ def _date(value: str | None, field: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise Problem(422, "validation_error", "Validation failed", f"{field.split('.')[-1]} is not a date YYYY-MM-DD",
-                      errors=[{"field": field, "message": "not a calendar date", "type": "date_from_datetime_parsing"}]
-                      ) from None
+        raise Problem(
+            422,
+            "validation_error",
+            "Validation failed",
+            f"{field.split('.')[-1]} is not a date YYYY-MM-DD",
+            errors=[{"field": field, "message": "not a calendar date", "type": "date_from_datetime_parsing"}],
+        ) from None
 
 
 def _stream(flt: RecordFilter, fmt: str):
@@ -77,92 +104,172 @@ def _stream(flt: RecordFilter, fmt: str):
         connection.rollback()
 
 
-_EXPORT_CONTENT = {200: {"description": "The records, streamed", "content": {
-    MEDIA_TYPES["csv"]: {"schema": {"type": "string"}},
-    MEDIA_TYPES["jsonl"]: {"schema": {"type": "string"}},
-    MEDIA_TYPES["xlsx"]: {"schema": {"type": "string", "format": "binary"}}}}}
+_EXPORT_CONTENT = {
+    200: {
+        "description": "The records, streamed",
+        "content": {
+            MEDIA_TYPES["csv"]: {"schema": {"type": "string"}},
+            MEDIA_TYPES["jsonl"]: {"schema": {"type": "string"}},
+            MEDIA_TYPES["xlsx"]: {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 
-@router.get("/reconciliation/records", summary="Reconciliation records as CSV, JSON Lines or XLSX (streamed)",
-            response_class=StreamingResponse, responses=_EXPORT_CONTENT)
+@router.get(
+    "/reconciliation/records",
+    summary="Reconciliation records as CSV, JSON Lines or XLSX (streamed)",
+    response_class=StreamingResponse,
+    responses=_EXPORT_CONTENT,
+)
 def export_records(
-        principal: Principal = Depends(finance),
-        format: Annotated[ExportFormat, Query(description="csv, jsonl or xlsx")] = "csv",
-        period: Annotated[str | None, Query(pattern=MONTH_PATTERN, description="Booked period YYYY-MM")] = None,
-        date_from: Annotated[str | None, Query(alias="from", pattern=DATE_PATTERN,
-                                               description="First local date YYYY-MM-DD (inclusive)")] = None,
-        date_to: Annotated[str | None, Query(alias="to", pattern=DATE_PATTERN,
-                                             description="Last local date YYYY-MM-DD (inclusive)")] = None,
-        program: Annotated[str | None, Query(pattern=SLUG)] = None,
-        partner: Annotated[str | None, Query(pattern=SLUG)] = None,
-        sku: Annotated[str | None, Query(pattern=SKU)] = None,
-        type: Annotated[list[RecordType] | None, Query(description="Record type (repeatable)")] = None,
+    principal: Principal = Depends(finance),
+    format: Annotated[ExportFormat, Query(description="csv, jsonl or xlsx")] = "csv",
+    period: Annotated[str | None, Query(pattern=MONTH_PATTERN, description="Booked period YYYY-MM")] = None,
+    date_from: Annotated[
+        str | None,
+        Query(alias="from", pattern=DATE_PATTERN, description="First local date YYYY-MM-DD (inclusive)"),
+    ] = None,
+    date_to: Annotated[
+        str | None,
+        Query(alias="to", pattern=DATE_PATTERN, description="Last local date YYYY-MM-DD (inclusive)"),
+    ] = None,
+    program: Annotated[str | None, Query(pattern=SLUG)] = None,
+    partner: Annotated[str | None, Query(pattern=SLUG)] = None,
+    sku: Annotated[str | None, Query(pattern=SKU)] = None,
+    type: Annotated[list[RecordType] | None, Query(description="Record type (repeatable)")] = None,
 ) -> StreamingResponse:
-    flt = resolve_filter(period=period, date_from=_date(date_from, "query.from"), date_to=_date(date_to, "query.to"),
-                         program=program, partner=partner, sku=sku, types=type)
-    name = "records" + "".join(f"-{v}" for v in (program, period or (date_from and f"{date_from}"),
-                                                 date_to and f"{date_to}") if v)
+    flt = resolve_filter(
+        period=period,
+        date_from=_date(date_from, "query.from"),
+        date_to=_date(date_to, "query.to"),
+        program=program,
+        partner=partner,
+        sku=sku,
+        types=type,
+    )
+    name = "records" + "".join(
+        f"-{v}" for v in (program, period or (date_from and f"{date_from}"), date_to and f"{date_to}") if v
+    )
     log.info("records_export", format=format, program=program, period=period, key_id=principal.key_id)
-    return StreamingResponse(_stream(flt, format), media_type=MEDIA_TYPES[format],
-                             headers={"Content-Disposition": f'attachment; filename="{name}.{format}"',
-                                      "Cache-Control": "no-store"})
+    return StreamingResponse(
+        _stream(flt, format),
+        media_type=MEDIA_TYPES[format],
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}.{format}"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
-@router.get("/periods/{month}", response_model=PeriodOut, summary="A month of a program: open or closed, totals")
+@router.get(
+    "/periods/{month}", response_model=PeriodOut, summary="A month of a program: open or closed, totals"
+)
 def get_period(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
     return periods.period_view(program, periods.parse_month(month))
 
 
-@router.post("/periods/{month}/close", response_model=PeriodOut, responses=responses(409),
-             summary="Close a month: freeze totals, number and produce the act (PDF) and registry (XLSX, CSV)")
+@router.post(
+    "/periods/{month}/close",
+    response_model=PeriodOut,
+    responses=responses(409),
+    summary="Close a month: freeze totals, number and produce the act (PDF) and registry (XLSX, CSV)",
+)
 async def close_period(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
     parsed = periods.parse_month(month)
     view = await run_in_threadpool(periods.close_period, program, parsed, closed_by=principal.key_id)
-    log.info("period_closed", program=program, month=month, key_id=principal.key_id,
-             records=view.get("record_count"))
+    log.info(
+        "period_closed",
+        program=program,
+        month=month,
+        key_id=principal.key_id,
+        records=view.get("record_count"),
+    )
     return view
 
 
-@router.get("/periods/{month}/documents", response_model=DocumentsOut, summary="The closing documents of a month")
+@router.get(
+    "/periods/{month}/documents", response_model=DocumentsOut, summary="The closing documents of a month"
+)
 def list_documents(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
     view = periods.period_view(program, periods.parse_month(month))
     return {k: view[k] for k in ("program", "month", "status", "documents")}
 
 
-@router.get("/periods/{month}/documents/{kind}", response_class=StreamingResponse,
-            summary="Download a closing document (act.pdf, registry.xlsx, registry.csv)",
-            responses={200: {"description": "The file", "content": {
+@router.get(
+    "/periods/{month}/documents/{kind}",
+    response_class=StreamingResponse,
+    summary="Download a closing document (act.pdf, registry.xlsx, registry.csv)",
+    responses={
+        200: {
+            "description": "The file",
+            "content": {
                 "application/pdf": {"schema": {"type": "string", "format": "binary"}},
                 "text/csv": {"schema": {"type": "string"}},
-                MEDIA_TYPES["xlsx"]: {"schema": {"type": "string", "format": "binary"}}}}})
-def download_document(month: Month, kind: Annotated[DocumentKind, Path()], program: ProgramQuery,
-                      principal: Principal = Depends(finance)) -> StreamingResponse:
+                MEDIA_TYPES["xlsx"]: {"schema": {"type": "string", "format": "binary"}},
+            },
+        }
+    },
+)
+def download_document(
+    month: Month,
+    kind: Annotated[DocumentKind, Path()],
+    program: ProgramQuery,
+    principal: Principal = Depends(finance),
+) -> StreamingResponse:
     doc = periods.find_document(program, periods.parse_month(month), kind)
     import base64
 
     digest = base64.b64encode(bytes.fromhex(doc.sha256)).decode()
-    return StreamingResponse(periods.iter_document(doc.document_id), media_type=doc.content_type,
-                             headers={"Content-Disposition": f'attachment; filename="{doc.filename}"',
-                                      "Content-Length": str(doc.size), "Repr-Digest": f"sha-256=:{digest}:",
-                                      "X-Content-SHA256": doc.sha256})
+    return StreamingResponse(
+        periods.iter_document(doc.document_id),
+        media_type=doc.content_type,
+        headers={
+            "Content-Disposition": f'attachment; filename="{doc.filename}"',
+            "Content-Length": str(doc.size),
+            "Repr-Digest": f"sha-256=:{digest}:",
+            "X-Content-SHA256": doc.sha256,
+        },
+    )
 
 
-_REPORT_BODY = {"requestBody": {"required": True, "content": {"text/csv": {
-    "schema": {"type": "string"}, "example": "code,activated_at,amount\nABC-123-XYZ,2026-03-05T10:00:00+05:00,2000.00\n"}}}}
+_REPORT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "code,activated_at,amount\nABC-123-XYZ,2026-03-05T10:00:00+05:00,2000.00\n",
+            }
+        },
+    }
+}
 
 
-@router.post("/reconciliation/partners/{partner}", response_model=PartnerReconciliationOut,
-             openapi_extra=_REPORT_BODY,
-             summary="Reconcile a partner's report of activated codes (CSV code[,activated_at][,amount])")
-async def reconcile(request: Request, partner: Annotated[str, Path(pattern=SLUG)],
-                    period: Annotated[str, Query(pattern=MONTH_PATTERN, description="Month YYYY-MM")],
-                    principal: Principal = Depends(finance)) -> dict:
+@router.post(
+    "/reconciliation/partners/{partner}",
+    response_model=PartnerReconciliationOut,
+    openapi_extra=_REPORT_BODY,
+    summary="Reconcile a partner's report of activated codes (CSV code[,activated_at][,amount])",
+)
+async def reconcile(
+    request: Request,
+    partner: Annotated[str, Path(pattern=SLUG)],
+    period: Annotated[str, Query(pattern=MONTH_PATTERN, description="Month YYYY-MM")],
+    principal: Principal = Depends(finance),
+) -> dict:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in ("text/csv", "text/plain", "application/csv"):
-        raise Problem(415, "unsupported_media_type", "Unsupported media type",
-                      "send the report as text/csv: code[,activated_at][,amount]")
+        raise Problem(
+            415,
+            "unsupported_media_type",
+            "Unsupported media type",
+            "send the report as text/csv: code[,activated_at][,amount]",
+        )
     body = await request.body()
     month = periods.parse_month(period, "query.period")
     result = await run_in_threadpool(reconcile_partner, partner, month, body)
-    log.info("partner_reconciled", partner=partner, period=period, key_id=principal.key_id, **result["counts"])
+    log.info(
+        "partner_reconciled", partner=partner, period=period, key_id=principal.key_id, **result["counts"]
+    )
     return result

@@ -1,4 +1,5 @@
 """Response models of the finance routes (documented in OpenAPI)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -32,7 +33,7 @@ class ProductTotal(Sums):
     partner: str | None
     records: int
     quantity: int
-    vat_rate: str = Field(description="VAT rate in percent, e.g. \"16.00\"", examples=["16.00"])
+    vat_rate: str = Field(description='VAT rate in percent, e.g. "16.00"', examples=["16.00"])
 
 
 class TypeTotal(Sums):
@@ -43,7 +44,9 @@ class TypeTotal(Sums):
 
 class PeriodTotals(BaseModel):
     records: int
-    late_records: int = Field(description="Records booked here that happened in an earlier, already closed month")
+    late_records: int = Field(
+        description="Records booked here that happened in an earlier, already closed month"
+    )
     by_currency: list[CurrencyTotal]
     by_product: list[ProductTotal]
     by_type: list[TypeTotal]
@@ -128,8 +131,12 @@ class PartnerReconciliationOut(BaseModel):
     lines: int = Field(description="Code lines in the report (header and blank lines not counted)")
     matched: int
     counts: DiscrepancyCounts
-    activated_not_issued: list[ReportedCode] = Field(description="Codes they activated that we never issued: a leak")
-    issued_not_activated: list[IssuedCode] = Field(description="Codes issued in the period that they never activated")
+    activated_not_issued: list[ReportedCode] = Field(
+        description="Codes they activated that we never issued: a leak"
+    )
+    issued_not_activated: list[IssuedCode] = Field(
+        description="Codes issued in the period that they never activated"
+    )
     amount_mismatches: list[AmountMismatch]
     rejected: list[RejectedLine]
     duplicate_lines: list[int]

@@ -1,4 +1,5 @@
 """Writing reconciliation records. VAT is VAT-inclusive (Kazakh retail prices include it)."""
+
 from __future__ import annotations
 
 

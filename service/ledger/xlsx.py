@@ -6,6 +6,7 @@ the tests read its output back with openpyxl.
 Cells: text as inline strings, numbers as the decimal text they arrive in (computed from integers
 upstream; no float ever exists), with a 2-decimal or integer number format. A sheet holds at most
 1,000,000 data rows; more rows continue on the next sheet with the header repeated."""
+
 from __future__ import annotations
 
 import zipfile
@@ -43,8 +44,16 @@ def _text_cell(value: str, style: int = 0) -> str:
 
 
 class XlsxWriter:
-    def __init__(self, fileobj: IO[bytes], columns: Sequence[Column], *, sheet_title: str = "Records",
-                 preamble: Sequence[str] = (), rows_per_sheet: int = ROWS_PER_SHEET, zip64: bool = False):
+    def __init__(
+        self,
+        fileobj: IO[bytes],
+        columns: Sequence[Column],
+        *,
+        sheet_title: str = "Records",
+        preamble: Sequence[str] = (),
+        rows_per_sheet: int = ROWS_PER_SHEET,
+        zip64: bool = False,
+    ):
         self.zip = zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1)
         self.columns = list(columns)
         self.sheet_title = sheet_title
@@ -71,19 +80,26 @@ class XlsxWriter:
         title = self.sheet_title if number == 1 else f"{self.sheet_title} {number}"
         self.sheets.append(title[:31])
         self._sheet = self.zip.open(f"xl/worksheets/sheet{number}.xml", "w", force_zip64=self.zip64)
-        width = "".join(f'<col min="{i}" max="{i}" width="{c.width}" customWidth="1"/>'
-                        for i, c in enumerate(self.columns, start=1))
-        head = [f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="{_NS}" '
-                f'xmlns:r="{_REL_NS}"><sheetViews><sheetView workbookViewId="0">'
-                f'<pane ySplit="{len(self.preamble) + 1}" topLeftCell="A{len(self.preamble) + 2}" '
-                f'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews><cols>{width}</cols><sheetData>']
+        width = "".join(
+            f'<col min="{i}" max="{i}" width="{c.width}" customWidth="1"/>'
+            for i, c in enumerate(self.columns, start=1)
+        )
+        head = [
+            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="{_NS}" '
+            f'xmlns:r="{_REL_NS}"><sheetViews><sheetView workbookViewId="0">'
+            f'<pane ySplit="{len(self.preamble) + 1}" topLeftCell="A{len(self.preamble) + 2}" '
+            f'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews><cols>{width}</cols><sheetData>'
+        ]
         self._row_no = 0
         for line in self.preamble:
             self._row_no += 1
             head.append(f'<row r="{self._row_no}">{_text_cell(line, STYLE_TITLE)}</row>')
         self._row_no += 1
-        head.append(f'<row r="{self._row_no}">' + "".join(_text_cell(c.title, STYLE_HEADER) for c in self.columns)
-                    + "</row>")
+        head.append(
+            f'<row r="{self._row_no}">'
+            + "".join(_text_cell(c.title, STYLE_HEADER) for c in self.columns)
+            + "</row>"
+        )
         self._sheet.write("".join(head).encode())
         self._in_sheet = 0
 
@@ -107,8 +123,9 @@ class XlsxWriter:
                 self._open_sheet()
             self._row_no += 1
             self._in_sheet += 1
-            buffer.append("<row>" + "".join("<c/>" if v is None else f(v) for v, f in zip(row, formatters))
-                          + "</row>")
+            buffer.append(
+                "<row>" + "".join("<c/>" if v is None else f(v) for v, f in zip(row, formatters)) + "</row>"
+            )
             written += 1
             if len(buffer) >= 2000:
                 self._sheet.write("".join(buffer).encode())
@@ -123,36 +140,51 @@ class XlsxWriter:
         self._close_sheet()
         z = self.zip
         n = len(self.sheets)
-        z.writestr("xl/workbook.xml",
-                   f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<workbook xmlns="{_NS}" '
-                   f'xmlns:r="{_REL_NS}"><sheets>'
-                   + "".join(f'<sheet name="{_esc(t)}" sheetId="{i}" r:id="rId{i}"/>'
-                             for i, t in enumerate(self.sheets, start=1))
-                   + "</sheets></workbook>")
-        z.writestr("xl/_rels/workbook.xml.rels",
-                   '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Relationships '
-                   'xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-                   + "".join(f'<Relationship Id="rId{i}" Type="{_REL_NS}/worksheet" Target="worksheets/sheet{i}.xml"/>'
-                             for i in range(1, n + 1))
-                   + f'<Relationship Id="rId{n + 1}" Type="{_REL_NS}/styles" Target="styles.xml"/></Relationships>')
+        z.writestr(
+            "xl/workbook.xml",
+            f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<workbook xmlns="{_NS}" '
+            f'xmlns:r="{_REL_NS}"><sheets>'
+            + "".join(
+                f'<sheet name="{_esc(t)}" sheetId="{i}" r:id="rId{i}"/>'
+                for i, t in enumerate(self.sheets, start=1)
+            )
+            + "</sheets></workbook>",
+        )
+        z.writestr(
+            "xl/_rels/workbook.xml.rels",
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Relationships '
+            'xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            + "".join(
+                f'<Relationship Id="rId{i}" Type="{_REL_NS}/worksheet" Target="worksheets/sheet{i}.xml"/>'
+                for i in range(1, n + 1)
+            )
+            + f'<Relationship Id="rId{n + 1}" Type="{_REL_NS}/styles" Target="styles.xml"/></Relationships>',
+        )
         z.writestr("xl/styles.xml", _STYLES)
-        z.writestr("_rels/.rels",
-                   '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Relationships '
-                   'xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-                   f'<Relationship Id="rId1" Type="{_REL_NS}/officeDocument" Target="xl/workbook.xml"/>'
-                   '</Relationships>')
-        z.writestr("[Content_Types].xml",
-                   '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Types '
-                   'xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-                   '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-                   '<Default Extension="xml" ContentType="application/xml"/>'
-                   '<Override PartName="/xl/workbook.xml" '
-                   'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
-                   '<Override PartName="/xl/styles.xml" '
-                   'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
-                   + "".join(f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="application/'
-                             'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>' for i in range(1, n + 1))
-                   + "</Types>")
+        z.writestr(
+            "_rels/.rels",
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Relationships '
+            'xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            f'<Relationship Id="rId1" Type="{_REL_NS}/officeDocument" Target="xl/workbook.xml"/>'
+            "</Relationships>",
+        )
+        z.writestr(
+            "[Content_Types].xml",
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Types '
+            'xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
+            '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            '<Default Extension="xml" ContentType="application/xml"/>'
+            '<Override PartName="/xl/workbook.xml" '
+            'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
+            '<Override PartName="/xl/styles.xml" '
+            'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.styles+xml"/>'
+            + "".join(
+                f'<Override PartName="/xl/worksheets/sheet{i}.xml" ContentType="application/'
+                'vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/>'
+                for i in range(1, n + 1)
+            )
+            + "</Types>",
+        )
         z.close()
 
 
@@ -172,4 +204,5 @@ _STYLES = (
     '<xf numFmtId="1" fontId="0" fillId="0" borderId="0" xfId="0" applyNumberFormat="1"/>'
     '<xf numFmtId="0" fontId="2" fillId="0" borderId="0" xfId="0" applyFont="1"/>'
     '</cellXfs><cellStyles count="1"><cellStyle name="Normal" xfId="0" builtinId="0"/></cellStyles>'
-    '</styleSheet>')
+    "</styleSheet>"
+)

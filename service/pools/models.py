@@ -2,8 +2,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (BigInteger, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary,
-                        String, Text, UniqueConstraint, func, text)
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base
@@ -29,14 +41,20 @@ class CodeUpload(Base):
 class Code(Base):
     """A partner code. Never stored in clear: `code_enc`/`pin_enc` are AES-GCM, `fingerprint` is an
     HMAC of the normalised code, unique per partner, so a code cannot enter a pool twice (invariant 1)."""
+
     __tablename__ = "codes"
     __table_args__ = (
         UniqueConstraint("partner_id", "fingerprint"),
         CheckConstraint("status IN ('available', 'reserved', 'issued', 'voided')", name="status"),
         # Allocation reads this index in order: earliest expiry first, never-expiring last; expired
         # codes sit before the range the query starts at, so they are never scanned again.
-        Index("ix_codes_allocation", "product_id", text("coalesce(expires_at, 'infinity')"), "id",
-              postgresql_where=text("status = 'available'")),
+        Index(
+            "ix_codes_allocation",
+            "product_id",
+            text("coalesce(expires_at, 'infinity')"),
+            "id",
+            postgresql_where=text("status = 'available'"),
+        ),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"))

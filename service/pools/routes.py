@@ -11,55 +11,87 @@ from catalog.model import SKU
 from service.auth.deps import require
 from service.auth.service import Principal
 from service.config import get_settings
-from service.db import transaction, new_session
-from service.strict import reject_unknown_query
+from service.db import new_session, transaction
 from service.errors import responses
 from service.metrics import CODES_IMPORTED
 from service.pools import service
 from service.pools.schemas import CodeUploadResult, StockOut
+from service.strict import reject_unknown_query
 
-router = APIRouter(prefix="/v1", tags=["partners"], responses=responses(), dependencies=[Depends(reject_unknown_query)])
+router = APIRouter(
+    prefix="/v1", tags=["partners"], responses=responses(), dependencies=[Depends(reject_unknown_query)]
+)
 log = structlog.get_logger("pools")
 
 _UPLOAD_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "text/csv": {"schema": {"type": "string"},
-                         "example": "code,pin,expires_at\nABC-123-XYZ,1234,2027-12-31\n"},
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "code,pin,expires_at\nABC-123-XYZ,1234,2027-12-31\n",
+            },
             "application/json": {"schema": {"$ref": "#/components/schemas/CodeUploadJson"}},
         },
     }
 }
 
 
-@router.post("/products/{sku}/codes", response_model=CodeUploadResult, status_code=201,
-             summary="Upload codes into a product's pool (CSV or JSON)", openapi_extra=_UPLOAD_BODY,
-             )
-async def upload_codes(request: Request, sku: Annotated[str, Path(pattern=SKU, description="Product sku")],
-                       principal: Principal = Depends(require("partner"))) -> CodeUploadResult:
+@router.post(
+    "/products/{sku}/codes",
+    response_model=CodeUploadResult,
+    status_code=201,
+    summary="Upload codes into a product's pool (CSV or JSON)",
+    openapi_extra=_UPLOAD_BODY,
+)
+async def upload_codes(
+    request: Request,
+    sku: Annotated[str, Path(pattern=SKU, description="Product sku")],
+    principal: Principal = Depends(require("partner")),
+) -> CodeUploadResult:
     body = await request.body()
     lines = service.lines_from_body(body, request.headers.get("content-type", ""))
 
     def run() -> service.ImportResult:
         with transaction() as session:
-            return service.import_codes(session, sku, lines, source="api", sha256=service.body_sha256(body),
-                                        api_key_id=principal.api_key_id,
-                                        partner=principal.partner if principal.role == "partner" else None)
+            return service.import_codes(
+                session,
+                sku,
+                lines,
+                source="api",
+                sha256=service.body_sha256(body),
+                api_key_id=principal.api_key_id,
+                partner=principal.partner if principal.role == "partner" else None,
+            )
 
     result = await run_in_threadpool(run)
     CODES_IMPORTED.labels(sku=sku).inc(result.accepted)
-    log.info("codes_uploaded", sku=sku, upload_id=result.upload_id, lines=result.lines, accepted=result.accepted,
-             duplicates=result.duplicates, rejected=result.rejected, key_id=principal.key_id)
+    log.info(
+        "codes_uploaded",
+        sku=sku,
+        upload_id=result.upload_id,
+        lines=result.lines,
+        accepted=result.accepted,
+        duplicates=result.duplicates,
+        rejected=result.rejected,
+        key_id=principal.key_id,
+    )
     return CodeUploadResult(**asdict(result))
 
 
-@router.get("/stock", response_model=StockOut, tags=["operations"],
-            summary="Per sku: available, reserved, issued, expiring soon, low-stock flag")
+@router.get(
+    "/stock",
+    response_model=StockOut,
+    tags=["operations"],
+    summary="Per sku: available, reserved, issued, expiring soon, low-stock flag",
+)
 def get_stock(principal: Principal = Depends(require("partner", "support"))) -> StockOut:
     settings = get_settings()
     with new_session() as session:
-        lines = service.stock(session, partner=principal.partner if principal.role == "partner" else None,
-                              expiring_days=settings.stock_expiring_days,
-                              default_threshold=settings.stock_low_threshold)
+        lines = service.stock(
+            session,
+            partner=principal.partner if principal.role == "partner" else None,
+            expiring_days=settings.stock_expiring_days,
+            default_threshold=settings.stock_low_threshold,
+        )
     return StockOut(items=[asdict(line) for line in lines])

@@ -17,13 +17,17 @@ class CodeUploadResult(BaseModel):
     rejected: int
     rejected_lines: list[RejectedLine]
     duplicate_lines: list[int]
-    truncated: bool = Field(description="True when more than 1000 rejected or duplicate lines exist; counts stay exact")
+    truncated: bool = Field(
+        description="True when more than 1000 rejected or duplicate lines exist; counts stay exact"
+    )
 
 
 class CodeItem(BaseModel):
     code: str = Field(min_length=1, max_length=128)
     pin: str | None = Field(None, max_length=32)
-    expires_at: str | None = Field(None, description="RFC 3339 timestamp, or a YYYY-MM-DD date (valid through that day, Asia/Almaty)")
+    expires_at: str | None = Field(
+        None, description="RFC 3339 timestamp, or a YYYY-MM-DD date (valid through that day, Asia/Almaty)"
+    )
 
 
 class CodeUploadJson(BaseModel):

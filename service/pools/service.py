@@ -4,6 +4,7 @@ Import streams the file in chunks: each line is validated, encrypted and fingerp
 COPYed (binary) into a temporary staging table; one INSERT ... SELECT moves the new codes into the
 pool with ON CONFLICT DO NOTHING on (partner, fingerprint). Re-uploading adds nothing, duplicates
 within a file count once, and the whole file is one transaction."""
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ import io
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -90,7 +91,7 @@ def parse_expiry(value: Any, now: datetime) -> datetime | None:
         raise LineRejected("expires_at needs a time zone offset")
     if moment <= now:
         raise LineRejected("code has already expired")
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def read_csv(stream: Iterable[str]) -> Iterator[RawLine]:
@@ -112,9 +113,13 @@ def read_json(payload: Any) -> Iterator[RawLine]:
     """`{"codes": [{"code": ..., "pin": ..., "expires_at": ...}]}` or the bare list."""
     items = payload.get("codes") if isinstance(payload, dict) else payload
     if not isinstance(items, list):
-        raise Problem(422, "validation_error", "Validation failed",
-                      'expected {"codes": [{"code": "...", "pin": "...", "expires_at": "..."}]}',
-                      errors=[{"field": "body.codes", "message": "must be a list"}])
+        raise Problem(
+            422,
+            "validation_error",
+            "Validation failed",
+            'expected {"codes": [{"code": "...", "pin": "...", "expires_at": "..."}]}',
+            errors=[{"field": "body.codes", "message": "must be a list"}],
+        )
     for index, item in enumerate(items, start=1):
         if isinstance(item, str):
             yield RawLine(index, item)
@@ -128,11 +133,17 @@ def code_product(session: Session, sku: str, partner: str | None = None) -> Prod
     """The code product `sku`; with `partner`, only if it is that partner's (another partner's
     product is as unknown to it as one that does not exist)."""
     product = session.scalar(select(Product).where(Product.sku == sku))
-    if product is None or (partner is not None and (product.partner is None or product.partner.code != partner)):
+    if product is None or (
+        partner is not None and (product.partner is None or product.partner.code != partner)
+    ):
         raise not_found(f"product {sku}")
     if product.kind != "code":
-        raise Problem(422, "not_a_code_product", "Not a code product",
-                      f"{sku} is a {product.kind}: only code products have code pools")
+        raise Problem(
+            422,
+            "not_a_code_product",
+            "Not a code product",
+            f"{sku} is a {product.kind}: only code products have code pools",
+        )
     return product
 
 
@@ -153,29 +164,57 @@ def _encrypt_chunk(vault: Vault, chunk: list[RawLine], now: datetime, result: Im
             else:
                 result.truncated = True
             continue
-        rows.append((raw.line, vault.fingerprint(code), code[-4:], vault.encrypt(code, b"code"),
-                     vault.encrypt(pin, b"pin") if pin else None, expires))
+        rows.append(
+            (
+                raw.line,
+                vault.fingerprint(code),
+                code[-4:],
+                vault.encrypt(code, b"code"),
+                vault.encrypt(pin, b"pin") if pin else None,
+                expires,
+            )
+        )
     return rows
 
 
-def import_codes(session: Session, sku: str, lines: Iterable[RawLine], *, source: str,
-                 filename: str | None = None, sha256: str = "", api_key_id: int | None = None,
-                 partner: str | None = None, progress: Callable[[int], None] | None = None) -> ImportResult:
+def import_codes(
+    session: Session,
+    sku: str,
+    lines: Iterable[RawLine],
+    *,
+    source: str,
+    filename: str | None = None,
+    sha256: str = "",
+    api_key_id: int | None = None,
+    partner: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
     """Runs in the caller's transaction. `partner`: the uploading partner, who may fill only its own
     pools. `progress` gets the number of lines read so far."""
     product = code_product(session, sku, partner)
     vault = get_vault()
-    now = datetime.now(timezone.utc)
-    upload = CodeUpload(product_id=product.id, source=source, filename=filename, sha256=sha256,
-                        lines=0, accepted=0, duplicates=0, rejected=0, api_key_id=api_key_id)
+    now = datetime.now(UTC)
+    upload = CodeUpload(
+        product_id=product.id,
+        source=source,
+        filename=filename,
+        sha256=sha256,
+        lines=0,
+        accepted=0,
+        duplicates=0,
+        rejected=0,
+        api_key_id=api_key_id,
+    )
     session.add(upload)
     session.flush()
     result = ImportResult(upload_id=upload.id, sku=sku)
 
     conn = session.connection().connection.driver_connection  # the psycopg connection, for COPY
     with conn.cursor() as cur:
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS code_staging (line int, fingerprint bytea, last4 text,"
-                    " code_enc bytea, pin_enc bytea, expires_at timestamptz) ON COMMIT DROP")
+        cur.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS code_staging (line int, fingerprint bytea, last4 text,"
+            " code_enc bytea, pin_enc bytea, expires_at timestamptz) ON COMMIT DROP"
+        )
         cur.execute("TRUNCATE code_staging")
         chunk: list[RawLine] = []
 
@@ -201,7 +240,8 @@ def import_codes(session: Session, sku: str, lines: Iterable[RawLine], *, source
             "        expires_at, %(upload)s"
             " FROM code_staging ORDER BY fingerprint, line"
             " ON CONFLICT (partner_id, fingerprint) DO NOTHING",
-            {"product": product.id, "partner": product.partner_id, "upload": upload.id})
+            {"product": product.id, "partner": product.partner_id, "upload": upload.id},
+        )
         result.accepted = cur.rowcount
         valid = result.lines - result.rejected
         result.duplicates = valid - result.accepted
@@ -213,7 +253,8 @@ def import_codes(session: Session, sku: str, lines: Iterable[RawLine], *, source
                 " LEFT JOIN codes c ON c.partner_id = %(partner)s AND c.fingerprint = s.fingerprint"
                 "   AND c.upload_id = %(upload)s"
                 " WHERE c.id IS NULL OR s.line <> f.first ORDER BY s.line LIMIT %(limit)s",
-                {"partner": product.partner_id, "upload": upload.id, "limit": MAX_REPORTED_LINES})
+                {"partner": product.partner_id, "upload": upload.id, "limit": MAX_REPORTED_LINES},
+            )
             result.duplicate_lines = [r[0] for r in cur.fetchall()]
             result.truncated = result.truncated or result.duplicates > len(result.duplicate_lines)
         cur.execute("DROP TABLE code_staging")
@@ -234,8 +275,13 @@ def lines_from_body(body: bytes, content_type: str) -> Iterator[RawLine]:
         try:
             text_body = body.decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise Problem(422, "validation_error", "Validation failed", "CSV must be UTF-8",
-                          errors=[{"field": "body", "message": "not UTF-8"}]) from None
+            raise Problem(
+                422,
+                "validation_error",
+                "Validation failed",
+                "CSV must be UTF-8",
+                errors=[{"field": "body", "message": "not UTF-8"}],
+            ) from None
         return read_csv(io.StringIO(text_body, newline=""))
     if media == "application/json":
         try:
@@ -243,8 +289,12 @@ def lines_from_body(body: bytes, content_type: str) -> Iterator[RawLine]:
         except (ValueError, UnicodeDecodeError):
             raise Problem(400, "malformed_json", "Malformed JSON", "the body is not valid JSON") from None
         return read_json(payload)
-    raise Problem(415, "unsupported_media_type", "Unsupported media type",
-                  "send text/csv (code[,pin][,expires_at]) or application/json")
+    raise Problem(
+        415,
+        "unsupported_media_type",
+        "Unsupported media type",
+        "send text/csv (code[,pin][,expires_at]) or application/json",
+    )
 
 
 @dataclass
@@ -260,23 +310,39 @@ class StockLine:
     low_stock: bool
 
 
-def stock(session: Session, *, partner: str | None = None, expiring_days: int = 30,
-          default_threshold: int = 50) -> list[StockLine]:
+def stock(
+    session: Session, *, partner: str | None = None, expiring_days: int = 30, default_threshold: int = 50
+) -> list[StockLine]:
     """One aggregate over the pool (index-only for most of it); products with no codes show zeros."""
-    soon = datetime.now(timezone.utc) + timedelta(days=expiring_days)
+    soon = datetime.now(UTC) + timedelta(days=expiring_days)
     params: dict[str, Any] = {"soon": soon, "partner": partner}
-    rows = session.execute(text(
-        "SELECT p.sku, pa.code AS partner, p.low_stock_threshold,"
-        " count(c.id) FILTER (WHERE c.status = 'available' AND (c.expires_at IS NULL OR c.expires_at > now())) AS available,"
-        " count(c.id) FILTER (WHERE c.status = 'reserved') AS reserved,"
-        " count(c.id) FILTER (WHERE c.status = 'issued') AS issued,"
-        " count(c.id) FILTER (WHERE c.status = 'voided') AS voided,"
-        " count(c.id) FILTER (WHERE c.status = 'available' AND c.expires_at <= now()) AS expired,"
-        " count(c.id) FILTER (WHERE c.status = 'available' AND c.expires_at > now() AND c.expires_at <= :soon) AS expiring_soon"
-        " FROM products p JOIN partners pa ON pa.id = p.partner_id"
-        " LEFT JOIN codes c ON c.product_id = p.id"
-        " WHERE p.kind = 'code' AND p.active AND (CAST(:partner AS text) IS NULL OR pa.code = :partner)"
-        " GROUP BY p.sku, pa.code, p.low_stock_threshold ORDER BY p.sku"), params)
-    return [StockLine(r.sku, r.partner, r.available, r.reserved, r.issued, r.voided, r.expired, r.expiring_soon,
-                      r.available < (r.low_stock_threshold if r.low_stock_threshold is not None else default_threshold))
-            for r in rows]
+    rows = session.execute(
+        text(
+            "SELECT p.sku, pa.code AS partner, p.low_stock_threshold,"
+            " count(c.id) FILTER (WHERE c.status = 'available' AND (c.expires_at IS NULL OR c.expires_at > now())) AS available,"
+            " count(c.id) FILTER (WHERE c.status = 'reserved') AS reserved,"
+            " count(c.id) FILTER (WHERE c.status = 'issued') AS issued,"
+            " count(c.id) FILTER (WHERE c.status = 'voided') AS voided,"
+            " count(c.id) FILTER (WHERE c.status = 'available' AND c.expires_at <= now()) AS expired,"
+            " count(c.id) FILTER (WHERE c.status = 'available' AND c.expires_at > now() AND c.expires_at <= :soon) AS expiring_soon"
+            " FROM products p JOIN partners pa ON pa.id = p.partner_id"
+            " LEFT JOIN codes c ON c.product_id = p.id"
+            " WHERE p.kind = 'code' AND p.active AND (CAST(:partner AS text) IS NULL OR pa.code = :partner)"
+            " GROUP BY p.sku, pa.code, p.low_stock_threshold ORDER BY p.sku"
+        ),
+        params,
+    )
+    return [
+        StockLine(
+            r.sku,
+            r.partner,
+            r.available,
+            r.reserved,
+            r.issued,
+            r.voided,
+            r.expired,
+            r.expiring_soon,
+            r.available < (r.low_stock_threshold if r.low_stock_threshold is not None else default_threshold),
+        )
+        for r in rows
+    ]

@@ -3,8 +3,21 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import (BigInteger, CheckConstraint, Date, DateTime, ForeignKey, Index, Integer, LargeBinary,
-                        String, Text, UniqueConstraint, func, text)
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -21,7 +34,9 @@ class Redemption(Base):
         UniqueConstraint("program_id", "external_id"),
         # A code belongs to at most one live redemption (invariant 1), enforced by the database too;
         # a cancelled redemption's code never left, went back to the pool and may be issued again.
-        Index("uq_redemptions_live_code", "code_id", unique=True, postgresql_where=text("status <> 'cancelled'")),
+        Index(
+            "uq_redemptions_live_code", "code_id", unique=True, postgresql_where=text("status <> 'cancelled'")
+        ),
         Index("ix_redemptions_limits", "msisdn", "offer_id", "created_at"),
         Index("ix_redemptions_program_id", "program_id", "id"),
         Index("ix_redemptions_card", "card_id", postgresql_where=text("card_id IS NOT NULL")),
@@ -53,6 +68,7 @@ class Redemption(Base):
 
 class BudgetUsage(Base):
     """Spent nominal per program and month (program time zone): one row, updated atomically."""
+
     __tablename__ = "program_budget_usage"
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     month: Mapped[date] = mapped_column(Date, primary_key=True)
@@ -61,6 +77,7 @@ class BudgetUsage(Base):
 
 class IdempotencyKey(Base):
     """Stripe's replay rules: the first response of a key is stored with it and replayed."""
+
     __tablename__ = "idempotency_keys"
     __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
     api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), primary_key=True)

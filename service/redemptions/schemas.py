@@ -20,11 +20,19 @@ class RedemptionIn(BaseModel):
     program: str = Field(pattern=SLUG, examples=["mobile-bonus"])
     tariff: str = Field(pattern=SLUG, examples=["basic"])
     offer: str = Field(pattern=SLUG, examples=["cinema-2000"])
-    msisdn: str = Field(min_length=5, max_length=32, description="Accepted in common local forms; stored as E.164",
-                        examples=["87011234567"])
+    msisdn: str = Field(
+        min_length=5,
+        max_length=32,
+        description="Accepted in common local forms; stored as E.164",
+        examples=["87011234567"],
+    )
     points: int = Field(gt=0, le=10**12, examples=[2000])
-    external_id: str = Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$",
-                             description="The loyalty system's id of this operation (unique per program)")
+    external_id: str = Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[^\x00-\x1f\x7f]+$",
+        description="The loyalty system's id of this operation (unique per program)",
+    )
     locale: Locale | None = Field(None, description="SMS language; default ru")
 
     @field_validator("msisdn")

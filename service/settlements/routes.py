@@ -1,5 +1,6 @@
 """GET /v1/settlements/{partner}?period=YYYY-MM: finance and admin for any partner, a partner key
 for its own (another partner's settlement is a 404, like anything outside a key's scope)."""
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -20,11 +21,17 @@ router = APIRouter(prefix="/v1", tags=["settlements"], dependencies=[Depends(rej
 PERIOD = r"^20\d{2}-(0[1-9]|1[0-2])$"
 
 
-@router.get("/settlements/{partner}", response_model=SettlementOut, responses=responses(),
-            summary="What we owe a partner for a month: codes issued and certificates exchanged, per product")
-def read_settlement(partner: Annotated[str, Path(pattern=SLUG, description="Partner code")],
-                    period: Annotated[str, Query(pattern=PERIOD, description="Month, YYYY-MM (program time zone)")],
-                    principal: Principal = Depends(require("finance", "partner"))) -> SettlementOut:
+@router.get(
+    "/settlements/{partner}",
+    response_model=SettlementOut,
+    responses=responses(),
+    summary="What we owe a partner for a month: codes issued and certificates exchanged, per product",
+)
+def read_settlement(
+    partner: Annotated[str, Path(pattern=SLUG, description="Partner code")],
+    period: Annotated[str, Query(pattern=PERIOD, description="Month, YYYY-MM (program time zone)")],
+    principal: Principal = Depends(require("finance", "partner")),
+) -> SettlementOut:
     if principal.role == "partner" and principal.partner != partner:
         raise Problem(404, "not_found", "Not found", f"partner {partner} not found")
     with new_session() as session:

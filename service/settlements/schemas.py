@@ -15,8 +15,12 @@ class ProductSettlement(BaseModel):
     sku: str
     name: str
     currency: str
-    issued: SettlementLine = Field(description="Codes issued directly to subscribers ('issue' minus 'cancel' records)")
-    exchanged: SettlementLine = Field(description="Certificates given for universal cards ('exchange' records)")
+    issued: SettlementLine = Field(
+        description="Codes issued directly to subscribers ('issue' minus 'cancel' records)"
+    )
+    exchanged: SettlementLine = Field(
+        description="Certificates given for universal cards ('exchange' records)"
+    )
     cost_to_pay: Money = Field(description="issued.cost + exchanged.cost")
 
 

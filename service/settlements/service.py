@@ -1,8 +1,9 @@
 """Partner settlement: what we owe a partner for a month, summed from the reconciliation records
 alone (the same lines finance exports and closes periods with), so the figures always add up."""
+
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import text
@@ -29,30 +30,39 @@ def _line(count: int, face: int, cost: int, currency: str) -> SettlementLine:
 
 
 def settlement(session: Session, partner_code: str, period: str) -> SettlementOut:
-    partner = session.execute(text("SELECT id, name FROM partners WHERE code = :code"),
-                              {"code": partner_code}).one_or_none()
+    partner = session.execute(
+        text("SELECT id, name FROM partners WHERE code = :code"), {"code": partner_code}
+    ).one_or_none()
     if partner is None:
         raise Problem(404, "not_found", "Not found", f"partner {partner_code} not found")
     start, end = month_bounds(period)
     # The UTC range, widened by a day each side, lets the index narrow the scan; the local month in
     # each record's program zone decides.
-    rows = session.execute(text(
-        "SELECT r.product_id, r.currency,"
-        " sum(r.quantity) FILTER (WHERE r.type IN ('issue', 'cancel')) AS issued,"
-        " sum(r.face_value_minor) FILTER (WHERE r.type IN ('issue', 'cancel')) AS issued_face,"
-        " sum(r.cost_minor) FILTER (WHERE r.type IN ('issue', 'cancel')) AS issued_cost,"
-        " sum(r.quantity) FILTER (WHERE r.type = 'exchange') AS exchanged,"
-        " sum(r.face_value_minor) FILTER (WHERE r.type = 'exchange') AS exchanged_face,"
-        " sum(r.cost_minor) FILTER (WHERE r.type = 'exchange') AS exchanged_cost,"
-        " count(*) AS records"
-        " FROM reconciliation_records r LEFT JOIN programs p ON p.id = r.program_id"
-        " WHERE r.partner_id = :partner AND r.occurred_at >= :lo AND r.occurred_at < :hi"
-        "   AND (r.occurred_at AT TIME ZONE coalesce(p.timezone, :zone)) >= :start"
-        "   AND (r.occurred_at AT TIME ZONE coalesce(p.timezone, :zone)) < :end"
-        " GROUP BY r.product_id, r.currency"),
-        {"partner": partner.id, "zone": DEFAULT_TIMEZONE, "start": start, "end": end,
-         "lo": start.replace(tzinfo=timezone.utc) - timedelta(days=1),
-         "hi": end.replace(tzinfo=timezone.utc) + timedelta(days=1)}).all()
+    rows = session.execute(
+        text(
+            "SELECT r.product_id, r.currency,"
+            " sum(r.quantity) FILTER (WHERE r.type IN ('issue', 'cancel')) AS issued,"
+            " sum(r.face_value_minor) FILTER (WHERE r.type IN ('issue', 'cancel')) AS issued_face,"
+            " sum(r.cost_minor) FILTER (WHERE r.type IN ('issue', 'cancel')) AS issued_cost,"
+            " sum(r.quantity) FILTER (WHERE r.type = 'exchange') AS exchanged,"
+            " sum(r.face_value_minor) FILTER (WHERE r.type = 'exchange') AS exchanged_face,"
+            " sum(r.cost_minor) FILTER (WHERE r.type = 'exchange') AS exchanged_cost,"
+            " count(*) AS records"
+            " FROM reconciliation_records r LEFT JOIN programs p ON p.id = r.program_id"
+            " WHERE r.partner_id = :partner AND r.occurred_at >= :lo AND r.occurred_at < :hi"
+            "   AND (r.occurred_at AT TIME ZONE coalesce(p.timezone, :zone)) >= :start"
+            "   AND (r.occurred_at AT TIME ZONE coalesce(p.timezone, :zone)) < :end"
+            " GROUP BY r.product_id, r.currency"
+        ),
+        {
+            "partner": partner.id,
+            "zone": DEFAULT_TIMEZONE,
+            "start": start,
+            "end": end,
+            "lo": start.replace(tzinfo=UTC) - timedelta(days=1),
+            "hi": end.replace(tzinfo=UTC) + timedelta(days=1),
+        },
+    ).all()
     snap = get_snapshot(session)
     sums: dict[tuple[int, str], Any] = {(row.product_id, row.currency): row for row in rows}
     for product in snap.products.values():  # every product of the partner, zero when nothing happened
@@ -62,17 +72,37 @@ def settlement(session: Session, partner_code: str, period: str) -> SettlementOu
     totals: dict[str, list[int]] = {}
     for (product_id, currency), row in sums.items():
         product = snap.products[product_id]
-        n = [int(getattr(row, f) or 0) if row is not None else 0 for f in
-             ("issued", "issued_face", "issued_cost", "exchanged", "exchanged_face", "exchanged_cost")]
-        products.append(ProductSettlement(
-            sku=product.sku, name=product.name, currency=currency, issued=_line(n[0], n[1], n[2], currency),
-            exchanged=_line(n[3], n[4], n[5], currency), cost_to_pay=Money.of(n[2] + n[5], currency)))
+        n = [
+            int(getattr(row, f) or 0) if row is not None else 0
+            for f in ("issued", "issued_face", "issued_cost", "exchanged", "exchanged_face", "exchanged_cost")
+        ]
+        products.append(
+            ProductSettlement(
+                sku=product.sku,
+                name=product.name,
+                currency=currency,
+                issued=_line(n[0], n[1], n[2], currency),
+                exchanged=_line(n[3], n[4], n[5], currency),
+                cost_to_pay=Money.of(n[2] + n[5], currency),
+            )
+        )
         total = totals.setdefault(currency, [0] * 6)
         for i, value in enumerate(n):
             total[i] += value
     products.sort(key=lambda p: (p.sku, p.currency))
     return SettlementOut(
-        partner=partner_code, name=partner.name, period=period, products=products,
-        totals=[SettlementTotals(currency=c, issued=_line(t[0], t[1], t[2], c), exchanged=_line(t[3], t[4], t[5], c),
-                                 cost_to_pay=Money.of(t[2] + t[5], c)) for c, t in sorted(totals.items())],
-        records=sum(int(row.records) for row in rows))
+        partner=partner_code,
+        name=partner.name,
+        period=period,
+        products=products,
+        totals=[
+            SettlementTotals(
+                currency=c,
+                issued=_line(t[0], t[1], t[2], c),
+                exchanged=_line(t[3], t[4], t[5], c),
+                cost_to_pay=Money.of(t[2] + t[5], c),
+            )
+            for c, t in sorted(totals.items())
+        ],
+        records=sum(int(row.records) for row in rows),
+    )

@@ -4,6 +4,7 @@ Revision ID: 0004
 Revises: 0003c, 0003d, 0003f
 Create Date: 2026-11-23
 """
+
 from alembic import op
 
 revision = "0004"
