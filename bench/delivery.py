@@ -282,11 +282,13 @@ def main() -> None:
                 ("201 seen by the load generator -> submit_sm", latencies),
             ):
                 print(
-                    f"  {label}, ms: p50 {percentile(values, 0.5) * 1000:.0f}  p95 {percentile(values, 0.95) * 1000:.0f}"
+                    f"  {label}, ms: p50 {percentile(values, 0.5) * 1000:.0f}"
+                    f"  p95 {percentile(values, 0.95) * 1000:.0f}"
                     f"  p99 {percentile(values, 0.99) * 1000:.0f}  max {max(values) * 1000:.0f}"
                 )
             print(
-                "  (the first is an upper bound of 201 -> submit_sm; the load generator shares the 2 cores and"
+                "  (the first is an upper bound of 201 -> submit_sm; the load generator shares the 2 cores"
+                " and"
                 " may read a 201 after the SMS has already gone out, so the second can be negative)"
             )
 
@@ -303,7 +305,8 @@ def main() -> None:
             f"for chunk in range(0, {args.backlog}, 500):\n"
             "    with transaction() as s:\n"
             f"        for i in range(chunk, min(chunk + 500, {args.backlog})):\n"
-            "            redeem(s, RedemptionIn(program='home-internet', tariff='home-100', offer='cinema-2000',"
+            "            redeem(s, RedemptionIn(program='home-internet', tariff='home-100',"
+            " offer='cinema-2000',"
             " points=2200, msisdn=f'8776{i:07d}', external_id=f'backlog-{i}'), scope=Scope(None),"
             " api_key_id=None, now=now)\n"
         )
@@ -405,12 +408,13 @@ def main() -> None:
         took = max(m["received_at"] for m in smsc_received()) - started
         parts = sum(m["segments"] for m in smsc_received()[before:])
         print(
-            f"throughput phase: {done} SMS ({parts} submit_sm parts) drained in {took:.1f} s by booted workers: {done / took:.0f} SMS/s, {parts / took:.0f} parts/s "
+            f"throughput phase: {done} SMS ({parts} submit_sm parts) drained in {took:.1f} s by booted"
+            f" workers: {done / took:.0f} SMS/s, {parts / took:.0f} parts/s "
             f"({args.processes} worker processes x {args.threads} threads)"
         )
         cpu = {k: cpu_last.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_last}
         print(
-            "  CPU ms per SMS while draining (the machine has %d cores): " % psutil.cpu_count()
+            f"  CPU ms per SMS while draining (the machine has {psutil.cpu_count()} cores): "
             + ", ".join(
                 f"{k} {v / max(done, 1) * 1000:.2f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
             )
@@ -418,11 +422,14 @@ def main() -> None:
         busy = {k: getattr(machine_last, k) - getattr(machine_before, k) for k in machine_last._fields}
         wall = sum(busy.values())
         print(
-            f"  the machine while draining: {100 * (1 - (busy['idle'] + busy.get('iowait', 0)) / wall):.0f} % busy; "
+            "  the machine while draining:"
+            f" {100 * (1 - (busy['idle'] + busy.get('iowait', 0)) / wall):.0f} % busy; "
             f"all components {sum(cpu.values()) / max(done, 1) * 1000:.2f} ms per SMS"
         )
         time.sleep(2)  # the statistics collector reports at intervals
-        commits, written, read = (after - before for after, before in zip(database_work(), database_before))
+        commits, written, read = (
+            after - before for after, before in zip(database_work(), database_before, strict=True)
+        )
         print(
             f"  postgres per SMS (until receipts and webhooks settle): {commits / max(done, 1):.2f} commits,"
             f" {written / max(done, 1):.1f} rows written, {read / max(done, 1):.1f} rows read"

@@ -32,7 +32,8 @@ SELECT CASE WHEN g %% 50 = 0 THEN 'cancel' ELSE 'issue' END,
        1600, CASE WHEN g %% 50 = 0 THEN -1 ELSE 1 END * ((p.face_value_minor * 1600 * 2 + 11600) / 23200),
        sha256(int8send(g)), lpad((g %% 10000)::text, 4, '0'), NULL
 FROM generate_series(1, %(n)s) g
-JOIN offers o ON o.code = 'cinema-2000' AND o.program_id = (SELECT id FROM programs WHERE code = 'mobile-bonus')
+JOIN offers o ON o.code = 'cinema-2000'
+  AND o.program_id = (SELECT id FROM programs WHERE code = 'mobile-bonus')
 JOIN products p ON p.id = o.product_id
 JOIN tariffs t ON t.program_id = o.program_id AND t.code = 'basic'
 """
@@ -85,8 +86,9 @@ def main() -> None:
             if proc.returncode not in (0, None) and not stdout:
                 sys.exit(f"export {fmt} failed")
             print(
-                f"{fmt:>5}: {args.records:,} records in {elapsed:.1f} s ({args.records / elapsed:,.0f} records/s), "
-                f"{out.stat().st_size / 1e6:.0f} MB file, peak RSS of the export process {usage.ru_maxrss / 1024:.0f} MB"
+                f"{fmt:>5}: {args.records:,} records in {elapsed:.1f} s"
+                f" ({args.records / elapsed:,.0f} records/s), {out.stat().st_size / 1e6:.0f} MB file,"
+                f" peak RSS of the export process {usage.ru_maxrss / 1024:.0f} MB"
             )
             print(f"       {stdout}")
             out.unlink()

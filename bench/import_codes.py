@@ -45,7 +45,8 @@ def main() -> None:
         t = time.perf_counter()
         generate(csv, args.codes)
         print(
-            f"generated {args.codes:,} codes ({csv.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t:.1f} s"
+            f"generated {args.codes:,} codes ({csv.stat().st_size / 1e6:.1f} MB)"
+            f" in {time.perf_counter() - t:.1f} s"
         )
 
         started = time.perf_counter()

@@ -193,14 +193,14 @@ def cross_check(spec: CatalogSpec) -> list[tuple[Loc, str]]:
                 errors.append((("products", i, "exchange_catalog", j), f"{sku!r} is in another currency"))
     for i, offer in enumerate(spec.offers):
         program = programs.get(offer.program)
-        product = products.get(offer.product)
+        offered = products.get(offer.product)
         if program is None:
             errors.append((("offers", i, "program"), f"unknown program {offer.program!r}"))
-        if product is None:
+        if offered is None:
             errors.append((("offers", i, "product"), f"unknown product {offer.product!r}"))
-        if program is None or product is None:
+        if program is None or offered is None:
             continue
-        if product.currency != program.currency:
+        if offered.currency != program.currency:
             errors.append((("offers", i, "product"), "product and program currencies differ"))
             continue
         tariffs = {t.code for t in program.tariffs}
@@ -226,11 +226,15 @@ def cross_check(spec: CatalogSpec) -> list[tuple[Loc, str]]:
                 continue
             if nominal <= 0:
                 errors.append((("offers", i, "prices", j, "nominal"), "nominal must be positive"))
-            elif product.kind == "code" and nominal != to_minor(product.face_value, product.currency):
+            elif (
+                offered.kind == "code"
+                and offered.face_value is not None
+                and nominal != to_minor(offered.face_value, offered.currency)
+            ):
                 errors.append(
                     (
                         ("offers", i, "prices", j, "nominal"),
-                        f"a code offer's nominal is its product's face value ({product.face_value})",
+                        f"a code offer's nominal is its product's face value ({offered.face_value})",
                     )
                 )
     return errors

@@ -139,7 +139,8 @@ class ProgramSpec(Strict):
         default=None,
         ge=1,
         le=168,
-        description="how long a reward SMS is retried before the redemption fails; default SMS_DEADLINE_HOURS",
+        description="how long a reward SMS is retried before the redemption fails;"
+        " default SMS_DEADLINE_HOURS",
     )
     templates: Templates
     tariffs: tuple[TariffSpec, ...] = Field(min_length=1)

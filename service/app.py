@@ -7,6 +7,8 @@ import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
+import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,9 +17,27 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.cards.routes import router as cards_router
+from service.catalog.routes import router as catalog_router
 from service.config import get_settings
-from service.errors import PROBLEM_MEDIA_TYPE, Problem, ProblemDetails
+from service.delivery.routes import router as sms_router
+from service.errors import (
+    PROBLEM_MEDIA_TYPE,
+    IdempotencyKeyMissing,
+    InternalError,
+    MalformedJson,
+    PayloadTooLarge,
+    Problem,
+    ProblemDetails,
+    ValidationFailed,
+)
+from service.health import router as health_router
+from service.ledger.routes import router as finance_router
 from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from service.pools.routes import router as pools_router
+from service.pools.schemas import CodeItem, CodeUploadJson
+from service.redemptions.routes import router as redemptions_router
+from service.settlements.routes import router as settlements_router
 
 log = structlog.get_logger("api")
 VERSION = "0.1.0"
@@ -26,8 +46,6 @@ VERSION = "0.1.0"
 def problem_response(problem: Problem, request: Request | None = None) -> Response:
     request_id = request.scope.get("request_id") if request is not None else None
     instance = request.url.path if request is not None else None
-    import orjson
-
     return Response(
         orjson.dumps(problem.body(instance, request_id)),
         status_code=problem.status,
@@ -66,9 +84,7 @@ class RequestContext:
 
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
-            problem = Problem(
-                413, "payload_too_large", "Payload too large", f"the body limit is {limit} bytes"
-            )
+            problem = PayloadTooLarge(f"the body limit is {limit} bytes")
             response = problem_response(problem)
             await response(scope, receive, send_wrapper)
         else:
@@ -80,9 +96,7 @@ class RequestContext:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
-                        raise Problem(
-                            413, "payload_too_large", "Payload too large", f"the body limit is {limit} bytes"
-                        )
+                        raise PayloadTooLarge(f"the body limit is {limit} bytes")
                 return message
 
             await self.app(scope, receive_limited, send_wrapper)
@@ -115,24 +129,17 @@ async def _on_validation(request: Request, exc: RequestValidationError) -> Respo
     errors = exc.errors()
     if any(e.get("type") == "missing" and tuple(e["loc"]) == ("header", "Idempotency-Key") for e in errors):
         return problem_response(
-            Problem(
-                400,
-                "idempotency_key_missing",
-                "Idempotency-Key missing",
+            IdempotencyKeyMissing(
                 "this request needs an Idempotency-Key header",
             ),
             request,
         )
     if any(e.get("type") == "json_invalid" for e in errors):
-        return problem_response(
-            Problem(400, "malformed_json", "Malformed JSON", "the body is not valid JSON"), request
-        )
+        return problem_response(MalformedJson("the body is not valid JSON"), request)
     # Field errors name the field and the rule, never echo the input (it may be a code or a PIN).
     field_errors = [{"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors]
     detail = "; ".join(f"{f['field']}: {f['message']}" for f in field_errors[:5])
-    return problem_response(
-        Problem(422, "validation_error", "Validation failed", detail, errors=field_errors), request
-    )
+    return problem_response(ValidationFailed(detail, errors=field_errors), request)
 
 
 _HTTP_CODES = {
@@ -166,17 +173,14 @@ async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
         )
         headers = {**(headers or {}), "Allow": ", ".join(allowed)}
         detail = f"allowed: {', '.join(allowed)}"
-    problem = Problem(exc.status_code, code, code.replace("_", " ").capitalize(), detail, headers=headers)
+    problem = Problem.of(exc.status_code, code, code.replace("_", " ").capitalize(), detail, headers=headers)
     return problem_response(problem, request)
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled_error", exc_info=exc, path=request.url.path)
     return problem_response(
-        Problem(
-            500,
-            "internal_error",
-            "Internal error",
+        InternalError(
             "something went wrong on our side; quote the request_id to support",
         ),
         request,
@@ -185,21 +189,11 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
-    import anyio.to_thread
-
     anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
     yield
 
 
 def create_app() -> FastAPI:
-    from service.cards.routes import router as cards_router
-    from service.catalog.routes import router as catalog_router
-    from service.delivery.routes import router as sms_router
-    from service.health import router as health_router
-    from service.ledger.routes import router as finance_router
-    from service.pools.routes import router as pools_router
-    from service.redemptions.routes import router as redemptions_router
-
     app = FastAPI(
         title="Reward fulfillment service",
         version=VERSION,
@@ -214,9 +208,10 @@ def create_app() -> FastAPI:
     app.include_router(finance_router)
     app.include_router(sms_router)
     app.include_router(cards_router)
-    app.add_exception_handler(Problem, _on_problem)
-    app.add_exception_handler(RequestValidationError, _on_validation)
-    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.include_router(settlements_router)
+    app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _on_http)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(RequestContext, max_body_bytes=get_settings().max_body_bytes)
 
@@ -230,8 +225,6 @@ def create_app() -> FastAPI:
             routes=app.routes,
             openapi_version="3.1.0",
         )
-        from service.pools.schemas import CodeItem, CodeUploadJson
-
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for model in (ProblemDetails, CodeUploadJson, CodeItem):
             definition = model.model_json_schema(ref_template="#/components/schemas/{model}")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Annotated
 
@@ -28,8 +29,6 @@ webhooks_app = typer.Typer(help="Webhooks", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(codes_app, name="codes")
 app.add_typer(keys_app, name="keys")
-from datetime import UTC
-
 from service.ledger.cli import register as _register_finance  # noqa: E402  (export, periods)
 
 _register_finance(app)
@@ -210,13 +209,13 @@ def worker(
 
     Reward SMS get processes of their own: a slow webhook receiver or a bulk campaign can never
     take the threads a waiting subscriber's code needs."""
+    from service.jobs import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
     from service.runtime import runtime
-    from workers.broker import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
 
     with runtime(need_redis=True):
         publisher = None
         if relay:
-            from service.outbox import Relay
+            from service.relay import Relay
             from workers.broker import broker
 
             publisher = Relay(broker).start()
@@ -238,7 +237,7 @@ def worker(
                 ],
                 env={**os.environ},
             )
-            for queues, (p, t) in zip(groups, sizes)
+            for queues, (p, t) in zip(groups, sizes, strict=True)
         ]
 
         def forward(signum: int, _frame: object) -> None:
@@ -263,7 +262,7 @@ def relay() -> None:
     from service.runtime import runtime
 
     with runtime(need_redis=True):
-        from service.outbox import Relay
+        from service.relay import Relay
         from workers.broker import broker
 
         publisher = Relay(broker).start()
@@ -377,7 +376,9 @@ def codes_import(sku: str, file: Path) -> None:
                 session.flush()
                 from service.pools.models import CodeUpload
 
-                session.get(CodeUpload, result.upload_id).sha256 = digest.hexdigest()
+                upload = session.get(CodeUpload, result.upload_id)
+                assert upload is not None  # written by the import above, in this transaction
+                upload.sha256 = digest.hexdigest()
             bar.update(task, completed=file.stat().st_size, lines=result.lines)
         except Problem as exc:
             console.print(f"[red]{exc.code}[/red]: {exc.detail}")

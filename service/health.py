@@ -5,13 +5,13 @@ from functools import lru_cache
 
 import redis
 from fastapi import APIRouter, Depends, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from pydantic import BaseModel
 from sqlalchemy import text
 
 from service.config import get_settings
 from service.db import get_engine
-from service.errors import Problem, responses
+from service.errors import NotReady, ValidationFailed, problem_responses
 from service.strict import reject_unknown_query
 
 router = APIRouter(tags=["operations"], dependencies=[Depends(reject_unknown_query)])
@@ -24,14 +24,14 @@ class Health(BaseModel):
 
 @lru_cache
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=1, socket_connect_timeout=1)
+    return redis.Redis.from_url(get_settings().redis_url or "", socket_timeout=1, socket_connect_timeout=1)
 
 
 @router.get(
     "/healthz",
     response_model=Health,
     summary="Liveness: the process answers",
-    responses={422: responses(422)[422]},
+    responses=problem_responses(ValidationFailed),
 )
 def healthz() -> Health:
     return Health(status="ok")
@@ -41,7 +41,7 @@ def healthz() -> Health:
     "/readyz",
     response_model=Health,
     summary="Readiness: database and broker reachable",
-    responses={422: responses(422)[422], 503: responses(503)[503]},
+    responses=problem_responses(ValidationFailed, NotReady),
 )
 def readyz() -> Health:
     checks: dict[str, str] = {}
@@ -57,15 +57,13 @@ def readyz() -> Health:
     except Exception as exc:
         checks["broker"] = f"error: {type(exc).__name__}"
     if any(v != "ok" for v in checks.values()):
-        raise Problem(503, "not_ready", "Not ready", ", ".join(f"{k}: {v}" for k, v in checks.items()))
+        raise NotReady(", ".join(f"{k}: {v}" for k, v in checks.items()))
     return Health(status="ready", checks=checks)
 
 
 @router.get("/metrics", include_in_schema=False)
 def metrics() -> Response:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        from prometheus_client import CollectorRegistry, multiprocess
-
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

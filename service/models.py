@@ -1,12 +1,13 @@
-"""Imports every domain's models so that metadata (Alembic, tests) sees the whole schema."""
+"""Every domain's models, so that the metadata (Alembic, tests, the ORM's mapper configuration) sees
+the whole schema. Domain models import only `service.base`, never `service.db`."""
 
+from __future__ import annotations
 
-def load_all_models() -> None:
-    import service.auth.models  # noqa: F401
-    import service.cards.models  # noqa: F401
-    import service.catalog.models  # noqa: F401
-    import service.delivery.models  # noqa: F401
-    import service.ledger.models  # noqa: F401
-    import service.outbox  # noqa: F401
-    import service.pools.models  # noqa: F401
-    import service.redemptions.models  # noqa: F401
+import service.auth.models  # noqa: F401
+import service.cards.models  # noqa: F401
+import service.catalog.models  # noqa: F401
+import service.delivery.models  # noqa: F401
+import service.ledger.models  # noqa: F401
+import service.outbox  # noqa: F401
+import service.pools.models  # noqa: F401
+import service.redemptions.models  # noqa: F401

@@ -13,14 +13,12 @@ T = TypeVar("T")
 Limit = Annotated[int, Query(ge=1, le=200, description="Page size")]
 
 
-def keyset_cursor(pattern: str) -> object:
-    return Annotated[str | None, Query(pattern=pattern, description="`next_cursor` of the previous page")]
-
-
 class Page(BaseModel, Generic[T]):
     items: list[T]
     next_cursor: str | None = None
 
 
 def page(items: list, limit: int, key: str) -> dict:
-    return {"items": items, "next_cursor": getattr(items[-1], key) if len(items) == limit else None}
+    """A page of `items` (at most `limit`): a full page names its last item's `key` as the cursor of
+    the next; a short page is the last."""
+    return {"items": items, "next_cursor": str(getattr(items[-1], key)) if len(items) == limit else None}

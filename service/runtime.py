@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from service.config import get_settings, reset_settings_cache
+from service.crypto import get_vault
+from service.db import reset_engine
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_encryption_key
 
 
 def _reset_caches() -> None:
-    from service.crypto import get_vault
-    from service.db import reset_engine
-
     reset_settings_cache()
     reset_engine()
     get_vault.cache_clear()
@@ -43,8 +42,6 @@ def runtime(*, need_redis: bool = False) -> Iterator[None]:
         _reset_caches()
         yield
     finally:
-        from service.db import reset_engine
-
         reset_engine()
         for server in reversed(started):
             server.stop()

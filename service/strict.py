@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from service.errors import Problem
+from service.errors import ValidationFailed
 
 
 def _query_names(dependant: object) -> set[str]:
@@ -31,10 +31,7 @@ def reject_unknown_query(request: Request) -> None:
         return
     unknown = sorted(set(request.query_params.keys()) - _allowed(route))
     if unknown:
-        raise Problem(
-            422,
-            "validation_error",
-            "Validation failed",
+        raise ValidationFailed(
             f"unknown query parameter(s): {', '.join(unknown)}",
             errors=[
                 {"field": f"query.{name}", "message": "unknown parameter", "type": "extra_forbidden"}

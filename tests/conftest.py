@@ -80,9 +80,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 def db(services: Services) -> Iterator[None]:
     """Empty tables (schema kept) before the test."""
     from service.db import Base, get_engine
-    from service.models import load_all_models
 
-    load_all_models()
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
     with get_engine().begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))

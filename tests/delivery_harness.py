@@ -131,7 +131,8 @@ class Worker:
 def flush_queues() -> None:
     """Empties every queue the workers consume. (`broker.flush_all()` knows only the queues declared
     in this process, and the test process declares none: it imports no actors.)"""
-    from workers.broker import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE, broker
+    from service.jobs import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
+    from workers.broker import broker
 
     for queue in (SMS_QUEUE, BULK_SMS_QUEUE, WEBHOOK_QUEUE):
         broker.flush(queue)

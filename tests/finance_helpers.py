@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
-from service.db import new_session, transaction
+from service.db import driver, new_session, transaction
+from service.ledger import service as ledger
 
 ALMATY = ZoneInfo("Asia/Almaty")
 
@@ -60,40 +61,39 @@ def cancel_at(redemption_id: uuid.UUID, now: datetime) -> None:
 def insert_record(
     *,
     occurred_at: datetime,
-    type: str = "issue",
     sku: str = "ARAY-CINEMA-2000",
     program: str = "mobile-bonus",
-    quantity: int = 1,
-    face: int = 200000,
-    cost: int = 180000,
-    rate_bp: int = 1600,
-    vat: int = 27586,
     last4: str | None = "0001",
-    fingerprint: bytes | None = None,
 ) -> int:
-    """A record written with an explicit column list, the way every writer does (no booked_period)."""
+    """An issue record of a product, written by the ledger's own writer (a redemption's record
+    without the redemption), for tests that need records at chosen times."""
     with transaction() as s:
-        return s.execute(
+        program_id, product_id, partner_id, currency, face, cost = s.execute(
             text(
-                "INSERT INTO reconciliation_records (type, occurred_at, program_id, product_id, sku, partner_id,"
-                " quantity, currency, face_value_minor, cost_minor, vat_rate_bp, vat_minor, code_fingerprint, code_last4)"
-                " SELECT :type, :at, pg.id, p.id, p.sku, p.partner_id, :q, p.currency, :face, :cost, :rate, :vat, :fp, :last4"
-                " FROM products p, programs pg WHERE p.sku = :sku AND pg.code = :program RETURNING id"
+                "SELECT pg.id, p.id, p.partner_id, p.currency, p.face_value_minor, p.cost_price_minor"
+                " FROM products p, programs pg WHERE p.sku = :sku AND pg.code = :program"
             ),
-            {
-                "type": type,
-                "at": occurred_at,
-                "sku": sku,
-                "program": program,
-                "q": quantity,
-                "face": face,
-                "cost": cost,
-                "rate": rate_bp,
-                "vat": vat,
-                "fp": fingerprint or uuid.uuid4().bytes * 2,
-                "last4": last4,
-            },
-        ).scalar_one()
+            {"sku": sku, "program": program},
+        ).one()
+        return ledger.write_record(
+            driver(s),
+            ledger.RecordType.ISSUE,
+            ledger.Record(
+                occurred_at=occurred_at,
+                program_id=program_id,
+                tariff_id=None,
+                offer_id=None,
+                product_id=product_id,
+                sku=sku,
+                partner_id=partner_id,
+                currency=currency,
+                face_value_minor=face,
+                cost_minor=cost,
+                vat_rate_bp=1600,
+                code_fingerprint=uuid.uuid4().bytes * 2,
+                code_last4=last4,
+            ),
+        )
 
 
 def record_sums(program: str = "mobile-bonus", booked: str | None = None) -> dict[str, int]:
@@ -105,7 +105,8 @@ def record_sums(program: str = "mobile-bonus", booked: str | None = None) -> dic
     )
     with new_session() as s:
         row = s.execute(text(sql), {"program": program, "booked": booked}).one()
-    return dict(zip(("records", "quantity", "face_value_minor", "cost_minor", "vat_minor"), map(int, row)))
+    names = ("records", "quantity", "face_value_minor", "cost_minor", "vat_minor")
+    return dict(zip(names, map(int, row), strict=True))
 
 
 def booked_periods() -> dict[int, str]:

@@ -230,7 +230,7 @@ def test_wrong_pins_are_counted_per_card_across_partners_and_endpoints(client, k
 def test_lockouts_are_counted_in_the_metrics(client, keys, card):
     def locks() -> float:
         metrics = client.get("/metrics").text
-        line = next(l for l in metrics.splitlines() if l.startswith("rewards_card_locks_total"))
+        line = next(m for m in metrics.splitlines() if m.startswith("rewards_card_locks_total"))
         return float(line.split()[-1])
 
     before = locks()
@@ -244,9 +244,7 @@ def test_lockouts_are_counted_in_the_metrics(client, keys, card):
 
 def test_card_lookups_are_rate_limited_per_key(client, keys, card, fixed_clock, monkeypatch):
     monkeypatch.setattr(ratelimit, "LIMIT", 3)
-    fixed_clock["t"] = datetime.fromtimestamp(
-        (int(fixed_clock["t"].timestamp()) // 60) * 60 + 10, UTC
-    )
+    fixed_clock["t"] = datetime.fromtimestamp((int(fixed_clock["t"].timestamp()) // 60) * 60 + 10, UTC)
     for _ in range(3):
         assert verify(client, keys, card).status_code == 200
     limited = verify(client, keys, card)

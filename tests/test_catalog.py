@@ -29,7 +29,8 @@ def _snapshot() -> list:
             tuple(r)
             for r in s.execute(
                 text(
-                    "SELECT o.code, p.code, o.name, o.active, op.nominal_minor, op.points, t.code FROM offers o"
+                    "SELECT o.code, p.code, o.name, o.active, op.nominal_minor, op.points, t.code"
+                    " FROM offers o"
                     " JOIN programs p ON p.id = o.program_id JOIN offer_prices op ON op.offer_id = o.id"
                     " JOIN tariffs t ON t.id = op.tariff_id ORDER BY 1, 2, 7"
                 )

@@ -43,7 +43,7 @@ def receiver():
 @pytest.fixture
 def delivery(services, keys, smsc, receiver):
     """Relay in this process, one worker process bound to the test SMSC; yields the keys."""
-    from service.outbox import Relay
+    from service.relay import Relay
     from workers.broker import broker
 
     flush_queues()
@@ -176,7 +176,8 @@ def test_throttling_and_dropped_connections_delay_sms_but_never_duplicate_them(c
             print(
                 s.execute(
                     text(
-                        "SELECT msisdn, status, attempts, provider_message_ids, receipts, submit_started_at, sent_at FROM sms_messages WHERE status <> 'delivered'"
+                        "SELECT msisdn, status, attempts, provider_message_ids, receipts, submit_started_at,"
+                        " sent_at FROM sms_messages WHERE status <> 'delivered'"
                     )
                 ).all()
             )

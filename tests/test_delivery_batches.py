@@ -113,7 +113,9 @@ def test_a_send_the_smpp_session_never_took_is_not_in_doubt_and_never_goes_out(s
         session.submit(OutgoingSms("warm", "+77015559999", "Test", "hello", "GSM-7", 1))  # bound
         messages = [OutgoingSms(f"r{i}", f"+7701556{i:04d}", "Test", "hello", "GSM-7", 1) for i in range(30)]
         results = session.submit_many(messages, timeout=0.0)
-        never_taken = {m.to for m, r in zip(messages, results) if isinstance(r, TransientSmsError)}
+        never_taken = {
+            m.to for m, r in zip(messages, results, strict=True) if isinstance(r, TransientSmsError)
+        }
         assert len(never_taken) >= 20
         assert all(isinstance(r, (list, TransientSmsError, InDoubtSmsError)) for r in results)
         time.sleep(1.0)  # anything the session thread still held has gone out by now
@@ -144,8 +146,9 @@ def test_the_relay_packs_waiting_sends_into_jobs_of_the_batch_size(client, keys,
     import dramatiq
 
     from service.config import get_settings
-    from service.outbox import publish_batch
-    from workers.broker import SMS_QUEUE, broker
+    from service.jobs import SMS_QUEUE
+    from service.relay import publish_batch
+    from workers.broker import broker
 
     flush_queues()
     jobs = _redeem(client, keys, 10)
@@ -170,8 +173,9 @@ def test_with_a_batch_size_of_one_the_relay_publishes_each_send_to_the_single_se
     import dramatiq
 
     from service.config import get_settings
-    from service.outbox import publish_batch
-    from workers.broker import SMS_QUEUE, broker
+    from service.jobs import SMS_QUEUE
+    from service.relay import publish_batch
+    from workers.broker import broker
 
     flush_queues()
     jobs = _redeem(client, keys, 3)
@@ -282,8 +286,9 @@ def test_rows_the_broker_refused_stay_waiting_and_go_out_on_the_next_pass(client
     import redis
     from dramatiq.brokers.redis import RedisBroker
 
-    from service.outbox import publish_batch
-    from workers.broker import SMS_QUEUE, broker
+    from service.jobs import SMS_QUEUE
+    from service.relay import publish_batch
+    from workers.broker import broker
 
     flush_queues()
     _redeem(client, keys, 3)

@@ -73,7 +73,8 @@ def test_sigkill_mid_batch_loses_nothing_and_sends_nothing_twice(delivery, smsc)
     assert 0 <= fragments <= 16
     assert in_doubt == 0
     print(
-        f"killed after {killed_at} of {TOTAL} with {cut} attempts in doubt; SMSC received {len(counts)} messages, {smsc.submits} parts"
+        f"killed after {killed_at} of {TOTAL} with {cut} attempts in doubt;"
+        f" SMSC received {len(counts)} messages, {smsc.submits} parts"
         f" ({fragments} orphan fragments)"
     )
 
@@ -101,20 +102,17 @@ def test_an_in_doubt_long_sms_is_settled_only_by_receipts_for_all_its_parts(clie
         s.execute(
             text(
                 "INSERT INTO sms_messages (redemption_id, send, msisdn, status, segments, deadline_at,"
-                " submit_started_at) VALUES (:r, 0, '+77012223300', 'submitting', 2, now() + interval '1 day',"
+                " submit_started_at) VALUES (:r, 0, '+77012223300', 'submitting', 2,"
+                " now() + interval '1 day',"
                 " now() - interval '1 minute')"
             ),
             {"r": made["id"]},
         )
-    assert apply_receipt(
-        "smpp", "P1", "DELIVRD", "77012223300", now=datetime.now(UTC) + timedelta(seconds=1)
-    )
+    assert apply_receipt("smpp", "P1", "DELIVRD", "77012223300", now=datetime.now(UTC) + timedelta(seconds=1))
     with new_session() as s:
         assert s.execute(text("SELECT status FROM sms_messages")).scalar_one() == "submitting"
         assert s.execute(text("SELECT status FROM redemptions")).scalar_one() == "accepted"
-    apply_receipt(
-        "smpp", "P2", "DELIVRD", "77012223300", now=datetime.now(UTC) + timedelta(seconds=1)
-    )
+    apply_receipt("smpp", "P2", "DELIVRD", "77012223300", now=datetime.now(UTC) + timedelta(seconds=1))
     with new_session() as s:
         row = s.execute(text("SELECT status, provider_message_ids FROM sms_messages")).one()
         assert row.status == "delivered" and sorted(row.provider_message_ids) == ["P1", "P2"]

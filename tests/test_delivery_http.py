@@ -45,7 +45,7 @@ class Gateway:
 
 @pytest.fixture
 def gateway(services, keys):
-    from service.outbox import Relay
+    from service.relay import Relay
     from workers.broker import broker
 
     flush_queues()

@@ -18,7 +18,7 @@ OUTAGE_SECONDS = 30
 
 
 def test_redis_down_for_30s_loses_nothing(client, keys, tmp_path):
-    from service.outbox import Relay
+    from service.relay import Relay
 
     import_codes_for("ARAY-CINEMA-2000", 200)
     redis = EmbeddedRedis(tmp_path / "redis")

@@ -49,7 +49,8 @@ def test_migration_0005_indexes_the_provider_ids_of_sms_sent_before_it(client, k
     with transaction() as s:  # as the code before 0005 left a sent message: the ids in the array only
         s.execute(
             text(
-                "INSERT INTO sms_messages (redemption_id, send, msisdn, status, provider, provider_message_ids,"
+                "INSERT INTO sms_messages (redemption_id, send, msisdn, status, provider,"
+                " provider_message_ids,"
                 " segments, deadline_at) SELECT id, 0, msisdn, 'sent', 'smpp', '{A1,A2}', 2, now() + interval"
                 " '1 day' FROM redemptions"
             )
@@ -92,7 +93,7 @@ def test_an_sms_a_worker_of_the_previous_release_recorded_sent_still_takes_its_r
 
 
 def test_housekeeping_purges_expired_idempotency_keys_and_keeps_live_ones(client, keys):
-    from service.outbox import housekeeping
+    from service.housekeeping import housekeeping
 
     post_redemption(client, keys, offer="gift-card-5000", points=5000, key="old-key")
     post_redemption(client, keys, offer="gift-card-5000", points=5000, key="live-key", msisdn="87015556677")
@@ -106,7 +107,7 @@ def test_housekeeping_purges_expired_idempotency_keys_and_keeps_live_ones(client
 
 
 def test_housekeeping_expires_cards_past_their_date_with_breakage(client, keys):
-    from service.outbox import housekeeping
+    from service.housekeeping import housekeeping
 
     post_redemption(client, keys, offer="gift-card-5000", points=5000)
     with transaction() as s:

@@ -68,7 +68,7 @@ def test_parts_rejoin_to_the_whole_text_and_each_is_filled_as_far_as_the_boundar
         if len(parts) == 1:
             continue
         limit = (153 if encoding == GSM7 else 67) * unit
-        for part, following in zip(parts, parts[1:]):
+        for part, following in zip(parts, parts[1:], strict=False):
             assert len(part) <= limit
             # one septet or code unit short at most, and only when the next part opens with a pair
             # that did not fit (an escape pair, a surrogate pair)

@@ -52,7 +52,10 @@ def test_a_bind_built_by_smpplib_reads_the_same_in_the_smsc():
 
 
 def test_a_receipt_built_by_the_smsc_reads_the_same_in_smpplib():
-    text = b"id:0000002A sub:001 dlvrd:001 submit date:2611231000 done date:2611231000 stat:DELIVRD err:000 text:"
+    text = (
+        b"id:0000002A sub:001 dlvrd:001 submit date:2611231000 done date:2611231000 stat:DELIVRD err:000"
+        b" text:"
+    )
     raw = receipt_pdu(42, "0000002A", "77012345678", text, with_tlv=True)
     pdu = smpp.parse_pdu(raw, client=_Sequences())
     assert (pdu.command, pdu.sequence, int(pdu.esm_class)) == ("deliver_sm", 42, 0x04)

@@ -8,12 +8,12 @@ import uuid
 
 import dramatiq
 
+from service import jobs
 from service.config import get_settings
 from service.delivery import service as delivery
 from service.delivery import webhooks
-from service.delivery.providers import get_provider
 from service.logging import configure_logging
-from workers.broker import SMS_QUEUE, WEBHOOK_QUEUE, broker
+from workers.broker import broker
 
 configure_logging(get_settings().log_level, get_settings().log_json)
 
@@ -26,8 +26,8 @@ class BindSmscAtBoot(dramatiq.Middleware):
 
     def after_worker_boot(self, broker, worker) -> None:
         queues = getattr(worker, "consumer_whitelist", None)  # None: every queue
-        if get_settings().sms_provider == "smpp" and (not queues or SMS_QUEUE in queues):
-            get_provider()
+        if get_settings().sms_provider == "smpp" and (not queues or jobs.SMS_QUEUE in queues):
+            delivery.get_provider()
 
 
 class PromptPolling(dramatiq.Middleware):
@@ -77,19 +77,29 @@ def _provider_slots(wanted: int) -> int:
 
 
 @dramatiq.actor(
-    queue_name=SMS_QUEUE, max_retries=100_000, min_backoff=1_000, max_backoff=300_000, time_limit=120_000
+    actor_name=jobs.REWARD_SMS.actor,
+    queue_name=jobs.REWARD_SMS.queue,
+    max_retries=100_000,
+    min_backoff=1_000,
+    max_backoff=300_000,
+    time_limit=120_000,
 )
 def deliver_reward_sms(redemption_id: str, send: int) -> None:
     """One send (the relay publishes sends as batches; this one carries the retries of a batch's send)."""
     _provider_slots(1)
     try:
-        delivery.deliver(uuid.UUID(redemption_id), send, provider=get_provider())
+        delivery.deliver(uuid.UUID(redemption_id), send, provider=delivery.get_provider())
     except delivery.RetryLater as later:
         raise dramatiq.Retry(str(later), delay=later.delay_ms) from None
 
 
 @dramatiq.actor(
-    queue_name=SMS_QUEUE, max_retries=100_000, min_backoff=1_000, max_backoff=300_000, time_limit=300_000
+    actor_name=jobs.REWARD_SMS_BATCH.actor,
+    queue_name=jobs.REWARD_SMS_BATCH.queue,
+    max_retries=100_000,
+    min_backoff=1_000,
+    max_backoff=300_000,
+    time_limit=300_000,
 )
 def deliver_reward_sms_batch(jobs: list[list]) -> None:
     """Sends the relay packed together, [[redemption id, send], ...]. What cannot go out now is handed
@@ -99,14 +109,19 @@ def deliver_reward_sms_batch(jobs: list[list]) -> None:
     while waiting:
         granted = _provider_slots(len(waiting))
         chunk, waiting = waiting[:granted], waiting[granted:]
-        for job, outcome in delivery.deliver_many(chunk, provider=get_provider()).items():
-            if outcome.result == "retry":
+        for job, outcome in delivery.deliver_many(chunk, provider=delivery.get_provider()).items():
+            if outcome.result is delivery.SendResult.RETRY:
                 delay = outcome.retry_ms if outcome.retry_ms is not None else 1000 + random.randrange(1000)
                 deliver_reward_sms.send_with_options(args=(str(job.redemption_id), job.send), delay=delay)
 
 
 @dramatiq.actor(
-    queue_name=WEBHOOK_QUEUE, max_retries=100_000, min_backoff=5_000, max_backoff=3_600_000, time_limit=60_000
+    actor_name=jobs.WEBHOOK.actor,
+    queue_name=jobs.WEBHOOK.queue,
+    max_retries=100_000,
+    min_backoff=5_000,
+    max_backoff=3_600_000,
+    time_limit=60_000,
 )
 def send_webhook(event_id: str) -> None:
     """One event (the relay publishes events packed; this one carries the retries of a packed event)."""
@@ -114,7 +129,8 @@ def send_webhook(event_id: str) -> None:
 
 
 @dramatiq.actor(
-    queue_name=WEBHOOK_QUEUE,
+    actor_name=jobs.WEBHOOKS.actor,
+    queue_name=jobs.WEBHOOKS.queue,
     max_retries=100_000,
     min_backoff=5_000,
     max_backoff=3_600_000,

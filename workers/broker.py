@@ -7,10 +7,6 @@ from dramatiq.brokers.redis import RedisBroker
 
 from service.config import get_settings
 
-SMS_QUEUE = "sms_transactional"
-BULK_SMS_QUEUE = "sms_bulk"  # reminders and other bulk traffic: never in front of reward SMS
-WEBHOOK_QUEUE = "webhooks"
-
 
 def setup_broker() -> RedisBroker:
     settings = get_settings()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -31,12 +31,13 @@ async def current_principal(
     principal = principal_cache.get(header) if header else None
     if principal is None:
         principal = await run_in_threadpool(_lookup, header)  # raises 401 problems; failures are not cached
-        principal_cache.put(header, principal)
+        if header:
+            principal_cache.put(header, principal)
     request.state.principal = principal
     return principal
 
 
-def require(*roles: str) -> Callable[..., Principal]:
+def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """Admin may call everything; other roles only the routes that name them."""
     allowed = frozenset(roles) | {"admin"}
 

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import ARRAY, CheckConstraint, DateTime, Integer, LargeBinary, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db import Base
+from service.base import Base
 
 ROLES = ("loyalty", "partner", "finance", "support", "admin")
 

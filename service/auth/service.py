@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.auth.models import ROLES, ApiKey
 from service.catalog.models import Partner, Program
-from service.errors import Problem
+from service.errors import Problem, Unauthorized
 
 _ALNUM = string.ascii_lowercase + string.digits
 
@@ -129,7 +129,7 @@ def revoke_key(session: Session, key_id: str) -> ApiKey:
 
 
 def _unauthorized(detail: str) -> Problem:
-    return Problem(401, "unauthorized", "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+    return Unauthorized(detail)
 
 
 def authenticate(session: Session, authorization: str | None) -> Principal:

@@ -15,7 +15,7 @@ import redis
 import structlog
 
 from service.config import get_settings
-from service.errors import Problem
+from service.errors import RateLimited
 from service.metrics import CARD_RATE_LIMITED
 
 log = structlog.get_logger("cards")
@@ -46,10 +46,7 @@ def check(key_id: str, now: datetime) -> None:
     if count > LIMIT:
         CARD_RATE_LIMITED.inc()
         retry = max(1, math.ceil((window + 1) * WINDOW_SECONDS - stamp))
-        raise Problem(
-            429,
-            "rate_limited",
-            "Too many requests",
+        raise RateLimited(
             f"at most {LIMIT} card lookups per {WINDOW_SECONDS} s per key; retry in {retry} s",
             headers={"Retry-After": str(retry)},
         )

@@ -3,35 +3,34 @@ unblocks cards. Card numbers and PINs travel only in request bodies: never in UR
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Path
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import JSONResponse
 
 from service.auth.deps import require
 from service.auth.service import Principal
-from service.cards import ratelimit, service
+from service.cards import errors, ratelimit, service
 from service.cards.schemas import CardDetailsOut, ExchangeIn, ExchangeOut, ReasonIn, VerifyIn, VerifyOut
+from service.catalog.errors import UnknownProduct
 from service.crypto import get_vault
 from service.db import new_session, transaction
-from service.errors import PROBLEM_MEDIA_TYPE, forbidden, responses
-from service.idempotency import request_fingerprint, run_once, validate_key
-from service.settlements.routes import router as settlements_router
+from service.errors import IdempotencyKeyMissing, Problem, RateLimited, forbidden, responses
+from service.idempotency import (
+    IDEMPOTENCY_PROBLEMS,
+    IdempotencyKeyHeader,
+    request_fingerprint,
+    required_key,
+    run_once,
+)
+from service.pools.errors import OutOfStock
 from service.strict import reject_unknown_query
 
-cards = APIRouter(prefix="/v1", tags=["cards"], dependencies=[Depends(reject_unknown_query)])
+router = APIRouter(prefix="/v1", tags=["cards"], dependencies=[Depends(reject_unknown_query)])
 
-IdempotencyKey = Annotated[
-    str,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        description="Unique per operation; replays return the first response (kept 48 h)",
-    ),
-]
 CardRef = Annotated[
     UUID,
     Path(
@@ -50,16 +49,18 @@ def _partner_of(principal: Principal) -> str | None:
     return principal.partner if principal.role == "partner" else None
 
 
-@cards.post(
+@router.post(
     "/cards/verify",
     response_model=VerifyOut,
-    responses=responses(404, 423, 429),
+    responses=responses(
+        errors.CardNotFound, errors.WrongPin, errors.CardLocked, errors.CardBlocked, RateLimited
+    ),
     summary="Verify a card: balance, expiry, status and your products it may be exchanged for",
 )
 def verify_card(body: VerifyIn, principal: Principal = Depends(require("partner"))) -> Any:
     now = clock()
     ratelimit.check(principal.key_id, now)
-    refusal: service.CommittedRefusal | None = None
+    refusal: Problem | None = None
     with transaction() as session:
         try:
             return service.verify(
@@ -70,34 +71,41 @@ def verify_card(body: VerifyIn, principal: Principal = Depends(require("partner"
                 now=now,
                 api_key_id=principal.api_key_id,
             )
-        except service.CommittedRefusal as exc:  # a wrong PIN is counted: commit, then refuse
-            refusal = exc
+        except errors.CommittedRefusal as exc:  # a wrong PIN is counted: commit, then refuse
+            refusal = exc.problem
     raise refusal
 
 
-def _respond(status: int, body: dict, replayed: bool) -> JSONResponse:
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return JSONResponse(
-        body,
-        status_code=status,
-        headers=headers,
-        media_type=PROBLEM_MEDIA_TYPE if status >= 400 else "application/json",
-    )
-
-
-@cards.post(
+@router.post(
     "/cards/exchanges",
     status_code=201,
     response_model=ExchangeOut,
-    responses=responses(409, 423, 429),
+    responses=responses(
+        UnknownProduct,
+        errors.CardNotFound,
+        errors.WrongPin,
+        errors.CardLocked,
+        errors.CardBlocked,
+        errors.CardCancelled,
+        errors.CardExpired,
+        errors.CardExhausted,
+        errors.NotExchangeable,
+        errors.InsufficientBalance,
+        OutOfStock,
+        RateLimited,
+        IdempotencyKeyMissing,
+        *IDEMPOTENCY_PROBLEMS,
+    ),
     summary="Exchange (part of) a card's balance for one of your certificates",
 )
 def create_exchange(
-    body: ExchangeIn, idempotency_key: IdempotencyKey, principal: Principal = Depends(require("partner"))
+    body: ExchangeIn,
+    idempotency_key: IdempotencyKeyHeader,
+    principal: Principal = Depends(require("partner")),
 ) -> JSONResponse:
     if principal.role != "partner":
         raise forbidden("exchanges are made by a partner, into its own products")
-    key = validate_key(idempotency_key, required=True)
+    key = required_key(idempotency_key)
     now = clock()
     ratelimit.check(principal.key_id, now)
     # The stored request hash must not let anyone test PINs offline: the card is keyed (HMAC).
@@ -115,12 +123,12 @@ def create_exchange(
                 body.number,
                 body.pin,
                 body.sku,
-                partner=principal.partner,
+                partner=principal.partner or "",
                 now=now,
                 api_key_id=principal.api_key_id,
             )
-        except service.CommittedRefusal as refusal:
-            return refusal.status, refusal.body()
+        except errors.CommittedRefusal as refusal:
+            return refusal.problem.status, refusal.problem.body()
         revealed[result.out.id] = (result.code, result.pin)
         # The idempotency store keeps the response without the certificate: codes stay encrypted at rest.
         return 201, result.out.model_dump(mode="json", exclude={"certificate": {"code", "pin"}})
@@ -135,13 +143,13 @@ def create_exchange(
             with new_session() as session:
                 code, pin = service.reveal_certificate(session, exchange_id, principal.partner or "")
         out = {**out, "certificate": {**out["certificate"], "code": code, "pin": pin}}
-    return _respond(outcome.status, out, outcome.replayed)
+    return replace(outcome, body=out).response()
 
 
-@cards.get(
+@router.get(
     "/cards/by-redemption/{card}",
     response_model=CardDetailsOut,
-    responses=responses(),
+    responses=responses(errors.CardNotFound),
     summary="A card's state, exchanges and audit trail (support)",
 )
 def read_card(card: CardRef, principal: Principal = Depends(require("support"))) -> CardDetailsOut:
@@ -149,10 +157,10 @@ def read_card(card: CardRef, principal: Principal = Depends(require("support")))
         return service.card_details(session, card, now=clock())
 
 
-@cards.post(
+@router.post(
     "/cards/by-redemption/{card}/block",
     response_model=CardDetailsOut,
-    responses=responses(409),
+    responses=responses(errors.CardNotFound, errors.CardNotBlockable),
     summary="Block an active card (support; audited with the reason)",
 )
 def block_card(
@@ -164,10 +172,10 @@ def block_card(
         )
 
 
-@cards.post(
+@router.post(
     "/cards/by-redemption/{card}/unblock",
     response_model=CardDetailsOut,
-    responses=responses(409),
+    responses=responses(errors.CardNotFound, errors.CardNotBlocked),
     summary="Unblock a blocked card (support; audited with the reason)",
 )
 def unblock_card(
@@ -177,9 +185,3 @@ def unblock_card(
         return service.set_blocked(
             session, card, blocked=False, reason=body.reason, api_key_id=principal.api_key_id, now=clock()
         )
-
-
-# What the app includes: the card routes and the partner settlement that follows from them.
-router = APIRouter()
-router.include_router(cards)
-router.include_router(settlements_router)

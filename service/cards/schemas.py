@@ -10,15 +10,10 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from catalog.model import SKU
+from service.cards.numbers import luhn_valid
 from service.money import Money
 
 CardStatus = Literal["active", "exhausted", "expired", "blocked", "cancelled"]
-
-
-def _luhn_ok(number: str) -> bool:
-    from service.cards.service import luhn_valid
-
-    return luhn_valid(number)
 
 
 class CardCredentials(BaseModel):
@@ -41,7 +36,7 @@ class CardCredentials(BaseModel):
     @classmethod
     def _luhn(cls, value: str) -> str:
         # The message never repeats the value: validation errors are returned and may be logged.
-        if not _luhn_ok(value):
+        if not luhn_valid(value):
             raise ValueError("not a valid card number (check digit)")
         return value
 

@@ -4,7 +4,6 @@ verification and exchange by partners, expiry with breakage, blocking by support
 from __future__ import annotations
 
 import hmac
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +14,21 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service.cards.errors import (
+    CardBlocked,
+    CardCancelled,
+    CardExhausted,
+    CardExpired,
+    CardLocked,
+    CardNotBlockable,
+    CardNotBlocked,
+    CardNotFound,
+    CommittedRefusal,
+    InsufficientBalance,
+    NotExchangeable,
+    WrongPin,
+)
+from service.cards.numbers import new_card_number, new_pin
 from service.cards.schemas import (
     CardDetailsOut,
     CardEventOut,
@@ -25,44 +39,17 @@ from service.cards.schemas import (
     ExchangeOut,
     VerifyOut,
 )
+from service.catalog.errors import UnknownProduct
 from service.catalog.snapshot import CatalogSnapshot, ProductInfo, get_snapshot
 from service.crypto import Vault, get_vault
 from service.db import driver
 from service.errors import Problem, not_found
-from service.ledger.service import vat_included
+from service.ids import uuid7
+from service.ledger import service as ledger
 from service.metrics import CARD_EXCHANGES, CARD_LOCKS, CARD_PIN_FAILURES, CARDS_EXPIRED
 from service.money import Money
-
-CARD_PREFIX = "9398"  # our brand's range; the rest is random, so numbers reveal no sequence
-CARD_LENGTH = 16
-PIN_LENGTH = 6
-
-
-def luhn_check_digit(partial: str) -> str:
-    total = 0
-    for i, ch in enumerate(reversed(partial)):
-        d = int(ch)
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return str((10 - total % 10) % 10)
-
-
-def luhn_valid(number: str) -> bool:
-    return number.isdigit() and luhn_check_digit(number[:-1]) == number[-1]
-
-
-def new_card_number() -> str:
-    body = CARD_PREFIX + "".join(
-        secrets.choice("0123456789") for _ in range(CARD_LENGTH - len(CARD_PREFIX) - 1)
-    )
-    return body + luhn_check_digit(body)
-
-
-def new_pin() -> str:
-    return "".join(secrets.choice("0123456789") for _ in range(PIN_LENGTH))
+from service.pools.errors import OutOfStock
+from service.pools.service import TakenCode, take_code
 
 
 def pin_matches(vault: Vault, pin_enc: bytes, offered: str) -> bool:
@@ -96,8 +83,8 @@ def mint_card(
         card_id = session.execute(
             text(
                 "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, currency,"
-                " nominal_minor, balance_minor, expires_at, created_at)"
-                " VALUES (:product, :fp, :number_enc, :last4, :pin_enc, :currency, :nominal, :nominal, :expires, :now)"
+                " nominal_minor, balance_minor, expires_at, created_at) VALUES (:product, :fp, :number_enc,"
+                " :last4, :pin_enc, :currency, :nominal, :nominal, :expires, :now)"
                 " ON CONFLICT (number_fingerprint) DO NOTHING RETURNING id"
             ),
             {
@@ -128,18 +115,6 @@ DEFAULT_ZONE = ZoneInfo("Asia/Almaty")
 log = structlog.get_logger("cards")
 
 
-class CommittedRefusal(Problem):
-    """A refusal whose side effects (a wrong PIN counted, a lock set) must be committed, not rolled
-    back with the transaction: the caller commits first, then answers with it."""
-
-    def __init__(self, status: int, code: str, title: str, detail: str, **extensions: Any):
-        super().__init__(status, code, title, detail)
-        self.extensions = extensions
-
-    def body(self, instance: str | None = None, request_id: str | None = None) -> dict[str, Any]:
-        return {**super().body(instance, request_id), **self.extensions}
-
-
 _CARD = (
     "SELECT c.id, c.product_id, c.last4, c.number_fingerprint, c.pin_enc, c.currency, c.nominal_minor,"
     " c.balance_minor, c.status, c.expires_at, c.failed_pin_attempts, c.locked_until, r.id AS redemption_id,"
@@ -165,7 +140,7 @@ def _card_vat(snap: CatalogSnapshot, card: Any, amount_minor: int, now: datetime
     if product.vat_point != "redemption":
         return 0, 0
     rate = snap.vat_rate_bp(product.vat_schedule, now.astimezone(_zone(snap, card.program_id)).date())
-    return rate, vat_included(amount_minor, rate)
+    return rate, ledger.vat_included(amount_minor, rate)
 
 
 def _event(
@@ -190,12 +165,9 @@ def authenticate_card(
         text(_CARD + " WHERE c.number_fingerprint = :fp FOR UPDATE OF c"), {"fp": vault.fingerprint(number)}
     ).one_or_none()
     if card is None:
-        raise Problem(404, "card_not_found", "Card not found", "no card with this number")
+        raise CardNotFound("no card with this number")
     if card.locked_until is not None and card.locked_until > now:
-        raise Problem(
-            423,
-            "card_locked",
-            "Card locked",
+        raise CardLocked(
             f"too many wrong PINs: the card is locked until {card.locked_until.isoformat()}",
             headers={"Retry-After": str(max(1, int((card.locked_until - now).total_seconds()) + 1))},
         )
@@ -218,12 +190,11 @@ def authenticate_card(
                 locked_until=until.isoformat(),
             )
             raise CommittedRefusal(
-                423,
-                "card_locked",
-                "Card locked",
-                f"{MAX_PIN_ATTEMPTS} wrong PINs: the card is locked until {until.isoformat()}",
-                locked_until=until.isoformat(),
-                remaining_attempts=0,
+                CardLocked(
+                    f"{MAX_PIN_ATTEMPTS} wrong PINs: the card is locked until {until.isoformat()}",
+                    locked_until=until.isoformat(),
+                    remaining_attempts=0,
+                )
             )
         session.execute(
             text("UPDATE cards SET failed_pin_attempts = :n WHERE id = :id"), {"n": attempts, "id": card.id}
@@ -233,11 +204,10 @@ def authenticate_card(
         )
         remaining = MAX_PIN_ATTEMPTS - attempts
         raise CommittedRefusal(
-            422,
-            "wrong_pin",
-            "Wrong PIN",
-            f"the PIN does not match; {remaining} attempt(s) left before the card locks",
-            remaining_attempts=remaining,
+            WrongPin(
+                f"the PIN does not match; {remaining} attempt(s) left before the card locks",
+                remaining_attempts=remaining,
+            )
         )
     if card.failed_pin_attempts or card.locked_until is not None:
         session.execute(
@@ -288,8 +258,10 @@ def verify(
         ExchangeableProduct(
             sku=p.sku,
             name=p.name,
-            face_value=Money.of(p.face_value_minor, p.currency),
-            affordable=usable and p.currency == card.currency and p.face_value_minor <= card.balance_minor,
+            face_value=Money.of(p.face_value_minor or 0, p.currency),
+            affordable=usable
+            and p.currency == card.currency
+            and (p.face_value_minor or 0) <= card.balance_minor,
         )
         for p in _exchangeable(snap, card.product_id, partner)
     ]
@@ -306,17 +278,13 @@ class ExchangeResult:
 def _refuse_unusable(card: Any, now: datetime) -> None:
     status = effective_status(card, now)
     if status == "cancelled":
-        raise Problem(409, "card_cancelled", "Card cancelled", "the card's redemption was cancelled")
+        raise CardCancelled("the card's redemption was cancelled")
     if status == "blocked":
-        raise Problem(
-            423, "card_blocked", "Card blocked", "the card is blocked; the subscriber should call support"
-        )
+        raise CardBlocked("the card is blocked; the subscriber should call support")
     if status == "expired":
-        raise Problem(
-            409, "card_expired", "Card expired", f"the card expired at {card.expires_at.isoformat()}"
-        )
+        raise CardExpired(f"the card expired at {card.expires_at.isoformat()}")
     if status == "exhausted":
-        raise Problem(409, "card_exhausted", "Card exhausted", "the card's balance is used up")
+        raise CardExhausted("the card's balance is used up")
 
 
 def exchange(
@@ -327,14 +295,12 @@ def exchange(
     snap = get_snapshot(session)
     product = snap.products_by_sku.get(sku)
     if product is None or product.partner_code != partner:  # another partner's sku is none of its business
-        raise Problem(404, "unknown_product", "Unknown product", f"you have no product {sku}")
+        raise UnknownProduct(f"you have no product {sku}")
     card = authenticate_card(session, number, pin, now=now, api_key_id=api_key_id)
     try:
         return _exchange(session, snap, card, product, now=now, api_key_id=api_key_id)
     except Problem as refusal:  # the PIN was right: its counter reset is kept with the stored refusal
-        raise CommittedRefusal(
-            refusal.status, refusal.code, refusal.title, refusal.detail or refusal.title
-        ) from None
+        raise CommittedRefusal(refusal) from None
 
 
 def _exchange(
@@ -349,70 +315,27 @@ def _exchange(
     _refuse_unusable(card, now)
     allowed = {p.id for p in _exchangeable(snap, card.product_id, product.partner_code)}
     if product.id not in allowed or product.currency != card.currency:
-        raise Problem(
-            422, "not_exchangeable", "Not exchangeable", f"this card cannot be exchanged for {product.sku}"
-        )
+        raise NotExchangeable(f"this card cannot be exchanged for {product.sku}")
     face = product.face_value_minor or 0
     if card.balance_minor < face:
-        raise Problem(
-            409,
-            "insufficient_balance",
-            "Insufficient balance",
+        raise InsufficientBalance(
             f"the card has {Money.of(card.balance_minor, card.currency).amount} {card.currency};"
             f" {product.sku} costs {Money.of(face, card.currency).amount} {card.currency}",
         )
     db = driver(session)
-    code = db.execute(
-        "UPDATE codes SET status = 'issued', status_changed_at = %(now)s WHERE id = ("
-        " SELECT id FROM codes WHERE product_id = %(product)s AND status = 'available'"
-        "   AND coalesce(expires_at, 'infinity') > %(now)s"
-        " ORDER BY coalesce(expires_at, 'infinity'), id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-        " RETURNING id, last4, fingerprint, code_enc, pin_enc, expires_at",
-        {"product": product.id, "now": now},
-    ).fetchone()
-    if code is None:
-        raise Problem(409, "out_of_stock", "Out of stock", f"no certificates left for {product.sku}")
-    code_id, last4, fingerprint, code_enc, pin_enc, code_expires = code
-    balance, status = db.execute(
+    certificate = take_code(db, product.id, status="issued", now=now)
+    if certificate is None:
+        raise OutOfStock(f"no certificates left for {product.sku}")
+    debited = db.execute(
         "UPDATE cards SET balance_minor = balance_minor - %(face)s,"
         " status = CASE WHEN balance_minor - %(face)s = 0 THEN 'exhausted' ELSE status END"
         " WHERE id = %(id)s RETURNING balance_minor, status",
         {"face": face, "id": card.id},
     ).fetchone()
-    rate, vat = _card_vat(snap, card, face, now)
-    from service.redemptions.service import uuid7  # that module mints cards with this one: import late
-
+    assert debited is not None  # the card row is locked by this transaction
+    balance, status = debited
     exchange_id = uuid7()
-    db.execute(
-        "WITH e AS ("
-        " INSERT INTO exchanges (id, card_id, product_id, partner_id, code_id, amount_minor, created_at, api_key_id)"
-        " VALUES (%(id)s, %(card)s, %(product)s, %(partner)s, %(code)s, %(amount)s, %(now)s, %(key)s) RETURNING id)"
-        " INSERT INTO reconciliation_records (type, occurred_at, program_id, tariff_id, offer_id, product_id, sku,"
-        "  partner_id, quantity, currency, face_value_minor, cost_minor, vat_rate_bp, vat_minor, code_fingerprint,"
-        "  code_last4, card_id)"
-        " SELECT 'exchange', %(now)s, %(program)s, %(tariff)s, %(offer)s, %(product)s, %(sku)s, %(partner)s, 1,"
-        "  %(currency)s, %(amount)s, %(cost)s, %(rate)s, %(vat)s, %(fingerprint)s, %(last4)s, %(card)s FROM e",
-        {
-            "id": exchange_id,
-            "card": card.id,
-            "product": product.id,
-            "partner": product.partner_id,
-            "code": code_id,
-            "amount": face,
-            "now": now,
-            "key": api_key_id,
-            "program": card.program_id,
-            "tariff": card.tariff_id,
-            "offer": card.offer_id,
-            "sku": product.sku,
-            "currency": product.currency,
-            "cost": product.cost_price_minor or 0,
-            "rate": rate,
-            "vat": vat,
-            "fingerprint": bytes(fingerprint),
-            "last4": last4,
-        },
-    )
+    _write_exchange(db, snap, card, product, certificate, exchange_id, now=now, api_key_id=api_key_id)
     CARD_EXCHANGES.labels(product.sku).inc()
     log.info(
         "card_exchanged",
@@ -433,15 +356,67 @@ def _exchange(
             sku=product.sku,
             name=product.name,
             code="",
-            last4=last4,
+            last4=certificate.last4,
             face_value=Money.of(face, product.currency),
-            expires_at=code_expires,
+            expires_at=certificate.expires_at,
         ),
     )
     return ExchangeResult(
         out,
-        vault.decrypt(bytes(code_enc), b"code"),
-        vault.decrypt(bytes(pin_enc), b"pin") if pin_enc is not None else None,
+        vault.decrypt(certificate.code_enc, b"code"),
+        vault.decrypt(certificate.pin_enc, b"pin") if certificate.pin_enc is not None else None,
+    )
+
+
+def _write_exchange(
+    db: Any,
+    snap: CatalogSnapshot,
+    card: Any,
+    product: ProductInfo,
+    certificate: TakenCode,
+    exchange_id: uuid.UUID,
+    *,
+    now: datetime,
+    api_key_id: int | None,
+) -> None:
+    """The exchange and its record, in one statement."""
+    face = product.face_value_minor or 0
+    rate, _ = _card_vat(snap, card, face, now)
+    record = ledger.exchange_record(
+        ledger.Record(
+            occurred_at=now,
+            program_id=card.program_id,
+            tariff_id=card.tariff_id,
+            offer_id=card.offer_id,
+            product_id=product.id,
+            sku=product.sku,
+            partner_id=product.partner_id,
+            currency=product.currency,
+            face_value_minor=face,
+            cost_minor=product.cost_price_minor or 0,
+            vat_rate_bp=rate,
+            code_fingerprint=certificate.fingerprint,
+            code_last4=certificate.last4,
+            card_id=card.id,
+        ),
+        exchange_from="e",
+    )
+    db.execute(
+        "WITH e AS (INSERT INTO exchanges"
+        " (id, card_id, product_id, partner_id, code_id, amount_minor, created_at, api_key_id) VALUES"
+        " (%(id)s, %(card)s, %(product)s, %(partner)s, %(code)s, %(amount)s, %(now)s, %(key)s) RETURNING id) "
+        + record.sql,
+        {
+            "id": exchange_id,
+            "card": card.id,
+            "product": product.id,
+            "partner": product.partner_id,
+            "code": certificate.id,
+            "amount": face,
+            "now": now,
+            "key": api_key_id,
+            **record.params,
+        },
     )
 
 
@@ -478,13 +453,16 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
     breakage record, in the caller's transaction. Idempotent: an expired card is never picked again.
     Cards being exchanged right now are skipped (SKIP LOCKED) and expire on the next run."""
     snap = get_snapshot(session)
+    db = driver(session)
     rows = session.execute(
         text(
             "WITH due AS (SELECT id, balance_minor FROM cards WHERE status = 'active' AND expires_at <= :now"
             "  ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED),"
             " done AS (UPDATE cards c SET status = 'expired', balance_minor = 0 FROM due WHERE c.id = due.id"
-            "  RETURNING c.id, c.product_id, c.currency, c.last4, c.number_fingerprint, due.balance_minor AS unused)"
-            " SELECT done.*, r.program_id, r.tariff_id, r.offer_id FROM done LEFT JOIN redemptions r ON r.card_id = done.id"
+            "  RETURNING c.id, c.product_id, c.currency, c.last4, c.number_fingerprint,"
+            "  due.balance_minor AS unused)"
+            " SELECT done.*, r.program_id, r.tariff_id, r.offer_id"
+            " FROM done LEFT JOIN redemptions r ON r.card_id = done.id"
         ),
         {"now": now, "limit": limit},
     ).all()
@@ -500,30 +478,25 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
         )
         if card.unused <= 0:
             continue
-        product = snap.products[card.product_id]
-        rate, vat = _card_vat(snap, card, card.unused, now)
-        session.execute(
-            text(
-                "INSERT INTO reconciliation_records (type, occurred_at, program_id, tariff_id, offer_id, product_id, sku,"
-                " partner_id, quantity, currency, face_value_minor, cost_minor, vat_rate_bp, vat_minor, code_fingerprint,"
-                " code_last4, card_id) VALUES ('breakage', :now, :program, :tariff, :offer, :product, :sku, NULL, 1,"
-                " :currency, :amount, 0, :rate, :vat, :fp, :last4, :card)"
+        rate, _ = _card_vat(snap, card, card.unused, now)
+        ledger.write_breakage(
+            db,
+            ledger.Record(
+                occurred_at=now,
+                program_id=card.program_id,
+                tariff_id=card.tariff_id,
+                offer_id=card.offer_id,
+                product_id=card.product_id,
+                sku=snap.products[card.product_id].sku,
+                partner_id=None,
+                currency=card.currency,
+                face_value_minor=card.unused,
+                cost_minor=0,
+                vat_rate_bp=rate,
+                code_fingerprint=bytes(card.number_fingerprint),
+                code_last4=card.last4,
+                card_id=card.id,
             ),
-            {
-                "now": now,
-                "program": card.program_id,
-                "tariff": card.tariff_id,
-                "offer": card.offer_id,
-                "product": card.product_id,
-                "sku": product.sku,
-                "currency": card.currency,
-                "amount": card.unused,
-                "rate": rate,
-                "vat": vat,
-                "fp": bytes(card.number_fingerprint),
-                "last4": card.last4,
-                "card": card.id,
-            },
         )
         total += card.unused
     if rows:
@@ -538,7 +511,7 @@ def _card_by_redemption(session: Session, redemption_id: uuid.UUID, *, for_updat
         {"rid": redemption_id},
     ).one_or_none()
     if card is None:
-        raise Problem(404, "card_not_found", "Card not found", f"redemption {redemption_id} has no card")
+        raise CardNotFound(f"redemption {redemption_id} has no card")
     return card
 
 
@@ -555,14 +528,11 @@ def set_blocked(
     both are audited in card_events with the key and the reason."""
     card = _card_by_redemption(session, redemption_id, for_update=True)
     if blocked and card.status != "active":
-        raise Problem(
-            409,
-            "card_not_blockable",
-            "Card not blockable",
+        raise CardNotBlockable(
             f"only an active card can be blocked; this one is {card.status}",
         )
     if not blocked and card.status != "blocked":
-        raise Problem(409, "card_not_blocked", "Card not blocked", f"the card is {card.status}, not blocked")
+        raise CardNotBlocked(f"the card is {card.status}, not blocked")
     session.execute(
         text("UPDATE cards SET status = :status WHERE id = :id"),
         {"status": "blocked" if blocked else "active", "id": card.id},
@@ -584,8 +554,8 @@ def card_details(session: Session, redemption_id: uuid.UUID, *, now: datetime) -
     ).all()
     events = session.execute(
         text(
-            "SELECT ev.event, ev.reason, k.key_id, ev.at FROM card_events ev LEFT JOIN api_keys k ON k.id = ev.api_key_id"
-            " WHERE ev.card_id = :id ORDER BY ev.at, ev.id"
+            "SELECT ev.event, ev.reason, k.key_id, ev.at FROM card_events ev"
+            " LEFT JOIN api_keys k ON k.id = ev.api_key_id WHERE ev.card_id = :id ORDER BY ev.at, ev.id"
         ),
         {"id": card.id},
     ).all()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import exists, select, text
 from sqlalchemy.orm import Session
 
+from service.catalog.errors import UnknownTariff
 from service.catalog.models import ExchangeCatalogItem, Offer, OfferPrice, Partner, Product, Program, Tariff
 from service.catalog.schemas import (
     Availability,
@@ -18,7 +19,7 @@ from service.catalog.schemas import (
     ProgramOut,
     TariffOut,
 )
-from service.errors import Problem, not_found
+from service.errors import not_found
 from service.money import Money
 
 
@@ -93,10 +94,7 @@ def list_offers(
             select(Tariff).where(Tariff.program_id == program.id, Tariff.code == tariff, Tariff.active)
         )
         if tariff_row is None:
-            raise Problem(
-                422,
-                "unknown_tariff",
-                "Unknown tariff",
+            raise UnknownTariff(
                 f"program {program_code} has no tariff {tariff}",
                 errors=[{"field": "query.tariff", "message": "unknown tariff"}],
             )

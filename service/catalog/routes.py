@@ -8,10 +8,11 @@ from catalog.model import SKU, SLUG
 from service.auth.deps import require
 from service.auth.service import Principal
 from service.catalog import queries
+from service.catalog.errors import UnknownTariff
 from service.catalog.schemas import OfferOut, ProductOut, ProgramOut
 from service.db import new_session
 from service.errors import not_found, responses
-from service.pagination import Limit, Page, keyset_cursor, page
+from service.pagination import Limit, Page, page
 from service.strict import reject_unknown_query
 
 router = APIRouter(
@@ -19,8 +20,8 @@ router = APIRouter(
 )
 
 ProgramCode = Annotated[str, Path(pattern=SLUG, description="Program code")]
-CodeCursor = keyset_cursor(SLUG)
-SkuCursor = keyset_cursor(SKU)
+CodeCursor = Annotated[str | None, Query(pattern=SLUG, description="`next_cursor` of the previous page")]
+SkuCursor = Annotated[str | None, Query(pattern=SKU, description="`next_cursor` of the previous page")]
 
 
 @router.get("/programs", response_model=Page[ProgramOut], summary="Programs this key may see, with tariffs")
@@ -35,7 +36,12 @@ def get_programs(
     return page(items, limit, "code")
 
 
-@router.get("/programs/{program}/offers", response_model=Page[OfferOut], summary="Offers of a program")
+@router.get(
+    "/programs/{program}/offers",
+    response_model=Page[OfferOut],
+    summary="Offers of a program",
+    responses=responses(UnknownTariff),
+)
 def get_offers(
     program: ProgramCode,
     principal: Principal = Depends(require("loyalty", "finance", "support")),

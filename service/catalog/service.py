@@ -25,6 +25,7 @@ from service.catalog.models import (
     Tariff,
     VatRate,
 )
+from service.catalog.snapshot import invalidate_snapshot
 from service.money import to_minor
 
 CATALOG_LOCK = 7270002
@@ -88,14 +89,30 @@ def latest_digest(session: Session) -> str | None:
 
 
 def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
-    """Must run inside the caller's transaction; any exception leaves the database untouched."""
+    """Must run inside the caller's transaction; any exception leaves the database untouched.
+    Entities the files no longer name are deactivated, never deleted (history refers to them)."""
     session.execute(select(func.pg_advisory_xact_lock(CATALOG_LOCK)))
     summary = ApplySummary(changed=False, digest=loaded.digest)
     if latest_digest(session) == loaded.digest:
         return summary
     spec: CatalogSpec = loaded.spec
     sync = _Sync(session, summary)
+    _apply_vat(session, spec)
+    partners = _apply_partners(session, sync, spec)
+    products = _apply_products(session, sync, spec, partners)
+    programs = _apply_programs(session, sync, spec)
+    tariffs = _apply_tariffs(session, sync, spec, programs)
+    _apply_offers(session, sync, spec, programs, products, tariffs)
+    summary.changed = True
+    session.add(CatalogRevision(digest=loaded.digest, source=loaded.source, summary=summary.as_dict()))
+    session.flush()
+    # API processes cache the catalog; this tells them (on commit) to reload.
+    session.execute(select(func.pg_notify("catalog_changed", loaded.digest)))
+    invalidate_snapshot()
+    return summary
 
+
+def _apply_vat(session: Session, spec: CatalogSpec) -> None:
     session.execute(delete(VatRate))
     for schedule in spec.vat_schedules:
         for rate in schedule.rates:
@@ -107,12 +124,20 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
                 )
             )
 
+
+def _apply_partners(session: Session, sync: _Sync, spec: CatalogSpec) -> dict[str, Partner]:
     partners = {p.code: p for p in session.scalars(select(Partner))}
     for p in spec.partners:
         sync.upsert("partners", partners, p.code, Partner, {"code": p.code, "name": p.name, "active": True})
     sync.deactivate_missing("partners", partners, {p.code for p in spec.partners})
     session.flush()
+    return partners
 
+
+def _apply_products(
+    session: Session, sync: _Sync, spec: CatalogSpec, partners: dict[str, Partner]
+) -> dict[str, Product]:
+    """Products, then the exchange catalogs of the universal cards (which name other products)."""
     products = {p.sku: p for p in session.scalars(select(Product))}
     for p in spec.products:
         sync.upsert(
@@ -144,7 +169,10 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
             session.add(
                 ExchangeCatalogItem(card_product_id=products[p.sku].id, code_product_id=products[sku].id)
             )
+    return products
 
+
+def _apply_programs(session: Session, sync: _Sync, spec: CatalogSpec) -> dict[str, Program]:
     programs = {p.code: p for p in session.scalars(select(Program))}
     for p in spec.programs:
         sync.upsert(
@@ -167,13 +195,18 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
         )
     sync.deactivate_missing("programs", programs, {p.code for p in spec.programs})
     session.flush()
+    return programs
 
+
+def _apply_tariffs(
+    session: Session, sync: _Sync, spec: CatalogSpec, programs: dict[str, Program]
+) -> dict[tuple[int, str], Tariff]:
     tariffs = {(t.program_id, t.code): t for t in session.scalars(select(Tariff))}
-    wanted_tariffs = set()
+    wanted = set()
     for p in spec.programs:
         pid = programs[p.code].id
         for t in p.tariffs:
-            wanted_tariffs.add((pid, t.code))
+            wanted.add((pid, t.code))
             sync.upsert(
                 "tariffs",
                 tariffs,
@@ -181,14 +214,25 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
                 Tariff,
                 {"program_id": pid, "code": t.code, "name": t.name, "active": True},
             )
-    sync.deactivate_missing("tariffs", tariffs, wanted_tariffs)
+    sync.deactivate_missing("tariffs", tariffs, wanted)
     session.flush()
+    return tariffs
 
+
+def _apply_offers(
+    session: Session,
+    sync: _Sync,
+    spec: CatalogSpec,
+    programs: dict[str, Program],
+    products: dict[str, Product],
+    tariffs: dict[tuple[int, str], Tariff],
+) -> None:
+    """Offers and their per-tariff prices (rewritten whole: a price is not an entity of its own)."""
     offers = {(o.program_id, o.code): o for o in session.scalars(select(Offer))}
-    wanted_offers = set()
+    wanted = set()
     for o in spec.offers:
         pid = programs[o.program].id
-        wanted_offers.add((pid, o.code))
+        wanted.add((pid, o.code))
         row = sync.upsert(
             "offers",
             offers,
@@ -218,17 +262,7 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
                         points=price.points,
                     )
                 )
-    sync.deactivate_missing("offers", offers, wanted_offers)
-
-    summary.changed = True
-    session.add(CatalogRevision(digest=loaded.digest, source=loaded.source, summary=summary.as_dict()))
-    session.flush()
-    # API processes cache the catalog; this tells them (on commit) to reload.
-    session.execute(select(func.pg_notify("catalog_changed", loaded.digest)))
-    from service.catalog.snapshot import invalidate_snapshot
-
-    invalidate_snapshot()
-    return summary
+    sync.deactivate_missing("offers", offers, wanted)
 
 
 def catalog_is_empty(session: Session) -> bool:

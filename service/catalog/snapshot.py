@@ -111,7 +111,7 @@ def load_snapshot(session: Session) -> CatalogSnapshot:
     snap = CatalogSnapshot(revision=session.scalar(select(func.max(CatalogRevision.id))))
     partner_codes = dict(session.execute(select(Partner.id, Partner.code)).all())
     for p in session.scalars(select(Program)):
-        info = ProgramInfo(
+        program = ProgramInfo(
             p.id,
             p.code,
             p.name,
@@ -123,41 +123,41 @@ def load_snapshot(session: Session) -> CatalogSnapshot:
             p.monthly_budget_minor,
             p.active,
         )
-        snap.programs[p.code] = snap.programs_by_id[p.id] = info
+        snap.programs[p.code] = snap.programs_by_id[p.id] = program
     for t in session.scalars(select(Tariff)):
-        info = TariffInfo(t.id, t.code, t.program_id, t.active)
-        snap.tariffs[(t.program_id, t.code)] = snap.tariffs_by_id[t.id] = info
+        tariff = TariffInfo(t.id, t.code, t.program_id, t.active)
+        snap.tariffs[(t.program_id, t.code)] = snap.tariffs_by_id[t.id] = tariff
     exchange: dict[int, set[int]] = {}
     for card_id, code_id in session.execute(
         select(ExchangeCatalogItem.card_product_id, ExchangeCatalogItem.code_product_id)
     ):
         exchange.setdefault(card_id, set()).add(code_id)
-    for p in session.scalars(select(Product)):
-        info = ProductInfo(
-            p.id,
-            p.sku,
-            p.kind,
-            p.name,
-            p.currency,
-            p.partner_id,
-            partner_codes.get(p.partner_id),
-            p.face_value_minor,
-            p.cost_price_minor,
-            p.brand,
-            p.validity_days,
-            p.vat_schedule,
-            p.vat_point,
-            p.active,
-            frozenset(exchange.get(p.id, ())),
+    for pr in session.scalars(select(Product)):
+        product = ProductInfo(
+            pr.id,
+            pr.sku,
+            pr.kind,
+            pr.name,
+            pr.currency,
+            pr.partner_id,
+            partner_codes.get(pr.partner_id) if pr.partner_id is not None else None,
+            pr.face_value_minor,
+            pr.cost_price_minor,
+            pr.brand,
+            pr.validity_days,
+            pr.vat_schedule,
+            pr.vat_point,
+            pr.active,
+            frozenset(exchange.get(pr.id, ())),
         )
-        snap.products[p.id] = snap.products_by_sku[p.sku] = info
+        snap.products[pr.id] = snap.products_by_sku[pr.sku] = product
     prices: dict[int, dict[int, tuple[int, int]]] = {}
     for offer_id, tariff_id, nominal, points in session.execute(
         select(OfferPrice.offer_id, OfferPrice.tariff_id, OfferPrice.nominal_minor, OfferPrice.points)
     ):
         prices.setdefault(offer_id, {})[tariff_id] = (nominal, points)
     for o in session.scalars(select(Offer)):
-        info = OfferInfo(
+        offer = OfferInfo(
             o.id,
             o.code,
             o.name,
@@ -170,7 +170,7 @@ def load_snapshot(session: Session) -> CatalogSnapshot:
             o.active,
             prices.get(o.id, {}),
         )
-        snap.offers[(o.program_id, o.code)] = snap.offers_by_id[o.id] = info
+        snap.offers[(o.program_id, o.code)] = snap.offers_by_id[o.id] = offer
     for r in session.scalars(select(VatRate).order_by(VatRate.schedule, VatRate.effective_from)):
         dates, rates = snap.vat.setdefault(r.schedule, ([], []))
         dates.append(r.effective_from)

@@ -19,14 +19,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
+import smpplib.client
 import structlog
 import tenacity
+from smpplib import smpp
 
 from service.config import get_settings
 from service.delivery.text import DATA_CODING, split, udh
@@ -93,7 +95,10 @@ class FileProvider:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def submit(self, sms: OutgoingSms) -> list[str]:
-        return self.submit_many([sms])[0]
+        result = self.submit_many([sms])[0]
+        if isinstance(result, SmsError):
+            raise result
+        return result
 
     def submit_many(self, messages: list[OutgoingSms]) -> list[list[str] | SmsError]:
         ids = [uuid.uuid4().hex for _ in messages]
@@ -111,7 +116,7 @@ class FileProvider:
                 ensure_ascii=False,
             )
             + "\n"
-            for message_id, sms in zip(ids, messages)
+            for message_id, sms in zip(ids, messages, strict=True)
         )
         with self.path.open("a", encoding="utf-8") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)  # several worker processes append to one file
@@ -131,8 +136,6 @@ class HttpProvider:
     name = "http"
 
     def __init__(self, url: str, token: str | None, timeout: float = 10.0, concurrency: int = 8):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.url = url
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=3.0),
@@ -244,7 +247,7 @@ class SmppSession:
         self._receipts: queue.Queue[tuple[Receipt, int]] = queue.Queue()
         self._receipt_acks: queue.Queue[tuple[int, int]] = queue.Queue()
         self._inflight: dict[int, tuple[_Pending, int, float]] = {}
-        self._client = None
+        self._client: smpplib.client.Client | None = None
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._reference = random.randrange(256)
@@ -269,7 +272,7 @@ class SmppSession:
         if not self._connected.wait(timeout=min(timeout, 5.0)):
             return [TransientSmsError("SMSC not connected") for _ in messages]
         pendings = [_Pending(split(sms.text, sms.encoding)) for sms in messages]
-        for sms, pending in zip(messages, pendings):
+        for sms, pending in zip(messages, pendings, strict=True):
             self._requests.put((sms, pending))
         deadline = time.monotonic() + timeout
         results: list[list[str] | SmsError] = []
@@ -312,8 +315,6 @@ class SmppSession:
         self._disconnect()
 
     def _connect(self) -> None:
-        import smpplib.client
-
         client = smpplib.client.Client(self.host, self.port, timeout=5, allow_unknown_opt_params=True)
         client.connect()
         client.bind_transceiver(system_id=self.system_id, password=self.password)
@@ -336,10 +337,14 @@ class SmppSession:
                 pending.done.set()
         self._inflight.clear()
 
-    def _loop(self) -> None:
-        from smpplib import smpp
+    def _bound(self) -> Any:
+        """The session's smpplib client; only the session thread calls this, while bound."""
+        if self._client is None:
+            raise ConnectionError("not bound to the SMSC")
+        return self._client
 
-        client = self._client
+    def _loop(self) -> None:
+        client = self._bound()
         last_heard = time.monotonic()
         while not self._stop.is_set():
             while True:  # answer receipts whose database work has finished
@@ -368,20 +373,18 @@ class SmppSession:
             elif now - last_heard > self.enquire_every:
                 client.send_pdu(smpp.make_pdu("enquire_link", client=client))
                 last_heard = now
-            for sequence, (pending, _part, sent_at) in list(self._inflight.items()):
+            for sequence, (_pending, _part, sent_at) in list(self._inflight.items()):
                 if now - sent_at > self.response_timeout:
                     raise ConnectionError(f"no submit_sm_resp for sequence {sequence}")
 
     def _send(self, sms: OutgoingSms, pending: _Pending) -> None:
-        from smpplib import smpp
-
         payloads = pending.payloads
         self._reference = (self._reference + 1) % 256
         for index, payload in enumerate(payloads):
             multipart = len(payloads) > 1
             pdu = smpp.make_pdu(
                 "submit_sm",
-                client=self._client,
+                client=self._bound(),
                 source_addr_ton=5,
                 source_addr_npi=0,
                 source_addr=sms.sender,  # alphanumeric sender id
@@ -394,12 +397,10 @@ class SmppSession:
                 short_message=(udh(self._reference, len(payloads), index + 1) if multipart else b"")
                 + payload,
             )
-            self._client.send_pdu(pdu)
+            self._bound().send_pdu(pdu)
             self._inflight[pdu.sequence] = (pending, index, time.monotonic())
 
     def _dispatch(self, pdu) -> None:
-        from smpplib import smpp
-
         command = pdu.command
         if command == "submit_sm_resp" or command == "generic_nack":
             entry = self._inflight.pop(pdu.sequence, None)
@@ -426,13 +427,13 @@ class SmppSession:
             else:  # a mobile-originated message: nothing to do with it, but acknowledge it
                 self._receipt_acks.put((pdu.sequence, 0))
         elif command == "enquire_link":
-            resp = smpp.make_pdu("enquire_link_resp", client=self._client)
+            resp = smpp.make_pdu("enquire_link_resp", client=self._bound())
             resp.sequence = pdu.sequence
-            self._client.send_pdu(resp)
+            self._bound().send_pdu(resp)
         elif command == "unbind":
-            resp = smpp.make_pdu("unbind_resp", client=self._client)
+            resp = smpp.make_pdu("unbind_resp", client=self._bound())
             resp.sequence = pdu.sequence
-            self._client.send_pdu(resp)
+            self._bound().send_pdu(resp)
             raise ConnectionError("SMSC unbound")
 
     @staticmethod
@@ -472,7 +473,7 @@ class SmppSession:
                 for _, sequence in batch:
                     self._receipt_acks.put((sequence, ESME_RX_T_APPN))
                 continue
-            for (receipt, sequence), error in zip(batch, errors):
+            for (receipt, sequence), error in zip(batch, errors, strict=True):
                 self._receipt_acks.put((sequence, self._receipt_status(receipt, error)))
 
     def _receipt_status(self, receipt: Receipt, error: Exception | None) -> int:
@@ -503,8 +504,9 @@ class SmppProvider:
         return self.session.submit_many(messages)
 
 
-@lru_cache
-def get_provider() -> Provider:
+def build_provider(on_receipts: Callable[[list[Receipt]], list[Exception | None]]) -> Provider:
+    """The provider SMS_PROVIDER names. `on_receipts` applies the delivery receipts an SMPP session
+    receives (the delivery service's, handed in here so that providers know nothing of it)."""
     settings = get_settings()
     if settings.sms_provider == "http":
         if not settings.sms_http_url:
@@ -512,8 +514,6 @@ def get_provider() -> Provider:
         token = settings.sms_http_token.get_secret_value() if settings.sms_http_token else None
         return HttpProvider(settings.sms_http_url, token)
     if settings.sms_provider == "smpp":
-        from service.delivery.service import apply_smpp_receipts
-
         password = settings.smpp_password.get_secret_value() if settings.smpp_password else ""
         return SmppProvider(
             SmppSession(
@@ -521,7 +521,7 @@ def get_provider() -> Provider:
                 settings.smpp_port,
                 settings.smpp_system_id,
                 password,
-                on_receipts=apply_smpp_receipts,
+                on_receipts=on_receipts,
             )
         )
     return FileProvider(settings.sms_file or settings.data_dir / "sms.jsonl")

@@ -9,13 +9,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from service.config import get_settings
+from service.delivery.errors import ReceiptNotYetKnown, ReceiptSecretInvalid
 from service.delivery.service import ReceiptTooEarly, apply_receipt
-from service.errors import Problem, responses
+from service.errors import responses
 from service.strict import reject_unknown_query
 
-router = APIRouter(
-    prefix="/v1/sms", tags=["sms"], dependencies=[Depends(reject_unknown_query)], responses=responses(503)
-)
+router = APIRouter(prefix="/v1/sms", tags=["sms"], dependencies=[Depends(reject_unknown_query)])
 _secret = APIKeyHeader(
     name="X-Receipt-Secret",
     auto_error=False,
@@ -35,7 +34,10 @@ class ReceiptOut(BaseModel):
 
 
 @router.post(
-    "/receipts/{provider}", response_model=ReceiptOut, summary="Delivery receipt from the HTTP gateway"
+    "/receipts/{provider}",
+    response_model=ReceiptOut,
+    summary="Delivery receipt from the HTTP gateway",
+    responses=responses(ReceiptSecretInvalid, ReceiptNotYetKnown),
 )
 async def receive_receipt(
     body: ReceiptIn,
@@ -48,16 +50,11 @@ async def receive_receipt(
         or secret is None
         or not hmac.compare_digest(secret.encode(), expected.get_secret_value().encode())
     ):
-        raise Problem(
-            401, "unauthorized", "Unauthorized", "send the gateway's shared secret in X-Receipt-Secret"
-        )
+        raise ReceiptSecretInvalid("send the gateway's shared secret in X-Receipt-Secret")
     try:
         known = await run_in_threadpool(apply_receipt, provider, body.message_id, STATES[body.status])
     except ReceiptTooEarly:
-        raise Problem(
-            503,
-            "retry_later",
-            "Retry later",
+        raise ReceiptNotYetKnown(
             "no such message yet; send the receipt again later",
             headers={"Retry-After": "2"},
         ) from None

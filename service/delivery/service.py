@@ -8,6 +8,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy.exc
@@ -27,7 +29,7 @@ from service.delivery.providers import (
     Receipt,
     SmsError,
     TransientSmsError,
-    get_provider,
+    build_provider,
 )
 from service.delivery.text import NO_EXPIRY, format_amount, render
 from service.faults import checkpoint
@@ -57,6 +59,7 @@ class Claimed:
     message_id: int
     job: Job
     sms: OutgoingSms
+    locale: str  # the template's locale the text was rendered in
 
 
 def _settings():
@@ -72,16 +75,22 @@ class Job:
     send: int
 
 
+class SendResult(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    NOTHING_TO_DO = "nothing to do"  # settled already, cancelled, or no such redemption
+    RETRY = "retry"
+
+
 @dataclass(frozen=True)
-class Outcome:
-    result: str  # "sent", "failed", "nothing to do" or "retry"
+class SendOutcome:
+    result: SendResult
     reason: str = ""
-    retry_ms: int | None = (
-        None  # for "retry": when; None: the caller's backoff (the provider did not take it)
-    )
+    # For RETRY: in how many milliseconds; None: the caller's backoff (the provider did not take it).
+    retry_ms: int | None = None
 
 
-NOTHING_TO_DO = Outcome("nothing to do")
+NOTHING_TO_DO = SendOutcome(SendResult.NOTHING_TO_DO)
 SETTLED = ("sent", "delivered", "failed", "cancelled")
 
 
@@ -176,8 +185,9 @@ def _mark_sent(
     # One statement per table for the whole batch, not one per message. (A trigger copies the parts'
     # provider ids into sms_provider_messages, where receipts look them up.)
     db.execute(
-        "UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids, sent_at = %s,"
-        " updated_at = %s, last_error = NULL FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
+        "UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids,"
+        " sent_at = %s, updated_at = %s, last_error = NULL"
+        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
         " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
         (
             provider,
@@ -188,8 +198,9 @@ def _mark_sent(
         ),
     )
     changed = db.execute(
-        "UPDATE redemptions SET status = 'sent', status_reason = NULL, first_sent_at = coalesce(first_sent_at, %s),"
-        " updated_at = %s WHERE id = ANY(%s) AND status IN ('accepted', 'failed')"
+        "UPDATE redemptions SET status = 'sent', status_reason = NULL,"
+        " first_sent_at = coalesce(first_sent_at, %s), updated_at = %s"
+        " WHERE id = ANY(%s) AND status IN ('accepted', 'failed')"
         " RETURNING id, external_id, program_id, code_id",
         (now, now, [r for _, r, _ in sent]),
     ).fetchall()
@@ -234,119 +245,142 @@ def _delivered(db: Any, done: list[tuple[int, uuid.UUID]], *, now: datetime, sna
     SMS_OUTCOMES.labels("delivered").inc(len(done))
 
 
-def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Outcome]]:
+def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, SendOutcome]]:
     """Phase 1, one transaction for the batch: decide which sends may go out now, render them and
     mark them `submitting`. Returns what to submit, and the outcome of every other job."""
-    deadline, in_doubt_window = _settings()
     jobs = list(dict.fromkeys(jobs))
-    outcomes: dict[Job, Outcome] = {job: NOTHING_TO_DO for job in jobs}  # e.g. no such redemption
-    claimed: list[Claimed] = []
+    outcomes: dict[Job, SendOutcome] = {job: NOTHING_TO_DO for job in jobs}  # e.g. no such redemption
     # The batch as records, and its keys as an array: the planner cannot tell how many records a
     # JSON document holds, and without `= ANY(keys)` it may scan a whole table to join them.
-    wanted, rids = (
-        batch([{"rid": j.redemption_id, "send": j.send} for j in jobs]),
-        [j.redemption_id for j in jobs],
-    )
+    wanted = batch([{"rid": j.redemption_id, "send": j.send} for j in jobs])
+    rids = [j.redemption_id for j in jobs]
     with transaction() as session:
         db = driver(session)
-        # The deadline is the program's (or the default), counted from the redemption for the first
-        # send, which is when the subscriber started waiting, and from now for a resend.
-        db.execute(
-            "INSERT INTO sms_messages (redemption_id, send, msisdn, locale, deadline_at, created_at, updated_at)"
-            " SELECT r.id, j.send, r.msisdn, r.locale, CASE WHEN j.send = 0 THEN r.created_at ELSE %s END"
-            " + make_interval(secs => coalesce(p.sms_deadline_hours * 3600, %s)), %s, %s"
-            " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int) JOIN redemptions r ON r.id = j.rid"
-            " JOIN programs p ON p.id = r.program_id"
-            " WHERE r.id = ANY(%s) ORDER BY r.id, j.send ON CONFLICT (redemption_id, send) DO NOTHING",
-            (now, deadline.total_seconds(), now, now, wanted, rids),
-        )
-        cursor = db.cursor(row_factory=namedtuple_row)
-        rows = cursor.execute(
-            "SELECT m.id AS message_id, m.send, m.status, m.deadline_at, m.submit_started_at, m.last_error,"
-            " r.id AS redemption_id, r.status AS redemption_status, r.program_id, r.offer_id, r.product_id,"
-            " r.msisdn, r.locale, r.nominal_minor, r.currency, r.reward_expires_at, r.code_id, r.card_id"
-            " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int)"
-            " JOIN sms_messages m ON m.redemption_id = j.rid AND m.send = j.send"
-            " JOIN redemptions r ON r.id = m.redemption_id WHERE m.redemption_id = ANY(%s) AND r.id = ANY(%s)"
-            " ORDER BY m.id FOR UPDATE OF m",
-            (wanted, rids, rids),
-        ).fetchall()
         snap = get_snapshot(session)
-        ready, cancelled = [], []
-        for row in rows:
-            job = Job(row.redemption_id, row.send)
-            if row.status in SETTLED:
-                continue  # a duplicate job: this send is settled
-            if row.redemption_status == "cancelled":
-                cancelled.append((now, row.message_id))
-                continue
-            if row.status == "submitting":
-                waited = now - row.submit_started_at
-                if waited < in_doubt_window:
-                    remaining = int((in_doubt_window - waited).total_seconds() * 1000)
-                    outcomes[job] = Outcome(
-                        "retry", "a previous attempt may have reached the provider", max(1000, remaining)
-                    )
-                    continue
-                log.warning("sms_in_doubt_expired", redemption_id=str(row.redemption_id), send=row.send)
-            if now >= row.deadline_at:
-                _fail(
-                    db,
-                    message_id=row.message_id,
-                    redemption_id=row.redemption_id,
-                    now=now,
-                    snap=snap,
-                    reason=f"undelivered by the deadline: {row.last_error or 'no provider took it'}",
-                )
-                outcomes[job] = Outcome("failed")
-                continue
-            ready.append(row)
-        if cancelled:
-            db.cursor().executemany(
-                "UPDATE sms_messages SET status = 'cancelled', updated_at = %s WHERE id = %s", cancelled
-            )
-        secrets = _secrets(db, ready)
-        submitting = []
-        for row in ready:
-            program = snap.programs_by_id[row.program_id]
-            kind, fields = _fields(row, snap, secrets)
-            rendered = render(program.templates, kind, row.locale, fields)
-            submitting.append(
-                {
-                    "id": row.message_id,
-                    "encoding": rendered.encoding,
-                    "segments": rendered.segments,
-                    "locale": rendered.locale,
-                }
-            )
-            claimed.append(
-                Claimed(
-                    row.message_id,
-                    Job(row.redemption_id, row.send),
-                    OutgoingSms(
-                        reference=f"{row.redemption_id}:{row.send}",
-                        to=row.msisdn,
-                        sender=program.sms_sender,
-                        text=rendered.text,
-                        encoding=rendered.encoding,
-                        segments=rendered.segments,
-                    ),
-                )
-            )
-        if submitting:  # the rows are locked above, in id order
-            db.execute(
-                "UPDATE sms_messages m SET status = 'submitting', attempts = m.attempts + 1, submit_started_at = %s,"
-                " encoding = u.encoding, segments = u.segments, locale = u.locale, updated_at = %s, receipts = '{}'"
-                " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, encoding varchar, segments int, locale varchar)"
-                " WHERE m.id = u.id AND m.id = ANY(%s)",
-                (now, now, batch(submitting), [r["id"] for r in submitting]),
-            )
+        _create_messages(db, wanted, rids, now)
+        rows = _lock_messages(db, wanted, rids)
+        ready = _triage(db, rows, outcomes, now, snap)
+        claimed = _render(db, ready, snap)
+        if claimed:  # the rows are locked above, in id order
+            _mark_submitting(db, claimed, now)
     return claimed, outcomes
+
+
+def _create_messages(db: Any, wanted: str, rids: list[uuid.UUID], now: datetime) -> None:
+    """The sms_messages row of every send that has none yet. The deadline is the program's (or the
+    default), counted from the redemption for the first send, which is when the subscriber started
+    waiting, and from now for a resend."""
+    deadline = _settings()[0]
+    db.execute(
+        "INSERT INTO sms_messages (redemption_id, send, msisdn, locale, deadline_at, created_at,"
+        " updated_at) SELECT r.id, j.send, r.msisdn, r.locale,"
+        " CASE WHEN j.send = 0 THEN r.created_at ELSE %s END"
+        " + make_interval(secs => coalesce(p.sms_deadline_hours * 3600, %s)), %s, %s"
+        " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int) JOIN redemptions r ON r.id = j.rid"
+        " JOIN programs p ON p.id = r.program_id"
+        " WHERE r.id = ANY(%s) ORDER BY r.id, j.send ON CONFLICT (redemption_id, send) DO NOTHING",
+        (now, deadline.total_seconds(), now, now, wanted, rids),
+    )
+
+
+def _lock_messages(db: Any, wanted: str, rids: list[uuid.UUID]) -> list[Any]:
+    cursor = db.cursor(row_factory=namedtuple_row)
+    return cursor.execute(
+        "SELECT m.id AS message_id, m.send, m.status, m.deadline_at, m.submit_started_at, m.last_error,"
+        " r.id AS redemption_id, r.status AS redemption_status, r.program_id, r.offer_id, r.product_id,"
+        " r.msisdn, r.locale, r.nominal_minor, r.currency, r.reward_expires_at, r.code_id, r.card_id"
+        " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int)"
+        " JOIN sms_messages m ON m.redemption_id = j.rid AND m.send = j.send"
+        " JOIN redemptions r ON r.id = m.redemption_id WHERE m.redemption_id = ANY(%s) AND r.id = ANY(%s)"
+        " ORDER BY m.id FOR UPDATE OF m",
+        (wanted, rids, rids),
+    ).fetchall()
+
+
+def _triage(db: Any, rows: list[Any], outcomes: dict[Job, SendOutcome], now: datetime, snap) -> list[Any]:
+    """The sends that may go out now. Settled ones are skipped, cancelled ones closed, an in-doubt
+    one waits out its window, one past its deadline fails; their outcomes go into `outcomes`."""
+    in_doubt_window = _settings()[1]
+    ready, cancelled = [], []
+    for row in rows:
+        job = Job(row.redemption_id, row.send)
+        if row.status in SETTLED:
+            continue  # a duplicate job: this send is settled
+        if row.redemption_status == "cancelled":
+            cancelled.append((now, row.message_id))
+            continue
+        if row.status == "submitting":
+            waited = now - row.submit_started_at
+            if waited < in_doubt_window:
+                remaining = int((in_doubt_window - waited).total_seconds() * 1000)
+                outcomes[job] = SendOutcome(
+                    SendResult.RETRY, "a previous attempt may have reached the provider", max(1000, remaining)
+                )
+                continue
+            log.warning("sms_in_doubt_expired", redemption_id=str(row.redemption_id), send=row.send)
+        if now >= row.deadline_at:
+            _fail(
+                db,
+                message_id=row.message_id,
+                redemption_id=row.redemption_id,
+                now=now,
+                snap=snap,
+                reason=f"undelivered by the deadline: {row.last_error or 'no provider took it'}",
+            )
+            outcomes[job] = SendOutcome(SendResult.FAILED)
+            continue
+        ready.append(row)
+    if cancelled:
+        db.cursor().executemany(
+            "UPDATE sms_messages SET status = 'cancelled', updated_at = %s WHERE id = %s", cancelled
+        )
+    return ready
+
+
+def _render(db: Any, ready: list[Any], snap) -> list[Claimed]:
+    """The SMS of each send, from its program's template in the subscriber's locale."""
+    secrets = _secrets(db, ready)
+    claimed = []
+    for row in ready:
+        program = snap.programs_by_id[row.program_id]
+        kind, fields = _fields(row, snap, secrets)
+        rendered = render(program.templates, kind, row.locale, fields)
+        claimed.append(
+            Claimed(
+                row.message_id,
+                Job(row.redemption_id, row.send),
+                OutgoingSms(
+                    reference=f"{row.redemption_id}:{row.send}",
+                    to=row.msisdn,
+                    sender=program.sms_sender,
+                    text=rendered.text,
+                    encoding=rendered.encoding,
+                    segments=rendered.segments,
+                ),
+                rendered.locale,
+            )
+        )
+    return claimed
+
+
+def _mark_submitting(db: Any, claimed: list[Claimed], now: datetime) -> None:
+    submitting = [
+        {"id": c.message_id, "encoding": c.sms.encoding, "segments": c.sms.segments, "locale": c.locale}
+        for c in claimed
+    ]
+    db.execute(
+        "UPDATE sms_messages m SET status = 'submitting', attempts = m.attempts + 1,"
+        " submit_started_at = %s, encoding = u.encoding, segments = u.segments, locale = u.locale,"
+        " updated_at = %s, receipts = '{}'"
+        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, encoding varchar, segments int, locale varchar)"
+        " WHERE m.id = u.id AND m.id = ANY(%s)",
+        (now, now, batch(submitting), [c.message_id for c in claimed]),
+    )
 
 
 def deliver_many(
     jobs: list[Job], *, provider: Provider | None = None, now: datetime | None = None
-) -> dict[Job, Outcome]:
+) -> dict[Job, SendOutcome]:
     """Claims a batch, hands it to the provider outside any transaction, records every outcome in one
     more transaction. Safe to run again for the same jobs: settled sends are skipped, and a send whose
     outcome was never recorded is in doubt, never resent blindly."""
@@ -360,20 +394,21 @@ def deliver_many(
     checkpoint("deliver.after_submit")
     in_doubt_ms = int(_settings()[1].total_seconds() * 1000)
     sent, pending, in_doubt, permanent = [], [], [], []
-    for c, result in zip(claimed, results):
+    for c, result in zip(claimed, results, strict=True):
         if isinstance(result, TransientSmsError):  # not taken: back to pending, retried with backoff
             pending.append((str(result), now, c.message_id))
-            outcomes[c.job] = Outcome("retry", str(result))
+            outcomes[c.job] = SendOutcome(SendResult.RETRY, str(result))
         elif isinstance(result, PermanentSmsError):
             permanent.append((c, f"permanent provider error: {result}"))
-            outcomes[c.job] = Outcome("failed", str(result))
+            outcomes[c.job] = SendOutcome(SendResult.FAILED, str(result))
         elif isinstance(result, SmsError):
-            # It may have been taken: leave it `submitting`; a receipt settles it, else a resend after the window.
+            # It may have been taken: leave it `submitting`; a receipt settles it, else a resend after
+            # the in-doubt window.
             in_doubt.append((str(result), now, c.message_id))
-            outcomes[c.job] = Outcome("retry", str(result), in_doubt_ms)
+            outcomes[c.job] = SendOutcome(SendResult.RETRY, str(result), in_doubt_ms)
         else:
             sent.append((c.message_id, c.job.redemption_id, result))
-            outcomes[c.job] = Outcome("sent")
+            outcomes[c.job] = SendOutcome(SendResult.SENT)
     _record(sent=sent, pending=pending, in_doubt=in_doubt, permanent=permanent, provider=provider.name)
     SMS_OUTCOMES.labels("transient").inc(len(pending))
     SMS_OUTCOMES.labels("in_doubt").inc(len(in_doubt))
@@ -419,12 +454,12 @@ def _record(*, sent, pending, in_doubt, permanent, provider: str, attempts: int 
 
 def deliver(
     redemption_id: uuid.UUID, send: int, *, provider: Provider | None = None, now: datetime | None = None
-) -> str:
-    """One send: "sent", "failed" or "nothing to do"; raises TransientSmsError (retry with backoff)
-    or RetryLater (retry at a given time)."""
+) -> SendResult:
+    """One send: SENT, FAILED or NOTHING_TO_DO; raises TransientSmsError (retry with backoff) or
+    RetryLater (retry at a given time)."""
     job = Job(redemption_id, send)
     outcome = deliver_many([job], provider=provider, now=now)[job]
-    if outcome.result == "retry":
+    if outcome.result is SendResult.RETRY:
         if outcome.retry_ms is None:
             raise TransientSmsError(outcome.reason)
         raise RetryLater(outcome.reason, outcome.retry_ms)
@@ -475,54 +510,14 @@ def apply_receipts(
     Per receipt: None, or ReceiptTooEarly (usually it overtook the commit of its own submit) for the
     provider to offer it again."""
     now = now or datetime.now(UTC)
-    errors: list[Exception | None] = [None] * len(receipts)
     with transaction() as session:
         db = driver(session)
         snap = get_snapshot(session)
-        messages: dict[int, _Receipted] = {}
-        by_id = {}
-        for sms_id, redemption_id, status, ids, seen, segments in db.execute(
-            RECEIPTED_MESSAGES, (provider, [r.message_id for r in receipts])
-        ):
-            messages[sms_id] = _Receipted(
-                redemption_id, status, list(ids), dict(seen or {}), segments or 1, False
-            )
-            by_id.update({message_id: sms_id for message_id in ids})
-        unplaced, placed = [], set()
-        for index, receipt in enumerate(receipts):
-            if receipt.message_id in by_id:
-                messages[by_id[receipt.message_id]].seen[receipt.message_id] = receipt.state
-                placed.add(by_id[receipt.message_id])
-            else:
-                unplaced.append(index)
-        destinations = {_e164(receipts[i].destination) for i in unplaced if receipts[i].destination}
-        in_doubt: dict[str, tuple[int, datetime]] = {}  # destination -> its earliest in-doubt attempt
-        if destinations:
-            for sms_id, redemption_id, msisdn, started, seen, segments in db.execute(
-                "SELECT id, redemption_id, msisdn, submit_started_at, receipts, segments FROM sms_messages"
-                " WHERE status = 'submitting' AND msisdn = ANY(%s) ORDER BY id FOR UPDATE",
-                (list(destinations),),
-            ):
-                if msisdn not in in_doubt or started < in_doubt[msisdn][1]:
-                    in_doubt[msisdn] = (sms_id, started)
-                messages.setdefault(
-                    sms_id, _Receipted(redemption_id, "submitting", [], dict(seen or {}), segments or 1, True)
-                )
-        for index in unplaced:
-            receipt = receipts[index]
-            attempt = in_doubt.get(_e164(receipt.destination)) if receipt.destination else None
-            if attempt is None:
-                errors[index] = ReceiptTooEarly(f"no message {receipt.message_id} (yet)")
-            elif now - attempt[1] < SUBMIT_GRACE:
-                errors[index] = ReceiptTooEarly(
-                    f"the submit of message {receipt.message_id} is still being recorded"
-                )
-            else:
-                messages[attempt[0]].seen[receipt.message_id] = receipt.state
-                placed.add(attempt[0])
+        messages, by_id = _receipted_messages(db, provider, receipts)
+        placed, errors = _place(db, receipts, messages, by_id, now)
         touched = {sms_id: messages[sms_id] for sms_id in sorted(placed)}
         settled = [(sms_id, m) for sms_id, m in touched.items() if m.in_doubt and len(m.seen) >= m.segments]
-        for sms_id, m in settled:
+        for _, m in settled:
             log.info("sms_in_doubt_settled_by_receipt", redemption_id=str(m.redemption_id))
             m.status, m.ids = "sent", sorted(m.seen)
         _mark_sent(
@@ -532,37 +527,9 @@ def apply_receipts(
             now=now,
             snap=snap,
         )
-        delivered, failed = [], []
-        for sms_id, m in touched.items():
-            if m.status != "sent":
-                continue
-            failed_state = next((m.seen[i] for i in m.ids if m.seen.get(i) in FAILED_STATES), None)
-            if failed_state:
-                failed.append((sms_id, m, failed_state))
-            elif all(m.seen.get(i) in DELIVERED_STATES for i in m.ids):
-                delivered.append((sms_id, m.redemption_id))
+        delivered, failed = _final_states(touched)
         if touched:
-            # The receipts seen so far and, where every part is delivered, the final status: one
-            # statement and one new row version per message.
-            done = {sms_id for sms_id, _ in delivered}
-            db.execute(
-                "UPDATE sms_messages m SET receipts = u.seen, updated_at = %s,"
-                " status = CASE WHEN u.delivered THEN 'delivered' ELSE m.status END,"
-                " done_at = CASE WHEN u.delivered THEN %s ELSE m.done_at END"
-                " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, seen jsonb, delivered bool)"
-                " WHERE m.id = u.id AND m.id = ANY(%s)",
-                (
-                    now,
-                    now,
-                    batch(
-                        [
-                            {"id": sms_id, "seen": m.seen, "delivered": sms_id in done}
-                            for sms_id, m in touched.items()
-                        ]
-                    ),
-                    list(touched),
-                ),
-            )
+            _store_receipts(db, touched, {sms_id for sms_id, _ in delivered}, now)
         for sms_id, m, state in failed:
             _fail(
                 db,
@@ -576,9 +543,108 @@ def apply_receipts(
     return errors
 
 
+def _receipted_messages(
+    db: Any, provider: str, receipts: list[Receipt]
+) -> tuple[dict[int, _Receipted], dict[str, int]]:
+    """The messages the receipts name (locked), and which message each provider id belongs to."""
+    messages: dict[int, _Receipted] = {}
+    by_id: dict[str, int] = {}
+    for sms_id, redemption_id, status, ids, seen, segments in db.execute(
+        RECEIPTED_MESSAGES, (provider, [r.message_id for r in receipts])
+    ):
+        messages[sms_id] = _Receipted(
+            redemption_id, status, list(ids), dict(seen or {}), segments or 1, False
+        )
+        by_id.update({message_id: sms_id for message_id in ids})
+    return messages, by_id
+
+
+def _place(
+    db: Any, receipts: list[Receipt], messages: dict[int, _Receipted], by_id: dict[str, int], now: datetime
+) -> tuple[set[int], list[Exception | None]]:
+    """Puts each receipt on its message: by provider id, else on the destination's earliest in-doubt
+    attempt (added to `messages`). Returns the messages touched, and per receipt its error."""
+    errors: list[Exception | None] = [None] * len(receipts)
+    unplaced, placed = [], set()
+    for index, receipt in enumerate(receipts):
+        if receipt.message_id in by_id:
+            messages[by_id[receipt.message_id]].seen[receipt.message_id] = receipt.state
+            placed.add(by_id[receipt.message_id])
+        else:
+            unplaced.append(index)
+    destinations = {_e164(d) for d in (receipts[i].destination for i in unplaced) if d}
+    in_doubt: dict[str, tuple[int, datetime]] = {}  # destination -> its earliest in-doubt attempt
+    if destinations:
+        for sms_id, redemption_id, msisdn, started, seen, segments in db.execute(
+            "SELECT id, redemption_id, msisdn, submit_started_at, receipts, segments FROM sms_messages"
+            " WHERE status = 'submitting' AND msisdn = ANY(%s) ORDER BY id FOR UPDATE",
+            (list(destinations),),
+        ):
+            if msisdn not in in_doubt or started < in_doubt[msisdn][1]:
+                in_doubt[msisdn] = (sms_id, started)
+            messages.setdefault(
+                sms_id, _Receipted(redemption_id, "submitting", [], dict(seen or {}), segments or 1, True)
+            )
+    for index in unplaced:
+        receipt = receipts[index]
+        attempt = in_doubt.get(_e164(receipt.destination)) if receipt.destination else None
+        if attempt is None:
+            errors[index] = ReceiptTooEarly(f"no message {receipt.message_id} (yet)")
+        elif now - attempt[1] < SUBMIT_GRACE:
+            errors[index] = ReceiptTooEarly(
+                f"the submit of message {receipt.message_id} is still being recorded"
+            )
+        else:
+            messages[attempt[0]].seen[receipt.message_id] = receipt.state
+            placed.add(attempt[0])
+    return placed, errors
+
+
+def _final_states(
+    touched: dict[int, _Receipted],
+) -> tuple[list[tuple[int, uuid.UUID]], list[tuple[int, _Receipted, str]]]:
+    """Sent messages whose every part is delivered, and those with a part that failed."""
+    delivered, failed = [], []
+    for sms_id, m in touched.items():
+        if m.status != "sent":
+            continue
+        failed_state = next((m.seen[i] for i in m.ids if m.seen.get(i) in FAILED_STATES), None)
+        if failed_state:
+            failed.append((sms_id, m, failed_state))
+        elif all(m.seen.get(i) in DELIVERED_STATES for i in m.ids):
+            delivered.append((sms_id, m.redemption_id))
+    return delivered, failed
+
+
+def _store_receipts(db: Any, touched: dict[int, _Receipted], done: set[int], now: datetime) -> None:
+    """The receipts seen so far and, where every part is delivered, the final status: one statement
+    and one new row version per message."""
+    db.execute(
+        "UPDATE sms_messages m SET receipts = u.seen, updated_at = %s,"
+        " status = CASE WHEN u.delivered THEN 'delivered' ELSE m.status END,"
+        " done_at = CASE WHEN u.delivered THEN %s ELSE m.done_at END"
+        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, seen jsonb, delivered bool)"
+        " WHERE m.id = u.id AND m.id = ANY(%s)",
+        (
+            now,
+            now,
+            batch(
+                [{"id": sms_id, "seen": m.seen, "delivered": sms_id in done} for sms_id, m in touched.items()]
+            ),
+            list(touched),
+        ),
+    )
+
+
 def _e164(destination: str) -> str:
     return destination if destination.startswith("+") else "+" + destination
 
 
 def apply_smpp_receipts(receipts: list[Receipt]) -> list[Exception | None]:
     return apply_receipts("smpp", receipts)
+
+
+@lru_cache
+def get_provider() -> Provider:
+    """This process's provider (one SMPP session per process), built on first use."""
+    return build_provider(on_receipts=apply_smpp_receipts)

@@ -313,7 +313,7 @@ class TestSmsc:
         raw = pdu.short_message
         encoding = "UCS-2" if pdu.data_coding == 0x08 else "GSM-7"
         sender = pdu.source_addr
-        complete = None
+        complete: tuple[bytes, list[str], int | None, int, float] | None = None
         arrived = time.monotonic()
         if pdu.esm_class & 0x40:  # UDH: 05 00 03 ref total seq
             udh_len = raw[0]
@@ -336,10 +336,10 @@ class TestSmsc:
             complete = (raw, [message_id], None, 1, arrived)
         session.send(pdu_bytes(SUBMIT_SM | RESP, sequence, message_id.encode() + b"\0"))
         if complete:
-            payload, ids, ref, total, first_at = complete
+            payload, ids, reference, total, first_at = complete
             text = payload.decode("utf-16-be") if encoding == "UCS-2" else decode_gsm7(payload)
             received = ReceivedSms(
-                "+" + destination, sender, text, encoding, total, ids, ref, time.monotonic(), first_at
+                "+" + destination, sender, text, encoding, total, ids, reference, time.monotonic(), first_at
             )
             with self._lock:
                 self.received.append(received)

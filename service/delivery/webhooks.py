@@ -6,6 +6,7 @@ program's webhook secret (`rewards webhooks secret PROGRAM`). At least once: con
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import http.client
@@ -24,12 +25,11 @@ import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from service import jobs, outbox
 from service.config import get_settings
 from service.db import batch, driver, transaction
 
 log = structlog.get_logger("webhooks")
-WEBHOOK_QUEUE = "webhooks"
-WEBHOOK_ACTOR = "send_webhook"
 GIVE_UP_AFTER = timedelta(hours=24)
 
 
@@ -39,12 +39,14 @@ class WebhookNotDelivered(Exception):
 
 def program_secret(program_code: str) -> bytes:
     """Per-program signing secret, derived from ENCRYPTION_KEY: nothing more to store or leak."""
-    return _derived_secret(get_settings().encryption_key.get_secret_value(), program_code)
+    key = get_settings().encryption_key
+    if key is None:
+        raise RuntimeError("ENCRYPTION_KEY is not set")
+    return _derived_secret(key.get_secret_value(), program_code)
 
 
 @lru_cache(maxsize=256)
 def _derived_secret(encryption_key: str, program_code: str) -> bytes:
-    import base64
 
     master = base64.b64decode(encryption_key)
     return HKDF(
@@ -80,7 +82,7 @@ def emit(
 
 
 def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for e in events:
         if not e.webhook_url:
             continue
@@ -113,10 +115,14 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
         (now, events_json),
     )
     db.execute(
-        "INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
-        " SELECT message_id, %s, %s, jsonb_build_object('event_id', id), %s"
-        " FROM jsonb_to_recordset(%s::jsonb) AS e(message_id uuid, id uuid, n int) ORDER BY n",
-        (WEBHOOK_QUEUE, WEBHOOK_ACTOR, now, events_json),
+        outbox.insert(
+            jobs.WEBHOOK,
+            payload="jsonb_build_object('event_id', id)",
+            message_id="message_id",
+            source="jsonb_to_recordset(%(events)s::jsonb) AS e(message_id uuid, id uuid, n int)",
+            order_by="n",
+        ),
+        {"outbox_now": now, "events": events_json},
     )
 
 
@@ -163,6 +169,8 @@ class _Connections(threading.local):
         if parts.scheme not in ("http", "https"):
             raise ValueError(f"not an http(s) URL: {parts.scheme}")
         kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        if not parts.hostname:
+            raise ValueError("the URL names no host")
         conn = kind(parts.hostname, parts.port, timeout=CONNECT_TIMEOUT)
         conn.connect()
         conn.sock.settimeout(READ_TIMEOUT)
@@ -197,11 +205,11 @@ def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
     # without a future and a hand-over for every one.
     shares = [due[i::POSTING_THREADS] for i in range(min(POSTING_THREADS, len(due)))]
     posted_by_share = list(_pool.map(_post_each, shares)) if len(shares) > 1 else [_post_each(due)]
-    posted = [None] * len(due)
+    posted: list[tuple[int | None, str | None, int]] = [(None, None, 0)] * len(due)
     for i, share_posted in enumerate(posted_by_share):
         posted[i::POSTING_THREADS] = share_posted
     attempts, delivered, given_up = [], [], []
-    for row, (status_code, error, took) in zip(due, posted):
+    for row, (status_code, error, took) in zip(due, posted, strict=True):
         event_id = row[0]
         attempts.append(
             {"event_id": event_id, "status_code": status_code, "error": error, "duration_ms": took}

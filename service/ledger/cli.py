@@ -32,7 +32,7 @@ def export(
     type: Annotated[list[str] | None, typer.Option("--type", help="Record type (repeatable)")] = None,
 ) -> None:
     """Export reconciliation records to a file (streamed, constant memory), with progress."""
-    from service.db import get_engine
+    from service.db import get_engine, raw_connection
     from service.errors import Problem
     from service.ledger.exports import count_records, iter_export
     from service.ledger.routes import resolve_filter
@@ -65,7 +65,7 @@ def export(
         except Problem as exc:
             _fail(exc)
         with get_engine().connect() as connection:
-            db = connection.connection.driver_connection
+            db = raw_connection(connection)
             db.rollback()
             db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             total = count_records(db, flt)

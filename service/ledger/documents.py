@@ -12,6 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import font_roboto
+from fpdf import FPDF
+from fpdf.fonts import FontFace
+
 from service.money import to_decimal_string
 
 MONTHS_RU = (
@@ -53,8 +57,6 @@ CURRENCY_SIGN = {"KZT": "₸"}
 
 @lru_cache
 def font_paths() -> tuple[Path, Path]:
-    import font_roboto
-
     files = font_roboto.font_files
     return Path(files["Roboto"]), Path(files["RobotoBold"])
 
@@ -64,7 +66,7 @@ def amount(minor: int, currency: str) -> str:
     text = to_decimal_string(minor, currency)
     sign = "-" if text.startswith("-") else ""
     whole, _, frac = text.lstrip("-").partition(".")
-    groups = []
+    groups: list[str] = []
     while whole:
         groups.insert(0, whole[-3:])
         whole = whole[:-3]
@@ -85,17 +87,22 @@ def render_act(
 ) -> bytes:
     """period: month, act_number, registry_number, closed_at (aware, local); program: code, name,
     timezone, currency; totals: as frozen by the close; registry: kind -> sha256."""
-    from fpdf import FPDF
-    from fpdf.fonts import FontFace
+    pdf = _act_document(period)
+    _act_heading(pdf, period, program)
+    _act_products(pdf, totals, CURRENCY_SIGN.get(program["currency"], program["currency"]))
+    _act_types(pdf, totals, program["currency"])
+    _act_notes(pdf, period, totals, registry)
+    _act_signatures(pdf)
+    return bytes(pdf.output())
 
+
+_HEAD_STYLE = FontFace(emphasis="BOLD", fill_color=(230, 230, 230))
+
+
+def _act_document(period: dict[str, Any]) -> FPDF:
     regular, bold = font_paths()
-    month: date = period["month"]
-    closed_local: datetime = period["closed_at"]
-    currency = program["currency"]
-    sign = CURRENCY_SIGN.get(currency, currency)
-
     pdf = FPDF(orientation="L", unit="mm", format="A4")
-    pdf.set_creation_date(closed_local)
+    pdf.set_creation_date(period["closed_at"])
     pdf.set_title(f"Акт № {period['act_number']}")
     pdf.set_author("Reward fulfillment service")
     pdf.set_lang("ru")
@@ -104,8 +111,16 @@ def render_act(
     pdf.set_margins(15, 12, 15)
     pdf.set_auto_page_break(True, 15)
     pdf.add_page()
-    width = pdf.epw
+    return pdf
 
+
+def _act_heading(pdf: FPDF, period: dict[str, Any], program: dict[str, Any]) -> None:
+    """Title (Russian, then Kazakh), place and date, the program and the period."""
+    month: date = period["month"]
+    closed_local: datetime = period["closed_at"]
+    currency = program["currency"]
+    sign = CURRENCY_SIGN.get(currency, currency)
+    width = pdf.epw
     pdf.set_font("Roboto", "B", 16)
     pdf.cell(width, 9, f"АКТ № {period['act_number']}", align="C", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Roboto", "", 12)
@@ -145,8 +160,11 @@ def render_act(
     )
     pdf.ln(3)
 
+
+def _act_products(pdf: FPDF, totals: dict[str, Any], sign: str) -> None:
+    """Section 1: a line per product and VAT rate, then the totals per currency."""
     pdf.set_font("Roboto", "B", 11)
-    pdf.cell(width, 6, "1. Итоги по товарам", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(pdf.epw, 6, "1. Итоги по товарам", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Roboto", "", 8.5)
     header = (
         "№",
@@ -158,13 +176,12 @@ def render_act(
         "НДС, %",
         f"в т.ч. НДС, {sign}",
     )
-    head_style = FontFace(emphasis="BOLD", fill_color=(230, 230, 230))
     with pdf.table(
         col_widths=(8, 92, 40, 16, 30, 32, 14, 30),
         text_align=("CENTER", "LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
-        headings_style=head_style,
+        headings_style=_HEAD_STYLE,
         line_height=5,
-        width=width,
+        width=pdf.epw,
     ) as table:
         table.row(header)
         for i, line in enumerate(totals["by_product"], start=1):
@@ -193,17 +210,21 @@ def render_act(
                     "",
                     amount(t["vat_minor"], cur),
                 ),
-                style=head_style,
+                style=_HEAD_STYLE,
             )
     pdf.ln(4)
 
+
+def _act_types(pdf: FPDF, totals: dict[str, Any], currency: str) -> None:
+    """Section 2: the totals per kind of event (issue, cancel, exchange, breakage)."""
+    sign = CURRENCY_SIGN.get(currency, currency)
     pdf.set_font("Roboto", "B", 11)
-    pdf.cell(width, 6, "2. Итоги по видам операций", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(pdf.epw, 6, "2. Итоги по видам операций", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Roboto", "", 8.5)
     with pdf.table(
         col_widths=(70, 25, 20, 35, 35, 35),
         text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
-        headings_style=head_style,
+        headings_style=_HEAD_STYLE,
         line_height=5,
         width=220,
         align="LEFT",
@@ -232,6 +253,10 @@ def render_act(
             )
     pdf.ln(4)
 
+
+def _act_notes(pdf: FPDF, period: dict[str, Any], totals: dict[str, Any], registry: dict[str, str]) -> None:
+    """The record count, the registry and its checksums, how VAT was computed."""
+    width = pdf.epw
     pdf.set_font("Roboto", "", 9)
     late = totals.get("late_records", 0)
     pdf.multi_cell(
@@ -256,9 +281,11 @@ def render_act(
     )
     pdf.ln(8)
 
+
+def _act_signatures(pdf: FPDF) -> None:
     if pdf.will_page_break(40):
         pdf.add_page()
-    col = (width - 20) / 2
+    col = (pdf.epw - 20) / 2
     y = pdf.get_y()
     for x, role in ((pdf.l_margin, "Исполнитель"), (pdf.l_margin + col + 20, "Заказчик")):
         pdf.set_xy(x, y)
@@ -272,4 +299,3 @@ def render_act(
             "М.П.",
         ):
             pdf.cell(col, 7, line, new_x="LEFT", new_y="NEXT")
-    return bytes(pdf.output())

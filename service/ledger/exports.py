@@ -38,7 +38,8 @@ def _money(column: str) -> str:
         exp = next(iter(by_exponent))
         return f"round({column}::numeric / {10**exp}, {exp})::text"
     cases = " ".join(
-        f"WHEN r.currency IN ({', '.join(repr(c) for c in cs)}) THEN round({column}::numeric / {10**e}, {e})::text"
+        f"WHEN r.currency IN ({', '.join(repr(c) for c in cs)})"
+        f" THEN round({column}::numeric / {10**e}, {e})::text"
         for e, cs in by_exponent.items()
     )
     return f"CASE {cases} END"
@@ -199,7 +200,7 @@ def iter_jsonl(conn: Any, flt: RecordFilter, *, progress: Progress | None = None
     for rows in _rows(conn, sql, params):
         out = []
         for row in rows:
-            item = dict(zip(keys, row))
+            item = dict(zip(keys, row, strict=True))
             for i in ints:
                 item[keys[i]] = int(row[i])
             out.append(orjson.dumps(item))

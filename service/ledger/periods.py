@@ -22,9 +22,13 @@ from datetime import UTC, date, datetime
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
-from service.db import driver, new_session, transaction
-from service.errors import Problem
+import orjson
+
+from service.catalog.errors import UnknownProgram
+from service.db import driver, new_session, scalar, transaction
+from service.errors import ValidationFailed
 from service.ledger.documents import month_title_ru, render_act
+from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
 from service.ledger.exports import RecordFilter, iter_csv, write_xlsx
 from service.ledger.models import PERIOD_LOCK
 from service.money import to_decimal_string
@@ -43,10 +47,7 @@ KINDS = {
 def parse_month(value: str, field: str = "path.month") -> date:
     match = MONTH.match(value or "")
     if not match or not 2000 <= int(match.group(1)) <= 2999:
-        raise Problem(
-            422,
-            "validation_error",
-            "Validation failed",
+        raise ValidationFailed(
             "a month is written YYYY-MM, e.g. 2026-03",
             errors=[{"field": field, "message": "expected YYYY-MM", "type": "pattern"}],
         )
@@ -81,7 +82,7 @@ def find_program(db: Any, code: str) -> ProgramRow:
         "SELECT id, code, name, timezone, currency FROM programs WHERE code = %s", (code,)
     ).fetchone()
     if row is None:
-        raise Problem(404, "unknown_program", "Unknown program", f"no program {code}")
+        raise UnknownProgram(f"no program {code}")
     return ProgramRow(*row)
 
 
@@ -120,10 +121,10 @@ def compute_totals(db: Any, program_id: int, month: date) -> dict[str, Any]:
         )
     by_type = []
     for row in db.execute(
-        "SELECT type, currency, count(*), sum(quantity), sum(face_value_minor), sum(cost_minor), sum(vat_minor)"
-        " FROM reconciliation_records WHERE program_id = %(p)s AND booked_period = %(m)s"
-        " GROUP BY type, currency ORDER BY array_position(ARRAY['issue','cancel','exchange','breakage'], type),"
-        " currency",
+        "SELECT type, currency, count(*), sum(quantity), sum(face_value_minor), sum(cost_minor),"
+        " sum(vat_minor) FROM reconciliation_records WHERE program_id = %(p)s AND booked_period = %(m)s"
+        " GROUP BY type, currency"
+        " ORDER BY array_position(ARRAY['issue','cancel','exchange','breakage'], type), currency",
         params,
     ):
         by_type.append(
@@ -172,10 +173,7 @@ def close_period(
         program = find_program(db, program_code)
         end = month_end(month, program.zone)
         if now < end:
-            raise Problem(
-                409,
-                "period_not_ended",
-                "Period not ended",
+            raise PeriodNotEnded(
                 f"{month:%Y-%m} ends at {end.astimezone(program.zone).isoformat()} in {program.timezone}",
             )
         db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (PERIOD_LOCK, program.id))
@@ -184,13 +182,13 @@ def close_period(
         ).fetchone()
         if period_id is None:
             db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (PERIOD_LOCK, NUMBERING_KEY))
-            number = db.execute("SELECT coalesce(max(number), 0) + 1 FROM periods").fetchone()[0]
+            number = scalar(db.execute("SELECT coalesce(max(number), 0) + 1 FROM periods").fetchone())
             period_id = db.execute(
-                "INSERT INTO periods (program_id, month, status, number, act_number, registry_number, closed_at,"
-                " closed_by) VALUES (%s, %s, 'closing', %s, %s, %s, %s, %s) RETURNING id",
+                "INSERT INTO periods (program_id, month, status, number, act_number, registry_number,"
+                " closed_at, closed_by) VALUES (%s, %s, 'closing', %s, %s, %s, %s, %s) RETURNING id",
                 (program.id, month, number, f"A-{number:06d}", f"R-{number:06d}", now, closed_by),
             ).fetchone()
-    _produce_documents(period_id[0], program)
+    _produce_documents(scalar(period_id), program)
     return period_view(program_code, month)
 
 
@@ -226,7 +224,7 @@ def _produce_documents(period_id: int, program: ProgramRow) -> None:
             "SELECT status, month, number, act_number, registry_number, closed_at FROM periods WHERE id = %s",
             (period_id,),
         ).fetchone()
-        if row[0] == "closed":
+        if row is None or row[0] == "closed":
             return
         _, month, _, act_number, registry_number, closed_at = row
         totals = compute_totals(db, program.id, month)
@@ -280,11 +278,9 @@ def _produce_documents(period_id: int, program: ProgramRow) -> None:
                 )
             )
             _store(db, period_id, "act.pdf", act_number, f"act-{stem}.pdf", pdf_file)
-        import orjson
-
         db.execute(
-            "UPDATE periods SET status = 'closed', totals = %s::jsonb, record_count = %s, documents_at = now()"
-            " WHERE id = %s",
+            "UPDATE periods SET status = 'closed', totals = %s::jsonb, record_count = %s,"
+            " documents_at = now() WHERE id = %s",
             (orjson.dumps(totals).decode(), totals["records"], period_id),
         )
 
@@ -416,10 +412,7 @@ def find_document(program_code: str, month: date, kind: str) -> StoredDocument:
             (program.id, month, kind),
         ).fetchone()
     if row is None:
-        raise Problem(
-            404,
-            "period_not_closed",
-            "Period not closed",
+        raise PeriodNotClosed(
             f"{program_code} {month:%Y-%m} has no closing documents: close the period first",
         )
     return StoredDocument(*row)

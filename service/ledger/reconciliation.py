@@ -20,9 +20,10 @@ from decimal import InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from service.catalog.errors import UnknownPartner
 from service.crypto import get_vault
 from service.db import driver, new_session
-from service.errors import Problem
+from service.errors import ValidationFailed
 from service.ledger.periods import month_end
 from service.money import MoneyError, to_decimal_string, to_minor
 
@@ -60,10 +61,7 @@ def parse_report(body: bytes, currency: str, zone: ZoneInfo) -> ParsedReport:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise Problem(
-            422,
-            "validation_error",
-            "Validation failed",
+        raise ValidationFailed(
             "CSV must be UTF-8",
             errors=[{"field": "body", "message": "not UTF-8"}],
         ) from None
@@ -109,10 +107,7 @@ def parse_report(body: bytes, currency: str, zone: ZoneInfo) -> ParsedReport:
             seen[fingerprint] = number
             report.lines.append(ReportLine(number, fingerprint, code[-4:], activated, amount))
     except csv.Error as exc:
-        raise Problem(
-            422,
-            "validation_error",
-            "Validation failed",
+        raise ValidationFailed(
             f"CSV line {reader.line_num}: {exc}",
             errors=[{"field": "body", "message": "malformed CSV"}],
         ) from None
@@ -129,7 +124,7 @@ def reconcile_partner(
             "SELECT id, code, name FROM partners WHERE code = %s", (partner_code,)
         ).fetchone()
         if partner is None:
-            raise Problem(404, "unknown_partner", "Unknown partner", f"no partner {partner_code}")
+            raise UnknownPartner(f"no partner {partner_code}")
         # the partner's currency and time zone: from its products and the programs that issued them
         currency = (
             db.execute(
@@ -148,8 +143,9 @@ def reconcile_partner(
         with db.cursor(name="partner_codes") as cur:
             cur.itersize = 10_000
             cur.execute(
-                "SELECT code_fingerprint, min(code_last4), min(sku), min(occurred_at) FILTER (WHERE quantity > 0),"
-                " max(face_value_minor), min(currency), (array_agg(redemption_id::text) FILTER (WHERE quantity > 0))[1],"
+                "SELECT code_fingerprint, min(code_last4), min(sku),"
+                " min(occurred_at) FILTER (WHERE quantity > 0), max(face_value_minor), min(currency),"
+                " (array_agg(redemption_id::text) FILTER (WHERE quantity > 0))[1],"
                 " bool_or(booked_period = %s AND quantity > 0)"
                 " FROM reconciliation_records WHERE partner_id = %s AND code_fingerprint IS NOT NULL"
                 " AND type IN ('issue', 'cancel', 'exchange')"

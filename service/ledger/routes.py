@@ -3,8 +3,10 @@ Only the finance role (and admin) may call them; finance sees every program."""
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Sequence
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -14,9 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from catalog.model import SKU, SLUG
 from service.auth.deps import require
 from service.auth.service import Principal
-from service.db import driver, get_engine, new_session
-from service.errors import Problem, responses
+from service.catalog.errors import UnknownPartner, UnknownProduct, UnknownProgram
+from service.db import driver, get_engine, new_session, raw_connection
+from service.errors import UnsupportedMediaType, ValidationFailed, responses
 from service.ledger import periods
+from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
 from service.ledger.exports import MEDIA_TYPES, RecordFilter, iter_export
 from service.ledger.reconciliation import reconcile_partner
 from service.ledger.schemas import (
@@ -48,16 +52,13 @@ def resolve_filter(
     program: str | None,
     partner: str | None,
     sku: str | None,
-    types: list[str] | None,
+    types: Sequence[str] | None,
 ) -> RecordFilter:
     flt = RecordFilter(types=sorted(set(types)) if types else None, date_from=date_from, date_to=date_to)
     if period is not None:
         flt.booked_period = periods.parse_month(period, "query.period")
     if date_from and date_to and date_from > date_to:
-        raise Problem(
-            422,
-            "validation_error",
-            "Validation failed",
+        raise ValidationFailed(
             "from must not be after to",
             errors=[{"field": "query.from", "message": "after query.to", "type": "value_error"}],
         )
@@ -68,11 +69,11 @@ def resolve_filter(
         if partner is not None:
             row = db.execute("SELECT id FROM partners WHERE code = %s", (partner,)).fetchone()
             if row is None:
-                raise Problem(404, "unknown_partner", "Unknown partner", f"no partner {partner}")
+                raise UnknownPartner(f"no partner {partner}")
             flt.partner_id = row[0]
         if sku is not None:
             if db.execute("SELECT 1 FROM products WHERE sku = %s", (sku,)).fetchone() is None:
-                raise Problem(404, "unknown_product", "Unknown product", f"no product {sku}")
+                raise UnknownProduct(f"no product {sku}")
             flt.sku = sku
     return flt
 
@@ -86,10 +87,7 @@ def _date(value: str | None, field: str) -> date | None:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise Problem(
-            422,
-            "validation_error",
-            "Validation failed",
+        raise ValidationFailed(
             f"{field.split('.')[-1]} is not a date YYYY-MM-DD",
             errors=[{"field": field, "message": "not a calendar date", "type": "date_from_datetime_parsing"}],
         ) from None
@@ -97,14 +95,14 @@ def _date(value: str | None, field: str) -> date | None:
 
 def _stream(flt: RecordFilter, fmt: str):
     with get_engine().connect() as connection:
-        db = connection.connection.driver_connection
+        db = raw_connection(connection)
         db.rollback()  # a fresh transaction: the snapshot setting must come first
         db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         yield from iter_export(db, flt, fmt)
         connection.rollback()
 
 
-_EXPORT_CONTENT = {
+_EXPORT_CONTENT: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The records, streamed",
         "content": {
@@ -120,7 +118,7 @@ _EXPORT_CONTENT = {
     "/reconciliation/records",
     summary="Reconciliation records as CSV, JSON Lines or XLSX (streamed)",
     response_class=StreamingResponse,
-    responses=_EXPORT_CONTENT,
+    responses={**responses(UnknownProgram, UnknownPartner, UnknownProduct), **_EXPORT_CONTENT},
 )
 def export_records(
     principal: Principal = Depends(finance),
@@ -163,7 +161,10 @@ def export_records(
 
 
 @router.get(
-    "/periods/{month}", response_model=PeriodOut, summary="A month of a program: open or closed, totals"
+    "/periods/{month}",
+    response_model=PeriodOut,
+    summary="A month of a program: open or closed, totals",
+    responses=responses(UnknownProgram),
 )
 def get_period(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
     return periods.period_view(program, periods.parse_month(month))
@@ -172,7 +173,7 @@ def get_period(month: Month, program: ProgramQuery, principal: Principal = Depen
 @router.post(
     "/periods/{month}/close",
     response_model=PeriodOut,
-    responses=responses(409),
+    responses=responses(UnknownProgram, PeriodNotEnded),
     summary="Close a month: freeze totals, number and produce the act (PDF) and registry (XLSX, CSV)",
 )
 async def close_period(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
@@ -189,7 +190,10 @@ async def close_period(month: Month, program: ProgramQuery, principal: Principal
 
 
 @router.get(
-    "/periods/{month}/documents", response_model=DocumentsOut, summary="The closing documents of a month"
+    "/periods/{month}/documents",
+    response_model=DocumentsOut,
+    summary="The closing documents of a month",
+    responses=responses(UnknownProgram),
 )
 def list_documents(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
     view = periods.period_view(program, periods.parse_month(month))
@@ -201,6 +205,7 @@ def list_documents(month: Month, program: ProgramQuery, principal: Principal = D
     response_class=StreamingResponse,
     summary="Download a closing document (act.pdf, registry.xlsx, registry.csv)",
     responses={
+        **responses(UnknownProgram, PeriodNotClosed),
         200: {
             "description": "The file",
             "content": {
@@ -208,7 +213,7 @@ def list_documents(month: Month, program: ProgramQuery, principal: Principal = D
                 "text/csv": {"schema": {"type": "string"}},
                 MEDIA_TYPES["xlsx"]: {"schema": {"type": "string", "format": "binary"}},
             },
-        }
+        },
     },
 )
 def download_document(
@@ -218,8 +223,6 @@ def download_document(
     principal: Principal = Depends(finance),
 ) -> StreamingResponse:
     doc = periods.find_document(program, periods.parse_month(month), kind)
-    import base64
-
     digest = base64.b64encode(bytes.fromhex(doc.sha256)).decode()
     return StreamingResponse(
         periods.iter_document(doc.document_id),
@@ -250,6 +253,7 @@ _REPORT_BODY = {
     "/reconciliation/partners/{partner}",
     response_model=PartnerReconciliationOut,
     openapi_extra=_REPORT_BODY,
+    responses=responses(UnknownPartner),
     summary="Reconcile a partner's report of activated codes (CSV code[,activated_at][,amount])",
 )
 async def reconcile(
@@ -260,10 +264,7 @@ async def reconcile(
 ) -> dict:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media not in ("text/csv", "text/plain", "application/csv"):
-        raise Problem(
-            415,
-            "unsupported_media_type",
-            "Unsupported media type",
+        raise UnsupportedMediaType(
             "send the report as text/csv: code[,activated_at][,amount]",
         )
     body = await request.body()

@@ -88,7 +88,8 @@ class XlsxWriter:
             f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="{_NS}" '
             f'xmlns:r="{_REL_NS}"><sheetViews><sheetView workbookViewId="0">'
             f'<pane ySplit="{len(self.preamble) + 1}" topLeftCell="A{len(self.preamble) + 2}" '
-            f'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews><cols>{width}</cols><sheetData>'
+            f'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews>'
+            f"<cols>{width}</cols><sheetData>"
         ]
         self._row_no = 0
         for line in self.preamble:
@@ -124,7 +125,9 @@ class XlsxWriter:
             self._row_no += 1
             self._in_sheet += 1
             buffer.append(
-                "<row>" + "".join("<c/>" if v is None else f(v) for v, f in zip(row, formatters)) + "</row>"
+                "<row>"
+                + "".join("<c/>" if v is None else f(v) for v, f in zip(row, formatters, strict=False))
+                + "</row>"
             )
             written += 1
             if len(buffer) >= 2000:
@@ -172,7 +175,8 @@ class XlsxWriter:
             "[Content_Types].xml",
             '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<Types '
             'xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-            '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
+            '<Default Extension="rels"'
+            ' ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
             '<Default Extension="xml" ContentType="application/xml"/>'
             '<Override PartName="/xl/workbook.xml" '
             'ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/>'
@@ -194,7 +198,8 @@ _STYLES = (
     '<fonts count="3"><font><sz val="11"/><name val="Calibri"/></font>'
     '<font><b/><sz val="11"/><name val="Calibri"/></font>'
     '<font><b/><sz val="12"/><name val="Calibri"/></font></fonts>'
-    '<fills count="2"><fill><patternFill patternType="none"/></fill><fill><patternFill patternType="gray125"/></fill></fills>'
+    '<fills count="2"><fill><patternFill patternType="none"/></fill>'
+    '<fill><patternFill patternType="gray125"/></fill></fills>'
     '<borders count="1"><border><left/><right/><top/><bottom/><diagonal/></border></borders>'
     '<cellStyleXfs count="1"><xf numFmtId="0" fontId="0" fillId="0" borderId="0"/></cellStyleXfs>'
     '<cellXfs count="5">'

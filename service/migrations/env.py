@@ -3,16 +3,17 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+import service.models  # noqa: F401  (the whole schema in the metadata)
 from service.config import get_settings
 from service.db import Base, sqlalchemy_url
-from service.models import load_all_models
 
-load_all_models()
 target_metadata = Base.metadata
 
 
 def run_migrations_online() -> None:
     url = context.config.attributes.get("database_url") or get_settings().database_url
+    if not url:
+        raise RuntimeError("DATABASE_URL is not set")
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db import Base
+from service.base import Base
 
 CODE_STATUSES = ("available", "reserved", "issued", "voided")
 

@@ -15,6 +15,7 @@ from service.db import new_session, transaction
 from service.errors import responses
 from service.metrics import CODES_IMPORTED
 from service.pools import service
+from service.pools.errors import NotACodeProduct
 from service.pools.schemas import CodeUploadResult, StockOut
 from service.strict import reject_unknown_query
 
@@ -43,6 +44,7 @@ _UPLOAD_BODY = {
     status_code=201,
     summary="Upload codes into a product's pool (CSV or JSON)",
     openapi_extra=_UPLOAD_BODY,
+    responses=responses(NotACodeProduct),
 )
 async def upload_codes(
     request: Request,

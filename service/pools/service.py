@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session
 
 from service.catalog.models import Product
 from service.crypto import Vault, get_vault
-from service.errors import Problem, not_found
+from service.db import driver
+from service.errors import MalformedJson, UnsupportedMediaType, ValidationFailed, not_found
+from service.pools.errors import NotACodeProduct
 from service.pools.models import CodeUpload
 
 MAX_CODE_LENGTH = 128
@@ -113,10 +115,7 @@ def read_json(payload: Any) -> Iterator[RawLine]:
     """`{"codes": [{"code": ..., "pin": ..., "expires_at": ...}]}` or the bare list."""
     items = payload.get("codes") if isinstance(payload, dict) else payload
     if not isinstance(items, list):
-        raise Problem(
-            422,
-            "validation_error",
-            "Validation failed",
+        raise ValidationFailed(
             'expected {"codes": [{"code": "...", "pin": "...", "expires_at": "..."}]}',
             errors=[{"field": "body.codes", "message": "must be a list"}],
         )
@@ -138,13 +137,51 @@ def code_product(session: Session, sku: str, partner: str | None = None) -> Prod
     ):
         raise not_found(f"product {sku}")
     if product.kind != "code":
-        raise Problem(
-            422,
-            "not_a_code_product",
-            "Not a code product",
+        raise NotACodeProduct(
             f"{sku} is a {product.kind}: only code products have code pools",
         )
     return product
+
+
+# One code from a pool, earliest expiry first, never an expired one. `= (SELECT ... LIMIT 1)`, not
+# `IN (SELECT ...)`: the planner may turn IN into a semi-join that claims more rows than the LIMIT.
+# SKIP LOCKED: parallel takers never wait on each other's row.
+TAKE_CODE = (
+    "UPDATE codes SET status = %(code_status)s, status_changed_at = %(now)s WHERE id = ("
+    " SELECT id FROM codes WHERE product_id = %(product)s AND status = 'available'"
+    "   AND coalesce(expires_at, 'infinity') > %(now)s"
+    " ORDER BY coalesce(expires_at, 'infinity'), id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+    " RETURNING id, last4, fingerprint, expires_at, code_enc, pin_enc"
+)
+
+
+@dataclass(frozen=True)
+class TakenCode:
+    id: int
+    last4: str
+    fingerprint: bytes
+    expires_at: datetime | None
+    code_enc: bytes
+    pin_enc: bytes | None
+
+
+def take_code(db: Any, product_id: int, *, status: str, now: datetime) -> TakenCode | None:
+    """Takes one available code of the product into `status` (`reserved` for a redemption until its
+    SMS leaves, `issued` for a certificate handed over at once); None when the pool is empty."""
+    row = db.execute(TAKE_CODE, {"code_status": status, "product": product_id, "now": now}).fetchone()
+    if row is None:
+        return None
+    return TakenCode(
+        row[0], row[1], bytes(row[2]), row[3], bytes(row[4]), bytes(row[5]) if row[5] is not None else None
+    )
+
+
+def release_code(db: Any, code_id: int, *, now: datetime) -> None:
+    """Puts a reserved code that never left back into its pool (a cancelled redemption)."""
+    db.execute(
+        "UPDATE codes SET status = 'available', status_changed_at = %(now)s WHERE id = %(id)s",
+        {"id": code_id, "now": now},
+    )
 
 
 def _encrypt_chunk(vault: Vault, chunk: list[RawLine], now: datetime, result: ImportResult) -> list[tuple]:
@@ -154,7 +191,7 @@ def _encrypt_chunk(vault: Vault, chunk: list[RawLine], now: datetime, result: Im
         try:
             if raw.error:
                 raise LineRejected(raw.error)
-            code = _clean(raw.code, "code", MAX_CODE_LENGTH, required=True)
+            code = _clean(raw.code, "code", MAX_CODE_LENGTH, required=True) or ""
             pin = _clean(raw.pin, "pin", MAX_PIN_LENGTH, required=False)
             expires = parse_expiry(raw.expires_at, now)
         except LineRejected as exc:
@@ -209,7 +246,7 @@ def import_codes(
     session.flush()
     result = ImportResult(upload_id=upload.id, sku=sku)
 
-    conn = session.connection().connection.driver_connection  # the psycopg connection, for COPY
+    conn = driver(session)  # the psycopg connection, for COPY
     with conn.cursor() as cur:
         cur.execute(
             "CREATE TEMP TABLE IF NOT EXISTS code_staging (line int, fingerprint bytea, last4 text,"
@@ -235,9 +272,9 @@ def import_codes(
         flush()
         cur.execute("ANALYZE code_staging")
         cur.execute(
-            "INSERT INTO codes (product_id, partner_id, fingerprint, last4, code_enc, pin_enc, expires_at, upload_id)"
-            " SELECT DISTINCT ON (fingerprint) %(product)s, %(partner)s, fingerprint, last4, code_enc, pin_enc,"
-            "        expires_at, %(upload)s"
+            "INSERT INTO codes (product_id, partner_id, fingerprint, last4, code_enc, pin_enc, expires_at,"
+            " upload_id) SELECT DISTINCT ON (fingerprint) %(product)s, %(partner)s, fingerprint, last4,"
+            " code_enc, pin_enc, expires_at, %(upload)s"
             " FROM code_staging ORDER BY fingerprint, line"
             " ON CONFLICT (partner_id, fingerprint) DO NOTHING",
             {"product": product.id, "partner": product.partner_id, "upload": upload.id},
@@ -275,10 +312,7 @@ def lines_from_body(body: bytes, content_type: str) -> Iterator[RawLine]:
         try:
             text_body = body.decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise Problem(
-                422,
-                "validation_error",
-                "Validation failed",
+            raise ValidationFailed(
                 "CSV must be UTF-8",
                 errors=[{"field": "body", "message": "not UTF-8"}],
             ) from None
@@ -287,12 +321,9 @@ def lines_from_body(body: bytes, content_type: str) -> Iterator[RawLine]:
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise Problem(400, "malformed_json", "Malformed JSON", "the body is not valid JSON") from None
+            raise MalformedJson("the body is not valid JSON") from None
         return read_json(payload)
-    raise Problem(
-        415,
-        "unsupported_media_type",
-        "Unsupported media type",
+    raise UnsupportedMediaType(
         "send text/csv (code[,pin][,expires_at]) or application/json",
     )
 
@@ -319,12 +350,14 @@ def stock(
     rows = session.execute(
         text(
             "SELECT p.sku, pa.code AS partner, p.low_stock_threshold,"
-            " count(c.id) FILTER (WHERE c.status = 'available' AND (c.expires_at IS NULL OR c.expires_at > now())) AS available,"
+            " count(c.id) FILTER (WHERE c.status = 'available'"
+            "  AND (c.expires_at IS NULL OR c.expires_at > now())) AS available,"
             " count(c.id) FILTER (WHERE c.status = 'reserved') AS reserved,"
             " count(c.id) FILTER (WHERE c.status = 'issued') AS issued,"
             " count(c.id) FILTER (WHERE c.status = 'voided') AS voided,"
             " count(c.id) FILTER (WHERE c.status = 'available' AND c.expires_at <= now()) AS expired,"
-            " count(c.id) FILTER (WHERE c.status = 'available' AND c.expires_at > now() AND c.expires_at <= :soon) AS expiring_soon"
+            " count(c.id) FILTER (WHERE c.status = 'available' AND c.expires_at > now()"
+            "  AND c.expires_at <= :soon) AS expiring_soon"
             " FROM products p JOIN partners pa ON pa.id = p.partner_id"
             " LEFT JOIN codes c ON c.product_id = p.id"
             " WHERE p.kind = 'code' AND p.active AND (CAST(:partner AS text) IS NULL OR pa.code = :partner)"

@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db import Base
+from service.base import Base
 
 STATUSES = ("accepted", "sent", "delivered", "failed", "cancelled")
 

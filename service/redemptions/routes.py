@@ -3,51 +3,41 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from catalog.model import SLUG
 from service.auth.deps import require
 from service.auth.service import Principal
+from service.catalog.errors import UnknownOffer, UnknownProgram
+from service.catalog.snapshot import get_snapshot
 from service.db import new_session, transaction
-from service.errors import PROBLEM_MEDIA_TYPE, Problem, responses
-from service.idempotency import request_fingerprint, run_once, validate_key
-from service.pagination import Limit, Page
+from service.errors import IdempotencyKeyMissing, ValidationFailed, responses
+from service.idempotency import (
+    IDEMPOTENCY_PROBLEMS,
+    IdempotencyKeyHeader,
+    OptionalIdempotencyKeyHeader,
+    request_fingerprint,
+    required_key,
+    run_once,
+    validate_key,
+)
+from service.pagination import Limit, Page, page
 from service.phones import normalize_msisdn
-from service.redemptions import service
+from service.pools.errors import OutOfStock
+from service.redemptions import errors, service
 from service.redemptions.schemas import RedemptionIn, RedemptionOut, Status
 from service.strict import reject_unknown_query
 from service.timefmt import Rfc3339
 
-router = APIRouter(
-    prefix="/v1", tags=["redemptions"], responses=responses(409), dependencies=[Depends(reject_unknown_query)]
-)
+router = APIRouter(prefix="/v1", tags=["redemptions"], dependencies=[Depends(reject_unknown_query)])
 
-IdempotencyKey = Annotated[
-    str,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=255,
-        description="Unique per operation; replays return the first response (kept 48 h)",
-    ),
-]
-OptionalIdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
 RedemptionId = Annotated[UUID, Path(description="Redemption id")]
+RedemptionCursor = Annotated[UUID | None, Query(description="`next_cursor` of the previous page")]
 
 
 def scope_of(principal: Principal) -> service.Scope:
     return service.Scope(principal.programs if principal.role == "loyalty" else None)
-
-
-def _respond(status: int, body: dict, replayed: bool) -> JSONResponse:
-    headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return JSONResponse(
-        body,
-        status_code=status,
-        headers=headers,
-        media_type=PROBLEM_MEDIA_TYPE if status >= 400 else "application/json",
-    )
 
 
 @router.post(
@@ -55,34 +45,49 @@ def _respond(status: int, body: dict, replayed: bool) -> JSONResponse:
     status_code=201,
     response_model=RedemptionOut,
     summary="Redeem points for a reward (reserved in the same transaction)",
+    responses=responses(
+        UnknownProgram,
+        UnknownOffer,
+        errors.OfferInactive,
+        errors.TariffNotEligible,
+        errors.PointsMismatch,
+        errors.LimitExceeded,
+        errors.BudgetExceeded,
+        OutOfStock,
+        errors.DuplicateExternalId,
+        IdempotencyKeyMissing,
+        *IDEMPOTENCY_PROBLEMS,
+    ),
 )
 def create_redemption(
-    body: RedemptionIn, idempotency_key: IdempotencyKey, principal: Principal = Depends(require("loyalty"))
+    body: RedemptionIn,
+    idempotency_key: IdempotencyKeyHeader,
+    principal: Principal = Depends(require("loyalty")),
 ) -> JSONResponse:
-    key = validate_key(idempotency_key, required=True)
+    key = required_key(idempotency_key)
     fingerprint = request_fingerprint("POST", "/v1/redemptions", body.model_dump(mode="json"))
-    outcome = run_once(
-        api_key_id=principal.api_key_id,
-        key=key,
-        fingerprint=fingerprint,
-        handler=lambda session: (
-            201,
-            service.redeem(
-                session, body, scope=scope_of(principal), api_key_id=principal.api_key_id
-            ).model_dump(mode="json"),
-        ),
-    )
-    return _respond(outcome.status, outcome.body, outcome.replayed)
+    scope = scope_of(principal)
+
+    def handler(session) -> tuple[int, dict]:
+        out = service.redeem(session, body, scope=scope, api_key_id=principal.api_key_id)
+        return 201, out.model_dump(mode="json")
+
+    return run_once(
+        api_key_id=principal.api_key_id, key=key, fingerprint=fingerprint, handler=handler
+    ).response()
 
 
-@router.get("/redemptions/{redemption_id}", response_model=RedemptionOut, summary="One redemption")
+@router.get(
+    "/redemptions/{redemption_id}",
+    response_model=RedemptionOut,
+    summary="One redemption",
+    responses=responses(),
+)
 def read_redemption(
     redemption_id: RedemptionId, principal: Principal = Depends(require("loyalty", "support"))
 ) -> RedemptionOut:
     with new_session() as session:
         row = service.get_redemption(session, redemption_id, scope=scope_of(principal))
-        from service.catalog.snapshot import get_snapshot
-
         return service.to_out(get_snapshot(session), row)
 
 
@@ -92,16 +97,15 @@ def _msisdn(value: str | None, field: str) -> str | None:
     try:
         return normalize_msisdn(value)
     except ValueError as exc:
-        raise Problem(
-            422,
-            "validation_error",
-            "Validation failed",
-            f"{field}: {exc}",
-            errors=[{"field": field, "message": str(exc)}],
-        ) from None
+        raise ValidationFailed(f"{field}: {exc}", errors=[{"field": field, "message": str(exc)}]) from None
 
 
-@router.get("/redemptions", response_model=Page[RedemptionOut], summary="Find redemptions (newest first)")
+@router.get(
+    "/redemptions",
+    response_model=Page[RedemptionOut],
+    summary="Find redemptions (newest first)",
+    responses=responses(),
+)
 def list_redemptions(
     principal: Principal = Depends(require("loyalty", "support")),
     external_id: Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")] = None,
@@ -111,7 +115,7 @@ def list_redemptions(
     created_from: Rfc3339 | None = None,
     created_to: Rfc3339 | None = None,
     limit: Limit = 50,
-    cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page")] = None,
+    cursor: RedemptionCursor = None,
 ) -> dict:
     with new_session() as session:
         items = service.find_redemptions(
@@ -126,7 +130,7 @@ def list_redemptions(
             created_from=created_from,
             created_to=created_to,
         )
-    return {"items": items, "next_cursor": str(items[-1].id) if len(items) == limit else None}
+    return page(items, limit, "id")
 
 
 @router.get(
@@ -134,12 +138,13 @@ def list_redemptions(
     response_model=Page[RedemptionOut],
     tags=["operations"],
     summary="A subscriber's rewards (support)",
+    responses=responses(),
 )
 def subscriber_redemptions(
     msisdn: Annotated[str, Path(max_length=32)],
     principal: Principal = Depends(require("support")),
     limit: Limit = 50,
-    cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page")] = None,
+    cursor: RedemptionCursor = None,
 ) -> dict:
     with new_session() as session:
         items = service.find_redemptions(
@@ -149,13 +154,14 @@ def subscriber_redemptions(
             before=cursor,
             msisdn=_msisdn(msisdn, "path.msisdn"),
         )
-    return {"items": items, "next_cursor": str(items[-1].id) if len(items) == limit else None}
+    return page(items, limit, "id")
 
 
 @router.post(
     "/redemptions/{redemption_id}/cancel",
     response_model=RedemptionOut,
     summary="Cancel while nobody could have used the reward (reversing records)",
+    responses=responses(errors.NotCancellable),
 )
 def cancel_redemption(
     redemption_id: RedemptionId, principal: Principal = Depends(require("loyalty", "support"))
@@ -169,11 +175,12 @@ def cancel_redemption(
     status_code=202,
     response_model=RedemptionOut,
     summary=f"Send the reward's SMS again (at most {service.MAX_RESENDS} times)",
+    responses=responses(errors.NotResendable, errors.ResendLimitReached, *IDEMPOTENCY_PROBLEMS),
 )
 def resend_redemption(
     request: Request,
     redemption_id: RedemptionId,
-    idempotency_key: OptionalIdempotencyKey = None,
+    idempotency_key: OptionalIdempotencyKeyHeader = None,
     principal: Principal = Depends(require("loyalty", "support")),
 ) -> JSONResponse:
     key = validate_key(idempotency_key, required=False)
@@ -184,11 +191,8 @@ def resend_redemption(
     if key is None:
         with transaction() as session:
             status, body = handler(session)
-        return _respond(status, body, False)
-    outcome = run_once(
-        api_key_id=principal.api_key_id,
-        key=key,
-        fingerprint=request_fingerprint("POST", request.url.path, None),
-        handler=handler,
-    )
-    return _respond(outcome.status, outcome.body, outcome.replayed)
+        return JSONResponse(body, status_code=status)
+    fingerprint = request_fingerprint("POST", request.url.path, None)
+    return run_once(
+        api_key_id=principal.api_key_id, key=key, fingerprint=fingerprint, handler=handler
+    ).response()

@@ -4,49 +4,50 @@ outbox row; the program's monthly budget is taken last so its row lock is held f
 
 from __future__ import annotations
 
-import json
-import secrets
-import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service import jobs, outbox
 from service.cards.service import mint_card
-from service.catalog.snapshot import CatalogSnapshot, ProgramInfo, get_snapshot
+from service.catalog.errors import UnknownOffer, UnknownProgram
+from service.catalog.snapshot import (
+    CatalogSnapshot,
+    OfferInfo,
+    ProductInfo,
+    ProgramInfo,
+    TariffInfo,
+    get_snapshot,
+)
 from service.crypto import get_vault
 from service.db import driver
 from service.delivery import webhooks
-from service.errors import Problem, not_found
+from service.errors import not_found
 from service.faults import checkpoint
-from service.ledger.service import vat_included
+from service.ids import uuid7
+from service.ledger import service as ledger
 from service.money import Money
+from service.pools.errors import OutOfStock
+from service.pools.service import release_code, take_code
+from service.redemptions.errors import (
+    BudgetExceeded,
+    DuplicateExternalId,
+    LimitExceeded,
+    NotCancellable,
+    NotResendable,
+    OfferInactive,
+    PointsMismatch,
+    ResendLimitReached,
+    TariffNotEligible,
+)
 from service.redemptions.schemas import RedemptionIn, RedemptionOut, RewardOut
+from service.sql import Fragment
 
-SMS_QUEUE = "sms_transactional"
-SMS_ACTOR = "deliver_reward_sms"
 MAX_RESENDS = 3
-
-
-def uuid7() -> uuid.UUID:
-    """Time-ordered UUID (RFC 9562 v7): 48-bit Unix milliseconds, then randomness."""
-    raw = bytearray((time.time_ns() // 1_000_000).to_bytes(6, "big") + secrets.token_bytes(10))
-    raw[6] = (raw[6] & 0x0F) | 0x70
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return uuid.UUID(bytes=bytes(raw))
-
-
-def _refuse(status: int, code: str, title: str, detail: str) -> Problem:
-    return Problem(status, code, title, detail)
-
-
-def _local_bounds(program: ProgramInfo, now: datetime) -> tuple[datetime, datetime]:
-    local = now.astimezone(program.zone)
-    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    return day.astimezone(UTC), day.replace(day=1).astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,30 @@ class Scope:
         return self.programs is None or program_code in self.programs
 
 
+@dataclass(frozen=True)
+class Priced:
+    """What a valid request redeems: the catalog entries and the tariff's price."""
+
+    program: ProgramInfo
+    offer: OfferInfo
+    product: ProductInfo
+    tariff: TariffInfo
+    nominal_minor: int
+    vat_rate_bp: int  # of the issue record: the product's rate when its VAT falls at sale, else 0
+
+
+@dataclass(frozen=True)
+class Reward:
+    """The reserved code or the minted card, as the redemption and its record name it."""
+
+    code_id: int | None
+    card_id: int | None
+    last4: str
+    fingerprint: bytes
+    expires_at: datetime | None
+    cost_minor: int
+
+
 def redeem(
     session: Session,
     request: RedemptionIn,
@@ -68,163 +93,33 @@ def redeem(
     now: datetime | None = None,
 ) -> RedemptionOut:
     now = now or datetime.now(UTC)
-    snap = get_snapshot(session)
-    program = snap.programs.get(request.program)
-    if program is None or not program.active or not scope.allows(program.code):
-        raise _refuse(404, "unknown_program", "Unknown program", f"no program {request.program}")
-    offer = snap.offers.get((program.id, request.offer))
-    if offer is None or not offer.active:
-        raise _refuse(
-            404, "unknown_offer", "Unknown offer", f"program {program.code} has no offer {request.offer}"
-        )
-    product = snap.products[offer.product_id]
-    if (
-        (offer.active_from and now < offer.active_from)
-        or (offer.active_to and now >= offer.active_to)
-        or not product.active
-    ):
-        raise _refuse(409, "offer_inactive", "Offer not active", f"offer {offer.code} is not active now")
-    tariff = snap.tariffs.get((program.id, request.tariff))
-    price = offer.prices.get(tariff.id) if tariff is not None and tariff.active else None
-    if price is None:
-        raise _refuse(
-            422,
-            "tariff_not_eligible",
-            "Tariff not eligible",
-            f"tariff {request.tariff} may not redeem offer {offer.code}",
-        )
-    nominal, points = price
-    if request.points != points:
-        raise _refuse(
-            422,
-            "points_mismatch",
-            "Points do not match the price",
-            f"offer {offer.code} costs {points} points on tariff {request.tariff}",
-        )
-    if program.monthly_budget_minor is not None and nominal > program.monthly_budget_minor:
-        raise _refuse(409, "budget_exceeded", "Budget exceeded", "the program's monthly budget is spent")
-
-    day_start, month_start = _local_bounds(program, now)
+    priced = price(get_snapshot(session), request, scope=scope, now=now)
     db = driver(session)
-    if offer.limit_per_day or offer.limit_per_month:
-        # Serialises one subscriber's redemptions so that two parallel ones cannot both pass the limit.
-        db.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (request.msisdn,))
-        today, month = db.execute(
-            "SELECT count(*) FILTER (WHERE created_at >= %(day)s), count(*) FROM redemptions"
-            " WHERE msisdn = %(m)s AND offer_id = %(offer)s AND created_at >= %(month)s AND status <> 'cancelled'",
-            {"m": request.msisdn, "offer": offer.id, "day": day_start, "month": month_start},
-        ).fetchone()
-        if (offer.limit_per_day and today >= offer.limit_per_day) or (
-            offer.limit_per_month and month >= offer.limit_per_month
-        ):
-            raise _refuse(
-                409,
-                "limit_exceeded",
-                "Limit reached",
-                f"this subscriber has reached the limit of offer {offer.code}",
-            )
+    if priced.offer.limit_per_day or priced.offer.limit_per_month:
+        _check_limits(db, priced, request.msisdn, now)
     checkpoint("redeem.after_limits")
-
-    vault = get_vault()
-    code_id = card_id = None
-    if product.kind == "code":
-        code = db.execute(
-            "UPDATE codes SET status = 'reserved', status_changed_at = now() WHERE id = ("
-            " SELECT id FROM codes WHERE product_id = %s AND status = 'available'"
-            "   AND coalesce(expires_at, 'infinity') > now()"
-            " ORDER BY coalesce(expires_at, 'infinity'), id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-            " RETURNING id, last4, fingerprint, expires_at",
-            (product.id,),
-        ).fetchone()
-        if code is None:
-            raise _refuse(409, "out_of_stock", "Out of stock", f"no codes left for {product.sku}")
-        code_id, last4, fingerprint, expires_at = code[0], code[1], bytes(code[2]), code[3]
-        cost = product.cost_price_minor or 0
-    else:
-        card = mint_card(
-            session,
-            vault,
-            product_id=product.id,
-            currency=product.currency,
-            nominal_minor=nominal,
-            validity_days=product.validity_days or 365,
-            now=now,
-        )
-        card_id, last4, fingerprint, expires_at = card.id, card.last4, card.fingerprint, card.expires_at
-        cost = 0  # our own card: a liability at face value; the partner's cost arises on exchange
+    reward = _reserve(session, priced, now)
     checkpoint("redeem.after_reserve")
-
-    rate = (
-        snap.vat_rate_bp(product.vat_schedule, now.astimezone(program.zone).date())
-        if product.vat_point == "sale"
-        else 0
-    )
     redemption_id = uuid7()
-    locale = request.locale or "ru"
-    _insert_redemption(
-        db,
-        (
-            "WITH r AS ("
-            " INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id, msisdn, locale,"
-            "  points, currency, nominal_minor, code_id, card_id, reward_last4, reward_expires_at, api_key_id,"
-            "  created_at, updated_at)"
-            " VALUES (%(id)s, %(program)s, %(tariff)s, %(offer)s, %(product)s, %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s,"
-            "  %(nominal)s, %(code_id)s, %(card_id)s, %(last4)s, %(expires_at)s, %(api_key)s, %(now)s, %(now)s)"
-            " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING id),"
-            " rec AS ("
-            " INSERT INTO reconciliation_records (type, occurred_at, program_id, tariff_id, offer_id, product_id, sku,"
-            "  partner_id, quantity, currency, face_value_minor, cost_minor, vat_rate_bp, vat_minor, code_fingerprint,"
-            "  code_last4, redemption_id, card_id)"
-            " SELECT 'issue', %(now)s, %(program)s, %(tariff)s, %(offer)s, %(product)s, %(sku)s, %(partner)s, 1, %(currency)s, %(nominal)s, %(cost)s,"
-            "  %(rate)s, %(vat)s, %(fingerprint)s, %(last4)s, r.id, %(card_id)s FROM r)"
-            " INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
-            " SELECT %(message_id)s, %(queue)s, %(actor)s, CAST(%(payload)s AS jsonb), %(now)s FROM r"
-        ),
-        {
-            "id": redemption_id,
-            "program": program.id,
-            "tariff": tariff.id,
-            "offer": offer.id,
-            "product": product.id,
-            "external_id": request.external_id,
-            "msisdn": request.msisdn,
-            "locale": locale,
-            "points": request.points,
-            "currency": product.currency,
-            "nominal": nominal,
-            "code_id": code_id,
-            "card_id": card_id,
-            "last4": last4,
-            "expires_at": expires_at,
-            "api_key": api_key_id,
-            "now": now,
-            "sku": product.sku,
-            "partner": product.partner_id,
-            "cost": cost,
-            "rate": rate,
-            "vat": vat_included(nominal, rate),
-            "fingerprint": fingerprint,
-            "message_id": uuid.uuid4(),
-            "queue": SMS_QUEUE,
-            "actor": SMS_ACTOR,
-            "payload": json.dumps({"redemption_id": str(redemption_id), "send": 0}),
-        },
-        request.external_id,
-    )
+    statement = redemption_statement(request, priced, reward, redemption_id, api_key_id=api_key_id, now=now)
+    if db.execute(statement.sql, statement.params).rowcount != 1:
+        raise DuplicateExternalId(
+            f"this program already has a redemption with external_id {request.external_id!r}"
+        )
     checkpoint("redeem.after_insert")
-
-    if program.monthly_budget_minor is not None:
-        _take_budget(db, program, month_start.astimezone(program.zone).date(), nominal)
+    if priced.program.monthly_budget_minor is not None:
+        _take_budget(db, priced.program, _month(priced.program, now), priced.nominal_minor)
     checkpoint("redeem.after_budget")
+    product = priced.product
     return RedemptionOut(
         id=redemption_id,
         external_id=request.external_id,
-        program=program.code,
-        tariff=tariff.code,
-        offer=offer.code,
+        program=priced.program.code,
+        tariff=priced.tariff.code,
+        offer=priced.offer.code,
         msisdn=request.msisdn,
         points=request.points,
-        locale=locale,
+        locale=request.locale or "ru",
         status="accepted",
         status_reason=None,
         resend_count=0,
@@ -235,42 +130,183 @@ def redeem(
             sku=product.sku,
             name=product.name,
             partner=product.partner_code,
-            nominal=Money.of(nominal, product.currency),
-            last4=last4,
-            expires_at=expires_at,
+            nominal=Money.of(priced.nominal_minor, product.currency),
+            last4=reward.last4,
+            expires_at=reward.expires_at,
         ),
     )
 
 
-def _insert_redemption(db: Any, statement: str, params: dict[str, Any], external_id: str) -> None:
-    if db.execute(statement, params).rowcount != 1:
-        raise _refuse(
-            409,
-            "duplicate_external_id",
-            "Duplicate external_id",
-            f"this program already has a redemption with external_id {external_id!r}",
+def price(snap: CatalogSnapshot, request: RedemptionIn, *, scope: Scope, now: datetime) -> Priced:
+    """The catalog's answer to a request, from the in-memory snapshot: no database round trip."""
+    program = snap.programs.get(request.program)
+    if program is None or not program.active or not scope.allows(program.code):
+        raise UnknownProgram(f"no program {request.program}")
+    offer = snap.offers.get((program.id, request.offer))
+    if offer is None or not offer.active:
+        raise UnknownOffer(f"program {program.code} has no offer {request.offer}")
+    product = snap.products[offer.product_id]
+    if (
+        (offer.active_from and now < offer.active_from)
+        or (offer.active_to and now >= offer.active_to)
+        or not product.active
+    ):
+        raise OfferInactive(f"offer {offer.code} is not active now")
+    tariff = snap.tariffs.get((program.id, request.tariff))
+    price = offer.prices.get(tariff.id) if tariff is not None and tariff.active else None
+    if tariff is None or price is None:
+        raise TariffNotEligible(f"tariff {request.tariff} may not redeem offer {offer.code}")
+    nominal, points = price
+    if request.points != points:
+        raise PointsMismatch(f"offer {offer.code} costs {points} points on tariff {request.tariff}")
+    if program.monthly_budget_minor is not None and nominal > program.monthly_budget_minor:
+        raise BudgetExceeded("the program's monthly budget is spent")
+    local_date = now.astimezone(program.zone).date()
+    rate = snap.vat_rate_bp(product.vat_schedule, local_date) if product.vat_point == "sale" else 0
+    return Priced(program, offer, product, tariff, nominal, rate)
+
+
+# One subscriber's redemptions wait for each other here, so that two parallel ones cannot both pass
+# the limit; the count then sees every committed redemption of the subscriber.
+LIMIT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(msisdn)s, 1))"
+LIMIT_COUNT = (
+    "SELECT count(*) FILTER (WHERE created_at >= %(day)s), count(*) FROM redemptions"
+    " WHERE msisdn = %(msisdn)s AND offer_id = %(offer)s AND created_at >= %(month)s"
+    " AND status <> 'cancelled'"
+)
+
+
+def _check_limits(db: Any, priced: Priced, msisdn: str, now: datetime) -> None:
+    """Per subscriber per day and per month, counted in the program's time zone."""
+    local = now.astimezone(priced.program.zone)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    params = {"msisdn": msisdn, "offer": priced.offer.id, "day": day, "month": day.replace(day=1)}
+    db.execute(LIMIT_LOCK, params)
+    today, month = db.execute(LIMIT_COUNT, params).fetchone()
+    offer = priced.offer
+    if (offer.limit_per_day and today >= offer.limit_per_day) or (
+        offer.limit_per_month and month >= offer.limit_per_month
+    ):
+        raise LimitExceeded(f"this subscriber has reached the limit of offer {offer.code}")
+
+
+def _reserve(session: Session, priced: Priced, now: datetime) -> Reward:
+    """A pooled code (reserved until its SMS leaves) or a newly minted card."""
+    product = priced.product
+    if product.kind == "code":
+        code = take_code(driver(session), product.id, status="reserved", now=now)
+        if code is None:
+            raise OutOfStock(f"no codes left for {product.sku}")
+        return Reward(
+            code.id, None, code.last4, code.fingerprint, code.expires_at, product.cost_price_minor or 0
         )
+    card = mint_card(
+        session,
+        get_vault(),
+        product_id=product.id,
+        currency=product.currency,
+        nominal_minor=priced.nominal_minor,
+        validity_days=product.validity_days or 365,
+        now=now,
+    )
+    # Our own card: a liability at face value; the partner's cost arises when it is exchanged.
+    return Reward(None, card.id, card.last4, card.fingerprint, card.expires_at, 0)
 
 
-def _take_budget(db: Any, program: ProgramInfo, month, amount: int) -> None:
+_INSERT_REDEMPTION = (
+    "WITH r AS (INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id,"
+    " msisdn, locale, points, currency, nominal_minor, code_id, card_id, reward_last4, reward_expires_at,"
+    " api_key_id, created_at, updated_at) VALUES (%(id)s, %(program)s, %(tariff)s, %(offer)s, %(product)s,"
+    " %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s, %(nominal)s, %(code_id)s,"
+    " %(card_id)s, %(last4)s, %(expires_at)s, %(api_key)s, %(now)s, %(now)s)"
+    " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING id)"
+)
+
+
+def redemption_statement(
+    request: RedemptionIn,
+    priced: Priced,
+    reward: Reward,
+    redemption_id: uuid.UUID,
+    *,
+    api_key_id: int | None,
+    now: datetime,
+) -> Fragment:
+    """One statement writes the redemption, its issue record and its SMS outbox row; a duplicate
+    external_id inserts no redemption, and so neither of the others (0 rows)."""
+    program, product = priced.program, priced.product
+    record = ledger.issue_record(
+        ledger.Record(
+            occurred_at=now,
+            program_id=program.id,
+            tariff_id=priced.tariff.id,
+            offer_id=priced.offer.id,
+            product_id=product.id,
+            sku=product.sku,
+            partner_id=product.partner_id,
+            currency=product.currency,
+            face_value_minor=priced.nominal_minor,
+            cost_minor=reward.cost_minor,
+            vat_rate_bp=priced.vat_rate_bp,
+            code_fingerprint=reward.fingerprint,
+            code_last4=reward.last4,
+            card_id=reward.card_id,
+        ),
+        redemption_from="r",
+    )
+    sms = outbox.enqueue_with(
+        jobs.REWARD_SMS, {"redemption_id": str(redemption_id), "send": 0}, now=now, source="r"
+    )
+    params = {
+        "id": redemption_id,
+        "program": program.id,
+        "tariff": priced.tariff.id,
+        "offer": priced.offer.id,
+        "product": product.id,
+        "external_id": request.external_id,
+        "msisdn": request.msisdn,
+        "locale": request.locale or "ru",
+        "points": request.points,
+        "currency": product.currency,
+        "nominal": priced.nominal_minor,
+        "code_id": reward.code_id,
+        "card_id": reward.card_id,
+        "last4": reward.last4,
+        "expires_at": reward.expires_at,
+        "api_key": api_key_id,
+        "now": now,
+    }
+    return Fragment(
+        f"{_INSERT_REDEMPTION}, rec AS ({record.sql}) {sms.sql}", {**params, **record.params, **sms.params}
+    )
+
+
+TAKE_BUDGET = (
+    "INSERT INTO program_budget_usage AS u (program_id, month, spent_minor) VALUES (%(p)s, %(month)s, %(n)s)"
+    " ON CONFLICT (program_id, month) DO UPDATE SET spent_minor = u.spent_minor + EXCLUDED.spent_minor"
+    " WHERE u.spent_minor + EXCLUDED.spent_minor <= %(budget)s RETURNING spent_minor"
+)
+
+
+def _month(program: ProgramInfo, at: datetime) -> date:
+    return at.astimezone(program.zone).date().replace(day=1)
+
+
+def _take_budget(db: Any, program: ProgramInfo, month: date, amount: int) -> None:
     taken = db.execute(
-        "INSERT INTO program_budget_usage AS u (program_id, month, spent_minor) VALUES (%(p)s, %(month)s, %(n)s)"
-        " ON CONFLICT (program_id, month) DO UPDATE SET spent_minor = u.spent_minor + EXCLUDED.spent_minor"
-        " WHERE u.spent_minor + EXCLUDED.spent_minor <= %(budget)s RETURNING spent_minor",
-        {"p": program.id, "month": month, "n": amount, "budget": program.monthly_budget_minor},
+        TAKE_BUDGET, {"p": program.id, "month": month, "n": amount, "budget": program.monthly_budget_minor}
     ).fetchone()
     if taken is None:
-        raise _refuse(409, "budget_exceeded", "Budget exceeded", "the program's monthly budget is spent")
+        raise BudgetExceeded("the program's monthly budget is spent")
 
 
 def _release_budget(session: Session, program: ProgramInfo, created_at: datetime, amount: int) -> None:
-    month = created_at.astimezone(program.zone).date().replace(day=1)
     session.execute(
         text(
             "UPDATE program_budget_usage SET spent_minor = spent_minor - :n"
             " WHERE program_id = :p AND month = :month"
         ),
-        {"n": amount, "p": program.id, "month": month},
+        {"n": amount, "p": program.id, "month": _month(program, created_at)},
     )
 
 
@@ -344,7 +380,8 @@ def find_redemptions(
     created_to: datetime | None = None,
 ) -> list[RedemptionOut]:
     snap = get_snapshot(session)
-    where, params = [], {"limit": limit}
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
     ids = _program_ids(snap, scope)
     if ids is not None:
         where.append("r.program_id = ANY(:programs)")
@@ -387,37 +424,20 @@ def cancel(
         return to_out(snap, row)
     if row.code_id is not None:
         if row.first_sent_at is not None or row.status not in ("accepted", "failed"):
-            raise _refuse(
-                409, "not_cancellable", "Not cancellable", "the code has been sent to the subscriber"
-            )
-        session.execute(
-            text("UPDATE codes SET status = 'available', status_changed_at = :now WHERE id = :id"),
-            {"id": row.code_id, "now": now},
-        )
+            raise NotCancellable("the code has been sent to the subscriber")
+        release_code(driver(session), row.code_id, now=now)
     else:
         touched = session.execute(
             text(
-                "UPDATE cards SET status = 'cancelled', balance_minor = 0 WHERE id = :id AND status = 'active'"
-                " AND balance_minor = nominal_minor RETURNING id"
+                "UPDATE cards SET status = 'cancelled', balance_minor = 0 WHERE id = :id"
+                " AND status = 'active' AND balance_minor = nominal_minor RETURNING id"
             ),
             {"id": row.card_id},
         ).scalar()
         if touched is None:
-            raise _refuse(
-                409, "not_cancellable", "Not cancellable", "the card has been used, blocked or has expired"
-            )
+            raise NotCancellable("the card has been used, blocked or has expired")
     checkpoint("cancel.after_release")
-    reversed_ = session.execute(
-        text(
-            "INSERT INTO reconciliation_records (type, occurred_at, program_id, tariff_id, offer_id, product_id, sku,"
-            " partner_id, quantity, currency, face_value_minor, cost_minor, vat_rate_bp, vat_minor, code_fingerprint,"
-            " code_last4, redemption_id, card_id)"
-            " SELECT 'cancel', :now, program_id, tariff_id, offer_id, product_id, sku, partner_id, -1, currency,"
-            " -face_value_minor, -cost_minor, vat_rate_bp, -vat_minor, code_fingerprint, code_last4, redemption_id,"
-            " card_id FROM reconciliation_records WHERE redemption_id = :id AND type = 'issue'"
-        ),
-        {"id": redemption_id, "now": now},
-    ).rowcount
+    reversed_ = ledger.write_reversal(driver(session), redemption_id, occurred_at=now)
     if reversed_ != 1:
         raise RuntimeError(f"redemption {redemption_id} has {reversed_} issue records")  # invariant 4
     session.execute(
@@ -450,12 +470,9 @@ def resend(
     snap = get_snapshot(session)
     row = get_redemption(session, redemption_id, scope=scope, for_update=True)
     if row.status == "cancelled":
-        raise _refuse(409, "not_resendable", "Not resendable", "the redemption is cancelled")
+        raise NotResendable("the redemption is cancelled")
     if row.resend_count >= MAX_RESENDS:
-        raise _refuse(
-            409,
-            "resend_limit_reached",
-            "Resend limit reached",
+        raise ResendLimitReached(
             f"a reward may be re-sent at most {MAX_RESENDS} times",
         )
     send = row.resend_count + 1
@@ -467,17 +484,7 @@ def resend(
         ),
         {"send": send, "now": now, "id": redemption_id},
     )
-    session.execute(
-        text(
-            "INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
-            " VALUES (:mid, :queue, :actor, CAST(:payload AS jsonb), :now)"
-        ),
-        {
-            "mid": uuid.uuid4(),
-            "queue": SMS_QUEUE,
-            "actor": SMS_ACTOR,
-            "now": now,
-            "payload": json.dumps({"redemption_id": str(redemption_id), "send": send}),
-        },
+    outbox.enqueue(
+        driver(session), jobs.REWARD_SMS, {"redemption_id": str(redemption_id), "send": send}, now=now
     )
     return to_out(snap, get_redemption(session, redemption_id, scope=scope))

@@ -11,7 +11,7 @@ from catalog.model import SLUG
 from service.auth.deps import require
 from service.auth.service import Principal
 from service.db import new_session
-from service.errors import Problem, responses
+from service.errors import NotFound, responses
 from service.settlements import service
 from service.settlements.schemas import SettlementOut
 from service.strict import reject_unknown_query
@@ -33,6 +33,6 @@ def read_settlement(
     principal: Principal = Depends(require("finance", "partner")),
 ) -> SettlementOut:
     if principal.role == "partner" and principal.partner != partner:
-        raise Problem(404, "not_found", "Not found", f"partner {partner} not found")
+        raise NotFound(f"partner {partner} not found")
     with new_session() as session:
         return service.settlement(session, partner, period)

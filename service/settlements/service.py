@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.catalog.snapshot import get_snapshot
-from service.errors import Problem
+from service.errors import NotFound
 from service.money import Money
 from service.settlements.schemas import ProductSettlement, SettlementLine, SettlementOut, SettlementTotals
 
@@ -34,7 +34,7 @@ def settlement(session: Session, partner_code: str, period: str) -> SettlementOu
         text("SELECT id, name FROM partners WHERE code = :code"), {"code": partner_code}
     ).one_or_none()
     if partner is None:
-        raise Problem(404, "not_found", "Not found", f"partner {partner_code} not found")
+        raise NotFound(f"partner {partner_code} not found")
     start, end = month_bounds(period)
     # The UTC range, widened by a day each side, lets the index narrow the scan; the local month in
     # each record's program zone decides.

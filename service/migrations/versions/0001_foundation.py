@@ -111,7 +111,8 @@ def upgrade() -> None:
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.CheckConstraint(
-            "kind <> 'code' OR (partner_id IS NOT NULL AND face_value_minor IS NOT NULL AND cost_price_minor IS NOT NULL)",
+            "kind <> 'code' OR (partner_id IS NOT NULL AND face_value_minor IS NOT NULL"
+            " AND cost_price_minor IS NOT NULL)",
             name=op.f("ck_products_code_has_partner_and_prices"),
         ),
         sa.CheckConstraint(

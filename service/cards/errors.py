@@ -1,0 +1,59 @@
+"""Refusals of card verification, exchange and support actions."""
+
+from __future__ import annotations
+
+from service.errors import Problem
+
+
+class CardNotFound(Problem):
+    status, code, title = 404, "card_not_found", "Card not found"
+
+
+class WrongPin(Problem):
+    status, code, title = 422, "wrong_pin", "Wrong PIN"
+
+
+class CardLocked(Problem):
+    status, code, title = 423, "card_locked", "Card locked"
+
+
+class CardBlocked(Problem):
+    status, code, title = 423, "card_blocked", "Card blocked"
+
+
+class CardCancelled(Problem):
+    status, code, title = 409, "card_cancelled", "Card cancelled"
+
+
+class CardExpired(Problem):
+    status, code, title = 409, "card_expired", "Card expired"
+
+
+class CardExhausted(Problem):
+    status, code, title = 409, "card_exhausted", "Card exhausted"
+
+
+class NotExchangeable(Problem):
+    status, code, title = 422, "not_exchangeable", "Not exchangeable"
+
+
+class InsufficientBalance(Problem):
+    status, code, title = 409, "insufficient_balance", "Insufficient balance"
+
+
+class CardNotBlockable(Problem):
+    status, code, title = 409, "card_not_blockable", "Card not blockable"
+
+
+class CardNotBlocked(Problem):
+    status, code, title = 409, "card_not_blocked", "Card not blocked"
+
+
+class CommittedRefusal(Exception):
+    """Carries a refusal whose side effects (a wrong PIN counted, a lock set, a counter reset) must be
+    committed, not rolled back with the transaction: the caller commits first, then answers with
+    `problem`."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.detail or problem.title)
+        self.problem = problem

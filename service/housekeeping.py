@@ -1,0 +1,25 @@
+"""Time-driven work every worker pod may run: each step is idempotent and bounded, so pods running it
+at the same time only share it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import structlog
+
+from service.cards.service import expire_cards
+from service.db import transaction
+from service.idempotency import purge_expired
+
+log = structlog.get_logger("housekeeping")
+
+
+def housekeeping() -> dict[str, int]:
+    """Purge expired idempotency keys, expire cards past their date and book their breakage."""
+    with transaction() as session:
+        purged = purge_expired(session)
+    with transaction() as session:
+        expired = expire_cards(session, datetime.now(UTC)).expired
+    if purged or expired:
+        log.info("housekeeping", idempotency_keys_purged=purged, cards_expired=expired)
+    return {"idempotency_keys_purged": purged, "cards_expired": expired}

@@ -1,0 +1,24 @@
+"""The one place that names the work the workers do: its queues and its Dramatiq actors. The outbox
+writes these names into its rows, the relay publishes them, the worker processes consume them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Reward SMS have worker processes of their own: a slow webhook receiver or a bulk campaign never
+# stands in front of a code somebody is waiting for.
+SMS_QUEUE = "sms_transactional"
+BULK_SMS_QUEUE = "sms_bulk"
+WEBHOOK_QUEUE = "webhooks"
+
+
+@dataclass(frozen=True)
+class Job:
+    queue: str
+    actor: str
+
+
+REWARD_SMS = Job(SMS_QUEUE, "deliver_reward_sms")  # kwargs: redemption_id, send
+REWARD_SMS_BATCH = Job(SMS_QUEUE, "deliver_reward_sms_batch")  # kwargs: jobs [[redemption_id, send], ...]
+WEBHOOK = Job(WEBHOOK_QUEUE, "send_webhook")  # kwargs: event_id
+WEBHOOKS = Job(WEBHOOK_QUEUE, "send_webhooks")  # kwargs: event_ids

@@ -1,0 +1,168 @@
+"""The outbox relay: publishes committed outbox rows to Dramatiq, at least once.
+
+The Dramatiq message id is the row's message_id, and every actor is idempotent on its own key, so a
+row published twice (a crash between publishing and commit, or a sweep) never has a second effect."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+import structlog
+from sqlalchemy import text
+
+from service import jobs
+from service.config import get_settings
+from service.db import driver, transaction
+from service.housekeeping import housekeeping
+from service.metrics import OUTBOX_PUBLISHED
+
+log = structlog.get_logger("outbox")
+
+
+# Jobs whose rows the relay packs: the job of one row -> (the packed job, its keyword, the item of
+# one row). A burst then costs the workers one claim and one write per pack, not per row.
+PACKED: dict[str, tuple[jobs.Job, str, Callable[[dict[str, Any]], Any]]] = {
+    jobs.REWARD_SMS.actor: (jobs.REWARD_SMS_BATCH, "jobs", lambda p: [p["redemption_id"], p["send"]]),
+    jobs.WEBHOOK.actor: (jobs.WEBHOOKS, "event_ids", lambda p: p["event_id"]),
+}
+
+
+def publish_batch(broker: dramatiq.Broker, limit: int = 500) -> int:
+    """Publishes up to `limit` committed rows; rows of a PACKED job go out up to SMS_BATCH_SIZE to a
+    Dramatiq message. SMS_BATCH_SIZE=1 publishes every row on its own, to its own actor (what
+    workers from before the packs understand, for a rolling upgrade)."""
+    pack_size = get_settings().sms_batch_size
+    with transaction() as session:
+        # Marked published first, in the transaction that publishes them: if publishing fails, the
+        # rollback un-marks them; if the process dies after publishing, before the commit, they go
+        # out again (at least once). The ids as an array, not `IN (subquery)`: a join the planner
+        # could answer with a scan of the whole outbox.
+        rows = sorted(
+            session.execute(
+                text(
+                    "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1"
+                    " WHERE id = ANY(ARRAY(SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id"
+                    " LIMIT :limit FOR UPDATE SKIP LOCKED)) RETURNING id, message_id, queue, actor, payload"
+                ),
+                {"limit": limit},
+            ).all(),
+            key=lambda r: r.id,
+        )
+        packs: dict[str, list[Any]] = {}
+        for row in rows:
+            if row.actor in PACKED and pack_size > 1:
+                packs.setdefault(row.actor, []).append(PACKED[row.actor][2](row.payload))
+                continue
+            broker.enqueue(
+                dramatiq.Message(
+                    queue_name=row.queue,
+                    actor_name=row.actor,
+                    args=(),
+                    kwargs=row.payload,
+                    options={},
+                    message_id=str(row.message_id),
+                )
+            )
+            OUTBOX_PUBLISHED.labels(row.actor).inc()
+        for actor, items in packs.items():
+            packed, keyword, _ = PACKED[actor]
+            for start in range(0, len(items), pack_size):
+                broker.enqueue(
+                    dramatiq.Message(
+                        queue_name=packed.queue,
+                        actor_name=packed.actor,
+                        args=(),
+                        kwargs={keyword: items[start : start + pack_size]},
+                        options={},
+                        message_id=str(uuid.uuid4()),
+                    )
+                )
+            OUTBOX_PUBLISHED.labels(actor).inc(len(items))
+    return len(rows)
+
+
+def sweep(stale_seconds: int = 300) -> int:
+    """Re-publishes work the broker lost (a Redis flush, a delayed retry stalled after a Redis restart):
+    SMS jobs whose message never started or stopped moving, and webhook events never delivered."""
+    with transaction() as session:
+        swept = (
+            driver(session)
+            .execute(
+                (
+                    "UPDATE outbox o SET published_at = NULL"
+                    " WHERE o.published_at < now() - make_interval(secs => %(stale)s) AND (("
+                    "   o.actor = %(sms_actor)s AND NOT EXISTS ("
+                    "     SELECT 1 FROM sms_messages m"
+                    "     WHERE m.redemption_id = (o.payload->>'redemption_id')::uuid"
+                    "     AND m.send = (o.payload->>'send')::int"
+                    "     AND (m.status IN ('sent', 'delivered', 'failed', 'cancelled')"
+                    "          OR m.updated_at > now() - make_interval(secs => %(stale)s))))"
+                    " OR (o.actor = %(webhook_actor)s AND EXISTS ("
+                    "     SELECT 1 FROM webhook_events e WHERE e.id = (o.payload->>'event_id')::uuid"
+                    "     AND e.delivered_at IS NULL AND e.given_up_at IS NULL"
+                    "     AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.event_id = e.id"
+                    "                     AND a.attempted_at > now() - make_interval(secs => %(stale)s)))))"
+                ),
+                {
+                    "stale": stale_seconds,
+                    "sms_actor": jobs.REWARD_SMS.actor,
+                    "webhook_actor": jobs.WEBHOOK.actor,
+                },
+            )
+            .rowcount
+        )
+    if swept:
+        log.warning("outbox_swept", rows=swept)
+    return swept
+
+
+class Relay:
+    """A thread that publishes the outbox: a tight poll (SKIP LOCKED, so relays in several worker
+    pods share the work) that keeps going while the broker is down and catches up when it returns.
+    It also runs the housekeeping every minute."""
+
+    def __init__(
+        self,
+        broker: dramatiq.Broker,
+        idle_sleep: float = 0.05,
+        sweep_every: float = 30.0,
+        stale_seconds: int | None = None,
+    ):
+        self.broker = broker
+        self.idle_sleep = idle_sleep
+        self.sweep_every = sweep_every
+        self.stale_seconds = stale_seconds or get_settings().outbox_stale_seconds
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
+
+    def start(self) -> Relay:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=10)
+
+    def run(self) -> None:
+        backoff, last_sweep, last_housekeeping = 0.1, 0.0, 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - last_sweep > self.sweep_every:
+                    sweep(self.stale_seconds)
+                    last_sweep = time.monotonic()
+                if time.monotonic() - last_housekeeping > 60:
+                    last_housekeeping = time.monotonic()
+                    housekeeping()
+                published = publish_batch(self.broker)
+                backoff = 0.1
+                if published == 0:
+                    self._stop.wait(self.idle_sleep)
+            except Exception as exc:  # broker or database away: keep trying
+                log.warning("outbox_relay_waiting", error=f"{type(exc).__name__}: {exc}", retry_in_s=backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
