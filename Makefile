@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: install run test test-system openapi bench
+.PHONY: install run test test-system lint openapi bench
 install: $(VENV)/.installed
 
 run: install
@@ -24,6 +24,12 @@ test-system: install
 	DATABASE_URL=$${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/15} \
 	$(PY) -m pytest -q -p no:cacheprovider -m "not browser and not schemathesis and not faults"
+
+# ruff (style, imports, bugbear, no late imports in domain code) and mypy, as configured in pyproject.toml.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 openapi: install
 	$(VENV)/bin/rewards openapi --output openapi/openapi.json
