@@ -7,6 +7,12 @@ request a new subscriber, external id and Idempotency-Key, so every one is a ful
 
     .venv/bin/python bench/redeem.py                          # 16 clients, 20 s
     .venv/bin/python bench/redeem.py --clients 32 --seconds 30 --api-workers 2
+    .venv/bin/python bench/redeem.py --limit                  # and the database's ceiling, and the ratio
+
+With --limit, pgbench runs the statements of one redemption (bench/ceiling.py builds them from the
+service's own code) on the same database, with as many clients, before and after the API run; the
+last line is `ratio = API redemptions/s / pgbench tps`. The machine drifts by a third between runs,
+so only figures of one run are compared.
 """
 
 from __future__ import annotations
@@ -170,7 +176,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
@@ -191,62 +197,62 @@ def main() -> None:
         default="wrk" if shutil.which("wrk") else "python",
         help="load generator: wrk (C, Lua script; default when installed) or asyncio+httpx",
     )
+    parser.add_argument(
+        "--limit",
+        action="store_true",
+        help="also run pgbench on the same database with the statements of one redemption, before and"
+        " after the API run, and print ratio = API redemptions/s / pgbench tps as the last line",
+    )
     parser.add_argument("--load-only", nargs=2, metavar=("BASE", "KEY"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.load_only:
-        print(
-            json.dumps(
-                asyncio.run(
-                    load(
-                        args.load_only[0],
-                        args.load_only[1],
-                        args.clients,
-                        args.seconds,
-                        args.warmup,
-                        args.offer,
-                    )
-                )
-            )
+    return parser.parse_args()
+
+
+class Bench:
+    """A migrated database with the demo catalog, a filled pool and a loyalty key."""
+
+    def __init__(self, args: argparse.Namespace):
+        from service.embedded import EmbeddedPostgres, EmbeddedRedis
+
+        self.args = args
+        self.work = Path(tempfile.mkdtemp(prefix="bench-redeem-"))
+        self.started: list = []
+        self.env = {
+            **os.environ,
+            "LOG_LEVEL": "WARNING",
+            "ENCRYPTION_KEY": os.environ.get("ENCRYPTION_KEY")
+            or base64.b64encode(secrets.token_bytes(32)).decode(),
+        }
+        if not self.env.get("DATABASE_URL"):
+            pg = EmbeddedPostgres(self.work / "pg")
+            self.env["DATABASE_URL"] = pg.start()
+            self.started.append(pg)
+        if not self.env.get("REDIS_URL"):
+            rd = EmbeddedRedis(self.work / "redis")
+            self.env["REDIS_URL"] = rd.start()
+            self.started.append(rd)
+
+    def rewards(self, *cli: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "service.cli", *cli],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def prepare(self, codes: int) -> str:
+        self.rewards("migrate")
+        self.rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
+        # Every code with an expiry, as real pools have; the budget large enough for every run.
+        pool = self.work / "codes.csv"
+        pool.write_text("".join(f"BENCH-{secrets.token_hex(6).upper()},,2030-12-31\n" for _ in range(codes)))
+        self.rewards("codes", "import", "ARAY-CINEMA-2000", str(pool))
+        self.sql(
+            "UPDATE programs SET monthly_budget_minor = 1000000000000000"
+            " WHERE monthly_budget_minor IS NOT NULL"
         )
-        return
-
-    from service.embedded import EmbeddedPostgres, EmbeddedRedis
-
-    work = Path(tempfile.mkdtemp(prefix="bench-redeem-"))
-    started = []
-    env = {
-        **os.environ,
-        "LOG_LEVEL": "WARNING",
-        "ENCRYPTION_KEY": os.environ.get("ENCRYPTION_KEY")
-        or base64.b64encode(secrets.token_bytes(32)).decode(),
-    }
-    if not env.get("DATABASE_URL"):
-        pg = EmbeddedPostgres(work / "pg")
-        env["DATABASE_URL"] = pg.start()
-        started.append(pg)
-    if not env.get("REDIS_URL"):
-        rd = EmbeddedRedis(work / "redis")
-        env["REDIS_URL"] = rd.start()
-        started.append(rd)
-    api = None
-    try:
-
-        def rewards(*cli: str) -> str:
-            return subprocess.run(
-                [sys.executable, "-m", "service.cli", *cli],
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-
-        rewards("migrate")
-        rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
-        codes = work / "codes.csv"
-        codes.write_text("".join(f"BENCH-{secrets.token_hex(6).upper()}\n" for _ in range(args.codes)))
-        rewards("codes", "import", "ARAY-CINEMA-2000", str(codes))
-        key = (
-            rewards(
+        return (
+            self.rewards(
                 "keys",
                 "create",
                 "--role",
@@ -261,6 +267,92 @@ def main() -> None:
             .strip()
             .splitlines()[-1]
         )
+
+    def sql(self, statement: str) -> list:
+        import psycopg
+
+        with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
+            cursor = conn.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+    def close(self) -> None:
+        for server in reversed(self.started):
+            server.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def ceiling_script(bench: Bench, offer: str) -> Path:
+    """The pgbench script of one redemption, built by the service's own code against this database."""
+    from bench.ceiling import Offer, redemption_script
+    from service.catalog.snapshot import load_snapshot
+    from service.config import reset_settings_cache
+    from service.db import new_session, reset_engine
+
+    os.environ.update(DATABASE_URL=bench.env["DATABASE_URL"], ENCRYPTION_KEY=bench.env["ENCRYPTION_KEY"])
+    reset_settings_cache()
+    reset_engine()
+    program, tariff, code, points = OFFERS[offer]
+    api_key_id = bench.sql("SELECT max(id) FROM api_keys")[0][0]
+    body = json.dumps(
+        {
+            "id": "01a23a86-2c12-7063-ad23-fdb92014da13",
+            "offer": code,
+            "locale": "ru",
+            "msisdn": "+77050000001",
+            "points": points,
+            "reward": {
+                "sku": "ARAY-CINEMA-2000",
+                "kind": "code",
+                "name": "Aray Cinema ticket 2 000 ₸",
+                "last4": "0050",
+                "nominal": {"amount": "2000.00", "currency": "KZT"},
+                "partner": "aray-cinema",
+                "expires_at": "2030-12-30T19:00:00Z",
+            },
+            "status": "accepted",
+            "tariff": tariff,
+            "program": program,
+            "created_at": "2026-12-03T06:10:01.330041Z",
+            "updated_at": "2026-12-03T06:10:01.330041Z",
+            "external_id": "e1",
+            "resend_count": 0,
+            "status_reason": None,
+        }
+    )
+    with new_session() as session:
+        snap = load_snapshot(session)
+    script = bench.work / "redemption.sql"
+    script.write_text(
+        redemption_script(
+            snap, Offer(program, tariff, code, points), api_key_id=api_key_id, response_body=body
+        )
+    )
+    return script
+
+
+def main() -> None:
+    args = parse_args()
+    if args.load_only:
+        result = asyncio.run(
+            load(args.load_only[0], args.load_only[1], args.clients, args.seconds, args.warmup, args.offer)
+        )
+        print(json.dumps(result))
+        return
+    bench = Bench(args)
+    api = None
+    try:
+        expected = int(args.clients * 2500 * (args.seconds + args.warmup) // 16) if args.limit else 0
+        key = bench.prepare(max(args.codes, expected + args.codes))
+        ceiling = []
+        if args.limit:
+            from bench.ceiling import run_pgbench
+
+            script = ceiling_script(bench, args.offer)
+            ceiling.append(
+                run_pgbench(
+                    bench.env["DATABASE_URL"], script, clients=args.clients, seconds=int(args.seconds)
+                )
+            )
         port = free_port()
         api = subprocess.Popen(
             [
@@ -273,7 +365,7 @@ def main() -> None:
                 "--workers",
                 str(args.api_workers),
             ],
-            env=env,
+            env=bench.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -287,7 +379,7 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         if args.driver == "wrk":
-            result = run_wrk(base, key, args.clients, args.seconds, args.warmup, args.offer, work)
+            result = run_wrk(base, key, args.clients, args.seconds, args.warmup, args.offer, bench.work)
         else:
             out = subprocess.run(
                 [
@@ -310,22 +402,43 @@ def main() -> None:
                 text=True,
             ).stdout
             result = json.loads(out)
+        api.terminate()
+        api.wait(timeout=30)
+        api = None
+        if args.limit:
+            ceiling.append(
+                run_pgbench(
+                    bench.env["DATABASE_URL"], script, clients=args.clients, seconds=int(args.seconds)
+                )
+            )
         print(
-            f"{args.driver} driver, {args.offer} offer, {args.clients} clients, {args.api_workers} API worker(s),"
-            f" {result['seconds']:.0f} s measured"
+            f"{args.driver} driver, {args.offer} offer, {args.clients} clients,"
+            f" {args.api_workers} API worker(s), {result['seconds']:.0f} s measured"
             f" after {args.warmup:.0f} s warm-up"
         )
         print(f"  redemptions/s: {result['rps']:.0f}   statuses: {result['statuses']}")
         print(
-            f"  latency ms: p50 {result['p50_ms']:.1f}  p95 {result['p95_ms']:.1f}  p99 {result['p99_ms']:.1f}"
-            f"  mean {result['mean_ms']:.1f}"
+            f"  latency ms: p50 {result['p50_ms']:.1f}  p95 {result['p95_ms']:.1f}"
+            f"  p99 {result['p99_ms']:.1f}  mean {result['mean_ms']:.1f}"
         )
+        if args.limit:
+            before, after = ceiling
+            print(
+                f"  pgbench, same database, the statements of one redemption, {args.clients} clients:"
+                f" {before.tps:.0f} tps before, {after.tps:.0f} tps after"
+                f" (failed: {before.failed + after.failed})"
+            )
+            mean = (before.tps + after.tps) / 2
+            print(
+                f"ratio = {result['rps'] / mean:.2f}"
+                f" ({result['rps']:.0f} / {mean:.0f}; against before {result['rps'] / before.tps:.2f},"
+                f" after {result['rps'] / after.tps:.2f})"
+            )
     finally:
         if api:
             api.terminate()
             api.wait(timeout=30)
-        for server in reversed(started):
-            server.stop()
+        bench.close()
 
 
 if __name__ == "__main__":

