@@ -77,7 +77,8 @@ def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, r
     priced = price(snap, request, scope=Scope(None), now=now)
     local = now.astimezone(priced.program.zone)
     day = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    msisdn = "('+7705' || lpad((CAST(:n AS bigint) % 10000000)::text, 7, '0'))"
+    # +7747...: never one of the load generator's subscribers (+7705...), whose limits it would spend.
+    msisdn = "('+7747' || lpad((CAST(:n AS bigint) % 10000000)::text, 7, '0'))"
     lines = ["\\set n random(1, 1000000000000)", "BEGIN;"]
     if priced.offer.limit_per_day or priced.offer.limit_per_month:
         limits = {"msisdn": msisdn}

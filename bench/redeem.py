@@ -22,6 +22,7 @@ import asyncio
 import base64
 import json
 import os
+import resource
 import secrets
 import shutil
 import socket
@@ -31,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -127,10 +130,21 @@ end
 """
 
 
-def run_wrk(base: str, key: str, clients: int, seconds: float, warmup: float, offer: str, work: Path) -> dict:
+def run_wrk(
+    base: str,
+    key: str,
+    clients: int,
+    seconds: float,
+    warmup: float,
+    offer: str,
+    work: Path,
+    meter: CpuMeter | None = None,
+) -> dict:
     program, tariff, code, points = OFFERS[offer]
     results = {}
     for run, duration in (("warm", warmup), ("measured", seconds)):
+        if run == "measured" and meter:
+            meter.start()
         script = work / f"redeem-{run}.lua"
         script.write_text(
             f'PROGRAM="{program}" TARIFF="{tariff}" OFFER="{code}" POINTS={points} KEY="{key}"'
@@ -156,6 +170,8 @@ def run_wrk(base: str, key: str, clients: int, seconds: float, warmup: float, of
             text=True,
         ).stdout
         results = json.loads(out.strip().splitlines()[-1])
+    if meter:
+        meter.stop()
     seconds_measured = results["duration_us"] / 1e6
     ok = results["requests"] - results["non_2xx"] - results["socket_errors"]
     return {
@@ -168,6 +184,65 @@ def run_wrk(base: str, key: str, clients: int, seconds: float, warmup: float, of
         "p99_ms": results["p99_us"] / 1000,
         "mean_ms": float("nan"),
     }
+
+
+class CpuMeter:
+    """CPU seconds spent, during the measured window, by the API's processes, by PostgreSQL's and by
+    the load generator: per redemption, these do not depend on what else the machine is doing the way
+    throughput does."""
+
+    def __init__(self, api_pid: int, postmaster_pid: int):
+        self.api = psutil.Process(api_pid)
+        self.postmaster = psutil.Process(postmaster_pid)
+        self.before: dict[str, float] = {}
+        self.spent: dict[str, float] = {}
+
+    @staticmethod
+    def _tree(process: psutil.Process) -> float:
+        total = 0.0
+        for p in [process, *process.children(recursive=True)]:
+            try:
+                times = p.cpu_times()
+                total += times.user + times.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def _read(self) -> dict[str, float]:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has been waited for
+        idle = psutil.cpu_times()
+        return {
+            "api": self._tree(self.api),
+            "postgres": self._tree(self.postmaster),
+            "load": children.ru_utime + children.ru_stime,
+            "wall": time.monotonic(),
+            "idle": idle.idle + getattr(idle, "iowait", 0.0),
+        }
+
+    def start(self) -> None:
+        self.before = self._read()
+
+    def stop(self) -> None:
+        after = self._read()
+        self.spent = {k: after[k] - self.before[k] for k in after}
+
+    def report(self, redemptions: int) -> str:
+        n = max(redemptions, 1)
+        busy = 1 - self.spent["idle"] / (self.spent["wall"] * (psutil.cpu_count() or 1))
+        return (
+            f"  CPU ms per redemption: API {1000 * self.spent['api'] / n:.2f},"
+            f" PostgreSQL {1000 * self.spent['postgres'] / n:.2f},"
+            f" load generator {1000 * self.spent['load'] / n:.2f}"
+            f" (the machine was {100 * busy:.0f} % busy, other work included)"
+        )
+
+
+def postmaster_pid(database_url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        data_directory = conn.execute("SHOW data_directory").fetchone()[0]  # type: ignore[index]
+    return int((Path(data_directory) / "postmaster.pid").read_text().split()[0])
 
 
 def free_port() -> int:
@@ -202,6 +277,12 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="also run pgbench on the same database with the statements of one redemption, before and"
         " after the API run, and print ratio = API redemptions/s / pgbench tps as the last line",
+    )
+    parser.add_argument(
+        "--api-root",
+        type=Path,
+        help="run `rewards api` from this checkout instead (e.g. a git worktree of an older commit),"
+        " against the same database: two versions of the code in one run",
     )
     parser.add_argument("--load-only", nargs=2, metavar=("BASE", "KEY"), help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -354,6 +435,9 @@ def main() -> None:
                 )
             )
         port = free_port()
+        api_env = dict(bench.env)
+        if args.api_root:
+            api_env["PYTHONPATH"] = str(args.api_root.resolve())
         api = subprocess.Popen(
             [
                 sys.executable,
@@ -365,7 +449,8 @@ def main() -> None:
                 "--workers",
                 str(args.api_workers),
             ],
-            env=bench.env,
+            env=api_env,
+            cwd=args.api_root,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -378,8 +463,11 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        meter = CpuMeter(api.pid, postmaster_pid(bench.env["DATABASE_URL"]))
         if args.driver == "wrk":
-            result = run_wrk(base, key, args.clients, args.seconds, args.warmup, args.offer, bench.work)
+            result = run_wrk(
+                base, key, args.clients, args.seconds, args.warmup, args.offer, bench.work, meter
+            )
         else:
             out = subprocess.run(
                 [
@@ -417,6 +505,8 @@ def main() -> None:
             f" after {args.warmup:.0f} s warm-up"
         )
         print(f"  redemptions/s: {result['rps']:.0f}   statuses: {result['statuses']}")
+        if meter.spent:
+            print(meter.report(result["statuses"]["201"]))
         print(
             f"  latency ms: p50 {result['p50_ms']:.1f}  p95 {result['p95_ms']:.1f}"
             f"  p99 {result['p99_ms']:.1f}  mean {result['mean_ms']:.1f}"
