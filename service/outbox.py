@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, Index, Integer, String, func, text
@@ -32,6 +33,7 @@ class OutboxMessage(Base):
     publish_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
+@lru_cache
 def insert(
     job: Job, *, payload: str, source: str, message_id: str = "gen_random_uuid()", order_by: str | None = None
 ) -> str:

@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 from service.db import scalar
@@ -68,52 +69,61 @@ _COLUMNS = (
 _INSERT = f"INSERT INTO reconciliation_records ({_COLUMNS})"
 
 
-def _values(type_: RecordType, record: Record, redemption_id: str, prefix: str) -> Fragment:
-    params: dict[str, Any] = {
-        "type": type_.value,
-        "occurred_at": record.occurred_at,
-        "program": record.program_id,
-        "tariff": record.tariff_id,
-        "offer": record.offer_id,
-        "product": record.product_id,
-        "sku": record.sku,
-        "partner": record.partner_id,
-        "currency": record.currency,
-        "face": record.face_value_minor,
-        "cost": record.cost_minor,
-        "rate": record.vat_rate_bp,
-        "vat": record.vat_minor,
-        "fingerprint": record.code_fingerprint,
-        "last4": record.code_last4,
-        "card": record.card_id,
-    }
-    p = {name: f"%({prefix}{name})s" for name in params}
-    sql = (
+_FIELDS = (
+    "type", "occurred_at", "program", "tariff", "offer", "product", "sku", "partner", "currency", "face",
+    "cost", "rate", "vat", "fingerprint", "last4", "card",
+)  # fmt: skip
+
+
+@lru_cache
+def _values_sql(redemption_id: str, prefix: str) -> str:
+    """The VALUES list in column order, with `prefix`-named placeholders (built once per use: the
+    statement text is then the same string object every time, hashed once)."""
+    p = {name: f"%({prefix}{name})s" for name in _FIELDS}
+    return (
         f"{p['type']}, {p['occurred_at']}, {p['program']}, {p['tariff']}, {p['offer']}, {p['product']},"
         f" {p['sku']}, {p['partner']}, 1, {p['currency']}, {p['face']}, {p['cost']}, {p['rate']}, {p['vat']},"
         f" {p['fingerprint']}, {p['last4']}, {redemption_id}, {p['card']}"
     )
-    return Fragment(sql, {prefix + name: value for name, value in params.items()})
+
+
+def _params(type_: RecordType, record: Record, prefix: str) -> dict[str, Any]:
+    r = record
+    values = (
+        type_.value, r.occurred_at, r.program_id, r.tariff_id, r.offer_id, r.product_id, r.sku, r.partner_id,
+        r.currency, r.face_value_minor, r.cost_minor, r.vat_rate_bp, r.vat_minor, r.code_fingerprint,
+        r.code_last4, r.card_id,
+    )  # fmt: skip
+    return dict(zip(_prefixed(prefix), values, strict=True))
+
+
+@lru_cache
+def _prefixed(prefix: str) -> tuple[str, ...]:
+    return tuple(prefix + name for name in _FIELDS)
+
+
+@lru_cache
+def _insert_from(source: str, redemption_id: str, prefix: str) -> str:
+    return f"{_INSERT} SELECT {_values_sql(redemption_id, prefix)} FROM {source}"
 
 
 def issue_record(record: Record, *, redemption_from: str, prefix: str = "rec_") -> Fragment:
     """The issue record of the redemption that the CTE `redemption_from` inserted (its `id`), as an
     INSERT for the redemption's own statement: no redemption row, no record."""
-    values = _values(RecordType.ISSUE, record, f"{redemption_from}.id", prefix)
-    return Fragment(f"{_INSERT} SELECT {values.sql} FROM {redemption_from}", values.params)
+    sql = _insert_from(redemption_from, f"{redemption_from}.id", prefix)
+    return Fragment(sql, _params(RecordType.ISSUE, record, prefix))
 
 
 def exchange_record(record: Record, *, exchange_from: str, prefix: str = "rec_") -> Fragment:
     """The exchange record of the exchange that the CTE `exchange_from` inserted, as an INSERT for the
     exchange's own statement."""
-    values = _values(RecordType.EXCHANGE, record, "NULL", prefix)
-    return Fragment(f"{_INSERT} SELECT {values.sql} FROM {exchange_from}", values.params)
+    return Fragment(_insert_from(exchange_from, "NULL", prefix), _params(RecordType.EXCHANGE, record, prefix))
 
 
 def write_record(db: Any, type_: RecordType, record: Record) -> int:
     """A record in a statement of its own, not tied to a redemption; returns its id."""
-    values = _values(type_, record, "NULL", "")
-    return int(scalar(db.execute(f"{_INSERT} VALUES ({values.sql}) RETURNING id", values.params).fetchone()))
+    sql = f"{_INSERT} VALUES ({_values_sql('NULL', '')}) RETURNING id"
+    return int(scalar(db.execute(sql, _params(type_, record, "")).fetchone()))
 
 
 def write_breakage(db: Any, record: Record) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import text
@@ -276,9 +277,12 @@ def redemption_statement(
         "api_key": api_key_id,
         "now": now,
     }
-    return Fragment(
-        f"{_INSERT_REDEMPTION}, rec AS ({record.sql}) {sms.sql}", {**params, **record.params, **sms.params}
-    )
+    return Fragment(_redemption_sql(record.sql, sms.sql), {**params, **record.params, **sms.params})
+
+
+@lru_cache
+def _redemption_sql(record_sql: str, outbox_sql: str) -> str:
+    return f"{_INSERT_REDEMPTION}, rec AS ({record_sql}) {outbox_sql}"
 
 
 TAKE_BUDGET = (
