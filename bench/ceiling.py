@@ -105,10 +105,7 @@ def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, r
                 "last4": ":code_last4",
                 "expires_at": ":code_expires_at",
                 "rec_fingerprint": "CAST(:code_fingerprint AS bytea)",
-                "rec_last4": ":code_last4",
                 "now": "now()",
-                "rec_occurred_at": "now()",
-                "outbox_now": "now()",
             },
         )
         + ";"

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.base import Base
 from service.jobs import Job
-from service.sql import Fragment
 
 
 class OutboxMessage(Base):
@@ -35,14 +34,20 @@ class OutboxMessage(Base):
 
 @lru_cache
 def insert(
-    job: Job, *, payload: str, source: str, message_id: str = "gen_random_uuid()", order_by: str | None = None
+    job: Job,
+    *,
+    payload: str,
+    source: str,
+    message_id: str = "gen_random_uuid()",
+    created_at: str = "%(outbox_now)s",
+    order_by: str | None = None,
 ) -> str:
     """The one writer of outbox rows: an INSERT of one row of `job` per row of `source` (a table
-    expression, e.g. a CTE of the caller's statement), with the JSON `payload` expression.
-    Parameters: `%(outbox_now)s`, the row's time."""
+    expression, e.g. a CTE of the caller's statement), with the JSON `payload` expression. The row's
+    time is the `created_at` expression (by default the parameter `outbox_now`)."""
     return (
         "INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
-        f" SELECT {message_id}, '{job.queue}', '{job.actor}', {payload}, %(outbox_now)s FROM {source}"
+        f" SELECT {message_id}, '{job.queue}', '{job.actor}', {payload}, {created_at} FROM {source}"
         + (f" ORDER BY {order_by}" if order_by else "")
     )
 
@@ -51,13 +56,5 @@ def enqueue(db: Any, job: Job, payload: dict[str, Any], *, now: datetime) -> Non
     """One row of `job`, in the caller's transaction."""
     db.execute(
         insert(job, payload="CAST(%(outbox_payload)s AS jsonb)", source="(VALUES (1)) AS one"),
-        {"outbox_payload": json.dumps(payload), "outbox_now": now},
-    )
-
-
-def enqueue_with(job: Job, payload: dict[str, Any], *, now: datetime, source: str) -> Fragment:
-    """One row of `job` per row of the caller's CTE `source`, as a fragment of the caller's statement."""
-    return Fragment(
-        insert(job, payload="CAST(%(outbox_payload)s AS jsonb)", source=source),
         {"outbox_payload": json.dumps(payload), "outbox_now": now},
     )

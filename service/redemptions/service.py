@@ -220,7 +220,7 @@ _INSERT_REDEMPTION = (
     " api_key_id, created_at, updated_at) VALUES (%(id)s, %(program)s, %(tariff)s, %(offer)s, %(product)s,"
     " %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s, %(nominal)s, %(code_id)s,"
     " %(card_id)s, %(last4)s, %(expires_at)s, %(api_key)s, %(now)s, %(now)s)"
-    " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING id)"
+    " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING " + ledger.REDEMPTION_RETURNING + ")"
 )
 
 
@@ -237,26 +237,13 @@ def redemption_statement(
     external_id inserts no redemption, and so neither of the others (0 rows)."""
     program, product = priced.program, priced.product
     record = ledger.issue_record(
-        ledger.Record(
-            occurred_at=now,
-            program_id=program.id,
-            tariff_id=priced.tariff.id,
-            offer_id=priced.offer.id,
-            product_id=product.id,
-            sku=product.sku,
-            partner_id=product.partner_id,
-            currency=product.currency,
-            face_value_minor=priced.nominal_minor,
-            cost_minor=reward.cost_minor,
-            vat_rate_bp=priced.vat_rate_bp,
-            code_fingerprint=reward.fingerprint,
-            code_last4=reward.last4,
-            card_id=reward.card_id,
-        ),
         redemption_from="r",
-    )
-    sms = outbox.enqueue_with(
-        jobs.REWARD_SMS, {"redemption_id": str(redemption_id), "send": 0}, now=now, source="r"
+        sku=product.sku,
+        partner_id=product.partner_id,
+        nominal_minor=priced.nominal_minor,
+        cost_minor=reward.cost_minor,
+        vat_rate_bp=priced.vat_rate_bp,
+        code_fingerprint=reward.fingerprint,
     )
     params = {
         "id": redemption_id,
@@ -277,12 +264,21 @@ def redemption_statement(
         "api_key": api_key_id,
         "now": now,
     }
-    return Fragment(_redemption_sql(record.sql, sms.sql), {**params, **record.params, **sms.params})
+    return Fragment(_redemption_sql(record.sql), {**params, **record.params})
+
+
+# The first send of the reward's SMS, from the redemption row: its id and time.
+_FIRST_SMS = outbox.insert(
+    jobs.REWARD_SMS,
+    payload="jsonb_build_object('redemption_id', r.id, 'send', 0)",
+    source="r",
+    created_at="r.created_at",
+)
 
 
 @lru_cache
-def _redemption_sql(record_sql: str, outbox_sql: str) -> str:
-    return f"{_INSERT_REDEMPTION}, rec AS ({record_sql}) {outbox_sql}"
+def _redemption_sql(record_sql: str) -> str:
+    return f"{_INSERT_REDEMPTION}, rec AS ({record_sql}) {_FIRST_SMS}"
 
 
 TAKE_BUDGET = (
