@@ -3,11 +3,12 @@ one `POST /v1/redemptions` executes.
 
 The script is built from the service's own statements (the same constants and the same builder the
 redemption path calls), so it follows the code: each `%(name)s` placeholder becomes a pgbench
-variable where the value changes per redemption (the subscriber, the external id, the idempotency
-key, and the code the reservation returned, through `\\gset`), and an SQL literal of the value the
+expression where the value changes per redemption (the subscriber, the external id, the idempotency
+key), and an SQL literal of the value the
 service would send otherwise (program, offer, prices, VAT, budget). Differences, all of them
 server-side and cheap: the redemption's UUID comes from gen_random_uuid() (the service sends a
 UUIDv7), `now` is the transaction's now(), and the request hash is sha256() of the request number.
+The statements are pipelined as the API pipelines them (pgbench's \\startpipeline).
 """
 
 from __future__ import annotations
@@ -25,17 +26,8 @@ from psycopg import sql
 
 from service.catalog.snapshot import CatalogSnapshot
 from service.idempotency import RETENTION, STORE_RESPONSE
-from service.pools.service import TAKE_CODE
 from service.redemptions.schemas import RedemptionIn
-from service.redemptions.service import (
-    LIMIT_COUNT,
-    LIMIT_LOCK,
-    TAKE_BUDGET,
-    Reward,
-    Scope,
-    price,
-    redemption_statement,
-)
+from service.redemptions.service import LIMIT_LOCK, Scope, price, redemption_statement
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
@@ -64,7 +56,9 @@ class Offer:
 
 
 def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, response_body: str) -> str:
-    """A pgbench script of one redemption of `offer`, statement by statement as the API runs it."""
+    """A pgbench script of one redemption of `offer`, as the API sends it: the subscriber's lock and
+    the redemption's statement in one pipeline (one round trip), then the idempotency row and the
+    commit in another."""
     now = datetime.now(UTC)
     request = RedemptionIn(
         program=offer.program,
@@ -75,63 +69,32 @@ def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, r
         external_id="pgbench",
     )
     priced = price(snap, request, scope=Scope(None), now=now)
-    local = now.astimezone(priced.program.zone)
-    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if priced.product.kind != "code":
+        raise SystemExit("the ceiling is scripted for code offers (a card's number is drawn in Python)")
     # +7747...: never one of the load generator's subscribers (+7705...), whose limits it would spend.
     msisdn = "('+7747' || lpad((CAST(:n AS bigint) % 10000000)::text, 7, '0'))"
-    lines = ["\\set n random(1, 1000000000000)", "BEGIN;"]
-    if priced.offer.limit_per_day or priced.offer.limit_per_month:
-        limits = {"msisdn": msisdn}
-        params = {"offer": priced.offer.id, "day": day, "month": day.replace(day=1)}
-        lines.append(_substitute(LIMIT_LOCK, params, limits) + ";")
-        lines.append(_substitute(LIMIT_COUNT, params, limits) + ";")
-    if priced.product.kind != "code":
-        raise SystemExit("the ceiling is scripted for code offers (a card offer mints in Python)")
-    lines.append(
-        _substitute(TAKE_CODE, {"code_status": "reserved", "product": priced.product.id}, {"now": "now()"})
-        + " \\gset code_"
+    lines = ["\\set n random(1, 1000000000000)", "\\startpipeline", "BEGIN;"]
+    if priced.has_limits:
+        lines.append(_substitute(LIMIT_LOCK, {}, {"msisdn": msisdn}) + ";")
+    statement = redemption_statement(request, priced, uuid.uuid4(), api_key_id=api_key_id, now=now)
+    per_request = {
+        "id": "gen_random_uuid()",
+        "external_id": "('pgbench-' || :n)",
+        "msisdn": msisdn,
+        "now": "now()",
+    }
+    lines += [_substitute(statement.sql, statement.params, per_request) + ";", "\\endpipeline"]
+    store = _substitute(
+        STORE_RESPONSE,
+        {"client": api_key_id, "status": 201, "body": response_body},
+        {
+            "key": "('pgbench-' || :n)",
+            "hash": "sha256(CAST(:n AS text)::bytea)",
+            "now": "now()",
+            "expires": f"now() + interval '{int(RETENTION.total_seconds())} seconds'",
+        },
     )
-    reward = Reward(0, None, "0000", b"", now, priced.product.cost_price_minor or 0)
-    statement = redemption_statement(request, priced, reward, uuid.uuid4(), api_key_id=api_key_id, now=now)
-    lines.append(
-        _substitute(
-            statement.sql,
-            statement.params,
-            {
-                "id": "gen_random_uuid()",
-                "external_id": "('pgbench-' || :n)",
-                "msisdn": msisdn,
-                "code_id": ":code_id",
-                "last4": ":code_last4",
-                "expires_at": ":code_expires_at",
-                "rec_fingerprint": "CAST(:code_fingerprint AS bytea)",
-                "now": "now()",
-            },
-        )
-        + ";"
-    )
-    if priced.program.monthly_budget_minor is not None:
-        budget = {
-            "p": priced.program.id,
-            "month": day.replace(day=1).date(),
-            "n": priced.nominal_minor,
-            "budget": priced.program.monthly_budget_minor,
-        }
-        lines.append(_substitute(TAKE_BUDGET, budget, {}) + ";")
-    lines.append(
-        _substitute(
-            STORE_RESPONSE,
-            {"client": api_key_id, "status": 201, "body": response_body},
-            {
-                "key": "('pgbench-' || :n)",
-                "hash": "sha256(CAST(:n AS text)::bytea)",
-                "now": "now()",
-                "expires": f"now() + interval '{int(RETENTION.total_seconds())} seconds'",
-            },
-        )
-        + ";"
-    )
-    lines.append("COMMIT;")
+    lines += ["\\startpipeline", store + ";", "COMMIT;", "\\endpipeline"]
     return "\n".join(lines) + "\n"
 
 

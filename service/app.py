@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.config import get_settings
+from service.db import open_async_pool
 from service.delivery.routes import router as sms_router
 from service.errors import (
     PROBLEM_MEDIA_TYPE,
@@ -37,6 +38,7 @@ from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.pools.routes import router as pools_router
 from service.pools.schemas import CodeItem, CodeUploadJson
 from service.redemptions.routes import router as redemptions_router
+from service.redemptions.schemas import RedemptionIn
 from service.settlements.routes import router as settlements_router
 
 log = structlog.get_logger("api")
@@ -190,7 +192,11 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
-    yield
+    app.state.db_pool = await open_async_pool()
+    try:
+        yield
+    finally:
+        await app.state.db_pool.close()
 
 
 def create_app() -> FastAPI:
@@ -226,7 +232,7 @@ def create_app() -> FastAPI:
             openapi_version="3.1.0",
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in (ProblemDetails, CodeUploadJson, CodeItem):
+        for model in (ProblemDetails, CodeUploadJson, CodeItem, RedemptionIn):
             definition = model.model_json_schema(ref_template="#/components/schemas/{model}")
             for name, sub in definition.pop("$defs", {}).items():
                 components.setdefault(name, sub)

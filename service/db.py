@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -43,13 +44,38 @@ def get_engine() -> Engine:
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
-        # No statement waits on a lock for longer than this; an API request then fails fast (409/503)
-        # instead of holding a worker thread and a pooled connection.
-        connect_args={
-            "application_name": "rewards",
-            "options": f"-c lock_timeout={settings.db_lock_timeout_ms}",
-        },
+        connect_args=connection_settings(),
     )
+
+
+def connection_settings() -> dict[str, Any]:
+    """What every connection of the service is opened with, pooled by SQLAlchemy or by psycopg."""
+    return {
+        "application_name": "rewards",
+        # No statement waits on a lock for longer than this; an API request then fails fast (409/503)
+        # instead of holding a worker and a pooled connection.
+        "options": f"-c lock_timeout={get_settings().db_lock_timeout_ms}",
+    }
+
+
+async def open_async_pool() -> AsyncConnectionPool:
+    """The psycopg pool of the API's hot path (redemptions), in the event loop: no thread hop and no
+    ORM session per request. Connections are not pinged on checkout (a round trip per request); one
+    that the server dropped fails its request (503, Retry-After) and is discarded, and the failure
+    makes the pool check its idle connections at once (see discard_broken)."""
+    settings = get_settings()
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set (the CLI sets it in embedded mode)")
+    pool = AsyncConnectionPool(
+        libpq_url(sqlalchemy_url(settings.database_url)),
+        min_size=2,
+        max_size=settings.db_pool_size,
+        kwargs=connection_settings(),
+        open=False,
+        name="hot-path",
+    )
+    await pool.open(wait=False)
+    return pool
 
 
 @lru_cache

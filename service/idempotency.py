@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Header
 from fastapi.responses import JSONResponse
+from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
-from sqlalchemy import text
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -115,48 +117,65 @@ def _in_progress() -> Problem:
     )
 
 
+# No ON CONFLICT: a key stored by another request is a unique violation, which aborts this
+# transaction, so that the COMMIT sent with the insert (one round trip) becomes a rollback.
 STORE_RESPONSE = (
     "INSERT INTO idempotency_keys (api_key_id, key, request_hash, response_status, response_body,"
     " created_at, expires_at) VALUES (%(client)s, %(key)s, %(hash)s, %(status)s, %(body)s, %(now)s,"
-    " %(expires)s) ON CONFLICT DO NOTHING RETURNING 1"
+    " %(expires)s)"
 )
 
 
-def _store(session: Session, api_key_id: int, key: str, fingerprint: bytes, status: int, body: dict) -> None:
+def _store_params(api_key_id: int, key: str, fingerprint: bytes, status: int, body: dict) -> dict[str, Any]:
     now = datetime.now(UTC)
-    params = {
+    return {
         "client": api_key_id,
         "key": key,
         "hash": fingerprint,
         "status": status,
-        "body": json.dumps(body, default=str),
+        "body": orjson.dumps(body, default=str).decode(),
         "now": now,
         "expires": now + RETENTION,
     }
+
+
+def _store_and_commit(
+    session: Session, api_key_id: int, key: str, fingerprint: bytes, status: int, body: dict
+) -> None:
+    """Stores the response with the key and commits the transaction, in one round trip (pipelined).
+    A twin that stored first makes it roll back (_Taken); one still running makes it wait, up to the
+    lock timeout (then 409 idempotency_in_progress)."""
+    db = driver(session)
     try:
-        stored = driver(session).execute(STORE_RESPONSE, params).fetchone()
+        with db.pipeline():
+            db.execute(STORE_RESPONSE, _store_params(api_key_id, key, fingerprint, status, body))
+            checkpoint("idempotency.before_commit")
+            db.commit()
+    except pg_errors.UniqueViolation:
+        raise _Taken() from None
     except pg_errors.LockNotAvailable:
         raise _in_progress() from None
-    if stored is None:
-        raise _Taken()
+
+
+STORED_RESPONSE = (
+    "SELECT request_hash, response_status, response_body FROM idempotency_keys"
+    " WHERE api_key_id = %(client)s AND key = %(key)s"
+)
+
+
+def _replayed(row: tuple[Any, ...] | None, fingerprint: bytes) -> StoredResponse:
+    if row is None:  # stored, then purged in between: vanishingly rare; the client may simply retry
+        raise _in_progress()
+    request_hash, status, body = row
+    if bytes(request_hash) != fingerprint:
+        raise IdempotencyConflict("this Idempotency-Key was used with a different request")
+    return StoredResponse(status, body, replayed=True)
 
 
 def _replay(api_key_id: int, key: str, fingerprint: bytes) -> StoredResponse:
     with new_session() as session:
-        row = session.execute(
-            text(
-                "SELECT request_hash, response_status, response_body FROM idempotency_keys"
-                " WHERE api_key_id = :client AND key = :key"
-            ),
-            {"client": api_key_id, "key": key},
-        ).one_or_none()
-    if row is None:  # stored, then purged in between: vanishingly rare; the client may simply retry
-        raise _in_progress()
-    if bytes(row.request_hash) != fingerprint:
-        raise IdempotencyConflict(
-            "this Idempotency-Key was used with a different request",
-        )
-    return StoredResponse(row.response_status, row.response_body, replayed=True)
+        row = driver(session).execute(STORED_RESPONSE, {"client": api_key_id, "key": key}).fetchone()
+    return _replayed(row, fingerprint)
 
 
 def run_once(
@@ -169,15 +188,14 @@ def run_once(
                 with session.begin():
                     status, body = handler(session)
                     checkpoint("idempotency.before_store")
-                    _store(session, api_key_id, key, fingerprint, status, body)
-                    checkpoint("idempotency.after_store")
+                    _store_and_commit(session, api_key_id, key, fingerprint, status, body)
                 return StoredResponse(status, body, replayed=False)
             except Problem as refusal:
                 if refusal.code == "idempotency_in_progress":
                     raise
                 body = refusal.body()
                 with session.begin():
-                    _store(session, api_key_id, key, fingerprint, refusal.status, body)
+                    _store_and_commit(session, api_key_id, key, fingerprint, refusal.status, body)
                 return StoredResponse(refusal.status, body, replayed=False)
     except _Taken:
         return _replay(api_key_id, key, fingerprint)
@@ -185,6 +203,50 @@ def run_once(
         if isinstance(exc.orig, pg_errors.LockNotAvailable):
             raise _in_progress() from None
         raise
+
+
+async def run_once_async(
+    pool: AsyncConnectionPool,
+    *,
+    api_key_id: int,
+    key: str,
+    fingerprint: bytes,
+    handler: Callable[[AsyncConnection[Any]], Awaitable[tuple[int, dict[str, Any]]]],
+) -> StoredResponse:
+    """run_once() on the event loop, with a connection of the asyncio pool: the same rules."""
+    try:
+        async with pool.connection() as conn:
+            try:
+                status, body = await handler(conn)
+                checkpoint("idempotency.before_store")
+                await _store_and_commit_async(conn, api_key_id, key, fingerprint, status, body)
+                return StoredResponse(status, body, replayed=False)
+            except Problem as refusal:
+                if refusal.code == "idempotency_in_progress":
+                    raise
+                await conn.rollback()
+                body = refusal.body()
+                await _store_and_commit_async(conn, api_key_id, key, fingerprint, refusal.status, body)
+                return StoredResponse(refusal.status, body, replayed=False)
+    except _Taken:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(STORED_RESPONSE, {"client": api_key_id, "key": key})
+            return _replayed(await cursor.fetchone(), fingerprint)
+    except pg_errors.LockNotAvailable:
+        raise _in_progress() from None
+
+
+async def _store_and_commit_async(
+    conn: AsyncConnection[Any], api_key_id: int, key: str, fingerprint: bytes, status: int, body: dict
+) -> None:
+    """_store_and_commit() on an asyncio connection."""
+    try:
+        async with conn.pipeline():
+            await conn.execute(STORE_RESPONSE, _store_params(api_key_id, key, fingerprint, status, body))
+            checkpoint("idempotency.before_commit")
+            await conn.commit()
+    except pg_errors.UniqueViolation:
+        raise _Taken() from None
 
 
 def purge_expired(session: Session, batch: int = 10_000) -> int:

@@ -20,30 +20,36 @@ def _lookup(header: str | None) -> Principal:
         return authenticate(session, header)
 
 
-async def current_principal(
-    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
-) -> Principal:
-    header = (
-        f"{credentials.scheme} {credentials.credentials}"
-        if credentials
-        else request.headers.get("authorization")
-    )
+async def principal_of(request: Request) -> Principal:
+    """The caller, from `Authorization: Bearer <key>`: from the cache, else looked up (401 problems
+    for a missing or invalid key; failures are not cached)."""
+    header = request.headers.get("authorization")
     principal = principal_cache.get(header) if header else None
     if principal is None:
-        principal = await run_in_threadpool(_lookup, header)  # raises 401 problems; failures are not cached
+        principal = await run_in_threadpool(_lookup, header)
         if header:
             principal_cache.put(header, principal)
     request.state.principal = principal
     return principal
 
 
+async def current_principal(
+    request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
+) -> Principal:
+    return await principal_of(request)
+
+
+def check_role(principal: Principal, allowed: frozenset[str]) -> Principal:
+    if principal.role not in allowed and principal.role != "admin":
+        raise forbidden(f"the {principal.role} role may not call this route")
+    return principal
+
+
 def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     """Admin may call everything; other roles only the routes that name them."""
-    allowed = frozenset(roles) | {"admin"}
+    allowed = frozenset(roles)
 
     async def dependency(principal: Principal = Depends(current_principal)) -> Principal:
-        if principal.role not in allowed:
-            raise forbidden(f"the {principal.role} role may not call this route")
-        return principal
+        return check_role(principal, allowed)
 
     return dependency

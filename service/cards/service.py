@@ -7,6 +7,7 @@ import hmac
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -56,52 +57,31 @@ def pin_matches(vault: Vault, pin_enc: bytes, offered: str) -> bool:
     return hmac.compare_digest(vault.decrypt(pin_enc, b"card-pin").encode(), offered.encode())
 
 
-@dataclass(frozen=True)
-class MintedCard:
-    id: int
-    number: str
-    pin: str
-    last4: str
-    fingerprint: bytes
-    expires_at: datetime
+@lru_cache
+def mint_card_sql(*, when: str = "true") -> str:
+    """The INSERT (or CTE body) of a new card, RETURNING what a redemption names it by; no row when
+    `when` is false or the number is already taken (the caller draws another). Parameters: product,
+    currency, nominal, now and the new_card() values."""
+    return (
+        "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, currency,"
+        " nominal_minor, balance_minor, expires_at, created_at) SELECT %(product)s, %(card_fingerprint)s,"
+        " %(card_number_enc)s, %(card_last4)s, %(card_pin_enc)s, %(currency)s, %(nominal)s, %(nominal)s,"
+        f" %(card_expires_at)s, %(now)s WHERE {when} ON CONFLICT (number_fingerprint) DO NOTHING"
+        " RETURNING id, last4, number_fingerprint AS fingerprint, expires_at"
+    )
 
 
-def mint_card(
-    session: Session,
-    vault: Vault,
-    *,
-    product_id: int,
-    currency: str,
-    nominal_minor: int,
-    validity_days: int,
-    now: datetime,
-) -> MintedCard:
-    expires_at = now + timedelta(days=validity_days)
-    for _ in range(5):  # a collision in 10^11 numbers is vanishingly rare; the unique index decides
-        number, pin = new_card_number(), new_pin()
-        fingerprint = vault.fingerprint(number)
-        card_id = session.execute(
-            text(
-                "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, currency,"
-                " nominal_minor, balance_minor, expires_at, created_at) VALUES (:product, :fp, :number_enc,"
-                " :last4, :pin_enc, :currency, :nominal, :nominal, :expires, :now)"
-                " ON CONFLICT (number_fingerprint) DO NOTHING RETURNING id"
-            ),
-            {
-                "product": product_id,
-                "fp": fingerprint,
-                "number_enc": vault.encrypt(number, b"card-number"),
-                "last4": number[-4:],
-                "pin_enc": vault.encrypt(pin, b"card-pin"),
-                "currency": currency,
-                "nominal": nominal_minor,
-                "expires": expires_at,
-                "now": now,
-            },
-        ).scalar()
-        if card_id is not None:
-            return MintedCard(card_id, number, pin, number[-4:], fingerprint, expires_at)
-    raise RuntimeError("could not mint a unique card number")
+def new_card(vault: Vault, *, validity_days: int, now: datetime) -> dict[str, Any]:
+    """A new card's number and PIN, encrypted, with its fingerprint, last 4 and expiry: the
+    parameters of mint_card_sql(). The number's unique index decides collisions (10^11 numbers)."""
+    number, pin = new_card_number(), new_pin()
+    return {
+        "card_fingerprint": vault.fingerprint(number),
+        "card_number_enc": vault.encrypt(number, b"card-number"),
+        "card_last4": number[-4:],
+        "card_pin_enc": vault.encrypt(pin, b"card-pin"),
+        "card_expires_at": now + timedelta(days=validity_days),
+    }
 
 
 # --- verifying and exchanging ---------------------------------------------------------------------

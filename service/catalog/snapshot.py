@@ -10,10 +10,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
+from psycopg import AsyncConnection
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from service.catalog.models import (
     CatalogRevision,
@@ -26,6 +29,7 @@ from service.catalog.models import (
     Tariff,
     VatRate,
 )
+from service.db import new_session
 
 CHECK_INTERVAL = 1.0
 
@@ -197,6 +201,20 @@ class _Cache:
             self.checked_at = time.monotonic()
             return self.snapshot
 
+    def fresh(self) -> CatalogSnapshot | None:
+        """The snapshot, if it was checked against the database within CHECK_INTERVAL."""
+        if self.snapshot is not None and time.monotonic() - self.checked_at < CHECK_INTERVAL:
+            return self.snapshot
+        return None
+
+    def confirm(self, revision: int | None) -> CatalogSnapshot | None:
+        """The snapshot, if it is of `revision` (the latest in the database); then it counts as checked."""
+        with self.lock:
+            if self.snapshot is not None and self.snapshot.revision == revision:
+                self.checked_at = time.monotonic()
+                return self.snapshot
+        return None
+
     def invalidate(self) -> None:
         with self.lock:
             self.snapshot = None
@@ -207,6 +225,27 @@ _cache = _Cache()
 
 def get_snapshot(session: Session) -> CatalogSnapshot:
     return _cache.get(session)
+
+
+LATEST_REVISION = "SELECT max(id) FROM catalog_revisions"
+
+
+async def get_snapshot_async(conn: AsyncConnection[Any]) -> CatalogSnapshot:
+    """The snapshot for the API's event loop: the revision check on the caller's connection (once a
+    second), a reload of a changed catalog on a worker thread with a session of its own."""
+    snapshot = _cache.fresh()
+    if snapshot is not None:
+        return snapshot
+    row = await (await conn.execute(LATEST_REVISION)).fetchone()
+    snapshot = _cache.confirm(row[0] if row else None)
+    if snapshot is not None:
+        return snapshot
+    return await run_in_threadpool(_load_in_thread)
+
+
+def _load_in_thread() -> CatalogSnapshot:
+    with new_session() as session:
+        return _cache.get(session)
 
 
 def invalidate_snapshot() -> None:

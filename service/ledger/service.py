@@ -115,39 +115,39 @@ REDEMPTION_RETURNING = ", ".join(
 
 
 @lru_cache
-def _issue_sql(redemption_from: str, prefix: str) -> str:
-    r, p = redemption_from, prefix
+def _issue_sql(redemption_from: str, reward_from: str, prefix: str) -> str:
+    r, c, p = redemption_from, reward_from, prefix
     return (
         f"{_INSERT} SELECT 'issue', {r}.created_at, {r}.program_id, {r}.tariff_id, {r}.offer_id,"
         f" {r}.product_id, %({p}sku)s, %({p}partner)s, 1, {r}.currency, {r}.nominal_minor, %({p}cost)s,"
-        f" %({p}rate)s, %({p}vat)s, %({p}fingerprint)s, {r}.reward_last4, {r}.id, {r}.card_id FROM {r}"
+        f" %({p}rate)s, %({p}vat)s, {c}.fingerprint, {r}.reward_last4, {r}.id, {r}.card_id FROM {r}, {c}"
     )
 
 
 def issue_record(
     *,
     redemption_from: str,
+    reward_from: str,
     sku: str,
     partner_id: int | None,
     nominal_minor: int,
     cost_minor: int,
     vat_rate_bp: int,
-    code_fingerprint: bytes,
     prefix: str = "rec_",
 ) -> Fragment:
     """The issue record of the redemption that the CTE `redemption_from` inserted (RETURNING
-    REDEMPTION_RETURNING), as an INSERT for the redemption's own statement: its time, catalog ids,
-    currency, face value and last 4 come from the redemption row, so the statement carries each value
-    once; no redemption row, no record."""
+    REDEMPTION_RETURNING) for the reward of the CTE `reward_from` (RETURNING its `fingerprint`), as an
+    INSERT for the redemption's own statement: its time, catalog ids, currency, face value and last 4
+    come from the redemption row, so the statement carries each value once; no redemption row, no
+    record."""
     params = {
         f"{prefix}sku": sku,
         f"{prefix}partner": partner_id,
         f"{prefix}cost": cost_minor,
         f"{prefix}rate": vat_rate_bp,
         f"{prefix}vat": vat_included(nominal_minor, vat_rate_bp),
-        f"{prefix}fingerprint": code_fingerprint,
     }
-    return Fragment(_issue_sql(redemption_from, prefix), params)
+    return Fragment(_issue_sql(redemption_from, reward_from, prefix), params)
 
 
 def exchange_record(record: Record, *, exchange_from: str, prefix: str = "rec_") -> Fragment:

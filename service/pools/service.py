@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -145,14 +146,21 @@ def code_product(session: Session, sku: str, partner: str | None = None) -> Prod
 
 # One code from a pool, earliest expiry first, never an expired one. `= (SELECT ... LIMIT 1)`, not
 # `IN (SELECT ...)`: the planner may turn IN into a semi-join that claims more rows than the LIMIT.
-# SKIP LOCKED: parallel takers never wait on each other's row.
-TAKE_CODE = (
-    "UPDATE codes SET status = %(code_status)s, status_changed_at = %(now)s WHERE id = ("
-    " SELECT id FROM codes WHERE product_id = %(product)s AND status = 'available'"
-    "   AND coalesce(expires_at, 'infinity') > %(now)s"
-    " ORDER BY coalesce(expires_at, 'infinity'), id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-    " RETURNING id, last4, fingerprint, expires_at, code_enc, pin_enc"
-)
+# SKIP LOCKED: parallel takers never wait on each other's row. Parameters: code_status, product, now.
+@lru_cache
+def take_code_sql(*, when: str = "true", returning: str = "id, last4, fingerprint, expires_at") -> str:
+    """The statement (or CTE body) that takes a code; `when` is an SQL condition that must hold for
+    any code to be taken (a redemption's limits, decided in the same statement)."""
+    return (
+        "UPDATE codes SET status = %(code_status)s, status_changed_at = %(now)s WHERE id = ("
+        " SELECT id FROM codes WHERE product_id = %(product)s AND status = 'available'"
+        f"   AND coalesce(expires_at, 'infinity') > %(now)s AND {when}"
+        " ORDER BY coalesce(expires_at, 'infinity'), id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        f" RETURNING {returning}"
+    )
+
+
+TAKE_CODE = take_code_sql(returning="id, last4, fingerprint, expires_at, code_enc, pin_enc")
 
 
 @dataclass(frozen=True)

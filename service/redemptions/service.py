@@ -10,11 +10,12 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
+from psycopg import AsyncConnection
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service import jobs, outbox
-from service.cards.service import mint_card
+from service.cards.service import mint_card_sql, new_card
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import (
     CatalogSnapshot,
@@ -23,6 +24,7 @@ from service.catalog.snapshot import (
     ProgramInfo,
     TariffInfo,
     get_snapshot,
+    get_snapshot_async,
 )
 from service.crypto import get_vault
 from service.db import driver
@@ -33,7 +35,7 @@ from service.ids import uuid7
 from service.ledger import service as ledger
 from service.money import Money
 from service.pools.errors import OutOfStock
-from service.pools.service import release_code, take_code
+from service.pools.service import release_code, take_code_sql
 from service.redemptions.errors import (
     BudgetExceeded,
     DuplicateExternalId,
@@ -72,17 +74,9 @@ class Priced:
     nominal_minor: int
     vat_rate_bp: int  # of the issue record: the product's rate when its VAT falls at sale, else 0
 
-
-@dataclass(frozen=True)
-class Reward:
-    """The reserved code or the minted card, as the redemption and its record name it."""
-
-    code_id: int | None
-    card_id: int | None
-    last4: str
-    fingerprint: bytes
-    expires_at: datetime | None
-    cost_minor: int
+    @property
+    def has_limits(self) -> bool:
+        return bool(self.offer.limit_per_day or self.offer.limit_per_month)
 
 
 def redeem(
@@ -93,24 +87,84 @@ def redeem(
     api_key_id: int | None,
     now: datetime | None = None,
 ) -> RedemptionOut:
+    """The redemption in one statement (limits, reward, redemption, record, SMS, budget), sent with
+    the subscriber's lock in one round trip; the refusals it finds are raised, and the caller's
+    transaction rolls back whatever the statement did. redeem_async() is the same on an asyncio
+    connection (the API's)."""
     now = now or datetime.now(UTC)
     priced = price(get_snapshot(session), request, scope=scope, now=now)
     db = driver(session)
-    if priced.offer.limit_per_day or priced.offer.limit_per_month:
-        _check_limits(db, priced, request.msisdn, now)
-    checkpoint("redeem.after_limits")
-    reward = _reserve(session, priced, now)
-    checkpoint("redeem.after_reserve")
     redemption_id = uuid7()
-    statement = redemption_statement(request, priced, reward, redemption_id, api_key_id=api_key_id, now=now)
-    if db.execute(statement.sql, statement.params).rowcount != 1:
+    for _ in range(CARD_DRAWS):
+        statement = redemption_statement(request, priced, redemption_id, api_key_id=api_key_id, now=now)
+        with db.pipeline():
+            if priced.has_limits:
+                db.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
+            row = db.execute(statement.sql, statement.params).fetchone()
+        reward = _reward_of(row, priced, request)
+        if reward is not None:
+            return _accepted(request, priced, redemption_id, reward, now)
+    raise RuntimeError("could not mint a unique card number")
+
+
+async def redeem_async(
+    conn: AsyncConnection[Any],
+    request: RedemptionIn,
+    *,
+    scope: Scope,
+    api_key_id: int | None,
+    now: datetime | None = None,
+) -> RedemptionOut:
+    """redeem() on an asyncio connection, in its transaction: the same statement, the same refusals."""
+    now = now or datetime.now(UTC)
+    priced = price(await get_snapshot_async(conn), request, scope=scope, now=now)
+    redemption_id = uuid7()
+    for _ in range(CARD_DRAWS):
+        statement = redemption_statement(request, priced, redemption_id, api_key_id=api_key_id, now=now)
+        async with conn.pipeline():
+            if priced.has_limits:
+                await conn.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
+            row = await (await conn.execute(statement.sql, statement.params)).fetchone()
+        reward = _reward_of(row, priced, request)
+        if reward is not None:
+            return _accepted(request, priced, redemption_id, reward, now)
+    raise RuntimeError("could not mint a unique card number")
+
+
+# A minted card number that is already taken (10^11 numbers) makes the statement draw another.
+CARD_DRAWS = 5
+
+
+def _reward_of(
+    row: tuple[Any, ...] | None, priced: Priced, request: RedemptionIn
+) -> tuple[str, datetime | None] | None:
+    """What the statement's row says: the reward's last 4 and expiry, or a refusal (raised, in the
+    order the steps run), or None for a card number already taken."""
+    assert row is not None  # the statement's last SELECT always returns its one row
+    within, last4, expires_at, inserted, budget_taken = row
+    if not within:
+        raise LimitExceeded(f"this subscriber has reached the limit of offer {priced.offer.code}")
+    if last4 is None:
+        if priced.product.kind == "code":
+            raise OutOfStock(f"no codes left for {priced.product.sku}")
+        return None
+    if not inserted:
         raise DuplicateExternalId(
             f"this program already has a redemption with external_id {request.external_id!r}"
         )
-    checkpoint("redeem.after_insert")
-    if priced.program.monthly_budget_minor is not None:
-        _take_budget(db, priced.program, _month(priced.program, now), priced.nominal_minor)
-    checkpoint("redeem.after_budget")
+    if not budget_taken:
+        raise BudgetExceeded("the program's monthly budget is spent")
+    checkpoint("redeem.after_statement")
+    return last4, expires_at
+
+
+def _accepted(
+    request: RedemptionIn,
+    priced: Priced,
+    redemption_id: uuid.UUID,
+    reward: tuple[str, datetime | None],
+    now: datetime,
+) -> RedemptionOut:
     product = priced.product
     return RedemptionOut(
         id=redemption_id,
@@ -132,8 +186,8 @@ def redeem(
             name=product.name,
             partner=product.partner_code,
             nominal=Money.of(priced.nominal_minor, product.currency),
-            last4=reward.last4,
-            expires_at=reward.expires_at,
+            last4=reward[0],
+            expires_at=reward[1],
         ),
     )
 
@@ -168,104 +222,35 @@ def price(snap: CatalogSnapshot, request: RedemptionIn, *, scope: Scope, now: da
 
 
 # One subscriber's redemptions wait for each other here, so that two parallel ones cannot both pass
-# the limit; the count then sees every committed redemption of the subscriber.
+# the limit. The statement that counts them is the next one: in READ COMMITTED its snapshot is taken
+# when it starts, after this lock is granted, so it sees every committed redemption of the subscriber.
 LIMIT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(msisdn)s, 1))"
-LIMIT_COUNT = (
-    "SELECT count(*) FILTER (WHERE created_at >= %(day)s), count(*) FROM redemptions"
+
+# Per subscriber per day and per month, counted in the program's time zone; a limit left NULL holds.
+_WITHIN_LIMITS = (
+    "SELECT coalesce(%(limit_day)s::int > count(*) FILTER (WHERE created_at >= %(day)s), true)"
+    " AND coalesce(%(limit_month)s::int > count(*), true) AS within FROM redemptions"
     " WHERE msisdn = %(msisdn)s AND offer_id = %(offer)s AND created_at >= %(month)s"
     " AND status <> 'cancelled'"
 )
 
-
-def _check_limits(db: Any, priced: Priced, msisdn: str, now: datetime) -> None:
-    """Per subscriber per day and per month, counted in the program's time zone."""
-    local = now.astimezone(priced.program.zone)
-    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    params = {"msisdn": msisdn, "offer": priced.offer.id, "day": day, "month": day.replace(day=1)}
-    db.execute(LIMIT_LOCK, params)
-    today, month = db.execute(LIMIT_COUNT, params).fetchone()
-    offer = priced.offer
-    if (offer.limit_per_day and today >= offer.limit_per_day) or (
-        offer.limit_per_month and month >= offer.limit_per_month
-    ):
-        raise LimitExceeded(f"this subscriber has reached the limit of offer {offer.code}")
-
-
-def _reserve(session: Session, priced: Priced, now: datetime) -> Reward:
-    """A pooled code (reserved until its SMS leaves) or a newly minted card."""
-    product = priced.product
-    if product.kind == "code":
-        code = take_code(driver(session), product.id, status="reserved", now=now)
-        if code is None:
-            raise OutOfStock(f"no codes left for {product.sku}")
-        return Reward(
-            code.id, None, code.last4, code.fingerprint, code.expires_at, product.cost_price_minor or 0
-        )
-    card = mint_card(
-        session,
-        get_vault(),
-        product_id=product.id,
-        currency=product.currency,
-        nominal_minor=priced.nominal_minor,
-        validity_days=product.validity_days or 365,
-        now=now,
-    )
-    # Our own card: a liability at face value; the partner's cost arises when it is exchanged.
-    return Reward(None, card.id, card.last4, card.fingerprint, card.expires_at, 0)
-
-
 _INSERT_REDEMPTION = (
-    "WITH r AS (INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id,"
-    " msisdn, locale, points, currency, nominal_minor, code_id, card_id, reward_last4, reward_expires_at,"
-    " api_key_id, created_at, updated_at) VALUES (%(id)s, %(program)s, %(tariff)s, %(offer)s, %(product)s,"
-    " %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s, %(nominal)s, %(code_id)s,"
-    " %(card_id)s, %(last4)s, %(expires_at)s, %(api_key)s, %(now)s, %(now)s)"
-    " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING " + ledger.REDEMPTION_RETURNING + ")"
+    "INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id, msisdn, locale,"
+    " points, currency, nominal_minor, code_id, card_id, reward_last4, reward_expires_at, api_key_id,"
+    " created_at, updated_at) SELECT %(id)s, %(program)s, %(tariff)s, %(offer)s, %(product)s,"
+    " %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s, %(nominal)s, {code_id}, {card_id},"
+    " c.last4, c.expires_at, %(api_key)s, %(now)s, %(now)s FROM c"
+    " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING " + ledger.REDEMPTION_RETURNING
 )
 
-
-def redemption_statement(
-    request: RedemptionIn,
-    priced: Priced,
-    reward: Reward,
-    redemption_id: uuid.UUID,
-    *,
-    api_key_id: int | None,
-    now: datetime,
-) -> Fragment:
-    """One statement writes the redemption, its issue record and its SMS outbox row; a duplicate
-    external_id inserts no redemption, and so neither of the others (0 rows)."""
-    program, product = priced.program, priced.product
-    record = ledger.issue_record(
-        redemption_from="r",
-        sku=product.sku,
-        partner_id=product.partner_id,
-        nominal_minor=priced.nominal_minor,
-        cost_minor=reward.cost_minor,
-        vat_rate_bp=priced.vat_rate_bp,
-        code_fingerprint=reward.fingerprint,
-    )
-    params = {
-        "id": redemption_id,
-        "program": program.id,
-        "tariff": priced.tariff.id,
-        "offer": priced.offer.id,
-        "product": product.id,
-        "external_id": request.external_id,
-        "msisdn": request.msisdn,
-        "locale": request.locale or "ru",
-        "points": request.points,
-        "currency": product.currency,
-        "nominal": priced.nominal_minor,
-        "code_id": reward.code_id,
-        "card_id": reward.card_id,
-        "last4": reward.last4,
-        "expires_at": reward.expires_at,
-        "api_key": api_key_id,
-        "now": now,
-    }
-    return Fragment(_redemption_sql(record.sql), {**params, **record.params})
-
+# The program's monthly budget, an atomic counter that refuses to pass it; taken only when the
+# redemption row was inserted.
+_TAKE_BUDGET = (
+    "INSERT INTO program_budget_usage AS u (program_id, month, spent_minor)"
+    " SELECT %(program)s, %(budget_month)s, %(nominal)s FROM r"
+    " ON CONFLICT (program_id, month) DO UPDATE SET spent_minor = u.spent_minor + EXCLUDED.spent_minor"
+    " WHERE u.spent_minor + EXCLUDED.spent_minor <= %(budget)s RETURNING spent_minor"
+)
 
 # The first send of the reward's SMS, from the redemption row: its id and time.
 _FIRST_SMS = outbox.insert(
@@ -277,27 +262,80 @@ _FIRST_SMS = outbox.insert(
 
 
 @lru_cache
-def _redemption_sql(record_sql: str) -> str:
-    return f"{_INSERT_REDEMPTION}, rec AS ({record_sql}) {_FIRST_SMS}"
+def _redemption_sql(*, limits: bool, kind: str, budget: bool, record_sql: str) -> str:
+    """The statement of one redemption: whether the subscriber is within the offer's limits (lim),
+    the reward (c: a pooled code, or a minted card, only when within), the redemption (r: nothing on
+    a duplicate external_id), its issue record, its SMS in the outbox, the budget (b: nothing when
+    spent). Its one row tells the caller which of these happened."""
+    within = "(SELECT within FROM lim)"
+    reward = take_code_sql(when=within) if kind == "code" else mint_card_sql(when=within)
+    code_id, card_id = ("c.id", "NULL") if kind == "code" else ("NULL", "c.id")
+    return (
+        f"WITH lim AS ({_WITHIN_LIMITS if limits else 'SELECT true AS within'}),"
+        f" c AS ({reward}),"
+        f" r AS ({_INSERT_REDEMPTION.format(code_id=code_id, card_id=card_id)}),"
+        f" rec AS ({record_sql}),"
+        f" sms AS ({_FIRST_SMS})"
+        + (f", b AS ({_TAKE_BUDGET})" if budget else "")
+        + f" SELECT {within}, c.last4, c.expires_at, (SELECT count(*) FROM r) > 0,"
+        + (" (SELECT count(*) FROM b) > 0" if budget else " true")
+        + " FROM (SELECT 1) AS one LEFT JOIN c ON true"
+    )
 
 
-TAKE_BUDGET = (
-    "INSERT INTO program_budget_usage AS u (program_id, month, spent_minor) VALUES (%(p)s, %(month)s, %(n)s)"
-    " ON CONFLICT (program_id, month) DO UPDATE SET spent_minor = u.spent_minor + EXCLUDED.spent_minor"
-    " WHERE u.spent_minor + EXCLUDED.spent_minor <= %(budget)s RETURNING spent_minor"
-)
+def redemption_statement(
+    request: RedemptionIn, priced: Priced, redemption_id: uuid.UUID, *, api_key_id: int | None, now: datetime
+) -> Fragment:
+    """The statement of one redemption (see _redemption_sql) and its parameters."""
+    program, product, offer = priced.program, priced.product, priced.offer
+    card = product.kind != "code"
+    record = ledger.issue_record(
+        redemption_from="r",
+        reward_from="c",
+        sku=product.sku,
+        partner_id=product.partner_id,
+        nominal_minor=priced.nominal_minor,
+        # Our own card is a liability at face value; the partner's cost arises when it is exchanged.
+        cost_minor=0 if card else product.cost_price_minor or 0,
+        vat_rate_bp=priced.vat_rate_bp,
+    )
+    day = now.astimezone(program.zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    params: dict[str, Any] = {
+        "id": redemption_id,
+        "program": program.id,
+        "tariff": priced.tariff.id,
+        "offer": offer.id,
+        "product": product.id,
+        "external_id": request.external_id,
+        "msisdn": request.msisdn,
+        "locale": request.locale or "ru",
+        "points": request.points,
+        "currency": product.currency,
+        "nominal": priced.nominal_minor,
+        "api_key": api_key_id,
+        "now": now,
+        **record.params,
+    }
+    if priced.has_limits:
+        params.update(
+            limit_day=offer.limit_per_day,
+            limit_month=offer.limit_per_month,
+            day=day,
+            month=day.replace(day=1),
+        )
+    if card:
+        params.update(new_card(get_vault(), validity_days=product.validity_days or 365, now=now))
+    else:
+        params["code_status"] = "reserved"
+    budget = program.monthly_budget_minor is not None
+    if budget:
+        params.update(budget_month=day.date().replace(day=1), budget=program.monthly_budget_minor)
+    sql = _redemption_sql(limits=priced.has_limits, kind=product.kind, budget=budget, record_sql=record.sql)
+    return Fragment(sql, params)
 
 
 def _month(program: ProgramInfo, at: datetime) -> date:
     return at.astimezone(program.zone).date().replace(day=1)
-
-
-def _take_budget(db: Any, program: ProgramInfo, month: date, amount: int) -> None:
-    taken = db.execute(
-        TAKE_BUDGET, {"p": program.id, "month": month, "n": amount, "budget": program.monthly_budget_minor}
-    ).fetchone()
-    if taken is None:
-        raise BudgetExceeded("the program's monthly budget is spent")
 
 
 def _release_budget(session: Session, program: ProgramInfo, created_at: datetime, amount: int) -> None:
