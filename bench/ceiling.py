@@ -6,7 +6,7 @@ redemption path calls), so it follows the code: each `%(name)s` placeholder beco
 expression where the value changes per redemption (the subscriber, the external id, the idempotency
 key), and an SQL literal of the value the
 service would send otherwise (program, offer, prices, VAT, budget). Differences, all of them
-server-side and cheap: the redemption's UUID comes from gen_random_uuid() (the service sends a
+server-side and cheap: the redemption's UUID is an md5 of the request number (the service sends a
 UUIDv7), `now` is the transaction's now(), and the request hash is sha256() of the request number.
 The statements are pipelined as the API pipelines them (pgbench's \\startpipeline).
 """
@@ -27,9 +27,12 @@ from psycopg import sql
 from service.catalog.snapshot import CatalogSnapshot
 from service.idempotency import RETENTION, STORE_RESPONSE
 from service.redemptions.schemas import RedemptionIn
-from service.redemptions.service import LIMIT_LOCK, Scope, price, redemption_statement
+from service.redemptions.service import LIMIT_LOCK, TAKE_BUDGET, Scope, price, redemption_statement
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+# The redemption's id, the same in each statement of a transaction (pgbench passes no values from one
+# statement of a pipeline to the next): a UUID made of the request number.
+_REDEMPTION_ID = "CAST(md5(CAST(:n AS text)) AS uuid)"
 
 
 def _literal(value: Any) -> str:
@@ -78,12 +81,15 @@ def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, r
         lines.append(_substitute(LIMIT_LOCK, {}, {"msisdn": msisdn}) + ";")
     statement = redemption_statement(request, priced, uuid.uuid4(), api_key_id=api_key_id, now=now)
     per_request = {
-        "id": "gen_random_uuid()",
+        "id": _REDEMPTION_ID,
         "external_id": "('pgbench-' || :n)",
         "msisdn": msisdn,
         "now": "now()",
     }
-    lines += [_substitute(statement.sql, statement.params, per_request) + ";", "\\endpipeline"]
+    lines.append(_substitute(statement.sql, statement.params, per_request) + ";")
+    if priced.budgeted:
+        lines.append(_substitute(TAKE_BUDGET, statement.params, {"id": _REDEMPTION_ID}) + ";")
+    lines.append("\\endpipeline")
     store = _substitute(
         STORE_RESPONSE,
         {"client": api_key_id, "status": 201, "body": response_body},

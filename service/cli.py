@@ -190,6 +190,7 @@ def api(
                 port=port,
                 workers=workers,
                 log_config=None,
+                access_log=False,  # the app logs every request itself, masked (service/app.py)
                 proxy_headers=True,
                 timeout_graceful_shutdown=20,
             )

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Header
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
@@ -74,10 +74,12 @@ class StoredResponse:
     body: dict[str, Any]
     replayed: bool
 
-    def response(self) -> JSONResponse:
+    def response(self) -> Response:
         headers = {"Idempotent-Replayed": "true"} if self.replayed else None
         media_type = PROBLEM_MEDIA_TYPE if self.status >= 400 else "application/json"
-        return JSONResponse(self.body, status_code=self.status, headers=headers, media_type=media_type)
+        return Response(
+            orjson.dumps(self.body), status_code=self.status, headers=headers, media_type=media_type
+        )
 
 
 class _Taken(Exception):

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 
 from service.auth.deps import require
 from service.auth.service import Principal
@@ -102,7 +102,7 @@ def create_exchange(
     body: ExchangeIn,
     idempotency_key: IdempotencyKeyHeader,
     principal: Principal = Depends(require("partner")),
-) -> JSONResponse:
+) -> Response:
     if principal.role != "partner":
         raise forbidden("exchanges are made by a partner, into its own products")
     key = required_key(idempotency_key)

@@ -217,7 +217,7 @@ def resend_redemption(
     redemption_id: RedemptionId,
     idempotency_key: OptionalIdempotencyKeyHeader = None,
     principal: Principal = Depends(require("loyalty", "support")),
-) -> JSONResponse:
+) -> Response:
     key = validate_key(idempotency_key, required=False)
 
     def handler(session) -> tuple[int, dict]:

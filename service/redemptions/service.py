@@ -78,6 +78,10 @@ class Priced:
     def has_limits(self) -> bool:
         return bool(self.offer.limit_per_day or self.offer.limit_per_month)
 
+    @property
+    def budgeted(self) -> bool:
+        return self.program.monthly_budget_minor is not None
+
 
 def redeem(
     session: Session,
@@ -100,8 +104,11 @@ def redeem(
         with db.pipeline():
             if priced.has_limits:
                 db.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
-            row = db.execute(statement.sql, statement.params).fetchone()
-        reward = _reward_of(row, priced, request)
+            redeemed = db.execute(statement.sql, statement.params)
+            budget = db.execute(TAKE_BUDGET, statement.params) if priced.budgeted else None
+            row = redeemed.fetchone()
+            taken = budget.fetchone() is not None if budget else True
+        reward = _reward_of(row, taken, priced, request)
         if reward is not None:
             return _accepted(request, priced, redemption_id, reward, now)
     raise RuntimeError("could not mint a unique card number")
@@ -124,8 +131,11 @@ async def redeem_async(
         async with conn.pipeline():
             if priced.has_limits:
                 await conn.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
-            row = await (await conn.execute(statement.sql, statement.params)).fetchone()
-        reward = _reward_of(row, priced, request)
+            redeemed = await conn.execute(statement.sql, statement.params)
+            budget = await conn.execute(TAKE_BUDGET, statement.params) if priced.budgeted else None
+            row = await redeemed.fetchone()
+            taken = await budget.fetchone() is not None if budget else True
+        reward = _reward_of(row, taken, priced, request)
         if reward is not None:
             return _accepted(request, priced, redemption_id, reward, now)
     raise RuntimeError("could not mint a unique card number")
@@ -136,12 +146,12 @@ CARD_DRAWS = 5
 
 
 def _reward_of(
-    row: tuple[Any, ...] | None, priced: Priced, request: RedemptionIn
+    row: tuple[Any, ...] | None, budget_taken: bool, priced: Priced, request: RedemptionIn
 ) -> tuple[str, datetime | None] | None:
-    """What the statement's row says: the reward's last 4 and expiry, or a refusal (raised, in the
-    order the steps run), or None for a card number already taken."""
+    """What the statement's row and the budget say: the reward's last 4 and expiry, or a refusal
+    (raised, in the order the steps run), or None for a card number already taken."""
     assert row is not None  # the statement's last SELECT always returns its one row
-    within, last4, expires_at, inserted, budget_taken = row
+    within, last4, expires_at, inserted = row
     if not within:
         raise LimitExceeded(f"this subscriber has reached the limit of offer {priced.offer.code}")
     if last4 is None:
@@ -243,11 +253,14 @@ _INSERT_REDEMPTION = (
     " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING " + ledger.REDEMPTION_RETURNING
 )
 
-# The program's monthly budget, an atomic counter that refuses to pass it; taken only when the
-# redemption row was inserted.
-_TAKE_BUDGET = (
+# The program's monthly budget, an atomic counter that refuses to pass it, taken only when the
+# redemption row was inserted. Its own statement, the last of the pipeline: every redemption of the
+# program waits for this row, so it is locked as late as possible (after the redemption statement and
+# its constraint triggers) and held only until the commit.
+TAKE_BUDGET = (
     "INSERT INTO program_budget_usage AS u (program_id, month, spent_minor)"
-    " SELECT %(program)s, %(budget_month)s, %(nominal)s FROM r"
+    " SELECT %(program)s, %(budget_month)s, %(nominal)s"
+    " WHERE EXISTS (SELECT FROM redemptions WHERE id = %(id)s)"
     " ON CONFLICT (program_id, month) DO UPDATE SET spent_minor = u.spent_minor + EXCLUDED.spent_minor"
     " WHERE u.spent_minor + EXCLUDED.spent_minor <= %(budget)s RETURNING spent_minor"
 )
@@ -262,11 +275,11 @@ _FIRST_SMS = outbox.insert(
 
 
 @lru_cache
-def _redemption_sql(*, limits: bool, kind: str, budget: bool, record_sql: str) -> str:
+def _redemption_sql(*, limits: bool, kind: str, record_sql: str) -> str:
     """The statement of one redemption: whether the subscriber is within the offer's limits (lim),
     the reward (c: a pooled code, or a minted card, only when within), the redemption (r: nothing on
-    a duplicate external_id), its issue record, its SMS in the outbox, the budget (b: nothing when
-    spent). Its one row tells the caller which of these happened."""
+    a duplicate external_id), its issue record and its SMS in the outbox. Its one row tells the caller
+    which of these happened."""
     within = "(SELECT within FROM lim)"
     reward = take_code_sql(when=within) if kind == "code" else mint_card_sql(when=within)
     code_id, card_id = ("c.id", "NULL") if kind == "code" else ("NULL", "c.id")
@@ -276,10 +289,8 @@ def _redemption_sql(*, limits: bool, kind: str, budget: bool, record_sql: str) -
         f" r AS ({_INSERT_REDEMPTION.format(code_id=code_id, card_id=card_id)}),"
         f" rec AS ({record_sql}),"
         f" sms AS ({_FIRST_SMS})"
-        + (f", b AS ({_TAKE_BUDGET})" if budget else "")
-        + f" SELECT {within}, c.last4, c.expires_at, (SELECT count(*) FROM r) > 0,"
-        + (" (SELECT count(*) FROM b) > 0" if budget else " true")
-        + " FROM (SELECT 1) AS one LEFT JOIN c ON true"
+        f" SELECT {within}, c.last4, c.expires_at, (SELECT count(*) FROM r) > 0"
+        " FROM (SELECT 1) AS one LEFT JOIN c ON true"
     )
 
 
@@ -327,10 +338,9 @@ def redemption_statement(
         params.update(new_card(get_vault(), validity_days=product.validity_days or 365, now=now))
     else:
         params["code_status"] = "reserved"
-    budget = program.monthly_budget_minor is not None
-    if budget:
+    if program.monthly_budget_minor is not None:
         params.update(budget_month=day.date().replace(day=1), budget=program.monthly_budget_minor)
-    sql = _redemption_sql(limits=priced.has_limits, kind=product.kind, budget=budget, record_sql=record.sql)
+    sql = _redemption_sql(limits=priced.has_limits, kind=product.kind, record_sql=record.sql)
     return Fragment(sql, params)
 
 
