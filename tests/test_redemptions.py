@@ -81,6 +81,29 @@ def test_a_card_offer_mints_a_luhn_valid_card_with_an_encrypted_pin(client, keys
     assert record == ("issue", 600000, 0)  # VAT on this card falls at redemption, per its product
 
 
+def test_a_card_number_already_taken_is_drawn_again_within_the_same_redemption(client, keys, monkeypatch):
+    from service.cards import service as cards
+    from service.crypto import get_vault
+
+    first = post_redemption(client, keys, tariff="unlimited", offer="gift-card-5000", points=5000)
+    assert first.status_code == 201, first.text
+    with new_session() as s:
+        taken = get_vault().decrypt(
+            bytes(s.execute(text("SELECT number_enc FROM cards")).scalar_one()), b"card-number"
+        )
+    draws = iter([taken, taken, "9398000000000001"])
+    monkeypatch.setattr(cards, "new_card_number", lambda: next(draws))
+    second = post_redemption(client, keys, tariff="unlimited", offer="gift-card-5000", points=5000)
+    assert second.status_code == 201, second.text
+    assert second.json()["reward"]["last4"] == "0001"
+    assert table_counts("cards", "redemptions", "reconciliation_records", "outbox") == {
+        "cards": 2,
+        "redemptions": 2,
+        "reconciliation_records": 2,
+        "outbox": 2,
+    }
+
+
 def test_card_numbers_follow_no_sequence(client, keys):
     numbers = []
     for _ in range(5):
