@@ -149,10 +149,12 @@ def _store_and_commit(
     lock timeout (then 409 idempotency_in_progress)."""
     db = driver(session)
     try:
+        # COMMIT as a statement of the pipeline, not commit(), which would wait for its own Sync:
+        # leaving the pipeline sends one Sync for both, so this is one round trip.
         with db.pipeline():
             db.execute(STORE_RESPONSE, _store_params(api_key_id, key, fingerprint, status, body))
             checkpoint("idempotency.before_commit")
-            db.commit()
+            db.execute("COMMIT")
     except pg_errors.UniqueViolation:
         raise _Taken() from None
     except pg_errors.LockNotAvailable:
@@ -246,7 +248,7 @@ async def _store_and_commit_async(
         async with conn.pipeline():
             await conn.execute(STORE_RESPONSE, _store_params(api_key_id, key, fingerprint, status, body))
             checkpoint("idempotency.before_commit")
-            await conn.commit()
+            await conn.execute("COMMIT")
     except pg_errors.UniqueViolation:
         raise _Taken() from None
 

@@ -101,14 +101,14 @@ def redeem(
     redemption_id = uuid7()
     for _ in range(CARD_DRAWS):
         statement = redemption_statement(request, priced, redemption_id, api_key_id=api_key_id, now=now)
+        # One round trip: leaving the pipeline sends its Sync and collects every result.
         with db.pipeline():
             if priced.has_limits:
                 db.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
             redeemed = db.execute(statement.sql, statement.params)
             budget = db.execute(TAKE_BUDGET, statement.params) if priced.budgeted else None
-            row = redeemed.fetchone()
-            taken = budget.fetchone() is not None if budget else True
-        reward = _reward_of(row, taken, priced, request)
+        taken = budget.fetchone() is not None if budget else True
+        reward = _reward_of(redeemed.fetchone(), taken, priced, request)
         if reward is not None:
             return _accepted(request, priced, redemption_id, reward, now)
     raise RuntimeError("could not mint a unique card number")
@@ -133,9 +133,8 @@ async def redeem_async(
                 await conn.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
             redeemed = await conn.execute(statement.sql, statement.params)
             budget = await conn.execute(TAKE_BUDGET, statement.params) if priced.budgeted else None
-            row = await redeemed.fetchone()
-            taken = await budget.fetchone() is not None if budget else True
-        reward = _reward_of(row, taken, priced, request)
+        taken = await budget.fetchone() is not None if budget else True
+        reward = _reward_of(await redeemed.fetchone(), taken, priced, request)
         if reward is not None:
             return _accepted(request, priced, redemption_id, reward, now)
     raise RuntimeError("could not mint a unique card number")
