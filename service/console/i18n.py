@@ -348,6 +348,7 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     "dash.budget": ("Бюджет месяца", "Айлық бюджет", "Budget this month"),
     "dash.spent": ("Потрачено", "Жұмсалды", "Spent"),
     "dash.of": ("из", "ішінен", "of"),
+    "dash.time": ("Время", "Уақыт", "Time"),
     "dash.no_budget": ("без лимита", "шектеусіз", "no budget"),
     "dash.runway": ("Запас кодов", "Код қоры", "Stock runway"),
     "dash.outbox": ("Очередь исходящих", "Шығыс кезегі", "Outbox backlog"),

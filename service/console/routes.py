@@ -753,7 +753,7 @@ def _figures(ctx: Ctx) -> dict[str, Any]:
 @router.get("/dashboard")
 def dashboard_page(request: Request) -> Response:
     ctx = staff_ctx(request, *EVERYONE)
-    return render(ctx, "dashboard.html", f=_figures(ctx))
+    return render(ctx, "dashboard.html", f=_figures(ctx), zone_name=i18n.DEFAULT_ZONE.key)
 
 
 @router.get("/dashboard/data")

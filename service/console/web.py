@@ -188,6 +188,7 @@ def render(ctx: Ctx, template: str, status: int = 200, **values: Any) -> HTMLRes
         csrf_token=ctx.csrf_token,
         nav=nav,
         path=ctx.request.url.path,
+        decimal=lambda value: str(value) if ctx.locale == "en" else str(value).replace(".", ","),
         here=quote(ctx.request.url.path + (f"?{ctx.request.url.query}" if ctx.request.url.query else "")),
         **values,
     )

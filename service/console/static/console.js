@@ -20,10 +20,14 @@
     if (event.target.id === "upload-form") {
       document.getElementById("upload-progress").value = 100;
     }
-    // After an exchange the card's PIN has done its job: do not leave it on the cashier's screen.
-    if (event.target.closest && event.target.closest("#exchange-result, #desk-result form.inline")) {
-      var pin = document.getElementById("card-pin");
-      if (pin && document.getElementById("exchange-result")) pin.value = "";
+  });
+  // After an exchange the card has done its job: do not leave its number and PIN on the screen.
+  document.addEventListener("htmx:afterSwap", function () {
+    if (document.getElementById("exchange-result") || document.getElementById("desk-already")) {
+      ["card-number", "card-pin"].forEach(function (id) {
+        var field = document.getElementById(id);
+        if (field) field.value = "";
+      });
     }
   });
   // Refusals come back as 4xx pages or fragments: show them where the answer goes, like a success.

@@ -11,6 +11,13 @@
   var chartPrograms = "";
   var palette = ["#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2", "#ca8a04"];
   var nbsp = "\u00a0";
+  var zone = root.dataset.zone || "Asia/Almaty";
+  var clock = new Intl.DateTimeFormat(root.dataset.locale || "ru", {
+    hour: "2-digit", minute: "2-digit", hour12: false, timeZone: zone,
+  });
+  function hhmm(ts) {
+    return clock.format(new Date(ts * 1000));
+  }
 
   function group(n) {
     return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, nbsp);
@@ -19,8 +26,12 @@
     var el = document.getElementById(id);
     if (el) el.textContent = value;
   }
+  function decimal(v) {
+    var text = String(v);
+    return root.dataset.locale === "en" ? text : text.replace(".", ",");
+  }
   function seconds(v) {
-    return v === null || v === undefined ? "—" : v.toFixed(1);
+    return v === null || v === undefined ? "—" : decimal(v.toFixed(1));
   }
 
   function drawChart(data) {
@@ -38,7 +49,7 @@
     }
     if (chart) chart.destroy();
     chartPrograms = key;
-    var series = [{}];
+    var series = [{ label: labels.time, value: function (u, v) { return v === null ? "—" : hhmm(v); } }];
     programs.forEach(function (p, i) {
       series.push({ label: p, stroke: palette[i % palette.length], width: 2, points: { show: false } });
     });
@@ -48,7 +59,10 @@
         height: 220,
         series: series,
         scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(5, max)]; } } },
-        axes: [{}, { size: 40 }],
+        axes: [
+          { values: function (u, splits) { return splits.map(hhmm); } },
+          { size: 40 },
+        ],
         legend: { show: true },
       },
       rows,
@@ -69,7 +83,7 @@
       li.appendChild(label);
       if (parts.percent !== null) {
         var bar = document.createElement("span");
-        bar.className = "bar" + (parts.low ? " low" : "");
+        bar.className = "bar" + (parts.low ? " low" : "") + (parts.idle ? " idle" : "");
         var fill = document.createElement("span");
         fill.style.width = Math.min(100, parts.percent) + "%";
         bar.appendChild(fill);
@@ -116,7 +130,8 @@
         label: r.sku,
         percent: days === null ? 100 : (days / 30) * 100,
         low: days !== null && days < 7,
-        value: group(r.available) + " · " + (days === null ? labels.no_pace : labels.days.replace("{days}", days)),
+        idle: days === null,
+        value: group(r.available) + " · " + (days === null ? labels.no_pace : labels.days.replace("{days}", decimal(days))),
       };
     });
     drawChart(data);
@@ -137,4 +152,8 @@
       .finally(function () { window.setTimeout(poll, every); });
   }
   window.addEventListener("load", poll);
+  window.addEventListener("resize", function () {
+    var el = document.getElementById("per-minute-chart");
+    if (chart && el) chart.setSize({ width: Math.max(240, el.clientWidth), height: 220 });
+  });
 })();

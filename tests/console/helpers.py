@@ -6,8 +6,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import pytest
-
 PASSWORD = "correct horse battery"
 CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -20,26 +18,6 @@ class StaffAccounts:
     partner: str = "cashier@aray.kz"  # aray-cinema
     other_partner: str = "cashier@kitap.kz"  # kitap-books
     admin: str = "admin@operator.kz"
-
-
-@pytest.fixture
-def staff(demo_catalog) -> StaffAccounts:
-    from service.console.accounts import create_account
-    from service.db import transaction
-
-    accounts = StaffAccounts()
-    with transaction() as s:
-        create_account(s, email=accounts.support, password=PASSWORD, role="support")
-        create_account(
-            s, email=accounts.support_business, password=PASSWORD, role="support", programs=["business"]
-        )
-        create_account(s, email=accounts.finance, password=PASSWORD, role="finance")
-        create_account(s, email=accounts.partner, password=PASSWORD, role="partner", partner="aray-cinema")
-        create_account(
-            s, email=accounts.other_partner, password=PASSWORD, role="partner", partner="kitap-books"
-        )
-        create_account(s, email=accounts.admin, password=PASSWORD, role="admin")
-    return accounts
 
 
 def csrf_of(html: str) -> str:

@@ -5,6 +5,7 @@ through the receipt function."""
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import text
@@ -17,11 +18,18 @@ PHONE = "87011234567"  # +77011234567
 
 
 def send_sms(
-    redemption_id: str | uuid.UUID, folder: Path, *, send: int = 0, state: str | None = "DELIVRD"
+    redemption_id: str | uuid.UUID,
+    folder: Path,
+    *,
+    send: int = 0,
+    state: str | None = "DELIVRD",
+    at: datetime | None = None,
+    receipt_after: timedelta = timedelta(0),
 ) -> None:
-    """The worker's delivery of one send, and the provider's receipt for each of its parts."""
+    """The worker's delivery of one send (at `at`), and the provider's receipt for each of its parts
+    `receipt_after` later."""
     rid = uuid.UUID(str(redemption_id))
-    deliver(rid, send, provider=FileProvider(folder / "sms.jsonl"))
+    deliver(rid, send, provider=FileProvider(folder / "sms.jsonl"), now=at)
     if state is None:
         return
     with new_session() as s:
@@ -29,7 +37,8 @@ def send_sms(
             text("SELECT provider_message_ids FROM sms_messages WHERE redemption_id = :r AND send = :s"),
             {"r": rid, "s": send},
         ).scalar_one()
-    errors = apply_receipts("file", [Receipt(i, state, None) for i in ids])
+    when = at + receipt_after if at is not None else None
+    errors = apply_receipts("file", [Receipt(i, state, None) for i in ids], now=when)
     assert errors == [None] * len(ids)
 
 

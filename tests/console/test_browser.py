@@ -1,20 +1,23 @@
 """The staff console in a real browser: headless Chromium against the app served by uvicorn on a
 loopback port. Each test is one person's task, start to finish, and leaves screenshots of the pages
-it went through at desktop and phone width (see tests/browser.py)."""
+it went through at desktop and phone width (see tests/console/browser.py)."""
 
 from __future__ import annotations
 
+import random
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from sqlalchemy import text
 
+from service.console.i18n import DEFAULT_ZONE
 from service.db import new_session
-from tests.browser import new_browser, remove
 from tests.conftest import import_codes_for, post_redemption, redemption_body
-from tests.console_helpers import PASSWORD, staff  # noqa: F401  (fixture)
-from tests.console_scenario import PHONE, audit_rows, send_sms, sms_rows
+from tests.console.browser import new_browser, remove
+from tests.console.helpers import PASSWORD
+from tests.console.scenario import PHONE, audit_rows, send_sms, sms_rows
 from tests.finance_helpers import redeem_at
 from tests.live import live_api
 from tests.test_cards import issue_card
@@ -158,13 +161,9 @@ def test_a_partner_uploads_codes_and_sees_the_counts(browser, staff, subscriber,
 
 
 def test_finance_closes_a_month_and_downloads_the_act(browser, staff, demo_catalog):
-    from datetime import UTC, datetime
-
-    from service.console.i18n import DEFAULT_ZONE
-
     import_codes_for("ARAY-CINEMA-2000", 5)
     now = datetime.now(UTC).astimezone(DEFAULT_ZONE)
-    last_month = (now.replace(day=1) - __import__("datetime").timedelta(days=1)).replace(day=10, hour=12)
+    last_month = (now.replace(day=1) - timedelta(days=1)).replace(day=10, hour=12)
     redeem_at(last_month)
     redeem_at(last_month.replace(day=11))
     month = f"{last_month:%Y-%m}"
@@ -184,13 +183,43 @@ def test_finance_closes_a_month_and_downloads_the_act(browser, staff, demo_catal
     assert [r["action"] for r in audit_rows() if r["action"] == "close_period"] == ["close_period"]
 
 
-def test_the_dashboard_counter_rises_after_a_redemption_through_the_api(browser, server, staff, keys):
-    import_codes_for("ARAY-CINEMA-2000", 10)
-    import_codes_for("KITAP-BOOKS-5000", 5)
+def _recent_history(folder) -> None:
+    """An hour of traffic for the dashboard to draw: redemptions of three programs at chosen
+    minutes, most SMS delivered a few seconds later, one failed."""
+    rng = random.Random(13)
+    now = datetime.now(UTC)
+    offers = [
+        ("mobile-bonus", "cinema-2000", "basic", 2000),
+        ("mobile-bonus", "books-5000", "plus", 5000),
+        ("home-internet", "cinema-2000", "home-100", 2200),
+        ("business", "books-5000", "biz-pro", 4500),
+    ]
+    for i in range(45):
+        program, offer, tariff, points = offers[i % len(offers)]
+        at = now - timedelta(minutes=rng.uniform(1, 55))
+        rid = redeem_at(at, program=program, offer=offer, tariff=tariff, points=points)
+        if i % 9 == 4:
+            continue  # still on its way
+        send_sms(
+            rid,
+            folder,
+            at=at + timedelta(seconds=rng.uniform(0.5, 2)),
+            receipt_after=timedelta(seconds=rng.uniform(2, 9)),
+            state="UNDELIV" if i == 7 else "DELIVRD",
+        )
+
+
+def test_the_dashboard_counter_rises_after_a_redemption_through_the_api(
+    browser, server, staff, keys, tmp_path
+):
+    import_codes_for("ARAY-CINEMA-2000", 60)
+    import_codes_for("KITAP-BOOKS-5000", 40)
+    _recent_history(tmp_path)
     browser.sign_in(staff.admin, PASSWORD)
     browser.open("/console/dashboard")
     browser.wait(lambda: browser.find("#dashboard").get_attribute("data-loaded"), what="the first poll")
     before = int(browser.text("#today-total").replace(" ", ""))
+    assert before >= 45
     response = httpx.post(
         server + "/v1/redemptions",
         json=redemption_body(),
