@@ -85,9 +85,8 @@ RUNWAY = text(
     "SELECT p.sku, pa.code AS partner,"
     " (SELECT count(*) FROM codes c WHERE c.product_id = p.id AND c.status = 'available'"
     "   AND coalesce(c.expires_at, 'infinity') > now()) AS available,"
-    " (SELECT count(*) FROM redemptions r WHERE r.product_id = p.id AND r.id >= :since)"
-    " + (SELECT count(*) FROM exchanges e WHERE e.partner_id = p.partner_id AND e.product_id = p.id"
-    "   AND e.created_at >= :since_at) AS taken"
+    " (SELECT count(*) FROM codes c WHERE c.product_id = p.id AND c.status IN ('reserved', 'issued')"
+    "   AND c.status_changed_at >= :since_at) AS taken"
     " FROM products p JOIN partners pa ON pa.id = p.partner_id"
     " WHERE p.kind = 'code' AND p.active AND (CAST(:partner AS text) IS NULL OR pa.code = :partner)"
     " ORDER BY p.sku"
@@ -158,13 +157,12 @@ def budget(session: Session, scope: Scope, now: datetime) -> list[dict[str, Any]
 
 
 def runway(session: Session, scope: Scope, now: datetime) -> list[dict[str, Any]]:
-    """Days of stock at the last RUNWAY_DAYS days' pace (None when nothing was taken)."""
+    """Days of stock at the last RUNWAY_DAYS days' pace (None when nothing was taken): codes that
+    left the pool, for a redemption or an exchange, and did not come back (a cancel returns them)."""
     if scope.program_ids is not None and scope.partner is None:
         return []  # a support agent scoped to programs sees its programs' figures, not partners' pools
     since_at = now - timedelta(days=RUNWAY_DAYS)
-    rows = session.execute(
-        RUNWAY, {"since": time_floor(since_at), "since_at": since_at, "partner": scope.partner}
-    )
+    rows = session.execute(RUNWAY, {"since_at": since_at, "partner": scope.partner})
     out = []
     for r in rows:
         pace = r.taken / RUNWAY_DAYS

@@ -105,7 +105,34 @@ END $$""")
     )
 
 
+    # The console's dashboard counts pools from indexes alone: the allocation index carries expires_at
+    # (an index-only scan of coalesce(expires_at, ...) needs the column itself), and codes that left
+    # their pool are indexed by when, for the last 7 days' pace.
+    op.drop_index("ix_codes_allocation", table_name="codes")
+    op.create_index(
+        "ix_codes_allocation",
+        "codes",
+        ["product_id", sa.text("coalesce(expires_at, 'infinity')"), "id"],
+        postgresql_where=sa.text("status = 'available'"),
+        postgresql_include=["expires_at"],
+    )
+    op.create_index(
+        "ix_codes_taken",
+        "codes",
+        ["product_id", "status_changed_at"],
+        postgresql_where=sa.text("status IN ('reserved', 'issued')"),
+    )
+
+
 def downgrade() -> None:
+    op.drop_index("ix_codes_taken", table_name="codes")
+    op.drop_index("ix_codes_allocation", table_name="codes")
+    op.create_index(
+        "ix_codes_allocation",
+        "codes",
+        ["product_id", sa.text("coalesce(expires_at, 'infinity')"), "id"],
+        postgresql_where=sa.text("status = 'available'"),
+    )
     op.execute("DROP TRIGGER staff_audit_log_no_update ON staff_audit_log")
     op.execute("DROP FUNCTION staff_audit_log_append_only()")
     op.drop_table("staff_audit_log")
