@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
 import os
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +38,8 @@ WITH g AS (
   SELECT g, now() - interval '60 days' * (1 - (g::float8 / %(n)s)) AS t0 FROM generate_series(1, %(n)s) g
 ), timed AS (
   -- pull each row toward the busy hours: a shift of up to 2 hours toward 15:00 Almaty
-  SELECT g, t0 - interval '1 hour' * 2 * sin(pi() * (extract(hour FROM t0 AT TIME ZONE 'Asia/Almaty') - 3) / 12)
+  SELECT g, t0 - interval '1 hour' * 2
+    * sin(pi() * (extract(hour FROM t0 AT TIME ZONE 'Asia/Almaty') - 3) / 12)
     * (abs(hashint4(g)) %% 100) / 100.0 AS created_at FROM g
 ), mix(slot, program, offer, tariff) AS (VALUES
   (0, 'mobile-bonus', 'cinema-2000', 'basic'), (1, 'mobile-bonus', 'cinema-2000', 'plus'),
@@ -85,7 +86,8 @@ FILL = [
          nominal_minor, balance_minor, status, expires_at, created_at)
        SELECT g, product_id, sha256(int8send(g)), sha256(int8send(-g)), lpad((g %% 10000)::text, 4, '0'),
          sha256(int8send(g * 7)), currency, nominal_minor, nominal_minor,
-         CASE status WHEN 'cancelled' THEN 'cancelled' ELSE 'active' END, created_at + interval '1 year', created_at
+         CASE status WHEN 'cancelled' THEN 'cancelled' ELSE 'active' END, created_at + interval '1 year',
+         created_at
        FROM bench_plan WHERE kind = 'universal_card'""",
     """INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id, msisdn, locale,
          points, currency, nominal_minor, code_id, card_id, reward_last4, status, status_reason,
@@ -102,16 +104,19 @@ FILL = [
          deadline_at, submit_started_at, sent_at, done_at, created_at, updated_at)
        SELECT id, 0, '+77010000000',
          CASE status WHEN 'accepted' THEN 'pending' ELSE status END,
-         CASE WHEN status <> 'accepted' THEN 'smpp' END, 2, 'ru', CASE WHEN status = 'accepted' THEN 0 ELSE 1 END,
+         CASE WHEN status <> 'accepted' THEN 'smpp' END, 2, 'ru',
+         CASE WHEN status = 'accepted' THEN 0 ELSE 1 END,
          created_at + interval '24 hours',
          CASE WHEN status <> 'accepted' THEN created_at + interval '1 second' END,
          CASE WHEN status IN ('sent', 'delivered', 'failed') THEN created_at + interval '1 second' END,
-         CASE WHEN status IN ('delivered', 'failed') THEN created_at + delivery_seconds * interval '1 second' END,
+         CASE WHEN status IN ('delivered', 'failed')
+           THEN created_at + delivery_seconds * interval '1 second' END,
          created_at, created_at + delivery_seconds * interval '1 second'
        FROM bench_plan WHERE status <> 'cancelled' ORDER BY g""",
     # pools still to issue from: 20,000 available codes per code product, a tenth of them expiring
     """INSERT INTO codes (id, product_id, partner_id, fingerprint, last4, code_enc, expires_at, status)
-       SELECT 10000000 + p.id * 100000 + s, p.id, p.partner_id, sha256(int8send(10000000 + p.id * 100000 + s)),
+       SELECT 10000000 + p.id * 100000 + s, p.id, p.partner_id,
+         sha256(int8send(10000000 + p.id * 100000 + s)),
          lpad((s %% 10000)::text, 4, '0'), sha256(int8send(-s)),
          CASE WHEN s %% 10 = 0 THEN now() + interval '20 days' END, 'available'
        FROM products p, generate_series(1, 20000) s WHERE p.kind = 'code'""",
@@ -119,7 +124,8 @@ FILL = [
     "SELECT setval(pg_get_serial_sequence('cards', 'id'), (SELECT max(id) FROM cards))",
     # the budget counters of this month, as redeem() keeps them
     """INSERT INTO program_budget_usage (program_id, month, spent_minor)
-       SELECT b.program_id, CAST(date_trunc('month', now() AT TIME ZONE p.timezone) AS date), sum(b.nominal_minor)
+       SELECT b.program_id, CAST(date_trunc('month', now() AT TIME ZONE p.timezone) AS date),
+         sum(b.nominal_minor)
        FROM bench_plan b JOIN programs p ON p.id = b.program_id
        WHERE p.monthly_budget_minor IS NOT NULL AND b.status <> 'cancelled'
          AND b.created_at >= date_trunc('month', now() AT TIME ZONE p.timezone) AT TIME ZONE p.timezone
@@ -212,10 +218,11 @@ def main() -> None:
             scan = timed("SELECT count(*) FROM redemptions")[:5]
             print(f"floor: SELECT 1 round trip median {statistics.median(floor):.2f} ms")
             print(
-                f"ceiling: count(*) of all {counts['redemptions']:,} redemptions median {statistics.median(scan):.1f} ms"
+                f"ceiling: count(*) of all {counts['redemptions']:,} redemptions"
+                f" median {statistics.median(scan):.1f} ms"
             )
-            print(f"{'query':<11} {'viewer':<22} {'median':>8} {'worst':>8}  plan")
-            worst_of_all = 0.0
+            print(f"{'query':<11} {'viewer':<22} {'median':>8} {'p95':>8} {'worst':>8}  plan [server time]")
+            worst_of_all = worst_median = 0.0
             for viewer, scope in viewers.items():
                 for name, query in dashboard.QUERIES.items():
                     now = datetime.now(UTC)
@@ -232,17 +239,20 @@ def main() -> None:
                     plans = []
                     for statement, parameters in captured:
                         cursor = session.connection().connection.driver_connection.cursor()
-                        cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters)
+                        cursor.execute("EXPLAIN (ANALYZE, TIMING OFF, FORMAT JSON) " + statement, parameters)
                         plan = cursor.fetchone()[0]
                         plan = plan[0] if isinstance(plan, list) else json.loads(plan)[0]
                         plans.append(f"{_summary(plan)} [{plan['Execution Time']:.1f} ms]")
                     worst_of_all = max(worst_of_all, max(times))
+                    worst_median = max(worst_median, statistics.median(times))
                     print(
-                        f"{name:<11} {viewer:<22} {statistics.median(times):>6.1f}ms {max(times):>6.1f}ms  "
+                        f"{name:<11} {viewer:<22} {statistics.median(times):>6.1f}ms"
+                        f" {statistics.quantiles(times, n=20)[-1]:>6.1f}ms {max(times):>6.1f}ms  "
                         + ("; ".join(plans) if plans else "(nothing to ask for this viewer)")
                     )
             session.rollback()
-        print(f"slowest single run of any dashboard query: {worst_of_all:.1f} ms (target: under 50 ms)")
+        print(f"slowest median of any dashboard query: {worst_median:.1f} ms (target: under 50 ms)")
+        print(f"slowest single run of any dashboard query: {worst_of_all:.1f} ms")
 
 
 if __name__ == "__main__":

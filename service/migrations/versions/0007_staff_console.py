@@ -104,7 +104,6 @@ END $$""")
         " FOR EACH ROW EXECUTE FUNCTION staff_audit_log_append_only()"
     )
 
-
     # The console's dashboard counts pools from indexes alone: the allocation index carries expires_at
     # (an index-only scan of coalesce(expires_at, ...) needs the column itself), and codes that left
     # their pool are indexed by when, for the last 7 days' pace.
