@@ -358,9 +358,7 @@ def _stock_partner(ctx: Ctx) -> str | None:
     return ctx.staff.partner if ctx.staff.role == "partner" else None
 
 
-@router.get("/stock")
-def stock_page(request: Request) -> Response:
-    ctx = staff_ctx(request, *STOCK)
+def _stock(ctx: Ctx) -> dict[str, Any]:
     settings = get_settings()
     partner = _stock_partner(ctx)
     with new_session() as session:
@@ -371,17 +369,31 @@ def stock_page(request: Request) -> Response:
             default_threshold=settings.stock_low_threshold,
         )
         runway = {r["sku"]: r for r in dashboard.runway(session, dashboard.Scope(None, partner), _now())}
+    return {"lines": lines, "runway": runway}
+
+
+@router.get("/stock")
+def stock_page(request: Request) -> Response:
+    ctx = staff_ctx(request, *STOCK)
     assert ctx.staff is not None
     return render(
         ctx,
         "stock.html",
-        lines=lines,
-        runway=runway,
+        **_stock(ctx),
         may_upload=ctx.staff.role in ("partner", "admin"),
         result=None,
         error=None,
-        upload_key=secrets.token_urlsafe(16),
+        oob=False,
     )
+
+
+def _upload_answer(ctx: Ctx, status: int, **values: Any) -> Response:
+    """htmx: the result, and the table above it swapped out of band (its counts changed); a plain
+    form post: the whole page with the result."""
+    values = {"result": None, "error": None, **values, **_stock(ctx)}
+    if wants_fragment(ctx.request):
+        return render(ctx, "upload_result.html", status, oob=True, **values)
+    return render(ctx, "stock.html", status, may_upload=True, oob=False, **values)
 
 
 @router.post("/stock/upload")
@@ -395,7 +407,7 @@ async def upload_codes(
     check_csrf(ctx, csrf_token)
     partner = _stock_partner(ctx)
     if file is None or not file.filename:
-        return render(ctx, "upload_result.html", 422, result=None, error=ctx.t("stock.no_file"), sku=sku)
+        return await run_in_threadpool(_upload_answer, ctx, 422, error=ctx.t("stock.no_file"))
     body = await file.read(MAX_UPLOAD_BYTES + 1)
     filename = (file.filename or "")[:200]
 
@@ -431,19 +443,12 @@ async def upload_codes(
             raise PageNotFound() from None
         except Problem as problem:
             audit.record_refusal(ctx.actor, "upload_codes", target=sku, outcome=problem.code, details=details)
-            return render(
-                ctx,
-                "upload_result.html",
-                problem.status,
-                result=None,
-                error=ctx.problem_text(problem),
-                sku=sku,
-            )
+            return _upload_answer(ctx, problem.status, error=ctx.problem_text(problem))
         CODES_IMPORTED.labels(sku=sku).inc(result.accepted)
-        return render(ctx, "upload_result.html", 201, result=result, error=None, sku=sku)
+        return _upload_answer(ctx, 201, result=result)
 
     if len(body) > MAX_UPLOAD_BYTES:
-        return render(ctx, "upload_result.html", 413, result=None, error="> 10 MiB", sku=sku)
+        return await run_in_threadpool(_upload_answer, ctx, 413, error="> 10 MiB")
     return await run_in_threadpool(run)
 
 

@@ -157,6 +157,7 @@ def test_a_partner_uploads_codes_and_sees_the_counts(browser, staff, subscriber,
         "1",
     )
     assert browser.find("#upload-progress").get_attribute("value") == "100"
+    browser.wait(lambda: browser.text("#sku-ARAY-CERT-1000 .available") == "12", what="the table's new count")
     browser.screenshot("stock")
 
 
@@ -241,8 +242,18 @@ def test_finance_reads_the_audit_log(browser, staff, subscriber):
     browser.open(f"/console/redemptions/{subscriber['delivered']}")
     browser.click("#resend")
     browser.wait_for("#flash")
+    browser.click("#cancel")
+    browser.click("#cancel-yes")
+    browser.wait_for("#flash-error")  # the code was delivered: not cancellable
+    browser.open(f"/console/redemptions/{subscriber['card'].redemption_id}")
+    browser.type("#card-reason", "subscriber lost the phone")
+    browser.click("#block")
+    browser.wait_for("#flash")
+    browser.click("#sign-out")
+    browser.wait_for("#email")
     browser.sign_in(staff.finance, PASSWORD)
     browser.open("/console/audit")
     actions = [row.get_attribute("data-action") for row in browser.all("#audit tbody tr")]
-    assert actions[:3] == ["sign_in", "resend", "sign_in"]
+    assert actions == ["sign_in", "sign_out", "block", "cancel", "resend", "sign_in"]
+    assert "not_cancellable" in browser.text("#audit")
     browser.screenshot("audit")
