@@ -175,14 +175,22 @@ def home(request: Request) -> Response:
 
 
 @router.get("/subscriber")
+def subscriber_form(request: Request) -> Response:
+    ctx = staff_ctx(request, *SUPPORT)
+    return render(ctx, "subscriber.html", phone="", msisdn=None, items=[], error=None, next_before=None)
+
+
+@router.post("/subscriber")
 def subscriber(
     request: Request,
-    phone: Annotated[str | None, Query(max_length=32)] = None,
-    before: uuid.UUID | None = None,
+    phone: Annotated[str, Form(max_length=32)] = "",
+    before: Annotated[uuid.UUID | None, Form()] = None,
+    csrf_token: Csrf = None,
 ) -> Response:
+    """A search is posted, not put in the URL: a phone in a query string would reach the access log,
+    the browser's history and Referer headers, in forms (spaces, brackets) no log mask recognises."""
     ctx = staff_ctx(request, *SUPPORT)
-    if not phone:
-        return render(ctx, "subscriber.html", phone="", msisdn=None, items=[], error=None, next_before=None)
+    check_csrf(ctx, csrf_token)
     try:
         msisdn = normalize_msisdn(phone)
     except ValueError:

@@ -43,15 +43,15 @@ def test_a_subscriber_is_found_by_any_form_of_the_phone_newest_first(client, key
     first = post_redemption(client, keys, msisdn="87011234567").json()["id"]
     second = post_redemption(client, keys, msisdn="+7 701 123 45 67").json()["id"]
     post_redemption(client, keys, msisdn="87019990000")
-    signed_in(client, staff.support)
+    token = signed_in(client, staff.support)
     for form in ("87011234567", "7011234567", "+7 701 123 45 67", "8 (701) 123-45-67"):
-        html = client.get("/console/subscriber", params={"phone": form}).text
+        html = client.post("/console/subscriber", data={"csrf_token": token, "phone": form}).text
         assert re.findall(r"/console/redemptions/([0-9a-f-]{36})", html) == [second, first], form
 
 
 def test_a_phone_that_is_not_a_mobile_number_is_explained(client, staff):
-    signed_in(client, staff.support)
-    response = client.get("/console/subscriber", params={"phone": "12345"})
+    token = signed_in(client, staff.support)
+    response = client.post("/console/subscriber", data={"csrf_token": token, "phone": "12345"})
     assert response.status_code == 422 and i18n.translate("ru", "sub.bad_phone") in response.text
 
 
