@@ -226,8 +226,11 @@ class ActiveSession:
     token_hash: bytes
 
 
-def resume(session: Session, token: str, *, idle: timedelta, now: datetime) -> ActiveSession | None:
-    """The session of this cookie, if it is still alive; touches it (at most once a minute)."""
+def resume(
+    session: Session, token: str, *, idle: timedelta, now: datetime, touch: bool = True
+) -> ActiveSession | None:
+    """The session of this cookie, if it is still alive; touches it (at most once a minute) unless
+    `touch` is False (the dashboard's polling is no sign of a person at the screen)."""
     token_hash = _token_hash(token)
     row = session.execute(
         select(StaffSession, StaffAccount)
@@ -245,7 +248,7 @@ def resume(session: Session, token: str, *, idle: timedelta, now: datetime) -> A
     if expired:
         session.execute(delete(StaffSession).where(StaffSession.token_hash == token_hash))
         return None
-    if now - staff_session.last_seen_at >= TOUCH_EVERY:
+    if touch and now - staff_session.last_seen_at >= TOUCH_EVERY:
         session.execute(
             update(StaffSession).where(StaffSession.token_hash == token_hash).values(last_seen_at=now)
         )

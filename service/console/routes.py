@@ -771,7 +771,7 @@ def dashboard_page(request: Request) -> Response:
 
 @router.get("/dashboard/data")
 def dashboard_data(request: Request) -> Response:
-    ctx = staff_ctx(request, *EVERYONE)
+    ctx = staff_ctx(request, *EVERYONE, touch=False)  # polling keeps no session alive
     f = _figures(ctx)
     f["at_text"] = i18n.format_time(f["at"], seconds=True)
     f["at"] = f["at"].isoformat()

@@ -118,7 +118,7 @@ def locale_of(request: Request) -> str:
     return i18n.pick_locale(request.cookies.get(LANG_COOKIE))
 
 
-def _session(request: Request) -> ActiveSession | None:
+def _session(request: Request, touch: bool = True) -> ActiveSession | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token or len(token) > 128:
         return None
@@ -126,10 +126,10 @@ def _session(request: Request) -> ActiveSession | None:
         return resume(session, token, idle=timedelta(minutes=settings().idle_minutes), now=datetime.now(UTC))
 
 
-def staff_ctx(request: Request, *roles: str) -> Ctx:
+def staff_ctx(request: Request, *roles: str, touch: bool = True) -> Ctx:
     """The signed-in person's context; redirects to sign-in without a live session, 403 without
     one of `roles` (admin may use every page but the card desk, which is a partner's)."""
-    active = _session(request)
+    active = _session(request, touch)
     if active is None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         expired = SESSION_COOKIE in request.cookies

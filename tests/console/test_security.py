@@ -192,6 +192,19 @@ def test_a_session_unused_for_the_idle_time_ends(staff):
         )
 
 
+def test_the_dashboards_polling_does_not_keep_a_session_alive(staff):
+    now = datetime.now(UTC)
+    with transaction() as s:
+        signed = accounts.sign_in(s, staff.support, PASSWORD, address=None, now=now)
+    idle = timedelta(minutes=30)
+    with transaction() as s:  # a poll every few seconds for 25 minutes touches nothing
+        assert accounts.resume(s, signed.token, idle=idle, now=now + timedelta(minutes=25), touch=False)
+    with transaction() as s:
+        assert (
+            accounts.resume(s, signed.token, idle=idle, now=now + timedelta(minutes=31), touch=False) is None
+        )
+
+
 def test_signing_out_ends_the_session(client, staff):
     token = signed_in(client, staff.support)
     cookie = client.cookies.get("rewards_console")
