@@ -7,8 +7,29 @@ import pytest
 from tests.console.helpers import PASSWORD, StaffAccounts
 
 
+@pytest.fixture(scope="session")
+def one_hash_per_password():
+    """Each test makes six accounts with one password: argon2 (about 60 ms a hash, far more on a busy
+    machine) runs once per password for the whole session; the stored hash is a real argon2id hash,
+    and sign-in verifies it as always."""
+    from service.console import accounts
+
+    made: dict[str, str] = {}
+    original = accounts._hasher.hash
+
+    def hash_once(password: str | bytes, **kwargs) -> str:
+        key = password if isinstance(password, str) else password.decode()
+        if key not in made:
+            made[key] = original(password, **kwargs)
+        return made[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(accounts._hasher, "hash", hash_once)
+        yield
+
+
 @pytest.fixture
-def staff(demo_catalog) -> StaffAccounts:
+def staff(demo_catalog, one_hash_per_password) -> StaffAccounts:
     from service.console.accounts import create_account
     from service.db import transaction
 
