@@ -14,17 +14,21 @@ def one_hash_per_password():
     and sign-in verifies it as always."""
     from service.console import accounts
 
-    made: dict[str, str] = {}
-    original = accounts._hasher.hash
+    class OneHashPerPassword:
+        def __init__(self, hasher):
+            self.hasher = hasher
+            self.made: dict[str, str] = {}
 
-    def hash_once(password: str | bytes, **kwargs) -> str:
-        key = password if isinstance(password, str) else password.decode()
-        if key not in made:
-            made[key] = original(password, **kwargs)
-        return made[key]
+        def hash(self, password: str, **kwargs) -> str:
+            if password not in self.made:
+                self.made[password] = self.hasher.hash(password, **kwargs)
+            return self.made[password]
+
+        def __getattr__(self, name: str):
+            return getattr(self.hasher, name)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(accounts._hasher, "hash", hash_once)
+        patch.setattr(accounts, "_hasher", OneHashPerPassword(accounts._hasher))
         yield
 
 
