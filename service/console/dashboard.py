@@ -59,10 +59,13 @@ PER_MINUTE = text(
 )
 
 SMS = text(
-    "SELECT m.status, count(*) AS n FROM sms_messages m"
-    " WHERE m.redemption_id >= :since AND (CAST(:programs AS int[]) IS NULL OR m.redemption_id IN"
-    "  (SELECT r.id FROM redemptions r WHERE r.program_id = ANY(:programs) AND r.id >= :since))"
+    "SELECT m.status, count(*) AS n FROM sms_messages m JOIN redemptions r ON r.id = m.redemption_id"
+    " WHERE m.redemption_id >= :since AND r.id >= :since"
+    "  AND (CAST(:programs AS int[]) IS NULL OR r.program_id = ANY(:programs))"
     " GROUP BY m.status"
+)
+SMS_ALL = text(
+    "SELECT m.status, count(*) AS n FROM sms_messages m WHERE m.redemption_id >= :since GROUP BY m.status"
 )
 
 LATENCY = text(
@@ -82,15 +85,21 @@ BUDGET = text(
 )
 
 RUNWAY = text(
-    "SELECT p.sku, pa.code AS partner,"
-    " (SELECT count(*) FROM codes c WHERE c.product_id = p.id AND c.status = 'available'"
-    "   AND coalesce(c.expires_at, 'infinity') > now()) AS available,"
-    " (SELECT count(*) FROM codes c WHERE c.product_id = p.id AND c.status IN ('reserved', 'issued')"
-    "   AND c.status_changed_at >= :since_at) AS taken"
+    "SELECT p.sku, pa.code AS partner, t.taken,"
+    " (SELECT count(*) FROM (SELECT 1 FROM codes c WHERE c.product_id = p.id AND c.status = 'available'"
+    "   AND coalesce(c.expires_at, 'infinity') > now()"
+    "   LIMIT greatest(:floor, t.taken * :cap_days / :days)) a) AS available"
     " FROM products p JOIN partners pa ON pa.id = p.partner_id"
+    " CROSS JOIN LATERAL (SELECT count(*) AS taken FROM codes c WHERE c.product_id = p.id"
+    "   AND c.status IN ('reserved', 'issued') AND c.status_changed_at >= :since_at) t"
     " WHERE p.kind = 'code' AND p.active AND (CAST(:partner AS text) IS NULL OR pa.code = :partner)"
     " ORDER BY p.sku"
 )
+# A pool is counted up to RUNWAY_CAP_DAYS of its pace (at least RUNWAY_FLOOR codes): beyond that the
+# runway is "more than" and the exact size is the stock page's business. Counting a big, slow pool
+# to its end would be the dashboard's most expensive read.
+RUNWAY_CAP_DAYS = 30  # the dashboard's bars are full at 30 days
+RUNWAY_FLOOR = 1000
 
 OUTBOX = text(
     "SELECT (SELECT count(*) FROM outbox WHERE published_at IS NULL) AS waiting,"
@@ -125,11 +134,16 @@ def per_minute(session: Session, scope: Scope, now: datetime) -> dict[str, Any]:
 
 
 def sms(session: Session, scope: Scope, now: datetime) -> dict[str, int]:
+    """The SMS of the last hour's redemptions by state (a live view; older ones are settled)."""
     if not scope.sees_programs:
         return {}
-    rows = session.execute(
-        SMS, {"since": time_floor(now - timedelta(hours=24)), "programs": _programs(scope)}
-    )
+    since = time_floor(now - timedelta(minutes=WINDOW_MINUTES))
+    programs = _programs(scope)
+    # unscoped: one range of the SMS index; scoped: that range merged with the redemptions' own
+    if programs is None:
+        rows = session.execute(SMS_ALL, {"since": since})
+    else:
+        rows = session.execute(SMS, {"since": since, "programs": programs})
     counts = {r.status: r.n for r in rows}
     return {
         "delivered": counts.get("delivered", 0),
@@ -162,15 +176,26 @@ def runway(session: Session, scope: Scope, now: datetime) -> list[dict[str, Any]
     if scope.program_ids is not None and scope.partner is None:
         return []  # a support agent scoped to programs sees its programs' figures, not partners' pools
     since_at = now - timedelta(days=RUNWAY_DAYS)
-    rows = session.execute(RUNWAY, {"since_at": since_at, "partner": scope.partner})
+    rows = session.execute(
+        RUNWAY,
+        {
+            "since_at": since_at,
+            "partner": scope.partner,
+            "floor": RUNWAY_FLOOR,
+            "cap_days": RUNWAY_CAP_DAYS,
+            "days": RUNWAY_DAYS,
+        },
+    )
     out = []
     for r in rows:
         pace = r.taken / RUNWAY_DAYS
+        cap = max(RUNWAY_FLOOR, r.taken * RUNWAY_CAP_DAYS // RUNWAY_DAYS)
         out.append(
             {
                 "sku": r.sku,
                 "partner": r.partner,
                 "available": r.available,
+                "at_least": r.available >= cap,  # counted up to the cap: there may be more
                 "per_day": round(pace, 1),
                 "days": round(r.available / pace, 1) if pace else None,
             }

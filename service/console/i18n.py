@@ -335,7 +335,7 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
         "Минутына сыйақылар (60 мин)",
         "Redemptions per minute (60 min)",
     ),
-    "dash.sms": ("SMS за 24 часа", "24 сағаттағы SMS", "SMS in the last 24 hours"),
+    "dash.sms": ("SMS за последний час", "Соңғы сағаттағы SMS", "SMS in the last hour"),
     "dash.sms_delivered": ("доставлено", "жеткізілді", "delivered"),
     "dash.sms_failed": ("не доставлено", "жеткізілмеді", "failed"),
     "dash.sms_pending": ("в пути", "жолда", "pending"),

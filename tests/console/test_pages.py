@@ -302,6 +302,16 @@ def test_the_dashboard_is_scoped_like_the_api(client, keys, staff):
     assert {r["sku"] for r in partner["runway"]} == {"ARAY-CINEMA-2000", "ARAY-CERT-1000"}
 
 
+def test_the_dashboard_counts_a_slow_pool_only_up_to_its_cap(client, staff):
+    import_codes_for("ARAY-CERT-1000", dashboard.RUNWAY_FLOOR + 50)
+    signed_in(client, staff.partner)
+    line = next(
+        r for r in client.get("/console/dashboard/data").json()["runway"] if r["sku"] == "ARAY-CERT-1000"
+    )
+    assert (line["available"], line["at_least"], line["days"]) == (dashboard.RUNWAY_FLOOR, True, None)
+    assert "1 050" in client.get("/console/stock").text.replace(i18n.NBSP, " ")  # the stock page counts all
+
+
 def test_time_floor_is_the_smallest_uuid7_of_its_millisecond():
     from service.ids import uuid7
 

@@ -131,7 +131,8 @@
         percent: days === null ? 100 : (days / 30) * 100,
         low: days !== null && days < 7,
         idle: days === null,
-        value: group(r.available) + " · " + (days === null ? labels.no_pace : labels.days.replace("{days}", decimal(days))),
+        value: (r.at_least ? "≥ " : "") + group(r.available) + " · " +
+          (days === null ? labels.no_pace : (r.at_least ? "≥ " : "") + labels.days.replace("{days}", decimal(days))),
       };
     });
     drawChart(data);
