@@ -196,6 +196,7 @@ def runway(session: Session, scope: Scope, now: datetime) -> list[dict[str, Any]
                 "partner": r.partner,
                 "available": r.available,
                 "at_least": r.available >= cap,  # counted up to the cap: there may be more
+                "taken": r.taken,  # in the last RUNWAY_DAYS days
                 "per_day": round(pace, 1),
                 "days": round(r.available / pace, 1) if pace else None,
             }
