@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.config import get_settings
+from service.console.mount import install as install_console
 from service.db import open_async_pool
 from service.delivery.routes import router as sms_router
 from service.errors import (
@@ -215,6 +216,7 @@ def create_app() -> FastAPI:
     app.include_router(sms_router)
     app.include_router(cards_router)
     app.include_router(settlements_router)
+    install_console(app)  # the staff console under /console (service/console)
     app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http)  # type: ignore[arg-type]

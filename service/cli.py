@@ -32,6 +32,9 @@ app.add_typer(keys_app, name="keys")
 from service.ledger.cli import register as _register_finance  # noqa: E402  (export, periods)
 
 _register_finance(app)
+from service.console.cli import register as _register_staff  # noqa: E402  (staff console accounts)
+
+_register_staff(app)
 app.add_typer(webhooks_app, name="webhooks")
 cards_app = typer.Typer(help="Universal cards", no_args_is_help=True)
 app.add_typer(cards_app, name="cards")

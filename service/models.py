@@ -6,6 +6,7 @@ from __future__ import annotations
 import service.auth.models  # noqa: F401
 import service.cards.models  # noqa: F401
 import service.catalog.models  # noqa: F401
+import service.console.models  # noqa: F401
 import service.delivery.models  # noqa: F401
 import service.ledger.models  # noqa: F401
 import service.outbox  # noqa: F401

@@ -49,11 +49,12 @@ class CardNotBlocked(Problem):
     status, code, title = 409, "card_not_blocked", "Card not blocked"
 
 
-class CommittedRefusal(Exception):
-    """Carries a refusal whose side effects (a wrong PIN counted, a lock set, a counter reset) must be
+class CommittedRefusal(Problem):
+    """A refusal whose side effects (a wrong PIN counted, a lock set, a counter reset) must be
     committed, not rolled back with the transaction: the caller commits first, then answers with
-    `problem`."""
+    `problem`. It is itself the same problem, so a caller that only knows Problem answers right."""
 
     def __init__(self, problem: Problem):
-        super().__init__(problem.detail or problem.title)
+        super().__init__(problem.detail, errors=problem.errors, headers=problem.headers, **problem.extensions)
+        self.status, self.code, self.title = problem.status, problem.code, problem.title
         self.problem = problem

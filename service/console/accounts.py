@@ -1,0 +1,259 @@
+"""Staff accounts, sign-in and sessions.
+
+Passwords are argon2id hashes (argon2-cffi's defaults). Five wrong passwords in a row lock the
+account for fifteen minutes whoever tries, the same rule as a card's PIN; a right password while
+locked is refused too. A session is a 256-bit random token in an HttpOnly cookie; only its SHA-256 is
+stored, with the session's CSRF token. A session ends on sign-out, after `idle` without a request,
+after twelve hours in any case, and when the account is disabled or its password changed."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from service.catalog.models import Partner, Program
+from service.console.models import STAFF_ROLES, StaffAccount, StaffSession
+
+MAX_FAILED_LOGINS = 5
+LOCK_WINDOW = timedelta(minutes=15)
+SESSION_LIFETIME = timedelta(hours=12)
+TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most once a minute per session
+MIN_PASSWORD_LENGTH = 10
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+_hasher = PasswordHasher()
+# Verified against when the e-mail is unknown, so both failures take an argon2 verification's time.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class StaffError(ValueError):
+    """A refused account operation (CLI input); the message says why."""
+
+
+@dataclass(frozen=True)
+class Staff:
+    """The signed-in person, as pages and domain calls need them."""
+
+    id: int
+    email: str
+    role: str
+    programs: frozenset[str]
+    partner: str | None
+
+    @property
+    def program_scope(self) -> frozenset[str] | None:
+        """Programs this person may see; None means all (finance, admin, unscoped support)."""
+        if self.role == "partner":
+            return frozenset()
+        if self.role == "support" and self.programs:
+            return self.programs
+        return None
+
+    def sees_program(self, code: str) -> bool:
+        scope = self.program_scope
+        return scope is None or code in scope
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    staff: Staff
+    token: str
+    csrf_token: str
+
+
+@dataclass(frozen=True)
+class SignInRefused(Exception):
+    reason: str  # wrong_password (also unknown e-mail), locked, disabled
+    locked_until: datetime | None = None
+    account_id: int | None = None
+
+
+def normalize_email(email: str) -> str:
+    email = email.strip().lower()
+    if not EMAIL.match(email):
+        raise StaffError(f"not an e-mail address: {email!r}")
+    return email
+
+
+def check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise StaffError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > 1024:
+        raise StaffError("the password is longer than 1024 characters")
+
+
+def _staff(account: StaffAccount) -> Staff:
+    return Staff(
+        account.id, account.email, account.role, frozenset(account.programs or ()), account.partner_code
+    )
+
+
+def create_account(
+    session: Session,
+    *,
+    email: str,
+    password: str,
+    role: str,
+    programs: list[str] | None = None,
+    partner: str | None = None,
+) -> StaffAccount:
+    email = normalize_email(email)
+    programs = sorted(set(programs or []))
+    if role not in STAFF_ROLES:
+        raise StaffError(f"role must be one of {', '.join(STAFF_ROLES)}")
+    if programs and role != "support":
+        raise StaffError("only support accounts are scoped to programs (--program)")
+    if role == "partner" and not partner:
+        raise StaffError("a partner account needs --partner")
+    if role != "partner" and partner:
+        raise StaffError("only partner accounts belong to a partner")
+    check_password(password)
+    if programs:
+        known = set(session.scalars(select(Program.code).where(Program.code.in_(programs))))
+        if missing := sorted(set(programs) - known):
+            raise StaffError(f"unknown program(s): {', '.join(missing)}")
+    if partner and session.scalar(select(Partner.id).where(Partner.code == partner)) is None:
+        raise StaffError(f"unknown partner: {partner}")
+    if session.scalar(select(StaffAccount.id).where(StaffAccount.email == email)) is not None:
+        raise StaffError(f"{email} already has an account")
+    account = StaffAccount(
+        email=email, password_hash=_hasher.hash(password), role=role, programs=programs, partner_code=partner
+    )
+    session.add(account)
+    session.flush()
+    return account
+
+
+def list_accounts(session: Session) -> list[StaffAccount]:
+    return list(session.scalars(select(StaffAccount).order_by(StaffAccount.email)))
+
+
+def _account(session: Session, email: str) -> StaffAccount:
+    account = session.scalar(
+        select(StaffAccount).where(StaffAccount.email == email.strip().lower()).with_for_update()
+    )
+    if account is None:
+        raise StaffError(f"no account {email}")
+    return account
+
+
+def disable_account(session: Session, email: str, *, now: datetime | None = None) -> StaffAccount:
+    """Disabled at once: its sessions are deleted and it cannot sign in again."""
+    account = _account(session, email)
+    if account.disabled_at is None:
+        account.disabled_at = now or datetime.now(UTC)
+    session.execute(delete(StaffSession).where(StaffSession.staff_account_id == account.id))
+    return account
+
+
+def set_password(session: Session, email: str, password: str, *, now: datetime | None = None) -> StaffAccount:
+    """A new password ends every session of the account and clears a lockout."""
+    check_password(password)
+    account = _account(session, email)
+    account.password_hash = _hasher.hash(password)
+    account.password_changed_at = now or datetime.now(UTC)
+    account.failed_logins = 0
+    account.locked_until = None
+    session.execute(delete(StaffSession).where(StaffSession.staff_account_id == account.id))
+    return account
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def sign_in(session: Session, email: str, password: str, *, address: str | None, now: datetime) -> SignedIn:
+    """Checks the password with the account row locked (attempts are counted one after the other)
+    and opens a session. Raises SignInRefused; the caller commits the counted failure."""
+    account = session.scalar(
+        select(StaffAccount).where(StaffAccount.email == email.strip().lower()[:254]).with_for_update()
+    )
+    if account is None:
+        _verify(_DUMMY_HASH, password)
+        raise SignInRefused("wrong_password")
+    if account.disabled_at is not None:
+        _verify(_DUMMY_HASH, password)
+        raise SignInRefused("disabled", account_id=account.id)
+    if account.locked_until is not None and account.locked_until > now:
+        raise SignInRefused("locked", account.locked_until, account.id)
+    if not _verify(account.password_hash, password):
+        account.failed_logins += 1
+        if account.failed_logins >= MAX_FAILED_LOGINS:
+            account.failed_logins = 0
+            account.locked_until = now + LOCK_WINDOW
+            raise SignInRefused("locked", account.locked_until, account.id)
+        raise SignInRefused("wrong_password", account_id=account.id)
+    account.failed_logins = 0
+    account.locked_until = None
+    account.last_login_at = now
+    if _hasher.check_needs_rehash(account.password_hash):
+        account.password_hash = _hasher.hash(password)
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    session.add(
+        StaffSession(
+            token_hash=_token_hash(token),
+            staff_account_id=account.id,
+            csrf_token=csrf,
+            address=address,
+            created_at=now,
+            last_seen_at=now,
+        )
+    )
+    session.flush()
+    return SignedIn(_staff(account), token, csrf)
+
+
+@dataclass(frozen=True)
+class ActiveSession:
+    staff: Staff
+    csrf_token: str
+    token_hash: bytes
+
+
+def resume(
+    session: Session, token: str, *, idle: timedelta, now: datetime, touch: bool = True
+) -> ActiveSession | None:
+    """The session of this cookie, if it is still alive; touches it (at most once a minute) unless
+    `touch` is False (the dashboard's polling is no sign of a person at the screen)."""
+    token_hash = _token_hash(token)
+    row = session.execute(
+        select(StaffSession, StaffAccount)
+        .join(StaffAccount, StaffAccount.id == StaffSession.staff_account_id)
+        .where(StaffSession.token_hash == token_hash)
+    ).one_or_none()
+    if row is None:
+        return None
+    staff_session, account = row
+    expired = (
+        staff_session.last_seen_at + idle <= now
+        or staff_session.created_at + SESSION_LIFETIME <= now
+        or account.disabled_at is not None
+    )
+    if expired:
+        session.execute(delete(StaffSession).where(StaffSession.token_hash == token_hash))
+        return None
+    if touch and now - staff_session.last_seen_at >= TOUCH_EVERY:
+        session.execute(
+            update(StaffSession).where(StaffSession.token_hash == token_hash).values(last_seen_at=now)
+        )
+    return ActiveSession(_staff(account), staff_session.csrf_token, token_hash)
+
+
+def sign_out(session: Session, token: str) -> None:
+    session.execute(delete(StaffSession).where(StaffSession.token_hash == _token_hash(token)))

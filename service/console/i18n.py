@@ -1,0 +1,513 @@
+"""The console's words in Russian (the default), Kazakh and English, and how it writes money and
+time: `5 000,00 ₸` in every language, dates in the program's time zone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from service.logging import mask_tail
+from service.money import exponent
+
+LOCALES = ("ru", "kk", "en")
+DEFAULT_LOCALE = "ru"
+DEFAULT_ZONE = ZoneInfo("Asia/Almaty")  # the first customer's; pages without a program use it
+NBSP = "\u00a0"
+CURRENCY_SIGNS = {"KZT": "₸"}
+
+# key: (ru, kk, en). A test checks that every key used by a template is here, in all three.
+MESSAGES: dict[str, tuple[str, str, str]] = {
+    "app.title": ("Консоль вознаграждений", "Сыйақылар консолі", "Rewards console"),
+    "lang.name": ("Русский", "Қазақша", "English"),
+    "nav.subscriber": ("Абонент", "Абонент", "Subscriber"),
+    "nav.stock": ("Склад кодов", "Кодтар қоймасы", "Stock"),
+    "nav.cards": ("Касса карт", "Карта кассасы", "Card desk"),
+    "nav.periods": ("Закрытие месяца", "Айды жабу", "Month close"),
+    "nav.dashboard": ("Мониторинг", "Мониторинг", "Dashboard"),
+    "nav.audit": ("Журнал действий", "Әрекеттер журналы", "Audit log"),
+    "nav.sign_out": ("Выйти", "Шығу", "Sign out"),
+    "nav.menu": ("Меню", "Мәзір", "Menu"),
+    "role.support": ("поддержка", "қолдау", "support"),
+    "role.finance": ("финансы", "қаржы", "finance"),
+    "role.partner": ("партнёр", "серіктес", "partner"),
+    "role.admin": ("администратор", "әкімші", "admin"),
+    # sign-in
+    "login.title": ("Вход для сотрудников", "Қызметкерлерге кіру", "Staff sign-in"),
+    "login.email": ("Эл. почта", "Эл. пошта", "E-mail"),
+    "login.password": ("Пароль", "Құпиясөз", "Password"),
+    "login.submit": ("Войти", "Кіру", "Sign in"),
+    "login.wrong": (
+        "Неверная почта или пароль.",
+        "Пошта немесе құпиясөз қате.",
+        "Wrong e-mail or password.",
+    ),
+    "login.locked": (
+        "Слишком много неверных паролей: вход заблокирован до {until}.",
+        "Қате құпиясөз тым көп: кіру {until} дейін бұғатталды.",
+        "Too many wrong passwords: sign-in is locked until {until}.",
+    ),
+    "login.expired": (
+        "Сессия истекла, войдите снова.",
+        "Сессия аяқталды, қайта кіріңіз.",
+        "Your session has ended; sign in again.",
+    ),
+    "login.signed_out": ("Вы вышли.", "Сіз шықтыңыз.", "You have signed out."),
+    "login.csrf": (
+        "Форма устарела, попробуйте ещё раз.",
+        "Пішін ескірді, қайталап көріңіз.",
+        "The form has expired; try again.",
+    ),
+    # common
+    "common.search": ("Найти", "Іздеу", "Search"),
+    "common.status": ("Статус", "Күйі", "Status"),
+    "common.created": ("Создано", "Құрылды", "Created"),
+    "common.program": ("Программа", "Бағдарлама", "Program"),
+    "common.partner": ("Партнёр", "Серіктес", "Partner"),
+    "common.product": ("Товар", "Тауар", "Product"),
+    "common.amount": ("Сумма", "Сома", "Amount"),
+    "common.reason": ("Причина", "Себебі", "Reason"),
+    "common.when": ("Когда", "Қашан", "When"),
+    "common.who": ("Кто", "Кім", "Who"),
+    "common.none": ("нет", "жоқ", "none"),
+    "common.back": ("Назад", "Артқа", "Back"),
+    "common.cancel": ("Отмена", "Болдырмау", "Cancel"),
+    "common.line": ("Строка", "Жол", "Line"),
+    "common.count": ("Количество", "Саны", "Count"),
+    "common.month": ("Месяц", "Ай", "Month"),
+    "common.show": ("Показать", "Көрсету", "Show"),
+    "common.download": ("Скачать", "Жүктеу", "Download"),
+    "common.refused": ("Отказано", "Бас тартылды", "Refused"),
+    "common.done": ("Готово", "Дайын", "Done"),
+    "common.time_zone": ("Часовой пояс", "Уақыт белдеуі", "Time zone"),
+    "error.not_found": ("Не найдено", "Табылмады", "Not found"),
+    "error.not_found_text": (
+        "Такой страницы или записи нет, либо она вам недоступна.",
+        "Мұндай бет немесе жазба жоқ, не ол сізге қолжетімсіз.",
+        "There is no such page or record, or it is outside your scope.",
+    ),
+    "error.forbidden": ("Нет доступа", "Қолжетімсіз", "Not allowed"),
+    "error.forbidden_text": (
+        "Ваша роль не позволяет открыть эту страницу.",
+        "Сіздің рөліңіз бұл бетті ашуға мүмкіндік бермейді.",
+        "Your role may not use this page.",
+    ),
+    # redemption statuses
+    "status.accepted": ("принято", "қабылданды", "accepted"),
+    "status.sent": ("отправлено", "жіберілді", "sent"),
+    "status.delivered": ("доставлено", "жеткізілді", "delivered"),
+    "status.failed": ("не доставлено", "жеткізілмеді", "failed"),
+    "status.cancelled": ("отменено", "болдырылмады", "cancelled"),
+    "status.pending": ("в очереди", "кезекте", "pending"),
+    "status.submitting": ("передаётся", "берілуде", "submitting"),
+    "status.active": ("активна", "белсенді", "active"),
+    "status.blocked": ("заблокирована", "бұғатталған", "blocked"),
+    "status.exhausted": ("израсходована", "жұмсалған", "exhausted"),
+    "status.expired": ("истекла", "мерзімі өтті", "expired"),
+    "status.open": ("открыт", "ашық", "open"),
+    "status.closing": ("закрывается", "жабылуда", "closing"),
+    "status.closed": ("закрыт", "жабық", "closed"),
+    # subscriber page
+    "sub.title": ("Поиск абонента", "Абонентті іздеу", "Find a subscriber"),
+    "sub.phone": ("Номер телефона", "Телефон нөмірі", "Phone number"),
+    "sub.phone_hint": (
+        "В любом виде: 87011234567, 7011234567, +7 701 123 45 67",
+        "Кез келген түрде: 87011234567, 7011234567, +7 701 123 45 67",
+        "In any form: 87011234567, 7011234567, +7 701 123 45 67",
+    ),
+    "sub.bad_phone": (
+        "Это не номер мобильного телефона.",
+        "Бұл ұялы телефон нөмірі емес.",
+        "Not a mobile number.",
+    ),
+    "sub.results": (
+        "Вознаграждения абонента {phone}",
+        "{phone} абонентінің сыйақылары",
+        "Rewards of {phone}",
+    ),
+    "sub.nothing": (
+        "У абонента нет вознаграждений.",
+        "Абонентте сыйақы жоқ.",
+        "This subscriber has no rewards.",
+    ),
+    "sub.offer": ("Предложение", "Ұсыныс", "Offer"),
+    "sub.reward": ("Награда", "Сыйақы", "Reward"),
+    "sub.open": ("Открыть", "Ашу", "Open"),
+    "red.title": ("Вознаграждение", "Сыйақы", "Redemption"),
+    "red.phone": ("Телефон", "Телефон", "Phone"),
+    "red.external_id": ("ID в системе лояльности", "Адалдық жүйесіндегі ID", "Loyalty system id"),
+    "red.points": ("Баллы", "Ұпайлар", "Points"),
+    "red.code": ("Код (последние 4)", "Код (соңғы 4)", "Code (last 4)"),
+    "red.card_number": ("Карта (последние 4)", "Карта (соңғы 4)", "Card (last 4)"),
+    "red.nominal": ("Номинал", "Номинал", "Nominal"),
+    "red.expires": ("Действует до", "Жарамдылық мерзімі", "Valid until"),
+    "red.resends": ("Повторных отправок", "Қайта жіберулер", "Resends"),
+    "red.timeline": ("Хронология", "Хронология", "Timeline"),
+    "red.ev_created": ("Создано вознаграждение", "Сыйақы құрылды", "Redemption created"),
+    "red.ev_sms": ("SMS №{n}", "SMS №{n}", "SMS #{n}"),
+    "red.ev_first": ("первая отправка", "алғашқы жіберу", "first send"),
+    "red.ev_resend": ("повторная отправка", "қайта жіберу", "resend"),
+    "red.ev_queued": ("SMS №{n} в очереди на отправку", "SMS №{n} жіберу кезегінде", "SMS #{n} queued"),
+    "red.provider": ("Оператор", "Оператор", "Provider"),
+    "red.provider_status": ("Статус у оператора", "Оператордағы күйі", "Provider status"),
+    "red.segments": ("Частей", "Бөліктер", "Parts"),
+    "red.attempts": ("Попыток", "Әрекеттер", "Attempts"),
+    "red.sent_at": ("Передано оператору", "Операторға берілді", "Taken by provider"),
+    "red.receipt_at": ("Отчёт о доставке", "Жеткізу есебі", "Delivery receipt"),
+    "red.error": ("Ошибка", "Қате", "Error"),
+    "red.webhook": ("Вебхук «{type}»", "«{type}» вебхугы", 'Webhook "{type}"'),
+    "red.webhook_delivered": ("доставлен {at}", "{at} жеткізілді", "delivered {at}"),
+    "red.webhook_waiting": ("ожидает доставки", "жеткізуді күтуде", "waiting for delivery"),
+    "red.webhook_given_up": ("доставка прекращена {at}", "жеткізу {at} тоқтатылды", "given up {at}"),
+    "red.resend": ("Отправить SMS ещё раз", "SMS-ті қайта жіберу", "Resend the SMS"),
+    "red.cancel": ("Отменить вознаграждение", "Сыйақыны болдырмау", "Cancel the redemption"),
+    "red.cancel_confirm": (
+        "Отменить это вознаграждение? Действие необратимо.",
+        "Бұл сыйақыны болдырмау керек пе? Әрекетті қайтару мүмкін емес.",
+        "Cancel this redemption? This cannot be undone.",
+    ),
+    "red.resent": (
+        "SMS поставлено в очередь повторно.",
+        "SMS қайта кезекке қойылды.",
+        "The SMS is queued again.",
+    ),
+    "red.cancelled": ("Вознаграждение отменено.", "Сыйақы болдырылмады.", "The redemption is cancelled."),
+    "card.title": ("Подарочная карта", "Сыйлық картасы", "Gift card"),
+    "card.balance": ("Баланс", "Қалдық", "Balance"),
+    "card.exchanges": ("Обмены", "Айырбастар", "Exchanges"),
+    "card.events": ("События карты", "Карта оқиғалары", "Card events"),
+    "card.block": ("Заблокировать карту", "Картаны бұғаттау", "Block the card"),
+    "card.unblock": ("Разблокировать карту", "Картаны бұғаттан шығару", "Unblock the card"),
+    "card.blocked_ok": ("Карта заблокирована.", "Карта бұғатталды.", "The card is blocked."),
+    "card.unblocked_ok": ("Карта разблокирована.", "Карта бұғаттан шығарылды.", "The card is unblocked."),
+    "card.reason_needed": ("Укажите причину.", "Себебін көрсетіңіз.", "Give a reason."),
+    "event.blocked": ("заблокирована", "бұғатталды", "blocked"),
+    "event.unblocked": ("разблокирована", "бұғаттан шығарылды", "unblocked"),
+    "event.locked": ("заблокирована (PIN)", "бұғатталды (PIN)", "locked (PIN)"),
+    "event.expired": ("истекла", "мерзімі өтті", "expired"),
+    # stock
+    "stock.title": ("Склад кодов", "Кодтар қоймасы", "Code stock"),
+    "stock.sku": ("Артикул", "Артикул", "SKU"),
+    "stock.available": ("Доступно", "Қолжетімді", "Available"),
+    "stock.reserved": ("В резерве", "Резервте", "Reserved"),
+    "stock.issued": ("Выдано", "Берілді", "Issued"),
+    "stock.expiring": ("Истекают скоро", "Мерзімі жақында бітеді", "Expiring soon"),
+    "stock.runway": ("Хватит на", "Жетеді", "Runway"),
+    "stock.runway_days": ("{days} дн.", "{days} күн", "{days} days"),
+    "stock.no_pace": ("нет выдач за 7 дней", "7 күнде берілмеді", "no issues in 7 days"),
+    "stock.low": ("мало", "аз", "low"),
+    "stock.expiring_flag": ("истекают", "мерзімі бітуде", "expiring"),
+    "stock.upload": ("Загрузить коды (CSV)", "Кодтарды жүктеу (CSV)", "Upload codes (CSV)"),
+    "stock.upload_hint": (
+        "Строки: code[,pin][,expires_at]. Повторная загрузка того же файла ничего не добавит.",
+        "Жолдар: code[,pin][,expires_at]. Сол файлды қайта жүктеу ештеңе қоспайды.",
+        "Lines: code[,pin][,expires_at]. Uploading the same file again adds nothing.",
+    ),
+    "stock.file": ("Файл", "Файл", "File"),
+    "stock.send": ("Загрузить", "Жүктеу", "Upload"),
+    "stock.progress": ("Передача файла", "Файлды жіберу", "Sending the file"),
+    "stock.lines": ("Строк", "Жолдар", "Lines"),
+    "stock.accepted": ("Принято", "Қабылданды", "Accepted"),
+    "stock.duplicates": ("Дубликаты", "Қайталанатындар", "Duplicates"),
+    "stock.rejected": ("Отклонено", "Қабылданбады", "Rejected"),
+    "stock.rejected_lines": ("Отклонённые строки", "Қабылданбаған жолдар", "Rejected lines"),
+    "stock.duplicate_lines": ("Строки-дубликаты", "Қайталанатын жолдар", "Duplicate lines"),
+    "stock.no_file": ("Выберите файл.", "Файлды таңдаңыз.", "Choose a file."),
+    # card desk
+    "desk.title": (
+        "Касса: обмен подарочной карты",
+        "Касса: сыйлық картасын айырбастау",
+        "Card desk: exchange a gift card",
+    ),
+    "desk.number": ("Номер карты", "Карта нөмірі", "Card number"),
+    "desk.pin": ("PIN", "PIN", "PIN"),
+    "desk.verify": ("Проверить карту", "Картаны тексеру", "Verify the card"),
+    "desk.balance_before": ("Баланс до обмена", "Айырбасқа дейінгі қалдық", "Balance before"),
+    "desk.balance_after": ("Баланс после обмена", "Айырбастан кейінгі қалдық", "Balance after"),
+    "desk.products": (
+        "Сертификаты партнёра для обмена",
+        "Айырбасқа арналған серіктес сертификаттары",
+        "Your certificates for this card",
+    ),
+    "desk.face": ("Номинал", "Номинал", "Face value"),
+    "desk.exchange": ("Обменять", "Айырбастау", "Exchange"),
+    "desk.unaffordable": ("не хватает баланса", "қалдық жетпейді", "balance too low"),
+    "desk.certificate": (
+        "Сертификат для покупателя",
+        "Сатып алушыға сертификат",
+        "Certificate for the customer",
+    ),
+    "desk.certificate_hint": (
+        "Передайте код покупателю. Он показан только сейчас.",
+        "Кодты сатып алушыға беріңіз. Ол тек қазір көрсетіледі.",
+        "Hand this code to the customer. It is shown only now.",
+    ),
+    "desk.code": ("Код", "Код", "Code"),
+    "desk.no_products": (
+        "Нет ваших сертификатов для этой карты.",
+        "Бұл картаға сіздің сертификаттарыңыз жоқ.",
+        "None of your certificates fits this card.",
+    ),
+    "desk.remaining": ("Осталось попыток: {n}", "Қалған әрекет: {n}", "Attempts left: {n}"),
+    "desk.already": (
+        "Этот обмен уже выполнен.",
+        "Бұл айырбас орындалып қойған.",
+        "This exchange has already been made.",
+    ),
+    # periods
+    "per.title": ("Закрытие месяца", "Айды жабу", "Month close"),
+    "per.totals": ("Итоги периода", "Кезең қорытындысы", "Period totals"),
+    "per.records": ("Записей", "Жазбалар", "Records"),
+    "per.quantity": ("Кол-во", "Саны", "Qty"),
+    "per.face": ("Номинал", "Номинал", "Face value"),
+    "per.cost": ("Себестоимость", "Өзіндік құны", "Cost"),
+    "per.vat": ("НДС", "ҚҚС", "VAT"),
+    "per.type": ("Тип", "Түрі", "Type"),
+    "per.ends_at": ("Период заканчивается", "Кезең аяқталады", "The period ends"),
+    "per.not_ended": (
+        "Месяц ещё не закончился: закрыть можно после {at}.",
+        "Ай әлі аяқталған жоқ: {at} кейін жабуға болады.",
+        "The month has not ended: it can be closed after {at}.",
+    ),
+    "per.close": ("Закрыть месяц", "Айды жабу", "Close the month"),
+    "per.confirm_title": ("Подтвердите закрытие", "Жабуды растаңыз", "Confirm the close"),
+    "per.confirm_text": (
+        "Закрыть {month} для программы {program}? Итоги будут заморожены, будут выпущены акт и реестр. Отменить нельзя.",  # noqa: E501
+        "{program} бағдарламасы үшін {month} жабылсын ба? Қорытынды бекітіледі, акт пен тізілім шығарылады. Қайтару мүмкін емес.",  # noqa: E501
+        "Close {month} for {program}? Its totals are frozen and the act and registry are issued. This cannot be undone.",  # noqa: E501
+    ),
+    "per.confirm": ("Да, закрыть месяц", "Иә, айды жабу", "Yes, close the month"),
+    "per.closed_ok": (
+        "Месяц закрыт, документы выпущены.",
+        "Ай жабылды, құжаттар шығарылды.",
+        "The month is closed; the documents are issued.",
+    ),
+    "per.documents": ("Закрывающие документы", "Жабу құжаттары", "Closing documents"),
+    "per.doc.act.pdf": ("Акт (PDF)", "Акт (PDF)", "Act (PDF)"),
+    "per.doc.registry.xlsx": ("Реестр (XLSX)", "Тізілім (XLSX)", "Registry (XLSX)"),
+    "per.doc.registry.csv": ("Реестр (CSV)", "Тізілім (CSV)", "Registry (CSV)"),
+    "per.no_documents": (
+        "Документы появятся после закрытия.",
+        "Құжаттар жабылғаннан кейін пайда болады.",
+        "The documents appear once the month is closed.",
+    ),
+    "per.closed_by": ("Закрыл", "Жапқан", "Closed by"),
+    "per.settlements": ("Расчёты с партнёрами", "Серіктестермен есеп айырысу", "Partner settlements"),
+    "per.issued": ("Выдано кодов", "Берілген кодтар", "Codes issued"),
+    "per.exchanged": ("Обменено", "Айырбасталды", "Exchanged"),
+    "per.to_pay": ("К оплате", "Төлеуге", "To pay"),
+    "per.reconcile": (
+        "Сверка с отчётом партнёра",
+        "Серіктес есебімен салыстыру",
+        "Reconcile a partner's report",
+    ),
+    "per.reconcile_hint": (
+        "CSV: code[,activated_at][,amount] — активированные у партнёра коды за месяц.",
+        "CSV: code[,activated_at][,amount] — серіктесте ай ішінде белсендірілген кодтар.",
+        "CSV: code[,activated_at][,amount]: the codes the partner activated in the month.",
+    ),
+    "per.reconcile_send": ("Сверить", "Салыстыру", "Reconcile"),
+    "per.matched": ("Совпало", "Сәйкес келді", "Matched"),
+    "per.missing": (
+        "Выдано, но не активировано (нет в отчёте)",
+        "Берілген, бірақ белсендірілмеген (есепте жоқ)",
+        "Issued, not activated (missing from the report)",
+    ),
+    "per.extra": (
+        "Активировано, но не выдавалось нами (лишние)",
+        "Белсендірілген, бірақ біз бермегенбіз (артық)",
+        "Activated, never issued by us (extra)",
+    ),
+    "per.mismatch": ("Сумма отличается", "Сома өзгеше", "Amount differs"),
+    "per.reported": ("В отчёте", "Есепте", "Reported"),
+    "per.expected": ("У нас", "Бізде", "Ours"),
+    "per.age": ("Дней", "Күн", "Days"),
+    "per.last4": ("Код (посл. 4)", "Код (соңғы 4)", "Code (last 4)"),
+    "per.type.issue": ("выдача", "беру", "issue"),
+    "per.type.cancel": ("отмена", "болдырмау", "cancel"),
+    "per.type.exchange": ("обмен", "айырбас", "exchange"),
+    "per.type.breakage": ("сгорание", "күйіп кету", "breakage"),
+    # dashboard
+    "dash.title": ("Мониторинг", "Мониторинг", "Live dashboard"),
+    "dash.updated": ("Обновлено", "Жаңартылды", "Updated"),
+    "dash.today": ("Вознаграждений сегодня", "Бүгінгі сыйақылар", "Redemptions today"),
+    "dash.per_minute": (
+        "Вознаграждения в минуту (60 мин)",
+        "Минутына сыйақылар (60 мин)",
+        "Redemptions per minute (60 min)",
+    ),
+    "dash.sms": ("SMS за последний час", "Соңғы сағаттағы SMS", "SMS in the last hour"),
+    "dash.sms_delivered": ("доставлено", "жеткізілді", "delivered"),
+    "dash.sms_failed": ("не доставлено", "жеткізілмеді", "failed"),
+    "dash.sms_pending": ("в пути", "жолда", "pending"),
+    "dash.latency": (
+        "Доставка за час: p50 / p95",
+        "Сағаттағы жеткізу: p50 / p95",
+        "Delivery in the last hour: p50 / p95",
+    ),
+    "dash.seconds": ("{s} с", "{s} с", "{s} s"),
+    "dash.budget": ("Бюджет месяца", "Айлық бюджет", "Budget this month"),
+    "dash.spent": ("Потрачено", "Жұмсалды", "Spent"),
+    "dash.of": ("из", "ішінен", "of"),
+    "dash.time": ("Время", "Уақыт", "Time"),
+    "dash.no_budget": ("без лимита", "шектеусіз", "no budget"),
+    "dash.runway": ("Запас кодов", "Код қоры", "Stock runway"),
+    "dash.outbox": ("Очередь исходящих", "Шығыс кезегі", "Outbox backlog"),
+    "dash.outbox_oldest": ("Старейшее, с", "Ең ескісі, с", "Oldest, s"),
+    "dash.no_data": ("Нет данных", "Деректер жоқ", "No data"),
+    # audit
+    "audit.title": ("Журнал действий сотрудников", "Қызметкерлер әрекеттерінің журналы", "Staff audit log"),
+    "audit.action": ("Действие", "Әрекет", "Action"),
+    "audit.target": ("Объект", "Нысан", "Target"),
+    "audit.outcome": ("Результат", "Нәтиже", "Outcome"),
+    "audit.address": ("Адрес", "Мекенжай", "Address"),
+    "audit.more": ("Ещё", "Тағы", "More"),
+    "action.sign_in": ("вход", "кіру", "sign-in"),
+    "action.sign_out": ("выход", "шығу", "sign-out"),
+    "action.resend": ("повтор SMS", "SMS қайталау", "resend"),
+    "action.cancel": ("отмена", "болдырмау", "cancel"),
+    "action.block": ("блокировка карты", "картаны бұғаттау", "block card"),
+    "action.unblock": ("разблокировка карты", "картаны бұғаттан шығару", "unblock card"),
+    "action.close_period": ("закрытие месяца", "айды жабу", "close period"),
+    "action.upload_codes": ("загрузка кодов", "кодтарды жүктеу", "upload codes"),
+    "action.verify_card": ("проверка карты", "картаны тексеру", "verify card"),
+    "action.exchange_card": ("обмен карты", "картаны айырбастау", "exchange card"),
+    "action.reconcile_partner": ("сверка с партнёром", "серіктеспен салыстыру", "partner reconciliation"),
+    # refusals of the domain, by their stable problem code
+    "problem.not_cancellable": (
+        "Отменить нельзя: награда уже могла быть использована (SMS передано оператору или карта использована).",  # noqa: E501
+        "Болдырмау мүмкін емес: сыйақы пайдаланылған болуы мүмкін (SMS операторға берілді немесе карта қолданылды).",  # noqa: E501
+        "Cannot cancel: the reward may have been used (the SMS reached the provider, or the card was used).",
+    ),
+    "problem.not_resendable": (
+        "Отменённое вознаграждение нельзя отправить повторно.",
+        "Болдырылмаған сыйақыны қайта жіберуге болмайды.",
+        "A cancelled redemption cannot be resent.",
+    ),
+    "problem.resend_limit_reached": (
+        "Лимит повторных отправок исчерпан (не больше 3).",
+        "Қайта жіберу шегі таусылды (3-тен аспайды).",
+        "The resend limit is reached (3 at most).",
+    ),
+    "problem.card_not_blockable": (
+        "Заблокировать можно только активную карту.",
+        "Тек белсенді картаны бұғаттауға болады.",
+        "Only an active card can be blocked.",
+    ),
+    "problem.card_not_blocked": (
+        "Карта не заблокирована.",
+        "Карта бұғатталмаған.",
+        "The card is not blocked.",
+    ),
+    "problem.card_not_found": (
+        "Карта с таким номером не найдена.",
+        "Мұндай нөмірлі карта табылмады.",
+        "No card has this number.",
+    ),
+    "problem.wrong_pin": (
+        "Неверный PIN. Осталось попыток: {remaining_attempts}.",
+        "PIN қате. Қалған әрекет: {remaining_attempts}.",
+        "Wrong PIN. Attempts left: {remaining_attempts}.",
+    ),
+    "problem.card_locked": (
+        "Карта заблокирована после 5 неверных PIN, попробуйте позже.",
+        "5 қате PIN-нен кейін карта бұғатталды, кейінірек қайталаңыз.",
+        "The card is locked after 5 wrong PINs; try again later.",
+    ),
+    "problem.card_blocked": (
+        "Карта заблокирована: покупателю нужно обратиться в поддержку.",
+        "Карта бұғатталған: сатып алушы қолдау қызметіне хабарласуы керек.",
+        "The card is blocked; the customer should call support.",
+    ),
+    "problem.card_cancelled": ("Карта аннулирована.", "Карта жойылды.", "The card was cancelled."),
+    "problem.card_expired": ("Срок действия карты истёк.", "Картаның мерзімі өтті.", "The card has expired."),
+    "problem.card_exhausted": (
+        "Баланс карты израсходован.",
+        "Карта қалдығы жұмсалды.",
+        "The card's balance is used up.",
+    ),
+    "problem.not_exchangeable": (
+        "Эту карту нельзя обменять на этот сертификат.",
+        "Бұл картаны бұл сертификатқа айырбастауға болмайды.",
+        "This card cannot be exchanged for this certificate.",
+    ),
+    "problem.insufficient_balance": (
+        "Недостаточно средств на карте.",
+        "Картада қаражат жеткіліксіз.",
+        "The card's balance is too low.",
+    ),
+    "problem.out_of_stock": ("Сертификаты закончились.", "Сертификаттар таусылды.", "No certificates left."),
+    "problem.rate_limited": (
+        "Слишком много запросов, подождите минуту.",
+        "Сұраныстар тым көп, бір минут күтіңіз.",
+        "Too many requests; wait a minute.",
+    ),
+    "problem.period_not_ended": (
+        "Месяц ещё не закончился.",
+        "Ай әлі аяқталған жоқ.",
+        "The month has not ended yet.",
+    ),
+    "problem.unknown_partner": ("Неизвестный партнёр.", "Белгісіз серіктес.", "Unknown partner."),
+    "problem.validation_error": (
+        "Файл не принят: {detail}",
+        "Файл қабылданбады: {detail}",
+        "The file was refused: {detail}",
+    ),
+}
+
+
+class _Missing(dict):
+    def __missing__(self, key: str) -> str:
+        return "?"
+
+
+def translate(locale: str, key: str, **values: object) -> str:
+    entry = MESSAGES.get(key)
+    if entry is None:
+        return key
+    text = entry[LOCALES.index(locale) if locale in LOCALES else 0]
+    return text.format_map(_Missing(values)) if values else text
+
+
+def pick_locale(value: str | None) -> str:
+    return value if value in LOCALES else DEFAULT_LOCALE
+
+
+def format_money(minor: int | None, currency: str) -> str:
+    """`5 000,00 ₸`: groups of three and the sign separated by no-break spaces, a decimal comma."""
+    if minor is None:
+        return "—"
+    exp = exponent(currency)
+    sign = "-" if minor < 0 else ""
+    whole, frac = divmod(abs(minor), 10**exp)
+    grouped = f"{whole:,}".replace(",", NBSP)
+    number = f"{sign}{grouped},{frac:0{exp}d}" if exp else f"{sign}{grouped}"
+    return f"{number}{NBSP}{CURRENCY_SIGNS.get(currency, currency)}"
+
+
+def money_of(value: dict | object | None) -> str:
+    """A `Money` (or its JSON form) written the console's way."""
+    if value is None:
+        return "—"
+    amount = value["amount"] if isinstance(value, dict) else value.amount  # type: ignore[attr-defined]
+    currency = value["currency"] if isinstance(value, dict) else value.currency  # type: ignore[attr-defined]
+    negative = amount.startswith("-")
+    whole, _, frac = amount.lstrip("-").partition(".")
+    exp = exponent(currency)
+    minor = int(whole) * 10**exp + int((frac or "0").ljust(exp, "0")[:exp] or 0)
+    return format_money(-minor if negative else minor, currency)
+
+
+def format_time(value: datetime | None, zone: ZoneInfo | None = None, *, seconds: bool = False) -> str:
+    """Local time of the program (DEFAULT_ZONE when none), e.g. `03.12.2026 14:05`."""
+    if value is None:
+        return "—"
+    local = value.astimezone(zone or DEFAULT_ZONE)
+    return local.strftime("%d.%m.%Y %H:%M:%S" if seconds else "%d.%m.%Y %H:%M")
+
+
+def format_count(value: int) -> str:
+    return f"{value:,}".replace(",", NBSP)
+
+
+def mask_phone(msisdn: str) -> str:
+    return mask_tail(msisdn, keep=4)
