@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -21,7 +22,6 @@ from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.config import get_settings
 from service.console.mount import install as install_console
-from service.db import open_async_pool
 from service.delivery.routes import router as sms_router
 from service.errors import (
     PROBLEM_MEDIA_TYPE,
@@ -193,11 +193,14 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
-    app.state.db_pool = await open_async_pool()
+    app.state.db_pool = None  # opened by the first request that needs it (see hot_pool)
+    app.state.db_pool_lock = asyncio.Lock()
     try:
         yield
     finally:
-        await app.state.db_pool.close()
+        if app.state.db_pool is not None:
+            await app.state.db_pool.close()
+            app.state.db_pool = None
 
 
 def create_app() -> FastAPI:

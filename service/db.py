@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import Request
 
 import service.models  # noqa: F401  (every mapper configured before the first session)
 from service.base import Base
@@ -129,3 +130,15 @@ def batch(rows: list[dict]) -> str:
     holds JSON must be escaped; fifty JSON texts took about 2.8 ms of CPU that way, one JSON document
     of the same records about 0.1 ms (measured on loopback)."""
     return json.dumps(rows, default=str, separators=(",", ":"))
+
+
+async def hot_pool(request: Request) -> AsyncConnectionPool:
+    """This process's asyncio pool (the app's lifespan makes room for it and closes it), opened by the
+    first request that needs it, in the running event loop: an app that never touches the database,
+    e.g. to render its OpenAPI document, opens none."""
+    state = request.app.state
+    if state.db_pool is None:
+        async with state.db_pool_lock:
+            if state.db_pool is None:
+                state.db_pool = await open_async_pool()
+    return state.db_pool

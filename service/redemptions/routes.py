@@ -12,7 +12,7 @@ from service.auth.deps import check_role, principal_of, require
 from service.auth.service import Principal
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import get_snapshot
-from service.db import new_session, transaction
+from service.db import hot_pool, new_session, transaction
 from service.errors import IdempotencyKeyMissing, ValidationFailed, responses
 from service.idempotency import (
     IDEMPOTENCY_PROBLEMS,
@@ -103,7 +103,7 @@ async def create_redemption(request: Request) -> Response:
         return 201, out.model_dump(mode="json")
 
     stored = await run_once_async(
-        request.app.state.db_pool,
+        await hot_pool(request),
         api_key_id=principal.api_key_id,
         key=key,
         fingerprint=fingerprint,
