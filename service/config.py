@@ -23,6 +23,9 @@ class Settings(BaseSettings):
 
     db_pool_size: int = 20
     db_max_overflow: int = 10
+    # Connections of the asyncio pool that serves redemptions in each API process: on a few cores more
+    # transactions at once only wait on each other; requests beyond it queue for a connection.
+    db_hot_pool_size: int = 10
     db_lock_timeout_ms: int = 5000
     # Threads per API process for blocking handlers. Few: more only queue on the GIL and stretch the tail.
     api_threads: int = 4

@@ -70,7 +70,7 @@ async def open_async_pool() -> AsyncConnectionPool:
     pool = AsyncConnectionPool(
         libpq_url(sqlalchemy_url(settings.database_url)),
         min_size=2,
-        max_size=settings.db_pool_size,
+        max_size=settings.db_hot_pool_size,
         kwargs=connection_settings(),
         open=False,
         name="hot-path",
