@@ -30,6 +30,9 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     publish_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    # W3C traceparent of the operation that wrote the row, when tracing is on: the relay carries it
+    # into the Dramatiq message, so a trace crosses the outbox (service/tracing.py).
+    trace_parent: Mapped[str | None] = mapped_column(String(55))
 
 
 def insert(
