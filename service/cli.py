@@ -452,6 +452,75 @@ def keys_revoke(key_id: str) -> None:
     console.print(f"revoked {key_id}")
 
 
+@keys_app.command("rotate-encryption")
+def keys_rotate_encryption(
+    batch_size: Annotated[int, typer.Option(min=1, max=50_000, help="Rows per transaction")] = 1000,
+    pause: Annotated[float, typer.Option(min=0, help="Seconds to sleep between batches")] = 0.0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many rows (resume later)")] = None,
+) -> None:
+    """Re-encrypt codes, PINs, card numbers and webhook secrets under the current key (the first of
+    ENCRYPTION_KEYS), in batches, with progress. Safe to interrupt: run it again to resume."""
+    from service.crypto import get_keyring
+    from service.rotation import remaining, rotate
+    from service.runtime import runtime
+
+    with runtime():
+        keyring = get_keyring()
+        todo = remaining(keyring)
+        console.print(f"current key {keyring.current}; rows to re-encrypt: {todo}")
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            tasks = {table: bar.add_task(table, total=count) for table, count in todo.items()}
+            try:
+                done = rotate(
+                    batch_size=batch_size,
+                    pause=pause,
+                    limit=limit,
+                    progress=lambda table, n: bar.advance(tasks[table], n),
+                )
+            except KeyboardInterrupt:
+                bar.stop()
+                console.print(f"interrupted; still to do: {remaining(keyring)}; run it again to resume")
+                raise typer.Exit(130) from None
+        left = remaining(keyring)
+    typer.echo(json.dumps({"key_id": keyring.current, "rotated": done, "remaining": left}))
+    if any(left.values()) and limit is None:
+        console.print("[yellow]some rows were held by other transactions: run it again[/yellow]")
+        raise typer.Exit(1)
+
+
+@keys_app.command("encryption-status")
+def keys_encryption_status() -> None:
+    """Rows per table and encryption key id: an old key may leave ENCRYPTION_KEYS once no row uses it."""
+    from service.crypto import get_keyring
+    from service.rotation import usage
+    from service.runtime import runtime
+
+    with runtime():
+        keyring = get_keyring()
+        counts = usage()
+    table = Table("table", "key id", "rows", "configured")
+    for name, by_key in counts.items():
+        for key_id, rows in sorted(by_key.items(), key=lambda kv: str(kv[0])):
+            configured = "current" if key_id == keyring.current else "yes" if key_id in keyring.ids else "NO"
+            table.add_row(name, key_id or "(before key ids)", f"{rows:,}", configured)
+    Console().print(table)
+    typer.echo(
+        json.dumps(
+            {
+                "current": keyring.current,
+                "keys": list(keyring.ids),
+                "rows": {name: {str(k): v for k, v in by_key.items()} for name, by_key in counts.items()},
+            }
+        )
+    )
+
+
 @cards_app.command("expire")
 def cards_expire() -> None:
     """Expire active cards past their date and book their unused balances as breakage (idempotent;

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
 
     # base64 of 32 random bytes; in embedded mode generated into the data folder once.
     encryption_key: SecretStr | None = None
+    # Several keys for a rotation: base64 keys separated by commas, the current one first, then the
+    # older ones still needed to read what they encrypted (wins over ENCRYPTION_KEY). docs/operations.md
+    encryption_keys: SecretStr | None = None
 
     db_pool_size: int = 20
     db_max_overflow: int = 10

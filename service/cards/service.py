@@ -52,8 +52,8 @@ from service.pools.errors import OutOfStock
 from service.pools.service import TakenCode, take_code
 
 
-def pin_matches(vault: Vault, pin_enc: bytes, offered: str) -> bool:
-    return hmac.compare_digest(vault.decrypt(pin_enc, b"card-pin").encode(), offered.encode())
+def pin_matches(vault: Vault, pin_enc: bytes, offered: str, key_id: str | None) -> bool:
+    return hmac.compare_digest(vault.decrypt(pin_enc, b"card-pin", key_id).encode(), offered.encode())
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,9 @@ def mint_card(
         fingerprint = vault.fingerprint(number)
         card_id = session.execute(
             text(
-                "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, currency,"
-                " nominal_minor, balance_minor, expires_at, created_at) VALUES (:product, :fp, :number_enc,"
-                " :last4, :pin_enc, :currency, :nominal, :nominal, :expires, :now)"
+                "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, key_id,"
+                " currency, nominal_minor, balance_minor, expires_at, created_at) VALUES (:product, :fp,"
+                " :number_enc, :last4, :pin_enc, :key_id, :currency, :nominal, :nominal, :expires, :now)"
                 " ON CONFLICT (number_fingerprint) DO NOTHING RETURNING id"
             ),
             {
@@ -93,6 +93,7 @@ def mint_card(
                 "number_enc": vault.encrypt(number, b"card-number"),
                 "last4": number[-4:],
                 "pin_enc": vault.encrypt(pin, b"card-pin"),
+                "key_id": vault.key_id,
                 "currency": currency,
                 "nominal": nominal_minor,
                 "expires": expires_at,
@@ -116,9 +117,9 @@ log = structlog.get_logger("cards")
 
 
 _CARD = (
-    "SELECT c.id, c.product_id, c.last4, c.number_fingerprint, c.pin_enc, c.currency, c.nominal_minor,"
-    " c.balance_minor, c.status, c.expires_at, c.failed_pin_attempts, c.locked_until, r.id AS redemption_id,"
-    " r.program_id, r.tariff_id, r.offer_id"
+    "SELECT c.id, c.product_id, c.last4, c.number_fingerprint, c.pin_enc, c.key_id, c.currency,"
+    " c.nominal_minor, c.balance_minor, c.status, c.expires_at, c.failed_pin_attempts, c.locked_until,"
+    " r.id AS redemption_id, r.program_id, r.tariff_id, r.offer_id"
     " FROM cards c LEFT JOIN redemptions r ON r.card_id = c.id"
 )
 
@@ -171,7 +172,7 @@ def authenticate_card(
             f"too many wrong PINs: the card is locked until {card.locked_until.isoformat()}",
             headers={"Retry-After": str(max(1, int((card.locked_until - now).total_seconds()) + 1))},
         )
-    if not pin_matches(vault, bytes(card.pin_enc), pin):
+    if not pin_matches(vault, bytes(card.pin_enc), pin, card.key_id):
         attempts = card.failed_pin_attempts + 1
         CARD_PIN_FAILURES.inc()
         if attempts >= MAX_PIN_ATTEMPTS:
@@ -363,8 +364,10 @@ def _exchange(
     )
     return ExchangeResult(
         out,
-        vault.decrypt(certificate.code_enc, b"code"),
-        vault.decrypt(certificate.pin_enc, b"pin") if certificate.pin_enc is not None else None,
+        vault.decrypt(certificate.code_enc, b"code", certificate.key_id),
+        vault.decrypt(certificate.pin_enc, b"pin", certificate.key_id)
+        if certificate.pin_enc is not None
+        else None,
     )
 
 
@@ -425,7 +428,7 @@ def reveal_certificate(session: Session, exchange_id: uuid.UUID, partner: str) -
     idempotency store never holds a code in clear)."""
     row = session.execute(
         text(
-            "SELECT c.code_enc, c.pin_enc FROM exchanges e JOIN codes c ON c.id = e.code_id"
+            "SELECT c.code_enc, c.pin_enc, c.key_id FROM exchanges e JOIN codes c ON c.id = e.code_id"
             " JOIN partners p ON p.id = e.partner_id WHERE e.id = :id AND p.code = :partner"
         ),
         {"id": exchange_id, "partner": partner},
@@ -434,8 +437,8 @@ def reveal_certificate(session: Session, exchange_id: uuid.UUID, partner: str) -
         raise not_found(f"exchange {exchange_id}")
     vault = get_vault()
     return (
-        vault.decrypt(bytes(row.code_enc), b"code"),
-        vault.decrypt(bytes(row.pin_enc), b"pin") if row.pin_enc is not None else None,
+        vault.decrypt(bytes(row.code_enc), b"code", row.key_id),
+        vault.decrypt(bytes(row.pin_enc), b"pin", row.key_id) if row.pin_enc is not None else None,
     )
 
 

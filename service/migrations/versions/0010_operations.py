@@ -78,7 +78,8 @@ def downgrade() -> None:
     op.drop_column("webhook_events", "replays")
     op.drop_column("webhook_events", "deliver_from")
     op.execute(
-        "DELETE FROM webhook_attempts a USING webhook_events e WHERE a.event_id = e.id AND e.redemption_id IS NULL"
+        "DELETE FROM webhook_attempts a USING webhook_events e"
+        " WHERE a.event_id = e.id AND e.redemption_id IS NULL"
     )
     op.execute("DELETE FROM webhook_events WHERE redemption_id IS NULL")
     op.alter_column("webhook_events", "redemption_id", existing_type=sa.UUID(), nullable=False)
