@@ -20,6 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.config import get_settings
+from service.delivery import events
+from service.delivery.routes import events_router
 from service.delivery.routes import router as sms_router
 from service.errors import (
     PROBLEM_MEDIA_TYPE,
@@ -207,6 +209,8 @@ def create_app() -> FastAPI:
     app.include_router(redemptions_router)
     app.include_router(finance_router)
     app.include_router(sms_router)
+    app.include_router(events_router)
+    events.declare(app)
     app.include_router(cards_router)
     app.include_router(settlements_router)
     app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]

@@ -287,13 +287,46 @@ def smsc(
 
 
 @webhooks_app.command("secret")
-def webhooks_secret(program: str) -> None:
-    """Print a program's webhook signing secret (hex), for its loyalty system to verify signatures."""
-    from service.delivery.webhooks import program_secret
+def webhooks_secret(
+    program: str,
+    legacy_hex: Annotated[bool, typer.Option(help="The hex form the Rewards-Signature header uses")] = False,
+) -> None:
+    """Print a program's current webhook signing secret (`whsec_...`, as Standard Webhooks libraries
+    take it), for its loyalty system to verify signatures."""
+    from service.delivery.webhooks import format_secret, program_secret
     from service.runtime import runtime
 
     with runtime():
-        typer.echo(program_secret(program).hex())
+        try:
+            secret = program_secret(program)
+        except LookupError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    typer.echo(secret.hex() if legacy_hex else format_secret(secret))
+
+
+@webhooks_app.command("rotate-secret")
+def webhooks_rotate_secret(
+    program: str,
+    overlap_hours: Annotated[
+        float, typer.Option(min=0, help="Hours the old secret still signs, beside the new one")
+    ] = 24.0,
+) -> None:
+    """Give a program a new webhook secret (printed once). For OVERLAP_HOURS every event is signed by
+    the old and the new secret, so its loyalty system can switch at any moment in between."""
+    from datetime import timedelta
+
+    from service.delivery.webhooks import format_secret, rotate_secret
+    from service.runtime import runtime
+
+    with runtime():
+        try:
+            secret = rotate_secret(program, overlap=timedelta(hours=overlap_hours))
+        except LookupError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    console.print(f"new secret of {program}; the old one keeps signing for {overlap_hours:g} h:")
+    typer.echo(format_secret(secret))
 
 
 @app.command()

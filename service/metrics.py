@@ -1,6 +1,6 @@
 """Prometheus metrics. Labels are route templates, never raw paths (which may hold phone numbers)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter("rewards_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -19,3 +19,13 @@ CARD_RATE_LIMITED = Counter(
 CARDS_EXPIRED = Counter("rewards_cards_expired_total", "Universal cards expired by the expiry job")
 SMS_OUTCOMES = Counter("rewards_sms_outcomes_total", "SMS attempts by outcome", ["outcome"])
 OUTBOX_PUBLISHED = Counter("rewards_outbox_published_total", "Outbox rows published to the broker", ["actor"])
+CODES_TAKEN = Counter(
+    "rewards_codes_taken_total", "Codes taken from pools, by redemptions and card exchanges", ["sku"]
+)
+WEBHOOK_DELIVERIES = Counter(
+    "rewards_webhook_deliveries_total", "Webhook delivery attempts by result", ["result"]
+)
+# Per process 1 while its SMPP session is bound; summed over the live processes of a pod.
+SMPP_BOUND = Gauge(
+    "rewards_smpp_sessions_bound", "SMPP sessions bound to the SMSC", multiprocess_mode="livesum"
+)

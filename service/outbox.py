@@ -14,6 +14,7 @@ from sqlalchemy import BigInteger, DateTime, Index, Integer, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service import tracing
 from service.base import Base
 from service.jobs import Job
 from service.sql import Fragment
@@ -40,19 +41,29 @@ def insert(
 ) -> str:
     """The one writer of outbox rows: an INSERT of one row of `job` per row of `source` (a table
     expression, e.g. a CTE of the caller's statement), with the JSON `payload` expression.
-    Parameters: `%(outbox_now)s`, the row's time."""
+    Parameters: `%(outbox_now)s`, the row's time, and `trace_params()`. With tracing off the
+    statement is the same as before tracing existed."""
+    traced = tracing.enabled()
     return (
-        "INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
-        f" SELECT {message_id}, '{job.queue}', '{job.actor}', {payload}, %(outbox_now)s FROM {source}"
+        "INSERT INTO outbox (message_id, queue, actor, payload, created_at"
+        + (", trace_parent" if traced else "")
+        + f") SELECT {message_id}, '{job.queue}', '{job.actor}', {payload}, %(outbox_now)s"
+        + (", %(outbox_trace)s" if traced else "")
+        + f" FROM {source}"
         + (f" ORDER BY {order_by}" if order_by else "")
     )
+
+
+def trace_params() -> dict[str, Any]:
+    """The trace context parameter of `insert` (none while tracing is off)."""
+    return {"outbox_trace": tracing.traceparent()} if tracing.enabled() else {}
 
 
 def enqueue(db: Any, job: Job, payload: dict[str, Any], *, now: datetime) -> None:
     """One row of `job`, in the caller's transaction."""
     db.execute(
         insert(job, payload="CAST(%(outbox_payload)s AS jsonb)", source="(VALUES (1)) AS one"),
-        {"outbox_payload": json.dumps(payload), "outbox_now": now},
+        {"outbox_payload": json.dumps(payload), "outbox_now": now, **trace_params()},
     )
 
 
@@ -60,5 +71,5 @@ def enqueue_with(job: Job, payload: dict[str, Any], *, now: datetime, source: st
     """One row of `job` per row of the caller's CTE `source`, as a fragment of the caller's statement."""
     return Fragment(
         insert(job, payload="CAST(%(outbox_payload)s AS jsonb)", source=source),
-        {"outbox_payload": json.dumps(payload), "outbox_now": now},
+        {"outbox_payload": json.dumps(payload), "outbox_now": now, **trace_params()},
     )

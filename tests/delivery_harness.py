@@ -61,7 +61,9 @@ class WebhookReceiver:
         self.server.shutdown()
 
     def types_for(self, redemption_id: str) -> list[str]:
-        return [e["json"]["type"] for e in self.events if e["json"]["data"]["redemption_id"] == redemption_id]
+        return [
+            e["json"]["type"] for e in self.events if e["json"]["data"].get("redemption_id") == redemption_id
+        ]
 
 
 def wait_until(

@@ -43,10 +43,11 @@ from service.catalog.errors import UnknownProduct
 from service.catalog.snapshot import CatalogSnapshot, ProductInfo, get_snapshot
 from service.crypto import Vault, get_vault
 from service.db import driver
+from service.delivery import webhooks
 from service.errors import Problem, not_found
 from service.ids import uuid7
 from service.ledger import service as ledger
-from service.metrics import CARD_EXCHANGES, CARD_LOCKS, CARD_PIN_FAILURES, CARDS_EXPIRED
+from service.metrics import CARD_EXCHANGES, CARD_LOCKS, CARD_PIN_FAILURES, CARDS_EXPIRED, CODES_TAKEN
 from service.money import Money
 from service.pools.errors import OutOfStock
 from service.pools.service import TakenCode, take_code
@@ -119,7 +120,7 @@ log = structlog.get_logger("cards")
 _CARD = (
     "SELECT c.id, c.product_id, c.last4, c.number_fingerprint, c.pin_enc, c.key_id, c.currency,"
     " c.nominal_minor, c.balance_minor, c.status, c.expires_at, c.failed_pin_attempts, c.locked_until,"
-    " r.id AS redemption_id, r.program_id, r.tariff_id, r.offer_id"
+    " r.id AS redemption_id, r.external_id, r.program_id, r.tariff_id, r.offer_id"
     " FROM cards c LEFT JOIN redemptions r ON r.card_id = c.id"
 )
 
@@ -327,6 +328,7 @@ def _exchange(
     certificate = take_code(db, product.id, status="issued", now=now)
     if certificate is None:
         raise OutOfStock(f"no certificates left for {product.sku}")
+    CODES_TAKEN.labels(product.sku).inc()
     debited = db.execute(
         "UPDATE cards SET balance_minor = balance_minor - %(face)s,"
         " status = CASE WHEN balance_minor - %(face)s = 0 THEN 'exhausted' ELSE status END"
@@ -338,6 +340,26 @@ def _exchange(
     exchange_id = uuid7()
     _write_exchange(db, snap, card, product, certificate, exchange_id, now=now, api_key_id=api_key_id)
     CARD_EXCHANGES.labels(product.sku).inc()
+    program = snap.programs_by_id.get(card.program_id) if card.program_id is not None else None
+    if program is not None:
+        webhooks.emit(
+            db,
+            program_id=program.id,
+            webhook_url=program.webhook_url,
+            redemption_id=card.redemption_id,
+            event="card.exchanged",
+            now=now,
+            data={
+                "redemption_id": str(card.redemption_id),
+                "external_id": card.external_id,
+                "card_last4": card.last4,
+                "exchange_id": str(exchange_id),
+                "sku": product.sku,
+                "partner": product.partner_code,
+                "amount": Money.of(face, product.currency).model_dump(mode="json"),
+                "balance": Money.of(balance, card.currency).model_dump(mode="json"),
+            },
+        )
     log.info(
         "card_exchanged",
         card_id=card.id,
@@ -464,13 +486,31 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
             " done AS (UPDATE cards c SET status = 'expired', balance_minor = 0 FROM due WHERE c.id = due.id"
             "  RETURNING c.id, c.product_id, c.currency, c.last4, c.number_fingerprint,"
             "  due.balance_minor AS unused)"
-            " SELECT done.*, r.program_id, r.tariff_id, r.offer_id"
+            " SELECT done.*, r.id AS redemption_id, r.external_id, r.program_id, r.tariff_id, r.offer_id"
             " FROM done LEFT JOIN redemptions r ON r.card_id = done.id"
         ),
         {"now": now, "limit": limit},
     ).all()
     total = 0
+    events = []
     for card in rows:
+        program = snap.programs_by_id.get(card.program_id) if card.program_id is not None else None
+        if program is not None:
+            events.append(
+                webhooks.Event(
+                    program.id,
+                    program.webhook_url,
+                    card.redemption_id,
+                    "card.expired",
+                    {
+                        "redemption_id": str(card.redemption_id),
+                        "external_id": card.external_id,
+                        "card_last4": card.last4,
+                        "unused_balance": Money.of(card.unused, card.currency).model_dump(mode="json"),
+                        "expired_at": now.isoformat(),
+                    },
+                )
+            )
         _event(
             session,
             card.id,
@@ -502,6 +542,7 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
             ),
         )
         total += card.unused
+    webhooks.emit_many(db, events, now=now)
     if rows:
         CARDS_EXPIRED.inc(len(rows))
         log.info("cards_expired", count=len(rows), breakage_minor=total)

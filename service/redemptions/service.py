@@ -30,6 +30,7 @@ from service.errors import not_found
 from service.faults import checkpoint
 from service.ids import uuid7
 from service.ledger import service as ledger
+from service.metrics import CODES_TAKEN
 from service.money import Money
 from service.pools.errors import OutOfStock
 from service.pools.service import release_code, take_code
@@ -197,6 +198,7 @@ def _reserve(session: Session, priced: Priced, now: datetime) -> Reward:
         code = take_code(driver(session), product.id, status="reserved", now=now)
         if code is None:
             raise OutOfStock(f"no codes left for {product.sku}")
+        CODES_TAKEN.labels(product.sku).inc()  # the stock runway alert's rate
         return Reward(
             code.id, None, code.last4, code.fingerprint, code.expires_at, product.cost_price_minor or 0
         )
