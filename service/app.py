@@ -227,6 +227,7 @@ def create_app() -> FastAPI:
             version=app.version,
             description=app.description,
             routes=app.routes,
+            webhooks=app.webhooks.routes,
             openapi_version="3.1.0",
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})

@@ -127,8 +127,10 @@ def declare(app: FastAPI) -> None:
             data=(data_model, ...),
         )
 
-        def receive(body: envelope) -> None:  # type: ignore[valid-type]  # noqa: B023 - one per type
+        def receive(body: EventEnvelope) -> None:
             """Documentation only: the program's endpoint receives this."""
+
+        receive.__annotations__ = {"body": envelope, "return": None}  # the type's own envelope
 
         app.webhooks.post(
             name,
