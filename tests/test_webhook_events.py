@@ -37,7 +37,8 @@ def _event_ids(type_: str | None = None) -> list[uuid.UUID]:
         return list(
             s.execute(
                 text(
-                    "SELECT id FROM webhook_events WHERE (CAST(:t AS text) IS NULL OR type = :t) ORDER BY created_at, id"
+                    "SELECT id FROM webhook_events WHERE (CAST(:t AS text) IS NULL OR type = :t)"
+                    " ORDER BY created_at, id"
                 ),
                 {"t": type_},
             ).scalars()
@@ -332,7 +333,8 @@ def test_low_stock_is_sent_once_per_crossing_to_every_program_offering_the_sku(k
     with transaction() as s:
         s.execute(
             text(
-                "UPDATE codes SET status = 'issued' WHERE id IN (SELECT id FROM codes WHERE status = 'available' LIMIT 30)"
+                "UPDATE codes SET status = 'issued'"
+                " WHERE id IN (SELECT id FROM codes WHERE status = 'available' LIMIT 30)"
             )
         )
     assert check_balances()["stock.low"] == 2  # a new crossing
