@@ -98,6 +98,22 @@ def first_start_setup() -> None:
             console.print("demo codes imported")
 
 
+def _use_metrics_folder() -> None:
+    """prometheus-client's multiprocess mode for this process and the worker processes it starts: one
+    folder (PROMETHEUS_MULTIPROC_DIR, or a new temporary one), emptied, since a previous run's files
+    would add stale values. Must happen before prometheus_client is imported in this process."""
+    import tempfile
+
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess folder was set")
+    folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="rewards-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    os.environ["dramatiq_prom_db"] = str(folder)  # Dramatiq's middleware writes there too
+
+
 @app.command()
 def serve(
     host: str = "127.0.0.1",
@@ -209,10 +225,15 @@ def worker(
 
     Reward SMS get processes of their own: a slow webhook receiver or a bulk campaign can never
     take the threads a waiting subscriber's code needs."""
+    _use_metrics_folder()
+    from service.exporter import start_exporter
     from service.jobs import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
     from service.runtime import runtime
+    from service.tracing import setup_tracing
 
     with runtime(need_redis=True):
+        setup_tracing("rewards-worker")
+        exporter = start_exporter()
         publisher = None
         if relay:
             from service.relay import Relay
@@ -253,18 +274,25 @@ def worker(
         codes = [proc.wait() for proc in procs]
         if publisher:
             publisher.stop()
+        if exporter:
+            exporter.shutdown()
     raise typer.Exit(max(codes) if max(codes) > 0 else 0)
 
 
 @app.command()
 def relay() -> None:
-    """The outbox relay alone (when workers run without it)."""
+    """The outbox relay alone (when workers run without it), with the metrics exporter."""
+    _use_metrics_folder()
+    from service.exporter import start_exporter
     from service.runtime import runtime
+    from service.tracing import setup_tracing
 
     with runtime(need_redis=True):
         from service.relay import Relay
         from workers.broker import broker
 
+        setup_tracing("rewards-relay")
+        start_exporter()
         publisher = Relay(broker).start()
         stopped = threading.Event()
         signal.signal(signal.SIGINT, lambda *_: stopped.set())

@@ -25,7 +25,15 @@ CODES_TAKEN = Counter(
 WEBHOOK_DELIVERIES = Counter(
     "rewards_webhook_deliveries_total", "Webhook delivery attempts by result", ["result"]
 )
-# Per process 1 while its SMPP session is bound; summed over the live processes of a pod.
+# Per process 1 while its SMPP session is bound, summed over the live processes of a pod; only
+# processes that bind have the series (its absence is not "unbound": the provider is another one).
 SMPP_BOUND = Gauge(
-    "rewards_smpp_sessions_bound", "SMPP sessions bound to the SMSC", multiprocess_mode="livesum"
+    "rewards_smpp_sessions_bound", "SMPP sessions bound to the SMSC", ["smsc"], multiprocess_mode="livesum"
 )
+
+# Every label value known in advance exists from the start, at zero: a rate over a series that appears
+# only with its first increment misses that increment, and an alert on it sees nothing until then.
+for _outcome in ("sent", "delivered", "failed", "transient", "in_doubt"):
+    SMS_OUTCOMES.labels(_outcome)
+for _result in ("delivered", "retry", "given_up"):
+    WEBHOOK_DELIVERIES.labels(_result)
