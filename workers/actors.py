@@ -53,6 +53,19 @@ class MessageMetrics(Prometheus):
     def forks(self) -> list:
         return []
 
+    def after_process_boot(self, broker) -> None:
+        super().after_process_boot(broker)
+        # Every actor's series from the start, at zero: an error rate is then 0, not "no data".
+        for name in broker.get_declared_actors():
+            labels = (broker.get_actor(name).queue_name, name)
+            for counter in (
+                self.total_messages,
+                self.total_errored_messages,
+                self.total_retried_messages,
+                self.total_rejected_messages,
+            ):
+                counter.labels(*labels)
+
 
 broker.add_middleware(BindSmscAtBoot())
 broker.add_middleware(PromptPolling())
