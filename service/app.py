@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import tracing
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.config import get_settings
@@ -240,4 +241,5 @@ def create_app() -> FastAPI:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    tracing.instrument_app(app)
     return app

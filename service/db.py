@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 import service.models  # noqa: F401  (every mapper configured before the first session)
+from service import tracing
 from service.base import Base
 from service.config import get_settings
 
@@ -37,7 +38,7 @@ def get_engine() -> Engine:
     settings = get_settings()
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set (the CLI sets it in embedded mode)")
-    return create_engine(
+    engine = create_engine(
         sqlalchemy_url(settings.database_url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -50,6 +51,8 @@ def get_engine() -> Engine:
             "options": f"-c lock_timeout={settings.db_lock_timeout_ms}",
         },
     )
+    tracing.instrument_engine(engine)
+    return engine
 
 
 @lru_cache
