@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from service import jobs
 from service.balances.service import budgets, stock
 from service.config import get_settings
-from service.db import driver, transaction
+from service.db import driver, scalar, transaction
 
 log = structlog.get_logger("metrics")
 QUEUES = (jobs.SMS_QUEUE, jobs.BULK_SMS_QUEUE, jobs.WEBHOOK_QUEUE)
@@ -80,23 +80,30 @@ class OperationsCollector(Collector):
         with transaction() as session:
             db = driver(session)
             db.execute("SET LOCAL statement_timeout = '5s'")
-            backlog = db.execute(
-                "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT %s) b",
-                (BACKLOG_CAP,),
-            ).fetchone()[0]
+            backlog = scalar(
+                db.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT %s) b",
+                    (BACKLOG_CAP,),
+                ).fetchone()
+            )
             oldest = db.execute(
                 "SELECT extract(epoch FROM %s - created_at) FROM outbox WHERE published_at IS NULL"
                 " ORDER BY id LIMIT 1",
                 (now,),
             ).fetchone()
-            in_doubt = db.execute(
-                "SELECT count(*) FROM sms_messages WHERE status = 'submitting'"
-                " AND submit_started_at < %s - make_interval(secs => %s)",
-                (now, IN_DOUBT_AFTER_SECONDS),
-            ).fetchone()[0]
-            given_up = db.execute(
-                "SELECT count(*) FROM webhook_events WHERE given_up_at IS NOT NULL AND delivered_at IS NULL"
-            ).fetchone()[0]
+            in_doubt = scalar(
+                db.execute(
+                    "SELECT count(*) FROM sms_messages WHERE status = 'submitting'"
+                    " AND submit_started_at < %s - make_interval(secs => %s)",
+                    (now, IN_DOUBT_AFTER_SECONDS),
+                ).fetchone()
+            )
+            given_up = scalar(
+                db.execute(
+                    "SELECT count(*) FROM webhook_events"
+                    " WHERE given_up_at IS NOT NULL AND delivered_at IS NULL"
+                ).fetchone()
+            )
             lines = stock(db, now)
             spent = budgets(db, now)
         metrics: list[Metric] = []

@@ -83,7 +83,7 @@ def _publish(
 ) -> None:
     """One Dramatiq message; with tracing on, under a publish span continuing its rows' traces, whose
     context the message carries."""
-    message = dramatiq.Message(
+    message: dramatiq.Message = dramatiq.Message(
         queue_name=queue, actor_name=actor, args=(), kwargs=kwargs, options={}, message_id=message_id
     )
     if not tracing.enabled():

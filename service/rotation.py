@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.crypto import Keyring, get_keyring, vault_key_context
-from service.db import driver, new_session, transaction
+from service.db import driver, new_session, scalar, transaction
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,11 @@ def remaining(keyring: Keyring | None = None) -> dict[str, int]:
     with new_session() as session:
         db = driver(session)
         return {
-            t.table: db.execute(
-                f"SELECT count(*) FROM {t.table} WHERE key_id IS DISTINCT FROM %s", (keyring.current,)
-            ).fetchone()[0]
+            t.table: scalar(
+                db.execute(
+                    f"SELECT count(*) FROM {t.table} WHERE key_id IS DISTINCT FROM %s", (keyring.current,)
+                ).fetchone()
+            )
             for t in TARGETS
         }
 

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from service.config import get_settings
-from service.db import driver, transaction
+from service.db import driver, scalar, transaction
 from service.delivery import webhooks
 from service.money import Money
 
@@ -112,7 +112,7 @@ def check_balances(now: datetime | None = None) -> dict[str, int]:
     sent = {"stock.low": 0, "budget.low": 0}
     with transaction() as session:
         db = driver(session)
-        if not db.execute("SELECT pg_try_advisory_xact_lock(%s)", (CHECK_LOCK,)).fetchone()[0]:
+        if not scalar(db.execute("SELECT pg_try_advisory_xact_lock(%s)", (CHECK_LOCK,)).fetchone()):
             return sent
         for line in stock(db, now):
             if not _flip(db, "stock", line.sku, "", line.available < line.threshold, now):

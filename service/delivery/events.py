@@ -123,7 +123,7 @@ def declare(app: FastAPI) -> None:
         envelope = create_model(
             "".join(part.capitalize() for part in name.replace(".", "_").split("_")) + "Event",
             __base__=EventEnvelope,
-            type=(Literal[name], ...),  # type: ignore[valid-type]
+            type=(Literal[name], ...),  # type: ignore[arg-type]
             data=(data_model, ...),
         )
 
