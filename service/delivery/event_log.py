@@ -18,7 +18,7 @@ from service.delivery.errors import WebhookNotConfigured
 from service.errors import ValidationFailed, not_found
 
 EventStatus = Literal["pending", "delivered", "given_up"]
-CURSOR = r"^[0-9]{1,19}_[0-9a-f]{32}$"
+CURSOR = r"^[0-9]{1,17}_[0-9a-f]{32}$"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
@@ -65,7 +65,7 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     if not re.match(CURSOR, cursor):
         raise ValidationFailed("not a cursor", errors=[{"field": "query.cursor", "message": "malformed"}])
     micros, hex_id = cursor.split("_")
-    return _EPOCH + int(micros) * _MICRO, uuid.UUID(hex_id)
+    return _EPOCH + int(micros) * _MICRO, uuid.UUID(hex_id)  # 17 digits: before the year 9999
 
 
 _SELECT = (
