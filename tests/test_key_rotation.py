@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,24 @@ def test_an_interrupted_rotation_of_10000_codes_resumes_and_every_code_is_redeem
 
         again = import_codes(s, SKU, [RawLine(i + 1, c) for i, c in enumerate(codes)], source="test")
     assert (again.accepted, again.duplicates) == (0, CODES)
+
+
+def test_a_rotation_moves_cards_webhook_secrets_and_the_fingerprint_key_too(client, keys, monkeypatch):
+    from service.cards.service import verify
+    from service.delivery.webhooks import program_secret
+    from service.rotation import remaining, rotate, usage
+    from tests.test_cards import issue_card
+
+    card = issue_card(client, keys)
+    secret = program_secret("mobile-bonus")
+    _use_keys(monkeypatch, f"{NEW_KEY},{TEST_ENCRYPTION_KEY}")
+    assert remaining()["cards"] == 1 and remaining()["program_webhook_secrets"] == 1
+    done = rotate(batch_size=2)
+    assert done["cards"] == 1 and done["program_webhook_secrets"] == 1 and done["vault_keys"] == 1
+    assert set(remaining().values()) == {0}
+    assert {key for by_key in usage().values() for key in by_key} == {NEW_ID}
+    _use_keys(monkeypatch, NEW_KEY)  # the old key gone
+    assert program_secret("mobile-bonus") == secret
+    with transaction() as s:  # the card is found by its fingerprint and its PIN read under the new key
+        checked = verify(s, card.number, card.pin, partner=None, now=datetime.now(UTC), api_key_id=None)
+    assert checked.status == "active" and checked.balance.amount == "5000.00"
