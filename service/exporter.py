@@ -190,6 +190,10 @@ def start_exporter(port: int | None = None, host: str | None = None) -> Any:
     port = settings.metrics_port if port is None else port
     if not port:
         return None
-    server, _ = start_http_server(port, host or settings.metrics_host, registry())
+    try:
+        server, _ = start_http_server(port, host or settings.metrics_host, registry())
+    except OSError as exc:  # the port is taken: the workers matter more than their metrics
+        log.error("metrics_exporter_not_started", port=port, error=str(exc))
+        return None
     log.info("metrics_exporter", port=server.server_port)
     return server
