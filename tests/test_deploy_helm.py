@@ -151,6 +151,11 @@ def test_values_pass_the_chart_schema(profile: str) -> None:
         ),
         pytest.param({"config": {"SMS_PROVIDER": "carrier-pigeon"}}, id="unknown-sms-provider"),
         pytest.param({"api": {"autoscaling": {"maxReplicas": "many"}}}, id="hpa-bounds-type"),
+        pytest.param(
+            {"metrics": {"prometheusRule": {"enabled": True, "alerts": {"outboxLagSecond": 60}}}},
+            id="misspelt-alert-threshold",
+        ),
+        pytest.param({"metrics": {"prometheusRule": {"alerts": {"smsFailureRatio": 5}}}}, id="ratio-above-1"),
     ],
 )
 def test_schema_refuses_plaintext_secrets_and_bad_values(bad_values: dict[str, Any]) -> None:
