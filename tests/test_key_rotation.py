@@ -36,13 +36,19 @@ def _codes() -> list[str]:
     return [f"ROT-{i:05d}-{uuid.uuid5(uuid.NAMESPACE_OID, str(i)).hex[:8].upper()}" for i in range(CODES)]
 
 
-def _use_keys(monkeypatch, value: str) -> dict[str, str]:
-    """This process and the commands it starts read ENCRYPTION_KEYS = value from now on."""
+@pytest.fixture
+def use_keys(monkeypatch):
+    """Sets ENCRYPTION_KEYS for this process and the commands it starts; the test's keys leave with it."""
     from service.runtime import _reset_caches
 
-    monkeypatch.setenv("ENCRYPTION_KEYS", value)
+    def use(value: str) -> dict[str, str]:
+        monkeypatch.setenv("ENCRYPTION_KEYS", value)
+        _reset_caches()
+        return {**os.environ, "ENCRYPTION_KEYS": value}
+
+    yield use
+    monkeypatch.undo()
     _reset_caches()
-    return {**os.environ, "ENCRYPTION_KEYS": value}
 
 
 def _rewards(*args: str, env: dict[str, str]) -> subprocess.Popen:
@@ -75,7 +81,7 @@ def test_a_malformed_key_list_is_refused(value):
 
 
 def test_an_interrupted_rotation_of_10000_codes_resumes_and_every_code_is_redeemed_and_exported(
-    demo_catalog, monkeypatch, tmp_path: Path
+    demo_catalog, use_keys, tmp_path: Path
 ):
     from service.catalog.snapshot import invalidate_snapshot
     from service.crypto import get_vault
@@ -91,7 +97,7 @@ def test_an_interrupted_rotation_of_10000_codes_resumes_and_every_code_is_redeem
     assert _codes_by_key() == {OLD_ID: CODES}
 
     # Phase 1 of the runbook was every pod learning the new key; now it is current.
-    env = _use_keys(monkeypatch, f"{NEW_KEY},{TEST_ENCRYPTION_KEY}")
+    env = use_keys(f"{NEW_KEY},{TEST_ENCRYPTION_KEY}")
     first = _rewards("keys", "rotate-encryption", "--batch-size", "250", "--pause", "0.05", env=env)
     deadline = time.monotonic() + 120
     while _codes_by_key().get(NEW_ID, 0) < CODES // 2:
@@ -113,7 +119,7 @@ def test_an_interrupted_rotation_of_10000_codes_resumes_and_every_code_is_redeem
     assert _codes_by_key() == {NEW_ID: CODES}
 
     # The old key is gone from the configuration: everything must read under the new one alone.
-    _use_keys(monkeypatch, NEW_KEY)
+    use_keys(NEW_KEY)
     assert get_vault().fingerprint_key == original_fingerprint_key  # re-wrapped, never replaced
     with transaction() as s:  # the budget would stop 10,000 redemptions of 2,000 in a month
         s.execute(text("UPDATE programs SET monthly_budget_minor = NULL, webhook_url = NULL"))
@@ -165,7 +171,7 @@ def test_an_interrupted_rotation_of_10000_codes_resumes_and_every_code_is_redeem
     assert (again.accepted, again.duplicates) == (0, CODES)
 
 
-def test_a_rotation_moves_cards_webhook_secrets_and_the_fingerprint_key_too(client, keys, monkeypatch):
+def test_a_rotation_moves_cards_webhook_secrets_and_the_fingerprint_key_too(client, keys, use_keys):
     from service.cards.service import verify
     from service.delivery.webhooks import program_secret
     from service.rotation import remaining, rotate, usage
@@ -173,13 +179,13 @@ def test_a_rotation_moves_cards_webhook_secrets_and_the_fingerprint_key_too(clie
 
     card = issue_card(client, keys)
     secret = program_secret("mobile-bonus")
-    _use_keys(monkeypatch, f"{NEW_KEY},{TEST_ENCRYPTION_KEY}")
+    use_keys(f"{NEW_KEY},{TEST_ENCRYPTION_KEY}")
     assert remaining()["cards"] == 1 and remaining()["program_webhook_secrets"] == 1
     done = rotate(batch_size=2)
     assert done["cards"] == 1 and done["program_webhook_secrets"] == 1 and done["vault_keys"] == 1
     assert set(remaining().values()) == {0}
     assert {key for by_key in usage().values() for key in by_key} == {NEW_ID}
-    _use_keys(monkeypatch, NEW_KEY)  # the old key gone
+    use_keys(NEW_KEY)  # the old key gone
     assert program_secret("mobile-bonus") == secret
     with transaction() as s:  # the card is found by its fingerprint and its PIN read under the new key
         checked = verify(s, card.number, card.pin, partner=None, now=datetime.now(UTC), api_key_id=None)
