@@ -18,10 +18,13 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import tracing
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.config import get_settings
 from service.console.mount import install as install_console
+from service.delivery import events
+from service.delivery.routes import events_router
 from service.delivery.routes import router as sms_router
 from service.errors import (
     PROBLEM_MEDIA_TYPE,
@@ -217,6 +220,8 @@ def create_app() -> FastAPI:
     app.include_router(redemptions_router)
     app.include_router(finance_router)
     app.include_router(sms_router)
+    app.include_router(events_router)
+    events.declare(app)
     app.include_router(cards_router)
     app.include_router(settlements_router)
     install_console(app)  # the staff console under /console (service/console)
@@ -234,6 +239,7 @@ def create_app() -> FastAPI:
             version=app.version,
             description=app.description,
             routes=app.routes,
+            webhooks=app.webhooks.routes,
             openapi_version="3.1.0",
         )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -246,4 +252,5 @@ def create_app() -> FastAPI:
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    tracing.instrument_app(app)
     return app

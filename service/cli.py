@@ -101,6 +101,22 @@ def first_start_setup() -> None:
             console.print("demo codes imported")
 
 
+def _use_metrics_folder() -> None:
+    """prometheus-client's multiprocess mode for this process and the worker processes it starts: one
+    folder (PROMETHEUS_MULTIPROC_DIR, or a new temporary one), emptied, since a previous run's files
+    would add stale values. Must happen before prometheus_client is imported in this process."""
+    import tempfile
+
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess folder was set")
+    folder = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="rewards-metrics-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    os.environ["dramatiq_prom_db"] = str(folder)  # Dramatiq's middleware writes there too
+
+
 @app.command()
 def serve(
     host: str = "127.0.0.1",
@@ -213,10 +229,15 @@ def worker(
 
     Reward SMS get processes of their own: a slow webhook receiver or a bulk campaign can never
     take the threads a waiting subscriber's code needs."""
+    _use_metrics_folder()
+    from service.exporter import start_exporter
     from service.jobs import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
     from service.runtime import runtime
+    from service.tracing import setup_tracing
 
     with runtime(need_redis=True):
+        setup_tracing("rewards-worker")
+        exporter = start_exporter()
         publisher = None
         if relay:
             from service.relay import Relay
@@ -257,18 +278,25 @@ def worker(
         codes = [proc.wait() for proc in procs]
         if publisher:
             publisher.stop()
+        if exporter:
+            exporter.shutdown()
     raise typer.Exit(max(codes) if max(codes) > 0 else 0)
 
 
 @app.command()
 def relay() -> None:
-    """The outbox relay alone (when workers run without it)."""
+    """The outbox relay alone (when workers run without it), with the metrics exporter."""
+    _use_metrics_folder()
+    from service.exporter import start_exporter
     from service.runtime import runtime
+    from service.tracing import setup_tracing
 
     with runtime(need_redis=True):
         from service.relay import Relay
         from workers.broker import broker
 
+        setup_tracing("rewards-relay")
+        start_exporter()
         publisher = Relay(broker).start()
         stopped = threading.Event()
         signal.signal(signal.SIGINT, lambda *_: stopped.set())
@@ -291,13 +319,46 @@ def smsc(
 
 
 @webhooks_app.command("secret")
-def webhooks_secret(program: str) -> None:
-    """Print a program's webhook signing secret (hex), for its loyalty system to verify signatures."""
-    from service.delivery.webhooks import program_secret
+def webhooks_secret(
+    program: str,
+    legacy_hex: Annotated[bool, typer.Option(help="The hex form the Rewards-Signature header uses")] = False,
+) -> None:
+    """Print a program's current webhook signing secret (`whsec_...`, as Standard Webhooks libraries
+    take it), for its loyalty system to verify signatures."""
+    from service.delivery.webhooks import format_secret, program_secret
     from service.runtime import runtime
 
     with runtime():
-        typer.echo(program_secret(program).hex())
+        try:
+            secret = program_secret(program)
+        except LookupError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    typer.echo(secret.hex() if legacy_hex else format_secret(secret))
+
+
+@webhooks_app.command("rotate-secret")
+def webhooks_rotate_secret(
+    program: str,
+    overlap_hours: Annotated[
+        float, typer.Option(min=0, help="Hours the old secret still signs, beside the new one")
+    ] = 24.0,
+) -> None:
+    """Give a program a new webhook secret (printed once). For OVERLAP_HOURS every event is signed by
+    the old and the new secret, so its loyalty system can switch at any moment in between."""
+    from datetime import timedelta
+
+    from service.delivery.webhooks import format_secret, rotate_secret
+    from service.runtime import runtime
+
+    with runtime():
+        try:
+            secret = rotate_secret(program, overlap=timedelta(hours=overlap_hours))
+        except LookupError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    console.print(f"new secret of {program}; the old one keeps signing for {overlap_hours:g} h:")
+    typer.echo(format_secret(secret))
 
 
 @app.command()
@@ -454,6 +515,75 @@ def keys_revoke(key_id: str) -> None:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
     console.print(f"revoked {key_id}")
+
+
+@keys_app.command("rotate-encryption")
+def keys_rotate_encryption(
+    batch_size: Annotated[int, typer.Option(min=1, max=50_000, help="Rows per transaction")] = 1000,
+    pause: Annotated[float, typer.Option(min=0, help="Seconds to sleep between batches")] = 0.0,
+    limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many rows (resume later)")] = None,
+) -> None:
+    """Re-encrypt codes, PINs, card numbers and webhook secrets under the current key (the first of
+    ENCRYPTION_KEYS), in batches, with progress. Safe to interrupt: run it again to resume."""
+    from service.crypto import get_keyring
+    from service.rotation import remaining, rotate
+    from service.runtime import runtime
+
+    with runtime():
+        keyring = get_keyring()
+        todo = remaining(keyring)
+        console.print(f"current key {keyring.current}; rows to re-encrypt: {todo}")
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,}"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            tasks = {table: bar.add_task(table, total=count) for table, count in todo.items()}
+            try:
+                done = rotate(
+                    batch_size=batch_size,
+                    pause=pause,
+                    limit=limit,
+                    progress=lambda table, n: bar.advance(tasks[table], n),
+                )
+            except KeyboardInterrupt:
+                bar.stop()
+                console.print(f"interrupted; still to do: {remaining(keyring)}; run it again to resume")
+                raise typer.Exit(130) from None
+        left = remaining(keyring)
+    typer.echo(json.dumps({"key_id": keyring.current, "rotated": done, "remaining": left}))
+    if any(left.values()) and limit is None:
+        console.print("[yellow]some rows were held by other transactions: run it again[/yellow]")
+        raise typer.Exit(1)
+
+
+@keys_app.command("encryption-status")
+def keys_encryption_status() -> None:
+    """Rows per table and encryption key id: an old key may leave ENCRYPTION_KEYS once no row uses it."""
+    from service.crypto import get_keyring
+    from service.rotation import usage
+    from service.runtime import runtime
+
+    with runtime():
+        keyring = get_keyring()
+        counts = usage()
+    table = Table("table", "key id", "rows", "configured")
+    for name, by_key in counts.items():
+        for key_id, rows in sorted(by_key.items(), key=lambda kv: str(kv[0])):
+            configured = "current" if key_id == keyring.current else "yes" if key_id in keyring.ids else "NO"
+            table.add_row(name, key_id or "(before key ids)", f"{rows:,}", configured)
+    Console().print(table)
+    typer.echo(
+        json.dumps(
+            {
+                "current": keyring.current,
+                "keys": list(keyring.ids),
+                "rows": {name: {str(k): v for k, v in by_key.items()} for name, by_key in counts.items()},
+            }
+        )
+    )
 
 
 @cards_app.command("expire")

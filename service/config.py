@@ -20,6 +20,9 @@ class Settings(BaseSettings):
 
     # base64 of 32 random bytes; in embedded mode generated into the data folder once.
     encryption_key: SecretStr | None = None
+    # Several keys for a rotation: base64 keys separated by commas, the current one first, then the
+    # older ones still needed to read what they encrypted (wins over ENCRYPTION_KEY). docs/operations.md
+    encryption_keys: SecretStr | None = None
 
     db_pool_size: int = 20
     db_max_overflow: int = 10
@@ -63,6 +66,24 @@ class Settings(BaseSettings):
 
     stock_low_threshold: int = 50
     stock_expiring_days: int = 30
+    # A `budget.low` webhook when a program has spent this share of its monthly budget.
+    budget_low_percent: int = Field(default=90, ge=1, le=100)
+
+    # Webhooks also carry the Rewards-* headers of earlier releases (docs/delivery.md: until when).
+    webhook_legacy_headers: bool = True
+
+    # The Prometheus exporter of `rewards worker` and `rewards relay` (0: none); workers write their
+    # metrics under PROMETHEUS_MULTIPROC_DIR, which these commands make when it is not set.
+    metrics_port: int = 9191
+    metrics_host: str = "0.0.0.0"
+    # The exporter's gauges from SQL and Redis are computed at most this often, however many scrape.
+    metrics_cache_seconds: float = 10.0
+
+    # Tracing (OpenTelemetry, OTLP over HTTP): off unless an endpoint is set; then FastAPI,
+    # psycopg, Redis and the Dramatiq hop are traced (service/tracing.py).
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str | None = None
+    otel_traces_sampler_arg: float = Field(default=1.0, ge=0.0, le=1.0)
 
     @property
     def embedded(self) -> bool:

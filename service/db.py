@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 import service.models  # noqa: F401  (every mapper configured before the first session)
+from service import tracing
 from service.base import Base
 from service.config import get_settings
 
@@ -39,7 +40,7 @@ def get_engine() -> Engine:
     settings = get_settings()
     if not settings.database_url:
         raise RuntimeError("DATABASE_URL is not set (the CLI sets it in embedded mode)")
-    return create_engine(
+    engine = create_engine(
         sqlalchemy_url(settings.database_url),
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -47,6 +48,8 @@ def get_engine() -> Engine:
         pool_recycle=1800,
         connect_args=connection_settings(),
     )
+    tracing.instrument_engine(engine)
+    return engine
 
 
 def connection_settings() -> dict[str, Any]:
@@ -74,6 +77,7 @@ async def open_async_pool() -> AsyncConnectionPool:
         kwargs=connection_settings(),
         open=False,
         name="hot-path",
+        configure=tracing.instrument_async_connection if tracing.enabled() else None,
     )
     await pool.open(wait=False)
     return pool

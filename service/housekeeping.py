@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import structlog
 
+from service.balances.service import check_balances
 from service.cards.service import expire_cards
 from service.db import transaction
 from service.idempotency import purge_expired
@@ -15,11 +16,13 @@ log = structlog.get_logger("housekeeping")
 
 
 def housekeeping() -> dict[str, int]:
-    """Purge expired idempotency keys, expire cards past their date and book their breakage."""
+    """Purge expired idempotency keys, expire cards past their date and book their breakage, send the
+    low-stock and low-budget events of balances that crossed their threshold."""
     with transaction() as session:
         purged = purge_expired(session)
     with transaction() as session:
         expired = expire_cards(session, datetime.now(UTC)).expired
-    if purged or expired:
-        log.info("housekeeping", idempotency_keys_purged=purged, cards_expired=expired)
-    return {"idempotency_keys_purged": purged, "cards_expired": expired}
+    events = check_balances()
+    if purged or expired or any(events.values()):
+        log.info("housekeeping", idempotency_keys_purged=purged, cards_expired=expired, **events)
+    return {"idempotency_keys_purged": purged, "cards_expired": expired, **events}

@@ -10,6 +10,7 @@ from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from opentelemetry import trace
 
 # Keys whose values are secrets: never shown at all.
 _SECRET_KEYS = {
@@ -86,19 +87,31 @@ def mask_secrets(
     return {k: _mask(k, v) for k, v in event_dict.items()}
 
 
-def _shared_processors() -> list:
+def add_trace_ids(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The current span's trace and span ids (installed only while tracing is on)."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event_dict["trace_id"] = format(span_context.trace_id, "032x")
+        event_dict["span_id"] = format(span_context.span_id, "016x")
+    return event_dict
+
+
+def _shared_processors(trace_ids: bool = False) -> list:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        *([add_trace_ids] if trace_ids else []),
     ]
 
 
-def formatter(json: bool = True) -> logging.Formatter:
+def formatter(json: bool = True, trace_ids: bool = False) -> logging.Formatter:
     renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     return structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*_shared_processors(), structlog.stdlib.ExtraAdder()],
+        foreign_pre_chain=[*_shared_processors(trace_ids), structlog.stdlib.ExtraAdder()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
@@ -108,12 +121,14 @@ def formatter(json: bool = True) -> logging.Formatter:
     )
 
 
-def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "INFO", json: bool = True, stream: TextIO | None = None, trace_ids: bool = False
+) -> None:
     structlog.configure(
         # filter_by_level first: a line below the level costs one check, not the whole chain.
         processors=[
             structlog.stdlib.filter_by_level,
-            *_shared_processors(),
+            *_shared_processors(trace_ids),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -121,7 +136,7 @@ def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | N
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(formatter(json))
+    handler.setFormatter(formatter(json, trace_ids))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -1,6 +1,6 @@
 """Prometheus metrics. Labels are route templates, never raw paths (which may hold phone numbers)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter("rewards_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
@@ -19,3 +19,21 @@ CARD_RATE_LIMITED = Counter(
 CARDS_EXPIRED = Counter("rewards_cards_expired_total", "Universal cards expired by the expiry job")
 SMS_OUTCOMES = Counter("rewards_sms_outcomes_total", "SMS attempts by outcome", ["outcome"])
 OUTBOX_PUBLISHED = Counter("rewards_outbox_published_total", "Outbox rows published to the broker", ["actor"])
+CODES_TAKEN = Counter(
+    "rewards_codes_taken_total", "Codes taken from pools, by redemptions and card exchanges", ["sku"]
+)
+WEBHOOK_DELIVERIES = Counter(
+    "rewards_webhook_deliveries_total", "Webhook delivery attempts by result", ["result"]
+)
+# Per process 1 while its SMPP session is bound, summed over the live processes of a pod; only
+# processes that bind have the series (its absence is not "unbound": the provider is another one).
+SMPP_BOUND = Gauge(
+    "rewards_smpp_sessions_bound", "SMPP sessions bound to the SMSC", ["smsc"], multiprocess_mode="livesum"
+)
+
+# Every label value known in advance exists from the start, at zero: a rate over a series that appears
+# only with its first increment misses that increment, and an alert on it sees nothing until then.
+for _outcome in ("sent", "delivered", "failed", "transient", "in_doubt"):
+    SMS_OUTCOMES.labels(_outcome)
+for _result in ("delivered", "retry", "given_up"):
+    WEBHOOK_DELIVERIES.labels(_result)

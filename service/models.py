@@ -4,9 +4,11 @@ the whole schema. Domain models import only `service.base`, never `service.db`."
 from __future__ import annotations
 
 import service.auth.models  # noqa: F401
+import service.balances.models  # noqa: F401
 import service.cards.models  # noqa: F401
 import service.catalog.models  # noqa: F401
 import service.console.models  # noqa: F401
+import service.crypto_models  # noqa: F401
 import service.delivery.models  # noqa: F401
 import service.ledger.models  # noqa: F401
 import service.outbox  # noqa: F401

@@ -15,6 +15,7 @@ from sqlalchemy import BigInteger, DateTime, Index, Integer, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service import tracing
 from service.base import Base
 from service.jobs import Job
 
@@ -30,9 +31,11 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     publish_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    # W3C traceparent of the operation that wrote the row, when tracing is on: the relay carries it
+    # into the Dramatiq message, so a trace crosses the outbox (service/tracing.py).
+    trace_parent: Mapped[str | None] = mapped_column(String(55))
 
 
-@lru_cache
 def insert(
     job: Job,
     *,
@@ -44,17 +47,34 @@ def insert(
 ) -> str:
     """The one writer of outbox rows: an INSERT of one row of `job` per row of `source` (a table
     expression, e.g. a CTE of the caller's statement), with the JSON `payload` expression. The row's
-    time is the `created_at` expression (by default the parameter `outbox_now`)."""
+    time is the `created_at` expression (by default the parameter `outbox_now`); the caller adds
+    `trace_params()` to its parameters. With tracing off the statement is the same as before tracing
+    existed."""
+    return _insert_sql(job, payload, source, message_id, created_at, order_by, tracing.enabled())
+
+
+@lru_cache
+def _insert_sql(
+    job: Job, payload: str, source: str, message_id: str, created_at: str, order_by: str | None, traced: bool
+) -> str:
     return (
-        "INSERT INTO outbox (message_id, queue, actor, payload, created_at)"
-        f" SELECT {message_id}, '{job.queue}', '{job.actor}', {payload}, {created_at} FROM {source}"
+        "INSERT INTO outbox (message_id, queue, actor, payload, created_at"
+        + (", trace_parent" if traced else "")
+        + f") SELECT {message_id}, '{job.queue}', '{job.actor}', {payload}, {created_at}"
+        + (", %(outbox_trace)s" if traced else "")
+        + f" FROM {source}"
         + (f" ORDER BY {order_by}" if order_by else "")
     )
+
+
+def trace_params() -> dict[str, Any]:
+    """The trace context parameter of `insert` (none while tracing is off)."""
+    return {"outbox_trace": tracing.traceparent()} if tracing.enabled() else {}
 
 
 def enqueue(db: Any, job: Job, payload: dict[str, Any], *, now: datetime) -> None:
     """One row of `job`, in the caller's transaction."""
     db.execute(
         insert(job, payload="CAST(%(outbox_payload)s AS jsonb)", source="(VALUES (1)) AS one"),
-        {"outbox_payload": json.dumps(payload), "outbox_now": now},
+        {"outbox_payload": json.dumps(payload), "outbox_now": now, **trace_params()},
     )

@@ -15,7 +15,7 @@ import dramatiq
 import structlog
 from sqlalchemy import text
 
-from service import jobs
+from service import jobs, tracing
 from service.config import get_settings
 from service.db import driver, transaction
 from service.housekeeping import housekeeping
@@ -47,43 +47,51 @@ def publish_batch(broker: dramatiq.Broker, limit: int = 500) -> int:
                 text(
                     "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1"
                     " WHERE id = ANY(ARRAY(SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id"
-                    " LIMIT :limit FOR UPDATE SKIP LOCKED)) RETURNING id, message_id, queue, actor, payload"
+                    " LIMIT :limit FOR UPDATE SKIP LOCKED))"
+                    " RETURNING id, message_id, queue, actor, payload, trace_parent"
                 ),
                 {"limit": limit},
             ).all(),
             key=lambda r: r.id,
         )
         packs: dict[str, list[Any]] = {}
+        parents: dict[str, list[str | None]] = {}  # the trace context of each packed row
         for row in rows:
             if row.actor in PACKED and pack_size > 1:
                 packs.setdefault(row.actor, []).append(PACKED[row.actor][2](row.payload))
+                parents.setdefault(row.actor, []).append(row.trace_parent)
                 continue
-            broker.enqueue(
-                dramatiq.Message(
-                    queue_name=row.queue,
-                    actor_name=row.actor,
-                    args=(),
-                    kwargs=row.payload,
-                    options={},
-                    message_id=str(row.message_id),
-                )
-            )
+            _publish(broker, row.queue, row.actor, row.payload, str(row.message_id), [row.trace_parent])
             OUTBOX_PUBLISHED.labels(row.actor).inc()
         for actor, items in packs.items():
             packed, keyword, _ = PACKED[actor]
             for start in range(0, len(items), pack_size):
-                broker.enqueue(
-                    dramatiq.Message(
-                        queue_name=packed.queue,
-                        actor_name=packed.actor,
-                        args=(),
-                        kwargs={keyword: items[start : start + pack_size]},
-                        options={},
-                        message_id=str(uuid.uuid4()),
-                    )
+                _publish(
+                    broker,
+                    packed.queue,
+                    packed.actor,
+                    {keyword: items[start : start + pack_size]},
+                    str(uuid.uuid4()),
+                    parents[actor][start : start + pack_size],
                 )
             OUTBOX_PUBLISHED.labels(actor).inc(len(items))
     return len(rows)
+
+
+def _publish(
+    broker: dramatiq.Broker, queue: str, actor: str, kwargs: dict, message_id: str, parents: list[str | None]
+) -> None:
+    """One Dramatiq message; with tracing on, under a publish span continuing its rows' traces, whose
+    context the message carries."""
+    message: dramatiq.Message = dramatiq.Message(
+        queue_name=queue, actor_name=actor, args=(), kwargs=kwargs, options={}, message_id=message_id
+    )
+    if not tracing.enabled():
+        broker.enqueue(message)
+        return
+    with tracing.publish_span(actor, parents):
+        message.options.update(tracing.message_options())
+        broker.enqueue(message)
 
 
 def sweep(stale_seconds: int = 300) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from service.config import get_settings, reset_settings_cache
-from service.crypto import get_vault
+from service.crypto import get_keyring, get_vault
 from service.db import reset_engine
 from service.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_encryption_key
 
@@ -17,6 +17,7 @@ def _reset_caches() -> None:
     reset_settings_cache()
     reset_engine()
     get_vault.cache_clear()
+    get_keyring.cache_clear()
 
 
 @contextmanager
@@ -29,9 +30,9 @@ def runtime(*, need_redis: bool = False) -> Iterator[None]:
             pg = EmbeddedPostgres(settings.data_dir.resolve() / "pg")
             os.environ["DATABASE_URL"] = pg.start()
             started.append(pg)
-            if settings.encryption_key is None:
+            if settings.encryption_key is None and settings.encryption_keys is None:
                 os.environ["ENCRYPTION_KEY"] = ensure_encryption_key(settings.data_dir)
-        elif settings.encryption_key is None:
+        elif settings.encryption_key is None and settings.encryption_keys is None:
             raise SystemExit(
                 "ENCRYPTION_KEY is required when DATABASE_URL is set (base64 of 32 random bytes)"
             )

@@ -79,11 +79,16 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 @pytest.fixture
 def db(services: Services) -> Iterator[None]:
     """Empty tables (schema kept) before the test."""
+    from service.crypto import get_vault
     from service.db import Base, get_engine
 
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
     with get_engine().begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    get_vault.cache_clear()  # its fingerprint key row went with the tables: read (make) it again
+    from service.delivery.webhooks import _secrets_cache
+
+    _secrets_cache.clear()  # and the programs' webhook secrets
     yield
 
 

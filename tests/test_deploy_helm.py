@@ -12,11 +12,15 @@ The chart is rendered for its default values and for helm/values-production.yaml
 from __future__ import annotations
 
 import functools
+import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import helm_python as helm
 import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
 
@@ -31,6 +35,7 @@ SECRET_ENV = {
     "DATABASE_URL",
     "REDIS_URL",
     "ENCRYPTION_KEY",
+    "ENCRYPTION_KEYS",
     "SMPP_PASSWORD",
     "SMS_HTTP_TOKEN",
     "SMS_RECEIPT_SECRET",
@@ -103,6 +108,17 @@ def all_containers(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return list(pod.get("initContainers", [])) + list(pod["containers"])
 
 
+def config_map(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The settings ConfigMap (the other one holds the Grafana dashboard)."""
+    (cm,) = [o for o in of_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-config")]
+    return cm
+
+
+# The Prometheus Operator's kinds: not in Kubernetes' schemas; the tests below check them instead
+# (promtool for the rules, the selectors and ports for the ServiceMonitor).
+OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
+
+
 def strip(obj: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in obj.items() if not k.startswith("_")}
 
@@ -135,6 +151,11 @@ def test_values_pass_the_chart_schema(profile: str) -> None:
         ),
         pytest.param({"config": {"SMS_PROVIDER": "carrier-pigeon"}}, id="unknown-sms-provider"),
         pytest.param({"api": {"autoscaling": {"maxReplicas": "many"}}}, id="hpa-bounds-type"),
+        pytest.param(
+            {"metrics": {"prometheusRule": {"enabled": True, "alerts": {"outboxLagSecond": 60}}}},
+            id="misspelt-alert-threshold",
+        ),
+        pytest.param({"metrics": {"prometheusRule": {"alerts": {"smsFailureRatio": 5}}}}, id="ratio-above-1"),
     ],
 )
 def test_schema_refuses_plaintext_secrets_and_bad_values(bad_values: dict[str, Any]) -> None:
@@ -175,6 +196,8 @@ def test_every_rendered_object_is_valid_kubernetes(profile: str) -> None:
     objects = rendered(profile)
     assert objects
     for obj in objects:
+        if obj["kind"] in OPERATOR_KINDS:
+            continue
         try:
             kubernetes_validate.validate(strip(obj), KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:  # pragma: no cover - failure detail
@@ -235,7 +258,7 @@ def test_api_probes_use_healthz_and_readyz(profile: str) -> None:
 def test_worker_has_no_http_probes(profile: str) -> None:
     worker = deployment(rendered(profile), "worker")
     (c,) = worker["spec"]["template"]["spec"]["containers"]
-    assert "ports" not in c
+    assert [p["name"] for p in c.get("ports", [])] == ["metrics"]  # the exporter; no API
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert probe not in c, "workers serve no HTTP port; see the comment in deployment-worker.yaml"
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 60
@@ -256,7 +279,7 @@ def test_migration_job_is_a_pre_install_pre_upgrade_hook(profile: str) -> None:
     # A pre-install hook runs before the chart's ConfigMap exists: settings are inlined.
     assert "envFrom" not in c
     env = {e["name"]: e for e in c["env"]}
-    configmap = of_kind(objects, "ConfigMap")[0]
+    configmap = config_map(objects)
     for key, value in configmap["data"].items():
         assert env[key].get("value") == value
     # Only the Job is a hook: Deployments/Services are ordinary release resources.
@@ -339,7 +362,7 @@ def test_pod_disruption_budgets_cover_each_deployment(profile: str) -> None:
 @pytest.mark.parametrize("profile", PROFILES)
 def test_service_routes_to_api_pods_only(profile: str) -> None:
     objects = rendered(profile)
-    (svc,) = of_kind(objects, "Service")
+    (svc,) = [s for s in of_kind(objects, "Service") if component(s) == "api"]
     sel = svc["spec"]["selector"]
     assert labels_match(sel, deployment(objects, "api")["spec"]["template"]["metadata"]["labels"])
     assert not labels_match(sel, deployment(objects, "worker")["spec"]["template"]["metadata"]["labels"])
@@ -351,7 +374,7 @@ def test_ingress_disabled_by_default_enabled_with_tls_in_production() -> None:
     assert of_kind(rendered("default"), "Ingress") == []
     objects = rendered("production")
     (ing,) = of_kind(objects, "Ingress")
-    (svc,) = of_kind(objects, "Service")
+    (svc,) = [s for s in of_kind(objects, "Service") if component(s) == "api"]
     rule_hosts = {r["host"] for r in ing["spec"]["rules"]}
     tls_hosts = {h for t in ing["spec"]["tls"] for h in t["hosts"]}
     assert rule_hosts and rule_hosts <= tls_hosts
@@ -369,7 +392,7 @@ def test_no_plaintext_secret_values(profile: str) -> None:
     objects = rendered(profile)
     # The chart never creates a Secret: it only references existing ones.
     assert of_kind(objects, "Secret") == []
-    (configmap,) = of_kind(objects, "ConfigMap")
+    configmap = config_map(objects)
     assert not SECRET_ENV & set(configmap["data"]), "secret settings must not be in the ConfigMap"
     for where, pod in pod_specs(objects):
         for c in all_containers(pod):
@@ -392,7 +415,7 @@ def test_no_plaintext_secret_values(profile: str) -> None:
 @pytest.mark.parametrize("profile", PROFILES)
 def test_pods_run_non_root_with_read_only_root_filesystem(profile: str) -> None:
     objects = rendered(profile)
-    data_dir = of_kind(objects, "ConfigMap")[0]["data"]["REWARDS_DATA_DIR"]
+    data_dir = config_map(objects)["data"]["REWARDS_DATA_DIR"]
     for where, pod in pod_specs(objects):
         psc = pod["securityContext"]
         assert psc["runAsNonRoot"] is True and psc["runAsUser"] != 0, where
@@ -421,7 +444,7 @@ def helm_merged_values(profile: str) -> dict[str, Any]:
 
 def test_production_profile_scales_out_and_uses_smpp() -> None:
     default, prod = rendered("default"), rendered("production")
-    (cm,) = of_kind(prod, "ConfigMap")
+    cm = config_map(prod)
     assert cm["data"]["SMS_PROVIDER"] == "smpp" and cm["data"]["SMPP_HOST"]
     hpa = {component(h): h["spec"] for h in of_kind(prod, "HorizontalPodAutoscaler")}
     hpa_default = {component(h): h["spec"] for h in of_kind(default, "HorizontalPodAutoscaler")}
@@ -457,5 +480,150 @@ def test_chart_settings_are_application_settings() -> None:
                 names = {e["name"] for e in c.get("env", [])}
                 unknown = names - known
                 assert not unknown, f"{profile} {where}: not a setting of service.config.Settings: {unknown}"
-        (cm,) = of_kind(rendered(profile), "ConfigMap")
+        cm = config_map(rendered(profile))
         assert set(cm["data"]) <= known, set(cm["data"]) - known
+
+
+# ------------------------------------------------------------------ monitoring
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool not installed (Debian package `prometheus`; .ci/run installs it with apt-get)",
+)
+PROMETHEUS_TESTS = ROOT / "tests" / "prometheus" / "alerts_test.yml"
+
+
+def prometheus_rule(values: dict[str, Any] | None = None) -> dict[str, Any]:
+    objects, _ = render(values or {"metrics": {"prometheusRule": {"enabled": True}}})
+    (rule,) = of_kind(objects, "PrometheusRule")
+    return rule
+
+
+def rules_file(folder: Path, rule: dict[str, Any]) -> Path:
+    """The PrometheusRule's groups as a Prometheus rules file, beside the promtool tests."""
+    path = folder / "rules.yml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False))
+    shutil.copy(PROMETHEUS_TESTS, folder / PROMETHEUS_TESTS.name)
+    return path
+
+
+def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    assert PROMTOOL is not None
+    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def alert_names(rule: dict[str, Any]) -> set[str]:
+    return {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r}
+
+
+def test_prometheus_operator_objects_are_off_by_default_and_on_in_production() -> None:
+    default, production = rendered("default"), rendered("production")
+    assert not OPERATOR_KINDS & {o["kind"] for o in default}
+    assert OPERATOR_KINDS <= {o["kind"] for o in production}
+
+
+def test_the_rules_alert_on_what_an_operator_pages_on() -> None:
+    assert alert_names(prometheus_rule()) >= {
+        "RewardsOutboxLag",
+        "RewardsSmsFailureRate",
+        "RewardsSmscNotBound",
+        "RewardsStockRunwayLow",
+        "RewardsBudgetAlmostSpent",
+        "RewardsApiErrors",
+        "RewardsApiLatencyP99",
+    }
+
+
+@needs_promtool
+def test_the_alert_rules_pass_promtool_check_rules(tmp_path: Path) -> None:
+    path = rules_file(tmp_path, prometheus_rule())
+    result = promtool("check", "rules", path.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(alert_names(prometheus_rule()))} rules found" in result.stdout
+
+
+@needs_promtool
+def test_every_alert_fires_in_a_promtool_test_case(tmp_path: Path) -> None:
+    rule = prometheus_rule()
+    rules_file(tmp_path, rule)
+    result = promtool("test", "rules", PROMETHEUS_TESTS.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    cases = yaml.safe_load(PROMETHEUS_TESTS.read_text())["tests"]
+    fired = {t["alertname"] for case in cases for t in case["alert_rule_test"] if t["exp_alerts"]}
+    assert fired == alert_names(rule)
+
+
+@needs_promtool
+def test_promtool_tests_fail_when_a_threshold_moves(tmp_path: Path) -> None:
+    """The cases are not a no-op: with the outbox lag threshold at 10 minutes the lag case fails."""
+    rule = prometheus_rule(
+        {"metrics": {"prometheusRule": {"enabled": True, "alerts": {"outboxLagSeconds": 600}}}}
+    )
+    rules_file(tmp_path, rule)
+    result = promtool("test", "rules", PROMETHEUS_TESTS.name, cwd=tmp_path)
+    assert result.returncode != 0 and "RewardsOutboxLag" in result.stdout + result.stderr
+
+
+def test_the_service_monitor_scrapes_the_api_and_the_worker_exporters() -> None:
+    objects = rendered("production")
+    (monitor,) = of_kind(objects, "ServiceMonitor")
+    selector = monitor["spec"]["selector"]
+    (components,) = [
+        e["values"] for e in selector["matchExpressions"] if e["key"] == "app.kubernetes.io/component"
+    ]
+    services = [
+        s
+        for s in of_kind(objects, "Service")
+        if labels_match(selector["matchLabels"], s["metadata"]["labels"]) and component(s) in components
+    ]
+    scraped = set()
+    for endpoint in monitor["spec"]["endpoints"]:
+        for svc in services:
+            for port in svc["spec"]["ports"]:
+                if port["name"] != endpoint["port"]:
+                    continue
+                pods = deployment(objects, component(svc))
+                assert labels_match(svc["spec"]["selector"], pods["spec"]["template"]["metadata"]["labels"])
+                (c,) = pods["spec"]["template"]["spec"]["containers"]
+                assert port["targetPort"] in {p["name"] for p in c["ports"]}
+                scraped.add((component(svc), endpoint["path"]))
+    assert scraped == {("api", "/metrics"), ("worker", "/metrics")}
+    worker = deployment(objects, "worker")["spec"]["template"]["spec"]["containers"][0]
+    assert str(worker["ports"][0]["containerPort"]) == config_map(objects)["data"]["METRICS_PORT"]
+
+
+def dashboard_json(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (cm,) = [o for o in of_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
+    return json.loads(cm["data"]["rewards.json"])
+
+
+def dashboard_expressions(dashboard: dict[str, Any]) -> list[str]:
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def metric_names(expression: str) -> set[str]:
+    names: set[str] = set()
+
+    def visit(node: Any) -> bool:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+        return True
+
+    promql_parser.walk(promql_parser.parse(expression), visit)
+    return names
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_dashboard_ships_in_a_configmap_the_grafana_sidecar_loads(profile: str) -> None:
+    objects = rendered(profile)
+    (cm,) = [o for o in of_kind(objects, "ConfigMap") if o["metadata"]["name"].endswith("-dashboard")]
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = dashboard_json(objects)
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    expressions = dashboard_expressions(dashboard)
+    assert len(expressions) >= 20
+    for expression in expressions:  # each one is PromQL (the parser refuses anything else)
+        assert metric_names(expression), expression
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))

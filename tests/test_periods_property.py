@@ -72,6 +72,7 @@ def _card_credentials(redemption_id) -> tuple[str, str]:
 
 
 def _run(sequence) -> None:
+    from service.cards.errors import CommittedRefusal
     from service.cards.service import exchange, expire_cards
 
     now = START
@@ -107,7 +108,7 @@ def _run(sequence) -> None:
                             {"at": now - timedelta(seconds=1), "id": redemption_id},
                         )
                         expire_cards(session, now)
-        except Problem:
+        except (Problem, CommittedRefusal):
             pass  # a refusal (not cancellable, balance too low, card expired...) writes nothing
 
 

@@ -11,6 +11,17 @@ ROUTES = {
     ("GET", "/v1/programs", None): dict(
         admin=200, loyalty=200, partner=403, finance=200, support=200, none=401, bogus=401, revoked=401
     ),
+    ("GET", "/v1/programs/mobile-bonus", None): dict(
+        admin=200, loyalty=200, partner=403, finance=200, support=200, none=401, bogus=401, revoked=401
+    ),
+    ("GET", "/v1/programs/home-internet", None):  # outside the loyalty key's programs: 404, not 403
+    dict(admin=200, loyalty=404, partner=403, finance=200, support=200, none=401, bogus=401, revoked=401),
+    ("GET", "/v1/webhooks/events", None): dict(
+        admin=200, loyalty=200, partner=403, finance=403, support=200, none=401, bogus=401, revoked=401
+    ),
+    ("POST", "/v1/webhooks/events/00000000-0000-4000-8000-000000000000/replay", None): dict(
+        admin=404, loyalty=404, partner=403, finance=403, support=404, none=401, bogus=401, revoked=401
+    ),
     ("GET", "/v1/programs/mobile-bonus/offers", None): dict(
         admin=200, loyalty=200, partner=403, finance=200, support=200, none=401, bogus=401, revoked=401
     ),

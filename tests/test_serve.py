@@ -29,6 +29,7 @@ def _embedded_env(data: Path) -> dict[str, str]:
         if k not in ("DATABASE_URL", "REDIS_URL", "ENCRYPTION_KEY", "REWARDS_DATA_DIR")
     }
     env["REWARDS_DATA_DIR"] = str(data)
+    env["METRICS_PORT"] = "0"  # the workers' exporter (tests/test_metrics.py) on no fixed port here
     return env
 
 

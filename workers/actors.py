@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
 
 import dramatiq
+from dramatiq.middleware.prometheus import Prometheus
 
 from service import jobs
 from service.config import get_settings
 from service.delivery import service as delivery
 from service.delivery import webhooks
 from service.logging import configure_logging
+from service.metrics import SMPP_BOUND
 from workers.broker import broker
 
 configure_logging(get_settings().log_level, get_settings().log_json)
@@ -27,6 +30,9 @@ class BindSmscAtBoot(dramatiq.Middleware):
     def after_worker_boot(self, broker, worker) -> None:
         queues = getattr(worker, "consumer_whitelist", None)  # None: every queue
         if get_settings().sms_provider == "smpp" and (not queues or jobs.SMS_QUEUE in queues):
+            settings = get_settings()
+            # the series exists before the first bind, so an SMSC that never binds is visible
+            SMPP_BOUND.labels(f"{settings.smpp_host}:{settings.smpp_port}").set(0)
             delivery.get_provider()
 
 
@@ -37,8 +43,34 @@ class PromptPolling(dramatiq.Middleware):
         worker.worker_timeout = get_settings().dramatiq_worker_timeout_ms
 
 
+class MessageMetrics(Prometheus):
+    """Dramatiq's own Prometheus middleware (dramatiq_messages_total, dramatiq_message_errors_total,
+    ..._retries_total, ..._duration_milliseconds, ..._inprogress), written to the multiprocess folder
+    of `rewards worker`, whose exporter serves them with the rest (service/exporter.py): Dramatiq's
+    HTTP server, one per `dramatiq` command on a fixed port, is not started."""
+
+    @property
+    def forks(self) -> list:
+        return []
+
+    def after_process_boot(self, broker) -> None:
+        super().after_process_boot(broker)
+        # Every actor's series from the start, at zero: an error rate is then 0, not "no data".
+        for name in broker.get_declared_actors():
+            labels = (broker.get_actor(name).queue_name, name)
+            for counter in (
+                self.total_messages,
+                self.total_errored_messages,
+                self.total_retried_messages,
+                self.total_rejected_messages,
+            ):
+                counter.labels(*labels)
+
+
 broker.add_middleware(BindSmscAtBoot())
 broker.add_middleware(PromptPolling())
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # run by `rewards worker`, which exports the metrics
+    broker.add_middleware(MessageMetrics())
 
 # The per-provider throughput limit, shared by every worker through Redis: a counter per second of
 # Redis's own clock (so the pods' clocks do not matter), from which a batch takes what is left.

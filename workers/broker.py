@@ -5,6 +5,7 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
+from service import tracing
 from service.config import get_settings
 
 
@@ -17,6 +18,8 @@ def setup_broker() -> RedisBroker:
         heartbeat_timeout=settings.dramatiq_heartbeat_timeout_ms,
         maintenance_chance=settings.dramatiq_maintenance_chance,
     )
+    if tracing.setup_tracing("rewards-worker"):  # a no-op where the process set it up as another role
+        broker.add_middleware(tracing.dramatiq_middleware())
     dramatiq.set_broker(broker)
     return broker
 

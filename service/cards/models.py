@@ -40,6 +40,8 @@ class Card(Base):
     number_enc: Mapped[bytes] = mapped_column(LargeBinary)
     last4: Mapped[str] = mapped_column(String(4))
     pin_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    # The encryption key of number_enc and pin_enc (service/crypto.py); NULL: written before key ids.
+    key_id: Mapped[str | None] = mapped_column(String(16))
     currency: Mapped[str] = mapped_column(String(3))
     nominal_minor: Mapped[int] = mapped_column(BigInteger)
     balance_minor: Mapped[int] = mapped_column(BigInteger)

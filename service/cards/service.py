@@ -44,17 +44,18 @@ from service.catalog.errors import UnknownProduct
 from service.catalog.snapshot import CatalogSnapshot, ProductInfo, get_snapshot
 from service.crypto import Vault, get_vault
 from service.db import driver
+from service.delivery import webhooks
 from service.errors import Problem, not_found
 from service.ids import uuid7
 from service.ledger import service as ledger
-from service.metrics import CARD_EXCHANGES, CARD_LOCKS, CARD_PIN_FAILURES, CARDS_EXPIRED
+from service.metrics import CARD_EXCHANGES, CARD_LOCKS, CARD_PIN_FAILURES, CARDS_EXPIRED, CODES_TAKEN
 from service.money import Money
 from service.pools.errors import OutOfStock
 from service.pools.service import TakenCode, take_code
 
 
-def pin_matches(vault: Vault, pin_enc: bytes, offered: str) -> bool:
-    return hmac.compare_digest(vault.decrypt(pin_enc, b"card-pin").encode(), offered.encode())
+def pin_matches(vault: Vault, pin_enc: bytes, offered: str, key_id: str | None) -> bool:
+    return hmac.compare_digest(vault.decrypt(pin_enc, b"card-pin", key_id).encode(), offered.encode())
 
 
 @lru_cache
@@ -63,9 +64,10 @@ def mint_card_sql(*, when: str = "true") -> str:
     `when` is false or the number is already taken (the caller draws another). Parameters: product,
     currency, nominal, now and the new_card() values."""
     return (
-        "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, currency,"
+        "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, key_id, currency,"
         " nominal_minor, balance_minor, expires_at, created_at) SELECT %(product)s, %(card_fingerprint)s,"
-        " %(card_number_enc)s, %(card_last4)s, %(card_pin_enc)s, %(currency)s, %(nominal)s, %(nominal)s,"
+        " %(card_number_enc)s, %(card_last4)s, %(card_pin_enc)s, %(card_key_id)s, %(currency)s, %(nominal)s,"
+        " %(nominal)s,"
         f" %(card_expires_at)s, %(now)s WHERE {when} ON CONFLICT (number_fingerprint) DO NOTHING"
         " RETURNING id, last4, number_fingerprint AS fingerprint, expires_at"
     )
@@ -80,6 +82,7 @@ def new_card(vault: Vault, *, validity_days: int, now: datetime) -> dict[str, An
         "card_number_enc": vault.encrypt(number, b"card-number"),
         "card_last4": number[-4:],
         "card_pin_enc": vault.encrypt(pin, b"card-pin"),
+        "card_key_id": vault.key_id,
         "card_expires_at": now + timedelta(days=validity_days),
     }
 
@@ -96,9 +99,9 @@ log = structlog.get_logger("cards")
 
 
 _CARD = (
-    "SELECT c.id, c.product_id, c.last4, c.number_fingerprint, c.pin_enc, c.currency, c.nominal_minor,"
-    " c.balance_minor, c.status, c.expires_at, c.failed_pin_attempts, c.locked_until, r.id AS redemption_id,"
-    " r.program_id, r.tariff_id, r.offer_id"
+    "SELECT c.id, c.product_id, c.last4, c.number_fingerprint, c.pin_enc, c.key_id, c.currency,"
+    " c.nominal_minor, c.balance_minor, c.status, c.expires_at, c.failed_pin_attempts, c.locked_until,"
+    " r.id AS redemption_id, r.external_id, r.program_id, r.tariff_id, r.offer_id"
     " FROM cards c LEFT JOIN redemptions r ON r.card_id = c.id"
 )
 
@@ -151,7 +154,7 @@ def authenticate_card(
             f"too many wrong PINs: the card is locked until {card.locked_until.isoformat()}",
             headers={"Retry-After": str(max(1, int((card.locked_until - now).total_seconds()) + 1))},
         )
-    if not pin_matches(vault, bytes(card.pin_enc), pin):
+    if not pin_matches(vault, bytes(card.pin_enc), pin, card.key_id):
         attempts = card.failed_pin_attempts + 1
         CARD_PIN_FAILURES.inc()
         if attempts >= MAX_PIN_ATTEMPTS:
@@ -306,6 +309,7 @@ def _exchange(
     certificate = take_code(db, product.id, status="issued", now=now)
     if certificate is None:
         raise OutOfStock(f"no certificates left for {product.sku}")
+    CODES_TAKEN.labels(product.sku).inc()
     debited = db.execute(
         "UPDATE cards SET balance_minor = balance_minor - %(face)s,"
         " status = CASE WHEN balance_minor - %(face)s = 0 THEN 'exhausted' ELSE status END"
@@ -317,6 +321,26 @@ def _exchange(
     exchange_id = uuid7()
     _write_exchange(db, snap, card, product, certificate, exchange_id, now=now, api_key_id=api_key_id)
     CARD_EXCHANGES.labels(product.sku).inc()
+    program = snap.programs_by_id.get(card.program_id) if card.program_id is not None else None
+    if program is not None:
+        webhooks.emit(
+            db,
+            program_id=program.id,
+            webhook_url=program.webhook_url,
+            redemption_id=card.redemption_id,
+            event="card.exchanged",
+            now=now,
+            data={
+                "redemption_id": str(card.redemption_id),
+                "external_id": card.external_id,
+                "card_last4": card.last4,
+                "exchange_id": str(exchange_id),
+                "sku": product.sku,
+                "partner": product.partner_code,
+                "amount": Money.of(face, product.currency).model_dump(mode="json"),
+                "balance": Money.of(balance, card.currency).model_dump(mode="json"),
+            },
+        )
     log.info(
         "card_exchanged",
         card_id=card.id,
@@ -343,8 +367,10 @@ def _exchange(
     )
     return ExchangeResult(
         out,
-        vault.decrypt(certificate.code_enc, b"code"),
-        vault.decrypt(certificate.pin_enc, b"pin") if certificate.pin_enc is not None else None,
+        vault.decrypt(certificate.code_enc, b"code", certificate.key_id),
+        vault.decrypt(certificate.pin_enc, b"pin", certificate.key_id)
+        if certificate.pin_enc is not None
+        else None,
     )
 
 
@@ -405,7 +431,7 @@ def reveal_certificate(session: Session, exchange_id: uuid.UUID, partner: str) -
     idempotency store never holds a code in clear)."""
     row = session.execute(
         text(
-            "SELECT c.code_enc, c.pin_enc FROM exchanges e JOIN codes c ON c.id = e.code_id"
+            "SELECT c.code_enc, c.pin_enc, c.key_id FROM exchanges e JOIN codes c ON c.id = e.code_id"
             " JOIN partners p ON p.id = e.partner_id WHERE e.id = :id AND p.code = :partner"
         ),
         {"id": exchange_id, "partner": partner},
@@ -414,8 +440,8 @@ def reveal_certificate(session: Session, exchange_id: uuid.UUID, partner: str) -
         raise not_found(f"exchange {exchange_id}")
     vault = get_vault()
     return (
-        vault.decrypt(bytes(row.code_enc), b"code"),
-        vault.decrypt(bytes(row.pin_enc), b"pin") if row.pin_enc is not None else None,
+        vault.decrypt(bytes(row.code_enc), b"code", row.key_id),
+        vault.decrypt(bytes(row.pin_enc), b"pin", row.key_id) if row.pin_enc is not None else None,
     )
 
 
@@ -441,13 +467,31 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
             " done AS (UPDATE cards c SET status = 'expired', balance_minor = 0 FROM due WHERE c.id = due.id"
             "  RETURNING c.id, c.product_id, c.currency, c.last4, c.number_fingerprint,"
             "  due.balance_minor AS unused)"
-            " SELECT done.*, r.program_id, r.tariff_id, r.offer_id"
+            " SELECT done.*, r.id AS redemption_id, r.external_id, r.program_id, r.tariff_id, r.offer_id"
             " FROM done LEFT JOIN redemptions r ON r.card_id = done.id"
         ),
         {"now": now, "limit": limit},
     ).all()
     total = 0
+    events = []
     for card in rows:
+        program = snap.programs_by_id.get(card.program_id) if card.program_id is not None else None
+        if program is not None:
+            events.append(
+                webhooks.Event(
+                    program.id,
+                    program.webhook_url,
+                    card.redemption_id,
+                    "card.expired",
+                    {
+                        "redemption_id": str(card.redemption_id),
+                        "external_id": card.external_id,
+                        "card_last4": card.last4,
+                        "unused_balance": Money.of(card.unused, card.currency).model_dump(mode="json"),
+                        "expired_at": now.isoformat(),
+                    },
+                )
+            )
         _event(
             session,
             card.id,
@@ -479,6 +523,7 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
             ),
         )
         total += card.unused
+    webhooks.emit_many(db, events, now=now)
     if rows:
         CARDS_EXPIRED.inc(len(rows))
         log.info("cards_expired", count=len(rows), breakage_minor=total)

@@ -8,17 +8,21 @@ from datetime import UTC, datetime
 from sqlalchemy import exists, select, text
 from sqlalchemy.orm import Session
 
+from service.balances.service import budgets
 from service.catalog.errors import UnknownTariff
 from service.catalog.models import ExchangeCatalogItem, Offer, OfferPrice, Partner, Product, Program, Tariff
 from service.catalog.schemas import (
     Availability,
+    BudgetBalance,
     OfferOut,
     OfferPriceOut,
     ProductOut,
     ProductRef,
+    ProgramDetailOut,
     ProgramOut,
     TariffOut,
 )
+from service.db import driver
 from service.errors import not_found
 from service.money import Money
 
@@ -191,3 +195,22 @@ def list_products(
         )
         for p in products
     ]
+
+
+def program_detail(session: Session, code: str, *, now: datetime | None = None) -> ProgramDetailOut:
+    """One program with what it has spent of its budget this month (one more small query)."""
+    now = now or datetime.now(UTC)
+    programs = list_programs(session, visible=frozenset({code}), after=None, limit=1)
+    if not programs:
+        raise not_found(f"program {code}")
+    spent = budgets(driver(session), now, program=code)
+    balance = None
+    if spent:
+        b = spent[0]
+        balance = BudgetBalance(
+            month=f"{b.month:%Y-%m}",
+            budget=Money.of(b.budget_minor, b.currency),
+            spent=Money.of(b.spent_minor, b.currency),
+            remaining=Money.of(b.remaining_minor, b.currency),
+        )
+    return ProgramDetailOut(**programs[0].model_dump(), budget_this_month=balance)

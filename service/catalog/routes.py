@@ -9,7 +9,7 @@ from service.auth.deps import require
 from service.auth.service import Principal
 from service.catalog import queries
 from service.catalog.errors import UnknownTariff
-from service.catalog.schemas import OfferOut, ProductOut, ProgramOut
+from service.catalog.schemas import OfferOut, ProductOut, ProgramDetailOut, ProgramOut
 from service.db import new_session
 from service.errors import not_found, responses
 from service.pagination import Limit, Page, page
@@ -34,6 +34,21 @@ def get_programs(
     with new_session() as session:
         items = queries.list_programs(session, visible=visible, after=cursor, limit=limit)
     return page(items, limit, "code")
+
+
+@router.get(
+    "/programs/{program}",
+    response_model=ProgramDetailOut,
+    summary="A program, with its budget spent and remaining this month",
+)
+def get_program(
+    program: ProgramCode,
+    principal: Principal = Depends(require("loyalty", "finance", "support")),
+) -> ProgramDetailOut:
+    if not principal.may_see_program(program):
+        raise not_found(f"program {program}")
+    with new_session() as session:
+        return queries.program_detail(session, program)
 
 
 @router.get(

@@ -23,6 +23,17 @@ class ProgramOut(BaseModel):
     tariffs: list[TariffOut]
 
 
+class BudgetBalance(BaseModel):
+    month: str = Field(description="YYYY-MM, the program's current month in its time zone")
+    budget: Money
+    spent: Money = Field(description="Nominal of this month's redemptions, net of cancellations")
+    remaining: Money
+
+
+class ProgramDetailOut(ProgramOut):
+    budget_this_month: BudgetBalance | None = Field(description="None: the program has no monthly budget")
+
+
 class ProductRef(BaseModel):
     sku: str
     kind: Literal["code", "universal_card"]

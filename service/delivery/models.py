@@ -5,11 +5,13 @@ from datetime import datetime
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     CheckConstraint,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -80,24 +82,57 @@ class SmsProviderMessage(Base):
 
 
 class WebhookEvent(Base):
-    """An event for the program's webhook endpoint; consumers dedupe by `id`."""
+    """An event for the program's webhook endpoint; consumers dedupe by `id`. Its status is read from
+    the timestamps: pending (neither), delivered, given up (retried for 24 hours from `deliver_from`
+    in vain). A replay sends it again under the same id, with a new 24-hour window."""
 
     __tablename__ = "webhook_events"
+    __table_args__ = (
+        # The events API lists newest first, per program or across all of them.
+        Index("ix_webhook_events_program_created", "program_id", "created_at", "id"),
+        Index("ix_webhook_events_created", "created_at", "id"),
+        # Given-up events are few: listed, counted (a gauge) and replayed through this index.
+        Index(
+            "ix_webhook_events_given_up",
+            "created_at",
+            postgresql_where=text("given_up_at IS NOT NULL AND delivered_at IS NULL"),
+        ),
+    )
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
-    redemption_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("redemptions.id"))
+    # Redemption events name their redemption; card, stock, budget and period events none.
+    redemption_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("redemptions.id"))
     type: Mapped[str] = mapped_column(String(32))
     payload: Mapped[dict] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     given_up_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The retry window (24 hours) counts from here: NULL is created_at; a replay moves it to its time.
+    deliver_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replays: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
 class WebhookAttempt(Base):
     __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_event", "event_id", "attempted_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("webhook_events.id"))
     attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int | None] = mapped_column(Integer)
+
+
+class ProgramWebhookSecret(Base):
+    """A program's webhook signing secrets, encrypted under the key `key_id`. The newest is current;
+    an older one whose `expires_at` is still ahead is in its overlap window after a rotation, and
+    events carry a signature by each (Standard Webhooks allows several)."""
+
+    __tablename__ = "program_webhook_secrets"
+    __table_args__ = (Index("ix_program_webhook_secrets_program", "program_id", "created_at"),)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    secret_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

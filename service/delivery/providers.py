@@ -32,6 +32,7 @@ from smpplib import smpp
 
 from service.config import get_settings
 from service.delivery.text import DATA_CODING, split, udh
+from service.metrics import SMPP_BOUND
 
 log = structlog.get_logger("sms")
 
@@ -302,6 +303,7 @@ class SmppSession:
                 self._loop()
             except Exception as exc:  # noqa: BLE001 - any failure of the link: fail what is in flight, reconnect
                 self._connected.clear()
+                SMPP_BOUND.labels(f"{self.host}:{self.port}").set(0)
                 self._fail_inflight(exc)
                 self._disconnect()
                 if self._stop.is_set():
@@ -312,6 +314,7 @@ class SmppSession:
                 time.sleep(backoff + random.random() * backoff / 2)
                 backoff = min(backoff * 2, 10.0)
         self._connected.clear()
+        SMPP_BOUND.labels(f"{self.host}:{self.port}").set(0)
         self._disconnect()
 
     def _connect(self) -> None:
@@ -320,6 +323,7 @@ class SmppSession:
         client.bind_transceiver(system_id=self.system_id, password=self.password)
         self._client = client
         self._connected.set()
+        SMPP_BOUND.labels(f"{self.host}:{self.port}").set(1)
         log.info("smpp_bound", host=self.host, port=self.port)
 
     def _disconnect(self) -> None:

@@ -127,20 +127,20 @@ def _secrets(db: Any, rows: list[Any]) -> dict[tuple[str, int], tuple[str, str]]
     code_ids = [r.code_id for r in rows if r.code_id is not None]
     card_ids = [r.card_id for r in rows if r.code_id is None and r.card_id is not None]
     if code_ids:
-        for id_, code_enc, pin_enc in db.execute(
-            "SELECT id, code_enc, pin_enc FROM codes WHERE id = ANY(%s)", (code_ids,)
+        for id_, code_enc, pin_enc, key_id in db.execute(
+            "SELECT id, code_enc, pin_enc, key_id FROM codes WHERE id = ANY(%s)", (code_ids,)
         ):
             found["code", id_] = (
-                vault.decrypt(bytes(code_enc), b"code"),
-                vault.decrypt(bytes(pin_enc), b"pin") if pin_enc else "",
+                vault.decrypt(bytes(code_enc), b"code", key_id),
+                vault.decrypt(bytes(pin_enc), b"pin", key_id) if pin_enc else "",
             )
     if card_ids:
-        for id_, number_enc, pin_enc in db.execute(
-            "SELECT id, number_enc, pin_enc FROM cards WHERE id = ANY(%s)", (card_ids,)
+        for id_, number_enc, pin_enc, key_id in db.execute(
+            "SELECT id, number_enc, pin_enc, key_id FROM cards WHERE id = ANY(%s)", (card_ids,)
         ):
             found["card", id_] = (
-                vault.decrypt(bytes(number_enc), b"card-number"),
-                vault.decrypt(bytes(pin_enc), b"card-pin"),
+                vault.decrypt(bytes(number_enc), b"card-number", key_id),
+                vault.decrypt(bytes(pin_enc), b"card-pin", key_id),
             )
     return found
 

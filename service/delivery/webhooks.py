@@ -1,8 +1,16 @@
-"""Webhooks to a program's endpoint on sent, delivered, failed and cancelled.
+"""Webhooks to a program's endpoint: redemption status changes, card exchanges and expiries, low
+stock and budget, closed periods (service/delivery/events.py names them all).
 
-Body: {"id", "type", "created_at", "data": {...}}. Headers: Rewards-Event-Id, Rewards-Timestamp
-(Unix seconds) and Rewards-Signature: v1=<hex HMAC-SHA256 over "<timestamp>.<body>">, keyed with the
-program's webhook secret (`rewards webhooks secret PROGRAM`). At least once: consumers dedupe by id."""
+Body: {"id", "type", "created_at", "data": {...}}, signed by the Standard Webhooks scheme
+(https://www.standardwebhooks.com): `webhook-id` (the event id, the same on every retry and replay),
+`webhook-timestamp` (Unix seconds of the attempt) and `webhook-signature: v1,<base64 HMAC-SHA256 over
+"<id>.<timestamp>.<body>">`, one signature per secret the program has in force (two during a secret
+rotation's overlap, space separated), so integrators verify with the scheme's ready-made libraries.
+
+For integrators of earlier releases the legacy headers Rewards-Event-Id, Rewards-Timestamp and
+Rewards-Signature (`v1=<hex HMAC over "<timestamp>.<body>">`) still go along while
+WEBHOOK_LEGACY_HEADERS is on (docs/delivery.md says until when and why). At least once: consumers
+dedupe by id."""
 
 from __future__ import annotations
 
@@ -11,60 +19,177 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import structlog
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from service import jobs, outbox
 from service.config import get_settings
+from service.crypto import Keyring, derive, get_keyring
 from service.db import batch, driver, transaction
+from service.metrics import WEBHOOK_DELIVERIES
 
 log = structlog.get_logger("webhooks")
 GIVE_UP_AFTER = timedelta(hours=24)
+SECRET_CONTEXT = b"webhook-secret"
+SECRET_PREFIX = "whsec_"
+SECRETS_TTL = 30.0  # seconds a worker signs with the secrets it read before it looks again
 
 
 class WebhookNotDelivered(Exception):
     """The receiver did not take the event; the worker retries with backoff."""
 
 
+# --- secrets ---------------------------------------------------------------------------------------
+
+
+def format_secret(secret: bytes) -> str:
+    """A secret as Standard Webhooks libraries take it: `whsec_` and its base64."""
+    return SECRET_PREFIX + base64.b64encode(secret).decode()
+
+
+def legacy_secret(keyring: Keyring, program_code: str) -> bytes:
+    """What earlier releases derived from ENCRYPTION_KEY instead of storing a secret; a program's
+    first stored secret is this one, so integrators keep theirs across the upgrade."""
+    return derive(keyring.oldest, b"webhook/" + program_code.encode())
+
+
+def secrets_in_force(db: Any, program_id: int, program_code: str, now: datetime) -> list[bytes]:
+    """The program's secrets in force, newest (current) first: those without an end, or whose overlap
+    window after a rotation is still open. The first call for a program stores its first secret."""
+    keyring = get_keyring()
+    rows = _secret_rows(db, program_id, now)
+    if not rows:
+        db.execute("SELECT pg_advisory_xact_lock(7270018, %s)", (program_id,))
+        db.execute(
+            "INSERT INTO program_webhook_secrets (program_id, secret_enc, key_id, created_at)"
+            " SELECT %s, %s, %s, %s WHERE NOT EXISTS"
+            " (SELECT 1 FROM program_webhook_secrets WHERE program_id = %s)",
+            (
+                program_id,
+                keyring.encrypt(legacy_secret(keyring, program_code), SECRET_CONTEXT),
+                keyring.current,
+                now,
+                program_id,
+            ),
+        )
+        rows = _secret_rows(db, program_id, now)
+    return [keyring.decrypt(bytes(enc), SECRET_CONTEXT, key_id) for enc, key_id in rows]
+
+
+def _secret_rows(db: Any, program_id: int, now: datetime) -> list[Any]:
+    return db.execute(
+        "SELECT secret_enc, key_id FROM program_webhook_secrets WHERE program_id = %s"
+        " AND (expires_at IS NULL OR expires_at > %s) ORDER BY created_at DESC, id DESC",
+        (program_id, now),
+    ).fetchall()
+
+
+def _program(db: Any, program_code: str) -> int:
+    row = db.execute("SELECT id FROM programs WHERE code = %s", (program_code,)).fetchone()
+    if row is None:
+        raise LookupError(f"no program {program_code}")
+    return row[0]
+
+
 def program_secret(program_code: str) -> bytes:
-    """Per-program signing secret, derived from ENCRYPTION_KEY: nothing more to store or leak."""
-    key = get_settings().encryption_key
-    if key is None:
-        raise RuntimeError("ENCRYPTION_KEY is not set")
-    return _derived_secret(key.get_secret_value(), program_code)
+    """The program's current secret (for `rewards webhooks secret`)."""
+    with transaction() as session:
+        db = driver(session)
+        return secrets_in_force(db, _program(db, program_code), program_code, datetime.now(UTC))[0]
 
 
-@lru_cache(maxsize=256)
-def _derived_secret(encryption_key: str, program_code: str) -> bytes:
+def rotate_secret(program_code: str, *, overlap: timedelta, now: datetime | None = None) -> bytes:
+    """A new random secret becomes current; the ones in force stay valid for `overlap`, during which
+    every event is signed by both, so the integrator can switch at any moment inside it."""
+    now = now or datetime.now(UTC)
+    keyring = get_keyring()
+    with transaction() as session:
+        db = driver(session)
+        program_id = _program(db, program_code)
+        secrets_in_force(db, program_id, program_code, now)  # the first one, if it was never stored
+        db.execute(
+            "UPDATE program_webhook_secrets SET expires_at = %s WHERE program_id = %s"
+            " AND (expires_at IS NULL OR expires_at > %s)",
+            (now + overlap, program_id, now + overlap),
+        )
+        secret = os.urandom(32)
+        db.execute(
+            "INSERT INTO program_webhook_secrets (program_id, secret_enc, key_id, created_at)"
+            " VALUES (%s, %s, %s, %s)",
+            (program_id, keyring.encrypt(secret, SECRET_CONTEXT), keyring.current, now),
+        )
+    _secrets_cache.clear()
+    log.info("webhook_secret_rotated", program=program_code, overlap_hours=overlap.total_seconds() / 3600)
+    return secret
 
-    master = base64.b64decode(encryption_key)
-    return HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"rewards/webhook/" + program_code.encode()
-    ).derive(master)
+
+_secrets_cache: dict[int, tuple[float, list[bytes]]] = {}
+
+
+def _cached_secrets(db: Any, program_id: int, program_code: str, now: datetime) -> list[bytes]:
+    hit = _secrets_cache.get(program_id)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    secrets = secrets_in_force(db, program_id, program_code, now)
+    _secrets_cache[program_id] = (time.monotonic() + SECRETS_TTL, secrets)
+    return secrets
+
+
+# --- signatures ------------------------------------------------------------------------------------
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The legacy Rewards-Signature."""
     return "v1=" + hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def standard_signature(secrets: list[bytes], event_id: str, timestamp: int, body: bytes) -> str:
+    """`webhook-signature`: `v1,<base64>` per secret, space separated."""
+    signed = f"{event_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(s, signed, hashlib.sha256).digest()).decode() for s in secrets
+    )
+
+
+def signed_headers(secrets: list[bytes], event_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "webhook-id": event_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": standard_signature(secrets, event_id, timestamp, body),
+    }
+    if get_settings().webhook_legacy_headers:
+        # One signature only (the format has no room for two): by the oldest secret in force, which is
+        # the one a legacy integrator holds until the overlap of a rotation ends.
+        headers["Rewards-Event-Id"] = event_id
+        headers["Rewards-Timestamp"] = str(timestamp)
+        headers["Rewards-Signature"] = sign(secrets[-1], timestamp, body)
+    return headers
+
+
+# --- events ----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Event:
     program_id: int
     webhook_url: str | None
-    redemption_id: uuid.UUID
-    event: str  # sent, delivered, failed, cancelled
+    redemption_id: uuid.UUID | None
+    event: str  # a redemption status (sent, delivered, failed, cancelled) or a full type (stock.low)
     data: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return self.event if "." in self.event else f"redemption.{self.event}"
 
 
 def emit(
@@ -72,7 +197,7 @@ def emit(
     *,
     program_id: int,
     webhook_url: str | None,
-    redemption_id: uuid.UUID,
+    redemption_id: uuid.UUID | None,
     event: str,
     data: dict[str, Any],
     now: datetime,
@@ -89,7 +214,7 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
         event_id = uuid.uuid4()
         payload = {
             "id": str(event_id),
-            "type": f"redemption.{e.event}",
+            "type": e.type,
             "created_at": now.isoformat(),
             "data": e.data,
         }
@@ -122,7 +247,7 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
             source="jsonb_to_recordset(%(events)s::jsonb) AS e(message_id uuid, id uuid, n int)",
             order_by="n",
         ),
-        {"outbox_now": now, "events": events_json},
+        {"outbox_now": now, "events": events_json, **outbox.trace_params()},
     )
 
 
@@ -192,15 +317,18 @@ def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
         rows = (
             driver(session)
             .execute(
-                "SELECT e.id, e.payload, e.created_at, e.delivered_at, e.given_up_at, p.webhook_url, p.code"
+                "SELECT e.id, e.payload, coalesce(e.deliver_from, e.created_at), e.delivered_at,"
+                " e.given_up_at, p.webhook_url, p.code, p.id"
                 " FROM webhook_events e JOIN programs p ON p.id = e.program_id WHERE e.id = ANY(%s)",
                 (list(results),),
             )
             .fetchall()
         )
-    due = [row for row in rows if not (row[3] or row[4] or not row[5])]
+        due = [row for row in rows if not (row[3] or row[4] or not row[5])]
+        secrets = {row[7]: _cached_secrets(driver(session), row[7], row[6], now) for row in due}
     if not due:
         return results
+    due = [(*row, secrets[row[7]]) for row in due]
     # One task per posting thread, each posting its share in turn: as fast as a task per event,
     # without a future and a hand-over for every one.
     shares = [due[i::POSTING_THREADS] for i in range(min(POSTING_THREADS, len(due)))]
@@ -223,6 +351,9 @@ def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
             log.error("webhook_given_up", event_id=str(event_id), program=row[6])
         else:
             results[event_id] = f"retry: receiver answered {status_code or error}"
+    WEBHOOK_DELIVERIES.labels("delivered").inc(len(delivered))
+    WEBHOOK_DELIVERIES.labels("given_up").inc(len(given_up))
+    WEBHOOK_DELIVERIES.labels("retry").inc(len(due) - len(delivered) - len(given_up))
     with transaction() as session:
         db = driver(session)
         db.execute(
@@ -243,15 +374,9 @@ def _post_each(rows: list[Any]) -> list[tuple[int | None, str | None, int]]:
 
 
 def _post(row: Any) -> tuple[int | None, str | None, int]:
-    event_id, payload, _, _, _, url, program = row
+    event_id, payload, _, _, _, url, _, _, secrets = row
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    timestamp = int(time.time())
-    headers = {
-        "Content-Type": "application/json",
-        "Rewards-Event-Id": str(event_id),
-        "Rewards-Timestamp": str(timestamp),
-        "Rewards-Signature": sign(program_secret(program), timestamp, body),
-    }
+    headers = signed_headers(secrets, str(event_id), int(time.time()), body)
     started = time.perf_counter()
     status_code, error = None, None
     try:

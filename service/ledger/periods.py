@@ -26,6 +26,7 @@ import orjson
 
 from service.catalog.errors import UnknownProgram
 from service.db import driver, new_session, scalar, transaction
+from service.delivery import webhooks
 from service.errors import ValidationFailed
 from service.ledger.documents import month_title_ru, render_act
 from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
@@ -282,6 +283,23 @@ def _produce_documents(period_id: int, program: ProgramRow) -> None:
             "UPDATE periods SET status = 'closed', totals = %s::jsonb, record_count = %s,"
             " documents_at = now() WHERE id = %s",
             (orjson.dumps(totals).decode(), totals["records"], period_id),
+        )
+        url = db.execute("SELECT webhook_url FROM programs WHERE id = %s", (program.id,)).fetchone()
+        webhooks.emit(
+            db,
+            program_id=program.id,
+            webhook_url=url[0] if url else None,
+            redemption_id=None,
+            event="period.closed",
+            now=datetime.now(UTC),
+            data={
+                "program": program.code,
+                "period": f"{month:%Y-%m}",
+                "act_number": act_number,
+                "registry_number": registry_number,
+                "records": totals["records"],
+                "closed_at": closed_at.isoformat(),
+            },
         )
 
 

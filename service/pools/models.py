@@ -73,6 +73,8 @@ class Code(Base):
     last4: Mapped[str] = mapped_column(String(4))
     code_enc: Mapped[bytes] = mapped_column(LargeBinary)
     pin_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The encryption key of code_enc and pin_enc (service/crypto.py); NULL: written before key ids.
+    key_id: Mapped[str | None] = mapped_column(String(16))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(16), server_default="available")
     upload_id: Mapped[int | None] = mapped_column(ForeignKey("code_uploads.id"))

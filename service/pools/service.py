@@ -160,7 +160,7 @@ def take_code_sql(*, when: str = "true", returning: str = "id, last4, fingerprin
     )
 
 
-TAKE_CODE = take_code_sql(returning="id, last4, fingerprint, expires_at, code_enc, pin_enc")
+TAKE_CODE = take_code_sql(returning="id, last4, fingerprint, expires_at, code_enc, pin_enc, key_id")
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,7 @@ class TakenCode:
     expires_at: datetime | None
     code_enc: bytes
     pin_enc: bytes | None
+    key_id: str | None
 
 
 def take_code(db: Any, product_id: int, *, status: str, now: datetime) -> TakenCode | None:
@@ -180,7 +181,13 @@ def take_code(db: Any, product_id: int, *, status: str, now: datetime) -> TakenC
     if row is None:
         return None
     return TakenCode(
-        row[0], row[1], bytes(row[2]), row[3], bytes(row[4]), bytes(row[5]) if row[5] is not None else None
+        row[0],
+        row[1],
+        bytes(row[2]),
+        row[3],
+        bytes(row[4]),
+        bytes(row[5]) if row[5] is not None else None,
+        row[6],
     )
 
 
@@ -280,12 +287,17 @@ def import_codes(
         flush()
         cur.execute("ANALYZE code_staging")
         cur.execute(
-            "INSERT INTO codes (product_id, partner_id, fingerprint, last4, code_enc, pin_enc, expires_at,"
-            " upload_id) SELECT DISTINCT ON (fingerprint) %(product)s, %(partner)s, fingerprint, last4,"
-            " code_enc, pin_enc, expires_at, %(upload)s"
+            "INSERT INTO codes (product_id, partner_id, fingerprint, last4, code_enc, pin_enc, key_id,"
+            " expires_at, upload_id) SELECT DISTINCT ON (fingerprint) %(product)s, %(partner)s, fingerprint,"
+            " last4, code_enc, pin_enc, %(key_id)s, expires_at, %(upload)s"
             " FROM code_staging ORDER BY fingerprint, line"
             " ON CONFLICT (partner_id, fingerprint) DO NOTHING",
-            {"product": product.id, "partner": product.partner_id, "upload": upload.id},
+            {
+                "product": product.id,
+                "partner": product.partner_id,
+                "upload": upload.id,
+                "key_id": vault.key_id,
+            },
         )
         result.accepted = cur.rowcount
         valid = result.lines - result.rejected

@@ -33,6 +33,7 @@ from service.errors import not_found
 from service.faults import checkpoint
 from service.ids import uuid7
 from service.ledger import service as ledger
+from service.metrics import CODES_TAKEN
 from service.money import Money
 from service.pools.errors import OutOfStock
 from service.pools.service import release_code, take_code_sql
@@ -164,6 +165,8 @@ def _reward_of(
     if not budget_taken:
         raise BudgetExceeded("the program's monthly budget is spent")
     checkpoint("redeem.after_statement")
+    if priced.product.kind == "code":
+        CODES_TAKEN.labels(priced.product.sku).inc()  # the stock runway alert's rate
     return last4, expires_at
 
 
@@ -264,17 +267,9 @@ TAKE_BUDGET = (
     " WHERE u.spent_minor + EXCLUDED.spent_minor <= %(budget)s RETURNING spent_minor"
 )
 
-# The first send of the reward's SMS, from the redemption row: its id and time.
-_FIRST_SMS = outbox.insert(
-    jobs.REWARD_SMS,
-    payload="jsonb_build_object('redemption_id', r.id, 'send', 0)",
-    source="r",
-    created_at="r.created_at",
-)
-
 
 @lru_cache
-def _redemption_sql(*, limits: bool, kind: str, record_sql: str) -> str:
+def _redemption_sql(*, limits: bool, kind: str, record_sql: str, sms_sql: str) -> str:
     """The statement of one redemption: whether the subscriber is within the offer's limits (lim),
     the reward (c: a pooled code, or a minted card, only when within), the redemption (r: nothing on
     a duplicate external_id), its issue record and its SMS in the outbox. Its one row tells the caller
@@ -287,7 +282,7 @@ def _redemption_sql(*, limits: bool, kind: str, record_sql: str) -> str:
         f" c AS ({reward}),"
         f" r AS ({_INSERT_REDEMPTION.format(code_id=code_id, card_id=card_id)}),"
         f" rec AS ({record_sql}),"
-        f" sms AS ({_FIRST_SMS})"
+        f" sms AS ({sms_sql})"
         f" SELECT {within}, c.last4, c.expires_at, (SELECT count(*) FROM r) > 0"
         " FROM (SELECT 1) AS one LEFT JOIN c ON true"
     )
@@ -339,7 +334,15 @@ def redemption_statement(
         params["code_status"] = "reserved"
     if program.monthly_budget_minor is not None:
         params.update(budget_month=day.date().replace(day=1), budget=program.monthly_budget_minor)
-    sql = _redemption_sql(limits=priced.has_limits, kind=product.kind, record_sql=record.sql)
+    # The first send of the reward's SMS, from the redemption row: its id and time.
+    sms = outbox.insert(
+        jobs.REWARD_SMS,
+        payload="jsonb_build_object('redemption_id', r.id, 'send', 0)",
+        source="r",
+        created_at="r.created_at",
+    )
+    params.update(outbox.trace_params())
+    sql = _redemption_sql(limits=priced.has_limits, kind=product.kind, record_sql=record.sql, sms_sql=sms)
     return Fragment(sql, params)
 
 

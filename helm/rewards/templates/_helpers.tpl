@@ -48,7 +48,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* Non-secret settings: the values' config plus the data dir every pod mounts. */}}
 {{- define "rewards.configData" -}}
-{{- $data := dict "REWARDS_DATA_DIR" .Values.dataDir }}
+{{- $data := dict "REWARDS_DATA_DIR" .Values.dataDir "METRICS_PORT" (toString .Values.metrics.port) }}
 {{- range $k, $v := .Values.config }}
 {{- $_ := set $data $k (toString $v) }}
 {{- end }}

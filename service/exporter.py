@@ -1,0 +1,199 @@
+"""The Prometheus exporter of the worker and relay processes, which serve no HTTP API.
+
+`rewards worker` (and `rewards relay`) keep every counter of theirs and of their Dramatiq processes in
+prometheus-client's multiprocess mode: one folder (PROMETHEUS_MULTIPROC_DIR), files per process,
+added up when scraped; Dramatiq's own Prometheus middleware writes its per-message metrics there too
+(its own HTTP server stays off: this exporter serves everything on METRICS_PORT). Beside those, the
+exporter computes the state of the operation from SQL and Redis: outbox backlog and the age of its
+oldest row, messages per Dramatiq queue, SMS in doubt, webhook events given up, codes available per
+sku, budget spent per program. These are cheap (index ranges, one Redis pipeline) and cached for
+METRICS_CACHE_SECONDS, so several Prometheus servers scraping cost the database one computation."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import redis
+import structlog
+from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from service import jobs
+from service.balances.service import budgets, stock
+from service.config import get_settings
+from service.db import driver, scalar, transaction
+
+log = structlog.get_logger("metrics")
+QUEUES = (jobs.SMS_QUEUE, jobs.BULK_SMS_QUEUE, jobs.WEBHOOK_QUEUE)
+BACKLOG_CAP = 1_000_000  # the backlog is counted up to this many rows, so a scrape stays bounded
+IN_DOUBT_AFTER_SECONDS = 5  # an attempt younger than this is being recorded, not in doubt
+
+
+@lru_cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(get_settings().redis_url or "", socket_timeout=2, socket_connect_timeout=2)
+
+
+class OperationsCollector(Collector):
+    """Gauges of the operation's state, from SQL and Redis, computed at most every `cache_seconds`."""
+
+    def __init__(self, cache_seconds: float):
+        self.cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._at = float("-inf")
+        self._metrics: list[Metric] = []
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            if time.monotonic() - self._at >= self.cache_seconds:
+                self._metrics = self._compute()
+                self._at = time.monotonic()
+            return iter(self._metrics)
+
+    def _compute(self) -> list[Metric]:
+        started = time.perf_counter()
+        metrics: list[Metric] = []
+        up = GaugeMetricFamily(
+            "rewards_operations_up", "1 when the last computation of these gauges worked", labels=["source"]
+        )
+        for source, compute in (("database", self._database), ("redis", self._redis)):
+            try:
+                metrics.extend(compute())
+                up.add_metric([source], 1)
+            except Exception as exc:  # noqa: BLE001 - a scrape must answer; the gauge says what failed
+                log.warning("metrics_unavailable", source=source, error=f"{type(exc).__name__}: {exc}")
+                up.add_metric([source], 0)
+        metrics.append(up)
+        took = GaugeMetricFamily("rewards_operations_collect_seconds", "Time the last computation took")
+        took.add_metric([], time.perf_counter() - started)
+        metrics.append(took)
+        return metrics
+
+    def _database(self) -> list[Metric]:
+        now = datetime.now(UTC)
+        with transaction() as session:
+            db = driver(session)
+            db.execute("SET LOCAL statement_timeout = '5s'")
+            backlog = scalar(
+                db.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT %s) b",
+                    (BACKLOG_CAP,),
+                ).fetchone()
+            )
+            oldest = db.execute(
+                "SELECT extract(epoch FROM %s - created_at) FROM outbox WHERE published_at IS NULL"
+                " ORDER BY id LIMIT 1",
+                (now,),
+            ).fetchone()
+            in_doubt = scalar(
+                db.execute(
+                    "SELECT count(*) FROM sms_messages WHERE status = 'submitting'"
+                    " AND submit_started_at < %s - make_interval(secs => %s)",
+                    (now, IN_DOUBT_AFTER_SECONDS),
+                ).fetchone()
+            )
+            given_up = scalar(
+                db.execute(
+                    "SELECT count(*) FROM webhook_events"
+                    " WHERE given_up_at IS NOT NULL AND delivered_at IS NULL"
+                ).fetchone()
+            )
+            lines = stock(db, now)
+            spent = budgets(db, now)
+        metrics: list[Metric] = []
+        for name, doc, value in (
+            ("rewards_outbox_backlog", "Outbox rows not yet published to the broker", backlog),
+            (
+                "rewards_outbox_oldest_unpublished_age_seconds",
+                "Age of the oldest outbox row not yet published (0: none waiting)",
+                float(oldest[0]) if oldest else 0.0,
+            ),
+            ("rewards_sms_in_doubt", "SMS attempts whose outcome was never recorded (in doubt)", in_doubt),
+            (
+                "rewards_webhook_events_given_up",
+                "Webhook events given up after 24 hours of retries and not replayed since",
+                given_up,
+            ),
+        ):
+            gauge = GaugeMetricFamily(name, doc)
+            gauge.add_metric([], value)
+            metrics.append(gauge)
+        available = GaugeMetricFamily(
+            "rewards_codes_available", "Codes available per sku (not expired)", labels=["sku", "partner"]
+        )
+        threshold = GaugeMetricFamily(
+            "rewards_codes_low_stock_threshold", "The low-stock threshold per sku", labels=["sku"]
+        )
+        for line in lines:
+            available.add_metric([line.sku, line.partner or ""], line.available)
+            threshold.add_metric([line.sku], line.threshold)
+        budget = GaugeMetricFamily(
+            "rewards_program_budget_minor",
+            "A program's monthly budget, in minor units",
+            labels=["program", "currency"],
+        )
+        used = GaugeMetricFamily(
+            "rewards_program_budget_spent_minor",
+            "What a program spent of its budget this month (its time zone), in minor units",
+            labels=["program", "currency"],
+        )
+        for b in spent:
+            budget.add_metric([b.program, b.currency], b.budget_minor)
+            used.add_metric([b.program, b.currency], b.spent_minor)
+        return [*metrics, available, threshold, budget, used]
+
+    def _redis(self) -> list[Metric]:
+        client = _redis()
+        pipe = client.pipeline(transaction=False)
+        for queue in QUEUES:
+            key = f"dramatiq:{queue}"
+            pipe.llen(key)
+            pipe.hlen(f"{key}.msgs")
+            pipe.hlen(f"{key}.DQ.msgs")
+            pipe.zcard(f"{key}.XQ")
+        answers = pipe.execute()
+        gauge = GaugeMetricFamily(
+            "rewards_queue_messages",
+            "Messages per Dramatiq queue: waiting, unacked (fetched by a worker), delayed (retries"
+            " waiting for their time), dead (dead-lettered)",
+            labels=["queue", "state"],
+        )
+        for i, queue in enumerate(QUEUES):
+            waiting, held, delayed, dead = answers[4 * i : 4 * i + 4]
+            gauge.add_metric([queue, "waiting"], waiting)
+            gauge.add_metric([queue, "unacked"], max(held - waiting, 0))
+            gauge.add_metric([queue, "delayed"], delayed)
+            gauge.add_metric([queue, "dead"], dead)
+        return [gauge]
+
+
+def registry(cache_seconds: float | None = None) -> CollectorRegistry:
+    """What the exporter serves: every process's counters from the multiprocess folder, and the
+    operation's gauges."""
+    reg = CollectorRegistry()
+    multiprocess.MultiProcessCollector(reg)
+    reg.register(
+        OperationsCollector(get_settings().metrics_cache_seconds if cache_seconds is None else cache_seconds)
+    )
+    return reg
+
+
+def start_exporter(port: int | None = None, host: str | None = None) -> Any:
+    """Serves /metrics on a daemon thread (METRICS_PORT; 0: not at all); returns the server."""
+    settings = get_settings()
+    port = settings.metrics_port if port is None else port
+    if not port:
+        return None
+    try:
+        server, _ = start_http_server(port, host or settings.metrics_host, registry())
+    except OSError as exc:  # the port is taken: the workers matter more than their metrics
+        log.error("metrics_exporter_not_started", port=port, error=str(exc))
+        return None
+    log.info("metrics_exporter", port=server.server_port)
+    return server
