@@ -23,6 +23,7 @@ from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.config import get_settings
 from service.console.mount import install as install_console
+from service.db import UNAVAILABLE_ERRORS, unavailable
 from service.delivery import events
 from service.delivery.routes import events_router
 from service.delivery.routes import router as sms_router
@@ -34,6 +35,7 @@ from service.errors import (
     PayloadTooLarge,
     Problem,
     ProblemDetails,
+    ServiceUnavailable,
     ValidationFailed,
 )
 from service.health import router as health_router
@@ -183,7 +185,31 @@ async def _on_http(request: Request, exc: StarletteHTTPException) -> Response:
     return problem_response(problem, request)
 
 
+# Seconds a client should wait before retrying a request the database could not serve.
+DATABASE_RETRY_AFTER = 3
+
+
+def _database_unavailable(request: Request, exc: Exception) -> Response:
+    # One line, no traceback: while the database is away every request says the same thing.
+    log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
+    return problem_response(
+        ServiceUnavailable(
+            "the database is unavailable; retry shortly with the same Idempotency-Key",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        ),
+        request,
+    )
+
+
+async def _on_database_error(request: Request, exc: Exception) -> Response:
+    if unavailable(exc):
+        return _database_unavailable(request, exc)
+    return await _on_unexpected(request, exc)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    if unavailable(exc):  # raised from a database error under another name
+        return _database_unavailable(request, exc)
     log.error("unhandled_error", exc_info=exc, path=request.url.path)
     return problem_response(
         InternalError(
@@ -228,6 +254,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http)  # type: ignore[arg-type]
+    for database_error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(database_error, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)
     app.add_middleware(RequestContext, max_body_bytes=get_settings().max_body_bytes)
 

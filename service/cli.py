@@ -311,11 +311,14 @@ def smsc(
     port: int = 2775,
     receipt_delay: Annotated[float, typer.Option(help="Seconds from submit to the delivery receipt")] = 0.0,
     record: Annotated[str | None, typer.Option(help="Append a JSON line per received message here")] = None,
+    control: Annotated[
+        bool, typer.Option(help="Read fault commands from stdin (refuse-binds S, drop [S], throttle S)")
+    ] = False,
 ) -> None:
     """A test SMSC (SMPP 3.4 server) for local stacks; it delivers nothing to phones."""
     from service.delivery.smsc import run_forever
 
-    run_forever(host, port, receipt_delay, record)
+    run_forever(host, port, receipt_delay, record, controlled=control)
 
 
 @webhooks_app.command("secret")

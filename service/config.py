@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     # transactions at once only wait on each other; requests beyond it queue for a connection.
     db_hot_pool_size: int = 10
     db_lock_timeout_ms: int = 5000
+    db_connect_timeout_seconds: int = 5  # libpq's connect_timeout (2 at least)
+    db_pool_timeout_seconds: float = 10.0
     # Threads per API process for blocking handlers. Few: more only queue on the GIL and stretch the tail.
     api_threads: int = 4
     # uvicorn worker processes of `rewards api`/`serve`: one per core is what keeps the tail short.

@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 import psycopg
+import sqlalchemy.exc
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.engine import Engine
@@ -20,7 +21,17 @@ from service import tracing
 from service.base import Base
 from service.config import get_settings
 
-__all__ = ["Base", "batch", "driver", "get_engine", "new_session", "reset_engine", "transaction"]
+__all__ = [
+    "Base",
+    "batch",
+    "driver",
+    "get_engine",
+    "new_session",
+    "reset_engine",
+    "transaction",
+    "unavailable",
+    "UNAVAILABLE_ERRORS",
+]
 
 
 def sqlalchemy_url(url: str) -> str:
@@ -46,6 +57,8 @@ def get_engine() -> Engine:
         max_overflow=settings.db_max_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # A request never waits longer than this for a pooled connection (then 503, not a hang).
+        pool_timeout=settings.db_pool_timeout_seconds,
         connect_args=connection_settings(),
     )
     tracing.instrument_engine(engine)
@@ -54,11 +67,19 @@ def get_engine() -> Engine:
 
 def connection_settings() -> dict[str, Any]:
     """What every connection of the service is opened with, pooled by SQLAlchemy or by psycopg."""
+    settings = get_settings()
     return {
         "application_name": "rewards",
         # No statement waits on a lock for longer than this; an API request then fails fast (409/503)
-        # instead of holding a worker and a pooled connection.
-        "options": f"-c lock_timeout={get_settings().db_lock_timeout_ms}",
+        # instead of holding a worker and a pooled connection. A server that accepts the connection
+        # but never answers (frozen, half-dead) costs connect_timeout, and a peer that vanished
+        # without closing the connection is found by TCP keepalives within about 20 s.
+        "options": f"-c lock_timeout={settings.db_lock_timeout_ms}",
+        "connect_timeout": settings.db_connect_timeout_seconds,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 2,
     }
 
 
@@ -74,6 +95,8 @@ async def open_async_pool() -> AsyncConnectionPool:
         libpq_url(sqlalchemy_url(settings.database_url)),
         min_size=2,
         max_size=settings.db_hot_pool_size,
+        # A request never waits longer than this for a connection (PoolTimeout: then 503, not a hang).
+        timeout=settings.db_pool_timeout_seconds,
         kwargs=connection_settings(),
         open=False,
         name="hot-path",
@@ -117,6 +140,32 @@ def scalar(row: tuple[Any, ...] | None) -> Any:
     if row is None:
         raise LookupError("the statement returned no row")
     return row[0]
+
+
+# Errors that mean "the database is away or cannot take writes now", not "this request is wrong":
+# refused or lost connections, a server shutting down or starting up, a full disk, too many
+# connections, a pool with no free connection. The API answers them 503 with Retry-After.
+UNAVAILABLE_ERRORS = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when `exc` (or what it wraps) says the database is away, not that the request was wrong."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UNAVAILABLE_ERRORS):
+            return True
+        if isinstance(current, sqlalchemy.exc.DBAPIError) and current.connection_invalidated:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return False
 
 
 def reset_engine() -> None:

@@ -169,7 +169,8 @@ def forbidden(detail: str = "this key may not do that") -> Problem:
 
 # --- documentation --------------------------------------------------------------------------------
 
-# Answered by every authenticated route, so clients and schemathesis know every status we send.
+# Answered by every authenticated route, so clients and schemathesis know every status we send
+# (503 service_unavailable, with Retry-After, while the database is away).
 AUTH_PROBLEMS: tuple[type[Problem], ...] = (
     BadRequest,
     MalformedJson,
@@ -179,6 +180,7 @@ AUTH_PROBLEMS: tuple[type[Problem], ...] = (
     PayloadTooLarge,
     UnsupportedMediaType,
     ValidationFailed,
+    ServiceUnavailable,
 )
 
 _DESCRIPTIONS = {

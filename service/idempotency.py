@@ -11,6 +11,7 @@ runs (malformed JSON, missing fields) are not stored."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
+import psycopg
 from fastapi import Header
 from fastapi.responses import Response
 from psycopg import AsyncConnection
@@ -238,6 +240,15 @@ async def run_once_async(
             return _replayed(await cursor.fetchone(), fingerprint)
     except pg_errors.LockNotAvailable:
         raise _in_progress() from None
+    except psycopg.OperationalError:
+        # The pool discards this broken connection; a server that went away broke the idle ones too:
+        # have them checked now, rather than let each fail a request of its own.
+        _checks.add(task := asyncio.get_running_loop().create_task(pool.check()))
+        task.add_done_callback(_checks.discard)
+        raise
+
+
+_checks: set[asyncio.Task[None]] = set()  # held until done (the event loop keeps weak references)
 
 
 async def _store_and_commit_async(

@@ -13,6 +13,7 @@ from typing import Any
 
 import dramatiq
 import structlog
+from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import text
 
 from service import jobs, tracing
@@ -129,14 +130,25 @@ def sweep(stale_seconds: int = 300) -> int:
     return swept
 
 
+# A key the relay keeps in Redis. Redis without it has lost its data (restarted without persistence,
+# flushed, failed over to an empty replica), and with it every message it held: the relay that finds
+# it missing sweeps at once instead of after OUTBOX_STALE_SECONDS.
+BROKER_MARK = "rewards:outbox:broker-mark"
+
+
+def broker_lost_data(broker: RedisBroker) -> bool:
+    """True when the mark is missing (also on a brand-new Redis, where the sweep has nothing to do)."""
+    return not broker.client.exists(BROKER_MARK)
+
+
 class Relay:
     """A thread that publishes the outbox: a tight poll (SKIP LOCKED, so relays in several worker
     pods share the work) that keeps going while the broker is down and catches up when it returns.
-    It also runs the housekeeping every minute."""
+    When Redis comes back empty it sweeps at once. It also runs the housekeeping every minute."""
 
     def __init__(
         self,
-        broker: dramatiq.Broker,
+        broker: RedisBroker,
         idle_sleep: float = 0.05,
         sweep_every: float = 30.0,
         stale_seconds: int | None = None,
@@ -157,9 +169,16 @@ class Relay:
         self.thread.join(timeout=10)
 
     def run(self) -> None:
-        backoff, last_sweep, last_housekeeping = 0.1, 0.0, 0.0
+        backoff, last_sweep, last_housekeeping, last_mark = 0.1, 0.0, 0.0, 0.0
         while not self._stop.is_set():
             try:
+                if time.monotonic() - last_mark > 1.0:
+                    if broker_lost_data(self.broker):
+                        # The mark goes back only after the sweep: if the database is away too, the
+                        # next pass sweeps again.
+                        log.warning("broker_lost_data", rows_published_again=sweep(0))
+                        self.broker.client.set(BROKER_MARK, "1")
+                    last_mark = time.monotonic()
                 if time.monotonic() - last_sweep > self.sweep_every:
                     sweep(self.stale_seconds)
                     last_sweep = time.monotonic()

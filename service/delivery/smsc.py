@@ -2,7 +2,8 @@
 deliver_sm receipts, enquire_link, unbind) for the tests and the local compose stack.
 
 Fault injection for tests: throttle (ESME_RTHROTTLED, or another status such as ESME_RMSGQFUL),
-drop connections and refuse new ones for a while, refuse given destinations (ESME_RINVDSTADR),
+drop connections and refuse new ones for a while, drop the binds and refuse new ones
+(ESME_RBINDFAIL) for a while, refuse given destinations (ESME_RINVDSTADR),
 receipts with or without the receipted_message_id TLV, enquire_link of its own. Receipts wait per
 system_id until a session of it is bound.
 
@@ -18,6 +19,7 @@ import itertools
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -154,6 +156,7 @@ class TestSmsc:
         self.enquire_links = 0  # received from the ESME
         self.enquire_link_resps = 0  # answers to ours
         self.drop_until = 0.0
+        self.refuse_binds_until = 0.0
         self.received: list[ReceivedSms] = []
         self.submits = 0
         self.throttled = 0
@@ -201,6 +204,12 @@ class TestSmsc:
 
     def drop_connections(self, seconds: float) -> None:
         self.drop_until = time.monotonic() + seconds
+        self._drop_all()
+
+    def refuse_binds(self, seconds: float) -> None:
+        """Drops every bound session and answers binds with ESME_RBINDFAIL for a while (an SMSC in
+        maintenance, or one that no longer knows our account)."""
+        self.refuse_binds_until = time.monotonic() + seconds
         self._drop_all()
 
     def count_by_text(self) -> collections.Counter:
@@ -270,7 +279,8 @@ class TestSmsc:
     def _handle(self, session: _Session, command_id: int, status: int, sequence: int, body: bytes) -> None:
         if command_id in (BIND_TRANSCEIVER, BIND_TRANSMITTER, BIND_RECEIVER):
             system_id, password = parse_bind(body)
-            if self.password is not None and password != self.password:
+            refused = time.monotonic() < self.refuse_binds_until
+            if refused or (self.password is not None and password != self.password):
                 session.send(pdu_bytes(command_id | RESP, sequence, b"smsc\0", ESME_RBINDFAIL))
                 return
             session.system_id = system_id
@@ -352,6 +362,8 @@ class TestSmsc:
                                 "first_part_at": first_at,
                                 "received_at": received.received_at,
                                 "first_part_unix": time.time() - time.monotonic() + first_at,
+                                "message_ids": ids,
+                                "text": text,  # a test SMSC's record: codes in clear, like the file provider
                             }
                         )
                         + "\n"
@@ -388,10 +400,37 @@ class TestSmsc:
                 time.sleep(0.005)
 
 
-def run_forever(host: str, port: int, receipt_delay: float = 0.0, record: str | None = None) -> None:
+def control(smsc: TestSmsc, command: str) -> None:
+    """One fault command, as a script running the SMSC in its own process writes them to its stdin:
+    `refuse-binds SECONDS`, `drop` (every connection, now), `drop SECONDS` (and refuse connections
+    that long), `throttle SECONDS`."""
+    name, *args = command.split()
+    seconds = float(args[0]) if args else 0.0
+    if name == "refuse-binds":
+        smsc.refuse_binds(seconds)
+    elif name == "drop":
+        smsc.drop_connections(seconds)
+    elif name == "throttle":
+        smsc.throttle(seconds)
+    else:
+        raise ValueError(f"unknown SMSC control command {command!r}")
+    log.warning("smsc_fault", command=command)
+
+
+def run_forever(
+    host: str,
+    port: int,
+    receipt_delay: float = 0.0,
+    record: str | None = None,
+    controlled: bool = False,
+) -> None:
     smsc = TestSmsc(host, port, receipt_delay=receipt_delay, record=record).start()
     log.info("smsc_listening", host=smsc.host, port=smsc.port)
     try:
+        if controlled:  # fault commands on stdin, one a line, until it closes
+            for line in sys.stdin:
+                if line.strip():
+                    control(smsc, line.strip())
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

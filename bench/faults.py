@@ -1,0 +1,130 @@
+"""The fault matrix: redemptions at a steady rate while PostgreSQL, Redis, the SMSC, the HTTP gateway
+and the service's own processes fail one after another; then the invariants are checked from the
+database and the SMS providers' records, and one table is printed, ending with `lost 0, doubled 0`
+when they all hold.
+
+The service runs as in production, each part its own process: `rewards api` (2 uvicorn processes),
+`rewards worker --no-relay` (reward-SMS and webhook Dramatiq processes), `rewards relay`, the test
+SMSC (`rewards smsc`, receipts a second after the submit) and a loopback HTTP gateway
+(bench/sms_gateway.py). The load generator is the operator's loyalty system: one Idempotency-Key
+per redemption, the same key and body again, with backoff, on 5xx, timeouts and connection errors.
+
+    .venv/bin/python bench/faults.py                        # every fault, embedded PostgreSQL and Redis
+    .venv/bin/python bench/faults.py --system               # the machine's PostgreSQL 15 and Redis
+    .venv/bin/python bench/faults.py --faults "postgres SIGKILL,redis restarted empty"
+    .venv/bin/python bench/faults.py --minutes 20           # soak: faults at random moments
+
+--system uses DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test_faults, dropped and
+created again in a tablespace of its own) and REDIS_URL (default redis://127.0.0.1:6379/11), stops and
+kills the machine's PostgreSQL cluster and Redis server (every database on them feels it), and
+leaves both running when it ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.faultlib import (  # noqa: E402
+    FAULTS,
+    LoyaltySystem,
+    PhaseResult,
+    ReadinessProbe,
+    check,
+    log,
+    notes,
+    run_phase,
+    stack,
+    switch_provider,
+    table,
+    wait_settled,
+)
+
+SOAK_FAULTS = [name for name, (_, provider) in FAULTS.items() if provider == "smpp" and name != "baseline"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--system", action="store_true", help="the machine's PostgreSQL and Redis")
+    parser.add_argument("--rate", type=float, default=100, help="redemptions per second")
+    parser.add_argument("--faults", default="all", help="comma-separated names (see the table) or 'all'")
+    parser.add_argument("--minutes", type=float, default=0, help="soak: this long, faults at random moments")
+    parser.add_argument("--seed", type=int, default=None, help="of the soak's random faults")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, records)")
+    args = parser.parse_args()
+
+    names = list(FAULTS) if args.faults == "all" else [n.strip() for n in args.faults.split(",")]
+    unknown = [n for n in names if n not in FAULTS]
+    if unknown:
+        raise SystemExit(f"unknown faults {unknown}; known: {list(FAULTS)}")
+    names.sort(key=lambda n: FAULTS[n][1] == "http")  # SMPP first, then the gateway's workers
+    seconds = args.minutes * 60 if args.minutes else 75 * len(names) + 120
+    codes = int(args.rate * seconds * 1.3) + 5000
+    started = time.monotonic()
+    log(
+        f"stack: {'system PostgreSQL and Redis' if args.system else 'embedded PostgreSQL and Redis'};"
+        f" {args.rate:.0f} redemptions/s; {codes} codes"
+    )
+    with stack(system=args.system, codes=codes, keep=args.keep) as st:
+        load = LoyaltySystem(st.base, st.key, args.rate).start()
+        probe = ReadinessProbe(st.base).start()
+        time.sleep(5)
+        results: list[PhaseResult] = []
+        provider = "smpp"
+        if args.minutes:
+            rng = random.Random(args.seed)
+            end = time.monotonic() + args.minutes * 60
+            i = 0
+            while time.monotonic() < end:
+                i += 1
+                name = rng.choice(SOAK_FAULTS)
+                results.append(
+                    run_phase(st, load, probe, name, label=f"{i}. {name}", settle=rng.uniform(5, 40))
+                )
+        else:
+            for name in names:
+                if FAULTS[name][1] != provider:
+                    provider = FAULTS[name][1]
+                    switch_provider(st, load, provider)
+                results.append(run_phase(st, load, probe, name))
+        load.phase = "after the last fault"
+        time.sleep(5)
+        log("stopping the load; waiting for every open request and every SMS")
+        load.stop()
+        probe.stop()
+        waiting = wait_settled(st)
+        verdict = check(st, load.ops)
+        print()
+        print(
+            f"## {'system' if args.system else 'embedded'} stack: {args.rate:.0f} redemptions/s,"
+            f" {len(load.ops)} redemptions, {(time.monotonic() - started) / 60:.1f} min"
+        )
+        print()
+        print(table(results, load.ops, verdict, load.answers))
+        print()
+        print(notes(results))
+        print()
+        for line in verdict.lines:
+            print(f"- {line}")
+        if waiting:
+            print(f"- still on their way when the check ran: {waiting}")
+        print(
+            f"- slowest attempt seen by the client: {load.max_attempt_seconds:.1f} s (its timeout: 10 s);"
+            f" {len(load.slow)} attempts over 2 s, the slowest {sorted(load.slow, reverse=True)[:5]};"
+            f" the longest wait for a free client connection {load.max_queued:.1f} s"
+        )
+        print()
+        print(f"lost {verdict.total_lost}, doubled {verdict.total_doubled}")
+    sys.exit(0 if verdict.total_lost == verdict.total_doubled == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()
