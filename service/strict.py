@@ -1,27 +1,41 @@
-"""Unknown query parameters are refused (422), not ignored: a misspelt filter such as `?progam=`
-would otherwise silently return everything."""
+"""Unknown and repeated single-valued query parameters are refused (422), not ignored: a misspelt
+filter such as `?progam=` would otherwise silently return everything."""
 
 from __future__ import annotations
+
+import types
+from typing import Union, get_args, get_origin
 
 from fastapi import Request
 
 from service.errors import ValidationFailed
 
 
-def _query_names(dependant: object) -> set[str]:
-    names = {p.alias for p in dependant.query_params}  # type: ignore[attr-defined]
+def _repeatable(annotation: object) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):  # Optional[list[...]]
+        return any(_repeatable(arg) for arg in get_args(annotation))
+    return origin in (list, set, frozenset, tuple)
+
+
+def _query_names(dependant: object) -> dict[str, bool]:
+    """Each query parameter's name and whether it may repeat (a list-typed filter)."""
+    names = {
+        p.alias: _repeatable(p.field_info.annotation)
+        for p in dependant.query_params  # type: ignore[attr-defined]
+    }
     for sub in dependant.dependencies:  # type: ignore[attr-defined]
         names |= _query_names(sub)
     return names
 
 
-_ALLOWED: dict[int, frozenset[str]] = {}
+_ALLOWED: dict[int, dict[str, bool]] = {}
 
 
-def _allowed(route: object) -> frozenset[str]:
+def _allowed(route: object) -> dict[str, bool]:
     names = _ALLOWED.get(id(route))
     if names is None:  # routes live as long as the app: computed once per route
-        names = _ALLOWED[id(route)] = frozenset(_query_names(route.dependant))  # type: ignore[attr-defined]
+        names = _ALLOWED[id(route)] = _query_names(route.dependant)  # type: ignore[attr-defined]
     return names
 
 
@@ -29,12 +43,27 @@ async def reject_unknown_query(request: Request) -> None:
     route = request.scope.get("route")
     if route is None or not request.query_params:
         return
-    unknown = sorted(set(request.query_params.keys()) - _allowed(route))
+    allowed = _allowed(route)
+    unknown = sorted(set(request.query_params.keys()) - allowed.keys())
     if unknown:
         raise ValidationFailed(
             f"unknown query parameter(s): {', '.join(unknown)}",
             errors=[
                 {"field": f"query.{name}", "message": "unknown parameter", "type": "extra_forbidden"}
                 for name in unknown
+            ],
+        )
+    # `?program=a&program=b` on a single-valued filter would silently use one of them (the last).
+    repeated = sorted(
+        name
+        for name, repeatable in allowed.items()
+        if not repeatable and len(request.query_params.getlist(name)) > 1
+    )
+    if repeated:
+        raise ValidationFailed(
+            f"query parameter(s) given more than once: {', '.join(repeated)}",
+            errors=[
+                {"field": f"query.{name}", "message": "given more than once", "type": "repeated_parameter"}
+                for name in repeated
             ],
         )

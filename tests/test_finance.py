@@ -150,6 +150,7 @@ def test_export_filters(client, records, query, expected):
         ("from=2026-03-10&to=2026-03-01", 422, "validation_error"),
         ("type=refund", 422, "validation_error"),
         ("progam=mobile-bonus", 422, "validation_error"),
+        ("program=mobile-bonus&program=home-internet", 422, "validation_error"),
         ("program=no-such-program", 404, "unknown_program"),
         ("partner=no-such-partner", 404, "unknown_partner"),
         ("sku=NO-SUCH-SKU", 404, "unknown_product"),

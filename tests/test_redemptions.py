@@ -318,6 +318,15 @@ def test_read_one_and_find_by_filters(client, stocked):
     )
 
 
+def test_a_filter_given_twice_is_refused_not_silently_narrowed_to_one(client, stocked):
+    post_redemption(client, stocked, external_id="twice")
+    response = client.get(
+        "/v1/redemptions?external_id=twice&external_id=other", headers=stocked.header("loyalty")
+    )
+    assert_problem(response, 422, "validation_error")
+    assert response.json()["errors"][0]["field"] == "query.external_id"
+
+
 def test_pagination_is_newest_first_and_complete(client, stocked):
     ids = [post_redemption(client, stocked, msisdn=f"8701000000{i}").json()["id"] for i in range(5)]
     seen, cursor = [], None
