@@ -60,8 +60,8 @@ class Offer:
 
 def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, response_body: str) -> str:
     """A pgbench script of one redemption of `offer`, as the API sends it: the subscriber's lock and
-    the redemption's statement in one pipeline (one round trip), then the idempotency row and the
-    commit in another."""
+    the redemption's statement in one pipeline (one round trip), then the idempotency row, the
+    program's budget and the commit in another."""
     now = datetime.now(UTC)
     request = RedemptionIn(
         program=offer.program,
@@ -87,8 +87,6 @@ def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, r
         "now": "now()",
     }
     lines.append(_substitute(statement.sql, statement.params, per_request) + ";")
-    if priced.budgeted:
-        lines.append(_substitute(TAKE_BUDGET, statement.params, {"id": _REDEMPTION_ID}) + ";")
     lines.append("\\endpipeline")
     store = _substitute(
         STORE_RESPONSE,
@@ -100,7 +98,10 @@ def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, r
             "expires": f"now() + interval '{int(RETENTION.total_seconds())} seconds'",
         },
     )
-    lines += ["\\startpipeline", store + ";", "COMMIT;", "\\endpipeline"]
+    lines += ["\\startpipeline", store + ";"]
+    if priced.budgeted:  # the API sends the budget with the commit (redeem_async, run_once_async)
+        lines.append(_substitute(TAKE_BUDGET, statement.params, {"id": _REDEMPTION_ID}) + ";")
+    lines += ["COMMIT;", "\\endpipeline"]
     return "\n".join(lines) + "\n"
 
 

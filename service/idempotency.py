@@ -84,6 +84,17 @@ class StoredResponse:
         )
 
 
+@dataclass(frozen=True)
+class AtCommit:
+    """A statement a handler leaves for the commit: sent after the response row and before COMMIT, in
+    the same round trip, so that a row every request waits for (a program's budget) is locked only
+    inside the server. It refuses by raising; `refusal` turns that error into the Problem to store."""
+
+    sql: str
+    params: dict[str, Any]
+    refusal: Callable[[psycopg.Error], Problem | None]
+
+
 class _Taken(Exception):
     """Another request stored an outcome for this key first."""
 
@@ -217,15 +228,16 @@ async def run_once_async(
     api_key_id: int,
     key: str,
     fingerprint: bytes,
-    handler: Callable[[AsyncConnection[Any]], Awaitable[tuple[int, dict[str, Any]]]],
+    handler: Callable[[AsyncConnection[Any]], Awaitable[tuple[int, dict[str, Any], AtCommit | None]]],
 ) -> StoredResponse:
-    """run_once() on the event loop, with a connection of the asyncio pool: the same rules."""
+    """run_once() on the event loop, with a connection of the asyncio pool: the same rules. The
+    handler may leave one statement for the commit's round trip (AtCommit)."""
     try:
         async with pool.connection() as conn:
             try:
-                status, body = await handler(conn)
+                status, body, last = await handler(conn)
                 checkpoint("idempotency.before_store")
-                await _store_and_commit_async(conn, api_key_id, key, fingerprint, status, body)
+                await _store_and_commit_async(conn, api_key_id, key, fingerprint, status, body, last)
                 return StoredResponse(status, body, replayed=False)
             except Problem as refusal:
                 if refusal.code == "idempotency_in_progress":
@@ -252,16 +264,30 @@ _checks: set[asyncio.Task[None]] = set()  # held until done (the event loop keep
 
 
 async def _store_and_commit_async(
-    conn: AsyncConnection[Any], api_key_id: int, key: str, fingerprint: bytes, status: int, body: dict
+    conn: AsyncConnection[Any],
+    api_key_id: int,
+    key: str,
+    fingerprint: bytes,
+    status: int,
+    body: dict,
+    last: AtCommit | None = None,
 ) -> None:
-    """_store_and_commit() on an asyncio connection."""
+    """_store_and_commit() on an asyncio connection, with the handler's last statement if it left one:
+    an error of that statement aborts the transaction, so the COMMIT behind it rolls back."""
     try:
         async with conn.pipeline():
             await conn.execute(STORE_RESPONSE, _store_params(api_key_id, key, fingerprint, status, body))
+            if last is not None:
+                await conn.execute(last.sql, last.params)
             checkpoint("idempotency.before_commit")
             await conn.execute("COMMIT")
     except pg_errors.UniqueViolation:
         raise _Taken() from None
+    except psycopg.DatabaseError as exc:
+        refusal = last.refusal(exc) if last is not None else None
+        if refusal is None:
+            raise
+        raise refusal from None
 
 
 def purge_expired(session: Session, batch: int = 10_000) -> int:

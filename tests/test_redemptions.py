@@ -217,6 +217,27 @@ def test_the_monthly_budget_is_never_overspent(client, stocked):
         assert s.execute(text("SELECT count(*) FROM codes WHERE status = 'reserved'")).scalar_one() == 2
 
 
+def test_a_redemption_the_budget_refuses_leaves_nothing_behind_and_replays_its_refusal(client, stocked):
+    with transaction() as s:
+        s.execute(text("UPDATE programs SET monthly_budget_minor = 300000 WHERE code = 'mobile-bonus'"))
+    from service.catalog.snapshot import invalidate_snapshot
+
+    invalidate_snapshot()
+    assert post_redemption(client, stocked, msisdn="87010000001").status_code == 201
+    tables = ("redemptions", "reconciliation_records", "outbox", "cards")
+    before = table_counts(*tables)
+    body = redemption_body(msisdn="87010000002")
+    headers = {**stocked.header("loyalty"), "Idempotency-Key": "over-budget"}
+    assert_problem(client.post("/v1/redemptions", json=body, headers=headers), 409, "budget_exceeded")
+    assert table_counts(*tables) == before
+    with new_session() as s:
+        assert s.execute(text("SELECT count(*) FROM codes WHERE status = 'reserved'")).scalar_one() == 1
+        assert s.execute(text("SELECT spent_minor FROM program_budget_usage")).scalar_one() == 200000
+    replay = client.post("/v1/redemptions", json=body, headers=headers)
+    assert_problem(replay, 409, "budget_exceeded")
+    assert replay.headers["Idempotent-Replayed"] == "true"
+
+
 def test_out_of_stock_when_the_pool_is_empty(client, keys):
     assert_problem(post_redemption(client, keys), 409, "out_of_stock")
 

@@ -17,6 +17,7 @@ from service.errors import IdempotencyKeyMissing, ValidationFailed, responses
 from service.idempotency import (
     IDEMPOTENCY_PROBLEMS,
     MAX_KEY_LENGTH,
+    AtCommit,
     OptionalIdempotencyKeyHeader,
     request_fingerprint,
     required_key,
@@ -98,9 +99,9 @@ async def create_redemption(request: Request) -> Response:
     fingerprint = request_fingerprint("POST", "/v1/redemptions", body.model_dump(mode="json"))
     scope = scope_of(principal)
 
-    async def handler(conn: AsyncConnection[Any]) -> tuple[int, dict]:
-        out = await service.redeem_async(conn, body, scope=scope, api_key_id=principal.api_key_id)
-        return 201, out.model_dump(mode="json")
+    async def handler(conn: AsyncConnection[Any]) -> tuple[int, dict, AtCommit | None]:
+        out, budget = await service.redeem_async(conn, body, scope=scope, api_key_id=principal.api_key_id)
+        return 201, out.model_dump(mode="json"), budget
 
     stored = await run_once_async(
         await hot_pool(request),

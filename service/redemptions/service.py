@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg import errors as pg_errors
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -31,6 +32,7 @@ from service.db import driver
 from service.delivery import webhooks
 from service.errors import not_found
 from service.faults import checkpoint
+from service.idempotency import AtCommit
 from service.ids import uuid7
 from service.ledger import service as ledger
 from service.metrics import CODES_TAKEN
@@ -92,24 +94,27 @@ def redeem(
     api_key_id: int | None,
     now: datetime | None = None,
 ) -> RedemptionOut:
-    """The redemption in one statement (limits, reward, redemption, record, SMS, budget), sent with
-    the subscriber's lock in one round trip; the refusals it finds are raised, and the caller's
-    transaction rolls back whatever the statement did. redeem_async() is the same on an asyncio
-    connection (the API's)."""
+    """The redemption in one statement (limits, reward, redemption, record, SMS) and the program's
+    budget, sent with the subscriber's lock in one round trip; the refusals it finds are raised, and
+    the caller's transaction rolls back whatever the statements did. redeem_async() is the same on an
+    asyncio connection (the API's), which leaves the budget for the commit's round trip."""
     now = now or datetime.now(UTC)
     priced = price(get_snapshot(session), request, scope=scope, now=now)
     db = driver(session)
     redemption_id = uuid7()
     for _ in range(CARD_DRAWS):
         statement = redemption_statement(request, priced, redemption_id, api_key_id=api_key_id, now=now)
-        # One round trip: leaving the pipeline sends its Sync and collects every result.
-        with db.pipeline():
-            if priced.has_limits:
-                db.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
-            redeemed = db.execute(statement.sql, statement.params)
-            budget = db.execute(TAKE_BUDGET, statement.params) if priced.budgeted else None
-        taken = budget.fetchone() is not None if budget else True
-        reward = _reward_of(redeemed.fetchone(), taken, priced, request)
+        try:
+            # One round trip: leaving the pipeline sends its Sync and collects every result.
+            with db.pipeline():
+                if priced.has_limits:
+                    db.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
+                redeemed = db.execute(statement.sql, statement.params)
+                if priced.budgeted:
+                    db.execute(TAKE_BUDGET, statement.params)
+        except pg_errors.CheckViolation as exc:
+            raise budget_refusal(exc) or exc from None
+        reward = _reward_of(redeemed.fetchone(), priced, request)
         if reward is not None:
             return _accepted(request, priced, redemption_id, reward, now)
     raise RuntimeError("could not mint a unique card number")
@@ -122,8 +127,10 @@ async def redeem_async(
     scope: Scope,
     api_key_id: int | None,
     now: datetime | None = None,
-) -> RedemptionOut:
-    """redeem() on an asyncio connection, in its transaction: the same statement, the same refusals."""
+) -> tuple[RedemptionOut, AtCommit | None]:
+    """redeem() on an asyncio connection, in its transaction: the same statement, the same refusals.
+    The budget is not taken here but returned, for the caller to send with its COMMIT (run_once_async):
+    every redemption of the program waits for that row, so it is locked for no client round trip."""
     now = now or datetime.now(UTC)
     priced = price(await get_snapshot_async(conn), request, scope=scope, now=now)
     redemption_id = uuid7()
@@ -133,12 +140,18 @@ async def redeem_async(
             if priced.has_limits:
                 await conn.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
             redeemed = await conn.execute(statement.sql, statement.params)
-            budget = await conn.execute(TAKE_BUDGET, statement.params) if priced.budgeted else None
-        taken = await budget.fetchone() is not None if budget else True
-        reward = _reward_of(await redeemed.fetchone(), taken, priced, request)
+        reward = _reward_of(await redeemed.fetchone(), priced, request)
         if reward is not None:
-            return _accepted(request, priced, redemption_id, reward, now)
+            budget = AtCommit(TAKE_BUDGET, statement.params, budget_refusal) if priced.budgeted else None
+            return _accepted(request, priced, redemption_id, reward, now), budget
     raise RuntimeError("could not mint a unique card number")
+
+
+def budget_refusal(error: Exception) -> BudgetExceeded | None:
+    """TAKE_BUDGET's refusal (a check_violation named program_budget) as the problem it answers."""
+    if isinstance(error, pg_errors.CheckViolation) and error.diag.constraint_name == "program_budget":
+        return BudgetExceeded("the program's monthly budget is spent")
+    return None
 
 
 # A minted card number that is already taken (10^11 numbers) makes the statement draw another.
@@ -146,10 +159,10 @@ CARD_DRAWS = 5
 
 
 def _reward_of(
-    row: tuple[Any, ...] | None, budget_taken: bool, priced: Priced, request: RedemptionIn
+    row: tuple[Any, ...] | None, priced: Priced, request: RedemptionIn
 ) -> tuple[str, datetime | None] | None:
-    """What the statement's row and the budget say: the reward's last 4 and expiry, or a refusal
-    (raised, in the order the steps run), or None for a card number already taken."""
+    """What the statement's row says: the reward's last 4 and expiry, or a refusal (raised, in the
+    order the steps run), or None for a card number already taken."""
     assert row is not None  # the statement's last SELECT always returns its one row
     within, last4, expires_at, inserted = row
     if not within:
@@ -162,8 +175,6 @@ def _reward_of(
         raise DuplicateExternalId(
             f"this program already has a redemption with external_id {request.external_id!r}"
         )
-    if not budget_taken:
-        raise BudgetExceeded("the program's monthly budget is spent")
     checkpoint("redeem.after_statement")
     if priced.product.kind == "code":
         CODES_TAKEN.labels(priced.product.sku).inc()  # the stock runway alert's rate
@@ -255,17 +266,12 @@ _INSERT_REDEMPTION = (
     " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING " + ledger.REDEMPTION_RETURNING
 )
 
-# The program's monthly budget, an atomic counter that refuses to pass it, taken only when the
-# redemption row was inserted. Its own statement, the last of the pipeline: every redemption of the
-# program waits for this row, so it is locked as late as possible (after the redemption statement and
-# its constraint triggers) and held only until the commit.
-TAKE_BUDGET = (
-    "INSERT INTO program_budget_usage AS u (program_id, month, spent_minor)"
-    " SELECT %(program)s, %(budget_month)s, %(nominal)s"
-    " WHERE EXISTS (SELECT FROM redemptions WHERE id = %(id)s)"
-    " ON CONFLICT (program_id, month) DO UPDATE SET spent_minor = u.spent_minor + EXCLUDED.spent_minor"
-    " WHERE u.spent_minor + EXCLUDED.spent_minor <= %(budget)s RETURNING spent_minor"
-)
+# The program's monthly budget, an atomic counter that refuses to pass it (migration 0011), taken
+# only when the redemption row was inserted. Every redemption of the program waits for this row, so it
+# is locked as late as possible: after the redemption statement, and on the API's path in the COMMIT's
+# own round trip. A refusal is an error (check_violation "program_budget"), which aborts the
+# transaction, so that a COMMIT pipelined behind it rolls back.
+TAKE_BUDGET = "SELECT take_program_budget(%(program)s, %(budget_month)s, %(nominal)s, %(budget)s, %(id)s)"
 
 
 @lru_cache
