@@ -26,9 +26,11 @@ class Settings(BaseSettings):
 
     db_pool_size: int = 20
     db_max_overflow: int = 10
-    # Connections of the asyncio pool that serves redemptions in each API process: on a few cores more
-    # transactions at once only wait on each other; requests beyond it queue for a connection.
-    db_hot_pool_size: int = 10
+    # Connections of the asyncio pool that serves redemptions in each API process. Requests beyond it
+    # queue for a connection, in order; more transactions at once than the database has cores only
+    # wait on each other and on the scheduler (2 cores, 2 API processes, 16 clients: 4 gave p99
+    # 48 ms, 10 gave 72-97 ms; docs/performance.md). Sum over API processes ~ 2 x database cores.
+    db_hot_pool_size: int = 4
     db_lock_timeout_ms: int = 5000
     db_connect_timeout_seconds: int = 5  # libpq's connect_timeout (2 at least)
     db_pool_timeout_seconds: float = 10.0
