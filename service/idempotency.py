@@ -39,6 +39,7 @@ from service.errors import (
     ValidationFailed,
 )
 from service.faults import checkpoint
+from service.pgpipeline import pipeline as one_write_pipeline
 
 RETENTION = timedelta(hours=48)
 MAX_KEY_LENGTH = 255
@@ -274,8 +275,11 @@ async def _store_and_commit_async(
 ) -> None:
     """_store_and_commit() on an asyncio connection, with the handler's last statement if it left one:
     an error of that statement aborts the transaction, so the COMMIT behind it rolls back."""
+    begin = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # a refusal's own
     try:
-        async with conn.pipeline():
+        async with one_write_pipeline(conn):
+            if begin:
+                await conn.execute("BEGIN")
             await conn.execute(STORE_RESPONSE, _store_params(api_key_id, key, fingerprint, status, body))
             if last is not None:
                 await conn.execute(last.sql, last.params)

@@ -12,6 +12,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -37,6 +38,7 @@ from service.ids import uuid7
 from service.ledger import service as ledger
 from service.metrics import CODES_TAKEN
 from service.money import Money
+from service.pgpipeline import pipeline as one_write_pipeline
 from service.pools.errors import OutOfStock
 from service.pools.service import release_code, take_code_sql
 from service.redemptions.errors import (
@@ -136,7 +138,12 @@ async def redeem_async(
     redemption_id = uuid7()
     for _ in range(CARD_DRAWS):
         statement = redemption_statement(request, priced, redemption_id, api_key_id=api_key_id, now=now)
-        async with conn.pipeline():
+        # The pool's connections are in autocommit (service/db.py): the transaction is opened here, in
+        # the pipeline, unless a card number already taken has made this the statement's second draw.
+        begin = conn.info.transaction_status == TransactionStatus.IDLE
+        async with one_write_pipeline(conn):
+            if begin:
+                await conn.execute("BEGIN")
             if priced.has_limits:
                 await conn.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
             redeemed = await conn.execute(statement.sql, statement.params)

@@ -1,0 +1,49 @@
+"""One write per pipeline on the hot path's asyncio connections.
+
+psycopg sends each statement of a pipeline as it is executed: every `execute()` polls the socket and
+flushes libpq's buffer, so a redemption's two pipelines cost some nine writes to PostgreSQL, each
+waking its backend (and twice as many polls). Here the statements of a pipeline go into libpq's
+buffer (which, in pipeline mode, libpq flushes by itself only past 64 kB), and the Sync at the end of
+the pipeline sends them all in one write. Results are read as before, when the pipeline ends.
+
+This overrides three methods of psycopg's pipeline class (`_communicate_gen`, `_enqueue_sync`,
+`_fetch_gen`); tests/test_pgpipeline.py holds it to what it does on the installed psycopg."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from psycopg import AsyncConnection, AsyncPipeline
+from psycopg.abc import PQGen
+
+
+class _OneWritePipeline(AsyncPipeline):
+    _synced = False
+
+    def _enqueue_sync(self) -> None:
+        super()._enqueue_sync()
+        self._synced = True
+
+    def _communicate_gen(self) -> PQGen[None]:
+        # Each command goes into libpq's buffer; the Sync's own (PQpipelineSync) sends them all. Only
+        # then is the socket polled and results read, as psycopg does.
+        while self.command_queue:
+            self.command_queue.popleft()()
+        if self._synced:
+            yield from super()._communicate_gen()
+
+    def _fetch_gen(self, *, flush: bool) -> PQGen[None]:
+        # After a Sync the server sends every result by itself: no flush request (another write).
+        synced, self._synced = self._synced, False
+        yield from super()._fetch_gen(flush=flush and not synced)
+
+
+@asynccontextmanager
+async def pipeline(conn: AsyncConnection[Any]) -> AsyncIterator[AsyncPipeline]:
+    """conn.pipeline(), sending the pipeline's statements in one write when it ends."""
+    if conn._pipeline is None:  # not nested in another pipeline
+        conn._pipeline = _OneWritePipeline(conn)
+    async with conn.pipeline() as p:
+        yield p
