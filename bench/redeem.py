@@ -154,7 +154,7 @@ def run_wrk(
             [
                 "wrk",
                 "-t",
-                "2",
+                str(min(2, clients)),  # wrk refuses more threads than connections
                 "-c",
                 str(clients),
                 "-d",
