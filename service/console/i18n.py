@@ -353,6 +353,7 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     "dash.runway": ("Запас кодов", "Код қоры", "Stock runway"),
     "dash.outbox": ("Очередь исходящих", "Шығыс кезегі", "Outbox backlog"),
     "dash.outbox_oldest": ("Старейшее, с", "Ең ескісі, с", "Oldest, s"),
+    "dash.seconds_unit": ("с", "с", "s"),
     "dash.no_data": ("Нет данных", "Деректер жоқ", "No data"),
     # audit
     "audit.title": ("Журнал действий сотрудников", "Қызметкерлер әрекеттерінің журналы", "Staff audit log"),

@@ -115,7 +115,7 @@
     }
     if (data.outbox && data.outbox.waiting !== undefined) {
       setText("outbox-waiting", group(data.outbox.waiting));
-      setText("outbox-oldest", data.outbox.oldest_seconds === null ? "—" : data.outbox.oldest_seconds);
+      setText("outbox-oldest", seconds(data.outbox.oldest_seconds));
     }
     drawBars("budget", data.budget || [], function (b) {
       return {
