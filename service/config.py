@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     db_lock_timeout_ms: int = 5000
     db_connect_timeout_seconds: int = 5  # libpq's connect_timeout (2 at least)
     db_pool_timeout_seconds: float = 10.0
+    # How long a redemption waits for a connection of its pool before it is answered 503 with
+    # Retry-After. Under load the wait is tens of milliseconds; it runs long only while the database is
+    # away (the pool reconnecting), and then the loyalty system's retry is worth more than a request
+    # held open (bench/faults.py: with 10 s, 57 requests of a restart outlived the client's timeout).
+    db_hot_pool_timeout_seconds: float = 2.0
     # Threads per API process for blocking handlers. Few: more only queue on the GIL and stretch the tail.
     api_threads: int = 4
     # uvicorn worker processes of `rewards api`/`serve`: one per core is what keeps the tail short.

@@ -96,7 +96,7 @@ async def open_async_pool() -> AsyncConnectionPool:
         min_size=2,
         max_size=settings.db_hot_pool_size,
         # A request never waits longer than this for a connection (PoolTimeout: then 503, not a hang).
-        timeout=settings.db_pool_timeout_seconds,
+        timeout=settings.db_hot_pool_timeout_seconds,
         # Autocommit: the hot path opens its transactions itself, as the first statement of its first
         # pipeline. Otherwise psycopg sends its own BEGIN ahead of the pipeline and waits for it: one
         # more round trip per redemption (service/pgpipeline.py).
