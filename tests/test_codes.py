@@ -64,10 +64,10 @@ def test_bad_lines_are_rejected_with_reasons_and_good_ones_kept(client, keys):
 
 def test_json_upload_takes_objects_and_strings(client, keys):
     body = json.dumps(
-        {"codes": [{"code": "JSON-1", "pin": "0001", "expires_at": "2031-05-01"}, "JSON-2", {"pin": "x"}, 42]}
+        {"codes": [{"code": "JSON-1", "pin": "0001", "expires_at": "2031-05-01"}, "JSON-2", {"pin": "x"}]}
     )
     result = _upload(client, keys, body, "application/json").json()
-    assert (result["accepted"], result["rejected"]) == (2, 2)
+    assert (result["accepted"], result["rejected"]) == (2, 1)
 
 
 def test_no_code_or_pin_is_stored_in_clear(client, keys):
@@ -159,3 +159,13 @@ def test_cli_import_of_a_file_dedupes_against_the_api(client, keys, tmp_path, se
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert (summary["lines"], summary["accepted"], summary["duplicates"]) == (3, 2, 1)
     assert _pool() == 3
+
+
+def test_json_items_that_are_neither_string_nor_object_refuse_the_whole_body(client, keys):
+    """Issue 15: `[null, null]` (or a number) is a body the schema forbids: 422, nothing imported."""
+    before = _pool()
+    response = _upload(client, keys, "[null, null]", content_type="application/json")
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == "validation_error"
+    assert _pool() == before

@@ -37,7 +37,7 @@ from service.money import to_decimal_string
 DOCS_LOCK = PERIOD_LOCK + 1
 NUMBERING_KEY = 0  # (PERIOD_LOCK, 0): program ids start at 1
 CHUNK = 1 << 20
-MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+MONTH = re.compile(r"^(2\d{3})-(0[1-9]|1[0-2])$")
 KINDS = {
     "act.pdf": ("application/pdf", "act"),
     "registry.xlsx": ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "registry"),

@@ -12,7 +12,7 @@ from service.money import Money
 RecordType = Literal["issue", "cancel", "exchange", "breakage"]
 ExportFormat = Literal["csv", "jsonl", "xlsx"]
 DocumentKind = Literal["act.pdf", "registry.xlsx", "registry.csv"]
-MONTH_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])$"
+MONTH_PATTERN = r"^2\d{3}-(0[1-9]|1[0-2])$"
 
 
 class Sums(BaseModel):

@@ -113,20 +113,35 @@ def read_csv(stream: Iterable[str]) -> Iterator[RawLine]:
 
 
 def read_json(payload: Any) -> Iterator[RawLine]:
-    """`{"codes": [{"code": ..., "pin": ..., "expires_at": ...}]}` or the bare list."""
+    """`{"codes": [{"code": ..., "pin": ..., "expires_at": ...}]}` or the bare list.
+
+    Checked before any line is read: an item that is neither a code string nor an object (e.g.
+    `[null, null]`) is a body the schema forbids, refused whole with 422 `validation_error`
+    rather than imported as rejected lines."""
     items = payload.get("codes") if isinstance(payload, dict) else payload
     if not isinstance(items, list):
         raise ValidationFailed(
             'expected {"codes": [{"code": "...", "pin": "...", "expires_at": "..."}]}',
             errors=[{"field": "body.codes", "message": "must be a list"}],
         )
+    bad = [index for index, item in enumerate(items) if not isinstance(item, str | dict)]
+    if bad:
+        raise ValidationFailed(
+            "each item must be a code string or an object with a code",
+            errors=[
+                {"field": f"body.codes[{index}]", "message": "must be a string or an object"}
+                for index in bad[:100]
+            ],
+        )
+    return _json_lines(items)
+
+
+def _json_lines(items: list[Any]) -> Iterator[RawLine]:
     for index, item in enumerate(items, start=1):
         if isinstance(item, str):
             yield RawLine(index, item)
-        elif isinstance(item, dict):
-            yield RawLine(index, item.get("code"), item.get("pin"), item.get("expires_at"))
         else:
-            yield RawLine(index, None, error="each item must be a code string or an object with a code")
+            yield RawLine(index, item.get("code"), item.get("pin"), item.get("expires_at"))
 
 
 def code_product(session: Session, sku: str, partner: str | None = None) -> Product:
