@@ -275,11 +275,9 @@ async def _store_and_commit_async(
 ) -> None:
     """_store_and_commit() on an asyncio connection, with the handler's last statement if it left one:
     an error of that statement aborts the transaction, so the COMMIT behind it rolls back."""
-    begin = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # a refusal's own
     try:
+        # The handler's transaction, or a refusal's own (one_write_pipeline opens it).
         async with one_write_pipeline(conn):
-            if begin:
-                await conn.execute("BEGIN")
             await conn.execute(STORE_RESPONSE, _store_params(api_key_id, key, fingerprint, status, body))
             if last is not None:
                 await conn.execute(last.sql, last.params)

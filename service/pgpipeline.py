@@ -1,4 +1,6 @@
-"""One write per pipeline on the hot path's asyncio connections.
+"""One write per pipeline on the hot path's asyncio connections, which are in autocommit: psycopg
+would otherwise send its own BEGIN ahead of a pipeline and wait for it (one more round trip), so the
+pipeline opens the transaction itself.
 
 psycopg sends each statement of a pipeline as it is executed: every `execute()` polls the socket and
 flushes libpq's buffer, so a redemption's two pipelines cost some nine writes to PostgreSQL, each
@@ -17,6 +19,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, AsyncPipeline
 from psycopg.abc import PQGen
+from psycopg.pq import TransactionStatus
 
 
 class _OneWritePipeline(AsyncPipeline):
@@ -42,8 +45,13 @@ class _OneWritePipeline(AsyncPipeline):
 
 @asynccontextmanager
 async def pipeline(conn: AsyncConnection[Any]) -> AsyncIterator[AsyncPipeline]:
-    """conn.pipeline(), sending the pipeline's statements in one write when it ends."""
+    """conn.pipeline() on an autocommit connection, opening a transaction as its first statement
+    unless one is open already (a transaction may span pipelines; it ends with the caller's COMMIT),
+    and sending the pipeline's statements in one write when it ends."""
+    begin = conn.info.transaction_status == TransactionStatus.IDLE
     if conn._pipeline is None:  # not nested in another pipeline
         conn._pipeline = _OneWritePipeline(conn)
     async with conn.pipeline() as p:
+        if begin:
+            await conn.execute("BEGIN")
         yield p

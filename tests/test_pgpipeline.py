@@ -1,5 +1,6 @@
 """The hot path's pipelines (service/pgpipeline.py): every statement of a pipeline reaches PostgreSQL
-in one write, results and errors come back as psycopg's own pipeline gives them. A TCP proxy on
+in one write, the first pipeline opens the transaction, results and errors come back as psycopg's
+own pipeline gives them. A TCP proxy on
 loopback between psycopg and the test database counts what the client writes."""
 
 from __future__ import annotations
@@ -80,7 +81,6 @@ def test_the_statements_of_a_pipeline_reach_postgresql_in_one_write(proxy, db):
         async with await _connect(proxy) as conn:
             before = proxy.chunks
             async with pipeline(conn):
-                await conn.execute("BEGIN")
                 first = await conn.execute("SELECT 1")
                 second = await conn.execute("SELECT %(n)s::int + 1", {"n": 41})
                 await conn.execute("COMMIT")
@@ -98,7 +98,6 @@ def test_a_failing_statement_aborts_the_rest_of_its_pipeline_and_raises_its_own_
             await conn.execute("CREATE TEMPORARY TABLE t (n int PRIMARY KEY)")
             with pytest.raises(pg_errors.UniqueViolation):
                 async with pipeline(conn):
-                    await conn.execute("BEGIN")
                     await conn.execute("INSERT INTO t VALUES (1), (1)")
                     await conn.execute("INSERT INTO t VALUES (2)")
                     await conn.execute("COMMIT")
@@ -119,7 +118,6 @@ def test_a_transaction_spans_two_pipelines_and_commits_with_the_second(proxy, db
             await conn.execute("TRUNCATE pipeline_probe")
             before = proxy.chunks
             async with pipeline(conn):
-                await conn.execute("BEGIN")
                 await conn.execute("INSERT INTO pipeline_probe VALUES (1)")
             unseen = await (await other.execute("SELECT count(*) FROM pipeline_probe")).fetchone()
             async with pipeline(conn):

@@ -12,7 +12,6 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
-from psycopg.pq import TransactionStatus
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -138,12 +137,9 @@ async def redeem_async(
     redemption_id = uuid7()
     for _ in range(CARD_DRAWS):
         statement = redemption_statement(request, priced, redemption_id, api_key_id=api_key_id, now=now)
-        # The pool's connections are in autocommit (service/db.py): the transaction is opened here, in
-        # the pipeline, unless a card number already taken has made this the statement's second draw.
-        begin = conn.info.transaction_status == TransactionStatus.IDLE
+        # Opens the transaction, or goes on with it when a card number already taken made this the
+        # statement's second draw.
         async with one_write_pipeline(conn):
-            if begin:
-                await conn.execute("BEGIN")
             if priced.has_limits:
                 await conn.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
             redeemed = await conn.execute(statement.sql, statement.params)
