@@ -44,26 +44,28 @@ async def reject_unknown_query(request: Request) -> None:
     if route is None or not request.query_params:
         return
     allowed = _allowed(route)
-    unknown = sorted(set(request.query_params.keys()) - allowed.keys())
-    if unknown:
-        raise ValidationFailed(
-            f"unknown query parameter(s): {', '.join(unknown)}",
-            errors=[
-                {"field": f"query.{name}", "message": "unknown parameter", "type": "extra_forbidden"}
-                for name in unknown
-            ],
-        )
-    # `?program=a&program=b` on a single-valued filter would silently use one of them (the last).
-    repeated = sorted(
-        name
-        for name, repeatable in allowed.items()
-        if not repeatable and len(request.query_params.getlist(name)) > 1
+    _refuse(
+        "unknown query parameter(s)",
+        "unknown parameter",
+        "extra_forbidden",
+        sorted(set(request.query_params.keys()) - allowed.keys()),
     )
-    if repeated:
+    # `?program=a&program=b` on a single-valued filter would silently use one of them (the last).
+    _refuse(
+        "query parameter(s) given more than once",
+        "given more than once",
+        "repeated_parameter",
+        sorted(
+            n
+            for n, repeatable in allowed.items()
+            if not repeatable and len(request.query_params.getlist(n)) > 1
+        ),
+    )
+
+
+def _refuse(summary: str, message: str, kind: str, names: list[str]) -> None:
+    if names:
         raise ValidationFailed(
-            f"query parameter(s) given more than once: {', '.join(repeated)}",
-            errors=[
-                {"field": f"query.{name}", "message": "given more than once", "type": "repeated_parameter"}
-                for name in repeated
-            ],
+            f"{summary}: {', '.join(names)}",
+            errors=[{"field": f"query.{name}", "message": message, "type": kind} for name in names],
         )
