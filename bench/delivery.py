@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._stack import wait_ready  # noqa: E402
+
 
 def percentile(values: list[float], p: float) -> float:
     values = sorted(values)
@@ -235,15 +237,7 @@ def main() -> None:
             )
         )
         first = worker()
-        import httpx
-
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_ready(f"http://127.0.0.1:{port}")
         # warm-up: every process bound, the catalog snapshots loaded, the first connections opened
         asyncio.run(paced_load(f"http://127.0.0.1:{port}", key, 20, 1.0, prefix="warm"))
         deadline = time.monotonic() + 60

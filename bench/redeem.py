@@ -38,6 +38,8 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._stack import wait_ready  # noqa: E402
+
 
 def percentile(sorted_values: list[float], p: float) -> float:
     if not sorted_values:
@@ -455,14 +457,7 @@ def main() -> None:
             stderr=subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
-        import httpx
-
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_ready(base)
         meter = CpuMeter(api.pid, postmaster_pid(bench.env["DATABASE_URL"]))
         if args.driver == "wrk":
             result = run_wrk(
