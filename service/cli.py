@@ -463,6 +463,14 @@ def keys_create(
     name: Annotated[str, typer.Option(help="Who holds the key")],
     program: Annotated[list[str] | None, typer.Option(help="Program (loyalty keys; repeatable)")] = None,
     partner: Annotated[str | None, typer.Option(help="Partner code (partner keys)")] = None,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox",
+            help="Loyalty keys: redeem against sandbox rewards (no real stock, budget or finance records;"
+            " SMS to the sandbox file; magic numbers fail on purpose, see docs/integration.md)",
+        ),
+    ] = False,
 ) -> None:
     """Create a key. It is printed once and stored hashed: copy it now."""
     from service.auth.service import create_key
@@ -472,12 +480,14 @@ def keys_create(
     with runtime():
         try:
             with transaction() as session:
-                created = create_key(session, role=role, name=name, programs=program, partner=partner)
+                created = create_key(
+                    session, role=role, name=name, programs=program, partner=partner, sandbox=sandbox
+                )
                 key_id = created.record.key_id
         except ValueError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
-    console.print(f"created key {key_id} ({role}); it is shown only now:")
+    console.print(f"created {'sandbox ' if sandbox else ''}key {key_id} ({role}); it is shown only now:")
     typer.echo(created.key)
 
 
@@ -492,6 +502,8 @@ def keys_list() -> None:
         table = Table("key id", "name", "role", "scope", "created", "revoked")
         for k in list_keys(session):
             scope = ",".join(k.programs) if k.programs else (k.partner_code or "all")
+            if k.sandbox:
+                scope += " (sandbox)"
             table.add_row(
                 k.key_id,
                 k.name,

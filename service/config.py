@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     sms_http_url: str | None = None
     sms_http_token: SecretStr | None = None
     sms_receipt_secret: SecretStr | None = None
+    # Sandbox keys' SMS always go to this file (default: sms-sandbox.jsonl under the data folder), and
+    # the magic number of the delayed receipt is delivered this long after it was sent.
+    sms_sandbox_file: Path | None = None
+    sandbox_receipt_delay_seconds: float = 60.0
 
     sms_deadline_hours: float = 24.0
     sms_in_doubt_seconds: float = 120.0

@@ -10,6 +10,7 @@ import structlog
 from service.balances.service import check_balances
 from service.cards.service import expire_cards
 from service.db import transaction
+from service.delivery.service import settle_sandbox_receipts
 from service.idempotency import purge_expired
 
 log = structlog.get_logger("housekeeping")
@@ -17,12 +18,25 @@ log = structlog.get_logger("housekeeping")
 
 def housekeeping() -> dict[str, int]:
     """Purge expired idempotency keys, expire cards past their date and book their breakage, send the
-    low-stock and low-budget events of balances that crossed their threshold."""
+        low-stock and low-budget events of balances that crossed their threshold, and deliver the sandbox's
+    delayed receipts."""
     with transaction() as session:
         purged = purge_expired(session)
     with transaction() as session:
         expired = expire_cards(session, datetime.now(UTC)).expired
     events = check_balances()
-    if purged or expired or any(events.values()):
-        log.info("housekeeping", idempotency_keys_purged=purged, cards_expired=expired, **events)
-    return {"idempotency_keys_purged": purged, "cards_expired": expired, **events}
+    receipts = settle_sandbox_receipts()
+    if purged or expired or receipts or any(events.values()):
+        log.info(
+            "housekeeping",
+            idempotency_keys_purged=purged,
+            cards_expired=expired,
+            sandbox_receipts=receipts,
+            **events,
+        )
+    return {
+        "idempotency_keys_purged": purged,
+        "cards_expired": expired,
+        "sandbox_receipts": receipts,
+        **events,
+    }

@@ -20,7 +20,7 @@ def test_the_migrations_have_one_head():
 
     from service.migrate import alembic_config
 
-    assert ScriptDirectory.from_config(alembic_config()).get_heads() == ["0011_take_program_budget"]
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == ["0012_sandbox"]
 
 
 def test_the_migrations_build_the_schema_the_models_describe(services):

@@ -2,7 +2,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ARRAY, CheckConstraint, DateTime, Integer, LargeBinary, String, Text, func
+from sqlalchemy import (
+    ARRAY,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.base import Base
@@ -19,6 +30,7 @@ class ApiKey(Base):
         CheckConstraint("role IN ('loyalty', 'partner', 'finance', 'support', 'admin')", name="role"),
         CheckConstraint("role <> 'partner' OR partner_code IS NOT NULL", name="partner_scoped"),
         CheckConstraint("role <> 'loyalty' OR cardinality(programs) > 0", name="loyalty_scoped"),
+        CheckConstraint("NOT sandbox OR role = 'loyalty'", name="sandbox_loyalty"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key_id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -29,3 +41,5 @@ class ApiKey(Base):
     partner_code: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A sandbox key's redemptions use sandbox rewards and leave no trace in stock, budget or finance.
+    sandbox: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))

@@ -27,6 +27,7 @@ class Principal:
     role: str
     programs: frozenset[str]
     partner: str | None
+    sandbox: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -50,7 +51,13 @@ def _hash(secret: str) -> bytes:
 
 
 def create_key(
-    session: Session, *, role: str, name: str, programs: list[str] | None = None, partner: str | None = None
+    session: Session,
+    *,
+    role: str,
+    name: str,
+    programs: list[str] | None = None,
+    partner: str | None = None,
+    sandbox: bool = False,
 ) -> CreatedKey:
     programs = sorted(set(programs or []))
     if role not in ROLES:
@@ -63,6 +70,8 @@ def create_key(
         raise ValueError("a partner key needs --partner")
     if role != "partner" and partner:
         raise ValueError("only partner keys are scoped to a partner")
+    if sandbox and role != "loyalty":
+        raise ValueError("only loyalty keys can be sandbox keys")
     if programs:
         known = set(session.scalars(select(Program.code).where(Program.code.in_(programs))))
         if missing := sorted(set(programs) - known):
@@ -78,6 +87,7 @@ def create_key(
         role=role,
         programs=programs,
         partner_code=partner,
+        sandbox=sandbox,
     )
     session.add(record)
     session.flush()
@@ -151,10 +161,13 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
             ApiKey.programs,
             ApiKey.partner_code,
             ApiKey.revoked_at,
+            ApiKey.sandbox,
         ).where(ApiKey.key_id == key_id)
     ).first()
     # compare_digest on a dummy when the id is unknown keeps timing the same for both failures.
     expected = row.secret_hash if row else b"\0" * 32
     if not hmac.compare_digest(expected, _hash(secret)) or row is None or row.revoked_at is not None:
         raise _unauthorized("invalid API key")
-    return Principal(row.id, row.key_id, row.role, frozenset(row.programs or ()), row.partner_code)
+    return Principal(
+        row.id, row.key_id, row.role, frozenset(row.programs or ()), row.partner_code, row.sandbox
+    )

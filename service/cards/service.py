@@ -59,16 +59,16 @@ def pin_matches(vault: Vault, pin_enc: bytes, offered: str, key_id: str | None) 
 
 
 @lru_cache
-def mint_card_sql(*, when: str = "true") -> str:
+def mint_card_sql(*, when: str = "true", sandbox: bool = False) -> str:
     """The INSERT (or CTE body) of a new card, RETURNING what a redemption names it by; no row when
     `when` is false or the number is already taken (the caller draws another). Parameters: product,
     currency, nominal, now and the new_card() values."""
     return (
         "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, key_id, currency,"
-        " nominal_minor, balance_minor, expires_at, created_at) SELECT %(product)s, %(card_fingerprint)s,"
-        " %(card_number_enc)s, %(card_last4)s, %(card_pin_enc)s, %(card_key_id)s, %(currency)s, %(nominal)s,"
-        " %(nominal)s,"
-        f" %(card_expires_at)s, %(now)s WHERE {when} ON CONFLICT (number_fingerprint) DO NOTHING"
+        " nominal_minor, balance_minor, expires_at, sandbox, created_at) SELECT %(product)s,"
+        " %(card_fingerprint)s, %(card_number_enc)s, %(card_last4)s, %(card_pin_enc)s, %(card_key_id)s,"
+        f" %(currency)s, %(nominal)s, %(nominal)s, %(card_expires_at)s, {'true' if sandbox else 'false'},"
+        f" %(now)s WHERE {when} ON CONFLICT (number_fingerprint) DO NOTHING"
         " RETURNING id, last4, number_fingerprint AS fingerprint, expires_at"
     )
 
@@ -145,7 +145,9 @@ def authenticate_card(
     counted one after the other whoever makes them. Wrong PINs raise CommittedRefusal."""
     vault = get_vault()
     card = session.execute(
-        text(_CARD + " WHERE c.number_fingerprint = :fp FOR UPDATE OF c"), {"fp": vault.fingerprint(number)}
+        # A sandbox card is a test value: to partners it is no card at all.
+        text(_CARD + " WHERE c.number_fingerprint = :fp AND NOT c.sandbox FOR UPDATE OF c"),
+        {"fp": vault.fingerprint(number)},
     ).one_or_none()
     if card is None:
         raise CardNotFound("no card with this number")
@@ -465,7 +467,7 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
             "WITH due AS (SELECT id, balance_minor FROM cards WHERE status = 'active' AND expires_at <= :now"
             "  ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED),"
             " done AS (UPDATE cards c SET status = 'expired', balance_minor = 0 FROM due WHERE c.id = due.id"
-            "  RETURNING c.id, c.product_id, c.currency, c.last4, c.number_fingerprint,"
+            "  RETURNING c.id, c.product_id, c.currency, c.last4, c.number_fingerprint, c.sandbox,"
             "  due.balance_minor AS unused)"
             " SELECT done.*, r.id AS redemption_id, r.external_id, r.program_id, r.tariff_id, r.offer_id"
             " FROM done LEFT JOIN redemptions r ON r.card_id = done.id"
@@ -489,6 +491,7 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
                         "card_last4": card.last4,
                         "unused_balance": Money.of(card.unused, card.currency).model_dump(mode="json"),
                         "expired_at": now.isoformat(),
+                        "sandbox": card.sandbox,
                     },
                 )
             )
@@ -500,7 +503,7 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
             None,
             now,
         )
-        if card.unused <= 0:
+        if card.unused <= 0 or card.sandbox:  # a sandbox card's balance was never money
             continue
         rate, _ = _card_vat(snap, card, card.unused, now)
         ledger.write_breakage(

@@ -33,6 +33,7 @@ from smpplib import smpp
 from service.config import get_settings
 from service.delivery.text import DATA_CODING, split, udh
 from service.metrics import SMPP_BOUND
+from service.redemptions.sandbox import SMS_FAILED as SANDBOX_SMS_FAILED
 
 log = structlog.get_logger("sms")
 
@@ -125,6 +126,24 @@ class FileProvider:
             fh.flush()
             os.fsync(fh.fileno())
         return [[message_id] for message_id in ids]
+
+
+class SandboxProvider(FileProvider):
+    """Sandbox keys' SMS: a file like the embedded default's, with the sandbox's magic number that
+    the provider refuses (a permanent error, as for an unreachable number). Its receipts are applied
+    by the delivery service (settle_sandbox_receipts)."""
+
+    name = "sandbox"
+
+    def submit_many(self, messages: list[OutgoingSms]) -> list[list[str] | SmsError]:
+        refused = {i for i, sms in enumerate(messages) if sms.to == SANDBOX_SMS_FAILED}
+        taken = iter(super().submit_many([sms for i, sms in enumerate(messages) if i not in refused]))
+        return [
+            PermanentSmsError("sandbox magic number: the provider refused it")
+            if i in refused
+            else next(taken)
+            for i in range(len(messages))
+        ]
 
 
 # --- HTTP gateway ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from service.delivery.providers import (
     PermanentSmsError,
     Provider,
     Receipt,
+    SandboxProvider,
     SmsError,
     TransientSmsError,
     build_provider,
@@ -34,6 +35,7 @@ from service.delivery.providers import (
 from service.delivery.text import NO_EXPIRY, format_amount, render
 from service.faults import checkpoint
 from service.metrics import SMS_OUTCOMES
+from service.redemptions.sandbox import SMS_DELAYED_RECEIPT, sandbox_code
 
 log = structlog.get_logger("delivery")
 DELIVERED_STATES = {"DELIVRD"}
@@ -60,6 +62,7 @@ class Claimed:
     job: Job
     sms: OutgoingSms
     locale: str  # the template's locale the text was rendered in
+    sandbox: bool = False  # a sandbox key's redemption: to the sandbox provider only
 
 
 def _settings():
@@ -116,6 +119,9 @@ def _fields(row: Any, snap, secrets: dict[tuple[str, int], tuple[str, str]]) -> 
     if row.code_id is not None:
         fields["code"], fields["pin"] = secrets["code", row.code_id]
         return "code", fields
+    if row.card_id is None:  # a sandbox test code, from no pool
+        fields["code"] = sandbox_code(row.redemption_id)
+        return "code", fields
     fields["card_number"], fields["pin"] = secrets["card", row.card_id]
     return "universal_card", fields
 
@@ -153,7 +159,7 @@ def _fail(db: Any, *, message_id: int, redemption_id: uuid.UUID, reason: str, no
     )
     changed = db.execute(
         "UPDATE redemptions SET status = 'failed', status_reason = %s, updated_at = %s"
-        " WHERE id = %s AND status IN ('accepted', 'sent') RETURNING external_id, program_id",
+        " WHERE id = %s AND status IN ('accepted', 'sent') RETURNING external_id, program_id, sandbox",
         (reason, now, redemption_id),
     ).fetchone()
     if changed:
@@ -170,6 +176,7 @@ def _fail(db: Any, *, message_id: int, redemption_id: uuid.UUID, reason: str, no
                 "external_id": changed[0],
                 "status": "failed",
                 "status_reason": reason,
+                "sandbox": changed[2],
             },
         )
     SMS_OUTCOMES.labels("failed").inc()
@@ -201,10 +208,10 @@ def _mark_sent(
         "UPDATE redemptions SET status = 'sent', status_reason = NULL,"
         " first_sent_at = coalesce(first_sent_at, %s), updated_at = %s"
         " WHERE id = ANY(%s) AND status IN ('accepted', 'failed')"
-        " RETURNING id, external_id, program_id, code_id",
+        " RETURNING id, external_id, program_id, sandbox, code_id",
         (now, now, [r for _, r, _ in sent]),
     ).fetchall()
-    issued = [code_id for _, _, _, code_id in changed if code_id is not None]
+    issued = [code_id for *_, code_id in changed if code_id is not None]
     if issued:  # the codes have left us: they are issued now
         db.execute(
             "UPDATE codes SET status = 'issued', status_changed_at = %s WHERE id = ANY(%s)"
@@ -217,7 +224,7 @@ def _mark_sent(
 
 def _emit_status(db: Any, changed: list[Any], status: str, now: datetime, snap) -> None:
     events = []
-    for redemption_id, external_id, program_id, *_ in changed:
+    for redemption_id, external_id, program_id, sandbox, *_ in changed:
         program = snap.programs_by_id[program_id]
         events.append(
             webhooks.Event(
@@ -225,7 +232,12 @@ def _emit_status(db: Any, changed: list[Any], status: str, now: datetime, snap) 
                 webhook_url=program.webhook_url,
                 redemption_id=redemption_id,
                 event=status,
-                data={"redemption_id": str(redemption_id), "external_id": external_id, "status": status},
+                data={
+                    "redemption_id": str(redemption_id),
+                    "external_id": external_id,
+                    "status": status,
+                    "sandbox": sandbox,
+                },
             )
         )
     webhooks.emit_many(db, events, now=now)
@@ -238,7 +250,7 @@ def _delivered(db: Any, done: list[tuple[int, uuid.UUID]], *, now: datetime, sna
     changed = db.execute(
         "UPDATE redemptions SET status = 'delivered', status_reason = NULL, updated_at = %s"
         " WHERE id = ANY(%s) AND status IN ('sent', 'accepted', 'failed')"
-        " RETURNING id, external_id, program_id",
+        " RETURNING id, external_id, program_id, sandbox",
         (now, sorted(r for _, r in done)),
     ).fetchall()
     _emit_status(db, changed, "delivered", now, snap)
@@ -288,8 +300,8 @@ def _lock_messages(db: Any, wanted: str, rids: list[uuid.UUID]) -> list[Any]:
     return cursor.execute(
         "SELECT m.id AS message_id, m.send, m.status, m.deadline_at, m.submit_started_at, m.last_error,"
         " r.id AS redemption_id, r.status AS redemption_status, r.program_id, r.offer_id, r.product_id,"
-        " r.msisdn, r.locale, r.nominal_minor, r.currency, r.reward_expires_at, r.code_id, r.card_id"
-        " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int)"
+        " r.msisdn, r.locale, r.nominal_minor, r.currency, r.reward_expires_at, r.code_id, r.card_id,"
+        " r.sandbox FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int)"
         " JOIN sms_messages m ON m.redemption_id = j.rid AND m.send = j.send"
         " JOIN redemptions r ON r.id = m.redemption_id WHERE m.redemption_id = ANY(%s) AND r.id = ANY(%s)"
         " ORDER BY m.id FOR UPDATE OF m",
@@ -358,6 +370,7 @@ def _render(db: Any, ready: list[Any], snap) -> list[Claimed]:
                     segments=rendered.segments,
                 ),
                 rendered.locale,
+                row.sandbox,
             )
         )
     return claimed
@@ -386,9 +399,19 @@ def deliver_many(
     outcome was never recorded is in doubt, never resent blindly."""
     now = now or datetime.now(UTC)
     claimed, outcomes = claim(jobs, now)
-    if not claimed:
-        return outcomes
-    provider = provider or get_provider()
+    real = [c for c in claimed if not c.sandbox]
+    if real:
+        _submit(real, provider or get_provider(), outcomes, now)
+    if sandboxed := [c for c in claimed if c.sandbox]:
+        _submit(sandboxed, get_sandbox_provider(), outcomes, now)
+        settle_sandbox_receipts(now=datetime.now(UTC), messages=[c.message_id for c in sandboxed])
+    return outcomes
+
+
+def _submit(
+    claimed: list[Claimed], provider: Provider, outcomes: dict[Job, SendOutcome], now: datetime
+) -> None:
+    """Hands claimed messages to the provider outside any transaction and records every outcome."""
     checkpoint("deliver.before_submit")
     results = provider.submit_many([c.sms for c in claimed])
     checkpoint("deliver.after_submit")
@@ -412,7 +435,6 @@ def deliver_many(
     _record(sent=sent, pending=pending, in_doubt=in_doubt, permanent=permanent, provider=provider.name)
     SMS_OUTCOMES.labels("transient").inc(len(pending))
     SMS_OUTCOMES.labels("in_doubt").inc(len(in_doubt))
-    return outcomes
 
 
 def _record(*, sent, pending, in_doubt, permanent, provider: str, attempts: int = 3) -> None:
@@ -648,3 +670,33 @@ def apply_smpp_receipts(receipts: list[Receipt]) -> list[Exception | None]:
 def get_provider() -> Provider:
     """This process's provider (one SMPP session per process), built on first use."""
     return build_provider(on_receipts=apply_smpp_receipts)
+
+
+@lru_cache
+def get_sandbox_provider() -> SandboxProvider:
+    """Where sandbox keys' SMS go, whatever SMS_PROVIDER says: a file, never a subscriber."""
+    settings = get_settings()
+    return SandboxProvider(settings.sms_sandbox_file or settings.data_dir / "sms-sandbox.jsonl")
+
+
+def settle_sandbox_receipts(*, now: datetime | None = None, messages: list[int] | None = None) -> int:
+    """The sandbox's delivery receipts: `DELIVRD` for its sent messages, at once, except for the magic
+    number of the delayed receipt, whose receipt comes once SANDBOX_RECEIPT_DELAY_SECONDS have passed
+    (the housekeeping applies those). `messages`: only these (the batch just sent). Returns how many
+    receipts were applied."""
+    now = now or datetime.now(UTC)
+    delay = timedelta(seconds=get_settings().sandbox_receipt_delay_seconds)
+    with transaction() as session:
+        rows = (
+            driver(session)
+            .execute(
+                "SELECT provider_message_ids FROM sms_messages WHERE provider = 'sandbox' AND status = 'sent'"
+                " AND (msisdn <> %s OR sent_at <= %s) AND (%s::bigint[] IS NULL OR id = ANY(%s))",
+                (SMS_DELAYED_RECEIPT, now - delay, messages, messages),
+            )
+            .fetchall()
+        )
+    receipts = [Receipt(message_id, "DELIVRD", None) for (ids,) in rows for message_id in ids]
+    if receipts:
+        apply_receipts("sandbox", receipts, now)
+    return len(receipts)

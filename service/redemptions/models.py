@@ -5,6 +5,7 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -30,8 +31,12 @@ class Redemption(Base):
     __tablename__ = "redemptions"
     __table_args__ = (
         CheckConstraint("status IN ('accepted', 'sent', 'delivered', 'failed', 'cancelled')", name="status"),
-        CheckConstraint("(code_id IS NULL) <> (card_id IS NULL)", name="one_reward"),
-        UniqueConstraint("program_id", "external_id"),
+        # A sandbox code reward is drawn from no pool (migration 0012): it has neither code nor card.
+        CheckConstraint(
+            "(code_id IS NULL) <> (card_id IS NULL) OR (sandbox AND code_id IS NULL)", name="one_reward"
+        ),
+        # A sandbox order id never blocks a real one.
+        UniqueConstraint("program_id", "sandbox", "external_id"),
         # A code belongs to at most one live redemption (invariant 1), enforced by the database too;
         # a cancelled redemption's code never left, went back to the pool and may be issued again.
         Index(
@@ -62,6 +67,7 @@ class Redemption(Base):
     resend_count: Mapped[int] = mapped_column(Integer, server_default="0")
     first_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    sandbox: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

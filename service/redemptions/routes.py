@@ -41,7 +41,9 @@ RedemptionCursor = Annotated[UUID | None, Query(description="`next_cursor` of th
 
 
 def scope_of(principal: Principal) -> service.Scope:
-    return service.Scope(principal.programs if principal.role == "loyalty" else None)
+    if principal.role == "loyalty":
+        return service.Scope(principal.programs, sandbox=principal.sandbox)
+    return service.Scope(None)
 
 
 # The hottest route reads its request itself, with the framework's rules and error shapes

@@ -64,5 +64,8 @@ class RedemptionOut(BaseModel):
     status_reason: str | None
     reward: RewardOut
     resend_count: int
+    sandbox: bool = Field(
+        description="A sandbox key's redemption: a test reward, no stock, budget or finance records"
+    )
     created_at: datetime
     updated_at: datetime

@@ -40,6 +40,7 @@ from service.money import Money
 from service.pgpipeline import pipeline as one_write_pipeline
 from service.pools.errors import OutOfStock
 from service.pools.service import release_code, take_code_sql
+from service.redemptions import sandbox
 from service.redemptions.errors import (
     BudgetExceeded,
     DuplicateExternalId,
@@ -59,12 +60,22 @@ MAX_RESENDS = 3
 
 @dataclass(frozen=True)
 class Scope:
-    """Programs a caller may act on; None means all."""
+    """Programs a caller may act on (None: all), and whether it acts in the sandbox: True for a
+    sandbox key (its redemptions are sandbox ones, and it sees only those), False for a real loyalty
+    key (it never sees sandbox ones), None for staff (real redemptions; they see both, marked)."""
 
     programs: frozenset[str] | None
+    sandbox: bool | None = None
 
     def allows(self, program_code: str) -> bool:
         return self.programs is None or program_code in self.programs
+
+    @property
+    def in_sandbox(self) -> bool:
+        return self.sandbox is True
+
+    def sees(self, sandbox: bool) -> bool:
+        return self.sandbox is None or self.sandbox == sandbox
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,7 @@ class Priced:
     tariff: TariffInfo
     nominal_minor: int
     vat_rate_bp: int  # of the issue record: the product's rate when its VAT falls at sale, else 0
+    sandbox: bool = False
 
     @property
     def has_limits(self) -> bool:
@@ -84,7 +96,7 @@ class Priced:
 
     @property
     def budgeted(self) -> bool:
-        return self.program.monthly_budget_minor is not None
+        return self.program.monthly_budget_minor is not None and not self.sandbox
 
 
 def redeem(
@@ -171,7 +183,7 @@ def _reward_of(
     if not within:
         raise LimitExceeded(f"this subscriber has reached the limit of offer {priced.offer.code}")
     if last4 is None:
-        if priced.product.kind == "code":
+        if priced.product.kind == "code" and not priced.sandbox:
             raise OutOfStock(f"no codes left for {priced.product.sku}")
         return None
     if not inserted:
@@ -179,7 +191,7 @@ def _reward_of(
             f"this program already has a redemption with external_id {request.external_id!r}"
         )
     checkpoint("redeem.after_statement")
-    if priced.product.kind == "code":
+    if priced.product.kind == "code" and not priced.sandbox:
         CODES_TAKEN.labels(priced.product.sku).inc()  # the stock runway alert's rate
     return last4, expires_at
 
@@ -204,6 +216,7 @@ def _accepted(
         status="accepted",
         status_reason=None,
         resend_count=0,
+        sandbox=priced.sandbox,
         created_at=now,
         updated_at=now,
         reward=RewardOut(
@@ -240,6 +253,10 @@ def price(snap: CatalogSnapshot, request: RedemptionIn, *, scope: Scope, now: da
     nominal, points = price
     if request.points != points:
         raise PointsMismatch(f"offer {offer.code} costs {points} points on tariff {request.tariff}")
+    if scope.in_sandbox:
+        if request.msisdn == sandbox.OUT_OF_STOCK:
+            raise OutOfStock(f"no codes left for {product.sku} (sandbox magic number)")
+        return Priced(program, offer, product, tariff, nominal, 0, sandbox=True)
     if program.monthly_budget_minor is not None and nominal > program.monthly_budget_minor:
         raise BudgetExceeded("the program's monthly budget is spent")
     local_date = now.astimezone(program.zone).date()
@@ -257,16 +274,16 @@ _WITHIN_LIMITS = (
     "SELECT coalesce(%(limit_day)s::int > count(*) FILTER (WHERE created_at >= %(day)s), true)"
     " AND coalesce(%(limit_month)s::int > count(*), true) AS within FROM redemptions"
     " WHERE msisdn = %(msisdn)s AND offer_id = %(offer)s AND created_at >= %(month)s"
-    " AND status <> 'cancelled'"
+    " AND status <> 'cancelled' AND sandbox = {sandbox}"
 )
 
 _INSERT_REDEMPTION = (
     "INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id, msisdn, locale,"
     " points, currency, nominal_minor, code_id, card_id, reward_last4, reward_expires_at, api_key_id,"
-    " created_at, updated_at) SELECT %(id)s, %(program)s, %(tariff)s, %(offer)s, %(product)s,"
+    " sandbox, created_at, updated_at) SELECT %(id)s, %(program)s, %(tariff)s, %(offer)s, %(product)s,"
     " %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s, %(nominal)s, {code_id}, {card_id},"
-    " c.last4, c.expires_at, %(api_key)s, %(now)s, %(now)s FROM c"
-    " ON CONFLICT (program_id, external_id) DO NOTHING RETURNING " + ledger.REDEMPTION_RETURNING
+    " c.last4, c.expires_at, %(api_key)s, {sandbox}, %(now)s, %(now)s FROM c"
+    " ON CONFLICT (program_id, sandbox, external_id) DO NOTHING RETURNING " + ledger.REDEMPTION_RETURNING
 )
 
 # The program's monthly budget, an atomic counter that refuses to pass it (migration 0011), taken
@@ -277,19 +294,32 @@ _INSERT_REDEMPTION = (
 TAKE_BUDGET = "SELECT take_program_budget(%(program)s, %(budget_month)s, %(nominal)s, %(budget)s, %(id)s)"
 
 
+# A sandbox code reward: a test code from no pool (its last 4 computed by the caller).
+_SANDBOX_CODE = (
+    "SELECT NULL::bigint AS id, %(sandbox_last4)s::varchar AS last4, NULL::timestamptz AS expires_at"
+)
+
+
 @lru_cache
-def _redemption_sql(*, limits: bool, kind: str, record_sql: str, sms_sql: str) -> str:
+def _redemption_sql(*, limits: bool, kind: str, record_sql: str, sms_sql: str, sandbox: bool) -> str:
     """The statement of one redemption: whether the subscriber is within the offer's limits (lim),
     the reward (c: a pooled code, or a minted card, only when within), the redemption (r: nothing on
     a duplicate external_id), its issue record and its SMS in the outbox. Its one row tells the caller
-    which of these happened."""
+    which of these happened. A sandbox redemption's reward is a test code or a sandbox card, and it
+    has no issue record (record_sql is then a plain SELECT)."""
     within = "(SELECT within FROM lim)"
-    reward = take_code_sql(when=within) if kind == "code" else mint_card_sql(when=within)
-    code_id, card_id = ("c.id", "NULL") if kind == "code" else ("NULL", "c.id")
+    if kind != "code":
+        reward = mint_card_sql(when=within, sandbox=sandbox)
+    elif sandbox:
+        reward = f"{_SANDBOX_CODE} WHERE {within}"
+    else:
+        reward = take_code_sql(when=within)
+    code_id, card_id = ("NULL", "c.id") if kind != "code" else ("NULL" if sandbox else "c.id", "NULL")
+    flag = "true" if sandbox else "false"
     return (
-        f"WITH lim AS ({_WITHIN_LIMITS if limits else 'SELECT true AS within'}),"
+        f"WITH lim AS ({_WITHIN_LIMITS.format(sandbox=flag) if limits else 'SELECT true AS within'}),"
         f" c AS ({reward}),"
-        f" r AS ({_INSERT_REDEMPTION.format(code_id=code_id, card_id=card_id)}),"
+        f" r AS ({_INSERT_REDEMPTION.format(code_id=code_id, card_id=card_id, sandbox=flag)}),"
         f" rec AS ({record_sql}),"
         f" sms AS ({sms_sql})"
         f" SELECT {within}, c.last4, c.expires_at, (SELECT count(*) FROM r) > 0"
@@ -303,15 +333,19 @@ def redemption_statement(
     """The statement of one redemption (see _redemption_sql) and its parameters."""
     program, product, offer = priced.program, priced.product, priced.offer
     card = product.kind != "code"
-    record = ledger.issue_record(
-        redemption_from="r",
-        reward_from="c",
-        sku=product.sku,
-        partner_id=product.partner_id,
-        nominal_minor=priced.nominal_minor,
-        # Our own card is a liability at face value; the partner's cost arises when it is exchanged.
-        cost_minor=0 if card else product.cost_price_minor or 0,
-        vat_rate_bp=priced.vat_rate_bp,
+    record = (
+        Fragment("SELECT NULL", {})
+        if priced.sandbox
+        else ledger.issue_record(
+            redemption_from="r",
+            reward_from="c",
+            sku=product.sku,
+            partner_id=product.partner_id,
+            nominal_minor=priced.nominal_minor,
+            # Our own card is a liability at face value; the partner's cost arises when it is exchanged.
+            cost_minor=0 if card else product.cost_price_minor or 0,
+            vat_rate_bp=priced.vat_rate_bp,
+        )
     )
     day = now.astimezone(program.zone).replace(hour=0, minute=0, second=0, microsecond=0)
     params: dict[str, Any] = {
@@ -339,9 +373,11 @@ def redemption_statement(
         )
     if card:
         params.update(new_card(get_vault(), validity_days=product.validity_days or 365, now=now))
+    elif priced.sandbox:
+        params["sandbox_last4"] = sandbox.sandbox_code(redemption_id)[-4:]
     else:
         params["code_status"] = "reserved"
-    if program.monthly_budget_minor is not None:
+    if priced.budgeted:
         params.update(budget_month=day.date().replace(day=1), budget=program.monthly_budget_minor)
     # The first send of the reward's SMS, from the redemption row: its id and time.
     sms = outbox.insert(
@@ -351,7 +387,13 @@ def redemption_statement(
         created_at="r.created_at",
     )
     params.update(outbox.trace_params())
-    sql = _redemption_sql(limits=priced.has_limits, kind=product.kind, record_sql=record.sql, sms_sql=sms)
+    sql = _redemption_sql(
+        limits=priced.has_limits,
+        kind=product.kind,
+        record_sql=record.sql,
+        sms_sql=sms,
+        sandbox=priced.sandbox,
+    )
     return Fragment(sql, params)
 
 
@@ -374,7 +416,7 @@ def _release_budget(session: Session, program: ProgramInfo, created_at: datetime
 _SELECT = (
     "SELECT r.id, r.external_id, r.program_id, r.tariff_id, r.offer_id, r.product_id, r.msisdn, r.points,"
     " r.locale, r.status, r.status_reason, r.resend_count, r.created_at, r.updated_at, r.nominal_minor,"
-    " r.currency, r.reward_last4, r.reward_expires_at, r.code_id, r.card_id, r.first_sent_at"
+    " r.currency, r.reward_last4, r.reward_expires_at, r.code_id, r.card_id, r.first_sent_at, r.sandbox"
     " FROM redemptions r"
 )
 
@@ -393,6 +435,7 @@ def to_out(snap: CatalogSnapshot, row: Any) -> RedemptionOut:
         status=row.status,
         status_reason=row.status_reason,
         resend_count=row.resend_count,
+        sandbox=row.sandbox,
         created_at=row.created_at,
         updated_at=row.updated_at,
         reward=RewardOut(
@@ -420,7 +463,11 @@ def get_redemption(
     row = session.execute(
         text(_SELECT + " WHERE r.id = :id" + (" FOR UPDATE" if for_update else "")), {"id": redemption_id}
     ).one_or_none()
-    if row is None or not scope.allows(snap.programs_by_id[row.program_id].code):
+    if (
+        row is None
+        or not scope.allows(snap.programs_by_id[row.program_id].code)
+        or not scope.sees(row.sandbox)
+    ):
         raise not_found(f"redemption {redemption_id}")
     return row
 
@@ -445,6 +492,9 @@ def find_redemptions(
     if ids is not None:
         where.append("r.program_id = ANY(:programs)")
         params["programs"] = ids
+    if scope.sandbox is not None:
+        where.append("r.sandbox = :sandbox")
+        params["sandbox"] = scope.sandbox
     if program is not None:
         info = snap.programs.get(program)
         if info is None or not scope.allows(program):
@@ -481,10 +531,11 @@ def cancel(
     row = get_redemption(session, redemption_id, scope=scope, for_update=True)
     if row.status == "cancelled":
         return to_out(snap, row)
-    if row.code_id is not None:
+    if row.card_id is None:
         if row.first_sent_at is not None or row.status not in ("accepted", "failed"):
             raise NotCancellable("the code has been sent to the subscriber")
-        release_code(driver(session), row.code_id, now=now)
+        if row.code_id is not None:  # else a sandbox test code, from no pool
+            release_code(driver(session), row.code_id, now=now)
     else:
         touched = session.execute(
             text(
@@ -497,7 +548,7 @@ def cancel(
             raise NotCancellable("the card has been used, blocked or has expired")
     checkpoint("cancel.after_release")
     reversed_ = ledger.write_reversal(driver(session), redemption_id, occurred_at=now)
-    if reversed_ != 1:
+    if reversed_ != (0 if row.sandbox else 1):
         raise RuntimeError(f"redemption {redemption_id} has {reversed_} issue records")  # invariant 4
     session.execute(
         text(
@@ -507,7 +558,7 @@ def cancel(
         {"id": redemption_id, "now": now},
     )
     program = snap.programs_by_id[row.program_id]
-    if program.monthly_budget_minor is not None:
+    if program.monthly_budget_minor is not None and not row.sandbox:
         _release_budget(session, program, row.created_at, row.nominal_minor)
     webhooks.emit(
         driver(session),
@@ -516,7 +567,12 @@ def cancel(
         redemption_id=redemption_id,
         event="cancelled",
         now=now,
-        data={"redemption_id": str(redemption_id), "external_id": row.external_id, "status": "cancelled"},
+        data={
+            "redemption_id": str(redemption_id),
+            "external_id": row.external_id,
+            "status": "cancelled",
+            "sandbox": row.sandbox,
+        },
     )
     checkpoint("cancel.after_records")
     return to_out(snap, get_redemption(session, redemption_id, scope=scope))
