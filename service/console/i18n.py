@@ -141,6 +141,7 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     "red.nominal": ("Номинал", "Номинал", "Nominal"),
     "red.expires": ("Действует до", "Жарамдылық мерзімі", "Valid until"),
     "red.resends": ("Повторных отправок", "Қайта жіберулер", "Resends"),
+    "red.sandbox": ("Песочница: тестовая выдача", "Құмсалғыш: тесттік беру", "Sandbox: a test redemption"),
     "red.timeline": ("Хронология", "Хронология", "Timeline"),
     "red.ev_created": ("Создано вознаграждение", "Сыйақы құрылды", "Redemption created"),
     "red.ev_sms": ("SMS №{n}", "SMS №{n}", "SMS #{n}"),

@@ -18,6 +18,7 @@ class RedemptionEventData(BaseModel):
     external_id: str
     status: Literal["sent", "delivered", "failed", "cancelled"]
     status_reason: str | None = Field(None, description="Why it failed (failed only)")
+    sandbox: bool = Field(description="A sandbox key's redemption (docs/integration.md, Sandbox)")
 
 
 class CardExchangedData(BaseModel):
@@ -35,8 +36,9 @@ class CardExpiredData(BaseModel):
     redemption_id: UUID | None
     external_id: str | None
     card_last4: str
-    unused_balance: Money = Field(description="Booked as breakage")
+    unused_balance: Money = Field(description="Booked as breakage (not for a sandbox card)")
     expired_at: datetime
+    sandbox: bool = Field(description="A card minted for a sandbox key's redemption")
 
 
 class StockLowData(BaseModel):

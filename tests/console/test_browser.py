@@ -88,6 +88,21 @@ def test_an_agent_finds_a_subscriber_and_resends_an_sms(browser, staff, subscrib
     browser.screenshot("redemption")
 
 
+def test_an_agent_sees_a_sandbox_redemption_marked(browser, staff, client, keys):
+    from service.auth.service import create_key
+    from service.db import transaction
+
+    with transaction() as s:
+        keys.sandbox = create_key(
+            s, role="loyalty", name="crm-staging", programs=["mobile-bonus"], sandbox=True
+        ).key
+    test = post_redemption(client, keys, role="sandbox", msisdn=PHONE).json()["id"]
+    browser.sign_in(staff.support, PASSWORD)
+    browser.open(f"/console/redemptions/{test}")
+    assert browser.find("#sandbox").is_displayed()
+    browser.screenshot("redemption-sandbox")
+
+
 def test_an_agent_cancels_a_redemption_after_confirming(browser, staff, subscriber):
     browser.sign_in(staff.support, PASSWORD)
     browser.open(f"/console/redemptions/{subscriber['waiting']}")

@@ -397,3 +397,21 @@ def test_the_language_switch_changes_every_label(client, staff, locale, label):
     assert response.headers["location"] == "/console/subscriber"
     html = client.get("/console/subscriber").text
     assert label in html and f'<html lang="{locale}">' in html
+
+
+def test_a_sandbox_redemption_is_marked_on_the_subscriber_and_redemption_pages(client, keys, staff):
+    from service.auth.service import create_key
+    from service.db import transaction
+
+    import_codes_for("ARAY-CINEMA-2000", 1)
+    with transaction() as s:
+        keys.sandbox = create_key(s, role="loyalty", name="t", programs=["mobile-bonus"], sandbox=True).key
+    real = post_redemption(client, keys, msisdn="87011234567").json()["id"]
+    test = post_redemption(client, keys, role="sandbox", msisdn="87011234567").json()["id"]
+    token = signed_in(client, staff.support)
+    label = i18n.translate("ru", "red.sandbox")
+    listing = client.post("/console/subscriber", data={"csrf_token": token, "phone": "87011234567"}).text
+    rows = {rid: row for row in listing.split("<tr") for rid in (real, test) if rid in row}
+    assert label in rows[test] and label not in rows[real]
+    assert label in client.get(f"/console/redemptions/{test}").text
+    assert label not in client.get(f"/console/redemptions/{real}").text
