@@ -323,3 +323,20 @@ def test_finance_exports_and_the_month_close_never_include_sandbox_activity(clie
     assert [(r["type"], r["redemption_id"]) for r in records] == [("issue", str(real))]
     view = close_period("mobile-bonus", datetime(2026, 10, 1, tzinfo=UTC).date(), now=almaty(2026, 11, 2))
     assert view["totals"]["records"] == 1, view["totals"]
+
+
+def test_sandbox_sms_outcomes_are_not_counted_in_the_sms_metrics(client, keys):
+    """The SMS failure-ratio alert reads rewards_sms_outcomes_total: an integrator testing the
+    failure magic number must not page anybody."""
+    from prometheus_client import REGISTRY
+
+    def outcomes() -> dict[str, float]:
+        return {
+            o: REGISTRY.get_sample_value("rewards_sms_outcomes_total", {"outcome": o}) or 0.0
+            for o in ("sent", "delivered", "failed")
+        }
+
+    before = outcomes()
+    for msisdn in ("87015550004", sandbox.SMS_FAILED):
+        _deliver(sandbox_redemption(client, keys, msisdn=msisdn).json()["id"])
+    assert outcomes() == before
