@@ -18,7 +18,14 @@ from service.cards.schemas import CardDetailsOut, ExchangeIn, ExchangeOut, Reaso
 from service.catalog.errors import UnknownProduct
 from service.crypto import get_vault
 from service.db import new_session, transaction
-from service.errors import IdempotencyKeyMissing, Problem, RateLimited, forbidden, responses
+from service.errors import (
+    IdempotencyKeyMissing,
+    InvalidCardNumber,
+    Problem,
+    RateLimited,
+    forbidden,
+    responses,
+)
 from service.idempotency import (
     IDEMPOTENCY_PROBLEMS,
     IdempotencyKeyHeader,
@@ -53,7 +60,12 @@ def _partner_of(principal: Principal) -> str | None:
     "/cards/verify",
     response_model=VerifyOut,
     responses=responses(
-        errors.CardNotFound, errors.WrongPin, errors.CardLocked, errors.CardBlocked, RateLimited
+        InvalidCardNumber,
+        errors.CardNotFound,
+        errors.WrongPin,
+        errors.CardLocked,
+        errors.CardBlocked,
+        RateLimited,
     ),
     summary="Verify a card: balance, expiry, status and your products it may be exchanged for",
 )
@@ -82,6 +94,7 @@ def verify_card(body: VerifyIn, principal: Principal = Depends(require("partner"
     response_model=ExchangeOut,
     responses=responses(
         UnknownProduct,
+        InvalidCardNumber,
         errors.CardNotFound,
         errors.WrongPin,
         errors.CardLocked,

@@ -13,7 +13,7 @@ from service.auth.service import Principal
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import get_snapshot
 from service.db import hot_pool, new_session, transaction
-from service.errors import IdempotencyKeyMissing, ValidationFailed, responses
+from service.errors import IdempotencyKeyMissing, InvalidMsisdn, responses
 from service.idempotency import (
     IDEMPOTENCY_PROBLEMS,
     MAX_KEY_LENGTH,
@@ -26,7 +26,7 @@ from service.idempotency import (
     validate_key,
 )
 from service.pagination import Limit, Page, page
-from service.phones import normalize_msisdn
+from service.phones import MSISDN_DESCRIPTION, MSISDN_MAX, MSISDN_MIN, MSISDN_PATTERN, normalize_msisdn
 from service.pools.errors import OutOfStock
 from service.redemptions import errors, service
 from service.redemptions.schemas import RedemptionIn, RedemptionOut, Status
@@ -88,6 +88,7 @@ LOYALTY = frozenset({"loyalty"})
         errors.BudgetExceeded,
         OutOfStock,
         errors.DuplicateExternalId,
+        InvalidMsisdn,
         IdempotencyKeyMissing,
         *IDEMPOTENCY_PROBLEMS,
     ),
@@ -133,19 +134,35 @@ def _msisdn(value: str | None, field: str) -> str | None:
     try:
         return normalize_msisdn(value)
     except ValueError as exc:
-        raise ValidationFailed(f"{field}: {exc}", errors=[{"field": field, "message": str(exc)}]) from None
+        raise InvalidMsisdn(
+            f"{field}: {exc}", errors=[{"field": field, "message": str(exc), "type": InvalidMsisdn.code}]
+        ) from None
+
+
+MsisdnQuery = Annotated[
+    str | None,
+    Query(
+        min_length=MSISDN_MIN, max_length=MSISDN_MAX, pattern=MSISDN_PATTERN, description=MSISDN_DESCRIPTION
+    ),
+]
+MsisdnPath = Annotated[
+    str,
+    Path(
+        min_length=MSISDN_MIN, max_length=MSISDN_MAX, pattern=MSISDN_PATTERN, description=MSISDN_DESCRIPTION
+    ),
+]
 
 
 @router.get(
     "/redemptions",
     response_model=Page[RedemptionOut],
     summary="Find redemptions (newest first)",
-    responses=responses(),
+    responses=responses(InvalidMsisdn),
 )
 def list_redemptions(
     principal: Principal = Depends(require("loyalty", "support")),
     external_id: Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")] = None,
-    msisdn: Annotated[str | None, Query(max_length=32)] = None,
+    msisdn: MsisdnQuery = None,
     status: Status | None = None,
     program: Annotated[str | None, Query(pattern=SLUG)] = None,
     created_from: Rfc3339 | None = None,
@@ -174,10 +191,10 @@ def list_redemptions(
     response_model=Page[RedemptionOut],
     tags=["operations"],
     summary="A subscriber's rewards (support)",
-    responses=responses(),
+    responses=responses(InvalidMsisdn),
 )
 def subscriber_redemptions(
-    msisdn: Annotated[str, Path(max_length=32)],
+    msisdn: MsisdnPath,
     principal: Principal = Depends(require("support")),
     limit: Limit = 50,
     cursor: RedemptionCursor = None,
