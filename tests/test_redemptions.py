@@ -311,6 +311,16 @@ def test_keys_are_scoped_per_api_client(client, stocked):
     assert a.status_code == b.status_code == 201 and a.json()["id"] != b.json()["id"]
 
 
+@pytest.mark.parametrize("key", [b"caf\xe9-1", b"a\xa0b"])
+def test_an_idempotency_key_beyond_visible_ascii_is_a_validation_error(client, stocked, key):
+    # The published pattern is visible ASCII (issue 15: a no-break space passed the schema's length
+    # rules and was refused by the server as not printable); the server refuses the same keys.
+    headers = {**stocked.header("loyalty"), "Idempotency-Key": key}
+    response = client.post("/v1/redemptions", json=redemption_body(), headers=headers)
+    assert_problem(response, 422, "validation_error")
+    assert table_counts("redemptions")["redemptions"] == 0
+
+
 def test_a_missing_idempotency_key_is_400(client, stocked):
     response = client.post("/v1/redemptions", json=redemption_body(), headers=stocked.header("loyalty"))
     assert_problem(response, 400, "idempotency_key_missing")

@@ -16,6 +16,8 @@ from service.db import hot_pool, new_session, transaction
 from service.errors import IdempotencyKeyMissing, InvalidMsisdn, responses
 from service.idempotency import (
     IDEMPOTENCY_PROBLEMS,
+    KEY_DESCRIPTION,
+    KEY_PATTERN,
     MAX_KEY_LENGTH,
     AtCommit,
     OptionalIdempotencyKeyHeader,
@@ -58,10 +60,13 @@ _REDEMPTION_CONTRACT = {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": MAX_KEY_LENGTH,
-                "description": "Unique per operation; replays return the first response (kept 48 h)",
+                "pattern": KEY_PATTERN,
+                "description": "Unique per operation; replays return the first response (kept 48 h). "
+                + KEY_DESCRIPTION,
                 "title": "Idempotency-Key",
             },
-            "description": "Unique per operation; replays return the first response (kept 48 h)",
+            "description": "Unique per operation; replays return the first response (kept 48 h). "
+            + KEY_DESCRIPTION,
         }
     ],
     "requestBody": {
