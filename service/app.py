@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import tracing
+from service import contract, tracing
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.config import get_settings
@@ -282,8 +282,8 @@ def create_app() -> FastAPI:
             for name, sub in definition.pop("$defs", {}).items():
                 components.setdefault(name, sub)
             components.setdefault(model.__name__, definition)
-        app.openapi_schema = schema
-        return schema
+        app.openapi_schema = contract.finish(schema, app.routes)
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     tracing.instrument_app(app)

@@ -16,6 +16,7 @@ from service.auth.service import Principal
 from service.cards import errors, ratelimit, service
 from service.cards.schemas import CardDetailsOut, ExchangeIn, ExchangeOut, ReasonIn, VerifyIn, VerifyOut
 from service.catalog.errors import UnknownProduct
+from service.contract import security
 from service.crypto import get_vault
 from service.db import new_session, transaction
 from service.errors import (
@@ -110,6 +111,7 @@ def verify_card(body: VerifyIn, principal: Principal = Depends(require("partner"
         *IDEMPOTENCY_PROBLEMS,
     ),
     summary="Exchange (part of) a card's balance for one of your certificates",
+    openapi_extra={"security": security("partner", admin=False)},  # admin has no products of its own
 )
 def create_exchange(
     body: ExchangeIn,

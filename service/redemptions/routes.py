@@ -12,6 +12,7 @@ from service.auth.deps import check_role, principal_of, require
 from service.auth.service import Principal
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import get_snapshot
+from service.contract import security
 from service.db import hot_pool, new_session, transaction
 from service.errors import IdempotencyKeyMissing, InvalidMsisdn, responses
 from service.idempotency import (
@@ -50,7 +51,7 @@ def scope_of(principal: Principal) -> service.Scope:
 # (service/validation.py), instead of through dependency injection and a body model: the OpenAPI
 # operation below says what the framework would have derived.
 _REDEMPTION_CONTRACT = {
-    "security": [{"HTTPBearer": []}],
+    "security": security("loyalty"),
     "parameters": [
         {
             "name": "Idempotency-Key",
