@@ -1,6 +1,7 @@
 """What the generated OpenAPI document states beyond what FastAPI derives: one bearer security scheme
-per role with each operation's allowed roles, and the links between operations (a redemption to
-its reading, cancelling and resending; a card verification to its exchange)."""
+per role with each operation's allowed roles, the links between operations (a redemption to its
+reading, cancelling and resending; a card verification to its exchange), and an example request
+and success response for every operation."""
 
 from __future__ import annotations
 
@@ -113,4 +114,102 @@ def finish(document: dict[str, Any], routes: list[Any]) -> dict[str, Any]:
             "description": "Exchange the verified card for the first of the products it may buy",
         }
     }
+    _add_examples(paths, components.get("schemas", {}))
     return document
+
+
+# --- examples ---------------------------------------------------------------------------------------
+
+# Values of the demo catalog (catalog/demo) for the names the API uses, so that every example request
+# names things that exist; anything else is derived from the schema (its examples, enum, format).
+_NAMED: dict[str, Any] = {
+    "program": "mobile-bonus",
+    "tariff": "basic",
+    "offer": "cinema-2000",
+    "sku": "ARAY-CINEMA-2000",
+    "partner": "aray-cinema",
+    "msisdn": "+77011234567",
+    "month": "2026-03",
+    "period": "2026-03",
+    "external_id": "order-10001",
+    "currency": "KZT",
+    "last4": "4567",
+    "Idempotency-Key": "order-10001-redeem",
+    "timezone": "Asia/Almaty",
+    "sms_sender": "QazaqBonus",
+    "points": 2000,
+    "resend_count": 0,
+    "next_cursor": None,
+    "status_reason": None,
+}
+_FORMATS = {
+    "date-time": "2026-03-01T10:00:00Z",
+    "date": "2026-03-01",
+    "uuid": "0b9f2a52-7c1e-4d2b-9a53-3f6e1c2d8b10",
+    "uri": "https://loyalty.example.kz/hooks/rewards",
+}
+
+
+def _resolve(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = components[schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+def example_of(
+    schema: dict[str, Any], components: dict[str, Any], name: str | None = None, depth: int = 0
+) -> Any:
+    """A value the schema allows, for the document's examples: the schema's own example when it has
+    one, a demo-catalog value for a known name, else one built from its type, enum and format."""
+    schema = _resolve(schema, components)
+    if "examples" in schema and schema["examples"]:
+        return schema["examples"][0]
+    if "example" in schema:
+        return schema["example"]
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    if name in _NAMED:
+        return _NAMED[name]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [s for s in schema[key] if _resolve(s, components).get("type") != "null"]
+            return example_of(options[0], components, name, depth) if options else None
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        if depth > 6:
+            return {}
+        return {
+            prop: example_of(sub, components, prop, depth + 1)
+            for prop, sub in schema.get("properties", {}).items()
+        }
+    if kind == "array":
+        return [example_of(schema.get("items", {}), components, name, depth + 1)]
+    if kind == "integer":
+        low = schema.get("minimum", schema.get("exclusiveMinimum", -1) + 1)
+        return max(low, 1) if schema.get("maximum", 1) >= 1 else low
+    if kind == "number":
+        return 1.0
+    if kind == "boolean":
+        return True
+    if kind == "string":
+        return _FORMATS.get(schema.get("format", ""), "string")
+    return None
+
+
+def _add_examples(paths: dict[str, Any], components: dict[str, Any]) -> None:
+    """An example request (required parameters, JSON body) and a success response per operation."""
+    for item in paths.values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("required") and "example" not in parameter:
+                    parameter["example"] = example_of(parameter["schema"], components, parameter["name"])
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None and "example" not in body and "examples" not in body:
+                body["example"] = example_of(body["schema"], components)
+            for status, response in operation.get("responses", {}).items():
+                media = response.get("content", {}).get("application/json")
+                if status.startswith("2") and media is not None and "example" not in media:
+                    if media.get("schema"):
+                        media["example"] = example_of(media["schema"], components)
