@@ -11,18 +11,25 @@ from __future__ import annotations
 import json
 import re
 import uuid
+import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis.errors import Flaky
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import Failure
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from catalog import DEMO_CATALOG
+from catalog.loader import load_catalog
 from service.app import create_app
 from service.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
+from tests.conftest import import_codes_for
+from tests.test_cards import issue_card
 
 COMMITTED = Path(__file__).parent.parent / "openapi" / "openapi.json"
 CONFIG = Path(__file__).parent / "schemathesis.toml"
@@ -192,13 +199,80 @@ def _csv(ctx: Any, value: Any) -> bytes:
 # --- stateless phases: examples, coverage, fuzzing, positive and negative ------------------------
 
 
+# Every (program, tariff, offer, points) the demo catalog prices: schema-valid redemptions that the
+# catalog accepts too, so that generated requests also reach a 201 and the links that follow it.
+PRICED = [
+    (offer.program, tariff, offer.code, price.points)
+    for offer in load_catalog(DEMO_CATALOG).spec.offers
+    for price in offer.prices
+    for tariff in price.tariffs
+]
+CARD: dict[str, str] = {}  # the number and PIN of a card issued by the `seeded` fixture
+
+
+def _realistic(case: Any) -> None:
+    """Most positive redemption and card requests name things that exist: a priced offer for a
+    subscriber's mobile number, the issued card with its PIN. The rest stay as generated."""
+    meta, body = case.meta, case.body
+    if meta is None or not meta.generation.mode.is_positive or not isinstance(body, dict):
+        return
+    # Chosen by the generated body itself, so that a replayed case is the same request (Hypothesis
+    # seeds `random` alike for every example, and a counter would differ between replays).
+    turn = zlib.crc32(json.dumps(body, sort_keys=True, default=str).encode())
+    if turn % 4 == 3:
+        return
+    label = case.operation.label
+    if label == "POST /v1/redemptions":
+        program, tariff, offer, points = PRICED[turn % len(PRICED)]
+        msisdn = f"+7701{turn % 10**7:07d}"
+        case.body = {
+            **body,
+            "program": program,
+            "tariff": tariff,
+            "offer": offer,
+            "points": points,
+            "msisdn": msisdn,
+        }
+    elif label in ("POST /v1/cards/verify", "POST /v1/cards/exchanges"):
+        case.body = {**body, **CARD}
+
+
+# What requests change; emptied before each stateful scenario so that a sequence Hypothesis replays
+# meets the same state (else the replay takes another path and Hypothesis stops it as flaky).
+_CHANGING = (
+    "balance_alerts, outbox, idempotency_keys, periods, program_budget_usage, cards, code_uploads,"
+    " card_events, codes, period_documents, period_document_chunks, exchanges, redemptions,"
+    " reconciliation_records, sms_messages, webhook_events, sms_provider_messages, webhook_attempts"
+)
+
+
+def _stock_and_card(client: Any, keys: Any) -> None:
+    """Codes in the pools the demo offers and card exchanges take from, and one issued card."""
+    import_codes_for("ARAY-CINEMA-2000", 12)
+    import_codes_for("ARAY-CERT-1000", 6)
+    import_codes_for("KITAP-CERT-2500", 4)
+    card = issue_card(client, keys)
+    CARD.update(number=card.number, pin=card.pin)
+
+
+def _reset(client: Any, keys: Any) -> None:
+    import redis
+    from sqlalchemy import text
+
+    from service.config import get_settings
+    from service.db import get_engine
+
+    with get_engine().begin() as conn:
+        conn.execute(text(f"TRUNCATE {_CHANGING} RESTART IDENTITY CASCADE"))
+    connection = redis.Redis.from_url(get_settings().redis_url)
+    for name in connection.scan_iter("rewards:ratelimit:*"):
+        connection.delete(name)
+    _stock_and_card(client, keys)
+
+
 @pytest.fixture
 def seeded(keys, client):
-    client.post(
-        "/v1/products/ARAY-CINEMA-2000/codes",
-        content="SCHEMA-1\nSCHEMA-2\nSCHEMA-3\nSCHEMA-4\nSCHEMA-5\nSCHEMA-6\n",
-        headers={**keys.header("admin"), "Content-Type": "text/csv"},
-    )
+    _stock_and_card(client, keys)
     ROLE_OF_KEY.clear()
     ROLE_OF_KEY.update({keys.header(role)["Authorization"]: role for role in ROLES})
     return keys
@@ -225,7 +299,8 @@ def _text(value: Any) -> Any:
 
 def _as_sent(case: Any) -> None:
     """Query and path values as they travel, i.e. as text: `[false]` for a single-valued query
-    parameter goes on the wire as `?cursor=false`, which is a valid cursor (any slug is). Schemathesis
+    parameter goes on the wire as `?cursor=false`, which is a valid cursor (any slug is), and a
+    parameter whose value is `[]` or None is not sent at all. Schemathesis
     re-judges a case whose values change, so the case is positive or negative by what the server
     receives, not by the Python value it was generated as (its wire reading covers strings only)."""
     arrays = {
@@ -237,6 +312,8 @@ def _as_sent(case: Any) -> None:
         values = getattr(case, attribute) or {}
         sent = {}
         for name, value in values.items():
+            if value is None or value == []:  # no value: the parameter is not sent at all
+                continue
             if isinstance(value, list) and len(value) == 1 and (location, name) not in arrays:
                 value = value[0]
             sent[name] = _text(value) if not isinstance(value, list) else value
@@ -254,6 +331,7 @@ def _count(role: str, status: int) -> None:
 @schema.parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_api_honours_its_openapi_document(case, role, seeded):
+    _realistic(case)
     _unique_idempotency_key(case)
     _as_sent(case)
     # Schemathesis leaves Authorization out on purpose in negative cases: then it must stay out.
@@ -267,13 +345,18 @@ def test_api_honours_its_openapi_document(case, role, seeded):
 
 @pytest.mark.schemathesis
 @pytest.mark.parametrize("role", ROLES)
-def test_api_honours_its_links_statefully(role, seeded):
+def test_api_honours_its_links_statefully(role, seeded, client):
     """Redemptions followed to their reading, cancelling and resending; a verified card to its
     exchange (the links of service/contract.py), with every check, as each role."""
     headers = seeded.header(role)
+    found: list[Exception] = []
 
     class Machine(schema.as_state_machine()):  # type: ignore[misc,valid-type]
+        def setup(self) -> None:
+            _reset(client, seeded)
+
         def before_call(self, case: Any) -> None:
+            _realistic(case)
             _unique_idempotency_key(case)
             _as_sent(case)
 
@@ -287,18 +370,43 @@ def test_api_honours_its_links_statefully(role, seeded):
         def validate_response(
             self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any
         ) -> None:
-            case.validate_response(
-                response,
-                excluded_checks=EXCLUDED,
-                transport_kwargs=kwargs or None,
-                recorder=getattr(self, "recorder", None),
-            )
+            try:
+                case.validate_response(
+                    response,
+                    excluded_checks=EXCLUDED,
+                    transport_kwargs=kwargs or None,
+                    recorder=getattr(self, "recorder", None),
+                )
+            except Exception as exc:
+                found.append(exc)
+                raise
 
-    Machine.run(
-        settings=settings(
-            max_examples=30, deadline=None, stateful_step_count=6, suppress_health_check=list(HealthCheck)
+    try:
+        Machine.run(
+            settings=settings(
+                max_examples=60, deadline=None, stateful_step_count=6, suppress_health_check=list(HealthCheck)
+            )
         )
-    )
+    except (Flaky, AssertionError) as exc:
+        # Each scenario starts from the same state (setup), but a replay may still take another
+        # path (the clock, random ids) and Hypothesis stops it as flaky. As schemathesis's own
+        # runner does: what the checks found is the failure; a replay that diverged finds nothing.
+        if not (isinstance(exc, Flaky) or _is_inconsistent_replay(exc)):
+            raise
+        warnings.warn(
+            f"stateful ({role}): a replay diverged ({type(exc).__name__}); nothing found", stacklevel=1
+        )
+        if found:
+            raise found[0] from exc
+
+
+def _is_inconsistent_replay(exc: BaseException) -> bool:
+    # Hypothesis asserts (instead of raising Flaky) when a replay draws differently than recorded.
+    traceback = exc.__traceback__
+    while traceback is not None and traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    module = traceback.tb_frame.f_globals["__name__"] if traceback is not None else ""
+    return module == "hypothesis.internal.conjecture.datatree"
 
 
 def test_the_fuzzing_reached_the_business_paths():
