@@ -3,8 +3,10 @@ API must honour it. Schemathesis runs in-process against the app on the embedded
 operation, with a key of each role, in positive and negative modes (examples, coverage and fuzzing
 phases) and in the stateful phase (the document's links), with every check; any finding fails.
 
-Real identifiers (programs, tariffs, offers, skus, partners) come from tests/schemathesis.toml, so
-generated requests reach past 404s most of the time."""
+Real identifiers (programs, tariffs, offers, skus, partners, phone forms) come from
+tests/schemathesis.toml, so generated requests reach past 404s most of the time; most positive
+redemption and card requests are made to name a priced offer or the issued card (`_realistic`), so
+that they succeed and the links after them are followed. About 150 s on a 2-core machine."""
 
 from __future__ import annotations
 
