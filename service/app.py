@@ -19,7 +19,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import tracing
+from service import contract, tracing
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.config import get_settings
@@ -37,7 +37,7 @@ from service.errors import (
     Problem,
     ProblemDetails,
     ServiceUnavailable,
-    ValidationFailed,
+    field_errors_problem,
 )
 from service.health import router as health_router
 from service.ledger.routes import router as finance_router
@@ -148,7 +148,7 @@ async def _on_validation(request: Request, exc: RequestValidationError) -> Respo
     # Field errors name the field and the rule, never echo the input (it may be a code or a PIN).
     field_errors = [{"field": _field(e["loc"]), "message": e["msg"], "type": e["type"]} for e in errors]
     detail = "; ".join(f"{f['field']}: {f['message']}" for f in field_errors[:5])
-    return problem_response(ValidationFailed(detail, errors=field_errors), request)
+    return problem_response(field_errors_problem(field_errors, detail), request)
 
 
 _HTTP_CODES = {
@@ -282,8 +282,8 @@ def create_app() -> FastAPI:
             for name, sub in definition.pop("$defs", {}).items():
                 components.setdefault(name, sub)
             components.setdefault(model.__name__, definition)
-        app.openapi_schema = schema
-        return schema
+        app.openapi_schema = contract.finish(schema, app.routes)
+        return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
     tracing.instrument_app(app)

@@ -128,6 +128,37 @@ class ValidationFailed(Problem):
         super().__init__(detail, errors=errors if errors is not None else [], **kwargs)
 
 
+class InvalidMsisdn(Problem):
+    """A phone number of the published form (E.164 or a local form) that the numbering plan does not
+    know as a mobile number: no SMS could reach it. JSON Schema can state the form, not the plan."""
+
+    status, code, title = 422, "invalid_msisdn", "Not a mobile number"
+
+
+class InvalidCardNumber(Problem):
+    """16 digits whose last one is not their Luhn check digit: a mistyped number, no card has it."""
+
+    status, code, title = 422, "invalid_card_number", "Invalid card number"
+
+
+# Field errors (pydantic error types) that are refusals of their own, not "the request breaks the
+# schema": a body whose only errors are of one of these types is answered with that problem.
+SEMANTIC_ERRORS: dict[str, type[Problem]] = {
+    InvalidMsisdn.code: InvalidMsisdn,
+    InvalidCardNumber.code: InvalidCardNumber,
+}
+
+
+def field_errors_problem(errors: list[dict[str, Any]], detail: str) -> Problem:
+    """validation_error with these field errors, unless they are all one semantic refusal."""
+    kinds = {e.get("type") for e in errors}
+    if len(kinds) == 1:
+        semantic = SEMANTIC_ERRORS.get(str(next(iter(kinds))))
+        if semantic is not None:
+            return semantic(detail, errors=errors)
+    return ValidationFailed(detail, errors=errors)
+
+
 class RateLimited(Problem):
     status, code, title = 429, "rate_limited", "Too many requests"
 

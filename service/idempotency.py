@@ -43,6 +43,10 @@ from service.pgpipeline import pipeline as one_write_pipeline
 
 RETENTION = timedelta(hours=48)
 MAX_KEY_LENGTH = 255
+# Visible ASCII, spaces inside only (HTTP drops a header value's outer whitespace): what
+# validate_key accepts, as the document states it.
+KEY_PATTERN = r"^[!-~](?:[ -~]*[!-~])?$"
+KEY_DESCRIPTION = "1-255 visible ASCII characters (spaces inside allowed)"
 
 
 # The header, as routes declare it: required on redemptions and exchanges, optional elsewhere.
@@ -52,7 +56,8 @@ IdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=MAX_KEY_LENGTH,
-        description="Unique per operation; replays return the first response (kept 48 h)",
+        pattern=KEY_PATTERN,
+        description="Unique per operation; replays return the first response (kept 48 h). " + KEY_DESCRIPTION,
     ),
 ]
 OptionalIdempotencyKeyHeader = Annotated[
@@ -61,7 +66,8 @@ OptionalIdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         min_length=1,
         max_length=MAX_KEY_LENGTH,
-        description="Optional; with it, replays return the first response (kept 48 h)",
+        pattern=KEY_PATTERN,
+        description="Optional; with it, replays return the first response (kept 48 h). " + KEY_DESCRIPTION,
     ),
 ]
 
@@ -119,10 +125,10 @@ def validate_key(key: str | None, required: bool) -> str | None:
                 "this request needs an Idempotency-Key header (a unique string per operation)",
             )
         return None
-    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    if len(key) > MAX_KEY_LENGTH or not (key.isascii() and key.isprintable()):
         raise ValidationFailed(
-            "Idempotency-Key must be 1-255 printable characters",
-            errors=[{"field": "header.Idempotency-Key", "message": "1-255 printable characters"}],
+            f"Idempotency-Key must be {KEY_DESCRIPTION}",
+            errors=[{"field": "header.Idempotency-Key", "message": KEY_DESCRIPTION}],
         )
     return key
 

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from service.errors import MalformedJson, ValidationFailed
+from service.errors import MalformedJson, ValidationFailed, field_errors_problem
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -45,6 +45,6 @@ def json_body(model: type[M], body: bytes, content_type: str | None) -> M:
             {"field": ".".join(("body", *(str(p) for p in e["loc"]))), "message": e["msg"], "type": e["type"]}
             for e in problems
         ]
-        raise ValidationFailed(
-            "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5]), errors=fields
+        raise field_errors_problem(
+            fields, "; ".join(f"{f['field']}: {f['message']}" for f in fields[:5])
         ) from None

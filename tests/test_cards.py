@@ -149,7 +149,6 @@ def test_a_wrong_pin_is_refused_with_the_remaining_attempts(client, keys, card):
     "payload",
     [
         {"number": "1234", "pin": "1234"},
-        {"number": "9398000000000002", "pin": "1234"},  # 16 digits, wrong check digit
         {"number": "93980000000000０1", "pin": "1234"},  # a non-ASCII digit
         {"number": "9398000000000001", "pin": "12a4"},
         {"number": "9398000000000001", "pin": "123"},
@@ -163,6 +162,21 @@ def test_malformed_numbers_and_pins_are_validation_errors_that_echo_nothing(clie
     body = assert_problem(response, 422, "validation_error")
     assert body["errors"]
     assert str(payload["number"]) not in response.text
+
+
+@pytest.mark.parametrize("route", ["/v1/cards/verify", "/v1/cards/exchanges"])
+def test_sixteen_digits_with_a_wrong_check_digit_are_invalid_card_number(client, keys, route):
+    # The schema allows any 16 digits and describes the check digit: a typo is its own refusal (issue 15).
+    payload = {
+        "number": "9398000000000002",
+        "pin": "1234",
+        **({"sku": "ARAY-CERT-1000"} if "exch" in route else {}),
+    }
+    headers = {**keys.header("partner"), "Idempotency-Key": f"typo-{route}"}
+    response = client.post(route, json=payload, headers=headers)
+    body = assert_problem(response, 422, "invalid_card_number")
+    assert body["errors"][0]["field"] == "body.number"
+    assert "9398000000000002" not in response.text
 
 
 # --- lockout ---------------------------------------------------------------------------------------

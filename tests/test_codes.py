@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC
 
+import pytest
 from sqlalchemy import text
 
 from service.db import new_session
@@ -168,4 +169,16 @@ def test_json_items_that_are_neither_string_nor_object_refuse_the_whole_body(cli
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert response.json()["code"] == "validation_error"
+    assert _pool() == before
+
+
+@pytest.mark.parametrize(
+    "item", ['{"code": 123}', '{"code": "X-1", "pin": 1234}', '{"code": "X-1", "expires_at": []}']
+)
+def test_a_json_item_whose_fields_are_not_strings_refuses_the_whole_body(client, keys, item):
+    """Issue 15: the schema says code, pin and expires_at are strings (or null): 422, nothing imported."""
+    before = _pool()
+    response = _upload(client, keys, f'{{"codes": ["OK-1", {item}]}}', content_type="application/json")
+    assert response.status_code == 422 and response.json()["code"] == "validation_error", response.text
+    assert response.json()["errors"][0]["field"].startswith("body.codes[1].")
     assert _pool() == before

@@ -147,6 +147,9 @@ def test_export_filters(client, records, query, expected):
         ("period=2026-13", 422, "validation_error"),
         ("period=March", 422, "validation_error"),
         ("from=2026-02-30", 422, "validation_error"),
+        ("from=0000-00-00", 422, "validation_error"),
+        ("to=1999-12-31", 422, "validation_error"),
+        ("from=2027-02-29", 422, "validation_error"),
         ("from=2026-03-10&to=2026-03-01", 422, "validation_error"),
         ("type=refund", 422, "validation_error"),
         ("progam=mobile-bonus", 422, "validation_error"),
@@ -206,3 +209,9 @@ def test_bad_period_requests_are_problems(client, records, method, url, status, 
 def test_an_open_period_shows_as_open(client, records):
     body = client.get("/v1/periods/2026-03?program=mobile-bonus", headers=records.header("finance")).json()
     assert body["status"] == "open" and body["documents"] == [] and body["ends_at"] == "2026-03-31T19:00:00Z"
+
+
+def test_a_leap_day_is_a_date_the_export_accepts(client, records):
+    # The published date pattern (issue 15) matches 29 February of leap years only, and the server agrees.
+    response = client.get("/v1/reconciliation/records?from=2028-02-29", headers=records.header("finance"))
+    assert response.status_code == 200, response.text

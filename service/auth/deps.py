@@ -52,4 +52,5 @@ def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(principal: Principal = Depends(current_principal)) -> Principal:
         return check_role(principal, allowed)
 
+    dependency.roles = allowed  # type: ignore[attr-defined]  # the document's security (service/contract.py)
     return dependency

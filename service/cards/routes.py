@@ -16,9 +16,17 @@ from service.auth.service import Principal
 from service.cards import errors, ratelimit, service
 from service.cards.schemas import CardDetailsOut, ExchangeIn, ExchangeOut, ReasonIn, VerifyIn, VerifyOut
 from service.catalog.errors import UnknownProduct
+from service.contract import security
 from service.crypto import get_vault
 from service.db import new_session, transaction
-from service.errors import IdempotencyKeyMissing, Problem, RateLimited, forbidden, responses
+from service.errors import (
+    IdempotencyKeyMissing,
+    InvalidCardNumber,
+    Problem,
+    RateLimited,
+    forbidden,
+    responses,
+)
 from service.idempotency import (
     IDEMPOTENCY_PROBLEMS,
     IdempotencyKeyHeader,
@@ -53,7 +61,12 @@ def _partner_of(principal: Principal) -> str | None:
     "/cards/verify",
     response_model=VerifyOut,
     responses=responses(
-        errors.CardNotFound, errors.WrongPin, errors.CardLocked, errors.CardBlocked, RateLimited
+        InvalidCardNumber,
+        errors.CardNotFound,
+        errors.WrongPin,
+        errors.CardLocked,
+        errors.CardBlocked,
+        RateLimited,
     ),
     summary="Verify a card: balance, expiry, status and your products it may be exchanged for",
 )
@@ -82,6 +95,7 @@ def verify_card(body: VerifyIn, principal: Principal = Depends(require("partner"
     response_model=ExchangeOut,
     responses=responses(
         UnknownProduct,
+        InvalidCardNumber,
         errors.CardNotFound,
         errors.WrongPin,
         errors.CardLocked,
@@ -97,6 +111,7 @@ def verify_card(body: VerifyIn, principal: Principal = Depends(require("partner"
         *IDEMPOTENCY_PROBLEMS,
     ),
     summary="Exchange (part of) a card's balance for one of your certificates",
+    openapi_extra={"security": security("partner", admin=False)},  # admin has no products of its own
 )
 def create_exchange(
     body: ExchangeIn,

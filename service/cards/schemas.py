@@ -8,6 +8,7 @@ from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from catalog.model import SKU
 from service.cards.numbers import luhn_valid
@@ -21,13 +22,14 @@ class CardCredentials(BaseModel):
 
     number: str = Field(
         pattern=r"^[0-9]{16}$",
-        description="The 16-digit card number (Luhn-checked)",
+        description="The 16-digit card number; its last digit is the Luhn (mod 10) check digit of the first"
+        " 15. Sixteen digits with a wrong check digit are a mistyped number: 422 `invalid_card_number`.",
         examples=["9398000000000001"],
         json_schema_extra={"writeOnly": True},
     )
     pin: str = Field(
         pattern=r"^[0-9]{4,8}$",
-        description="The card's PIN",
+        description="The card's PIN: 4 to 8 digits (cards are issued with 6)",
         examples=["123456"],
         json_schema_extra={"writeOnly": True},
     )
@@ -37,7 +39,7 @@ class CardCredentials(BaseModel):
     def _luhn(cls, value: str) -> str:
         # The message never repeats the value: validation errors are returned and may be logged.
         if not luhn_valid(value):
-            raise ValueError("not a valid card number (check digit)")
+            raise PydanticCustomError("invalid_card_number", "not a valid card number (check digit)")
         return value
 
 

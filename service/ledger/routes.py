@@ -78,7 +78,12 @@ def resolve_filter(
     return flt
 
 
-DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+# A calendar date YYYY-MM-DD of the years 2000-2999 (as months are): days past a month's end and
+# 29 February of a common year do not match, so every string of this form is a real date.
+DATE_PATTERN = (
+    r"^(?:2\d{3}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\d|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+    r"|(?:2\d(?:0[48]|[2468][048]|[13579][26])|2[048]00)-02-29)$"
+)
 
 
 def _date(value: str | None, field: str) -> date | None:

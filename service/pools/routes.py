@@ -32,7 +32,23 @@ _UPLOAD_BODY = {
                 "schema": {"type": "string"},
                 "example": "code,pin,expires_at\nABC-123-XYZ,1234,2027-12-31\n",
             },
-            "application/json": {"schema": {"$ref": "#/components/schemas/CodeUploadJson"}},
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/CodeUploadJson"},
+                        {
+                            "type": "array",
+                            "description": "The bare list of `codes`",
+                            "items": {
+                                "anyOf": [{"type": "string"}, {"$ref": "#/components/schemas/CodeItem"}]
+                            },
+                        },
+                    ]
+                },
+                "example": {
+                    "codes": [{"code": "ABC-123-XYZ", "pin": "1234", "expires_at": "2027-12-31"}, "DEF-456"]
+                },
+            },
         },
     }
 }

@@ -23,15 +23,21 @@ class CodeUploadResult(BaseModel):
 
 
 class CodeItem(BaseModel):
-    code: str = Field(min_length=1, max_length=128)
-    pin: str | None = Field(None, max_length=32)
+    """One line of a JSON upload. Its content is checked line by line, like a CSV line: a line without
+    a code, with an empty code or one longer than 128 characters, a PIN longer than 32 or an expiry
+    that is neither an RFC 3339 timestamp nor a date is counted as rejected, with its reason (201);
+    only a body of another shape (a field that is not a string, an item that is neither a string nor
+    an object) is refused whole with 422."""
+
+    code: str | None = Field(None, description="The code (1-128 characters, else the line is rejected)")
+    pin: str | None = Field(None, description="Its PIN, if any (at most 32 characters, else rejected)")
     expires_at: str | None = Field(
         None, description="RFC 3339 timestamp, or a YYYY-MM-DD date (valid through that day, Asia/Almaty)"
     )
 
 
 class CodeUploadJson(BaseModel):
-    codes: list[CodeItem]
+    codes: list[str | CodeItem] = Field(description="Each item a code string or an object")
 
 
 class StockItem(BaseModel):

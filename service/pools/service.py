@@ -116,8 +116,8 @@ def read_json(payload: Any) -> Iterator[RawLine]:
     """`{"codes": [{"code": ..., "pin": ..., "expires_at": ...}]}` or the bare list.
 
     Checked before any line is read: an item that is neither a code string nor an object (e.g.
-    `[null, null]`) is a body the schema forbids, refused whole with 422 `validation_error`
-    rather than imported as rejected lines."""
+    `[null, null]`), or an object whose code, pin or expiry is not a string, is a body the schema
+    forbids, refused whole with 422 `validation_error` rather than imported as rejected lines."""
     items = payload.get("codes") if isinstance(payload, dict) else payload
     if not isinstance(items, list):
         raise ValidationFailed(
@@ -133,7 +133,24 @@ def read_json(payload: Any) -> Iterator[RawLine]:
                 for index in bad[:100]
             ],
         )
+    # An object's code, pin and expiry are strings (or null) by the schema; their content is the
+    # line's business (rejected lines), their type is the body's (refused whole).
+    mistyped = [
+        f"body.codes[{index}].{name}"
+        for index, item in enumerate(items)
+        if isinstance(item, dict)
+        for name in _ITEM_FIELDS
+        if item.get(name) is not None and not isinstance(item[name], str)
+    ]
+    if mistyped:
+        raise ValidationFailed(
+            "code, pin and expires_at must be strings",
+            errors=[{"field": field, "message": "must be a string or null"} for field in mistyped[:100]],
+        )
     return _json_lines(items)
+
+
+_ITEM_FIELDS = ("code", "pin", "expires_at")
 
 
 def _json_lines(items: list[Any]) -> Iterator[RawLine]:

@@ -12,10 +12,13 @@ from service.auth.deps import check_role, principal_of, require
 from service.auth.service import Principal
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import get_snapshot
+from service.contract import security
 from service.db import hot_pool, new_session, transaction
-from service.errors import IdempotencyKeyMissing, ValidationFailed, responses
+from service.errors import IdempotencyKeyMissing, InvalidMsisdn, responses
 from service.idempotency import (
     IDEMPOTENCY_PROBLEMS,
+    KEY_DESCRIPTION,
+    KEY_PATTERN,
     MAX_KEY_LENGTH,
     AtCommit,
     OptionalIdempotencyKeyHeader,
@@ -26,7 +29,7 @@ from service.idempotency import (
     validate_key,
 )
 from service.pagination import Limit, Page, page
-from service.phones import normalize_msisdn
+from service.phones import MSISDN_DESCRIPTION, MSISDN_MAX, MSISDN_MIN, MSISDN_PATTERN, normalize_msisdn
 from service.pools.errors import OutOfStock
 from service.redemptions import errors, service
 from service.redemptions.schemas import RedemptionIn, RedemptionOut, Status
@@ -50,7 +53,7 @@ def scope_of(principal: Principal) -> service.Scope:
 # (service/validation.py), instead of through dependency injection and a body model: the OpenAPI
 # operation below says what the framework would have derived.
 _REDEMPTION_CONTRACT = {
-    "security": [{"HTTPBearer": []}],
+    "security": security("loyalty"),
     "parameters": [
         {
             "name": "Idempotency-Key",
@@ -60,10 +63,13 @@ _REDEMPTION_CONTRACT = {
                 "type": "string",
                 "minLength": 1,
                 "maxLength": MAX_KEY_LENGTH,
-                "description": "Unique per operation; replays return the first response (kept 48 h)",
+                "pattern": KEY_PATTERN,
+                "description": "Unique per operation; replays return the first response (kept 48 h). "
+                + KEY_DESCRIPTION,
                 "title": "Idempotency-Key",
             },
-            "description": "Unique per operation; replays return the first response (kept 48 h)",
+            "description": "Unique per operation; replays return the first response (kept 48 h). "
+            + KEY_DESCRIPTION,
         }
     ],
     "requestBody": {
@@ -90,6 +96,7 @@ LOYALTY = frozenset({"loyalty"})
         errors.BudgetExceeded,
         OutOfStock,
         errors.DuplicateExternalId,
+        InvalidMsisdn,
         IdempotencyKeyMissing,
         *IDEMPOTENCY_PROBLEMS,
     ),
@@ -135,19 +142,35 @@ def _msisdn(value: str | None, field: str) -> str | None:
     try:
         return normalize_msisdn(value)
     except ValueError as exc:
-        raise ValidationFailed(f"{field}: {exc}", errors=[{"field": field, "message": str(exc)}]) from None
+        raise InvalidMsisdn(
+            f"{field}: {exc}", errors=[{"field": field, "message": str(exc), "type": InvalidMsisdn.code}]
+        ) from None
+
+
+MsisdnQuery = Annotated[
+    str | None,
+    Query(
+        min_length=MSISDN_MIN, max_length=MSISDN_MAX, pattern=MSISDN_PATTERN, description=MSISDN_DESCRIPTION
+    ),
+]
+MsisdnPath = Annotated[
+    str,
+    Path(
+        min_length=MSISDN_MIN, max_length=MSISDN_MAX, pattern=MSISDN_PATTERN, description=MSISDN_DESCRIPTION
+    ),
+]
 
 
 @router.get(
     "/redemptions",
     response_model=Page[RedemptionOut],
     summary="Find redemptions (newest first)",
-    responses=responses(),
+    responses=responses(InvalidMsisdn),
 )
 def list_redemptions(
     principal: Principal = Depends(require("loyalty", "support")),
     external_id: Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")] = None,
-    msisdn: Annotated[str | None, Query(max_length=32)] = None,
+    msisdn: MsisdnQuery = None,
     status: Status | None = None,
     program: Annotated[str | None, Query(pattern=SLUG)] = None,
     created_from: Rfc3339 | None = None,
@@ -176,10 +199,10 @@ def list_redemptions(
     response_model=Page[RedemptionOut],
     tags=["operations"],
     summary="A subscriber's rewards (support)",
-    responses=responses(),
+    responses=responses(InvalidMsisdn),
 )
 def subscriber_redemptions(
-    msisdn: Annotated[str, Path(max_length=32)],
+    msisdn: MsisdnPath,
     principal: Principal = Depends(require("support")),
     limit: Limit = 50,
     cursor: RedemptionCursor = None,

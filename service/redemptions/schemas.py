@@ -5,10 +5,11 @@ from typing import Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from catalog.model import SLUG
 from service.money import Money
-from service.phones import normalize_msisdn
+from service.phones import MSISDN_DESCRIPTION, MSISDN_MAX, MSISDN_MIN, MSISDN_PATTERN, normalize_msisdn
 
 Locale = Literal["ru", "kk", "en"]
 Status = Literal["accepted", "sent", "delivered", "failed", "cancelled"]
@@ -21,9 +22,10 @@ class RedemptionIn(BaseModel):
     tariff: str = Field(pattern=SLUG, examples=["basic"])
     offer: str = Field(pattern=SLUG, examples=["cinema-2000"])
     msisdn: str = Field(
-        min_length=5,
-        max_length=32,
-        description="Accepted in common local forms; stored as E.164",
+        min_length=MSISDN_MIN,
+        max_length=MSISDN_MAX,
+        pattern=MSISDN_PATTERN,
+        description=MSISDN_DESCRIPTION,
         examples=["87011234567"],
     )
     points: int = Field(gt=0, le=10**12, examples=[2000])
@@ -38,7 +40,10 @@ class RedemptionIn(BaseModel):
     @field_validator("msisdn")
     @classmethod
     def _e164(cls, value: str) -> str:
-        return normalize_msisdn(value)
+        try:
+            return normalize_msisdn(value)
+        except ValueError as exc:  # of the published form, but not a mobile number: invalid_msisdn
+            raise PydanticCustomError("invalid_msisdn", str(exc)) from None
 
 
 class RewardOut(BaseModel):
