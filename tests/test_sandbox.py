@@ -160,7 +160,7 @@ def test_sandbox_redemptions_write_no_reconciliation_record_and_take_no_budget(c
 def test_a_sandbox_redemption_runs_the_same_validation(client, keys):
     assert_problem(sandbox_redemption(client, keys, points=1999), 422, "points_mismatch")
     assert_problem(sandbox_redemption(client, keys, tariff="home-100"), 422, "tariff_not_eligible")
-    assert_problem(sandbox_redemption(client, keys, msisdn="12345"), 422, "validation_error")
+    assert_problem(sandbox_redemption(client, keys, msisdn="12345"), 422, "invalid_msisdn")
     assert_problem(sandbox_redemption(client, keys, program="business"), 404, "unknown_program")
 
 
