@@ -411,6 +411,7 @@ def _is_inconsistent_replay(exc: BaseException) -> bool:
     return module == "hypothesis.internal.conjecture.datatree"
 
 
+@pytest.mark.schemathesis  # deselected with them (make test-system), not skipped
 def test_the_fuzzing_reached_the_business_paths():
     """Runs after the schemathesis tests (file order): every role had requests succeed."""
     if len(STATUSES) < len(ROLES):
