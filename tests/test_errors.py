@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import assert_problem
@@ -48,6 +50,31 @@ def test_a_cursor_not_of_the_documented_form_is_a_validation_error(client, keys)
         client.get("/v1/programs?cursor=%25%25", headers=keys.header("admin")), 422, "validation_error"
     )
     assert body["errors"][0]["field"] == "query.cursor"
+
+
+def test_a_made_up_cursor_of_the_documented_form_is_invalid_cursor(client, keys):
+    for made_up in ("abc", "cHJvZ3JhbXM6Tk9UIEEgU0xVRw", "bm90IGEgY3Vyc29y"):  # ..., "programs:NOT A SLUG"
+        body = assert_problem(
+            client.get(f"/v1/programs?cursor={made_up}", headers=keys.header("admin")), 422, "invalid_cursor"
+        )
+        assert body["errors"][0]["field"] == "query.cursor"
+
+
+def test_a_cursor_of_another_list_is_invalid_cursor(client, keys):
+    offers = client.get("/v1/programs/mobile-bonus/offers?limit=1", headers=keys.header("admin")).json()
+    assert offers["next_cursor"]
+    for other in ("/v1/programs", "/v1/products", "/v1/redemptions", "/v1/webhooks/events"):
+        response = client.get(f"{other}?cursor={offers['next_cursor']}", headers=keys.header("admin"))
+        assert_problem(response, 422, "invalid_cursor")
+
+
+def test_every_list_pages_with_opaque_cursors_it_accepts_back(client, keys):
+    from service.pagination import CURSOR_PATTERN
+
+    for url in ("/v1/programs?limit=1", "/v1/products?limit=1", "/v1/programs/mobile-bonus/offers?limit=1"):
+        cursor = client.get(url, headers=keys.header("admin")).json()["next_cursor"]
+        assert re.fullmatch(CURSOR_PATTERN, cursor), url
+        assert client.get(f"{url}&cursor={cursor}", headers=keys.header("admin")).status_code == 200
 
 
 def test_declared_oversized_body_is_refused_before_reading(client, keys):

@@ -4,15 +4,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from catalog.model import SKU, SLUG
+from catalog.model import SLUG
 from service.auth.deps import require
 from service.auth.service import Principal
 from service.catalog import queries
 from service.catalog.errors import UnknownTariff
 from service.catalog.schemas import OfferOut, ProductOut, ProgramDetailOut, ProgramOut
 from service.db import new_session
-from service.errors import not_found, responses
-from service.pagination import Limit, Page, page
+from service.errors import InvalidCursor, not_found, responses
+from service.pagination import Cursor, Limit, Page, decode_cursor, page, sku_position, slug_position
 from service.strict import reject_unknown_query
 
 router = APIRouter(
@@ -20,20 +20,24 @@ router = APIRouter(
 )
 
 ProgramCode = Annotated[str, Path(pattern=SLUG, description="Program code")]
-CodeCursor = Annotated[str | None, Query(pattern=SLUG, description="`next_cursor` of the previous page")]
-SkuCursor = Annotated[str | None, Query(pattern=SKU, description="`next_cursor` of the previous page")]
 
 
-@router.get("/programs", response_model=Page[ProgramOut], summary="Programs this key may see, with tariffs")
+@router.get(
+    "/programs",
+    response_model=Page[ProgramOut],
+    summary="Programs this key may see, with tariffs",
+    responses=responses(InvalidCursor),
+)
 def get_programs(
     principal: Principal = Depends(require("loyalty", "finance", "support")),
     limit: Limit = 50,
-    cursor: CodeCursor = None,
+    cursor: Cursor = None,
 ) -> dict:
     visible = None if principal.sees_all_programs() else principal.programs
+    after = decode_cursor(cursor, "programs", slug_position)
     with new_session() as session:
-        items = queries.list_programs(session, visible=visible, after=cursor, limit=limit)
-    return page(items, limit, "code")
+        items = queries.list_programs(session, visible=visible, after=after, limit=limit)
+    return page(items, limit, "code", "programs")
 
 
 @router.get(
@@ -55,7 +59,7 @@ def get_program(
     "/programs/{program}/offers",
     response_model=Page[OfferOut],
     summary="Offers of a program",
-    responses=responses(UnknownTariff),
+    responses=responses(UnknownTariff, InvalidCursor),
 )
 def get_offers(
     program: ProgramCode,
@@ -64,26 +68,33 @@ def get_offers(
         str | None, Query(pattern=SLUG, description="Only offers this tariff may redeem, priced for it")
     ] = None,
     limit: Limit = 50,
-    cursor: CodeCursor = None,
+    cursor: Cursor = None,
 ) -> dict:
     if not principal.may_see_program(program):
         raise not_found(f"program {program}")
+    after = decode_cursor(cursor, "offers", slug_position)
     with new_session() as session:
-        items = queries.list_offers(session, program, tariff=tariff, after=cursor, limit=limit)
-    return page(items, limit, "code")
+        items = queries.list_offers(session, program, tariff=tariff, after=after, limit=limit)
+    return page(items, limit, "code", "offers")
 
 
-@router.get("/products", response_model=Page[ProductOut], summary="Products (a partner key sees its own)")
+@router.get(
+    "/products",
+    response_model=Page[ProductOut],
+    summary="Products (a partner key sees its own)",
+    responses=responses(InvalidCursor),
+)
 def get_products(
     principal: Principal = Depends(require("partner", "finance", "support")),
     limit: Limit = 50,
-    cursor: SkuCursor = None,
+    cursor: Cursor = None,
 ) -> dict:
+    after = decode_cursor(cursor, "products", sku_position)
     with new_session() as session:
         items = queries.list_products(
             session,
             partner=principal.partner if principal.role == "partner" else None,
-            after=cursor,
+            after=after,
             limit=limit,
         )
-    return page(items, limit, "sku")
+    return page(items, limit, "sku", "products")

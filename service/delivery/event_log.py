@@ -15,10 +15,11 @@ from pydantic import BaseModel, Field
 from service import jobs, outbox
 from service.db import driver
 from service.delivery.errors import WebhookNotConfigured
-from service.errors import ValidationFailed, not_found
+from service.errors import not_found
+from service.pagination import decode_cursor, encode_cursor
 
 EventStatus = Literal["pending", "delivered", "given_up"]
-CURSOR = r"^[0-9]{1,17}_[0-9a-f]{32}$"
+POSITION = r"[0-9]{1,17}_[0-9a-f]{32}"  # a cursor's position: (created_at, id) of the last event
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
@@ -58,14 +59,20 @@ class WebhookEventOut(BaseModel):
 
 
 def cursor_of(created_at: datetime, event_id: uuid.UUID) -> str:
-    return f"{(created_at - _EPOCH) // _MICRO}_{event_id.hex}"
+    return encode_cursor("webhook-events", f"{(created_at - _EPOCH) // _MICRO}_{event_id.hex}")
+
+
+def _position(text: str) -> tuple[datetime, uuid.UUID]:
+    if not re.fullmatch(POSITION, text):
+        raise ValueError(text)
+    micros, hex_id = text.split("_")
+    return _EPOCH + int(micros) * _MICRO, uuid.UUID(hex_id)  # 17 digits: before the year 9999
 
 
 def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    if not re.match(CURSOR, cursor):
-        raise ValidationFailed("not a cursor", errors=[{"field": "query.cursor", "message": "malformed"}])
-    micros, hex_id = cursor.split("_")
-    return _EPOCH + int(micros) * _MICRO, uuid.UUID(hex_id)  # 17 digits: before the year 9999
+    position = decode_cursor(cursor, "webhook-events", _position)
+    assert position is not None
+    return position
 
 
 _SELECT = (

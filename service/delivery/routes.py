@@ -20,9 +20,9 @@ from service.delivery.errors import ReceiptNotYetKnown, ReceiptSecretInvalid, We
 from service.delivery.event_log import EventStatus, WebhookEventOut
 from service.delivery.events import EVENT_TYPES
 from service.delivery.service import ReceiptTooEarly, apply_receipt
-from service.errors import responses
+from service.errors import InvalidCursor, responses
 from service.ledger.periods import MONTH, parse_month
-from service.pagination import Limit, Page
+from service.pagination import Cursor, Limit, Page
 from service.strict import reject_unknown_query
 
 router = APIRouter(prefix="/v1/sms", tags=["sms"], dependencies=[Depends(reject_unknown_query)])
@@ -84,7 +84,7 @@ def _programs(principal: Principal) -> frozenset[str] | None:
     "/events",
     response_model=Page[WebhookEventOut],
     summary="Webhook events sent to the programs' endpoints (newest first), with their delivery status",
-    responses=responses(),
+    responses=responses(InvalidCursor),
 )
 def list_webhook_events(
     principal: Principal = Depends(require("loyalty", "support")),
@@ -95,9 +95,7 @@ def list_webhook_events(
         str | None, Query(pattern=MONTH.pattern, description="YYYY-MM: created that month (program's zone)")
     ] = None,
     limit: Limit = 50,
-    cursor: Annotated[
-        str | None, Query(pattern=event_log.CURSOR, description="`next_cursor` of the previous page")
-    ] = None,
+    cursor: Cursor = None,
 ) -> dict:
     month = parse_month(period, "query.period") if period is not None else None
     with new_session() as session:

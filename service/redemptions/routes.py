@@ -14,7 +14,7 @@ from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import get_snapshot
 from service.contract import security
 from service.db import hot_pool, new_session, transaction
-from service.errors import IdempotencyKeyMissing, InvalidMsisdn, responses
+from service.errors import IdempotencyKeyMissing, InvalidCursor, InvalidMsisdn, responses
 from service.idempotency import (
     IDEMPOTENCY_PROBLEMS,
     KEY_DESCRIPTION,
@@ -28,7 +28,7 @@ from service.idempotency import (
     run_once_async,
     validate_key,
 )
-from service.pagination import Limit, Page, page
+from service.pagination import Cursor, Limit, Page, decode_cursor, page, uuid_position
 from service.phones import MSISDN_DESCRIPTION, MSISDN_MAX, MSISDN_MIN, MSISDN_PATTERN, normalize_msisdn
 from service.pools.errors import OutOfStock
 from service.redemptions import errors, service
@@ -40,7 +40,6 @@ from service.validation import json_body
 router = APIRouter(prefix="/v1", tags=["redemptions"], dependencies=[Depends(reject_unknown_query)])
 
 RedemptionId = Annotated[UUID, Path(description="Redemption id")]
-RedemptionCursor = Annotated[UUID | None, Query(description="`next_cursor` of the previous page")]
 
 
 def scope_of(principal: Principal) -> service.Scope:
@@ -165,7 +164,7 @@ MsisdnPath = Annotated[
     "/redemptions",
     response_model=Page[RedemptionOut],
     summary="Find redemptions (newest first)",
-    responses=responses(InvalidMsisdn),
+    responses=responses(InvalidMsisdn, InvalidCursor),
 )
 def list_redemptions(
     principal: Principal = Depends(require("loyalty", "support")),
@@ -176,14 +175,15 @@ def list_redemptions(
     created_from: Rfc3339 | None = None,
     created_to: Rfc3339 | None = None,
     limit: Limit = 50,
-    cursor: RedemptionCursor = None,
+    cursor: Cursor = None,
 ) -> dict:
+    before = decode_cursor(cursor, "redemptions", uuid_position)
     with new_session() as session:
         items = service.find_redemptions(
             session,
             scope=scope_of(principal),
             limit=limit,
-            before=cursor,
+            before=before,
             external_id=external_id,
             msisdn=_msisdn(msisdn, "query.msisdn"),
             status=status,
@@ -191,7 +191,7 @@ def list_redemptions(
             created_from=created_from,
             created_to=created_to,
         )
-    return page(items, limit, "id")
+    return page(items, limit, "id", "redemptions")
 
 
 @router.get(
@@ -199,23 +199,24 @@ def list_redemptions(
     response_model=Page[RedemptionOut],
     tags=["operations"],
     summary="A subscriber's rewards (support)",
-    responses=responses(InvalidMsisdn),
+    responses=responses(InvalidMsisdn, InvalidCursor),
 )
 def subscriber_redemptions(
     msisdn: MsisdnPath,
     principal: Principal = Depends(require("support")),
     limit: Limit = 50,
-    cursor: RedemptionCursor = None,
+    cursor: Cursor = None,
 ) -> dict:
+    before = decode_cursor(cursor, "subscriber-redemptions", uuid_position)
     with new_session() as session:
         items = service.find_redemptions(
             session,
             scope=scope_of(principal),
             limit=limit,
-            before=cursor,
+            before=before,
             msisdn=_msisdn(msisdn, "path.msisdn"),
         )
-    return page(items, limit, "id")
+    return page(items, limit, "id", "subscriber-redemptions")
 
 
 @router.post(
