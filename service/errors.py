@@ -92,6 +92,13 @@ class MalformedJson(Problem):
     status, code, title = 400, "malformed_json", "Malformed JSON"
 
 
+class InvalidRange(Problem):
+    """Two bounds each valid alone that make no range (the first after the last): JSON Schema cannot
+    compare two parameters."""
+
+    status, code, title = 422, "invalid_range", "Empty range"
+
+
 class InvalidCursor(Problem):
     """A cursor of the published form that this list never gave out (made up, changed, or another
     list's): the client should start from the first page."""

@@ -150,7 +150,7 @@ def test_export_filters(client, records, query, expected):
         ("from=0000-00-00", 422, "validation_error"),
         ("to=1999-12-31", 422, "validation_error"),
         ("from=2027-02-29", 422, "validation_error"),
-        ("from=2026-03-10&to=2026-03-01", 422, "validation_error"),
+        ("from=2026-03-10&to=2026-03-01", 422, "invalid_range"),
         ("type=refund", 422, "validation_error"),
         ("progam=mobile-bonus", 422, "validation_error"),
         ("program=mobile-bonus&program=home-internet", 422, "validation_error"),

@@ -11,6 +11,7 @@ that they succeed and the links after them are followed. About 150 s on a 2-core
 from __future__ import annotations
 
 import json
+import os
 import re
 import uuid
 import warnings
@@ -36,6 +37,9 @@ from tests.test_cards import issue_card
 COMMITTED = Path(__file__).parent.parent / "openapi" / "openapi.json"
 CONFIG = Path(__file__).parent / "schemathesis.toml"
 ROLES = ("loyalty", "partner", "finance", "support", "admin")
+# The same generated requests on every run, so that CI fails only for a change, not for a draw of
+# the dice; SCHEMATHESIS_EXPLORE=1 draws new ones each run (how the findings of issue 15 were found).
+FIXED_SEED = not os.environ.get("SCHEMATHESIS_EXPLORE")
 
 schema = schemathesis.openapi.from_path(COMMITTED, config=SchemathesisConfig.from_path(CONFIG))
 schema.app = create_app()
@@ -332,7 +336,7 @@ def _count(role: str, status: int) -> None:
 @pytest.mark.schemathesis
 @pytest.mark.parametrize("role", ROLES)
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=25, deadline=None, derandomize=FIXED_SEED, suppress_health_check=list(HealthCheck))
 def test_api_honours_its_openapi_document(case, role, seeded):
     _realistic(case)
     _unique_idempotency_key(case)
@@ -387,7 +391,11 @@ def test_api_honours_its_links_statefully(role, seeded, client):
     try:
         Machine.run(
             settings=settings(
-                max_examples=60, deadline=None, stateful_step_count=6, suppress_health_check=list(HealthCheck)
+                max_examples=60,
+                deadline=None,
+                stateful_step_count=6,
+                derandomize=FIXED_SEED,
+                suppress_health_check=list(HealthCheck),
             )
         )
     except (Flaky, AssertionError) as exc:

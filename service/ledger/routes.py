@@ -18,7 +18,7 @@ from service.auth.deps import require
 from service.auth.service import Principal
 from service.catalog.errors import UnknownPartner, UnknownProduct, UnknownProgram
 from service.db import driver, get_engine, new_session, raw_connection
-from service.errors import UnsupportedMediaType, ValidationFailed, responses
+from service.errors import InvalidRange, UnsupportedMediaType, ValidationFailed, responses
 from service.ledger import periods
 from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
 from service.ledger.exports import MEDIA_TYPES, RecordFilter, iter_export
@@ -58,7 +58,7 @@ def resolve_filter(
     if period is not None:
         flt.booked_period = periods.parse_month(period, "query.period")
     if date_from and date_to and date_from > date_to:
-        raise ValidationFailed(
+        raise InvalidRange(
             "from must not be after to",
             errors=[{"field": "query.from", "message": "after query.to", "type": "value_error"}],
         )
@@ -123,7 +123,7 @@ _EXPORT_CONTENT: dict[int | str, dict[str, Any]] = {
     "/reconciliation/records",
     summary="Reconciliation records as CSV, JSON Lines or XLSX (streamed)",
     response_class=StreamingResponse,
-    responses={**responses(UnknownProgram, UnknownPartner, UnknownProduct), **_EXPORT_CONTENT},
+    responses={**responses(UnknownProgram, UnknownPartner, UnknownProduct, InvalidRange), **_EXPORT_CONTENT},
 )
 def export_records(
     principal: Principal = Depends(finance),
