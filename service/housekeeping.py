@@ -18,8 +18,8 @@ log = structlog.get_logger("housekeeping")
 
 def housekeeping() -> dict[str, int]:
     """Purge expired idempotency keys, expire cards past their date and book their breakage, send the
-        low-stock and low-budget events of balances that crossed their threshold, and deliver the sandbox's
-    delayed receipts."""
+    low-stock and low-budget events of balances that crossed their threshold, and deliver the
+    sandbox's delayed receipts."""
     with transaction() as session:
         purged = purge_expired(session)
     with transaction() as session:

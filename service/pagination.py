@@ -77,7 +77,7 @@ def matching(pattern: str) -> Callable[[str], str]:
     """A cursor position parser that accepts text of this pattern only."""
 
     def parse(position: str) -> str:
-        if not re.fullmatch(pattern.strip("^$"), position):
+        if not re.fullmatch(pattern, position):
             raise ValueError(position)
         return position
 
@@ -95,5 +95,8 @@ def uuid_position(position: str) -> uuid.UUID:
 def page(items: list, limit: int, key: str, kind: str) -> dict:
     """A page of `items` (at most `limit`): a full page names its last item's `key` as the cursor of
     the next; a short page is the last."""
-    last = str(getattr(items[-1], key)) if len(items) == limit else None
-    return {"items": items, "next_cursor": encode_cursor(kind, last) if last is not None else None}
+    full = len(items) == limit
+    return {
+        "items": items,
+        "next_cursor": encode_cursor(kind, str(getattr(items[-1], key))) if full else None,
+    }

@@ -245,9 +245,7 @@ def _emit_status(db: Any, changed: list[Any], status: str, now: datetime, snap) 
     webhooks.emit_many(db, events, now=now)
 
 
-def _delivered(
-    db: Any, done: list[tuple[int, uuid.UUID]], *, now: datetime, snap, counted: bool = True
-) -> None:
+def _delivered(db: Any, done: list[tuple[int, uuid.UUID]], *, provider: str, now: datetime, snap) -> None:
     """The redemptions of messages whose every part is delivered (the messages are marked by the caller)."""
     if not done:
         return
@@ -258,7 +256,7 @@ def _delivered(
         (now, sorted(r for _, r in done)),
     ).fetchall()
     _emit_status(db, changed, "delivered", now, snap)
-    if counted:
+    if provider != SandboxProvider.name:
         SMS_OUTCOMES.labels("delivered").inc(len(done))
 
 
@@ -566,7 +564,7 @@ def apply_receipts(
                 snap=snap,
                 reason=f"undeliverable: {state}",
             )
-        _delivered(db, delivered, now=now, snap=snap, counted=provider != SandboxProvider.name)
+        _delivered(db, delivered, provider=provider, now=now, snap=snap)
     return errors
 
 

@@ -18,12 +18,6 @@ OUT_OF_STOCK = "+77000000001"  # the redemption is refused: 409 out_of_stock
 SMS_FAILED = "+77000000002"  # the SMS is refused by the provider: the redemption ends `failed`
 SMS_DELAYED_RECEIPT = "+77000000003"  # `sent` at once, `delivered` only after the receipt delay
 
-MAGIC_NUMBERS = {
-    OUT_OF_STOCK: "out of stock",
-    SMS_FAILED: "SMS failed",
-    SMS_DELAYED_RECEIPT: "SMS delivery receipt delayed",
-}
-
 
 def sandbox_code(redemption_id: uuid.UUID) -> str:
     """The test code of a sandbox code reward: `TEST-` and 8 characters keyed by the service's

@@ -183,7 +183,7 @@ def _reward_of(
     if not within:
         raise LimitExceeded(f"this subscriber has reached the limit of offer {priced.offer.code}")
     if last4 is None:
-        if priced.product.kind == "code" and not priced.sandbox:
+        if priced.product.kind == "code":
             raise OutOfStock(f"no codes left for {priced.product.sku}")
         return None
     if not inserted:

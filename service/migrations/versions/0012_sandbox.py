@@ -31,6 +31,12 @@ def upgrade() -> None:
         "redemptions",
         ["program_id", "sandbox", "external_id"],
     )
+    op.create_index(
+        "ix_sms_sandbox_unsettled",
+        "sms_messages",
+        ["sent_at"],
+        postgresql_where=sa.text("provider = 'sandbox' AND status = 'sent'"),
+    )
     # A sandbox code reward comes from no pool: such a redemption has neither a code nor a card row.
     op.drop_constraint(op.f("ck_redemptions_one_reward"), "redemptions", type_="check")
     op.create_check_constraint(
@@ -41,6 +47,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_sms_sandbox_unsettled", table_name="sms_messages")
     op.execute("DELETE FROM redemptions WHERE sandbox")
     op.drop_constraint(op.f("ck_redemptions_one_reward"), "redemptions", type_="check")
     op.create_check_constraint(
