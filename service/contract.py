@@ -9,7 +9,8 @@ from typing import Any
 
 from fastapi.routing import iter_route_contexts
 
-ROLES = ("loyalty", "partner", "finance", "support", "admin")
+from service.auth.models import ROLES
+
 _BEARER = "HTTPBearer"
 
 

@@ -30,13 +30,13 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from catalog import DEMO_CATALOG
 from catalog.loader import load_catalog
 from service.app import create_app
+from service.auth.models import ROLES
 from service.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from tests.conftest import import_codes_for
 from tests.test_cards import issue_card
 
 COMMITTED = Path(__file__).parent.parent / "openapi" / "openapi.json"
 CONFIG = Path(__file__).parent / "schemathesis.toml"
-ROLES = ("loyalty", "partner", "finance", "support", "admin")
 # The same generated requests on every run, so that CI fails only for a change, not for a draw of
 # the dice; SCHEMATHESIS_EXPLORE=1 draws new ones each run (how the findings of issue 15 were found).
 FIXED_SEED = not os.environ.get("SCHEMATHESIS_EXPLORE")
