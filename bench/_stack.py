@@ -43,7 +43,7 @@ class Stack:
 
 @contextmanager
 def demo_database(prefix: str) -> Iterator[Stack]:
-    from service.embedded import EmbeddedPostgres
+    from service.kit.embedded import EmbeddedPostgres
 
     work = Path(tempfile.mkdtemp(prefix=prefix))
     env = {

@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=60)
     parser.add_argument("--api-root", type=Path)
     args = parser.parse_args()
-    from service.embedded import EmbeddedRedis
+    from service.kit.embedded import EmbeddedRedis
 
     with demo_database("bench-api-cost-") as stack:
         redis = EmbeddedRedis(stack.work / "redis")

@@ -25,7 +25,7 @@ from typing import Any
 from psycopg import sql
 
 from service.catalog.snapshot import CatalogSnapshot
-from service.idempotency import RETENTION, STORE_RESPONSE
+from service.kit.reliability.idempotency import RETENTION, STORE_RESPONSE
 from service.redemptions.schemas import RedemptionIn
 from service.redemptions.service import LIMIT_LOCK, TAKE_BUDGET, Scope, price, redemption_statement
 

@@ -191,7 +191,7 @@ def main() -> None:
 
         from service.catalog.snapshot import get_snapshot
         from service.console import dashboard
-        from service.db import get_engine, new_session
+        from service.kit.db.engine import get_engine, new_session
 
         captured: list[tuple[str, object]] = []
 

@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args()
 
-    from service.embedded import EmbeddedPostgres, EmbeddedRedis
+    from service.kit.embedded import EmbeddedPostgres, EmbeddedRedis
 
     work = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
     pg, rd = EmbeddedPostgres(work / "pg"), EmbeddedRedis(work / "redis")
@@ -292,7 +292,7 @@ def main() -> None:
         before = len(smsc_received())
         script = (
             "from datetime import datetime, timezone\n"
-            "from service.db import transaction\n"
+            "from service.kit.db.engine import transaction\n"
             "from service.redemptions.schemas import RedemptionIn\n"
             "from service.redemptions.service import Scope, redeem\n"
             "now = datetime.now(timezone.utc)\n"

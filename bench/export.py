@@ -48,7 +48,7 @@ def main() -> None:
     import psycopg
 
     from bench._stack import demo_database
-    from service.db import libpq_url
+    from service.kit.db.engine import libpq_url
 
     with demo_database("bench-export-") as stack:
         work, env = stack.work, stack.env

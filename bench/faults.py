@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.faultlib import (  # noqa: E402
+from tests.harness.faultlib import (  # noqa: E402
     FAULTS,
     LoyaltySystem,
     PhaseResult,

@@ -294,7 +294,7 @@ class Bench:
     """A migrated database with the demo catalog, a filled pool and a loyalty key."""
 
     def __init__(self, args: argparse.Namespace):
-        from service.embedded import EmbeddedPostgres, EmbeddedRedis
+        from service.kit.embedded import EmbeddedPostgres, EmbeddedRedis
 
         self.args = args
         self.work = Path(tempfile.mkdtemp(prefix="bench-redeem-"))
@@ -368,8 +368,8 @@ def ceiling_script(bench: Bench, offer: str) -> Path:
     """The pgbench script of one redemption, built by the service's own code against this database."""
     from bench.ceiling import Offer, redemption_script
     from service.catalog.snapshot import load_snapshot
-    from service.config import reset_settings_cache
-    from service.db import new_session, reset_engine
+    from service.kit.config import reset_settings_cache
+    from service.kit.db.engine import new_session, reset_engine
 
     os.environ.update(DATABASE_URL=bench.env["DATABASE_URL"], ENCRYPTION_KEY=bench.env["ENCRYPTION_KEY"])
     reset_settings_cache()

@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from catalog.model import CatalogSpec
-from service.money import to_minor
+from service.kit.values.money import to_minor
 
 SECTIONS = ("vat_schedules", "partners", "products", "programs", "offers")
 Loc = tuple[Any, ...]

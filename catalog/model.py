@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from service.money import EXPONENTS, MoneyError, to_minor
+from service.kit.values.money import EXPONENTS, MoneyError, to_minor
 
 Slug = str
 SLUG = r"^[a-z0-9][a-z0-9\-_]{0,63}$"

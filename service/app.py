@@ -19,16 +19,16 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import contract, tracing
+from service import openapi_contract as contract
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
-from service.config import get_settings
 from service.console.mount import install as install_console
-from service.db import UNAVAILABLE_ERRORS, unavailable
-from service.delivery import events
 from service.delivery.routes import events_router
 from service.delivery.routes import router as sms_router
-from service.errors import (
+from service.events import schemas as events
+from service.kit.config import get_settings
+from service.kit.db.engine import UNAVAILABLE_ERRORS, unavailable
+from service.kit.http.errors import (
     PROBLEM_MEDIA_TYPE,
     IdempotencyKeyMissing,
     InternalError,
@@ -39,9 +39,10 @@ from service.errors import (
     ServiceUnavailable,
     field_errors_problem,
 )
-from service.health import router as health_router
+from service.kit.http.health import router as health_router
+from service.kit.observability import tracing
+from service.kit.observability.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.ledger.routes import router as finance_router
-from service.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from service.pools.routes import router as pools_router
 from service.pools.schemas import CodeItem, CodeUploadJson
 from service.redemptions.routes import router as redemptions_router

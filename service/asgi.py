@@ -2,9 +2,9 @@
 uvicorn worker process, which sets up its own logging and, when an endpoint is configured, tracing."""
 
 from service.app import create_app
-from service.config import get_settings
-from service.logging import configure_logging
-from service.tracing import setup_tracing
+from service.kit.config import get_settings
+from service.kit.observability.logging import configure_logging
+from service.kit.observability.tracing import setup_tracing
 
 configure_logging(get_settings().log_level, get_settings().log_json)
 setup_tracing("rewards-api")

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from service.config import get_settings
-from service.logging import configure_logging
+from service.kit.config import get_settings
+from service.kit.observability.logging import configure_logging
 
 app = typer.Typer(help="Reward fulfillment service", no_args_is_help=True, pretty_exceptions_enable=False)
 catalog_app = typer.Typer(help="The reward catalog", no_args_is_help=True)
@@ -52,7 +52,7 @@ def main() -> None:
 
 
 def _migrate() -> None:
-    from service.migrate import upgrade
+    from service.kit.db.migrate import upgrade
 
     upgrade(get_settings().database_url)
 
@@ -60,7 +60,7 @@ def _migrate() -> None:
 def _apply_catalog(path: Path) -> dict:
     from catalog.loader import load_catalog
     from service.catalog.service import apply_catalog
-    from service.db import transaction
+    from service.kit.db.engine import transaction
 
     loaded = load_catalog(path)
     with transaction() as session:
@@ -68,7 +68,7 @@ def _apply_catalog(path: Path) -> dict:
 
 
 def _import_demo_codes(folder: Path) -> None:
-    from service.db import transaction
+    from service.kit.db.engine import transaction
     from service.pools.service import body_sha256, import_codes, read_csv
 
     for csv_file in sorted(folder.glob("*.csv")):
@@ -87,7 +87,7 @@ def first_start_setup() -> None:
     """Migrations always; the catalog (and demo codes) only when none was ever applied."""
     from catalog import DEMO_CATALOG
     from service.catalog.service import catalog_is_empty
-    from service.db import new_session
+    from service.kit.db.engine import new_session
 
     _migrate()
     with new_session() as session:
@@ -125,7 +125,7 @@ def serve(
     threads: Annotated[int, typer.Option(help="Threads per worker process")] = 8,
 ) -> None:
     """API and workers in one command (embedded PostgreSQL and Redis when no URLs are set)."""
-    from service.runtime import runtime
+    from service.kit.runtime import runtime
 
     with runtime(need_redis=True):
         first_start_setup()
@@ -193,7 +193,7 @@ def api(
 
     import uvicorn
 
-    from service.runtime import runtime
+    from service.kit.runtime import runtime
 
     workers = workers or get_settings().api_workers
     metrics_dir = None
@@ -230,18 +230,18 @@ def worker(
     Reward SMS get processes of their own: a slow webhook receiver or a bulk campaign can never
     take the threads a waiting subscriber's code needs."""
     _use_metrics_folder()
-    from service.exporter import start_exporter
-    from service.jobs import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
-    from service.runtime import runtime
-    from service.tracing import setup_tracing
+    from service.kit.messaging.jobs import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
+    from service.kit.observability.tracing import setup_tracing
+    from service.kit.runtime import runtime
+    from workers.exporter import start_exporter
 
     with runtime(need_redis=True):
         setup_tracing("rewards-worker")
         exporter = start_exporter()
         publisher = None
         if relay:
-            from service.relay import Relay
             from workers.broker import broker
+            from workers.relay import Relay
 
             publisher = Relay(broker).start()
         groups = [(SMS_QUEUE,), (WEBHOOK_QUEUE, BULK_SMS_QUEUE)]
@@ -287,13 +287,13 @@ def worker(
 def relay() -> None:
     """The outbox relay alone (when workers run without it), with the metrics exporter."""
     _use_metrics_folder()
-    from service.exporter import start_exporter
-    from service.runtime import runtime
-    from service.tracing import setup_tracing
+    from service.kit.observability.tracing import setup_tracing
+    from service.kit.runtime import runtime
+    from workers.exporter import start_exporter
 
     with runtime(need_redis=True):
-        from service.relay import Relay
         from workers.broker import broker
+        from workers.relay import Relay
 
         setup_tracing("rewards-relay")
         start_exporter()
@@ -328,8 +328,8 @@ def webhooks_secret(
 ) -> None:
     """Print a program's current webhook signing secret (`whsec_...`, as Standard Webhooks libraries
     take it), for its loyalty system to verify signatures."""
-    from service.delivery.webhooks import format_secret, program_secret
-    from service.runtime import runtime
+    from service.events.webhooks import format_secret, program_secret
+    from service.kit.runtime import runtime
 
     with runtime():
         try:
@@ -351,8 +351,8 @@ def webhooks_rotate_secret(
     the old and the new secret, so its loyalty system can switch at any moment in between."""
     from datetime import timedelta
 
-    from service.delivery.webhooks import format_secret, rotate_secret
-    from service.runtime import runtime
+    from service.events.webhooks import format_secret, rotate_secret
+    from service.kit.runtime import runtime
 
     with runtime():
         try:
@@ -367,7 +367,7 @@ def webhooks_rotate_secret(
 @app.command()
 def migrate() -> None:
     """Apply database migrations (Alembic upgrade head)."""
-    from service.runtime import runtime
+    from service.kit.runtime import runtime
 
     with runtime():
         _migrate()
@@ -378,7 +378,7 @@ def migrate() -> None:
 def catalog_apply(path: Path) -> None:
     """Validate a catalog file or folder, then apply it in one transaction (idempotent)."""
     from catalog.loader import CatalogError
-    from service.runtime import runtime
+    from service.kit.runtime import runtime
 
     try:
         from catalog.loader import load_catalog
@@ -400,10 +400,10 @@ def codes_import(sku: str, file: Path) -> None:
     """Import codes from a CSV file (code[,pin][,expires_at]) at COPY speed, with progress."""
     import hashlib
 
-    from service.db import transaction
-    from service.errors import Problem
+    from service.kit.db.engine import transaction
+    from service.kit.http.errors import Problem
+    from service.kit.runtime import runtime
     from service.pools.service import import_codes, read_csv
-    from service.runtime import runtime
 
     if not file.exists():
         console.print(f"[red]no such file[/red]: {file}")
@@ -474,8 +474,8 @@ def keys_create(
 ) -> None:
     """Create a key. It is printed once and stored hashed: copy it now."""
     from service.auth.service import create_key
-    from service.db import transaction
-    from service.runtime import runtime
+    from service.kit.db.engine import transaction
+    from service.kit.runtime import runtime
 
     with runtime():
         try:
@@ -495,8 +495,8 @@ def keys_create(
 def keys_list() -> None:
     """List keys (ids, roles, scopes; never the secrets)."""
     from service.auth.service import list_keys
-    from service.db import new_session
-    from service.runtime import runtime
+    from service.kit.db.engine import new_session
+    from service.kit.runtime import runtime
 
     with runtime(), new_session() as session:
         table = Table("key id", "name", "role", "scope", "created", "revoked")
@@ -519,8 +519,8 @@ def keys_list() -> None:
 def keys_revoke(key_id: str) -> None:
     """Revoke a key by its id; it stops working at once."""
     from service.auth.service import revoke_key
-    from service.db import transaction
-    from service.runtime import runtime
+    from service.kit.db.engine import transaction
+    from service.kit.runtime import runtime
 
     with runtime():
         try:
@@ -540,9 +540,9 @@ def keys_rotate_encryption(
 ) -> None:
     """Re-encrypt codes, PINs, card numbers and webhook secrets under the current key (the first of
     ENCRYPTION_KEYS), in batches, with progress. Safe to interrupt: run it again to resume."""
-    from service.crypto import get_keyring
-    from service.rotation import remaining, rotate
-    from service.runtime import runtime
+    from service.kit.runtime import runtime
+    from service.kit.security.crypto import get_keyring
+    from service.kit.security.rotation import remaining, rotate
 
     with runtime():
         keyring = get_keyring()
@@ -577,9 +577,9 @@ def keys_rotate_encryption(
 @keys_app.command("encryption-status")
 def keys_encryption_status() -> None:
     """Rows per table and encryption key id: an old key may leave ENCRYPTION_KEYS once no row uses it."""
-    from service.crypto import get_keyring
-    from service.rotation import usage
-    from service.runtime import runtime
+    from service.kit.runtime import runtime
+    from service.kit.security.crypto import get_keyring
+    from service.kit.security.rotation import usage
 
     with runtime():
         keyring = get_keyring()
@@ -608,8 +608,8 @@ def cards_expire() -> None:
     from datetime import datetime
 
     from service.cards.service import expire_cards
-    from service.db import transaction
-    from service.runtime import runtime
+    from service.kit.db.engine import transaction
+    from service.kit.runtime import runtime
 
     expired = breakage = 0
     with runtime():

@@ -1,5 +1,5 @@
 """Every domain's models, so that the metadata (Alembic, tests, the ORM's mapper configuration) sees
-the whole schema. Domain models import only `service.base`, never `service.db`."""
+the whole schema. Domain models import only `service.kit.db.base`, never `service.kit.db.engine`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import service.balances.models  # noqa: F401
 import service.cards.models  # noqa: F401
 import service.catalog.models  # noqa: F401
 import service.console.models  # noqa: F401
-import service.crypto_models  # noqa: F401
 import service.delivery.models  # noqa: F401
+import service.kit.messaging.outbox  # noqa: F401
+import service.kit.security.crypto_models  # noqa: F401
 import service.ledger.models  # noqa: F401
-import service.outbox  # noqa: F401
 import service.pools.models  # noqa: F401
 import service.redemptions.models  # noqa: F401

@@ -23,14 +23,14 @@ class Services:
 
 
 def _reset_caches() -> None:
-    from service.runtime import _reset_caches
+    from service.kit.runtime import _reset_caches
 
     _reset_caches()
 
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    from service.embedded import EmbeddedPostgres, EmbeddedRedis
+    from service.kit.embedded import EmbeddedPostgres, EmbeddedRedis
 
     started = []
     database_url = os.environ.get("DATABASE_URL")
@@ -52,24 +52,24 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
         LOG_JSON="true",
     )
     _reset_caches()
-    from service.logging import configure_logging
+    from service.kit.observability.logging import configure_logging
 
     configure_logging("INFO", json=True)
     import psycopg
 
-    from service.db import libpq_url
+    from service.kit.db.engine import libpq_url
 
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
-    from service.migrate import upgrade
+    from service.kit.db.migrate import upgrade
 
     upgrade(database_url)
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
     yield Services(database_url, redis_url, embedded=bool(started))
-    from service.db import reset_engine
+    from service.kit.db.engine import reset_engine
 
     reset_engine()
     for server in reversed(started):
@@ -79,14 +79,14 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
 @pytest.fixture
 def db(services: Services) -> Iterator[None]:
     """Empty tables (schema kept) before the test."""
-    from service.crypto import get_vault
-    from service.db import Base, get_engine
+    from service.kit.db.engine import Base, get_engine
+    from service.kit.security.crypto import get_vault
 
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
     with get_engine().begin() as conn:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
     get_vault.cache_clear()  # its fingerprint key row went with the tables: read (make) it again
-    from service.delivery.webhooks import _secrets_cache
+    from service.events.webhooks import _secrets_cache
 
     _secrets_cache.clear()  # and the programs' webhook secrets
     yield
@@ -97,7 +97,7 @@ def demo_catalog(db: None):
     from catalog import DEMO_CATALOG
     from catalog.loader import load_catalog
     from service.catalog.service import apply_catalog
-    from service.db import transaction
+    from service.kit.db.engine import transaction
 
     loaded = load_catalog(DEMO_CATALOG)
     with transaction() as session:
@@ -122,7 +122,7 @@ class Keys:
 @pytest.fixture
 def keys(demo_catalog) -> Keys:
     from service.auth.service import create_key, revoke_key
-    from service.db import transaction
+    from service.kit.db.engine import transaction
 
     with transaction() as s:
         made = {
@@ -156,7 +156,7 @@ def client(app, db):
 
 def import_codes_for(sku: str, codes: list[str] | int, *, expires_at: str | None = None) -> None:
     """Fill a pool through the same import the API and CLI use."""
-    from service.db import transaction
+    from service.kit.db.engine import transaction
     from service.pools.service import RawLine, import_codes
 
     if isinstance(codes, int):
@@ -199,7 +199,7 @@ def assert_problem(response, status: int, code: str) -> dict:
 
 
 def table_counts(*tables: str) -> dict[str, int]:
-    from service.db import new_session
+    from service.kit.db.engine import new_session
 
     with new_session() as s:
         return {t: s.execute(text(f"SELECT count(*) FROM {t}")).scalar_one() for t in tables}

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy import text
 
-from service.db import new_session, transaction
+from service.kit.db.engine import new_session, transaction
 
 
 @dataclass
@@ -135,7 +135,7 @@ class Worker:
 def flush_queues() -> None:
     """Empties every queue the workers consume. (`broker.flush_all()` knows only the queues declared
     in this process, and the test process declares none: it imports no actors.)"""
-    from service.jobs import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
+    from service.kit.messaging.jobs import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
     from workers.broker import broker
 
     for queue in (SMS_QUEUE, BULK_SMS_QUEUE, WEBHOOK_QUEUE):

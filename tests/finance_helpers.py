@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
 
-from service.db import driver, new_session, transaction
+from service.kit.db.engine import driver, new_session, transaction
 from service.ledger import service as ledger
 
 ALMATY = ZoneInfo("Asia/Almaty")

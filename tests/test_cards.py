@@ -14,8 +14,8 @@ from sqlalchemy import text
 
 from service.cards import ratelimit, routes
 from service.cards.service import new_card_number
-from service.crypto import get_vault
-from service.db import new_session, transaction
+from service.kit.db.engine import new_session, transaction
+from service.kit.security.crypto import get_vault
 from tests.conftest import assert_problem, import_codes_for, post_redemption, table_counts
 
 _msisdn = itertools.count(1000000)
@@ -466,7 +466,7 @@ def test_rewards_cards_expire_expires_due_cards_for_a_scheduler(client, keys, ca
         result = CliRunner().invoke(app, ["cards", "expire"])
         again = CliRunner().invoke(app, ["cards", "expire"])
     finally:  # the CLI points logging at the runner's stream, which closes
-        from service.logging import configure_logging
+        from service.kit.observability.logging import configure_logging
 
         configure_logging("INFO", json=True)
     assert result.exit_code == 0, result.output
@@ -574,7 +574,7 @@ def test_blocking_an_unknown_card_is_404(client, keys, card):
 
 @pytest.fixture
 def captured_logs():
-    from service.logging import configure_logging
+    from service.kit.observability.logging import configure_logging
 
     stream = io.StringIO()
     configure_logging("DEBUG", json=True, stream=stream)

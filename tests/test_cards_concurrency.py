@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from sqlalchemy import text
 
-from service.db import new_session
+from service.kit.db.engine import new_session
 from tests.conftest import import_codes_for
 from tests.live import live_api
 from tests.test_cards import issue_card

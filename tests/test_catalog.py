@@ -12,7 +12,7 @@ from catalog import DEMO_CATALOG
 from catalog.loader import CatalogError, load_catalog
 from service.catalog.models import Offer, OfferPrice, Partner, Product, Program, Tariff
 from service.catalog.service import apply_catalog
-from service.db import new_session, transaction
+from service.kit.db.engine import new_session, transaction
 
 
 def _counts() -> dict[str, int]:

@@ -8,7 +8,7 @@ from datetime import UTC
 import pytest
 from sqlalchemy import text
 
-from service.db import new_session
+from service.kit.db.engine import new_session
 
 URL = "/v1/products/KITAP-BOOKS-5000/codes"
 
@@ -83,7 +83,7 @@ def test_no_code_or_pin_is_stored_in_clear(client, keys):
     for blob in (row.code_enc, row.pin_enc, row.fingerprint):
         assert code.encode() not in bytes(blob) and pin.encode() not in bytes(blob)
     assert row.last4 == "7731"
-    from service.crypto import get_vault
+    from service.kit.security.crypto import get_vault
 
     assert get_vault().decrypt(bytes(row.code_enc), b"code") == code
     assert get_vault().decrypt(bytes(row.pin_enc), b"pin") == pin

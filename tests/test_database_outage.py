@@ -18,7 +18,7 @@ def database_away(monkeypatch, keys):
 
     from service.app import create_app
     from service.auth.service import principal_cache
-    from service.runtime import _reset_caches
+    from service.kit.runtime import _reset_caches
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,10 +11,10 @@ import os
 import pytest
 from sqlalchemy import text
 
-from service.crypto import get_vault
-from service.db import new_session, transaction
 from service.delivery.smsc import TestSmsc
 from service.delivery.text import encoding_for, segment_count
+from service.kit.db.engine import new_session, transaction
+from service.kit.security.crypto import get_vault
 from tests.conftest import import_codes_for, post_redemption
 from tests.delivery_harness import (
     WebhookReceiver,
@@ -43,8 +43,8 @@ def receiver():
 @pytest.fixture
 def delivery(services, keys, smsc, receiver):
     """Relay in this process, one worker process bound to the test SMSC; yields the keys."""
-    from service.relay import Relay
     from workers.broker import broker
+    from workers.relay import Relay
 
     flush_queues()
     point_webhooks_at(receiver.url)
@@ -110,7 +110,7 @@ def test_a_reward_sms_reaches_the_smsc_and_its_receipt_makes_it_delivered(client
 
 
 def test_webhooks_are_signed_over_timestamp_and_body(client, delivery, receiver):
-    from service.delivery.webhooks import program_secret
+    from service.events.webhooks import program_secret
 
     import_codes_for("ARAY-CINEMA-2000", 1)
     made = post_redemption(client, delivery).json()

@@ -14,7 +14,6 @@ from datetime import UTC
 import pytest
 from sqlalchemy import text
 
-from service.db import new_session
 from service.delivery.providers import (
     InDoubtSmsError,
     OutgoingSms,
@@ -25,6 +24,7 @@ from service.delivery.providers import (
 )
 from service.delivery.service import Job, ReceiptTooEarly, apply_receipts, apply_smpp_receipts, deliver_many
 from service.delivery.smsc import TestSmsc
+from service.kit.db.engine import new_session
 from tests.conftest import import_codes_for, post_redemption
 from tests.delivery_harness import WebhookReceiver, flush_queues, point_webhooks_at, wait_until
 
@@ -145,10 +145,10 @@ def test_receipts_of_a_batch_settle_their_messages_and_an_unknown_one_is_asked_f
 def test_the_relay_packs_waiting_sends_into_jobs_of_the_batch_size(client, keys, monkeypatch):
     import dramatiq
 
-    from service.config import get_settings
-    from service.jobs import SMS_QUEUE
-    from service.relay import publish_batch
+    from service.kit.config import get_settings
+    from service.kit.messaging.jobs import SMS_QUEUE
     from workers.broker import broker
+    from workers.relay import publish_batch
 
     flush_queues()
     jobs = _redeem(client, keys, 10)
@@ -172,10 +172,10 @@ def test_with_a_batch_size_of_one_the_relay_publishes_each_send_to_the_single_se
 ):
     import dramatiq
 
-    from service.config import get_settings
-    from service.jobs import SMS_QUEUE
-    from service.relay import publish_batch
+    from service.kit.config import get_settings
+    from service.kit.messaging.jobs import SMS_QUEUE
     from workers.broker import broker
+    from workers.relay import publish_batch
 
     flush_queues()
     jobs = _redeem(client, keys, 3)
@@ -223,7 +223,7 @@ def test_the_provider_rate_limit_holds_across_concurrent_takers(services):
 
 
 def test_a_webhook_pack_delivers_each_event_and_hands_back_only_the_refused_one(client, keys, smpp):
-    from service.delivery.webhooks import deliver_events
+    from service.events.webhooks import deliver_events
 
     receiver = WebhookReceiver(failures_left=1).start()
     try:
@@ -286,9 +286,9 @@ def test_rows_the_broker_refused_stay_waiting_and_go_out_on_the_next_pass(client
     import redis
     from dramatiq.brokers.redis import RedisBroker
 
-    from service.jobs import SMS_QUEUE
-    from service.relay import publish_batch
+    from service.kit.messaging.jobs import SMS_QUEUE
     from workers.broker import broker
+    from workers.relay import publish_batch
 
     flush_queues()
     _redeem(client, keys, 3)
@@ -427,7 +427,7 @@ def test_while_receipts_cannot_be_applied_each_failed_batch_is_one_log_line_and_
     import io
     import json
 
-    from service.logging import configure_logging
+    from service.kit.observability.logging import configure_logging
 
     stream = io.StringIO()
     configure_logging("INFO", json=True, stream=stream)

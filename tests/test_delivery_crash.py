@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import text
 
-from service.db import new_session, transaction
+from service.kit.db.engine import new_session, transaction
 from service.redemptions.schemas import RedemptionIn
 from service.redemptions.service import Scope, redeem
 from tests.conftest import import_codes_for

@@ -45,8 +45,8 @@ class Gateway:
 
 @pytest.fixture
 def gateway(services, keys):
-    from service.relay import Relay
     from workers.broker import broker
+    from workers.relay import Relay
 
     flush_queues()
     gw = Gateway(fail_first=2)
@@ -69,7 +69,7 @@ def test_the_gateway_gets_the_sms_after_its_5xx_and_a_receipt_callback_delivers_
     client, keys, gateway, monkeypatch
 ):
     monkeypatch.setenv("SMS_RECEIPT_SECRET", "receipt-secret")
-    from service.config import reset_settings_cache
+    from service.kit.config import reset_settings_cache
 
     reset_settings_cache()
     post_redemption(client, keys, offer="gift-card-5000", points=5000, msisdn="87012345000")

@@ -10,7 +10,7 @@ import time
 from dramatiq.brokers.redis import RedisBroker
 
 from service.delivery.smsc import TestSmsc
-from service.embedded import EmbeddedRedis
+from service.kit.embedded import EmbeddedRedis
 from tests.conftest import import_codes_for, post_redemption
 from tests.delivery_harness import Worker, statuses, wait_until
 
@@ -18,7 +18,7 @@ OUTAGE_SECONDS = 30
 
 
 def test_redis_down_for_30s_loses_nothing(client, keys, tmp_path):
-    from service.relay import Relay
+    from workers.relay import Relay
 
     import_codes_for("ARAY-CINEMA-2000", 200)
     redis = EmbeddedRedis(tmp_path / "redis")

@@ -179,7 +179,7 @@ def test_app_services_run_one_image_configured_for_the_local_stack() -> None:
 
 
 def test_compose_settings_are_application_settings() -> None:
-    from service.config import Settings
+    from service.kit.config import Settings
 
     known = set()
     for name, field in Settings.model_fields.items():
@@ -187,7 +187,7 @@ def test_compose_settings_are_application_settings() -> None:
         known.add(alias.upper() if isinstance(alias, str) else name.upper())
     for name in APP_SERVICES:
         unknown = set(env_of(services()[name])) - known
-        assert not unknown, f"{name}: not a setting of service.config.Settings: {unknown}"
+        assert not unknown, f"{name}: not a setting of service.kit.config.Settings: {unknown}"
 
 
 # ------------------------------------------------------------------------ Dockerfile

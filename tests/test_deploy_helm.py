@@ -467,8 +467,8 @@ def test_notes_name_the_secrets_to_create() -> None:
 
 
 def test_chart_settings_are_application_settings() -> None:
-    """Every env var the chart sets is a field of service.config.Settings."""
-    from service.config import Settings
+    """Every env var the chart sets is a field of service.kit.config.Settings."""
+    from service.kit.config import Settings
 
     known: set[str] = set()
     for name, field in Settings.model_fields.items():
@@ -479,7 +479,9 @@ def test_chart_settings_are_application_settings() -> None:
             for c in all_containers(pod):
                 names = {e["name"] for e in c.get("env", [])}
                 unknown = names - known
-                assert not unknown, f"{profile} {where}: not a setting of service.config.Settings: {unknown}"
+                assert not unknown, (
+                    f"{profile} {where}: not a setting of service.kit.config.Settings: {unknown}"
+                )
         cm = config_map(rendered(profile))
         assert set(cm["data"]) <= known, set(cm["data"]) - known
 

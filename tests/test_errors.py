@@ -69,7 +69,7 @@ def test_a_cursor_of_another_list_is_invalid_cursor(client, keys):
 
 
 def test_every_list_pages_with_opaque_cursors_it_accepts_back(client, keys):
-    from service.pagination import CURSOR_PATTERN
+    from service.kit.http.pagination import CURSOR_PATTERN
 
     for url in ("/v1/programs?limit=1", "/v1/products?limit=1", "/v1/programs/mobile-bonus/offers?limit=1"):
         cursor = client.get(url, headers=keys.header("admin")).json()["next_cursor"]

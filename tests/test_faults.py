@@ -1,4 +1,4 @@
-"""Faults under load, on the whole service with each part in its own process (bench/faultlib.py, the
+"""Faults under load, on the whole service with each part in its own process (tests/harness/faultlib.py, the
 harness of bench/faults.py): a loyalty system keeps redeeming, retrying with the same key, while the
 database restarts or Redis comes back empty; afterwards every redemption it saw answered 201 exists
 once, with its issue record and exactly one SMS at the SMSC, settled by its receipt, and no code went
@@ -18,7 +18,8 @@ import httpx
 import psutil
 import pytest
 
-from bench.faultlib import (
+from tests.conftest import import_codes_for, redemption_body
+from tests.harness.faultlib import (
     LoyaltySystem,
     RawHttp,
     ReadinessProbe,
@@ -30,7 +31,6 @@ from bench.faultlib import (
     stack,
     wait_settled,
 )
-from tests.conftest import import_codes_for, redemption_body
 
 pytestmark = pytest.mark.faults
 RATE = 40  # redemptions per second
@@ -109,7 +109,7 @@ def test_api_memory_does_not_grow_across_50000_redemptions(keys, services):
     from sqlalchemy import text
 
     from service.catalog.snapshot import invalidate_snapshot
-    from service.db import transaction
+    from service.kit.db.engine import transaction
 
     import_codes_for("ARAY-CINEMA-2000", [f"MEM-{i:07d}" for i in range(TOTAL)])
     with transaction() as s:  # the demo budget would run out long before 50,000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from service.db import new_session
+from service.kit.db.engine import new_session
 from tests.conftest import import_codes_for
 from tests.finance_helpers import almaty, cancel_at, redeem_at
 

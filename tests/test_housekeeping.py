@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from service.db import new_session, transaction
+from service.kit.db.engine import new_session, transaction
 from tests.conftest import post_redemption
 
 
@@ -18,7 +18,7 @@ def _status(made) -> str:
 def test_the_migrations_have_one_head():
     from alembic.script import ScriptDirectory
 
-    from service.migrate import alembic_config
+    from service.kit.db.migrate import alembic_config
 
     assert ScriptDirectory.from_config(alembic_config()).get_heads() == ["0012_sandbox"]
 
@@ -27,7 +27,7 @@ def test_the_migrations_build_the_schema_the_models_describe(services):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from service.db import Base, get_engine
+    from service.kit.db.engine import Base, get_engine
 
     with get_engine().connect() as conn:
         assert (
@@ -41,7 +41,7 @@ def test_migration_0005_indexes_the_provider_ids_of_sms_sent_before_it(client, k
     from alembic import command
 
     from service.delivery.service import apply_receipt
-    from service.migrate import alembic_config
+    from service.kit.db.migrate import alembic_config
     from tests.conftest import import_codes_for
 
     import_codes_for("ARAY-CINEMA-2000", 1)
@@ -93,7 +93,7 @@ def test_an_sms_a_worker_of_the_previous_release_recorded_sent_still_takes_its_r
 
 
 def test_housekeeping_purges_expired_idempotency_keys_and_keeps_live_ones(client, keys):
-    from service.housekeeping import housekeeping
+    from workers.housekeeping import housekeeping
 
     post_redemption(client, keys, offer="gift-card-5000", points=5000, key="old-key")
     post_redemption(client, keys, offer="gift-card-5000", points=5000, key="live-key", msisdn="87015556677")
@@ -107,7 +107,7 @@ def test_housekeeping_purges_expired_idempotency_keys_and_keeps_live_ones(client
 
 
 def test_housekeeping_expires_cards_past_their_date_with_breakage(client, keys):
-    from service.housekeeping import housekeeping
+    from workers.housekeeping import housekeeping
 
     post_redemption(client, keys, offer="gift-card-5000", points=5000)
     with transaction() as s:

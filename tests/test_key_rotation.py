@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from service.crypto import Keyring, derive, key_id_of, parse_keys
-from service.db import new_session, transaction
+from service.kit.db.engine import new_session, transaction
+from service.kit.security.crypto import Keyring, derive, key_id_of, parse_keys
 from tests.conftest import TEST_ENCRYPTION_KEY, import_codes_for
 
 NEW_KEY = base64.b64encode(b"n" * 32).decode()
@@ -39,7 +39,7 @@ def _codes() -> list[str]:
 @pytest.fixture
 def use_keys(monkeypatch):
     """Sets ENCRYPTION_KEYS for this process and the commands it starts; the test's keys leave with it."""
-    from service.runtime import _reset_caches
+    from service.kit.runtime import _reset_caches
 
     def use(value: str) -> dict[str, str]:
         monkeypatch.setenv("ENCRYPTION_KEYS", value)
@@ -84,9 +84,9 @@ def test_an_interrupted_rotation_of_10000_codes_resumes_and_every_code_is_redeem
     demo_catalog, use_keys, tmp_path: Path
 ):
     from service.catalog.snapshot import invalidate_snapshot
-    from service.crypto import get_vault
     from service.delivery.providers import FileProvider
     from service.delivery.service import Job, deliver_many
+    from service.kit.security.crypto import get_vault
     from service.redemptions.schemas import RedemptionIn
     from service.redemptions.service import Scope, redeem
 
@@ -173,8 +173,8 @@ def test_an_interrupted_rotation_of_10000_codes_resumes_and_every_code_is_redeem
 
 def test_a_rotation_moves_cards_webhook_secrets_and_the_fingerprint_key_too(client, keys, use_keys):
     from service.cards.service import verify
-    from service.delivery.webhooks import program_secret
-    from service.rotation import remaining, rotate, usage
+    from service.events.webhooks import program_secret
+    from service.kit.security.rotation import remaining, rotate, usage
     from tests.test_cards import issue_card
 
     card = issue_card(client, keys)

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service.db import get_engine, transaction
+from service.kit.db.engine import get_engine, transaction
 from tests.finance_helpers import almaty, booked_periods, insert_record
 
 

@@ -9,7 +9,7 @@ import logging
 import pytest
 import structlog
 
-from service.logging import configure_logging, mask_secrets
+from service.kit.observability.logging import configure_logging, mask_secrets
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
-from service.db import transaction
 from service.delivery.smsc import TestSmsc
+from service.kit.db.engine import transaction
 from tests.conftest import import_codes_for, redemption_body
 from tests.delivery_harness import WebhookReceiver, flush_queues, point_webhooks_at, statuses, wait_until
 from tests.live import free_port, live_api
@@ -157,8 +157,8 @@ def test_the_operation_gauges_count_backlog_queues_doubt_and_given_up_events(key
     """The collector alone, in this process, against a state built by hand."""
     import dramatiq
 
-    from service.exporter import OperationsCollector
     from workers.broker import broker
+    from workers.exporter import OperationsCollector
 
     flush_queues()
     now = datetime.now(UTC)
@@ -210,7 +210,7 @@ def test_the_operation_gauges_count_backlog_queues_doubt_and_given_up_events(key
 
 
 def test_the_gauges_are_computed_once_per_cache_period_however_many_scrape(keys):
-    from service.exporter import OperationsCollector
+    from workers.exporter import OperationsCollector
 
     def backlog(collector: OperationsCollector) -> float:
         (metric,) = [m for m in collector.collect() if m.name == "rewards_outbox_backlog"]

@@ -31,7 +31,7 @@ from catalog import DEMO_CATALOG
 from catalog.loader import load_catalog
 from service.app import create_app
 from service.auth.models import ROLES
-from service.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
+from service.kit.reliability.idempotency import KEY_PATTERN, MAX_KEY_LENGTH
 from tests.conftest import import_codes_for
 from tests.test_cards import issue_card
 
@@ -266,8 +266,8 @@ def _reset(client: Any, keys: Any) -> None:
     import redis
     from sqlalchemy import text
 
-    from service.config import get_settings
-    from service.db import get_engine
+    from service.kit.config import get_settings
+    from service.kit.db.engine import get_engine
 
     with get_engine().begin() as conn:
         conn.execute(text(f"TRUNCATE {_CHANGING} RESTART IDENTITY CASCADE"))
@@ -354,7 +354,7 @@ def test_api_honours_its_openapi_document(case, role, seeded):
 @pytest.mark.parametrize("role", ROLES)
 def test_api_honours_its_links_statefully(role, seeded, client):
     """Redemptions followed to their reading, cancelling and resending; a verified card to its
-    exchange (the links of service/contract.py), with every check, as each role."""
+    exchange (the links of service/openapi_contract.py), with every check, as each role."""
     headers = seeded.header(role)
     found: list[Exception] = []
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service.db import new_session, transaction
-from service.errors import Problem
+from service.kit.db.engine import new_session, transaction
+from service.kit.http.errors import Problem
 from service.ledger.periods import close_period, find_document, iter_document, period_view
 from tests.conftest import import_codes_for
 from tests.finance_helpers import (

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service.db import get_engine, new_session, transaction
-from service.errors import Problem
+from service.kit.db.engine import get_engine, new_session, transaction
+from service.kit.http.errors import Problem
 from service.ledger.periods import close_period, find_document, iter_document
 from tests.conftest import import_codes_for
 from tests.finance_helpers import almaty, cancel_at, minor, parse_csv, record_sums, redeem_at
@@ -57,7 +57,7 @@ def _fresh_state() -> None:
 
 
 def _card_credentials(redemption_id) -> tuple[str, str]:
-    from service.crypto import get_vault
+    from service.kit.security.crypto import get_vault
 
     with new_session() as s:
         number_enc, pin_enc = s.execute(

@@ -1,4 +1,4 @@
-"""The hot path's pipelines (service/pgpipeline.py): every statement of a pipeline reaches PostgreSQL
+"""The hot path's pipelines (service/kit/db/pipeline.py): every statement of a pipeline reaches PostgreSQL
 in one write, the first pipeline opens the transaction, results and errors come back as psycopg's
 own pipeline gives them. A TCP proxy on
 loopback between psycopg and the test database counts what the client writes."""
@@ -16,8 +16,8 @@ import pytest
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from service.db import libpq_url
-from service.pgpipeline import pipeline
+from service.kit.db.engine import libpq_url
+from service.kit.db.pipeline import pipeline
 
 
 class CountingProxy:

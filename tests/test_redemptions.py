@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from service.db import new_session, transaction
+from service.kit.db.engine import new_session, transaction
 from tests.conftest import assert_problem, import_codes_for, post_redemption, redemption_body, table_counts
 
 
@@ -78,7 +78,7 @@ def test_a_subscriber_lookup_by_a_number_that_is_not_mobile_is_invalid_msisdn(cl
 
 def test_a_card_offer_mints_a_luhn_valid_card_with_an_encrypted_pin(client, keys):
     from service.cards.numbers import luhn_valid
-    from service.crypto import get_vault
+    from service.kit.security.crypto import get_vault
 
     response = post_redemption(client, keys, tariff="unlimited", offer="gift-card-5000", points=5000)
     assert response.status_code == 201, response.text
@@ -101,7 +101,7 @@ def test_a_card_offer_mints_a_luhn_valid_card_with_an_encrypted_pin(client, keys
 
 def test_a_card_number_already_taken_is_drawn_again_within_the_same_redemption(client, keys, monkeypatch):
     from service.cards import service as cards
-    from service.crypto import get_vault
+    from service.kit.security.crypto import get_vault
 
     first = post_redemption(client, keys, tariff="unlimited", offer="gift-card-5000", points=5000)
     assert first.status_code == 201, first.text
@@ -134,7 +134,7 @@ def test_card_numbers_follow_no_sequence(client, keys):
             msisdn=f"8701{len(numbers):07d}",
         )
         numbers.append(None)
-    from service.crypto import get_vault
+    from service.kit.security.crypto import get_vault
 
     with new_session() as s:
         found = [
@@ -197,7 +197,7 @@ def test_refusals_have_their_own_codes_and_write_nothing(client, stocked, overri
 
 
 def test_an_offer_outside_its_window_is_inactive(stocked):
-    from service.errors import Problem
+    from service.kit.http.errors import Problem
     from service.redemptions.schemas import RedemptionIn
     from service.redemptions.service import Scope, redeem
 

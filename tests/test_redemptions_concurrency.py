@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from sqlalchemy import text
 
-from service.db import new_session, transaction
+from service.kit.db.engine import new_session, transaction
 from tests.conftest import import_codes_for, redemption_body, table_counts
 from tests.live import live_api
 

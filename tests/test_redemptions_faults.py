@@ -8,8 +8,8 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from service import faults
-from service.db import libpq_url, new_session
+from service.kit.db.engine import libpq_url, new_session
+from service.kit.reliability import faults
 from tests.conftest import assert_problem, import_codes_for, redemption_body
 
 # The redemption is one statement, then the idempotency row and the commit go in one round trip:

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from service.db import new_session
+from service.kit.db.engine import new_session
 
 OFFERS = {"code": ("cinema-2000", "unlimited", 1600), "card": ("gift-card-5000", "basic", 5000)}
 PHONES = ["87010000001", "87010000002", "87010000003"]
@@ -21,7 +21,7 @@ def _reset(services) -> object:
     from catalog.loader import load_catalog
     from service.auth.service import create_key
     from service.catalog.service import apply_catalog
-    from service.db import Base, get_engine, transaction
+    from service.kit.db.engine import Base, get_engine, transaction
     from tests.conftest import Keys, import_codes_for  # noqa: F401
 
     tables = ", ".join(t.name for t in Base.metadata.sorted_tables)

@@ -192,7 +192,7 @@ def test_partner_sees_only_its_own_products_and_stock(client, keys):
 
 def test_a_revoked_key_stops_working_at_once(client, keys, db):
     from service.auth.service import revoke_key
-    from service.db import transaction
+    from service.kit.db.engine import transaction
 
     assert client.get("/v1/programs", headers=keys.header("finance")).status_code == 200
     with transaction() as s:
@@ -203,7 +203,7 @@ def test_a_revoked_key_stops_working_at_once(client, keys, db):
 def test_keys_are_stored_hashed(keys, db):
     from sqlalchemy import text
 
-    from service.db import new_session
+    from service.kit.db.engine import new_session
 
     with new_session() as s:
         stored = s.execute(text("SELECT key_id, secret_hash, name FROM api_keys")).all()

@@ -13,15 +13,15 @@ import pytest
 from sqlalchemy import text
 
 from service.auth.service import create_key
-from service.config import get_settings
-from service.crypto import get_vault
-from service.db import new_session, transaction
 from service.delivery import service as delivery
 from service.delivery.providers import FileProvider
+from service.kit.config import get_settings
+from service.kit.db.engine import new_session, transaction
+from service.kit.security.crypto import get_vault
 from service.ledger.periods import close_period
-from service.redemptions import sandbox
 from service.redemptions.schemas import RedemptionIn
 from service.redemptions.service import Scope, cancel, redeem
+from service.sandbox import service as sandbox
 from tests.conftest import assert_problem, import_codes_for, post_redemption, redemption_body, table_counts
 from tests.finance_helpers import almaty, redeem_at
 
@@ -86,7 +86,7 @@ def test_rewards_keys_create_sandbox_prints_a_key_that_redeems_in_the_sandbox(cl
             ["keys", "create", "--role", "loyalty", "--program", "mobile-bonus", "--name", "t", "--sandbox"],
         )
     finally:  # the CLI points logging at the runner's stream, which closes
-        from service.logging import configure_logging
+        from service.kit.observability.logging import configure_logging
 
         configure_logging("INFO", json=True)
     assert result.exit_code == 0, result.output
@@ -267,7 +267,7 @@ def test_the_delayed_receipt_magic_number_is_delivered_only_after_the_delay(clie
 
 
 def test_housekeeping_delivers_the_delayed_receipts(client, keys):
-    from service.housekeeping import housekeeping
+    from workers.housekeeping import housekeeping
 
     redemption_id = sandbox_redemption(client, keys, msisdn=sandbox.SMS_DELAYED_RECEIPT).json()["id"]
     _deliver(redemption_id, now=datetime.now(UTC) - timedelta(hours=1))

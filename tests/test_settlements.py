@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from service.cards import service as cards
-from service.db import new_session, transaction
+from service.kit.db.engine import new_session, transaction
 from service.redemptions import service as redemptions
 from service.redemptions.schemas import RedemptionIn
 from tests.conftest import import_codes_for
@@ -36,7 +36,7 @@ def redeem(offer: str, points: int, now: datetime, tariff: str = "basic"):
 
 
 def card_of(redemption_id) -> tuple[str, str]:
-    from service.crypto import get_vault
+    from service.kit.security.crypto import get_vault
 
     with new_session() as s:
         row = s.execute(
@@ -120,7 +120,7 @@ def test_settlement_counts_codes_issued_and_certificates_exchanged_per_product(
 def test_settlement_totals_equal_the_sums_of_the_partners_records_for_the_period(
     client, keys, month_of_records
 ):
-    from service.money import to_minor
+    from service.kit.values.money import to_minor
 
     with new_session() as s:
         sums = s.execute(

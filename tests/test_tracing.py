@@ -26,8 +26,9 @@ SERVER, CONSUMER, PRODUCER, CLIENT = 2, 5, 4, 3  # OTLP span kinds
 PROBE = """
 import json, sys
 import service.asgi, workers.actors
-from service import outbox, tracing
-from service.jobs import WEBHOOK
+from service.kit.messaging import outbox
+from service.kit.observability import tracing
+from service.kit.messaging.jobs import WEBHOOK
 from opentelemetry import trace
 TRACING_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.instrumentation", "opentelemetry.exporter")
 print(json.dumps({
@@ -58,7 +59,7 @@ def test_root_spans_of_database_and_redis_clients_are_not_sampled():
     from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
     from opentelemetry.trace import SpanKind
 
-    from service.tracing import _operations_only
+    from service.kit.observability.tracing import _operations_only
 
     sampler = _operations_only(TraceIdRatioBased(1.0))
     assert sampler.should_sample(None, 1, "SELECT", SpanKind.CLIENT).decision is Decision.DROP

@@ -15,10 +15,10 @@ import pytest
 from sqlalchemy import text
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from service.crypto import derive
-from service.db import new_session, transaction
-from service.delivery import webhooks
-from service.delivery.webhooks import deliver_events, format_secret, program_secret, rotate_secret
+from service.events import webhooks
+from service.events.webhooks import deliver_events, format_secret, program_secret, rotate_secret
+from service.kit.db.engine import new_session, transaction
+from service.kit.security.crypto import derive
 from tests.conftest import assert_problem, import_codes_for, post_redemption
 from tests.delivery_harness import WebhookReceiver, point_webhooks_at
 
@@ -107,7 +107,7 @@ def test_the_legacy_headers_carry_the_signature_of_earlier_releases(client, keys
 
 
 def test_the_legacy_headers_can_be_turned_off(client, keys, receiver, monkeypatch):
-    from service.config import reset_settings_cache
+    from service.kit.config import reset_settings_cache
 
     monkeypatch.setenv("WEBHOOK_LEGACY_HEADERS", "false")
     reset_settings_cache()

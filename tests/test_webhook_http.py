@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from service.delivery.webhooks import _Connections
+from service.events.webhooks import _Connections
 
 
 class RawReceiver:

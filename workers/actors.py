@@ -10,12 +10,12 @@ import uuid
 import dramatiq
 from dramatiq.middleware.prometheus import Prometheus
 
-from service import jobs
-from service.config import get_settings
 from service.delivery import service as delivery
-from service.delivery import webhooks
-from service.logging import configure_logging
-from service.metrics import SMPP_BOUND
+from service.events import webhooks
+from service.kit.config import get_settings
+from service.kit.messaging import jobs
+from service.kit.observability.logging import configure_logging
+from service.kit.observability.metrics import SMPP_BOUND
 from workers.broker import broker
 
 configure_logging(get_settings().log_level, get_settings().log_json)
@@ -46,7 +46,7 @@ class PromptPolling(dramatiq.Middleware):
 class MessageMetrics(Prometheus):
     """Dramatiq's own Prometheus middleware (dramatiq_messages_total, dramatiq_message_errors_total,
     ..._retries_total, ..._duration_milliseconds, ..._inprogress), written to the multiprocess folder
-    of `rewards worker`, whose exporter serves them with the rest (service/exporter.py): Dramatiq's
+    of `rewards worker`, whose exporter serves them with the rest (workers/exporter.py): Dramatiq's
     HTTP server, one per `dramatiq` command on a fixed port, is not started."""
 
     @property

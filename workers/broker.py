@@ -5,8 +5,8 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from service import tracing
-from service.config import get_settings
+from service.kit.config import get_settings
+from service.kit.observability import tracing
 
 
 def setup_broker() -> RedisBroker:

@@ -9,8 +9,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from service.auth.service import Principal, authenticate, principal_cache
-from service.db import new_session
-from service.errors import forbidden
+from service.kit.db.engine import new_session
+from service.kit.http.errors import forbidden
 
 _bearer = HTTPBearer(auto_error=False, description="API key created with `rewards keys create`")
 
@@ -52,5 +52,5 @@ def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(principal: Principal = Depends(current_principal)) -> Principal:
         return check_role(principal, allowed)
 
-    dependency.roles = allowed  # type: ignore[attr-defined]  # the document's security (service/contract.py)
+    dependency.roles = allowed  # type: ignore[attr-defined]  # the document's security (service/openapi_contract.py)
     return dependency

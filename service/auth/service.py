@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from service.auth.models import ROLES, ApiKey
 from service.catalog.models import Partner, Program
-from service.errors import Problem, Unauthorized
+from service.kit.http.errors import Problem, Unauthorized
 
 _ALNUM = string.ascii_lowercase + string.digits
 

@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from service.config import get_settings
-from service.db import driver, scalar, transaction
-from service.delivery import webhooks
-from service.money import Money
+from service.events import webhooks
+from service.kit.config import get_settings
+from service.kit.db.engine import driver, scalar, transaction
+from service.kit.values.money import Money
 
 log = structlog.get_logger("balances")
 CHECK_LOCK = 7270019  # one worker checks at a time; the others skip that minute

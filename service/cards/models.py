@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.base import Base
+from service.kit.db.base import Base
 
 
 class Card(Base):
@@ -41,7 +41,7 @@ class Card(Base):
     number_enc: Mapped[bytes] = mapped_column(LargeBinary)
     last4: Mapped[str] = mapped_column(String(4))
     pin_enc: Mapped[bytes] = mapped_column(LargeBinary)
-    # The encryption key of number_enc and pin_enc (service/crypto.py); NULL: written before key ids.
+    # The key of number_enc and pin_enc (service/kit/security/crypto.py); NULL: written before key ids.
     key_id: Mapped[str | None] = mapped_column(String(16))
     currency: Mapped[str] = mapped_column(String(3))
     nominal_minor: Mapped[int] = mapped_column(BigInteger)

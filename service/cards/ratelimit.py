@@ -14,9 +14,9 @@ from functools import lru_cache
 import redis
 import structlog
 
-from service.config import get_settings
-from service.errors import RateLimited
-from service.metrics import CARD_RATE_LIMITED
+from service.kit.config import get_settings
+from service.kit.http.errors import RateLimited
+from service.kit.observability.metrics import CARD_RATE_LIMITED
 
 log = structlog.get_logger("cards")
 

@@ -16,10 +16,8 @@ from service.auth.service import Principal
 from service.cards import errors, ratelimit, service
 from service.cards.schemas import CardDetailsOut, ExchangeIn, ExchangeOut, ReasonIn, VerifyIn, VerifyOut
 from service.catalog.errors import UnknownProduct
-from service.contract import security
-from service.crypto import get_vault
-from service.db import new_session, transaction
-from service.errors import (
+from service.kit.db.engine import new_session, transaction
+from service.kit.http.errors import (
     IdempotencyKeyMissing,
     InvalidCardNumber,
     Problem,
@@ -27,15 +25,17 @@ from service.errors import (
     forbidden,
     responses,
 )
-from service.idempotency import (
+from service.kit.http.strict import reject_unknown_query
+from service.kit.reliability.idempotency import (
     IDEMPOTENCY_PROBLEMS,
     IdempotencyKeyHeader,
     request_fingerprint,
     required_key,
     run_once,
 )
+from service.kit.security.crypto import get_vault
+from service.openapi_contract import security
 from service.pools.errors import OutOfStock
-from service.strict import reject_unknown_query
 
 router = APIRouter(prefix="/v1", tags=["cards"], dependencies=[Depends(reject_unknown_query)])
 

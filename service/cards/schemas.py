@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from catalog.model import SKU
 from service.cards.numbers import luhn_valid
-from service.money import Money
+from service.kit.values.money import Money
 
 CardStatus = Literal["active", "exhausted", "expired", "blocked", "cancelled"]
 

@@ -42,14 +42,20 @@ from service.cards.schemas import (
 )
 from service.catalog.errors import UnknownProduct
 from service.catalog.snapshot import CatalogSnapshot, ProductInfo, get_snapshot
-from service.crypto import Vault, get_vault
-from service.db import driver
-from service.delivery import webhooks
-from service.errors import Problem, not_found
-from service.ids import uuid7
+from service.events import webhooks
+from service.kit.db.engine import driver
+from service.kit.http.errors import Problem, not_found
+from service.kit.observability.metrics import (
+    CARD_EXCHANGES,
+    CARD_LOCKS,
+    CARD_PIN_FAILURES,
+    CARDS_EXPIRED,
+    CODES_TAKEN,
+)
+from service.kit.security.crypto import Vault, get_vault
+from service.kit.values.ids import uuid7
+from service.kit.values.money import Money
 from service.ledger import service as ledger
-from service.metrics import CARD_EXCHANGES, CARD_LOCKS, CARD_PIN_FAILURES, CARDS_EXPIRED, CODES_TAKEN
-from service.money import Money
 from service.pools.errors import OutOfStock
 from service.pools.service import TakenCode, take_code
 

@@ -3,7 +3,7 @@ lies outside the caller's scope, which is answered the same way)."""
 
 from __future__ import annotations
 
-from service.errors import Problem
+from service.kit.http.errors import Problem
 
 
 class UnknownProgram(Problem):

@@ -22,9 +22,9 @@ from service.catalog.schemas import (
     ProgramOut,
     TariffOut,
 )
-from service.db import driver
-from service.errors import not_found
-from service.money import Money
+from service.kit.db.engine import driver
+from service.kit.http.errors import not_found
+from service.kit.values.money import Money
 
 
 def _money(minor: int | None, currency: str) -> Money | None:

@@ -10,10 +10,10 @@ from service.auth.service import Principal
 from service.catalog import queries
 from service.catalog.errors import UnknownTariff
 from service.catalog.schemas import OfferOut, ProductOut, ProgramDetailOut, ProgramOut
-from service.db import new_session
-from service.errors import InvalidCursor, not_found, responses
-from service.pagination import Cursor, Limit, Page, decode_cursor, page, sku_position, slug_position
-from service.strict import reject_unknown_query
+from service.kit.db.engine import new_session
+from service.kit.http.errors import InvalidCursor, not_found, responses
+from service.kit.http.pagination import Cursor, Limit, Page, decode_cursor, page, sku_position, slug_position
+from service.kit.http.strict import reject_unknown_query
 
 router = APIRouter(
     prefix="/v1", tags=["catalog"], responses=responses(), dependencies=[Depends(reject_unknown_query)]

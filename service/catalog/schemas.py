@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from service.money import Money
+from service.kit.values.money import Money
 
 
 class TariffOut(BaseModel):

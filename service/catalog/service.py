@@ -26,7 +26,7 @@ from service.catalog.models import (
     VatRate,
 )
 from service.catalog.snapshot import invalidate_snapshot
-from service.money import to_minor
+from service.kit.values.money import to_minor
 
 CATALOG_LOCK = 7270002
 

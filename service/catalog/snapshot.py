@@ -29,7 +29,7 @@ from service.catalog.models import (
     Tariff,
     VatRate,
 )
-from service.db import new_session
+from service.kit.db.engine import new_session
 
 CHECK_INTERVAL = 1.0
 

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.console.accounts import Staff
-from service.db import transaction
+from service.kit.db.engine import transaction
 
 
 class ActionAlreadyDone(Exception):

@@ -38,8 +38,8 @@ def staff_create(
 ) -> None:
     """Create an account; the password is read from standard input."""
     from service.console.accounts import StaffError, create_account
-    from service.db import transaction
-    from service.runtime import runtime
+    from service.kit.db.engine import transaction
+    from service.kit.runtime import runtime
 
     password = _read_password()
     with runtime():
@@ -59,8 +59,8 @@ def staff_create(
 def staff_list() -> None:
     """List accounts (never passwords)."""
     from service.console.accounts import list_accounts
-    from service.db import new_session
-    from service.runtime import runtime
+    from service.kit.db.engine import new_session
+    from service.kit.runtime import runtime
 
     with runtime(), new_session() as session:
         table = Table("email", "role", "scope", "created", "last sign-in", "locked until", "disabled")
@@ -82,8 +82,8 @@ def staff_list() -> None:
 def staff_disable(email: str) -> None:
     """Disable an account at once: its sessions end and it cannot sign in."""
     from service.console.accounts import StaffError, disable_account
-    from service.db import transaction
-    from service.runtime import runtime
+    from service.kit.db.engine import transaction
+    from service.kit.runtime import runtime
 
     with runtime():
         try:
@@ -99,8 +99,8 @@ def staff_disable(email: str) -> None:
 def staff_password(email: str) -> None:
     """Set a new password (from standard input); the account's sessions end and a lockout is lifted."""
     from service.console.accounts import StaffError, set_password
-    from service.db import transaction
-    from service.runtime import runtime
+    from service.kit.db.engine import transaction
+    from service.kit.runtime import runtime
 
     password = _read_password()
     with runtime():

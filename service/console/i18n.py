@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from service.logging import mask_tail
-from service.money import exponent
+from service.kit.observability.logging import mask_tail
+from service.kit.values.money import exponent
 
 LOCALES = ("ru", "kk", "en")
 DEFAULT_LOCALE = "ru"

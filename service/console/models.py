@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.base import Base
+from service.kit.db.base import Base
 
 STAFF_ROLES = ("support", "finance", "partner", "admin")
 

@@ -18,7 +18,6 @@ from service.cards import ratelimit
 from service.cards import service as cards
 from service.cards.errors import CardNotFound, CommittedRefusal
 from service.catalog.snapshot import get_snapshot
-from service.config import get_settings
 from service.console import accounts, audit, dashboard, i18n, views
 from service.console.audit import ActionAlreadyDone, Actor
 from service.console.web import (
@@ -42,12 +41,13 @@ from service.console.web import (
     staff_ctx,
     wants_fragment,
 )
-from service.db import driver, new_session, transaction
-from service.errors import NotFound, Problem
+from service.kit.config import get_settings
+from service.kit.db.engine import driver, new_session, transaction
+from service.kit.http.errors import NotFound, Problem
+from service.kit.observability.metrics import CODES_IMPORTED
+from service.kit.values.phones import normalize_msisdn
 from service.ledger import periods
 from service.ledger.reconciliation import reconcile_partner
-from service.metrics import CODES_IMPORTED
-from service.phones import normalize_msisdn
 from service.pools import service as pools
 from service.redemptions import service as redemptions
 from service.settlements.service import settlement

@@ -19,9 +19,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from service.console import i18n
 from service.console.accounts import ActiveSession, Staff, resume
 from service.console.audit import Actor
-from service.db import transaction
-from service.errors import Problem
-from service.logging import mask_text
+from service.kit.db.engine import transaction
+from service.kit.http.errors import Problem
+from service.kit.observability.logging import mask_text
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "rewards_console"

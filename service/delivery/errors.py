@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.errors import Problem
+from service.kit.http.errors import Problem
 
 
 class ReceiptSecretInvalid(Problem):

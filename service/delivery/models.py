@@ -21,7 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.base import Base
+from service.kit.db.base import Base
 
 SMS_STATUSES = ("pending", "submitting", "sent", "delivered", "failed", "cancelled")
 

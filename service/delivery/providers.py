@@ -30,10 +30,10 @@ import structlog
 import tenacity
 from smpplib import smpp
 
-from service.config import get_settings
 from service.delivery.text import DATA_CODING, split, udh
-from service.metrics import SMPP_BOUND
-from service.redemptions.sandbox import SMS_FAILED as SANDBOX_SMS_FAILED
+from service.kit.config import get_settings
+from service.kit.observability.metrics import SMPP_BOUND
+from service.sandbox.service import SMS_FAILED as SANDBOX_SMS_FAILED
 
 log = structlog.get_logger("sms")
 

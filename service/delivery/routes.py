@@ -13,17 +13,17 @@ from starlette.concurrency import run_in_threadpool
 from catalog.model import SLUG
 from service.auth.deps import require
 from service.auth.service import Principal
-from service.config import get_settings
-from service.db import driver, new_session, transaction
-from service.delivery import event_log
 from service.delivery.errors import ReceiptNotYetKnown, ReceiptSecretInvalid, WebhookNotConfigured
-from service.delivery.event_log import EventStatus, WebhookEventOut
-from service.delivery.events import EVENT_TYPES
 from service.delivery.service import ReceiptTooEarly, apply_receipt
-from service.errors import InvalidCursor, responses
+from service.events import event_log
+from service.events.event_log import EventStatus, WebhookEventOut
+from service.events.schemas import EVENT_TYPES
+from service.kit.config import get_settings
+from service.kit.db.engine import driver, new_session, transaction
+from service.kit.http.errors import InvalidCursor, responses
+from service.kit.http.pagination import Cursor, Limit, Page
+from service.kit.http.strict import reject_unknown_query
 from service.ledger.periods import MONTH, parse_month
-from service.pagination import Cursor, Limit, Page
-from service.strict import reject_unknown_query
 
 router = APIRouter(prefix="/v1/sms", tags=["sms"], dependencies=[Depends(reject_unknown_query)])
 events_router = APIRouter(

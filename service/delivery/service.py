@@ -18,10 +18,6 @@ from psycopg import OperationalError
 from psycopg.rows import namedtuple_row
 
 from service.catalog.snapshot import get_snapshot
-from service.config import get_settings
-from service.crypto import get_vault
-from service.db import batch, driver, transaction
-from service.delivery import webhooks
 from service.delivery.providers import (
     OutgoingSms,
     PermanentSmsError,
@@ -33,9 +29,13 @@ from service.delivery.providers import (
     build_provider,
 )
 from service.delivery.text import NO_EXPIRY, format_amount, render
-from service.faults import checkpoint
-from service.metrics import SMS_OUTCOMES
-from service.redemptions.sandbox import SMS_DELAYED_RECEIPT, sandbox_code
+from service.events import webhooks
+from service.kit.config import get_settings
+from service.kit.db.engine import batch, driver, transaction
+from service.kit.observability.metrics import SMS_OUTCOMES
+from service.kit.reliability.faults import checkpoint
+from service.kit.security.crypto import get_vault
+from service.sandbox.service import SMS_DELAYED_RECEIPT, sandbox_code
 
 log = structlog.get_logger("delivery")
 DELIVERED_STATES = {"DELIVRD"}

@@ -32,11 +32,11 @@ def export(
     type: Annotated[list[str] | None, typer.Option("--type", help="Record type (repeatable)")] = None,
 ) -> None:
     """Export reconciliation records to a file (streamed, constant memory), with progress."""
-    from service.db import get_engine, raw_connection
-    from service.errors import Problem
+    from service.kit.db.engine import get_engine, raw_connection
+    from service.kit.http.errors import Problem
+    from service.kit.runtime import runtime
     from service.ledger.exports import count_records, iter_export
     from service.ledger.routes import resolve_filter
-    from service.runtime import runtime
 
     if format not in ("csv", "jsonl", "xlsx"):
         console.print("[red]validation_error[/red]: --format is csv, jsonl or xlsx")
@@ -98,9 +98,9 @@ def periods_close(
     program: Annotated[str, typer.Option(help="Program code")],
 ) -> None:
     """Close a month of a program: freeze totals, produce the act and the registry (idempotent)."""
-    from service.errors import Problem
+    from service.kit.http.errors import Problem
+    from service.kit.runtime import runtime
     from service.ledger.periods import close_period, parse_month
-    from service.runtime import runtime
 
     with runtime():
         try:
@@ -117,9 +117,9 @@ def periods_show(
     program: Annotated[str, typer.Option(help="Program code")],
 ) -> None:
     """Status, totals and documents (with SHA-256) of a month."""
-    from service.errors import Problem
+    from service.kit.http.errors import Problem
+    from service.kit.runtime import runtime
     from service.ledger.periods import parse_month, period_view
-    from service.runtime import runtime
 
     with runtime():
         try:
@@ -138,9 +138,9 @@ def periods_download(
     """Write the closing documents of a closed month into a folder, checking each SHA-256."""
     import hashlib
 
-    from service.errors import Problem
+    from service.kit.http.errors import Problem
+    from service.kit.runtime import runtime
     from service.ledger.periods import KINDS, find_document, iter_document, parse_month
-    from service.runtime import runtime
 
     output.mkdir(parents=True, exist_ok=True)
     with runtime():

@@ -16,7 +16,7 @@ import font_roboto
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
-from service.money import to_decimal_string
+from service.kit.values.money import to_decimal_string
 
 MONTHS_RU = (
     "январь",

@@ -15,8 +15,8 @@ from typing import IO, Any
 
 import orjson
 
+from service.kit.values.money import EXPONENTS
 from service.ledger.xlsx import Column, XlsxWriter
-from service.money import EXPONENTS
 
 CHUNK_ROWS = 5000
 

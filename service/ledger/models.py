@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.naming import conv
 
-from service.base import Base
+from service.kit.db.base import Base
 
 RECORD_TYPES = ("issue", "cancel", "exchange", "breakage")
 

@@ -25,14 +25,14 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from service.catalog.errors import UnknownProgram
-from service.db import driver, new_session, scalar, transaction
-from service.delivery import webhooks
-from service.errors import ValidationFailed
+from service.events import webhooks
+from service.kit.db.engine import driver, new_session, scalar, transaction
+from service.kit.http.errors import ValidationFailed
+from service.kit.values.money import to_decimal_string
 from service.ledger.documents import month_title_ru, render_act
 from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
 from service.ledger.exports import RecordFilter, iter_csv, write_xlsx
 from service.ledger.models import PERIOD_LOCK
-from service.money import to_decimal_string
 
 DOCS_LOCK = PERIOD_LOCK + 1
 NUMBERING_KEY = 0  # (PERIOD_LOCK, 0): program ids start at 1

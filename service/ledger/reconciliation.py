@@ -21,11 +21,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from service.catalog.errors import UnknownPartner
-from service.crypto import get_vault
-from service.db import driver, new_session
-from service.errors import ValidationFailed
+from service.kit.db.engine import driver, new_session
+from service.kit.http.errors import ValidationFailed
+from service.kit.security.crypto import get_vault
+from service.kit.values.money import MoneyError, to_decimal_string, to_minor
 from service.ledger.periods import month_end
-from service.money import MoneyError, to_decimal_string, to_minor
 
 MAX_LISTED = 1000
 

@@ -17,8 +17,9 @@ from catalog.model import SKU, SLUG
 from service.auth.deps import require
 from service.auth.service import Principal
 from service.catalog.errors import UnknownPartner, UnknownProduct, UnknownProgram
-from service.db import driver, get_engine, new_session, raw_connection
-from service.errors import InvalidRange, UnsupportedMediaType, ValidationFailed, responses
+from service.kit.db.engine import driver, get_engine, new_session, raw_connection
+from service.kit.http.errors import InvalidRange, UnsupportedMediaType, ValidationFailed, responses
+from service.kit.http.strict import reject_unknown_query
 from service.ledger import periods
 from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
 from service.ledger.exports import MEDIA_TYPES, RecordFilter, iter_export
@@ -32,7 +33,6 @@ from service.ledger.schemas import (
     PeriodOut,
     RecordType,
 )
-from service.strict import reject_unknown_query
 
 router = APIRouter(
     prefix="/v1", tags=["finance"], responses=responses(), dependencies=[Depends(reject_unknown_query)]

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from service.money import Money
+from service.kit.values.money import Money
 
 RecordType = Literal["issue", "cancel", "exchange", "breakage"]
 ExportFormat = Literal["csv", "jsonl", "xlsx"]

@@ -15,8 +15,8 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
-from service.db import scalar
-from service.sql import Fragment
+from service.kit.db.engine import scalar
+from service.kit.db.fragments import Fragment
 
 
 class RecordType(StrEnum):

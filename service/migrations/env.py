@@ -4,8 +4,8 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 import service.models  # noqa: F401  (the whole schema in the metadata)
-from service.config import get_settings
-from service.db import Base, sqlalchemy_url
+from service.kit.config import get_settings
+from service.kit.db.engine import Base, sqlalchemy_url
 
 target_metadata = Base.metadata
 

@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.base import Base
+from service.kit.db.base import Base
 
 CODE_STATUSES = ("available", "reserved", "issued", "voided")
 
@@ -73,7 +73,7 @@ class Code(Base):
     last4: Mapped[str] = mapped_column(String(4))
     code_enc: Mapped[bytes] = mapped_column(LargeBinary)
     pin_enc: Mapped[bytes | None] = mapped_column(LargeBinary)
-    # The encryption key of code_enc and pin_enc (service/crypto.py); NULL: written before key ids.
+    # The key of code_enc and pin_enc (service/kit/security/crypto.py); NULL: written before key ids.
     key_id: Mapped[str | None] = mapped_column(String(16))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(16), server_default="available")

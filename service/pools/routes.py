@@ -10,14 +10,14 @@ from starlette.concurrency import run_in_threadpool
 from catalog.model import SKU
 from service.auth.deps import require
 from service.auth.service import Principal
-from service.config import get_settings
-from service.db import new_session, transaction
-from service.errors import responses
-from service.metrics import CODES_IMPORTED
+from service.kit.config import get_settings
+from service.kit.db.engine import new_session, transaction
+from service.kit.http.errors import responses
+from service.kit.http.strict import reject_unknown_query
+from service.kit.observability.metrics import CODES_IMPORTED
 from service.pools import service
 from service.pools.errors import NotACodeProduct
 from service.pools.schemas import CodeUploadResult, StockOut
-from service.strict import reject_unknown_query
 
 router = APIRouter(
     prefix="/v1", tags=["partners"], responses=responses(), dependencies=[Depends(reject_unknown_query)]

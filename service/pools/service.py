@@ -22,9 +22,9 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from service.catalog.models import Product
-from service.crypto import Vault, get_vault
-from service.db import driver
-from service.errors import MalformedJson, UnsupportedMediaType, ValidationFailed, not_found
+from service.kit.db.engine import driver
+from service.kit.http.errors import MalformedJson, UnsupportedMediaType, ValidationFailed, not_found
+from service.kit.security.crypto import Vault, get_vault
 from service.pools.errors import NotACodeProduct
 from service.pools.models import CodeUpload
 

@@ -3,7 +3,7 @@ Idempotency-Key and replays like a success."""
 
 from __future__ import annotations
 
-from service.errors import Problem
+from service.kit.http.errors import Problem
 
 
 class OfferInactive(Problem):

@@ -12,10 +12,12 @@ from service.auth.deps import check_role, principal_of, require
 from service.auth.service import Principal
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import get_snapshot
-from service.contract import security
-from service.db import hot_pool, new_session, transaction
-from service.errors import IdempotencyKeyMissing, InvalidCursor, InvalidMsisdn, responses
-from service.idempotency import (
+from service.kit.db.engine import hot_pool, new_session, transaction
+from service.kit.http.errors import IdempotencyKeyMissing, InvalidCursor, InvalidMsisdn, responses
+from service.kit.http.pagination import Cursor, Limit, Page, decode_cursor, page, uuid_position
+from service.kit.http.strict import reject_unknown_query
+from service.kit.http.validation import json_body
+from service.kit.reliability.idempotency import (
     IDEMPOTENCY_PROBLEMS,
     KEY_DESCRIPTION,
     KEY_PATTERN,
@@ -28,14 +30,18 @@ from service.idempotency import (
     run_once_async,
     validate_key,
 )
-from service.pagination import Cursor, Limit, Page, decode_cursor, page, uuid_position
-from service.phones import MSISDN_DESCRIPTION, MSISDN_MAX, MSISDN_MIN, MSISDN_PATTERN, normalize_msisdn
+from service.kit.values.phones import (
+    MSISDN_DESCRIPTION,
+    MSISDN_MAX,
+    MSISDN_MIN,
+    MSISDN_PATTERN,
+    normalize_msisdn,
+)
+from service.kit.values.timefmt import Rfc3339
+from service.openapi_contract import security
 from service.pools.errors import OutOfStock
 from service.redemptions import errors, service
 from service.redemptions.schemas import RedemptionIn, RedemptionOut, Status
-from service.strict import reject_unknown_query
-from service.timefmt import Rfc3339
-from service.validation import json_body
 
 router = APIRouter(prefix="/v1", tags=["redemptions"], dependencies=[Depends(reject_unknown_query)])
 
@@ -49,7 +55,7 @@ def scope_of(principal: Principal) -> service.Scope:
 
 
 # The hottest route reads its request itself, with the framework's rules and error shapes
-# (service/validation.py), instead of through dependency injection and a body model: the OpenAPI
+# (service/kit/http/validation.py), instead of through dependency injection and a body model: the OpenAPI
 # operation below says what the framework would have derived.
 _REDEMPTION_CONTRACT = {
     "security": security("loyalty"),

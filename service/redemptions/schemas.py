@@ -8,8 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from catalog.model import SLUG
-from service.money import Money
-from service.phones import MSISDN_DESCRIPTION, MSISDN_MAX, MSISDN_MIN, MSISDN_PATTERN, normalize_msisdn
+from service.kit.values.money import Money
+from service.kit.values.phones import (
+    MSISDN_DESCRIPTION,
+    MSISDN_MAX,
+    MSISDN_MIN,
+    MSISDN_PATTERN,
+    normalize_msisdn,
+)
 
 Locale = Literal["ru", "kk", "en"]
 Status = Literal["accepted", "sent", "delivered", "failed", "cancelled"]

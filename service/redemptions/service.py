@@ -15,7 +15,6 @@ from psycopg import errors as pg_errors
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service import jobs, outbox
 from service.cards.service import mint_card_sql, new_card
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import (
@@ -27,20 +26,21 @@ from service.catalog.snapshot import (
     get_snapshot,
     get_snapshot_async,
 )
-from service.crypto import get_vault
-from service.db import driver
-from service.delivery import webhooks
-from service.errors import not_found
-from service.faults import checkpoint
-from service.idempotency import AtCommit
-from service.ids import uuid7
+from service.events import webhooks
+from service.kit.db.engine import driver
+from service.kit.db.fragments import Fragment
+from service.kit.db.pipeline import pipeline as one_write_pipeline
+from service.kit.http.errors import not_found
+from service.kit.messaging import jobs, outbox
+from service.kit.observability.metrics import CODES_TAKEN
+from service.kit.reliability.faults import checkpoint
+from service.kit.reliability.idempotency import AtCommit
+from service.kit.security.crypto import get_vault
+from service.kit.values.ids import uuid7
+from service.kit.values.money import Money
 from service.ledger import service as ledger
-from service.metrics import CODES_TAKEN
-from service.money import Money
-from service.pgpipeline import pipeline as one_write_pipeline
 from service.pools.errors import OutOfStock
 from service.pools.service import release_code, take_code_sql
-from service.redemptions import sandbox
 from service.redemptions.errors import (
     BudgetExceeded,
     DuplicateExternalId,
@@ -53,7 +53,7 @@ from service.redemptions.errors import (
     TariffNotEligible,
 )
 from service.redemptions.schemas import RedemptionIn, RedemptionOut, RewardOut
-from service.sql import Fragment
+from service.sandbox import service as sandbox
 
 MAX_RESENDS = 3
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Path, Query
 from catalog.model import SLUG
 from service.auth.deps import require
 from service.auth.service import Principal
-from service.db import new_session
-from service.errors import NotFound, responses
+from service.kit.db.engine import new_session
+from service.kit.http.errors import NotFound, responses
+from service.kit.http.strict import reject_unknown_query
 from service.settlements import service
 from service.settlements.schemas import SettlementOut
-from service.strict import reject_unknown_query
 
 router = APIRouter(prefix="/v1", tags=["settlements"], dependencies=[Depends(reject_unknown_query)])
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from service.money import Money
+from service.kit.values.money import Money
 
 
 class SettlementLine(BaseModel):

@@ -10,8 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.catalog.snapshot import get_snapshot
-from service.errors import NotFound
-from service.money import Money
+from service.kit.http.errors import NotFound
+from service.kit.values.money import Money
 from service.settlements.schemas import ProductSettlement, SettlementLine, SettlementOut, SettlementTotals
 
 DEFAULT_TIMEZONE = "Asia/Almaty"  # records without a program fall in the first customer's zone

@@ -35,7 +35,7 @@ def one_hash_per_password():
 @pytest.fixture
 def staff(demo_catalog, one_hash_per_password) -> StaffAccounts:
     from service.console.accounts import create_account
-    from service.db import transaction
+    from service.kit.db.engine import transaction
 
     accounts = StaffAccounts()
     with transaction() as s:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from service.db import new_session
 from service.delivery.providers import FileProvider, Receipt
 from service.delivery.service import apply_receipts, deliver
+from service.kit.db.engine import new_session
 
 PHONE = "87011234567"  # +77011234567
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from service.cli import app
 from service.console import accounts
-from service.db import new_session, transaction
+from service.kit.db.engine import new_session, transaction
 from tests.console.helpers import PASSWORD, sign_in
 
 runner = CliRunner()

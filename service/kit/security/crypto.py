@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from service.config import get_settings
-from service.db import driver, transaction
+from service.kit.config import get_settings
+from service.kit.db.engine import driver, transaction
 
 NONCE_BYTES = 12
 FINGERPRINT = "fingerprint"

@@ -8,7 +8,7 @@ from typing import Union, get_args, get_origin
 
 from fastapi import Request
 
-from service.errors import ValidationFailed
+from service.kit.http.errors import ValidationFailed
 
 
 def _repeatable(annotation: object) -> bool:

@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, LargeBinary, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.base import Base
+from service.kit.db.base import Base
 
 
 class VaultKey(Base):

@@ -5,7 +5,7 @@ LOCKED`: a row a redemption holds right now is left for the next pass), decrypts
 key, encrypts them under the current one and writes them back with its id. A rotation cut at any
 point (Ctrl-C, a killed pod) leaves every row readable, under its old key or its new one, and running
 it again carries on with the rows still to do. Fingerprints are not touched: their key never changes
-(service/crypto.py)."""
+(service/kit/security/crypto.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service.crypto import Keyring, get_keyring, vault_key_context
-from service.db import driver, new_session, scalar, transaction
+from service.kit.db.engine import driver, new_session, scalar, transaction
+from service.kit.security.crypto import Keyring, get_keyring, vault_key_context
 
 
 @dataclass(frozen=True)

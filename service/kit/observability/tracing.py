@@ -26,8 +26,8 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from sqlalchemy import event
 
-from service.config import get_settings
-from service.logging import configure_logging
+from service.kit.config import get_settings
+from service.kit.observability.logging import configure_logging
 
 _enabled = False
 _lock = threading.Lock()

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
 import service.models  # noqa: F401  (every mapper configured before the first session)
-from service import tracing
-from service.base import Base
-from service.config import get_settings
+from service.kit.config import get_settings
+from service.kit.db.base import Base
+from service.kit.observability import tracing
 
 __all__ = [
     "Base",
@@ -99,7 +99,7 @@ async def open_async_pool() -> AsyncConnectionPool:
         timeout=settings.db_hot_pool_timeout_seconds,
         # Autocommit: the hot path opens its transactions itself, as the first statement of its first
         # pipeline. Otherwise psycopg sends its own BEGIN ahead of the pipeline and waits for it: one
-        # more round trip per redemption (service/pgpipeline.py).
+        # more round trip per redemption (service/kit/db/pipeline.py).
         kwargs={**connection_settings(), "autocommit": True},
         open=False,
         name="hot-path",

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     metrics_cache_seconds: float = 10.0
 
     # Tracing (OpenTelemetry, OTLP over HTTP): off unless an endpoint is set; then FastAPI,
-    # psycopg, Redis and the Dramatiq hop are traced (service/tracing.py).
+    # psycopg, Redis and the Dramatiq hop are traced (service/kit/observability/tracing.py).
     otel_exporter_otlp_endpoint: str | None = None
     otel_service_name: str | None = None
     otel_traces_sampler_arg: float = Field(default=1.0, ge=0.0, le=1.0)

@@ -16,11 +16,12 @@ import structlog
 from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import text
 
-from service import jobs, tracing
-from service.config import get_settings
-from service.db import driver, transaction
-from service.housekeeping import housekeeping
-from service.metrics import OUTBOX_PUBLISHED
+from service.kit.config import get_settings
+from service.kit.db.engine import driver, transaction
+from service.kit.messaging import jobs
+from service.kit.observability import tracing
+from service.kit.observability.metrics import OUTBOX_PUBLISHED
+from workers.housekeeping import housekeeping
 
 log = structlog.get_logger("outbox")
 

@@ -17,7 +17,7 @@ from fastapi import Query
 from pydantic import BaseModel, BeforeValidator
 
 from catalog.model import SKU, SLUG
-from service.errors import InvalidCursor
+from service.kit.http.errors import InvalidCursor
 
 T = TypeVar("T")
 

@@ -7,10 +7,10 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from service.config import get_settings, reset_settings_cache
-from service.crypto import get_keyring, get_vault
-from service.db import reset_engine
-from service.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_encryption_key
+from service.kit.config import get_settings, reset_settings_cache
+from service.kit.db.engine import reset_engine
+from service.kit.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_encryption_key
+from service.kit.security.crypto import get_keyring, get_vault
 
 
 def _reset_caches() -> None:

@@ -9,9 +9,9 @@ import structlog
 
 from service.balances.service import check_balances
 from service.cards.service import expire_cards
-from service.db import transaction
 from service.delivery.service import settle_sandbox_receipts
-from service.idempotency import purge_expired
+from service.kit.db.engine import transaction
+from service.kit.reliability.idempotency import purge_expired
 
 log = structlog.get_logger("housekeeping")
 

@@ -29,8 +29,9 @@ from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from service.db import driver, new_session
-from service.errors import (
+from service.kit.db.engine import driver, new_session
+from service.kit.db.pipeline import pipeline as one_write_pipeline
+from service.kit.http.errors import (
     PROBLEM_MEDIA_TYPE,
     IdempotencyConflict,
     IdempotencyInProgress,
@@ -38,8 +39,7 @@ from service.errors import (
     Problem,
     ValidationFailed,
 )
-from service.faults import checkpoint
-from service.pgpipeline import pipeline as one_write_pipeline
+from service.kit.reliability.faults import checkpoint
 
 RETENTION = timedelta(hours=48)
 MAX_KEY_LENGTH = 255

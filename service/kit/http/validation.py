@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from service.errors import MalformedJson, ValidationFailed, field_errors_problem
+from service.kit.http.errors import MalformedJson, ValidationFailed, field_errors_problem
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import FastAPI
 from pydantic import BaseModel, Field, create_model
 
-from service.money import Money
+from service.kit.values.money import Money
 
 
 class RedemptionEventData(BaseModel):

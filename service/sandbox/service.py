@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import uuid
 
-from service.crypto import get_vault
+from service.kit.security.crypto import get_vault
 
 # Valid Kazakh mobile numbers (the +7 700 range), in E.164 as the API normalises them.
 OUT_OF_STOCK = "+77000000001"  # the redemption is refused: 409 out_of_stock

@@ -1,0 +1,1 @@
+"""Webhook events: what every domain publishes, their signing, delivery and log."""

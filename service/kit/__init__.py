@@ -1,0 +1,1 @@
+"""The platform: what every domain stands on. It imports no domain package."""

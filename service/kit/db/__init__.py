@@ -1,0 +1,1 @@
+"""PostgreSQL: engine and sessions, the hot path's pipeline, migrations, statement fragments."""

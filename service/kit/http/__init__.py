@@ -1,0 +1,1 @@
+"""HTTP: problem+json errors, strict parsing, paging, health endpoints."""

@@ -1,0 +1,1 @@
+"""Work for the workers: the transactional outbox and the job envelopes."""

@@ -1,0 +1,1 @@
+"""Value types: money, phone numbers, ids, time formats."""

@@ -1,0 +1,1 @@
+"""Sandbox keys: test rewards that touch no stock, budget or finance record."""

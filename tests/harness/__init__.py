@@ -1,0 +1,1 @@
+"""Fake external parties and process control for the fault tests and benchmarks."""
