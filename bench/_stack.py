@@ -18,23 +18,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def wait_ready(base: str, timeout: float = 120) -> None:
-    """Until the service at `base` answers /readyz with 200 (its database and broker reachable)."""
-    import time
-
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{base} was not ready within {timeout:.0f} s")
-
-
 @dataclass
 class Stack:
     work: Path  # a temporary folder for the benchmark's files

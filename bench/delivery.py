@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._stack import wait_ready  # noqa: E402
+from tests.harness.stack import wait_ready  # noqa: E402
 
 
 def percentile(values: list[float], p: float) -> float:

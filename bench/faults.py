@@ -6,7 +6,7 @@ when they all hold.
 The service runs as in production, each part its own process: `rewards api` (2 uvicorn processes),
 `rewards worker --no-relay` (reward-SMS and webhook Dramatiq processes), `rewards relay`, the test
 SMSC (`rewards smsc`, receipts a second after the submit) and a loopback HTTP gateway
-(bench/sms_gateway.py). The load generator is the operator's loyalty system: one Idempotency-Key
+(tests/harness/sms_gateway.py). The load generator is the operator's loyalty system: one Idempotency-Key
 per redemption, the same key and body again, with backoff, on 5xx, timeouts and connection errors.
 
     .venv/bin/python bench/faults.py                        # every fault, embedded PostgreSQL and Redis
@@ -31,20 +31,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.harness.faultlib import (  # noqa: E402
-    FAULTS,
-    LoyaltySystem,
-    PhaseResult,
-    ReadinessProbe,
-    check,
-    log,
-    notes,
-    run_phase,
-    stack,
-    switch_provider,
-    table,
-    wait_settled,
-)
+from tests.harness.faults import FAULTS, PhaseResult, run_phase, switch_provider  # noqa: E402
+from tests.harness.loyalty import LoyaltySystem, ReadinessProbe  # noqa: E402
+from tests.harness.stack import log, stack  # noqa: E402
+from tests.harness.verdict import check, notes, table, wait_settled  # noqa: E402
 
 SOAK_FAULTS = [name for name, (_, provider) in FAULTS.items() if provider == "smpp" and name != "baseline"]
 

@@ -38,7 +38,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._stack import wait_ready  # noqa: E402
+from tests.harness.stack import wait_ready  # noqa: E402
 
 
 def percentile(sorted_values: list[float], p: float) -> float:

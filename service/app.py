@@ -19,13 +19,14 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import service.models  # noqa: F401  (every domain's models mapped before the first session)
 from service import openapi_contract as contract
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.console.mount import install as install_console
-from service.delivery.routes import events_router
 from service.delivery.routes import router as sms_router
 from service.events import schemas as events
+from service.events.routes import router as events_router
 from service.kit.config import get_settings
 from service.kit.db.engine import UNAVAILABLE_ERRORS, unavailable
 from service.kit.http.errors import (

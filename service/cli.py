@@ -48,6 +48,10 @@ def _logging() -> None:
 
 @app.callback()
 def main() -> None:
+    # Every domain's models, mapped before a command opens its first session (a command's own imports
+    # may not reach the tables its rows refer to). Here, not at the top: `rewards --help` stays fast.
+    import service.models  # noqa: F401
+
     _logging()
 
 

@@ -9,31 +9,7 @@ from typing import Any
 
 from fastapi.routing import iter_route_contexts
 
-from service.auth.models import ROLES
-
-_BEARER = "HTTPBearer"
-
-
-def scheme(role: str) -> str:
-    return f"{role}Key"
-
-
-def security_schemes() -> dict[str, dict[str, Any]]:
-    return {
-        scheme(role): {
-            "type": "http",
-            "scheme": "bearer",
-            "description": f"An API key of the `{role}` role (`rewards keys create --role {role}`)"
-            + (": may call every operation" if role == "admin" else ""),
-        }
-        for role in ROLES
-    }
-
-
-def security(*roles: str, admin: bool = True) -> list[dict[str, list[str]]]:
-    """The security requirement of an operation the roles may call (and admin, unless told not)."""
-    allowed = {*roles, "admin"} if admin else set(roles)
-    return [{scheme(role): []} for role in ROLES if role in allowed]
+from service.auth.openapi import BEARER, security, security_schemes
 
 
 def _roles_of(dependant: Any) -> frozenset[str] | None:
@@ -81,7 +57,7 @@ def finish(document: dict[str, Any], routes: list[Any]) -> dict[str, Any]:
     """Role security and links, in place; returns the document."""
     components = document.setdefault("components", {})
     schemes = components.setdefault("securitySchemes", {})
-    schemes.pop(_BEARER, None)
+    schemes.pop(BEARER, None)
     schemes.update(security_schemes())
     paths = document.get("paths", {})
     for route in iter_route_contexts(routes):
@@ -91,9 +67,9 @@ def finish(document: dict[str, Any], routes: list[Any]) -> dict[str, Any]:
         roles = _roles_of(dependant)
         for method in getattr(route, "methods", None) or ():
             operation = paths[path].get(method.lower())
-            if operation is None or {_BEARER: []} not in operation.get("security", []):
+            if operation is None or {BEARER: []} not in operation.get("security", []):
                 continue
-            explicit = [entry for entry in operation["security"] if entry != {_BEARER: []}]
+            explicit = [entry for entry in operation["security"] if entry != {BEARER: []}]
             if explicit:  # the route states its security itself (openapi_extra): that stands
                 operation["security"] = explicit
                 continue

@@ -30,6 +30,7 @@ def _reset_caches() -> None:
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    import service.models  # noqa: F401  (every domain's models, as the app and the workers map them)
     from service.kit.embedded import EmbeddedPostgres, EmbeddedRedis
 
     started = []

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from service.kit.db.engine import new_session
 from tests.conftest import import_codes_for
-from tests.live import live_api
+from tests.harness.live import live_api
 from tests.test_cards import issue_card
 
 

@@ -16,7 +16,7 @@ from service.delivery.text import encoding_for, segment_count
 from service.kit.db.engine import new_session, transaction
 from service.kit.security.crypto import get_vault
 from tests.conftest import import_codes_for, post_redemption
-from tests.delivery_harness import (
+from tests.harness.delivery import (
     WebhookReceiver,
     Worker,
     flush_queues,

@@ -26,7 +26,7 @@ from service.delivery.service import Job, ReceiptTooEarly, apply_receipts, apply
 from service.delivery.smsc import TestSmsc
 from service.kit.db.engine import new_session
 from tests.conftest import import_codes_for, post_redemption
-from tests.delivery_harness import WebhookReceiver, flush_queues, point_webhooks_at, wait_until
+from tests.harness.delivery import WebhookReceiver, flush_queues, point_webhooks_at, wait_until
 
 
 @pytest.fixture

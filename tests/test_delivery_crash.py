@@ -11,7 +11,7 @@ from service.kit.db.engine import new_session, transaction
 from service.redemptions.schemas import RedemptionIn
 from service.redemptions.service import Scope, redeem
 from tests.conftest import import_codes_for
-from tests.delivery_harness import Worker, statuses, wait_until
+from tests.harness.delivery import Worker, statuses, wait_until
 from tests.test_delivery import delivery, receiver, smsc  # noqa: F401  (fixtures)
 
 TOTAL = 2000

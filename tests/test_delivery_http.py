@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.conftest import post_redemption
-from tests.delivery_harness import Worker, flush_queues, statuses, wait_until
+from tests.harness.delivery import Worker, flush_queues, statuses, wait_until
 
 
 class Gateway:

@@ -12,7 +12,7 @@ from dramatiq.brokers.redis import RedisBroker
 from service.delivery.smsc import TestSmsc
 from service.kit.embedded import EmbeddedRedis
 from tests.conftest import import_codes_for, post_redemption
-from tests.delivery_harness import Worker, statuses, wait_until
+from tests.harness.delivery import Worker, statuses, wait_until
 
 OUTAGE_SECONDS = 30
 

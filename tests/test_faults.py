@@ -1,4 +1,4 @@
-"""Faults under load, on the whole service with each part in its own process (tests/harness/faultlib.py, the
+"""Faults under load, on the whole service with each part in its own process (tests/harness/, the
 harness of bench/faults.py): a loyalty system keeps redeeming, retrying with the same key, while the
 database restarts or Redis comes back empty; afterwards every redemption it saw answered 201 exists
 once, with its issue record and exactly one SMS at the SMSC, settled by its receipt, and no code went
@@ -19,18 +19,10 @@ import psutil
 import pytest
 
 from tests.conftest import import_codes_for, redemption_body
-from tests.harness.faultlib import (
-    LoyaltySystem,
-    RawHttp,
-    ReadinessProbe,
-    check,
-    free_port,
-    pg_fast_restart,
-    redis_empty,
-    run_phase,
-    stack,
-    wait_settled,
-)
+from tests.harness.faults import pg_fast_restart, redis_empty, run_phase
+from tests.harness.loyalty import LoyaltySystem, RawHttp, ReadinessProbe
+from tests.harness.stack import free_port, stack
+from tests.harness.verdict import check, wait_settled
 
 pytestmark = pytest.mark.faults
 RATE = 40  # redemptions per second

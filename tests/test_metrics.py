@@ -18,8 +18,8 @@ from sqlalchemy import text
 from service.delivery.smsc import TestSmsc
 from service.kit.db.engine import transaction
 from tests.conftest import import_codes_for, redemption_body
-from tests.delivery_harness import WebhookReceiver, flush_queues, point_webhooks_at, statuses, wait_until
-from tests.live import free_port, live_api
+from tests.harness.delivery import WebhookReceiver, flush_queues, point_webhooks_at, statuses, wait_until
+from tests.harness.live import free_port, live_api
 from tests.test_deploy_helm import (
     dashboard_expressions,
     dashboard_json,

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from service.kit.db.engine import new_session, transaction
 from tests.conftest import import_codes_for, redemption_body, table_counts
-from tests.live import live_api
+from tests.harness.live import live_api
 
 
 def _fire(

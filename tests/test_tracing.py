@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from tests.conftest import import_codes_for, redemption_body
-from tests.delivery_harness import WebhookReceiver, flush_queues, point_webhooks_at, statuses, wait_until
-from tests.live import free_port
+from tests.harness.delivery import WebhookReceiver, flush_queues, point_webhooks_at, statuses, wait_until
+from tests.harness.live import free_port
 from tests.otlp_receiver import OtlpReceiver
 
 SERVER, CONSUMER, PRODUCER, CLIENT = 2, 5, 4, 3  # OTLP span kinds

@@ -20,7 +20,7 @@ from service.events.webhooks import deliver_events, format_secret, program_secre
 from service.kit.db.engine import new_session, transaction
 from service.kit.security.crypto import derive
 from tests.conftest import assert_problem, import_codes_for, post_redemption
-from tests.delivery_harness import WebhookReceiver, point_webhooks_at
+from tests.harness.delivery import WebhookReceiver, point_webhooks_at
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
+import service.models  # noqa: F401  (every domain's models mapped before a job's first session)
 from service.kit.config import get_settings
 from service.kit.observability import tracing
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
 
 from service.auth.deps import require
+from service.auth.openapi import security
 from service.auth.service import Principal
 from service.cards import errors, ratelimit, service
 from service.cards.schemas import CardDetailsOut, ExchangeIn, ExchangeOut, ReasonIn, VerifyIn, VerifyOut
@@ -34,7 +35,6 @@ from service.kit.reliability.idempotency import (
     run_once,
 )
 from service.kit.security.crypto import get_vault
-from service.openapi_contract import security
 from service.pools.errors import OutOfStock
 
 router = APIRouter(prefix="/v1", tags=["cards"], dependencies=[Depends(reject_unknown_query)])

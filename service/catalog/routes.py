@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from catalog.model import SLUG
+from catalog.model import SKU, SLUG
 from service.auth.deps import require
 from service.auth.service import Principal
 from service.catalog import queries
@@ -12,8 +12,12 @@ from service.catalog.errors import UnknownTariff
 from service.catalog.schemas import OfferOut, ProductOut, ProgramDetailOut, ProgramOut
 from service.kit.db.engine import new_session
 from service.kit.http.errors import InvalidCursor, not_found, responses
-from service.kit.http.pagination import Cursor, Limit, Page, decode_cursor, page, sku_position, slug_position
+from service.kit.http.pagination import Cursor, Limit, Page, decode_cursor, matching, page
 from service.kit.http.strict import reject_unknown_query
+
+# A paging cursor's position: the slug or sku of the last item of the page before.
+slug_position = matching(SLUG)
+sku_position = matching(SKU)
 
 router = APIRouter(
     prefix="/v1", tags=["catalog"], responses=responses(), dependencies=[Depends(reject_unknown_query)]

@@ -44,6 +44,7 @@ from service.console.web import (
 from service.kit.config import get_settings
 from service.kit.db.engine import driver, new_session, transaction
 from service.kit.http.errors import NotFound, Problem
+from service.kit.http.strict import parse_month
 from service.kit.observability.metrics import CODES_IMPORTED
 from service.kit.values.phones import normalize_msisdn
 from service.ledger import periods
@@ -597,9 +598,9 @@ def _period_choice(session, program: str | None, month: str | None) -> tuple[Any
     code = program if program in snap.programs else programs[0]
     info = snap.programs[code]
     try:
-        parsed = periods.parse_month(month or _default_month(info.zone))
+        parsed = parse_month(month or _default_month(info.zone))
     except Problem:
-        parsed = periods.parse_month(_default_month(info.zone))
+        parsed = parse_month(_default_month(info.zone))
     return info, parsed, code
 
 
@@ -674,7 +675,7 @@ def close_month(
     target = f"{program} {month}"
     assert ctx.staff is not None
     try:
-        parsed = periods.parse_month(month)
+        parsed = parse_month(month)
         # close_period runs its own two transactions (see service/ledger/periods.py); the audit row
         # follows it: a failure in between leaves a closed period whose row says who in closed_by.
         view = periods.close_period(program, parsed, closed_by=f"staff:{ctx.staff.email}")
@@ -704,7 +705,7 @@ def download_document(
     if kind not in periods.KINDS:
         raise PageNotFound()
     try:
-        doc = periods.find_document(program, periods.parse_month(month), kind)
+        doc = periods.find_document(program, parse_month(month), kind)
     except Problem:
         raise PageNotFound() from None
     return StreamingResponse(
@@ -737,7 +738,7 @@ async def reconcile(
         try:
             if not body:
                 return _period_page(ctx, program, month, status=422, error=ctx.t("stock.no_file"))
-            result = reconcile_partner(partner, periods.parse_month(month), body)
+            result = reconcile_partner(partner, parse_month(month), body)
         except Problem as problem:
             audit.record_refusal(ctx.actor, "reconcile_partner", target=target, outcome=problem.code)
             return _period_page(ctx, program, month, status=problem.status, error=ctx.problem_text(problem))

@@ -11,7 +11,3 @@ class ReceiptSecretInvalid(Problem):
 
 class ReceiptNotYetKnown(Problem):
     status, code, title = 503, "retry_later", "Retry later"
-
-
-class WebhookNotConfigured(Problem):
-    status, code, title = 409, "webhook_not_configured", "Program has no webhook endpoint"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from service.delivery.errors import WebhookNotConfigured
+from service.events.errors import WebhookNotConfigured
 from service.kit.db.engine import driver
 from service.kit.http.errors import not_found
 from service.kit.http.pagination import decode_cursor, encode_cursor

@@ -99,8 +99,9 @@ def periods_close(
 ) -> None:
     """Close a month of a program: freeze totals, produce the act and the registry (idempotent)."""
     from service.kit.http.errors import Problem
+    from service.kit.http.strict import parse_month
     from service.kit.runtime import runtime
-    from service.ledger.periods import close_period, parse_month
+    from service.ledger.periods import close_period
 
     with runtime():
         try:
@@ -118,8 +119,9 @@ def periods_show(
 ) -> None:
     """Status, totals and documents (with SHA-256) of a month."""
     from service.kit.http.errors import Problem
+    from service.kit.http.strict import parse_month
     from service.kit.runtime import runtime
-    from service.ledger.periods import parse_month, period_view
+    from service.ledger.periods import period_view
 
     with runtime():
         try:
@@ -139,8 +141,9 @@ def periods_download(
     import hashlib
 
     from service.kit.http.errors import Problem
+    from service.kit.http.strict import parse_month
     from service.kit.runtime import runtime
-    from service.ledger.periods import KINDS, find_document, iter_document, parse_month
+    from service.ledger.periods import KINDS, find_document, iter_document
 
     output.mkdir(parents=True, exist_ok=True)
     with runtime():

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ import orjson
 from service.catalog.errors import UnknownProgram
 from service.events import webhooks
 from service.kit.db.engine import driver, new_session, scalar, transaction
-from service.kit.http.errors import ValidationFailed
 from service.kit.values.money import to_decimal_string
 from service.ledger.documents import month_title_ru, render_act
 from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
@@ -37,22 +35,11 @@ from service.ledger.models import PERIOD_LOCK
 DOCS_LOCK = PERIOD_LOCK + 1
 NUMBERING_KEY = 0  # (PERIOD_LOCK, 0): program ids start at 1
 CHUNK = 1 << 20
-MONTH = re.compile(r"^(2\d{3})-(0[1-9]|1[0-2])$")
 KINDS = {
     "act.pdf": ("application/pdf", "act"),
     "registry.xlsx": ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "registry"),
     "registry.csv": ("text/csv; charset=utf-8", "registry"),
 }
-
-
-def parse_month(value: str, field: str = "path.month") -> date:
-    match = MONTH.match(value or "")
-    if not match or not 2000 <= int(match.group(1)) <= 2999:
-        raise ValidationFailed(
-            "a month is written YYYY-MM, e.g. 2026-03",
-            errors=[{"field": field, "message": "expected YYYY-MM", "type": "pattern"}],
-        )
-    return date(int(match.group(1)), int(match.group(2)), 1)
 
 
 def next_month(month: date) -> date:

@@ -19,7 +19,7 @@ from service.auth.service import Principal
 from service.catalog.errors import UnknownPartner, UnknownProduct, UnknownProgram
 from service.kit.db.engine import driver, get_engine, new_session, raw_connection
 from service.kit.http.errors import InvalidRange, UnsupportedMediaType, ValidationFailed, responses
-from service.kit.http.strict import reject_unknown_query
+from service.kit.http.strict import parse_month, reject_unknown_query
 from service.ledger import periods
 from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
 from service.ledger.exports import MEDIA_TYPES, RecordFilter, iter_export
@@ -56,7 +56,7 @@ def resolve_filter(
 ) -> RecordFilter:
     flt = RecordFilter(types=sorted(set(types)) if types else None, date_from=date_from, date_to=date_to)
     if period is not None:
-        flt.booked_period = periods.parse_month(period, "query.period")
+        flt.booked_period = parse_month(period, "query.period")
     if date_from and date_to and date_from > date_to:
         raise InvalidRange(
             "from must not be after to",
@@ -172,7 +172,7 @@ def export_records(
     responses=responses(UnknownProgram),
 )
 def get_period(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
-    return periods.period_view(program, periods.parse_month(month))
+    return periods.period_view(program, parse_month(month))
 
 
 @router.post(
@@ -182,7 +182,7 @@ def get_period(month: Month, program: ProgramQuery, principal: Principal = Depen
     summary="Close a month: freeze totals, number and produce the act (PDF) and registry (XLSX, CSV)",
 )
 async def close_period(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
-    parsed = periods.parse_month(month)
+    parsed = parse_month(month)
     view = await run_in_threadpool(periods.close_period, program, parsed, closed_by=principal.key_id)
     log.info(
         "period_closed",
@@ -201,7 +201,7 @@ async def close_period(month: Month, program: ProgramQuery, principal: Principal
     responses=responses(UnknownProgram),
 )
 def list_documents(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
-    view = periods.period_view(program, periods.parse_month(month))
+    view = periods.period_view(program, parse_month(month))
     return {k: view[k] for k in ("program", "month", "status", "documents")}
 
 
@@ -227,7 +227,7 @@ def download_document(
     program: ProgramQuery,
     principal: Principal = Depends(finance),
 ) -> StreamingResponse:
-    doc = periods.find_document(program, periods.parse_month(month), kind)
+    doc = periods.find_document(program, parse_month(month), kind)
     digest = base64.b64encode(bytes.fromhex(doc.sha256)).decode()
     return StreamingResponse(
         periods.iter_document(doc.document_id),
@@ -273,7 +273,7 @@ async def reconcile(
             "send the report as text/csv: code[,activated_at][,amount]",
         )
     body = await request.body()
-    month = periods.parse_month(period, "query.period")
+    month = parse_month(period, "query.period")
     result = await run_in_threadpool(reconcile_partner, partner, month, body)
     log.info(
         "partner_reconciled", partner=partner, period=period, key_id=principal.key_id, **result["counts"]

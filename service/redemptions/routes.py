@@ -9,6 +9,7 @@ from psycopg import AsyncConnection
 
 from catalog.model import SLUG
 from service.auth.deps import check_role, principal_of, require
+from service.auth.openapi import security
 from service.auth.service import Principal
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import get_snapshot
@@ -38,7 +39,6 @@ from service.kit.values.phones import (
     normalize_msisdn,
 )
 from service.kit.values.timefmt import Rfc3339
-from service.openapi_contract import security
 from service.pools.errors import OutOfStock
 from service.redemptions import errors, service
 from service.redemptions.schemas import RedemptionIn, RedemptionOut, Status

@@ -19,7 +19,7 @@ from tests.console.browser import new_browser, remove
 from tests.console.helpers import PASSWORD
 from tests.console.scenario import PHONE, audit_rows, send_sms, sms_rows
 from tests.finance_helpers import redeem_at
-from tests.live import live_api
+from tests.harness.live import live_api
 from tests.test_cards import issue_card
 
 pytestmark = pytest.mark.browser

@@ -16,7 +16,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 
-import service.models  # noqa: F401  (every mapper configured before the first session)
 from service.kit.config import get_settings
 from service.kit.db.base import Base
 from service.kit.observability import tracing

@@ -16,7 +16,6 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Query
 from pydantic import BaseModel, BeforeValidator
 
-from catalog.model import SKU, SLUG
 from service.kit.http.errors import InvalidCursor
 
 T = TypeVar("T")
@@ -82,10 +81,6 @@ def matching(pattern: str) -> Callable[[str], str]:
         return position
 
     return parse
-
-
-slug_position = matching(SLUG)
-sku_position = matching(SKU)
 
 
 def uuid_position(position: str) -> uuid.UUID:

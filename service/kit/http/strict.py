@@ -3,7 +3,9 @@ filter such as `?progam=` would otherwise silently return everything."""
 
 from __future__ import annotations
 
+import re
 import types
+from datetime import date
 from typing import Union, get_args, get_origin
 
 from fastapi import Request
@@ -69,3 +71,17 @@ def _refuse(summary: str, message: str, kind: str, names: list[str]) -> None:
             f"{summary}: {', '.join(names)}",
             errors=[{"field": f"query.{name}", "message": message, "type": kind} for name in names],
         )
+
+
+# A period: a calendar month, YYYY-MM, of the years 2000-2999.
+MONTH = re.compile(r"^(2\d{3})-(0[1-9]|1[0-2])$")
+
+
+def parse_month(value: str, field: str = "path.month") -> date:
+    match = MONTH.match(value or "")
+    if not match or not 2000 <= int(match.group(1)) <= 2999:
+        raise ValidationFailed(
+            "a month is written YYYY-MM, e.g. 2026-03",
+            errors=[{"field": field, "message": "expected YYYY-MM", "type": "pattern"}],
+        )
+    return date(int(match.group(1)), int(match.group(2)), 1)

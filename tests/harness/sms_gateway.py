@@ -11,7 +11,7 @@ Faults, one command a line on stdin:
   fail SECONDS   answer 500 to every submit (nothing taken)
   hang SECONDS   take the message, then answer only after 15 s (past the service's 10 s timeout)
 
-    python bench/sms_gateway.py --port 8125 --record sms.jsonl --receipts http://127.0.0.1:8000/v1/sms/receipts/http
+    python tests/harness/sms_gateway.py --port 8125 --record sms.jsonl --receipts http://127.0.0.1:8000/v1/sms/receipts/http
 """
 
 from __future__ import annotations
