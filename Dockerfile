@@ -13,10 +13,10 @@
 ARG PYTHON_VERSION=3.11
 
 # --------------------------------------------------------------------------
-# Stage 1: builder - builds wheels for the project and all its dependencies
-# (the C toolchain is for any dependency that has no binary wheel for the build
-# platform), then installs them into a self-contained virtualenv that the
-# runtime stage copies.
+# Stage 1: builder - installs the locked dependencies (requirements.lock, hash-
+# checked: the same versions as CI) and then the project itself into a self-
+# contained virtualenv that the runtime stage copies. The C toolchain is for any
+# locked dependency that has no binary wheel for the build platform.
 # --------------------------------------------------------------------------
 FROM python:${PYTHON_VERSION}-slim AS builder
 
@@ -30,17 +30,18 @@ RUN apt-get update \
 
 WORKDIR /src
 
-COPY pyproject.toml ./
+COPY pyproject.toml requirements.lock ./
 COPY service ./service
 COPY workers ./workers
 COPY catalog ./catalog
 
 # The pip cache mount (BuildKit) keeps downloaded/built dependency wheels
-# between builds without putting them in any image layer.
+# between builds without putting them in any image layer. The project goes in
+# with --no-deps: everything it needs is already there, exactly as locked.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip wheel --wheel-dir /wheels . \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-index --find-links /wheels rewards \
+    python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes -r requirements.lock \
+    && /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/rewards --help > /dev/null
 
 # --------------------------------------------------------------------------

@@ -3,13 +3,15 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-$(VENV)/.installed: pyproject.toml
+# Installs come from the lock file (hash-checked, the pip a fresh venv brings is enough); the project
+# itself goes in editable, with --no-deps: everything it needs is already there, exactly as locked.
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-.PHONY: install run test test-system lint openapi bench
+.PHONY: install run test test-system lint openapi bench lock
 install: $(VENV)/.installed
 
 run: install
@@ -25,14 +27,25 @@ test-system: install
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/15} \
 	$(PY) -m pytest -q -p no:cacheprovider -m "not browser and not schemathesis and not faults"
 
-# ruff (style, imports, bugbear, no late imports in domain code) and mypy, as configured in pyproject.toml.
+# ruff (style, imports, bugbear, no late imports in domain code), mypy and the import-linter contracts
+# (the layers of docs/architecture.md), as configured in pyproject.toml.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 openapi: install
 	$(VENV)/bin/rewards openapi --output openapi/openapi.json
 
 bench: install
 	$(PY) bench/import_codes.py
+
+# After a dependency change in pyproject.toml: both lock files again (the image's: core + tracing; the
+# developers' and CI's: + test). `make lock UPGRADE=1` also moves every pin to its newest release.
+COMPILE = $(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links $(if $(UPGRADE),--upgrade)
+lock: install
+	$(PY) -m pip install -q pip-tools
+	$(COMPILE) --extra tracing -o requirements.lock pyproject.toml
+	$(COMPILE) --extra tracing --extra test -o requirements-dev.lock pyproject.toml

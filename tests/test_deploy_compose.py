@@ -205,10 +205,14 @@ def test_dockerfile_is_multi_stage_with_slim_runtime() -> None:
     runtime = st[-1]
     runtime_text = "\n".join(i["content"] for i in runtime)
     assert "COPY --from=builder" in runtime_text
-    # No compiler in the runtime stage; wheels are built in the builder.
+    # No compiler in the runtime stage; anything that needs one is built in the builder.
     assert "build-essential" not in runtime_text and "gcc" not in runtime_text
     builder_text = "\n".join(i["content"] for i in st[0])
-    assert "pip wheel" in builder_text
+    # The image installs what CI tests: the lock file, hash-checked, then the project without resolving.
+    assert "--require-hashes -r requirements.lock" in builder_text
+    assert "--no-deps ." in builder_text
+    copied = [i["value"].split() for i in st[0] if i["instruction"] == "COPY"]
+    assert any("requirements.lock" in c for c in copied)
 
 
 def test_dockerfile_runs_as_non_root_user() -> None:

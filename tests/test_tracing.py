@@ -55,6 +55,21 @@ def test_without_an_endpoint_no_tracing_code_is_even_loaded(services):
     assert "trace_parent" not in probe["outbox_sql"]  # the statement of the releases before tracing
 
 
+def test_an_endpoint_without_the_tracing_extra_is_a_clear_error(monkeypatch):
+    from service.kit.config import reset_settings_cache
+    from service.kit.observability import tracing
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # as if `pip install .` alone
+    reset_settings_cache()
+    try:
+        with pytest.raises(RuntimeError, match=r"pip install 'rewards\[tracing\]'"):
+            tracing.setup_tracing("api")
+        assert tracing.enabled() is False
+    finally:
+        reset_settings_cache()
+
+
 def test_root_spans_of_database_and_redis_clients_are_not_sampled():
     from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
     from opentelemetry.trace import SpanKind

@@ -64,12 +64,18 @@ def setup_tracing(service_name: str) -> bool:
     with _lock:
         if _enabled:
             return True
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        from opentelemetry.instrumentation.redis import RedisInstrumentor
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.instrumentation.redis import RedisInstrumentor
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+            from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        except ImportError as missing:
+            raise RuntimeError(
+                "OTEL_EXPORTER_OTLP_ENDPOINT is set, but the tracing extra is not installed "
+                f"({missing.name}): pip install 'rewards[tracing]', or unset the variable"
+            ) from None
 
         provider = TracerProvider(
             resource=Resource.create({"service.name": settings.otel_service_name or service_name}),
