@@ -6,11 +6,14 @@ from __future__ import annotations
 import string
 from datetime import date, datetime
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.kit.values.money import EXPONENTS, MoneyError, to_minor
+from service.kit.values.quiet_hours import DEFAULT as QUIET_HOURS_DEFAULT
+from service.kit.values.quiet_hours import QuietHours
+from service.kit.values.zones import zone
 
 Slug = str
 SLUG = r"^[a-z0-9][a-z0-9\-_]{0,63}$"
@@ -142,6 +145,11 @@ class ProgramSpec(Strict):
         description="how long a reward SMS is retried before the redemption fails;"
         " default SMS_DEADLINE_HOURS",
     )
+    quiet_hours: str | None = Field(
+        default=QUIET_HOURS_DEFAULT,
+        description="local window HH:MM-HH:MM in which bulk SMS (campaigns, reminders) wait;"
+        " null: none. Transactional reward SMS ignore it",
+    )
     templates: Templates
     tariffs: tuple[TariffSpec, ...] = Field(min_length=1)
 
@@ -151,9 +159,16 @@ class ProgramSpec(Strict):
     @classmethod
     def _zone(cls, v: str) -> str:
         try:
-            ZoneInfo(v)
+            zone(v)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, v: str | None) -> str | None:
+        if v is not None:
+            QuietHours.parse(v)  # its ValueError says how to write it
         return v
 
     @model_validator(mode="after")

@@ -129,6 +129,29 @@ def test_a_programs_sms_deadline_is_applied_and_one_outside_1_to_168_hours_is_re
     )
 
 
+def test_a_programs_quiet_hours_default_to_daytime_only_and_a_malformed_window_is_refused(
+    db, catalog_copy: Path
+):
+    with transaction() as s:
+        apply_catalog(s, load_catalog(DEMO_CATALOG))
+    with new_session() as s:
+        assert set(s.scalars(select(Program.quiet_hours))) == {"21:00-09:00"}
+    programs = catalog_copy / "programs.yaml"
+    programs.write_text(
+        programs.read_text().replace(
+            "sms_deadline_hours: 4", 'sms_deadline_hours: 4\n    quiet_hours: "22-08"'
+        )
+    )
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(catalog_copy)
+    (problem,) = caught.value.problems
+    assert (
+        problem.file.endswith("programs.yaml")
+        and "quiet_hours" in problem.where
+        and "HH:MM-HH:MM" in problem.message
+    )
+
+
 def test_yaml_syntax_error_names_the_line(catalog_copy: Path):
     (catalog_copy / "partners.yaml").write_text("partners:\n  - code: a\n    name: [unclosed\n")
     with pytest.raises(CatalogError) as caught:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 
@@ -59,7 +58,7 @@ def budgets(db: Any, now: datetime, *, program: str | None = None) -> list[Budge
             pid,
             code,
             currency,
-            now.astimezone(ZoneInfo(zone)).date().replace(day=1),
+            now.astimezone(zone(zone)).date().replace(day=1),
             budget,
             spent,
         )

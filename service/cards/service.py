@@ -55,6 +55,7 @@ from service.kit.observability.metrics import (
 from service.kit.security.crypto import Vault, get_vault
 from service.kit.values.ids import uuid7
 from service.kit.values.money import Money
+from service.kit.values.zones import zone
 from service.ledger import service as ledger
 from service.pools.errors import OutOfStock
 from service.pools.service import TakenCode, take_code
@@ -99,7 +100,7 @@ def new_card(vault: Vault, *, validity_days: int, now: datetime) -> dict[str, An
 
 MAX_PIN_ATTEMPTS = 5
 LOCK_WINDOW = timedelta(minutes=15)
-DEFAULT_ZONE = ZoneInfo("Asia/Almaty")
+DEFAULT_ZONE = zone("Asia/Almaty")
 
 log = structlog.get_logger("cards")
 

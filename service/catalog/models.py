@@ -91,6 +91,8 @@ class Program(Base):
     webhook_url: Mapped[str | None] = mapped_column(Text)
     monthly_budget_minor: Mapped[int | None] = mapped_column(BigInteger)
     sms_deadline_hours: Mapped[int | None] = mapped_column(Integer)  # None: SMS_DEADLINE_HOURS
+    # HH:MM-HH:MM local: bulk SMS wait while it lasts (service/kit/values/quiet_hours.py); None: none
+    quiet_hours: Mapped[str | None] = mapped_column(String(11))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

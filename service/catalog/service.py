@@ -190,6 +190,7 @@ def _apply_programs(session: Session, sync: _Sync, spec: CatalogSpec) -> dict[st
                 "webhook_url": p.webhook_url,
                 "monthly_budget_minor": to_minor(p.monthly_budget, p.currency) if p.monthly_budget else None,
                 "sms_deadline_hours": p.sms_deadline_hours,
+                "quiet_hours": p.quiet_hours,
                 "active": True,
             },
         )

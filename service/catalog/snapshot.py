@@ -30,6 +30,7 @@ from service.catalog.models import (
     VatRate,
 )
 from service.kit.db.engine import new_session
+from service.kit.values.zones import zone
 
 CHECK_INTERVAL = 1.0
 
@@ -120,7 +121,7 @@ def load_snapshot(session: Session) -> CatalogSnapshot:
             p.code,
             p.name,
             p.currency,
-            ZoneInfo(p.timezone),
+            zone(p.timezone),
             p.sms_sender,
             p.templates,
             p.webhook_url,

@@ -8,10 +8,11 @@ from zoneinfo import ZoneInfo
 
 from service.kit.observability.logging import mask_tail
 from service.kit.values.money import exponent
+from service.kit.values.zones import zone
 
 LOCALES = ("ru", "kk", "en")
 DEFAULT_LOCALE = "ru"
-DEFAULT_ZONE = ZoneInfo("Asia/Almaty")  # the first customer's; pages without a program use it
+DEFAULT_ZONE = zone("Asia/Almaty")  # the first customer's; pages without a program use it
 NBSP = "\u00a0"
 CURRENCY_SIGNS = {"KZT": "₸"}
 

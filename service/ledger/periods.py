@@ -27,6 +27,7 @@ from service.catalog.errors import UnknownProgram
 from service.events import webhooks
 from service.kit.db.engine import driver, new_session, scalar, transaction
 from service.kit.values.money import to_decimal_string
+from service.kit.values.zones import zone
 from service.ledger.documents import month_title_ru, render_act
 from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
 from service.ledger.exports import RecordFilter, iter_csv, write_xlsx
@@ -62,7 +63,7 @@ class ProgramRow:
 
     @property
     def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+        return zone(self.timezone)
 
 
 def find_program(db: Any, code: str) -> ProgramRow:

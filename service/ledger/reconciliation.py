@@ -25,6 +25,7 @@ from service.kit.db.engine import driver, new_session
 from service.kit.http.errors import ValidationFailed
 from service.kit.security.crypto import get_vault
 from service.kit.values.money import MoneyError, to_decimal_string, to_minor
+from service.kit.values.zones import zone
 from service.ledger.periods import month_end
 
 MAX_LISTED = 1000
@@ -135,9 +136,9 @@ def reconcile_partner(
         zone_name = (
             db.execute("SELECT timezone FROM programs ORDER BY id LIMIT 1").fetchone() or ("Asia/Almaty",)
         )[0]
-        zone = ZoneInfo(zone_name)
-        report = parse_report(body, currency, zone)
-        end = min(month_end(month, zone), now)
+        program_zone = zone(zone_name)
+        report = parse_report(body, currency, program_zone)
+        end = min(month_end(month, program_zone), now)
         # Net issued codes of this partner, ever: a cancel reverses its issue.
         issued: dict[bytes, tuple] = {}
         with db.cursor(name="partner_codes") as cur:

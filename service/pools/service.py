@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -25,6 +24,7 @@ from service.catalog.models import Product
 from service.kit.db.engine import driver
 from service.kit.http.errors import MalformedJson, UnsupportedMediaType, ValidationFailed, not_found
 from service.kit.security.crypto import Vault, get_vault
+from service.kit.values.zones import zone
 from service.pools.errors import NotACodeProduct
 from service.pools.models import CodeUpload
 
@@ -33,7 +33,7 @@ MAX_PIN_LENGTH = 32
 MAX_REPORTED_LINES = 1000
 CHUNK = 20_000
 # Date-only expiries mean "valid through that day" where the first customer lives.
-DEFAULT_TIMEZONE = ZoneInfo("Asia/Almaty")
+DEFAULT_TIMEZONE = zone("Asia/Almaty")
 
 
 @dataclass
