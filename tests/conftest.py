@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -28,15 +31,32 @@ def _reset_caches() -> None:
     _reset_caches()
 
 
+def server_data_dir(prefix: str = "rewards-tests-") -> Path:
+    """A folder for embedded servers, outside pytest's temporary tree: every pytest session takes
+    group and other permissions off /tmp/pytest-of-<user>, which would lock the embedded PostgreSQL
+    (it runs as its own user when we are root) out of its data folder while another session on the
+    same machine starts. The caller removes it."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    return folder
+
+
+@pytest.fixture
+def server_data() -> Iterator[Path]:
+    folder = server_data_dir()
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+def services() -> Iterator[Services]:
     import service.models  # noqa: F401  (every domain's models, as the app and the workers map them)
     from service.kit.embedded import EmbeddedPostgres, EmbeddedRedis
 
     started = []
     database_url = os.environ.get("DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL")
-    data = tmp_path_factory.mktemp("data")
+    data = server_data_dir()
     if not database_url:
         pg = EmbeddedPostgres(data / "pg")
         database_url = pg.start()
@@ -75,6 +95,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     reset_engine()
     for server in reversed(started):
         server.stop()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture

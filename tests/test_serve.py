@@ -70,8 +70,8 @@ def _servers_under(data: Path) -> list[psutil.Process]:
     return found
 
 
-def test_serve_comes_up_stops_cleanly_and_keeps_its_data(tmp_path: Path):
-    data, port = tmp_path / "var", _free_port()
+def test_serve_comes_up_stops_cleanly_and_keeps_its_data(server_data: Path):
+    data, port = server_data / "var", _free_port()
     proc, seconds = _start(data, port)
     try:
         created = subprocess.run(
