@@ -123,7 +123,13 @@ def _session(request: Request, touch: bool = True) -> ActiveSession | None:
     if not token or len(token) > 128:
         return None
     with transaction() as session:
-        return resume(session, token, idle=timedelta(minutes=settings().idle_minutes), now=datetime.now(UTC))
+        return resume(
+            session,
+            token,
+            idle=timedelta(minutes=settings().idle_minutes),
+            now=datetime.now(UTC),
+            touch=touch,
+        )
 
 
 def staff_ctx(request: Request, *roles: str, touch: bool = True) -> Ctx:

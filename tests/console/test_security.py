@@ -205,6 +205,37 @@ def test_the_dashboards_polling_does_not_keep_a_session_alive(staff):
         )
 
 
+def _last_seen_moved_back(minutes: int) -> datetime:
+    """Moves every session's last request `minutes` into the past (past the once-a-minute touch)."""
+    with transaction() as s:
+        return s.execute(
+            text(
+                "UPDATE staff_sessions SET last_seen_at = now() - make_interval(mins => :m)"
+                " RETURNING last_seen_at"
+            ),
+            {"m": minutes},
+        ).scalar_one()
+
+
+def _last_seen() -> datetime:
+    with new_session() as s:
+        return s.execute(text("SELECT last_seen_at FROM staff_sessions")).scalar_one()
+
+
+def test_a_page_request_touches_the_session(client, staff):
+    signed_in(client, staff.support)
+    before = _last_seen_moved_back(5)
+    assert client.get("/console/dashboard").status_code == 200
+    assert _last_seen() > before
+
+
+def test_the_dashboards_polling_over_http_leaves_the_session_untouched(client, staff):
+    signed_in(client, staff.support)
+    before = _last_seen_moved_back(5)
+    assert client.get("/console/dashboard/data").status_code == 200
+    assert _last_seen() == before
+
+
 def test_signing_out_ends_the_session(client, staff):
     token = signed_in(client, staff.support)
     cookie = client.cookies.get("rewards_console")
