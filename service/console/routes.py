@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -20,6 +20,7 @@ from service.cards.errors import CardNotFound, CommittedRefusal
 from service.catalog.snapshot import get_snapshot
 from service.console import accounts, audit, dashboard, i18n, views
 from service.console.audit import ActionAlreadyDone, Actor
+from service.console.deps import CARD_DESK, EVERYONE, FINANCE, STOCK, SUPPORT, UPLOAD, staff, staff_form
 from service.console.web import (
     HOME,
     LANG_COOKIE,
@@ -30,7 +31,6 @@ from service.console.web import (
     Ctx,
     PageForbidden,
     PageNotFound,
-    check_csrf,
     client_address,
     locale_of,
     login_csrf,
@@ -38,7 +38,6 @@ from service.console.web import (
     render,
     safe_next,
     set_session_cookie,
-    staff_ctx,
     wants_fragment,
 )
 from service.kit.config import get_settings
@@ -55,10 +54,6 @@ from service.settlements.service import settlement
 
 router = APIRouter(prefix=PATH, include_in_schema=False)
 
-SUPPORT = ("support", "admin")
-STOCK = ("support", "partner", "admin")
-FINANCE = ("finance", "admin")
-EVERYONE = ("support", "finance", "partner", "admin")
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 Csrf = Annotated[str | None, Form()]
@@ -144,11 +139,9 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, csrf_token: Csrf = None) -> Response:
-    ctx = staff_ctx(request)
-    check_csrf(ctx, csrf_token)
+def logout(ctx: Annotated[Ctx, Depends(staff_form())]) -> Response:
     with transaction() as session:
-        accounts.sign_out(session, request.cookies.get(SESSION_COOKIE, ""))
+        accounts.sign_out(session, ctx.request.cookies.get(SESSION_COOKIE, ""))
         audit.record(session, ctx.actor, "sign_out")
     response = redirect(PATH + "/login?reason=signed_out")
     response.delete_cookie(SESSION_COOKIE, path=PATH)
@@ -166,8 +159,7 @@ def switch_language(request: Request, locale: str, next: str | None = None) -> R
 
 @router.get("/")
 @router.get("")
-def home(request: Request) -> Response:
-    ctx = staff_ctx(request)
+def home(ctx: Annotated[Ctx, Depends(staff())]) -> Response:
     assert ctx.staff is not None
     return redirect(HOME.get(ctx.staff.role, PATH + "/dashboard"))
 
@@ -176,22 +168,18 @@ def home(request: Request) -> Response:
 
 
 @router.get("/subscriber")
-def subscriber_form(request: Request) -> Response:
-    ctx = staff_ctx(request, *SUPPORT)
+def subscriber_form(ctx: Annotated[Ctx, Depends(staff(*SUPPORT))]) -> Response:
     return render(ctx, "subscriber.html", phone="", msisdn=None, items=[], error=None, next_before=None)
 
 
 @router.post("/subscriber")
 def subscriber(
-    request: Request,
+    ctx: Annotated[Ctx, Depends(staff_form(*SUPPORT))],
     phone: Annotated[str, Form(max_length=32)] = "",
     before: Annotated[uuid.UUID | None, Form()] = None,
-    csrf_token: Csrf = None,
 ) -> Response:
     """A search is posted, not put in the URL: a phone in a query string would reach the access log,
     the browser's history and Referer headers, in forms (spaces, brackets) no log mask recognises."""
-    ctx = staff_ctx(request, *SUPPORT)
-    check_csrf(ctx, csrf_token)
     try:
         msisdn = normalize_msisdn(phone)
     except ValueError:
@@ -261,15 +249,15 @@ _DONE = {
 
 
 @router.get("/redemptions/{redemption_id}")
-def redemption_page(request: Request, redemption_id: uuid.UUID, done: str | None = None) -> Response:
-    ctx = staff_ctx(request, *SUPPORT)
+def redemption_page(
+    ctx: Annotated[Ctx, Depends(staff(*SUPPORT))], redemption_id: uuid.UUID, done: str | None = None
+) -> Response:
     message = ctx.t(_DONE[done]) if done in _DONE else None
     return _redemption_page(ctx, redemption_id, message=message)
 
 
 @router.get("/redemptions/{redemption_id}/cancel")
-def cancel_confirmation(request: Request, redemption_id: uuid.UUID) -> Response:
-    ctx = staff_ctx(request, *SUPPORT)
+def cancel_confirmation(ctx: Annotated[Ctx, Depends(staff(*SUPPORT))], redemption_id: uuid.UUID) -> Response:
     return _redemption_page(ctx, redemption_id, confirm_cancel=True)
 
 
@@ -293,9 +281,7 @@ _PAST = {"resend": "resent", "cancel": "cancelled", "block": "blocked", "unblock
 
 
 @router.post("/redemptions/{redemption_id}/resend")
-def resend(request: Request, redemption_id: uuid.UUID, csrf_token: Csrf = None) -> Response:
-    ctx = staff_ctx(request, *SUPPORT)
-    check_csrf(ctx, csrf_token)
+def resend(ctx: Annotated[Ctx, Depends(staff_form(*SUPPORT))], redemption_id: uuid.UUID) -> Response:
 
     def run(session) -> dict:
         out = redemptions.resend(session, redemption_id, scope=_redemption_scope(ctx))
@@ -306,13 +292,10 @@ def resend(request: Request, redemption_id: uuid.UUID, csrf_token: Csrf = None) 
 
 @router.post("/redemptions/{redemption_id}/cancel")
 def cancel(
-    request: Request,
+    ctx: Annotated[Ctx, Depends(staff_form(*SUPPORT))],
     redemption_id: uuid.UUID,
-    csrf_token: Csrf = None,
     confirm: Annotated[str | None, Form()] = None,
 ) -> Response:
-    ctx = staff_ctx(request, *SUPPORT)
-    check_csrf(ctx, csrf_token)
     if confirm != "yes":
         return _redemption_page(ctx, redemption_id, confirm_cancel=True)
 
@@ -322,11 +305,7 @@ def cancel(
     return _act(ctx, redemption_id, "cancel", run)
 
 
-def _card_action(
-    request: Request, redemption_id: uuid.UUID, csrf_token: str | None, reason: str, blocked: bool
-):
-    ctx = staff_ctx(request, *SUPPORT)
-    check_csrf(ctx, csrf_token)
+def _card_action(ctx: Ctx, redemption_id: uuid.UUID, reason: str, blocked: bool) -> Response:
     action = "block" if blocked else "unblock"
     reason = " ".join(reason.split())
     if not reason:
@@ -341,22 +320,20 @@ def _card_action(
 
 @router.post("/redemptions/{redemption_id}/card/block")
 def block_card(
-    request: Request,
+    ctx: Annotated[Ctx, Depends(staff_form(*SUPPORT))],
     redemption_id: uuid.UUID,
-    csrf_token: Csrf = None,
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    return _card_action(request, redemption_id, csrf_token, reason, True)
+    return _card_action(ctx, redemption_id, reason, True)
 
 
 @router.post("/redemptions/{redemption_id}/card/unblock")
 def unblock_card(
-    request: Request,
+    ctx: Annotated[Ctx, Depends(staff_form(*SUPPORT))],
     redemption_id: uuid.UUID,
-    csrf_token: Csrf = None,
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
-    return _card_action(request, redemption_id, csrf_token, reason, False)
+    return _card_action(ctx, redemption_id, reason, False)
 
 
 # --- stock (support, partner, admin) --------------------------------------------------------------
@@ -382,8 +359,7 @@ def _stock(ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get("/stock")
-def stock_page(request: Request) -> Response:
-    ctx = staff_ctx(request, *STOCK)
+def stock_page(ctx: Annotated[Ctx, Depends(staff(*STOCK))]) -> Response:
     assert ctx.staff is not None
     return render(
         ctx,
@@ -407,13 +383,10 @@ def _upload_answer(ctx: Ctx, status: int, **values: Any) -> Response:
 
 @router.post("/stock/upload")
 async def upload_codes(
-    request: Request,
+    ctx: Annotated[Ctx, Depends(staff_form(*UPLOAD))],
     sku: Annotated[str, Form(max_length=64)],
     file: UploadFile | None = None,
-    csrf_token: Csrf = None,
 ) -> Response:
-    ctx = await run_in_threadpool(staff_ctx, request, "partner", "admin")
-    check_csrf(ctx, csrf_token)
     partner = _stock_partner(ctx)
     if file is None or not file.filename:
         return await run_in_threadpool(_upload_answer, ctx, 422, error=ctx.t("stock.no_file"))
@@ -465,8 +438,7 @@ async def upload_codes(
 
 
 @router.get("/cards")
-def card_desk(request: Request) -> Response:
-    ctx = staff_ctx(request, "partner")
+def card_desk(ctx: Annotated[Ctx, Depends(staff(*CARD_DESK))]) -> Response:
     return render(ctx, "cards.html", view=None, error=None)
 
 
@@ -487,13 +459,10 @@ def _card_input(number: str, pin: str) -> tuple[str, str]:
 
 @router.post("/cards/verify")
 def verify_card(
-    request: Request,
+    ctx: Annotated[Ctx, Depends(staff_form(*CARD_DESK))],
     number: Annotated[str, Form(max_length=40)] = "",
     pin: Annotated[str, Form(max_length=12)] = "",
-    csrf_token: Csrf = None,
 ) -> Response:
-    ctx = staff_ctx(request, "partner")
-    check_csrf(ctx, csrf_token)
     assert ctx.staff is not None
     number, pin = _card_input(number, pin)
     last4 = number[-4:]
@@ -515,15 +484,12 @@ def verify_card(
 
 @router.post("/cards/exchange")
 def exchange_card(
-    request: Request,
+    ctx: Annotated[Ctx, Depends(staff_form(*CARD_DESK))],
     sku: Annotated[str, Form(max_length=64)],
     action_key: Annotated[str, Form(min_length=8, max_length=64)],
     number: Annotated[str, Form(max_length=40)] = "",
     pin: Annotated[str, Form(max_length=12)] = "",
-    csrf_token: Csrf = None,
 ) -> Response:
-    ctx = staff_ctx(request, "partner")
-    check_csrf(ctx, csrf_token)
     assert ctx.staff is not None and ctx.staff.partner is not None
     partner = ctx.staff.partner
     number, pin = _card_input(number, pin)
@@ -641,35 +607,30 @@ def _period_page(ctx: Ctx, program: str | None, month: str | None, *, status: in
 
 @router.get("/periods")
 def periods_page(
-    request: Request,
+    ctx: Annotated[Ctx, Depends(staff(*FINANCE))],
     program: Annotated[str | None, Query(max_length=64)] = None,
     month: Annotated[str | None, Query(max_length=7)] = None,
     done: str | None = None,
 ) -> Response:
-    ctx = staff_ctx(request, *FINANCE)
     return _period_page(ctx, program, month, message=ctx.t("per.closed_ok") if done == "closed" else None)
 
 
 @router.get("/periods/close")
 def close_confirmation(
-    request: Request,
+    ctx: Annotated[Ctx, Depends(staff(*FINANCE))],
     program: Annotated[str, Query(max_length=64)],
     month: Annotated[str, Query(max_length=7)],
 ) -> Response:
-    ctx = staff_ctx(request, *FINANCE)
     return _period_page(ctx, program, month, confirm=True)
 
 
 @router.post("/periods/close")
 def close_month(
-    request: Request,
+    ctx: Annotated[Ctx, Depends(staff_form(*FINANCE))],
     program: Annotated[str, Form(max_length=64)],
     month: Annotated[str, Form(max_length=7)],
-    csrf_token: Csrf = None,
     confirm: Annotated[str | None, Form()] = None,
 ) -> Response:
-    ctx = staff_ctx(request, *FINANCE)
-    check_csrf(ctx, csrf_token)
     if confirm != "yes":
         return _period_page(ctx, program, month, confirm=True)
     target = f"{program} {month}"
@@ -697,11 +658,8 @@ def close_month(
     return redirect(f"{PATH}/periods?program={program}&month={month}&done=closed")
 
 
-@router.get("/periods/{month}/documents/{kind}")
-def download_document(
-    request: Request, month: str, kind: str, program: Annotated[str, Query(max_length=64)]
-) -> Response:
-    staff_ctx(request, *FINANCE)
+@router.get("/periods/{month}/documents/{kind}", dependencies=[Depends(staff(*FINANCE))])
+def download_document(month: str, kind: str, program: Annotated[str, Query(max_length=64)]) -> Response:
     if kind not in periods.KINDS:
         raise PageNotFound()
     try:
@@ -722,15 +680,12 @@ def download_document(
 
 @router.post("/periods/reconcile")
 async def reconcile(
-    request: Request,
+    ctx: Annotated[Ctx, Depends(staff_form(*FINANCE))],
     program: Annotated[str, Form(max_length=64)],
     month: Annotated[str, Form(max_length=7)],
     partner: Annotated[str, Form(max_length=64)],
     file: UploadFile | None = None,
-    csrf_token: Csrf = None,
 ) -> Response:
-    ctx = await run_in_threadpool(staff_ctx, request, *FINANCE)
-    check_csrf(ctx, csrf_token)
     body = await file.read(MAX_UPLOAD_BYTES + 1) if file is not None else b""
 
     def run() -> Response:
@@ -765,14 +720,14 @@ def _figures(ctx: Ctx) -> dict[str, Any]:
 
 
 @router.get("/dashboard")
-def dashboard_page(request: Request) -> Response:
-    ctx = staff_ctx(request, *EVERYONE)
+def dashboard_page(ctx: Annotated[Ctx, Depends(staff(*EVERYONE))]) -> Response:
     return render(ctx, "dashboard.html", f=_figures(ctx), zone_name=i18n.DEFAULT_ZONE.key)
 
 
 @router.get("/dashboard/data")
-def dashboard_data(request: Request) -> Response:
-    ctx = staff_ctx(request, *EVERYONE, touch=False)  # polling keeps no session alive
+def dashboard_data(
+    ctx: Annotated[Ctx, Depends(staff(*EVERYONE, touch=False))],  # polling keeps no session alive
+) -> Response:
     f = _figures(ctx)
     f["at_text"] = i18n.format_time(f["at"], seconds=True)
     f["at"] = f["at"].isoformat()
@@ -787,8 +742,7 @@ def dashboard_data(request: Request) -> Response:
 
 
 @router.get("/audit")
-def audit_page(request: Request, before: int | None = None) -> Response:
-    ctx = staff_ctx(request, *FINANCE)
+def audit_page(ctx: Annotated[Ctx, Depends(staff(*FINANCE))], before: int | None = None) -> Response:
     limit = 100
     with new_session() as session:
         rows = audit.recent(session, limit=limit, before=before)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service.console import accounts
+from service.console import accounts, i18n
 from service.kit.db.engine import new_session, transaction
 from tests.conftest import import_codes_for, post_redemption
 from tests.console.helpers import PASSWORD, sign_in, signed_in
@@ -121,6 +121,19 @@ def test_a_form_without_its_csrf_token_changes_nothing(client, staff, rewards):
     with new_session() as s:
         assert s.execute(text("SELECT resend_count FROM redemptions")).scalars().all() == [0, 0]
         assert s.execute(text("SELECT count(*) FROM outbox WHERE payload->>'send' = '1'")).scalar() == 0
+
+
+def test_every_action_refuses_a_forged_csrf_token_from_a_person_allowed_to_use_it(client, staff):
+    may_use = {"/console/stock/upload": staff.partner, "/console/cards/verify": staff.partner}
+    may_use |= {"/console/cards/exchange": staff.partner, "/console/periods/close": staff.finance}
+    may_use |= {"/console/periods/reconcile": staff.finance}
+    for path in ACTIONS:
+        client.cookies.clear()
+        signed_in(client, may_use.get(path, staff.support))
+        form = {"sku": "X", "action_key": "x" * 16, "program": "p", "month": "2026-01", "partner": "q"}
+        response = client.post(path, data={"csrf_token": "forged", **form}, follow_redirects=False)
+        assert response.status_code == 403, path
+        assert i18n.translate("ru", "login.csrf") in response.text, path
 
 
 def test_the_csrf_token_may_come_in_the_htmx_header(client, staff, rewards):
