@@ -28,6 +28,7 @@ SESSION_COOKIE = "rewards_console"
 LOGIN_CSRF_COOKIE = "rewards_console_login"
 LANG_COOKIE = "rewards_console_lang"
 PATH = "/console"
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a code file or a partner's report
 
 HOME = {"support": "/console/subscriber", "finance": "/console/periods", "partner": "/console/cards"}
 NAV = (  # (path, label, roles)
