@@ -94,6 +94,7 @@ def _redemption_page(ctx: Ctx, redemption_id: uuid.UUID, *, status: int = 200, *
         card = cards.card_details(session, redemption_id, now=_now()) if row.card_id is not None else None
         zone = snap.programs_by_id[row.program_id].zone
         timeline = views.timeline(session, out, sms, hooks)
+        can_cancel = redemptions.cancellable(session, row)  # the API's rule, asked of the domain
     return render(
         ctx,
         "redemption.html",
@@ -102,7 +103,7 @@ def _redemption_page(ctx: Ctx, redemption_id: uuid.UUID, *, status: int = 200, *
         zone=zone,
         timeline=timeline,
         card=card,
-        can_cancel=out.status in ("accepted", "failed") or (card is not None and out.status != "cancelled"),
+        can_cancel=can_cancel,
         can_resend=out.status != "cancelled" and out.resend_count < redemptions.MAX_RESENDS,
         message=flash.get("message"),
         error=flash.get("error"),
