@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
+from psycopg.rows import class_row
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -111,6 +112,33 @@ _CARD = (
     " r.id AS redemption_id, r.external_id, r.program_id, r.tariff_id, r.offer_id"
     " FROM cards c LEFT JOIN redemptions r ON r.card_id = c.id"
 )
+
+
+@dataclass(frozen=True)
+class CardUse:
+    """What says whether anybody has used a card (and so whether its redemption may be cancelled)."""
+
+    status: str
+    balance_minor: int
+    nominal_minor: int
+
+    @property
+    def untouched(self) -> bool:
+        """Still active as stored (not blocked, exhausted, cancelled, nor ended by the expiry job) with
+        its whole nominal left."""
+        return self.status == "active" and self.balance_minor == self.nominal_minor
+
+
+def card_use(session: Session, card_id: int, *, for_update: bool = False) -> CardUse:
+    with driver(session).cursor(row_factory=class_row(CardUse)) as cursor:
+        cursor.execute(
+            "SELECT status, balance_minor, nominal_minor FROM cards WHERE id = %(id)s"
+            + (" FOR UPDATE" if for_update else ""),
+            {"id": card_id},
+        )
+        found = cursor.fetchone()
+    assert found is not None, f"card {card_id} of a redemption exists"  # redemptions.card_id references it
+    return found
 
 
 def effective_status(card: Any, now: datetime) -> str:

@@ -1,5 +1,6 @@
-"""Mounts the console on the app: its router, its static files, and the handlers that answer a
-missing session with the sign-in page and a page out of scope with an HTML 404."""
+"""Mounts the console on the app: the routers of its pages (one module per desk, service/console/pages),
+its static files, and the handlers that answer a missing session with the sign-in page, a page out of
+scope with an HTML 404, another role's page and a forged form with an HTML 403."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from service.console import web
-from service.console.routes import router
+from service.console.pages import dashboard, finance, partner, session, support
+
+PAGES = (session, dashboard, support, partner, finance)
 
 
 def install(app: FastAPI) -> None:
-    app.include_router(router)
+    for page in PAGES:
+        app.include_router(page.router)
     app.mount(web.PATH + "/static", StaticFiles(directory=web.HERE / "static"), name="console-static")
     app.add_exception_handler(web.LoginRequired, web.on_login_required)
     app.add_exception_handler(web.PageNotFound, web.on_not_found)

@@ -28,6 +28,7 @@ SESSION_COOKIE = "rewards_console"
 LOGIN_CSRF_COOKIE = "rewards_console_login"
 LANG_COOKIE = "rewards_console_lang"
 PATH = "/console"
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a code file or a partner's report
 
 HOME = {"support": "/console/subscriber", "finance": "/console/periods", "partner": "/console/cards"}
 NAV = (  # (path, label, roles)
@@ -123,7 +124,13 @@ def _session(request: Request, touch: bool = True) -> ActiveSession | None:
     if not token or len(token) > 128:
         return None
     with transaction() as session:
-        return resume(session, token, idle=timedelta(minutes=settings().idle_minutes), now=datetime.now(UTC))
+        return resume(
+            session,
+            token,
+            idle=timedelta(minutes=settings().idle_minutes),
+            now=datetime.now(UTC),
+            touch=touch,
+        )
 
 
 def staff_ctx(request: Request, *roles: str, touch: bool = True) -> Ctx:

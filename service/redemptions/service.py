@@ -15,7 +15,7 @@ from psycopg import errors as pg_errors
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.cards.service import mint_card_sql, new_card
+from service.cards.service import CardUse, card_use, mint_card_sql, new_card
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import (
     CatalogSnapshot,
@@ -521,6 +521,23 @@ def find_redemptions(
 # --- cancel and resend ---------------------------------------------------------------------------
 
 
+def can_cancel(row: Any, card: CardUse | None) -> bool:
+    """The cancel rule: a redemption may be cancelled while nobody could have used its reward, i.e. a
+    code whose SMS no provider has taken yet (accepted or failed, never sent), or a card nobody has
+    touched (`card`: the redemption's card, None for a code). A cancelled one has nothing left to
+    cancel (`cancel` answers it as it is). `cancel` applies this rule and the console asks it."""
+    if row.status == "cancelled":
+        return False
+    if row.card_id is None:
+        return row.first_sent_at is None and row.status in ("accepted", "failed")
+    return card is not None and card.untouched
+
+
+def cancellable(session: Session, row: Any) -> bool:
+    """`can_cancel` for a redemption row as `get_redemption` reads it (its card read without a lock)."""
+    return can_cancel(row, card_use(session, row.card_id) if row.card_id is not None else None)
+
+
 def cancel(
     session: Session, redemption_id: uuid.UUID, *, scope: Scope, now: datetime | None = None
 ) -> RedemptionOut:
@@ -531,21 +548,21 @@ def cancel(
     row = get_redemption(session, redemption_id, scope=scope, for_update=True)
     if row.status == "cancelled":
         return to_out(snap, row)
+    card = card_use(session, row.card_id, for_update=True) if row.card_id is not None else None
+    if not can_cancel(row, card):
+        raise NotCancellable(
+            "the code has been sent to the subscriber"
+            if card is None
+            else "the card has been used, blocked or has expired"
+        )
     if row.card_id is None:
-        if row.first_sent_at is not None or row.status not in ("accepted", "failed"):
-            raise NotCancellable("the code has been sent to the subscriber")
         if row.code_id is not None:  # else a sandbox test code, from no pool
             release_code(driver(session), row.code_id, now=now)
     else:
-        touched = session.execute(
-            text(
-                "UPDATE cards SET status = 'cancelled', balance_minor = 0 WHERE id = :id"
-                " AND status = 'active' AND balance_minor = nominal_minor RETURNING id"
-            ),
+        session.execute(
+            text("UPDATE cards SET status = 'cancelled', balance_minor = 0 WHERE id = :id"),
             {"id": row.card_id},
-        ).scalar()
-        if touched is None:
-            raise NotCancellable("the card has been used, blocked or has expired")
+        )
     checkpoint("cancel.after_release")
     reversed_ = ledger.write_reversal(driver(session), redemption_id, occurred_at=now)
     if reversed_ != (0 if row.sandbox else 1):

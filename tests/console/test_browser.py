@@ -252,14 +252,17 @@ def test_the_dashboard_counter_rises_after_a_redemption_through_the_api(
     browser.screenshot("dashboard")
 
 
-def test_finance_reads_the_audit_log(browser, staff, subscriber):
+def test_finance_reads_the_audit_log(browser, staff, subscriber, tmp_path):
     browser.sign_in(staff.support, PASSWORD)
     browser.open(f"/console/redemptions/{subscriber['delivered']}")
     browser.click("#resend")
     browser.wait_for("#flash")
+    browser.open(f"/console/redemptions/{subscriber['waiting']}")
     browser.click("#cancel")
+    browser.wait_for("#cancel-confirm")
+    send_sms(subscriber["waiting"], tmp_path)  # meanwhile the provider takes the SMS
     browser.click("#cancel-yes")
-    browser.wait_for("#flash-error")  # the code was delivered: not cancellable
+    browser.wait_for("#flash-error")  # the code has left: not cancellable
     browser.open(f"/console/redemptions/{subscriber['card'].redemption_id}")
     browser.type("#card-reason", "subscriber lost the phone")
     browser.click("#block")

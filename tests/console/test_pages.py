@@ -4,6 +4,7 @@ same pages in Chromium). State is built with the API and the domain functions.""
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from tests.conftest import import_codes_for, post_redemption
 from tests.console.helpers import signed_in
 from tests.console.scenario import send_sms
 from tests.finance_helpers import redeem_at
-from tests.test_cards import issue_card
+from tests.test_cards import exchange, issue_card
 
 TEMPLATES = Path(__file__).parents[2] / "service" / "console" / "templates"
 
@@ -74,6 +75,116 @@ def test_a_refused_cancel_is_shown_as_the_apis_problem_in_words(client, keys, st
     assert response.status_code == 409
     assert i18n.translate("ru", "problem.not_cancellable") in response.text
     assert _status(rid) == "delivered"
+
+
+# The cancel button: shown exactly when the API's cancel would cancel the redemption. Each state is
+# built through the API, the delivery function and the sandbox provider; (what it builds, the key
+# whose cancel is asked, whether the cancel is allowed).
+
+
+def _accepted(client, keys, tmp_path) -> tuple[str, str]:
+    return post_redemption(client, keys).json()["id"], "loyalty"
+
+
+def _failed_before_any_provider_took_it(client, keys, tmp_path) -> tuple[str, str]:
+    from service.auth.service import create_key
+    from service.delivery.service import deliver
+    from service.kit.db.engine import transaction
+    from service.sandbox.service import SMS_FAILED
+
+    with transaction() as s:
+        keys.sandbox = create_key(s, role="loyalty", name="t", programs=["mobile-bonus"], sandbox=True).key
+    rid = post_redemption(client, keys, role="sandbox", msisdn=SMS_FAILED).json()["id"]
+    deliver(uuid.UUID(rid), 0)  # the sandbox provider refuses its magic number for good
+    return rid, "sandbox"
+
+
+def _sent(client, keys, tmp_path) -> tuple[str, str]:
+    rid = post_redemption(client, keys).json()["id"]
+    send_sms(rid, tmp_path, state=None)
+    return rid, "loyalty"
+
+
+def _delivered(client, keys, tmp_path) -> tuple[str, str]:
+    rid = post_redemption(client, keys).json()["id"]
+    send_sms(rid, tmp_path)
+    return rid, "loyalty"
+
+
+def _failed_after_the_provider_took_it(client, keys, tmp_path) -> tuple[str, str]:
+    rid = post_redemption(client, keys).json()["id"]
+    send_sms(rid, tmp_path, state="UNDELIV")
+    return rid, "loyalty"
+
+
+def _resent_after_a_failure(client, keys, tmp_path) -> tuple[str, str]:
+    """`accepted` again, but the code has left once (first_sent_at)."""
+    rid, role = _failed_after_the_provider_took_it(client, keys, tmp_path)
+    assert client.post(f"/v1/redemptions/{rid}/resend", headers=keys.header(role)).status_code == 202
+    return rid, role
+
+
+def _card_untouched(client, keys, tmp_path) -> tuple[str, str]:
+    card = issue_card(client, keys)
+    send_sms(card.redemption_id, tmp_path)
+    return card.redemption_id, "loyalty"
+
+
+def _card_partly_exchanged(client, keys, tmp_path) -> tuple[str, str]:
+    card = issue_card(client, keys)
+    assert exchange(client, keys, card).status_code == 201
+    return card.redemption_id, "loyalty"
+
+
+def _card_blocked(client, keys, tmp_path) -> tuple[str, str]:
+    card = issue_card(client, keys)
+    blocked = client.post(
+        f"/v1/cards/by-redemption/{card.redemption_id}/block",
+        json={"reason": "lost phone"},
+        headers=keys.header("support"),
+    )
+    assert blocked.status_code == 200
+    return card.redemption_id, "loyalty"
+
+
+def _cancelled(client, keys, tmp_path) -> tuple[str, str]:
+    rid = post_redemption(client, keys).json()["id"]
+    assert client.post(f"/v1/redemptions/{rid}/cancel", headers=keys.header("loyalty")).status_code == 200
+    return rid, "loyalty"
+
+
+@pytest.mark.parametrize(
+    ("state", "allowed"),
+    [
+        (_accepted, True),
+        (_failed_before_any_provider_took_it, True),
+        (_sent, False),
+        (_delivered, False),
+        (_failed_after_the_provider_took_it, False),
+        (_resent_after_a_failure, False),
+        (_card_untouched, True),
+        (_card_partly_exchanged, False),
+        (_card_blocked, False),
+        (_cancelled, False),  # nothing left to cancel: the API answers it as it is
+    ],
+    ids=lambda value: value.__name__.strip("_") if callable(value) else None,
+)
+def test_the_cancel_button_shows_exactly_when_the_apis_cancel_would_cancel(
+    client, keys, staff, tmp_path, state, allowed
+):
+    import_codes_for("ARAY-CINEMA-2000", 2)
+    import_codes_for("ARAY-CERT-1000", 2)
+    rid, role = state(client, keys, tmp_path)
+    before = _status(rid)
+    signed_in(client, staff.support)
+    html = client.get(f"/console/redemptions/{rid}").text
+    confirmation = client.get(f"/console/redemptions/{rid}/cancel").text
+    answer = client.post(f"/v1/redemptions/{rid}/cancel", headers=keys.header(role))
+    assert answer.status_code in (200, 409), answer.text
+    cancelled_now = answer.status_code == 200 and before != "cancelled" and _status(rid) == "cancelled"
+    assert cancelled_now is allowed
+    assert ('id="cancel"' in html) is allowed
+    assert ('id="cancel-confirm"' in confirmation) is allowed
 
 
 def test_a_fourth_resend_is_refused_with_the_limit_in_words(client, keys, staff):

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from service.console import accounts
+from service.console import accounts, i18n
 from service.kit.db.engine import new_session, transaction
 from tests.conftest import import_codes_for, post_redemption
 from tests.console.helpers import PASSWORD, sign_in, signed_in
@@ -123,6 +123,19 @@ def test_a_form_without_its_csrf_token_changes_nothing(client, staff, rewards):
         assert s.execute(text("SELECT count(*) FROM outbox WHERE payload->>'send' = '1'")).scalar() == 0
 
 
+def test_every_action_refuses_a_forged_csrf_token_from_a_person_allowed_to_use_it(client, staff):
+    may_use = {"/console/stock/upload": staff.partner, "/console/cards/verify": staff.partner}
+    may_use |= {"/console/cards/exchange": staff.partner, "/console/periods/close": staff.finance}
+    may_use |= {"/console/periods/reconcile": staff.finance}
+    for path in ACTIONS:
+        client.cookies.clear()
+        signed_in(client, may_use.get(path, staff.support))
+        form = {"sku": "X", "action_key": "x" * 16, "program": "p", "month": "2026-01", "partner": "q"}
+        response = client.post(path, data={"csrf_token": "forged", **form}, follow_redirects=False)
+        assert response.status_code == 403, path
+        assert i18n.translate("ru", "login.csrf") in response.text, path
+
+
 def test_the_csrf_token_may_come_in_the_htmx_header(client, staff, rewards):
     token = signed_in(client, staff.support)
     response = client.post(
@@ -203,6 +216,37 @@ def test_the_dashboards_polling_does_not_keep_a_session_alive(staff):
         assert (
             accounts.resume(s, signed.token, idle=idle, now=now + timedelta(minutes=31), touch=False) is None
         )
+
+
+def _last_seen_moved_back(minutes: int) -> datetime:
+    """Moves every session's last request `minutes` into the past (past the once-a-minute touch)."""
+    with transaction() as s:
+        return s.execute(
+            text(
+                "UPDATE staff_sessions SET last_seen_at = now() - make_interval(mins => :m)"
+                " RETURNING last_seen_at"
+            ),
+            {"m": minutes},
+        ).scalar_one()
+
+
+def _last_seen() -> datetime:
+    with new_session() as s:
+        return s.execute(text("SELECT last_seen_at FROM staff_sessions")).scalar_one()
+
+
+def test_a_page_request_touches_the_session(client, staff):
+    signed_in(client, staff.support)
+    before = _last_seen_moved_back(5)
+    assert client.get("/console/dashboard").status_code == 200
+    assert _last_seen() > before
+
+
+def test_the_dashboards_polling_over_http_leaves_the_session_untouched(client, staff):
+    signed_in(client, staff.support)
+    before = _last_seen_moved_back(5)
+    assert client.get("/console/dashboard/data").status_code == 200
+    assert _last_seen() == before
 
 
 def test_signing_out_ends_the_session(client, staff):
