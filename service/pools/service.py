@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from service.catalog.models import Product
 from service.kit.db.engine import driver
+from service.kit.http.csv_body import CSV_MEDIA_TYPES, csv_text
 from service.kit.http.errors import MalformedJson, UnsupportedMediaType, ValidationFailed, not_found
 from service.kit.security.crypto import Vault, get_vault
 from service.kit.values.zones import zone
@@ -360,15 +361,8 @@ def body_sha256(data: bytes) -> str:
 
 def lines_from_body(body: bytes, content_type: str) -> Iterator[RawLine]:
     media = content_type.split(";")[0].strip().lower()
-    if media in ("text/csv", "text/plain", "application/csv"):
-        try:
-            text_body = body.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ValidationFailed(
-                "CSV must be UTF-8",
-                errors=[{"field": "body", "message": "not UTF-8"}],
-            ) from None
-        return read_csv(io.StringIO(text_body, newline=""))
+    if media in CSV_MEDIA_TYPES:
+        return read_csv(io.StringIO(csv_text(body), newline=""))
     if media == "application/json":
         try:
             payload = json.loads(body)
@@ -376,7 +370,8 @@ def lines_from_body(body: bytes, content_type: str) -> Iterator[RawLine]:
             raise MalformedJson("the body is not valid JSON") from None
         return read_json(payload)
     raise UnsupportedMediaType(
-        "send text/csv (code[,pin][,expires_at]) or application/json",
+        "send text/csv (code[,pin][,expires_at]), multipart/form-data (the CSV as `file`)"
+        " or application/json",
     )
 
 
