@@ -30,16 +30,7 @@ _UPLOAD_BODY = csv_request_body(
     "code[,pin][,expires_at], with or without a header line",
     **{
         "application/json": {
-            "schema": {
-                "anyOf": [
-                    {"$ref": "#/components/schemas/CodeUploadJson"},
-                    {
-                        "type": "array",
-                        "description": "The bare list of `codes`",
-                        "items": {"anyOf": [{"type": "string"}, {"$ref": "#/components/schemas/CodeItem"}]},
-                    },
-                ]
-            },
+            "schema": {"$ref": "#/components/schemas/CodeUploadJson"},
             "example": {
                 "codes": [{"code": "ABC-123-XYZ", "pin": "1234", "expires_at": "2027-12-31"}, "DEF-456"]
             },

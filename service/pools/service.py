@@ -114,12 +114,19 @@ def read_csv(stream: Iterable[str]) -> Iterator[RawLine]:
 
 
 def read_json(payload: Any) -> Iterator[RawLine]:
-    """`{"codes": [{"code": ..., "pin": ..., "expires_at": ...}]}` or the bare list.
+    """`{"codes": [{"code": ..., "pin": ..., "expires_at": ...}]}` (each item an object or a code string).
+    A bare list is not taken (issue 23: it made the body's schema a union with an array, which
+    generated clients cannot send); it is refused with 422 `validation_error`.
 
     Checked before any line is read: an item that is neither a code string nor an object (e.g.
     `[null, null]`), or an object whose code, pin or expiry is not a string, is a body the schema
     forbids, refused whole with 422 `validation_error` rather than imported as rejected lines."""
-    items = payload.get("codes") if isinstance(payload, dict) else payload
+    if not isinstance(payload, dict):
+        raise ValidationFailed(
+            'expected {"codes": [{"code": "...", "pin": "...", "expires_at": "..."}]}',
+            errors=[{"field": "body", "message": "must be an object with `codes`"}],
+        )
+    items = payload.get("codes")
     if not isinstance(items, list):
         raise ValidationFailed(
             'expected {"codes": [{"code": "...", "pin": "...", "expires_at": "..."}]}',

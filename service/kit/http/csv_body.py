@@ -4,7 +4,7 @@ either form a client may send.
 A CSV upload is sent either as the request body (`Content-Type: text/csv`) or as the `file` part of a
 `multipart/form-data` body (what generated clients send: openapi-python-client has no text/csv
 bodies). Either way the file must be UTF-8 text (a BOM is allowed) that is CSV: its first character
-(after the BOM) is not `{` or `[`, so a JSON document sent as CSV is refused whole with 422
+(after the BOM) is not `{` or `[` (nor another BOM), so a JSON document sent as CSV is refused whole with 422
 `not_csv` instead of being read as a one-column line. Empty is allowed (a file of no lines). The
 text/csv schema's `pattern` states the same rule, so that a body valid by the schema is never
 refused as not CSV."""
@@ -21,8 +21,9 @@ from service.kit.http.errors import Problem
 CSV_MEDIA_TYPES = ("text/csv", "text/plain", "application/csv")
 MULTIPART = "multipart/form-data"
 FILE_FIELD = "file"
-# Empty, or a first character (after an optional BOM) that does not open a JSON object or array.
-CSV_PATTERN = r"^\ufeff?(?:[^\[{][\s\S]*)?$"
+# Empty, or a first character (after an optional BOM) that does not open a JSON object or array
+# (nor is a second BOM).
+CSV_PATTERN = r"^\ufeff?(?:[^\[{\ufeff][\s\S]*)?$"
 
 
 class NotCsv(Problem):
@@ -39,7 +40,7 @@ def csv_text(data: bytes) -> str:
         raise NotCsv(
             "the file must be UTF-8 text", errors=[{"field": "body", "message": "not UTF-8"}]
         ) from None
-    if text[:1] in ("{", "["):
+    if text[:1] in ("{", "[", "\ufeff"):
         raise NotCsv(
             "this is JSON, not CSV: send a CSV file (see the operation's columns)",
             errors=[{"field": "body", "message": "starts with { or [: JSON, not CSV"}],
