@@ -32,6 +32,7 @@ def _programs(principal: Principal) -> frozenset[str] | None:
     "/events",
     response_model=Page[WebhookEventOut],
     summary="Webhook events sent to the programs' endpoints (newest first), with their delivery status",
+    responses=responses(),
 )
 def list_webhook_events(
     principal: Principal = Depends(require("loyalty", "support")),

@@ -91,6 +91,7 @@ def csv_request_body(example: str, columns: str, **others: dict[str, Any]) -> di
                 MULTIPART: {
                     "schema": {
                         "type": "object",
+                        "additionalProperties": False,
                         "required": [FILE_FIELD],
                         "properties": {
                             FILE_FIELD: {
@@ -102,6 +103,7 @@ def csv_request_body(example: str, columns: str, **others: dict[str, Any]) -> di
                         },
                     },
                     "encoding": {FILE_FIELD: {"contentType": "text/csv"}},
+                    "example": {FILE_FIELD: example},
                 },
                 **others,
             },
