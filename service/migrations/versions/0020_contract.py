@@ -6,6 +6,10 @@ registry therefore no longer numbers records by id: closing a period numbers its
 registry_entries, per program, continuing from the program's last number with no gap, in the
 transaction that writes the registry. Entries never change.
 
+Periods closed before this migration are numbered here as a close would have (oldest close first),
+so the next close continues after them. Their stored documents (immutable) keep the `RR-<record id>`
+numbers they were issued with; exports show the new numbers for those records.
+
 Revision ID: 0020_contract
 Revises: 0013_quiet_hours
 Create Date: 2026-12-06
