@@ -247,6 +247,7 @@ def create_app() -> FastAPI:
         description="Turns loyalty points into partner codes and universal gift cards, delivered by SMS. "
         "Errors are RFC 9457 problem+json with a stable `code`.",
         lifespan=_lifespan,
+        generate_unique_id_function=contract.operation_id,
     )
     app.include_router(health_router)
     app.include_router(catalog_router)

@@ -9,6 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+import tests.schemathesis_csv  # noqa: F401  (how a CSV body goes on the wire)
 from service.app import create_app
 
 app = create_app()

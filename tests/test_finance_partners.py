@@ -104,8 +104,8 @@ def test_bad_reconciliation_requests_are_problems(client, issued, url, content_t
     assert response.status_code == status and response.json()["code"] == code
 
 
-def test_a_report_that_is_not_utf8_is_a_validation_error(client, issued):
+def test_a_report_that_is_not_utf8_is_not_csv(client, issued):
     response = client.post(
         URL, content=b"\xff\xfe\x00", headers={**issued.header("finance"), "Content-Type": "text/csv"}
     )
-    assert response.status_code == 422 and response.json()["code"] == "validation_error"
+    assert response.status_code == 422 and response.json()["code"] == "not_csv"

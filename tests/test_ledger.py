@@ -30,7 +30,7 @@ def test_deleting_a_record_is_refused_by_the_database(demo_catalog):
 def test_truncate_still_works_for_the_test_fixtures(demo_catalog):
     insert_record(occurred_at=almaty(2026, 3, 5, 12))
     with get_engine().begin() as conn:
-        conn.execute(text("TRUNCATE reconciliation_records"))
+        conn.execute(text("TRUNCATE reconciliation_records, registry_entries"))
     assert booked_periods() == {}
 
 

@@ -27,6 +27,7 @@ from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import Failure
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+import tests.schemathesis_csv  # noqa: F401  (how a CSV body goes on the wire)
 from catalog import DEMO_CATALOG
 from catalog.loader import load_catalog
 from service.app import create_app
@@ -189,18 +190,6 @@ def roles_match_security(ctx: Any, response: Any, case: Any) -> bool | None:
 
 # Replaced by the check above, which calls it for every status but 422. Every other check runs.
 EXCLUDED = [positive_data_acceptance]
-
-
-@schemathesis.serializer("text/csv")
-def _csv(ctx: Any, value: Any) -> bytes:
-    # A CSV upload is `type: string`. A negative case that is not a string has no text form: sent as
-    # its JSON text it would be a perfectly valid CSV file (`[]` is one line), so it goes on the wire
-    # as bytes that are no text at all (not UTF-8), which is what "not a string" can mean for text/csv.
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode()
-    return b"\xff" + json.dumps(value).encode()
 
 
 # --- stateless phases: examples, coverage, fuzzing, positive and negative ------------------------

@@ -111,6 +111,20 @@ def test_the_registry_xlsx_has_the_same_records_and_a_totals_row(march):
     assert cents == round(total[face] * 100) == record_sums(booked="2026-03")["face_value_minor"]
 
 
+def test_the_registry_xlsx_prints_landscape_one_page_wide_with_the_header_on_every_page(march):
+    from openpyxl import load_workbook
+
+    close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
+    sheet = load_workbook(io.BytesIO(_document("mobile-bonus", MARCH, "registry.xlsx"))).active
+    header = 3  # two preamble lines, then the column titles
+    assert sheet.cell(header, 2).value == "Номер документа"
+    assert sheet.page_setup.orientation == "landscape" and sheet.page_setup.paperSize == 9
+    assert sheet.sheet_properties.pageSetUpPr.fitToPage is True
+    assert (sheet.page_setup.fitToWidth, sheet.page_setup.fitToHeight) == (1, 0)  # 0: as many tall as needed
+    assert sheet.print_title_rows == f"${header}:${header}"
+    assert sheet.freeze_panes == f"A{header + 1}"
+
+
 def test_closing_twice_returns_the_same_documents(march):
     first = close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
     redeem_at(almaty(2026, 4, 3))

@@ -1,13 +1,18 @@
-"""The hot path's pipelines (service/kit/db/pipeline.py): every statement of a pipeline reaches PostgreSQL
-in one write, the first pipeline opens the transaction, results and errors come back as psycopg's
-own pipeline gives them. A TCP proxy on
-loopback between psycopg and the test database counts what the client writes."""
+"""The hot path's pipelines (service/kit/db/pipeline.py), on psycopg's public API only: a pipeline
+costs one round trip to PostgreSQL whatever its statements, the first pipeline opens the
+transaction, results and errors come back as psycopg's own pipeline gives them.
+
+A TCP proxy on loopback between psycopg and the test database delays everything PostgreSQL answers
+by a fixed latency (as a network would: each chunk is delivered that long after it arrived, so
+chunks in flight overlap), so the time a pipeline takes counts its round trips."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +24,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from service.kit.db.engine import libpq_url
 from service.kit.db.pipeline import pipeline
 
+LATENCY = 0.25  # seconds, server to client
 
-class CountingProxy:
-    """Forwards one client connection at a time to PostgreSQL and counts the chunks the client sent
-    (a write that arrives while the proxy waits for the server's answer is one chunk)."""
+
+class LatencyProxy:
+    """Forwards client connections to PostgreSQL; what the server sends reaches the client LATENCY
+    seconds later."""
 
     def __init__(self, database_url: str):
         params = conninfo_to_dict(libpq_url(database_url))
@@ -34,7 +41,6 @@ class CountingProxy:
         )
         self.conninfo_params = params
         self.listener = socket.create_server(("127.0.0.1", 0))
-        self.chunks = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
     def conninfo(self) -> str:
@@ -48,48 +54,77 @@ class CountingProxy:
             server = socket.socket(family, socket.SOCK_STREAM)
             server.connect(address)  # type: ignore[arg-type]
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+            threading.Thread(target=self._forward, args=(client, server), daemon=True).start()
+            late: queue.Queue[tuple[float, bytes]] = queue.Queue()
+            threading.Thread(target=self._receive, args=(server, late), daemon=True).start()
+            threading.Thread(target=self._deliver, args=(late, client), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket, count: bool) -> None:
+    @staticmethod
+    def _forward(source: socket.socket, sink: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                if count:
-                    self.chunks += 1
                 sink.sendall(data)
         except OSError:  # the other direction closed both
             pass
         finally:
             sink.close()
 
+    @staticmethod
+    def _receive(server: socket.socket, late: queue.Queue[tuple[float, bytes]]) -> None:
+        try:
+            while data := server.recv(65536):
+                late.put((time.monotonic() + LATENCY, data))
+        except OSError:
+            pass
+        late.put((0.0, b""))
+
+    @staticmethod
+    def _deliver(late: queue.Queue[tuple[float, bytes]], client: socket.socket) -> None:
+        try:
+            while True:
+                due, data = late.get()
+                if not data:
+                    break
+                time.sleep(max(0.0, due - time.monotonic()))
+                client.sendall(data)
+        except OSError:
+            pass
+        finally:
+            client.close()
+
 
 @pytest.fixture
-def proxy(services) -> Iterator[CountingProxy]:
-    yield CountingProxy(services.database_url)
+def proxy(services) -> Iterator[LatencyProxy]:
+    yield LatencyProxy(services.database_url)
 
 
 def _run(coroutine):
     return asyncio.run(coroutine)
 
 
-async def _connect(proxy: CountingProxy) -> psycopg.AsyncConnection:
+async def _connect(proxy: LatencyProxy) -> psycopg.AsyncConnection:
     return await psycopg.AsyncConnection.connect(proxy.conninfo(), autocommit=True)
 
 
-def test_the_statements_of_a_pipeline_reach_postgresql_in_one_write(proxy, db):
+def _round_trips(seconds: float) -> int:
+    return int(seconds / LATENCY)  # the rest of the time is far below one latency
+
+
+def test_a_pipeline_of_several_statements_costs_one_round_trip(proxy, db):
     async def scenario() -> list:
         async with await _connect(proxy) as conn:
-            before = proxy.chunks
+            started = time.monotonic()
             async with pipeline(conn):
                 first = await conn.execute("SELECT 1")
                 second = await conn.execute("SELECT %(n)s::int + 1", {"n": 41})
+                third = await conn.execute("SELECT 'three'")
                 await conn.execute("COMMIT")
-            written = proxy.chunks - before
-            return [written, await first.fetchone(), await second.fetchone()]
+            took = time.monotonic() - started
+            return [took, await first.fetchone(), await second.fetchone(), await third.fetchone()]
 
-    written, first, second = _run(scenario())
-    assert written == 1
-    assert first == (1,) and second == (42,)
+    took, first, second, third = _run(scenario())
+    assert _round_trips(took) == 1, f"{took:.3f} s"
+    assert first == (1,) and second == (42,) and third == ("three",)
 
 
 def test_a_failing_statement_aborts_the_rest_of_its_pipeline_and_raises_its_own_error(proxy, db):
@@ -112,22 +147,24 @@ def test_a_failing_statement_aborts_the_rest_of_its_pipeline_and_raises_its_own_
 
 
 def test_a_transaction_spans_two_pipelines_and_commits_with_the_second(proxy, db):
-    async def scenario() -> tuple[int, object]:
+    async def scenario() -> tuple[float, tuple[object, object]]:
         async with await _connect(proxy) as conn, await _connect(proxy) as other:
             await conn.execute("CREATE TABLE IF NOT EXISTS pipeline_probe (n int)")
             await conn.execute("TRUNCATE pipeline_probe")
-            before = proxy.chunks
+            started = time.monotonic()
             async with pipeline(conn):
                 await conn.execute("INSERT INTO pipeline_probe VALUES (1)")
+            took = time.monotonic() - started
             unseen = await (await other.execute("SELECT count(*) FROM pipeline_probe")).fetchone()
+            started = time.monotonic()
             async with pipeline(conn):
                 await conn.execute("INSERT INTO pipeline_probe VALUES (2)")
                 await conn.execute("COMMIT")
-            written = proxy.chunks - before - 1  # the other connection's SELECT
+            took += time.monotonic() - started
             seen = await (await other.execute("SELECT count(*) FROM pipeline_probe")).fetchone()
             await conn.execute("DROP TABLE pipeline_probe")
-            return written, (unseen, seen)
+            return took, (unseen, seen)
 
-    written, (unseen, seen) = _run(scenario())
-    assert written == 2
+    took, (unseen, seen) = _run(scenario())
+    assert _round_trips(took) == 2, f"{took:.3f} s"  # BEGIN rode with the first pipeline's insert
     assert unseen == (0,) and seen == (2,)

@@ -100,7 +100,8 @@ class ReasonIn(BaseModel):
     reason: str = Field(
         min_length=1,
         max_length=500,
-        pattern=r"^[^\x00-\x1f\x7f]*$",
+        # Not blank: at least one character that is not white space (what the validator strips).
+        pattern=r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$",
         description="Why (kept in the card's audit trail)",
         examples=["subscriber reported theft"],
     )

@@ -14,6 +14,7 @@ from service.catalog.models import ExchangeCatalogItem, Offer, OfferPrice, Partn
 from service.catalog.schemas import (
     Availability,
     BudgetBalance,
+    OfferLimits,
     OfferOut,
     OfferPriceOut,
     ProductOut,
@@ -155,10 +156,10 @@ def list_offers(
                 nominal=chosen.nominal if chosen else None,
                 active_from=offer.active_from,
                 active_to=offer.active_to,
-                limits={
-                    "per_subscriber_per_day": offer.limit_per_day,
-                    "per_subscriber_per_month": offer.limit_per_month,
-                },
+                limits=OfferLimits(
+                    per_subscriber_per_day=offer.limit_per_day,
+                    per_subscriber_per_month=offer.limit_per_month,
+                ),
                 availability=availability,
             )
         )

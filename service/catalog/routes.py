@@ -11,13 +11,14 @@ from service.catalog import queries
 from service.catalog.errors import UnknownTariff
 from service.catalog.schemas import OfferOut, ProductOut, ProgramDetailOut, ProgramOut
 from service.kit.db.engine import new_session
-from service.kit.http.errors import InvalidCursor, not_found, responses
-from service.kit.http.pagination import Cursor, Limit, Page, decode_cursor, matching, page
+from service.kit.http.errors import not_found, responses
+from service.kit.http.pagination import Limit, Page, cursor_query, page
 from service.kit.http.strict import reject_unknown_query
 
-# A paging cursor's position: the slug or sku of the last item of the page before.
-slug_position = matching(SLUG)
-sku_position = matching(SKU)
+# A paging cursor's position: the code or sku of the last item of the page before.
+ProgramCursor = Annotated[str | None, cursor_query(SLUG, "this program code (programs sort by code)")]
+OfferCursor = Annotated[str | None, cursor_query(SLUG, "this offer code (offers sort by code)")]
+SkuCursor = Annotated[str | None, cursor_query(SKU, "this sku (products sort by sku)")]
 
 router = APIRouter(
     prefix="/v1", tags=["catalog"], responses=responses(), dependencies=[Depends(reject_unknown_query)]
@@ -30,18 +31,16 @@ ProgramCode = Annotated[str, Path(pattern=SLUG, description="Program code")]
     "/programs",
     response_model=Page[ProgramOut],
     summary="Programs this key may see, with tariffs",
-    responses=responses(InvalidCursor),
 )
 def get_programs(
     principal: Principal = Depends(require("loyalty", "finance", "support")),
     limit: Limit = 50,
-    cursor: Cursor = None,
+    cursor: ProgramCursor = None,
 ) -> dict:
     visible = None if principal.sees_all_programs() else principal.programs
-    after = decode_cursor(cursor, "programs", slug_position)
     with new_session() as session:
-        items = queries.list_programs(session, visible=visible, after=after, limit=limit)
-    return page(items, limit, "code", "programs")
+        items = queries.list_programs(session, visible=visible, after=cursor, limit=limit + 1)
+    return page(items, limit, "code")
 
 
 @router.get(
@@ -63,7 +62,7 @@ def get_program(
     "/programs/{program}/offers",
     response_model=Page[OfferOut],
     summary="Offers of a program",
-    responses=responses(UnknownTariff, InvalidCursor),
+    responses=responses(UnknownTariff),
 )
 def get_offers(
     program: ProgramCode,
@@ -72,33 +71,30 @@ def get_offers(
         str | None, Query(pattern=SLUG, description="Only offers this tariff may redeem, priced for it")
     ] = None,
     limit: Limit = 50,
-    cursor: Cursor = None,
+    cursor: OfferCursor = None,
 ) -> dict:
     if not principal.may_see_program(program):
         raise not_found(f"program {program}")
-    after = decode_cursor(cursor, "offers", slug_position)
     with new_session() as session:
-        items = queries.list_offers(session, program, tariff=tariff, after=after, limit=limit)
-    return page(items, limit, "code", "offers")
+        items = queries.list_offers(session, program, tariff=tariff, after=cursor, limit=limit + 1)
+    return page(items, limit, "code")
 
 
 @router.get(
     "/products",
     response_model=Page[ProductOut],
     summary="Products (a partner key sees its own)",
-    responses=responses(InvalidCursor),
 )
 def get_products(
     principal: Principal = Depends(require("partner", "finance", "support")),
     limit: Limit = 50,
-    cursor: Cursor = None,
+    cursor: SkuCursor = None,
 ) -> dict:
-    after = decode_cursor(cursor, "products", sku_position)
     with new_session() as session:
         items = queries.list_products(
             session,
             partner=principal.partner if principal.role == "partner" else None,
-            after=after,
-            limit=limit,
+            after=cursor,
+            limit=limit + 1,
         )
-    return page(items, limit, "sku", "products")
+    return page(items, limit, "sku")

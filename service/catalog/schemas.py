@@ -53,6 +53,18 @@ class Availability(BaseModel):
     reason: Literal["out_of_stock", "not_started", "ended"] | None = None
 
 
+class OfferLimits(BaseModel):
+    """How many times one subscriber may redeem the offer; null: no limit."""
+
+    per_subscriber_per_day: int | None = Field(
+        description="Redemptions per subscriber per day (program's time zone); null: no limit", ge=1
+    )
+    per_subscriber_per_month: int | None = Field(
+        description="Redemptions per subscriber per calendar month (program's time zone); null: no limit",
+        ge=1,
+    )
+
+
 class OfferOut(BaseModel):
     code: str
     name: str
@@ -64,7 +76,7 @@ class OfferOut(BaseModel):
     nominal: Money | None = Field(None, description="Nominal for the `tariff` asked for")
     active_from: datetime | None
     active_to: datetime | None
-    limits: dict[str, int | None]
+    limits: OfferLimits
     availability: Availability
 
 

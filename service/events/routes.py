@@ -16,8 +16,8 @@ from service.events.errors import WebhookNotConfigured
 from service.events.event_log import EventStatus, WebhookEventOut
 from service.events.schemas import EVENT_TYPES
 from service.kit.db.engine import driver, new_session, transaction
-from service.kit.http.errors import InvalidCursor, responses
-from service.kit.http.pagination import Cursor, Limit, Page
+from service.kit.http.errors import responses
+from service.kit.http.pagination import Limit, Page, cursor_query
 from service.kit.http.strict import MONTH, parse_month, reject_unknown_query
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], dependencies=[Depends(reject_unknown_query)])
@@ -32,7 +32,7 @@ def _programs(principal: Principal) -> frozenset[str] | None:
     "/events",
     response_model=Page[WebhookEventOut],
     summary="Webhook events sent to the programs' endpoints (newest first), with their delivery status",
-    responses=responses(InvalidCursor),
+    responses=responses(),
 )
 def list_webhook_events(
     principal: Principal = Depends(require("loyalty", "support")),
@@ -43,7 +43,13 @@ def list_webhook_events(
         str | None, Query(pattern=MONTH.pattern, description="YYYY-MM: created that month (program's zone)")
     ] = None,
     limit: Limit = 50,
-    cursor: Cursor = None,
+    cursor: Annotated[
+        str | None,
+        cursor_query(
+            event_log.POSITION,
+            "this event: `{created_at in microseconds since 1970}_{id as 32 hex digits}` (newest first)",
+        ),
+    ] = None,
 ) -> dict:
     month = parse_month(period, "query.period") if period is not None else None
     with new_session() as session:

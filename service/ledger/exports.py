@@ -48,7 +48,9 @@ def _money(column: str) -> str:
 _ZONE = "coalesce(p.timezone, 'UTC')"
 
 COLUMNS: tuple[ExportColumn, ...] = (
-    ExportColumn("document_number", "Номер документа", "'RR-' || lpad(r.id::text, 10, '0')", width=16),
+    # The record's number in its program's registry, given when its period closes (none before):
+    # gapless, unlike the record's id (see periods.number_records).
+    ExportColumn("document_number", "Номер документа", "'RR-' || lpad(e.number::text, 10, '0')", width=16),
     ExportColumn(
         "date",
         "Дата (местное время)",
@@ -94,6 +96,7 @@ _FROM = (
     " LEFT JOIN tariffs t ON t.id = r.tariff_id"
     " LEFT JOIN partners pa ON pa.id = r.partner_id"
     " JOIN products pr ON pr.id = r.product_id"
+    " LEFT JOIN registry_entries e ON e.record_id = r.id"
 )
 
 

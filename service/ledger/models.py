@@ -119,3 +119,21 @@ class PeriodDocumentChunk(Base):
     document_id: Mapped[int] = mapped_column(ForeignKey("period_documents.id"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class RegistryEntry(Base):
+    """A record's number in its program's registry, given when its period closes (migration
+    0020_contract): per program 1, 2, 3, ... with no gap, in registry order (period by period, each by
+    occurred_at, id). Record ids come from a sequence and have gaps (a refused request's rolled-back
+    insert draws one); these numbers do not. Never changed."""
+
+    __tablename__ = "registry_entries"
+    __table_args__ = (
+        CheckConstraint("number > 0", name=conv("ck_registry_entries_number")),
+        UniqueConstraint("program_id", "number", name=conv("uq_registry_entries_program_number")),
+        Index("ix_registry_entries_period", "period_id"),
+    )
+    record_id: Mapped[int] = mapped_column(ForeignKey("reconciliation_records.id"), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    period_id: Mapped[int] = mapped_column(ForeignKey("periods.id"))
+    number: Mapped[int] = mapped_column(BigInteger)

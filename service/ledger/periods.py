@@ -5,7 +5,9 @@
    closed and book into the next open month. It inserts the period as `closing` with its document
    numbers (gapless, under a numbering lock) and commits.
 2. A second transaction, under a per-period lock, freezes the totals from the records booked into
-   the period (nothing can be booked into it any more), writes the registry (CSV and XLSX) and the
+   the period (nothing can be booked into it any more), numbers its records in the program's registry
+   (number_records: gapless per program, under the program's registry lock), writes the registry
+   (CSV and XLSX) and the
    act (PDF), stores them in the database in 1 MiB chunks with their SHA-256, and marks it `closed`.
    If it fails, the next close of the same month finishes it; closing a closed month returns the
    stored documents unchanged. A trigger forbids reopening, deleting or changing a closed period.
@@ -34,6 +36,7 @@ from service.ledger.exports import RecordFilter, iter_csv, write_xlsx
 from service.ledger.models import PERIOD_LOCK
 
 DOCS_LOCK = PERIOD_LOCK + 1
+REGISTRY_LOCK = PERIOD_LOCK + 2  # (REGISTRY_LOCK, program id): the program's registry numbering
 NUMBERING_KEY = 0  # (PERIOD_LOCK, 0): program ids start at 1
 CHUNK = 1 << 20
 KINDS = {
@@ -205,6 +208,28 @@ def _store(db: Any, period_id: int, kind: str, number: str, filename: str, fh: I
     return size, digest.hexdigest()
 
 
+# Numbers the period's records after the program's last number, in registry order. Only committed
+# records exist for it (the period is closed to new bookings), so a number is never drawn for a
+# request that is then refused, and it rolls back with the documents if they fail.
+_NUMBER_RECORDS = """
+INSERT INTO registry_entries (record_id, program_id, period_id, number)
+SELECT r.id, r.program_id, %(period)s,
+       (SELECT coalesce(max(e.number), 0) FROM registry_entries e WHERE e.program_id = %(program)s)
+       + row_number() OVER (ORDER BY r.occurred_at, r.id)
+  FROM reconciliation_records r
+ WHERE r.program_id = %(program)s AND r.booked_period = %(month)s
+   AND NOT EXISTS (SELECT 1 FROM registry_entries e WHERE e.record_id = r.id)
+ ORDER BY r.occurred_at, r.id"""
+
+
+def number_records(db: Any, period_id: int, program_id: int, month: date) -> int:
+    """Gives the period's records their registry numbers (once: a second call numbers nothing);
+    returns how many it numbered."""
+    db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (REGISTRY_LOCK, program_id))
+    params = {"period": period_id, "program": program_id, "month": month}
+    return int(db.execute(_NUMBER_RECORDS, params).rowcount)
+
+
 def _produce_documents(period_id: int, program: ProgramRow) -> None:
     with transaction() as session:
         db = driver(session)
@@ -216,6 +241,7 @@ def _produce_documents(period_id: int, program: ProgramRow) -> None:
         if row is None or row[0] == "closed":
             return
         _, month, _, act_number, registry_number, closed_at = row
+        number_records(db, period_id, program.id, month)
         totals = compute_totals(db, program.id, month)
         flt = RecordFilter(program_ids=[program.id], booked_period=month)
         stem = f"{program.code}-{month:%Y-%m}"

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from service.catalog.errors import UnknownPartner
 from service.kit.db.engine import driver, new_session
+from service.kit.http.csv_body import csv_text
 from service.kit.http.errors import ValidationFailed
 from service.kit.security.crypto import get_vault
 from service.kit.values.money import MoneyError, to_decimal_string, to_minor
@@ -59,13 +60,8 @@ def _parse_time(value: str, zone: ZoneInfo) -> datetime:
 
 
 def parse_report(body: bytes, currency: str, zone: ZoneInfo) -> ParsedReport:
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ValidationFailed(
-            "CSV must be UTF-8",
-            errors=[{"field": "body", "message": "not UTF-8"}],
-        ) from None
+    """The report's lines; a body that is not CSV (not UTF-8, JSON) is refused whole (csv_text)."""
+    text = csv_text(body)
     vault = get_vault()
     report = ParsedReport()
     seen: dict[bytes, int] = {}

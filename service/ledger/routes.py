@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -18,6 +18,8 @@ from service.auth.deps import require
 from service.auth.service import Principal
 from service.catalog.errors import UnknownPartner, UnknownProduct, UnknownProgram
 from service.kit.db.engine import driver, get_engine, new_session, raw_connection
+from service.kit.http.csv_body import NotCsv, csv_request_body, csv_upload
+from service.kit.http.downloads import download_media_type, download_response
 from service.kit.http.errors import InvalidRange, UnsupportedMediaType, ValidationFailed, responses
 from service.kit.http.strict import parse_month, reject_unknown_query
 from service.ledger import periods
@@ -107,16 +109,9 @@ def _stream(flt: RecordFilter, fmt: str):
         connection.rollback()
 
 
-_EXPORT_CONTENT: dict[int | str, dict[str, Any]] = {
-    200: {
-        "description": "The records, streamed",
-        "content": {
-            MEDIA_TYPES["csv"]: {"schema": {"type": "string"}},
-            MEDIA_TYPES["jsonl"]: {"schema": {"type": "string"}},
-            MEDIA_TYPES["xlsx"]: {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
+_EXPORT_CONTENT = download_response(
+    "The records, streamed", MEDIA_TYPES["csv"], MEDIA_TYPES["jsonl"], MEDIA_TYPES["xlsx"]
+)
 
 
 @router.get(
@@ -126,6 +121,7 @@ _EXPORT_CONTENT: dict[int | str, dict[str, Any]] = {
     responses={**responses(UnknownProgram, UnknownPartner, UnknownProduct, InvalidRange), **_EXPORT_CONTENT},
 )
 def export_records(
+    request: Request,
     principal: Principal = Depends(finance),
     format: Annotated[ExportFormat, Query(description="csv, jsonl or xlsx")] = "csv",
     period: Annotated[str | None, Query(pattern=MONTH_PATTERN, description="Booked period YYYY-MM")] = None,
@@ -157,7 +153,7 @@ def export_records(
     log.info("records_export", format=format, program=program, period=period, key_id=principal.key_id)
     return StreamingResponse(
         _stream(flt, format),
-        media_type=MEDIA_TYPES[format],
+        media_type=download_media_type(request, MEDIA_TYPES[format]),
         headers={
             "Content-Disposition": f'attachment; filename="{name}.{format}"',
             "Cache-Control": "no-store",
@@ -211,17 +207,11 @@ def list_documents(month: Month, program: ProgramQuery, principal: Principal = D
     summary="Download a closing document (act.pdf, registry.xlsx, registry.csv)",
     responses={
         **responses(UnknownProgram, PeriodNotClosed),
-        200: {
-            "description": "The file",
-            "content": {
-                "application/pdf": {"schema": {"type": "string", "format": "binary"}},
-                "text/csv": {"schema": {"type": "string"}},
-                MEDIA_TYPES["xlsx"]: {"schema": {"type": "string", "format": "binary"}},
-            },
-        },
+        **download_response("The file", "application/pdf", "text/csv", MEDIA_TYPES["xlsx"]),
     },
 )
 def download_document(
+    request: Request,
     month: Month,
     kind: Annotated[DocumentKind, Path()],
     program: ProgramQuery,
@@ -231,7 +221,7 @@ def download_document(
     digest = base64.b64encode(bytes.fromhex(doc.sha256)).decode()
     return StreamingResponse(
         periods.iter_document(doc.document_id),
-        media_type=doc.content_type,
+        media_type=download_media_type(request, doc.content_type),
         headers={
             "Content-Disposition": f'attachment; filename="{doc.filename}"',
             "Content-Length": str(doc.size),
@@ -241,24 +231,17 @@ def download_document(
     )
 
 
-_REPORT_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "text/csv": {
-                "schema": {"type": "string"},
-                "example": "code,activated_at,amount\nABC-123-XYZ,2026-03-05T10:00:00+05:00,2000.00\n",
-            }
-        },
-    }
-}
+_REPORT_BODY = csv_request_body(
+    "code,activated_at,amount\nABC-123-XYZ,2026-03-05T10:00:00+05:00,2000.00\n",
+    "code[,activated_at][,amount], with or without a header line",
+)
 
 
 @router.post(
     "/reconciliation/partners/{partner}",
     response_model=PartnerReconciliationOut,
     openapi_extra=_REPORT_BODY,
-    responses=responses(UnknownPartner),
+    responses=responses(UnknownPartner, NotCsv),
     summary="Reconcile a partner's report of activated codes (CSV code[,activated_at][,amount])",
 )
 async def reconcile(
@@ -267,14 +250,13 @@ async def reconcile(
     period: Annotated[str, Query(pattern=MONTH_PATTERN, description="Month YYYY-MM")],
     principal: Principal = Depends(finance),
 ) -> dict:
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media not in ("text/csv", "text/plain", "application/csv"):
+    report = await csv_upload(request)  # text/csv, or the `file` part of multipart/form-data
+    if report is None:
         raise UnsupportedMediaType(
-            "send the report as text/csv: code[,activated_at][,amount]",
+            "send the report as text/csv or multipart/form-data: code[,activated_at][,amount]"
         )
-    body = await request.body()
     month = parse_month(period, "query.period")
-    result = await run_in_threadpool(reconcile_partner, partner, month, body)
+    result = await run_in_threadpool(reconcile_partner, partner, month, report)
     log.info(
         "partner_reconciled", partner=partner, period=period, key_id=principal.key_id, **result["counts"]
     )

@@ -5,7 +5,11 @@ the tests read its output back with openpyxl.
 
 Cells: text as inline strings, numbers as the decimal text they arrive in (computed from integers
 upstream; no float ever exists), with a 2-decimal or integer number format. A sheet holds at most
-1,000,000 data rows; more rows continue on the next sheet with the header repeated."""
+1,000,000 data rows; more rows continue on the next sheet with the header repeated.
+
+Printing: every sheet is landscape A4, fit to one page wide (as many pages tall as it takes), with the
+header row repeated at the top of every page (the workbook's Print_Titles) and page numbers in the
+footer; on screen the header (and the preamble above it) stays frozen."""
 
 from __future__ import annotations
 
@@ -86,7 +90,8 @@ class XlsxWriter:
         )
         head = [
             f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="{_NS}" '
-            f'xmlns:r="{_REL_NS}"><sheetViews><sheetView workbookViewId="0">'
+            f'xmlns:r="{_REL_NS}"><sheetPr><pageSetUpPr fitToPage="1"/></sheetPr>'
+            f'<sheetViews><sheetView workbookViewId="0">'
             f'<pane ySplit="{len(self.preamble) + 1}" topLeftCell="A{len(self.preamble) + 2}" '
             f'activePane="bottomLeft" state="frozen"/></sheetView></sheetViews>'
             f"<cols>{width}</cols><sheetData>"
@@ -104,9 +109,13 @@ class XlsxWriter:
         self._sheet.write("".join(head).encode())
         self._in_sheet = 0
 
+    @property
+    def header_row(self) -> int:
+        return len(self.preamble) + 1
+
     def _close_sheet(self) -> None:
         if self._sheet is not None:
-            self._sheet.write(b"</sheetData></worksheet>")
+            self._sheet.write(b"</sheetData>" + _PRINT_SETUP + b"</worksheet>")
             self._sheet.close()
             self._sheet = None
 
@@ -151,7 +160,13 @@ class XlsxWriter:
                 f'<sheet name="{_esc(t)}" sheetId="{i}" r:id="rId{i}"/>'
                 for i, t in enumerate(self.sheets, start=1)
             )
-            + "</sheets></workbook>",
+            + "</sheets><definedNames>"
+            + "".join(
+                f'<definedName name="_xlnm.Print_Titles" localSheetId="{i}">'
+                f"{_esc(_quoted(t))}!${self.header_row}:${self.header_row}</definedName>"
+                for i, t in enumerate(self.sheets)
+            )
+            + "</definedNames></workbook>",
         )
         z.writestr(
             "xl/_rels/workbook.xml.rels",
@@ -191,6 +206,18 @@ class XlsxWriter:
         )
         z.close()
 
+
+def _quoted(sheet_name: str) -> str:
+    return "'" + sheet_name.replace("'", "''") + "'"
+
+
+# After sheetData, in the schema's order: margins (inches), A4 landscape fit to one page wide and
+# any number of pages tall, "page N of M" centred in the footer.
+_PRINT_SETUP = (
+    b'<pageMargins left="0.4" right="0.4" top="0.5" bottom="0.6" header="0.3" footer="0.3"/>'
+    b'<pageSetup paperSize="9" orientation="landscape" fitToWidth="1" fitToHeight="0"/>'
+    b"<headerFooter><oddFooter>&amp;C&amp;P / &amp;N</oddFooter></headerFooter>"
+)
 
 _STYLES = (
     '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'

@@ -12,6 +12,7 @@ from service.auth.deps import require
 from service.auth.service import Principal
 from service.kit.config import get_settings
 from service.kit.db.engine import new_session, transaction
+from service.kit.http.csv_body import NotCsv, csv_request_body, csv_upload, media_type
 from service.kit.http.errors import responses
 from service.kit.http.strict import reject_unknown_query
 from service.kit.observability.metrics import CODES_IMPORTED
@@ -24,34 +25,18 @@ router = APIRouter(
 )
 log = structlog.get_logger("pools")
 
-_UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "text/csv": {
-                "schema": {"type": "string"},
-                "example": "code,pin,expires_at\nABC-123-XYZ,1234,2027-12-31\n",
+_UPLOAD_BODY = csv_request_body(
+    "code,pin,expires_at\nABC-123-XYZ,1234,2027-12-31\n",
+    "code[,pin][,expires_at], with or without a header line",
+    **{
+        "application/json": {
+            "schema": {"$ref": "#/components/schemas/CodeUploadJson"},
+            "example": {
+                "codes": [{"code": "ABC-123-XYZ", "pin": "1234", "expires_at": "2027-12-31"}, "DEF-456"]
             },
-            "application/json": {
-                "schema": {
-                    "anyOf": [
-                        {"$ref": "#/components/schemas/CodeUploadJson"},
-                        {
-                            "type": "array",
-                            "description": "The bare list of `codes`",
-                            "items": {
-                                "anyOf": [{"type": "string"}, {"$ref": "#/components/schemas/CodeItem"}]
-                            },
-                        },
-                    ]
-                },
-                "example": {
-                    "codes": [{"code": "ABC-123-XYZ", "pin": "1234", "expires_at": "2027-12-31"}, "DEF-456"]
-                },
-            },
-        },
-    }
-}
+        }
+    },
+)
 
 
 @router.post(
@@ -60,15 +45,16 @@ _UPLOAD_BODY = {
     status_code=201,
     summary="Upload codes into a product's pool (CSV or JSON)",
     openapi_extra=_UPLOAD_BODY,
-    responses=responses(NotACodeProduct),
+    responses=responses(NotACodeProduct, NotCsv),
 )
 async def upload_codes(
     request: Request,
     sku: Annotated[str, Path(pattern=SKU, description="Product sku")],
     principal: Principal = Depends(require("partner")),
 ) -> CodeUploadResult:
-    body = await request.body()
-    lines = service.lines_from_body(body, request.headers.get("content-type", ""))
+    upload = await csv_upload(request)  # text/csv, or the `file` part of multipart/form-data
+    body = upload if upload is not None else await request.body()
+    lines = service.lines_from_body(body, "text/csv" if upload is not None else media_type(request))
 
     def run() -> service.ImportResult:
         with transaction() as session:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from service.catalog.models import Product
 from service.kit.db.engine import driver
+from service.kit.http.csv_body import CSV_MEDIA_TYPES, csv_text
 from service.kit.http.errors import MalformedJson, UnsupportedMediaType, ValidationFailed, not_found
 from service.kit.security.crypto import Vault, get_vault
 from service.kit.values.zones import zone
@@ -113,12 +114,19 @@ def read_csv(stream: Iterable[str]) -> Iterator[RawLine]:
 
 
 def read_json(payload: Any) -> Iterator[RawLine]:
-    """`{"codes": [{"code": ..., "pin": ..., "expires_at": ...}]}` or the bare list.
+    """`{"codes": [{"code": ..., "pin": ..., "expires_at": ...}]}` (each item an object or a code string).
+    A bare list is not taken (issue 23: it made the body's schema a union with an array, which
+    generated clients cannot send); it is refused with 422 `validation_error`.
 
     Checked before any line is read: an item that is neither a code string nor an object (e.g.
     `[null, null]`), or an object whose code, pin or expiry is not a string, is a body the schema
     forbids, refused whole with 422 `validation_error` rather than imported as rejected lines."""
-    items = payload.get("codes") if isinstance(payload, dict) else payload
+    if not isinstance(payload, dict):
+        raise ValidationFailed(
+            'expected {"codes": [{"code": "...", "pin": "...", "expires_at": "..."}]}',
+            errors=[{"field": "body", "message": "must be an object with `codes`"}],
+        )
+    items = payload.get("codes")
     if not isinstance(items, list):
         raise ValidationFailed(
             'expected {"codes": [{"code": "...", "pin": "...", "expires_at": "..."}]}',
@@ -360,15 +368,8 @@ def body_sha256(data: bytes) -> str:
 
 def lines_from_body(body: bytes, content_type: str) -> Iterator[RawLine]:
     media = content_type.split(";")[0].strip().lower()
-    if media in ("text/csv", "text/plain", "application/csv"):
-        try:
-            text_body = body.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ValidationFailed(
-                "CSV must be UTF-8",
-                errors=[{"field": "body", "message": "not UTF-8"}],
-            ) from None
-        return read_csv(io.StringIO(text_body, newline=""))
+    if media in CSV_MEDIA_TYPES:
+        return read_csv(io.StringIO(csv_text(body), newline=""))
     if media == "application/json":
         try:
             payload = json.loads(body)
@@ -376,7 +377,8 @@ def lines_from_body(body: bytes, content_type: str) -> Iterator[RawLine]:
             raise MalformedJson("the body is not valid JSON") from None
         return read_json(payload)
     raise UnsupportedMediaType(
-        "send text/csv (code[,pin][,expires_at]) or application/json",
+        "send text/csv (code[,pin][,expires_at]), multipart/form-data (the CSV as `file`)"
+        " or application/json",
     )
 
 

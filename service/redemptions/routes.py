@@ -14,8 +14,8 @@ from service.auth.service import Principal
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import get_snapshot
 from service.kit.db.engine import hot_pool, new_session, transaction
-from service.kit.http.errors import IdempotencyKeyMissing, InvalidCursor, InvalidMsisdn, responses
-from service.kit.http.pagination import Cursor, Limit, Page, decode_cursor, page, uuid_position
+from service.kit.http.errors import IdempotencyKeyMissing, InvalidMsisdn, responses
+from service.kit.http.pagination import Limit, Page, UuidCursor, page, uuid_position
 from service.kit.http.strict import reject_unknown_query
 from service.kit.http.validation import json_body
 from service.kit.reliability.idempotency import (
@@ -170,7 +170,7 @@ MsisdnPath = Annotated[
     "/redemptions",
     response_model=Page[RedemptionOut],
     summary="Find redemptions (newest first)",
-    responses=responses(InvalidMsisdn, InvalidCursor),
+    responses=responses(InvalidMsisdn),
 )
 def list_redemptions(
     principal: Principal = Depends(require("loyalty", "support")),
@@ -181,14 +181,14 @@ def list_redemptions(
     created_from: Rfc3339 | None = None,
     created_to: Rfc3339 | None = None,
     limit: Limit = 50,
-    cursor: Cursor = None,
+    cursor: UuidCursor = None,
 ) -> dict:
-    before = decode_cursor(cursor, "redemptions", uuid_position)
+    before = uuid_position(cursor)
     with new_session() as session:
         items = service.find_redemptions(
             session,
             scope=scope_of(principal),
-            limit=limit,
+            limit=limit + 1,
             before=before,
             external_id=external_id,
             msisdn=_msisdn(msisdn, "query.msisdn"),
@@ -197,7 +197,7 @@ def list_redemptions(
             created_from=created_from,
             created_to=created_to,
         )
-    return page(items, limit, "id", "redemptions")
+    return page(items, limit, "id")
 
 
 @router.get(
@@ -205,24 +205,24 @@ def list_redemptions(
     response_model=Page[RedemptionOut],
     tags=["operations"],
     summary="A subscriber's rewards (support)",
-    responses=responses(InvalidMsisdn, InvalidCursor),
+    responses=responses(InvalidMsisdn),
 )
 def subscriber_redemptions(
     msisdn: MsisdnPath,
     principal: Principal = Depends(require("support")),
     limit: Limit = 50,
-    cursor: Cursor = None,
+    cursor: UuidCursor = None,
 ) -> dict:
-    before = decode_cursor(cursor, "subscriber-redemptions", uuid_position)
+    before = uuid_position(cursor)
     with new_session() as session:
         items = service.find_redemptions(
             session,
             scope=scope_of(principal),
-            limit=limit,
+            limit=limit + 1,
             before=before,
             msisdn=_msisdn(msisdn, "path.msisdn"),
         )
-    return page(items, limit, "id", "subscriber-redemptions")
+    return page(items, limit, "id")
 
 
 @router.post(
