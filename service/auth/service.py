@@ -32,11 +32,21 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def program_scope(self) -> frozenset[str] | None:
+        """The programs this key may see; None: every program. Loyalty keys are scoped to theirs,
+        support keys may be (`--program`, as support staff in the console); admin, finance and an
+        unscoped support key see all. (A partner key reaches no program route: 403 first.)"""
+        if self.role == "loyalty" or (self.role == "support" and self.programs):
+            return self.programs
+        return None
+
     def sees_all_programs(self) -> bool:
-        return self.role in ("admin", "finance", "support")
+        return self.role in ("admin", "finance", "support") and self.program_scope is None
 
     def may_see_program(self, code: str) -> bool:
-        return self.sees_all_programs() or (self.role == "loyalty" and code in self.programs)
+        scope = self.program_scope
+        return self.role != "partner" and (scope is None or code in scope)
 
 
 @dataclass(frozen=True)
@@ -63,8 +73,8 @@ def create_key(
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if role == "loyalty" and not programs:
         raise ValueError("a loyalty key needs at least one --program")
-    if role != "loyalty" and programs:
-        raise ValueError("only loyalty keys are scoped to programs")
+    if role not in ("loyalty", "support") and programs:
+        raise ValueError("only loyalty and support keys are scoped to programs")
     if role == "partner" and not partner:
         raise ValueError("a partner key needs --partner")
     if role != "partner" and partner:
