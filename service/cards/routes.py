@@ -169,7 +169,7 @@ def create_exchange(
 )
 def read_card(card: CardRef, principal: Principal = Depends(require("support"))) -> CardDetailsOut:
     with new_session() as session:
-        return service.card_details(session, card, now=clock())
+        return service.card_details(session, card, now=clock(), programs=principal.program_scope)
 
 
 @router.post(
@@ -183,7 +183,13 @@ def block_card(
 ) -> CardDetailsOut:
     with transaction() as session:
         return service.set_blocked(
-            session, card, blocked=True, reason=body.reason, api_key_id=principal.api_key_id, now=clock()
+            session,
+            card,
+            blocked=True,
+            reason=body.reason,
+            api_key_id=principal.api_key_id,
+            now=clock(),
+            programs=principal.program_scope,
         )
 
 
@@ -198,5 +204,11 @@ def unblock_card(
 ) -> CardDetailsOut:
     with transaction() as session:
         return service.set_blocked(
-            session, card, blocked=False, reason=body.reason, api_key_id=principal.api_key_id, now=clock()
+            session,
+            card,
+            blocked=False,
+            reason=body.reason,
+            api_key_id=principal.api_key_id,
+            now=clock(),
+            programs=principal.program_scope,
         )

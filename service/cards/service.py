@@ -568,11 +568,19 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
     return ExpiryResult(len(rows), total)
 
 
-def _card_by_redemption(session: Session, redemption_id: uuid.UUID, *, for_update: bool) -> Any:
+def _card_by_redemption(
+    session: Session, redemption_id: uuid.UUID, *, for_update: bool, programs: frozenset[str] | None
+) -> Any:
+    """The card a redemption issued; `programs`: those the caller may see (None: all). A redemption of
+    another program is as unknown as one that does not exist."""
     card = session.execute(
         text(_CARD + " WHERE r.id = :rid" + (" FOR UPDATE OF c" if for_update else "")),
         {"rid": redemption_id},
     ).one_or_none()
+    if card is not None and programs is not None:
+        program = get_snapshot(session).programs_by_id.get(card.program_id)
+        if program is None or program.code not in programs:
+            card = None
     if card is None:
         raise CardNotFound(f"redemption {redemption_id} has no card")
     return card
@@ -586,10 +594,11 @@ def set_blocked(
     reason: str,
     api_key_id: int | None,
     now: datetime,
+    programs: frozenset[str] | None = None,
 ) -> CardDetailsOut:
     """Support blocks an active card (suspected fraud, a lost phone) or unblocks a blocked one;
-    both are audited in card_events with the key and the reason."""
-    card = _card_by_redemption(session, redemption_id, for_update=True)
+    both are audited in card_events with the key and the reason. `programs`: the caller's scope."""
+    card = _card_by_redemption(session, redemption_id, for_update=True, programs=programs)
     if blocked and card.status != "active":
         raise CardNotBlockable(
             f"only an active card can be blocked; this one is {card.status}",
@@ -605,8 +614,10 @@ def set_blocked(
     return card_details(session, redemption_id, now=now)
 
 
-def card_details(session: Session, redemption_id: uuid.UUID, *, now: datetime) -> CardDetailsOut:
-    card = _card_by_redemption(session, redemption_id, for_update=False)
+def card_details(
+    session: Session, redemption_id: uuid.UUID, *, now: datetime, programs: frozenset[str] | None = None
+) -> CardDetailsOut:
+    card = _card_by_redemption(session, redemption_id, for_update=False, programs=programs)
     exchanges = session.execute(
         text(
             "SELECT e.id, pr.sku, pa.code AS partner, e.amount_minor, c.last4, e.created_at FROM exchanges e"
