@@ -139,13 +139,13 @@ def test_a_sandbox_card_is_minted_marked_and_unknown_to_partners(client, keys):
     verify = client.post(
         "/v1/cards/verify", json={"number": number, "pin": pin}, headers=keys.header("partner")
     )
-    assert_problem(verify, 404, "card_not_found")
+    assert_problem(verify, 422, "wrong_card_or_pin")  # as an unknown number
     exchange = client.post(
         "/v1/cards/exchanges",
         json={"number": number, "pin": pin, "sku": "ARAY-CERT-1000"},
         headers={**keys.header("partner"), "Idempotency-Key": "sandbox-card"},
     )
-    assert_problem(exchange, 404, "card_not_found")
+    assert_problem(exchange, 422, "wrong_card_or_pin")
 
 
 def test_sandbox_redemptions_write_no_reconciliation_record_and_take_no_budget(client, keys):

@@ -406,15 +406,15 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
         "Мұндай нөмірлі карта табылмады.",
         "No card has this number.",
     ),
-    "problem.wrong_pin": (
-        "Неверный PIN. Осталось попыток: {remaining_attempts}.",
-        "PIN қате. Қалған әрекет: {remaining_attempts}.",
-        "Wrong PIN. Attempts left: {remaining_attempts}.",
+    "problem.wrong_card_or_pin": (
+        "Неверный номер карты или PIN. Осталось попыток: {remaining_attempts}.",
+        "Карта нөмірі немесе PIN қате. Қалған әрекет: {remaining_attempts}.",
+        "Wrong card number or PIN. Attempts left: {remaining_attempts}.",
     ),
     "problem.card_locked": (
-        "Карта заблокирована после 5 неверных PIN, попробуйте позже.",
-        "5 қате PIN-нен кейін карта бұғатталды, кейінірек қайталаңыз.",
-        "The card is locked after 5 wrong PINs; try again later.",
+        "Слишком много неверных PIN для этой карты, попробуйте позже.",
+        "Бұл карта үшін қате PIN тым көп, кейінірек қайталаңыз.",
+        "Too many wrong PINs for this card; try again later.",
     ),
     "problem.card_blocked": (
         "Карта заблокирована: покупателю нужно обратиться в поддержку.",

@@ -226,7 +226,7 @@ def test_blocking_a_card_needs_a_reason(client, keys, staff):
 # --- card desk ------------------------------------------------------------------------------------
 
 
-def test_wrong_pins_at_the_desk_are_counted_and_the_fifth_locks_the_card(client, keys, staff):
+def test_wrong_pins_at_the_desk_are_counted_for_the_partner_and_the_fifth_holds_it_back(client, keys, staff):
     card = issue_card(client, keys)
     token = signed_in(client, staff.partner)
     for left in (4, 3, 2, 1):
@@ -235,7 +235,7 @@ def test_wrong_pins_at_the_desk_are_counted_and_the_fifth_locks_the_card(client,
         )
         assert (
             response.status_code == 422
-            and i18n.translate("ru", "problem.wrong_pin", remaining_attempts=left) in response.text
+            and i18n.translate("ru", "problem.wrong_card_or_pin", remaining_attempts=left) in response.text
         )
     locked = client.post(
         "/console/cards/verify", data={"csrf_token": token, "number": card.number, "pin": card.wrong_pin}
@@ -245,6 +245,10 @@ def test_wrong_pins_at_the_desk_are_counted_and_the_fifth_locks_the_card(client,
         "/console/cards/verify", data={"csrf_token": token, "number": card.number, "pin": card.pin}
     )
     assert right.status_code == 423 and i18n.translate("ru", "problem.card_locked") in right.text
+    # The desk and the partner's API keys are one client; another partner is not held back.
+    body = {"number": card.number, "pin": card.pin}
+    assert client.post("/v1/cards/verify", json=body, headers=keys.header("partner")).status_code == 423
+    assert client.post("/v1/cards/verify", json=body, headers=keys.header("other_partner")).status_code == 200
 
 
 def test_the_desk_lists_only_the_cashiers_certificates_and_what_the_balance_covers(client, keys, staff):

@@ -34,8 +34,39 @@ def upgrade() -> None:
         postgresql_where=sa.text("sandbox"),
     )
 
+    # Wrong PINs (and staff passwords) counted per target and per client (service/kit/security/throttle.py)
+    # instead of one counter per card (and per account) that anyone could run up to lock out its owner.
+    op.create_table(
+        "auth_throttle",
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("target", sa.LargeBinary(), nullable=False),
+        sa.Column("client", sa.String(80), nullable=False),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("last_failed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("blocked_until", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("kind", "target", "client", name=op.f("pk_auth_throttle")),
+    )
+    op.create_index("ix_auth_throttle_last_failed", "auth_throttle", ["last_failed_at"])
+    op.drop_column("cards", "failed_pin_attempts")
+    op.drop_column("cards", "locked_until")
+    op.drop_constraint(op.f("ck_card_events_event"), "card_events", type_="check")
+    op.create_check_constraint(
+        op.f("ck_card_events_event"),
+        "card_events",
+        "event IN ('blocked', 'unblocked', 'locked', 'unlocked', 'expired')",
+    )
+
 
 def downgrade() -> None:
+    op.execute("DELETE FROM card_events WHERE event = 'unlocked'")
+    op.drop_constraint(op.f("ck_card_events_event"), "card_events", type_="check")
+    op.create_check_constraint(
+        op.f("ck_card_events_event"), "card_events", "event IN ('blocked', 'unblocked', 'locked', 'expired')"
+    )
+    op.add_column("cards", sa.Column("failed_pin_attempts", sa.Integer(), server_default="0", nullable=False))
+    op.add_column("cards", sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True))
+    op.drop_index("ix_auth_throttle_last_failed", table_name="auth_throttle")
+    op.drop_table("auth_throttle")
     op.drop_index("ix_redemptions_sandbox_month", table_name="redemptions")
     op.drop_index("ix_webhook_events_sandbox_program_created", table_name="webhook_events")
     op.drop_column("webhook_events", "sandbox")
