@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import service.models  # noqa: F401  (every domain's models mapped before the first session)
 from service import openapi_contract as contract
+from service.auth import revocations
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.console.mount import install as install_console
@@ -225,6 +226,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
+    revocations.listen(get_settings().database_url)  # revoked keys leave every process's cache at once
     app.state.db_pool = None  # opened by the first request that needs it (see hot_pool)
     app.state.db_pool_lock = asyncio.Lock()
     # What exists now (the app, its routes and schemas, the libraries: some 220,000 objects) lives as
