@@ -30,6 +30,7 @@ from service.events import schemas as events
 from service.events.routes import router as events_router
 from service.kit.config import get_settings
 from service.kit.db.engine import UNAVAILABLE_ERRORS, unavailable
+from service.kit.http import apidocs
 from service.kit.http.errors import (
     PROBLEM_MEDIA_TYPE,
     IdempotencyKeyMissing,
@@ -249,7 +250,10 @@ def create_app() -> FastAPI:
         description="Turns loyalty points into partner codes and universal gift cards, delivered by SMS. "
         "Errors are RFC 9457 problem+json with a stable `code`.",
         lifespan=_lifespan,
+        docs_url=None,  # /docs and /redoc from the files the service ships (service/kit/http/apidocs)
+        redoc_url=None,
     )
+    apidocs.install(app)
     app.include_router(health_router)
     app.include_router(catalog_router)
     app.include_router(pools_router)
