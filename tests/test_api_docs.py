@@ -65,7 +65,8 @@ def test_the_api_docs_pages_draw_under_their_csp(live_base, browser_driver, path
     )
     shot = Path(os.environ.get("API_DOCS_SCREENSHOTS", tmp_path)) / f"{path.strip('/')}.png"
     browser_driver.save_screenshot(str(shot))
-    csp = [e["message"] for e in browser_driver.get_log("browser") if "Content Security Policy" in e["message"]]
+    logs = browser_driver.get_log("browser")
+    csp = [e["message"] for e in logs if "Content Security Policy" in e["message"]]
     refused_images = {m.split("'")[1] for m in csp if "Loading the image" in m}
     assert not [m for m in csp if "Loading the image" not in m], csp  # no script, style, worker, fetch
     loaded = browser_driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")

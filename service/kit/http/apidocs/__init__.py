@@ -56,7 +56,7 @@ REDOC_PAGE = """<!doctype html>
 
 
 class _Assets(StaticFiles):
-    def file_response(self, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+    def file_response(self, *args, **kwargs) -> Response:
         response = super().file_response(*args, **kwargs)
         response.headers.update(_ASSET_HEADERS)
         return response
