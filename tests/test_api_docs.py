@@ -43,9 +43,10 @@ def test_every_script_and_stylesheet_of_the_pages_is_served_by_the_service(clien
 def test_the_vendored_files_come_with_their_licences():
     root = Path(__file__).parent.parent / "service" / "kit" / "http" / "apidocs" / "static" / "vendor"
     for name in ("swagger-ui", "redoc"):
-        assert "MIT License" in (root / name / "LICENSE").read_text() or "Apache" in (
-            root / name / "LICENSE"
-        ).read_text()
+        assert (
+            "MIT License" in (root / name / "LICENSE").read_text()
+            or "Apache" in (root / name / "LICENSE").read_text()
+        )
         assert (root / name / "SOURCE").read_text().strip()
 
 
