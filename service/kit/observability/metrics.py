@@ -21,7 +21,7 @@ CARD_PIN_THROTTLED = Counter(
     "rewards_card_pin_throttled_total", "Wrong PINs after which their client waits before its next try"
 )
 STAFF_SIGN_IN_THROTTLED = Counter(
-    "rewards_staff_sign_in_throttled_total", "Console sign-in attempts held back by a throttle", ["count"]
+    "rewards_staff_sign_in_throttled_total", "Console sign-in attempts held back after wrong passwords"
 )
 CARD_EXCHANGES = Counter("rewards_card_exchanges_total", "Universal card exchanges for certificates", ["sku"])
 CARD_RATE_LIMITED = Counter(

@@ -47,6 +47,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("kind", "target", "client", name=op.f("pk_auth_throttle")),
     )
     op.create_index("ix_auth_throttle_last_failed", "auth_throttle", ["last_failed_at"])
+    op.create_table(
+        "staff_sign_in_places",
+        sa.Column("target", sa.LargeBinary(), nullable=False),
+        sa.Column("client", sa.String(80), nullable=False),
+        sa.Column("last_signed_in_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("target", "client", name=op.f("pk_staff_sign_in_places")),
+    )
+    op.drop_column("staff_accounts", "failed_logins")
+    op.drop_column("staff_accounts", "locked_until")
     op.drop_column("cards", "failed_pin_attempts")
     op.drop_column("cards", "locked_until")
     op.drop_constraint(op.f("ck_card_events_event"), "card_events", type_="check")
@@ -65,6 +74,11 @@ def downgrade() -> None:
     )
     op.add_column("cards", sa.Column("failed_pin_attempts", sa.Integer(), server_default="0", nullable=False))
     op.add_column("cards", sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True))
+    op.add_column(
+        "staff_accounts", sa.Column("failed_logins", sa.Integer(), server_default="0", nullable=False)
+    )
+    op.add_column("staff_accounts", sa.Column("locked_until", sa.DateTime(timezone=True), nullable=True))
+    op.drop_table("staff_sign_in_places")
     op.drop_index("ix_auth_throttle_last_failed", table_name="auth_throttle")
     op.drop_table("auth_throttle")
     op.drop_index("ix_redemptions_sandbox_month", table_name="redemptions")
