@@ -104,6 +104,10 @@ ROLE_ROUTES = {  # (method, path): (admitted roles, body)
         {"support"},
         {"reason": "ok"},
     ),
+    ("POST", "/v1/cards/by-redemption/01a20698-17c3-7275-9796-b8bd861fdf1e/unlock"): (
+        {"support"},
+        {"reason": "ok"},
+    ),
     ("GET", "/v1/settlements/aray-cinema?period=2026-10"): ({"finance", "partner"}, None),
     ("POST", "/v1/redemptions"): (
         {"loyalty"},
