@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import service.models  # noqa: F401  (every domain's models mapped before the first session)
 from service import openapi_contract as contract
+from service.auth import revocations
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.console.mount import install as install_console
@@ -29,6 +30,7 @@ from service.events import schemas as events
 from service.events.routes import router as events_router
 from service.kit.config import get_settings
 from service.kit.db.engine import UNAVAILABLE_ERRORS, unavailable
+from service.kit.http import apidocs
 from service.kit.http.errors import (
     PROBLEM_MEDIA_TYPE,
     IdempotencyKeyMissing,
@@ -225,6 +227,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     anyio.to_thread.current_default_thread_limiter().total_tokens = get_settings().api_threads
+    revocations.listen(get_settings().database_url)  # revoked keys leave every process's cache at once
     app.state.db_pool = None  # opened by the first request that needs it (see hot_pool)
     app.state.db_pool_lock = asyncio.Lock()
     # What exists now (the app, its routes and schemas, the libraries: some 220,000 objects) lives as
@@ -248,7 +251,10 @@ def create_app() -> FastAPI:
         "Errors are RFC 9457 problem+json with a stable `code`.",
         lifespan=_lifespan,
         generate_unique_id_function=contract.operation_id,
+        docs_url=None,  # /docs and /redoc from the files the service ships (service/kit/http/apidocs)
+        redoc_url=None,
     )
+    apidocs.install(app)
     app.include_router(health_router)
     app.include_router(catalog_router)
     app.include_router(pools_router)

@@ -465,7 +465,10 @@ def codes_import(sku: str, file: Path) -> None:
 def keys_create(
     role: Annotated[str, typer.Option(help="loyalty, partner, finance, support or admin")],
     name: Annotated[str, typer.Option(help="Who holds the key")],
-    program: Annotated[list[str] | None, typer.Option(help="Program (loyalty keys; repeatable)")] = None,
+    program: Annotated[
+        list[str] | None,
+        typer.Option(help="Program (loyalty keys, and support keys to scope them; repeatable)"),
+    ] = None,
     partner: Annotated[str | None, typer.Option(help="Partner code (partner keys)")] = None,
     sandbox: Annotated[
         bool,

@@ -11,6 +11,7 @@ import service.console.models  # noqa: F401
 import service.delivery.models  # noqa: F401
 import service.kit.messaging.outbox  # noqa: F401
 import service.kit.security.crypto_models  # noqa: F401
+import service.kit.security.throttle  # noqa: F401
 import service.ledger.models  # noqa: F401
 import service.pools.models  # noqa: F401
 import service.redemptions.models  # noqa: F401

@@ -44,6 +44,7 @@ OPERATION_IDS: dict[str, str] = {
     "read_card": "getCard",
     "block_card": "blockCard",
     "unblock_card": "unblockCard",
+    "unlock_card": "unlockCard",
     "read_settlement": "getSettlement",
 }
 

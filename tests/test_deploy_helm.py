@@ -534,6 +534,7 @@ def test_the_rules_alert_on_what_an_operator_pages_on() -> None:
         "RewardsBudgetAlmostSpent",
         "RewardsApiErrors",
         "RewardsApiLatencyP99",
+        "RewardsCardLocked",
     }
 
 

@@ -172,6 +172,7 @@ def test_an_interrupted_rotation_of_10000_codes_resumes_and_every_code_is_redeem
 
 
 def test_a_rotation_moves_cards_webhook_secrets_and_the_fingerprint_key_too(client, keys, use_keys):
+    from service.cards.lockout import CardClient
     from service.cards.service import verify
     from service.events.webhooks import program_secret
     from service.kit.security.rotation import remaining, rotate, usage
@@ -188,5 +189,13 @@ def test_a_rotation_moves_cards_webhook_secrets_and_the_fingerprint_key_too(clie
     use_keys(NEW_KEY)  # the old key gone
     assert program_secret("mobile-bonus") == secret
     with transaction() as s:  # the card is found by its fingerprint and its PIN read under the new key
-        checked = verify(s, card.number, card.pin, partner=None, now=datetime.now(UTC), api_key_id=None)
+        checked = verify(
+            s,
+            card.number,
+            card.pin,
+            partner=None,
+            now=datetime.now(UTC),
+            api_key_id=None,
+            client=CardClient.staff("test"),
+        )
     assert checked.status == "active" and checked.balance.amount == "5000.00"

@@ -104,6 +104,10 @@ ROLE_ROUTES = {  # (method, path): (admitted roles, body)
         {"support"},
         {"reason": "ok"},
     ),
+    ("POST", "/v1/cards/by-redemption/01a20698-17c3-7275-9796-b8bd861fdf1e/unlock"): (
+        {"support"},
+        {"reason": "ok"},
+    ),
     ("GET", "/v1/settlements/aray-cinema?period=2026-10"): ({"finance", "partner"}, None),
     ("POST", "/v1/redemptions"): (
         {"loyalty"},
@@ -209,3 +213,74 @@ def test_keys_are_stored_hashed(keys, db):
         stored = s.execute(text("SELECT key_id, secret_hash, name FROM api_keys")).all()
     secret = keys.admin.split("_", 2)[2]
     assert all(secret.encode() not in row.secret_hash and secret not in row.name for row in stored)
+
+
+# --- support keys scoped to programs (issue 29, 6) ------------------------------------------------
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    try:
+        return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
+    finally:  # the CLI points logging at the runner's stream, which closes
+        from service.kit.observability.logging import configure_logging
+
+        configure_logging("INFO", json=True)
+
+
+@pytest.fixture
+def scoped_support(client, keys) -> dict[str, str]:
+    """A support key scoped to home-internet, made by the CLI as an operator would."""
+    result = _cli("keys", "create", "--role", "support", "--program", "home-internet", "--name", "desk-hi")
+    assert result.exit_code == 0, result.output
+    return {"Authorization": f"Bearer {result.stdout.strip().splitlines()[-1]}"}
+
+
+def test_a_scoped_support_key_lists_only_its_programs(client, scoped_support):
+    listed = client.get("/v1/programs", headers=scoped_support).json()["items"]
+    assert [p["code"] for p in listed] == ["home-internet"]
+    assert client.get("/v1/programs/home-internet", headers=scoped_support).status_code == 200
+    assert client.get("/v1/programs/mobile-bonus", headers=scoped_support).status_code == 404
+    assert client.get("/v1/programs/mobile-bonus/offers", headers=scoped_support).status_code == 404
+
+
+def test_a_scoped_support_key_finds_no_redemption_of_another_program(client, keys, scoped_support):
+    from tests.test_cards import issue_card
+
+    card = issue_card(client, keys)  # mobile-bonus
+    rid = card.redemption_id
+    for method, path in (
+        ("GET", f"/v1/redemptions/{rid}"),
+        ("POST", f"/v1/redemptions/{rid}/resend"),
+        ("POST", f"/v1/redemptions/{rid}/cancel"),
+        ("GET", f"/v1/cards/by-redemption/{rid}"),
+        ("POST", f"/v1/cards/by-redemption/{rid}/block"),
+    ):
+        response = client.request(method, path, headers=scoped_support, json={"reason": "probe"})
+        assert response.status_code == 404, (method, path, response.text)
+    assert client.get("/v1/redemptions", headers=scoped_support).json()["items"] == []
+    msisdn = client.get(f"/v1/redemptions/{rid}", headers=keys.header("support")).json()["msisdn"]
+    listed = client.get(f"/v1/subscribers/{msisdn}/redemptions", headers=scoped_support)
+    assert listed.status_code == 200 and listed.json()["items"] == []
+    # the unscoped support key still sees it
+    assert client.get(f"/v1/cards/by-redemption/{rid}", headers=keys.header("support")).status_code == 200
+
+
+def test_a_scoped_support_key_sees_no_webhook_event_of_another_program(client, keys, scoped_support):
+    from tests.test_cards import issue_card
+
+    rid = issue_card(client, keys).redemption_id
+    client.post(f"/v1/redemptions/{rid}/cancel", headers=keys.header("loyalty"))
+    everything = client.get("/v1/webhooks/events", headers=keys.header("support")).json()["items"]
+    assert everything
+    assert client.get("/v1/webhooks/events", headers=scoped_support).json()["items"] == []
+    replay = client.post(f"/v1/webhooks/events/{everything[0]['id']}/replay", headers=scoped_support)
+    assert replay.status_code == 404
+
+
+def test_keys_list_shows_a_support_keys_programs(client, scoped_support):
+    result = _cli("keys", "list")
+    assert result.exit_code == 0 and "home-internet" in result.stdout

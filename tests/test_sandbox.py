@@ -139,13 +139,13 @@ def test_a_sandbox_card_is_minted_marked_and_unknown_to_partners(client, keys):
     verify = client.post(
         "/v1/cards/verify", json={"number": number, "pin": pin}, headers=keys.header("partner")
     )
-    assert_problem(verify, 404, "card_not_found")
+    assert_problem(verify, 422, "wrong_card_or_pin")  # as an unknown number
     exchange = client.post(
         "/v1/cards/exchanges",
         json={"number": number, "pin": pin, "sku": "ARAY-CERT-1000"},
         headers={**keys.header("partner"), "Idempotency-Key": "sandbox-card"},
     )
-    assert_problem(exchange, 404, "card_not_found")
+    assert_problem(exchange, 422, "wrong_card_or_pin")
 
 
 def test_sandbox_redemptions_write_no_reconciliation_record_and_take_no_budget(client, keys):
@@ -340,3 +340,88 @@ def test_sandbox_sms_outcomes_are_not_counted_in_the_sms_metrics(client, keys):
     for msisdn in ("87015550004", sandbox.SMS_FAILED):
         _deliver(sandbox_redemption(client, keys, msisdn=msisdn).json()["id"])
     assert outcomes() == before
+
+
+# --- the two worlds' webhook events and figures (issue 29) -------------------------------------
+
+
+def _both_worlds_delivered(client, keys, tmp_path: Path) -> tuple[str, str]:
+    """A real and a sandbox redemption of mobile-bonus, each sent and delivered (webhook events)."""
+    import_codes_for("ARAY-CINEMA-2000", 1)
+    real = post_redemption(client, keys).json()["id"]
+    _deliver(real, provider=FileProvider(tmp_path / "sms.jsonl"))
+    test = sandbox_redemption(client, keys).json()["id"]
+    _deliver(test)
+    return real, test
+
+
+def _listed(client, keys, role: str) -> list[dict]:
+    response = client.get("/v1/webhooks/events", headers=keys.header(role))
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def test_a_sandbox_key_lists_only_sandbox_webhook_events(client, keys, tmp_path: Path):
+    real, test = _both_worlds_delivered(client, keys, tmp_path)
+    listed = _listed(client, keys, "sandbox")
+    assert listed and {e["payload"]["data"]["redemption_id"] for e in listed} == {test}
+    assert all(e["sandbox"] is True for e in listed)
+
+
+def test_a_real_loyalty_key_lists_only_real_webhook_events(client, keys, tmp_path: Path):
+    real, test = _both_worlds_delivered(client, keys, tmp_path)
+    listed = _listed(client, keys, "loyalty")
+    assert listed and {e["payload"]["data"]["redemption_id"] for e in listed} == {real}
+    assert all(e["sandbox"] is False for e in listed)
+
+
+def test_support_lists_the_events_of_both_worlds_marked(client, keys, tmp_path: Path):
+    real, test = _both_worlds_delivered(client, keys, tmp_path)
+    marks = {e["payload"]["data"]["redemption_id"]: e["sandbox"] for e in _listed(client, keys, "support")}
+    assert marks == {real: False, test: True}
+
+
+def _event_of(redemption_id: str) -> str:
+    with new_session() as s:
+        return str(
+            s.scalars(
+                text("SELECT id FROM webhook_events WHERE redemption_id = :id LIMIT 1"), {"id": redemption_id}
+            ).one()
+        )
+
+
+def test_a_sandbox_key_cannot_replay_a_real_event(client, keys, tmp_path: Path):
+    real, _ = _both_worlds_delivered(client, keys, tmp_path)
+    event = _event_of(real)
+    replay = client.post(f"/v1/webhooks/events/{event}/replay", headers=keys.header("sandbox"))
+    assert_problem(replay, 404, "not_found")
+    with new_session() as s:
+        assert s.scalar(text("SELECT replays FROM webhook_events WHERE id = :id"), {"id": event}) == 0
+        assert (
+            s.scalar(text("SELECT count(*) FROM outbox WHERE payload->>'event_id' = :id"), {"id": event}) == 1
+        )
+
+
+def test_a_real_key_cannot_replay_a_sandbox_event(client, keys, tmp_path: Path):
+    _, test = _both_worlds_delivered(client, keys, tmp_path)
+    replay = client.post(f"/v1/webhooks/events/{_event_of(test)}/replay", headers=keys.header("loyalty"))
+    assert_problem(replay, 404, "not_found")
+
+
+def test_a_sandbox_key_replays_its_own_events(client, keys, tmp_path: Path):
+    _, test = _both_worlds_delivered(client, keys, tmp_path)
+    replay = client.post(f"/v1/webhooks/events/{_event_of(test)}/replay", headers=keys.header("sandbox"))
+    assert replay.status_code == 202 and replay.json()["replays"] == 1
+
+
+def test_a_sandbox_key_sees_the_sandbox_months_spend_not_the_real_one(client, keys, tmp_path: Path):
+    import_codes_for("ARAY-CINEMA-2000", 2)
+    for _ in range(2):
+        assert post_redemption(client, keys).status_code == 201  # 2 x 2000 KZT for real
+    assert sandbox_redemption(client, keys, **card_redemption()).status_code == 201  # 5000 in the sandbox
+    real = client.get("/v1/programs/mobile-bonus", headers=keys.header("loyalty")).json()
+    test = client.get("/v1/programs/mobile-bonus", headers=keys.header("sandbox")).json()
+    assert real["budget_this_month"]["spent"]["amount"] == "4000.00"
+    assert test["budget_this_month"]["spent"]["amount"] == "5000.00"
+    assert test["budget_this_month"]["budget"] == real["budget_this_month"]["budget"]
+    assert test["sandbox"] is True and real["sandbox"] is False

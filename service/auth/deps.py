@@ -26,9 +26,10 @@ async def principal_of(request: Request) -> Principal:
     header = request.headers.get("authorization")
     principal = principal_cache.get(header) if header else None
     if principal is None:
+        generation = principal_cache.generation  # before the lookup: a revocation meanwhile wins
         principal = await run_in_threadpool(_lookup, header)
         if header:
-            principal_cache.put(header, principal)
+            principal_cache.put(header, principal, generation)
     request.state.principal = principal
     return principal
 

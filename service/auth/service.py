@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from service.auth.models import ROLES, ApiKey
+from service.kit.config import get_settings
 from service.kit.http.errors import Problem, Unauthorized
 
 _ALNUM = string.ascii_lowercase + string.digits
@@ -32,11 +34,21 @@ class Principal:
     def is_admin(self) -> bool:
         return self.role == "admin"
 
+    @property
+    def program_scope(self) -> frozenset[str] | None:
+        """The programs this key may see; None: every program. Loyalty keys are scoped to theirs,
+        support keys may be (`--program`, as support staff in the console); admin, finance and an
+        unscoped support key see all. (A partner key reaches no program route: 403 first.)"""
+        if self.role == "loyalty" or (self.role == "support" and self.programs):
+            return self.programs
+        return None
+
     def sees_all_programs(self) -> bool:
-        return self.role in ("admin", "finance", "support")
+        return self.role in ("admin", "finance", "support") and self.program_scope is None
 
     def may_see_program(self, code: str) -> bool:
-        return self.sees_all_programs() or (self.role == "loyalty" and code in self.programs)
+        scope = self.program_scope
+        return self.role != "partner" and (scope is None or code in scope)
 
 
 @dataclass(frozen=True)
@@ -63,8 +75,8 @@ def create_key(
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if role == "loyalty" and not programs:
         raise ValueError("a loyalty key needs at least one --program")
-    if role != "loyalty" and programs:
-        raise ValueError("only loyalty keys are scoped to programs")
+    if role not in ("loyalty", "support") and programs:
+        raise ValueError("only loyalty and support keys are scoped to programs")
     if role == "partner" and not partner:
         raise ValueError("a partner key needs --partner")
     if role != "partner" and partner:
@@ -100,14 +112,27 @@ def create_key(
     return CreatedKey(key=f"rk_{key_id}_{secret}", record=record)
 
 
-class PrincipalCache:
-    """Recently authenticated keys, for TTL seconds, so a request needs no key lookup of its own.
-    A revocation in this process takes effect at once; in other processes within TTL seconds."""
+# revoke_key() sends the key id on this channel with its transaction (NOTIFY is delivered at commit);
+# every API process listens (service/auth/revocations.py) and empties its principal cache.
+REVOCATIONS = "rewards_api_key_revoked"
 
-    TTL = 5.0
+
+class PrincipalCache:
+    """Keys this process authenticated recently, so a request needs no key lookup of its own.
+
+    A revocation empties the cache of every API process at once: in this one directly, in the others
+    by the notification their revocation listener receives. An entry lives at most
+    API_KEY_CACHE_SECONDS in any case, which bounds how long a revoked key may still be taken by a
+    process whose listener is not connected (its database connection lost: it empties the cache again
+    when it is back, since notifications are not stored).
+
+    `generation` changes with every clear(): a lookup that started before a revocation committed and
+    ends after it must not put the revoked key back (put() refuses an older generation)."""
 
     def __init__(self) -> None:
         self._entries: dict[bytes, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+        self.generation = 0
 
     def get(self, authorization: str) -> Principal | None:
         entry = self._entries.get(hashlib.sha256(authorization.encode()).digest())
@@ -115,16 +140,19 @@ class PrincipalCache:
             return None
         return entry[1]
 
-    def put(self, authorization: str, principal: Principal) -> None:
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[hashlib.sha256(authorization.encode()).digest()] = (
-            time.monotonic() + self.TTL,
-            principal,
-        )
+    def put(self, authorization: str, principal: Principal, generation: int) -> None:
+        expires = time.monotonic() + get_settings().api_key_cache_seconds
+        with self._lock:
+            if generation != self.generation:
+                return
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[hashlib.sha256(authorization.encode()).digest()] = (expires, principal)
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
+            self.generation += 1
 
 
 principal_cache = PrincipalCache()
@@ -140,6 +168,8 @@ def revoke_key(session: Session, key_id: str) -> ApiKey:
         raise LookupError(f"no key {key_id}")
     if record.revoked_at is None:
         record.revoked_at = datetime.now(UTC)
+    # Every API process drops its cached keys when this commits (and this one at once).
+    session.execute(text("SELECT pg_notify(:channel, :key_id)"), {"channel": REVOCATIONS, "key_id": key_id})
     principal_cache.clear()
     return record
 

@@ -49,9 +49,24 @@ BUDGETS = (
 )
 
 
-def budgets(db: Any, now: datetime, *, program: str | None = None) -> list[Budget]:
+# What the sandbox "spent" this month: its redemptions take no budget, so nothing is kept for them;
+# a sandbox key's figures are summed from its world's redemptions (few; a partial index of 0015).
+SANDBOX_BUDGETS = (
+    "SELECT p.id, p.code, p.currency, p.timezone, p.monthly_budget_minor, coalesce(("
+    "  SELECT sum(r.nominal_minor) FROM redemptions r WHERE r.program_id = p.id AND r.sandbox"
+    "  AND r.status <> 'cancelled'"
+    "  AND r.created_at >= date_trunc('month', %(now)s AT TIME ZONE p.timezone) AT TIME ZONE p.timezone"
+    " ), 0)::bigint FROM programs p WHERE p.active AND p.monthly_budget_minor IS NOT NULL"
+)
+
+
+def budgets(db: Any, now: datetime, *, program: str | None = None, sandbox: bool = False) -> list[Budget]:
+    """Each program's budget and what it spent this month; `sandbox`: what the sandbox's redemptions
+    would have spent (the sandbox world's figures, which never touch the real ones)."""
     rows = db.execute(
-        BUDGETS + (" AND p.code = %(program)s" if program else "") + " ORDER BY p.code",
+        (SANDBOX_BUDGETS if sandbox else BUDGETS)
+        + (" AND p.code = %(program)s" if program else "")
+        + " ORDER BY p.code",
         {"now": now, "program": program},
     ).fetchall()
     return [

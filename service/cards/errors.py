@@ -6,14 +6,23 @@ from service.kit.http.errors import Problem
 
 
 class CardNotFound(Problem):
+    """A redemption with no card (support routes). A card number is never answered this way: an
+    unknown number is WrongCardOrPin, like a wrong PIN."""
+
     status, code, title = 404, "card_not_found", "Card not found"
 
 
-class WrongPin(Problem):
-    status, code, title = 422, "wrong_pin", "Wrong PIN"
+class WrongCardOrPin(Problem):
+    """An unknown card number or a wrong PIN: one answer for both, so that it tells nothing about
+    which numbers exist (`remaining_attempts`: before this client's delays start)."""
+
+    status, code, title = 422, "wrong_card_or_pin", "Wrong card number or PIN"
 
 
 class CardLocked(Problem):
+    """`lock`: `client` (this client waits: its wrong PINs on the number) or `card` (locked for
+    everyone after wrong PINs from several clients; support can lift it); `locked_until`."""
+
     status, code, title = 423, "card_locked", "Card locked"
 
 

@@ -10,7 +10,6 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
-    Integer,
     LargeBinary,
     String,
     Text,
@@ -48,8 +47,7 @@ class Card(Base):
     balance_minor: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), server_default="active")
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    failed_pin_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Wrong PINs are counted per number and per client in auth_throttle (service/cards/lockout.py).
     # Minted for a sandbox key's redemption: unknown to partners, never expired into breakage.
     sandbox: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -74,15 +72,16 @@ class Exchange(Base):
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
 
 
-CARD_EVENTS = ("blocked", "unblocked", "locked", "expired")
+CARD_EVENTS = ("blocked", "unblocked", "locked", "unlocked", "expired")
 
 
 class CardEvent(Base):
-    """Audit trail of a card: who blocked or unblocked it and why, PIN lockouts, expiry."""
+    """Audit trail of a card: who blocked or unblocked it and why, PIN lockouts and who lifted them,
+    expiry."""
 
     __tablename__ = "card_events"
     __table_args__ = (
-        CheckConstraint("event IN ('blocked', 'unblocked', 'locked', 'expired')", name="event"),
+        CheckConstraint("event IN ('blocked', 'unblocked', 'locked', 'unlocked', 'expired')", name="event"),
         Index("ix_card_events_card", "card_id", "at"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -15,6 +15,7 @@ from service.auth.deps import require
 from service.auth.openapi import security
 from service.auth.service import Principal
 from service.cards import errors, ratelimit, service
+from service.cards.lockout import CardClient
 from service.cards.schemas import CardDetailsOut, ExchangeIn, ExchangeOut, ReasonIn, VerifyIn, VerifyOut
 from service.catalog.errors import UnknownProduct
 from service.kit.db.engine import new_session, transaction
@@ -57,13 +58,19 @@ def _partner_of(principal: Principal) -> str | None:
     return principal.partner if principal.role == "partner" else None
 
 
+def _client_of(principal: Principal) -> CardClient:
+    """Wrong PINs are counted per partner (all its keys and cashiers as one), per key for admin."""
+    if principal.role == "partner" and principal.partner:
+        return CardClient.partner(principal.partner)
+    return CardClient.staff(principal.key_id)
+
+
 @router.post(
     "/cards/verify",
     response_model=VerifyOut,
     responses=responses(
         InvalidCardNumber,
-        errors.CardNotFound,
-        errors.WrongPin,
+        errors.WrongCardOrPin,
         errors.CardLocked,
         errors.CardBlocked,
         RateLimited,
@@ -83,6 +90,7 @@ def verify_card(body: VerifyIn, principal: Principal = Depends(require("partner"
                 partner=_partner_of(principal),
                 now=now,
                 api_key_id=principal.api_key_id,
+                client=_client_of(principal),
             )
         except errors.CommittedRefusal as exc:  # a wrong PIN is counted: commit, then refuse
             refusal = exc.problem
@@ -96,8 +104,7 @@ def verify_card(body: VerifyIn, principal: Principal = Depends(require("partner"
     responses=responses(
         UnknownProduct,
         InvalidCardNumber,
-        errors.CardNotFound,
-        errors.WrongPin,
+        errors.WrongCardOrPin,
         errors.CardLocked,
         errors.CardBlocked,
         errors.CardCancelled,
@@ -141,6 +148,7 @@ def create_exchange(
                 partner=principal.partner or "",
                 now=now,
                 api_key_id=principal.api_key_id,
+                client=_client_of(principal),
             )
         except errors.CommittedRefusal as refusal:
             return refusal.problem.status, refusal.problem.body()
@@ -169,7 +177,7 @@ def create_exchange(
 )
 def read_card(card: CardRef, principal: Principal = Depends(require("support"))) -> CardDetailsOut:
     with new_session() as session:
-        return service.card_details(session, card, now=clock())
+        return service.card_details(session, card, now=clock(), programs=principal.program_scope)
 
 
 @router.post(
@@ -183,7 +191,13 @@ def block_card(
 ) -> CardDetailsOut:
     with transaction() as session:
         return service.set_blocked(
-            session, card, blocked=True, reason=body.reason, api_key_id=principal.api_key_id, now=clock()
+            session,
+            card,
+            blocked=True,
+            reason=body.reason,
+            api_key_id=principal.api_key_id,
+            now=clock(),
+            programs=principal.program_scope,
         )
 
 
@@ -198,5 +212,31 @@ def unblock_card(
 ) -> CardDetailsOut:
     with transaction() as session:
         return service.set_blocked(
-            session, card, blocked=False, reason=body.reason, api_key_id=principal.api_key_id, now=clock()
+            session,
+            card,
+            blocked=False,
+            reason=body.reason,
+            api_key_id=principal.api_key_id,
+            now=clock(),
+            programs=principal.program_scope,
+        )
+
+
+@router.post(
+    "/cards/by-redemption/{card}/unlock",
+    response_model=CardDetailsOut,
+    responses=responses(errors.CardNotFound),
+    summary="Lift a card's PIN lock and every client's delay on it (support; audited with the reason)",
+)
+def unlock_card(
+    card: CardRef, body: ReasonIn, principal: Principal = Depends(require("support"))
+) -> CardDetailsOut:
+    with transaction() as session:
+        return service.unlock(
+            session,
+            card,
+            reason=body.reason,
+            api_key_id=principal.api_key_id,
+            now=clock(),
+            programs=principal.program_scope,
         )

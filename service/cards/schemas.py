@@ -115,7 +115,7 @@ class ReasonIn(BaseModel):
 
 
 class CardEventOut(BaseModel):
-    event: Literal["blocked", "unblocked", "locked", "expired"]
+    event: Literal["blocked", "unblocked", "locked", "unlocked", "expired"]
     reason: str | None
     key_id: str | None = Field(description="Public id of the API key that acted (none for automatic events)")
     at: datetime
@@ -130,7 +130,16 @@ class CardExchangeOut(BaseModel):
     created_at: datetime
 
 
+class CardLockOut(BaseModel):
+    locked_until: datetime = Field(description="Number + PIN entry is refused for everyone until then")
+    failures: int = Field(description="Wrong PINs counted across clients (each client's first 5)")
+
+
 class CardDetailsOut(CardOut):
     redemption_id: UUID
+    lock: CardLockOut | None = Field(
+        description="Locked after wrong PINs from several clients (none: not locked); POST …/unlock"
+        " lifts it. The holder's own link is never locked."
+    )
     exchanges: list[CardExchangeOut]
     events: list[CardEventOut]

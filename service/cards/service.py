@@ -4,6 +4,7 @@ verification and exchange by partners, expiry with breakage, blocking by support
 from __future__ import annotations
 
 import hmac
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from psycopg.rows import class_row
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service.cards import lockout
 from service.cards.errors import (
     CardBlocked,
     CardCancelled,
@@ -28,13 +30,15 @@ from service.cards.errors import (
     CommittedRefusal,
     InsufficientBalance,
     NotExchangeable,
-    WrongPin,
+    WrongCardOrPin,
 )
+from service.cards.lockout import CardClient
 from service.cards.numbers import new_card_number, new_pin
 from service.cards.schemas import (
     CardDetailsOut,
     CardEventOut,
     CardExchangeOut,
+    CardLockOut,
     CardOut,
     CertificateOut,
     ExchangeableProduct,
@@ -50,6 +54,7 @@ from service.kit.observability.metrics import (
     CARD_EXCHANGES,
     CARD_LOCKS,
     CARD_PIN_FAILURES,
+    CARD_PIN_THROTTLED,
     CARDS_EXPIRED,
     CODES_TAKEN,
 )
@@ -99,8 +104,6 @@ def new_card(vault: Vault, *, validity_days: int, now: datetime) -> dict[str, An
 #
 # Every function takes `now`, so tests drive lockouts and expiry with a clock of their own.
 
-MAX_PIN_ATTEMPTS = 5
-LOCK_WINDOW = timedelta(minutes=15)
 DEFAULT_ZONE = zone("Asia/Almaty")
 
 log = structlog.get_logger("cards")
@@ -108,7 +111,7 @@ log = structlog.get_logger("cards")
 
 _CARD = (
     "SELECT c.id, c.product_id, c.last4, c.number_fingerprint, c.pin_enc, c.key_id, c.currency,"
-    " c.nominal_minor, c.balance_minor, c.status, c.expires_at, c.failed_pin_attempts, c.locked_until,"
+    " c.nominal_minor, c.balance_minor, c.status, c.expires_at,"
     " r.id AS redemption_id, r.external_id, r.program_id, r.tariff_id, r.offer_id"
     " FROM cards c LEFT JOIN redemptions r ON r.card_id = c.id"
 )
@@ -173,68 +176,115 @@ def _event(
     )
 
 
+_DUMMY_PINS: dict[str, bytes] = {}
+
+
+def _dummy_pin(vault: Vault) -> tuple[bytes, str]:
+    """A PIN ciphertext no number has, checked when the number is unknown: the same work as a real
+    check, so the time of the answer tells nothing either."""
+    if vault.key_id not in _DUMMY_PINS:
+        _DUMMY_PINS[vault.key_id] = vault.encrypt(new_pin(), b"card-pin")
+    return _DUMMY_PINS[vault.key_id], vault.key_id
+
+
 def authenticate_card(
-    session: Session, number: str, pin: str, *, now: datetime, api_key_id: int | None
+    session: Session,
+    number: str,
+    pin: str,
+    *,
+    now: datetime,
+    client: CardClient,
+    api_key_id: int | None = None,
 ) -> Any:
-    """Finds the card and checks its PIN with the card row locked, so attempts on one card are
-    counted one after the other whoever makes them. Wrong PINs raise CommittedRefusal."""
+    """The card of this number and PIN, for whoever types them: a partner (API, console desk), the
+    public /card page (`CardClient.address(ip)`), admin (`CardClient.staff(key_id)`).
+
+    An unknown number (a sandbox card's too) is answered, counted and timed exactly like a wrong PIN:
+    422 `wrong_card_or_pin` with the client's `remaining_attempts`. Wrong PINs are counted per number
+    and per client with progressive delays, and across clients up to a cap that locks the card for
+    everyone (service/cards/lockout.py): 423 `card_locked`, `lock` saying which. Refusals that count
+    raise CommittedRefusal (commit, then answer); one held back by a lock raises CardLocked.
+
+    The lock guards number + PIN entry only. The holder's own link (/r/<token>) is never locked by
+    PIN failures elsewhere: it does not come here, it reads the card with card_for_holder()."""
     vault = get_vault()
+    fingerprint = vault.fingerprint(number)
+    db = driver(session)
+    lockout.serialize(db, fingerprint)
     card = session.execute(
         # A sandbox card is a test value: to partners it is no card at all.
         text(_CARD + " WHERE c.number_fingerprint = :fp AND NOT c.sandbox FOR UPDATE OF c"),
-        {"fp": vault.fingerprint(number)},
+        {"fp": fingerprint},
     ).one_or_none()
+    held = lockout.current_lock(db, fingerprint, client, now)
+    if held is not None:
+        raise _locked(held, now)
+    pin_enc, key_id = (bytes(card.pin_enc), card.key_id) if card is not None else _dummy_pin(vault)
+    if pin_matches(vault, pin_enc, pin, key_id) and card is not None:
+        lockout.record_success(db, fingerprint, client)
+        return card
+    failure = lockout.record_failure(db, fingerprint, client, now)
+    CARD_PIN_FAILURES.inc()
+    card_id = card.id if card is not None else None
+    log.info("card_wrong_pin", card_number=number, card_id=card_id, client=client.kind, api_key_id=api_key_id)
+    if failure.card_locked:
+        assert failure.lock is not None
+        CARD_LOCKS.inc()
+        log.warning(
+            "card_locked",
+            card_number=number,
+            card_id=card_id,
+            client=client.kind,
+            api_key_id=api_key_id,
+            locked_until=failure.lock.until.isoformat(),
+        )
+        if card is not None:
+            _event(session, card.id, "locked", "wrong PINs from several clients", api_key_id, now)
+    if failure.lock is not None:
+        if failure.lock.scope == "client":
+            CARD_PIN_THROTTLED.inc()
+        raise CommittedRefusal(_locked(failure.lock, now))
+    raise CommittedRefusal(
+        WrongCardOrPin(
+            f"the card number or the PIN is wrong; {failure.remaining} attempt(s) left before a delay",
+            remaining_attempts=failure.remaining,
+        )
+    )
+
+
+def _locked(lock: lockout.Lock, now: datetime) -> CardLocked:
+    retry = max(1, math.ceil((lock.until - now).total_seconds()))
+    detail = (
+        f"too many wrong PINs from you on this card: try again after {lock.until.isoformat()}"
+        if lock.scope == "client"
+        else f"too many wrong PINs on this card: it is locked until {lock.until.isoformat()}"
+        " (support can lift it)"
+    )
+    return CardLocked(
+        detail,
+        lock=lock.scope,
+        locked_until=lock.until.isoformat(),
+        remaining_attempts=0,
+        headers={"Retry-After": str(retry)},
+    )
+
+
+def card_for_holder(session: Session, card_id: int, *, now: datetime) -> Any:
+    """The card for its holder, who reached it through their own link (/r/<token>): no number, no PIN,
+    and so no lock. The row is locked (FOR UPDATE) and shaped like authenticate_card's, for an
+    exchange confirmed by the holder's one-time SMS code."""
+    card = session.execute(text(_CARD + " WHERE c.id = :id FOR UPDATE OF c"), {"id": card_id}).one_or_none()
     if card is None:
-        raise CardNotFound("no card with this number")
-    if card.locked_until is not None and card.locked_until > now:
-        raise CardLocked(
-            f"too many wrong PINs: the card is locked until {card.locked_until.isoformat()}",
-            headers={"Retry-After": str(max(1, int((card.locked_until - now).total_seconds()) + 1))},
-        )
-    if not pin_matches(vault, bytes(card.pin_enc), pin, card.key_id):
-        attempts = card.failed_pin_attempts + 1
-        CARD_PIN_FAILURES.inc()
-        if attempts >= MAX_PIN_ATTEMPTS:
-            until = now + LOCK_WINDOW
-            session.execute(
-                text("UPDATE cards SET failed_pin_attempts = 0, locked_until = :until WHERE id = :id"),
-                {"until": until, "id": card.id},
-            )
-            _event(session, card.id, "locked", f"{MAX_PIN_ATTEMPTS} wrong PINs", api_key_id, now)
-            CARD_LOCKS.inc()
-            log.warning(
-                "card_locked",
-                card_number=number,
-                card_id=card.id,
-                api_key_id=api_key_id,
-                locked_until=until.isoformat(),
-            )
-            raise CommittedRefusal(
-                CardLocked(
-                    f"{MAX_PIN_ATTEMPTS} wrong PINs: the card is locked until {until.isoformat()}",
-                    locked_until=until.isoformat(),
-                    remaining_attempts=0,
-                )
-            )
-        session.execute(
-            text("UPDATE cards SET failed_pin_attempts = :n WHERE id = :id"), {"n": attempts, "id": card.id}
-        )
-        log.info(
-            "card_wrong_pin", card_number=number, card_id=card.id, api_key_id=api_key_id, attempts=attempts
-        )
-        remaining = MAX_PIN_ATTEMPTS - attempts
-        raise CommittedRefusal(
-            WrongPin(
-                f"the PIN does not match; {remaining} attempt(s) left before the card locks",
-                remaining_attempts=remaining,
-            )
-        )
-    if card.failed_pin_attempts or card.locked_until is not None:
-        session.execute(
-            text("UPDATE cards SET failed_pin_attempts = 0, locked_until = NULL WHERE id = :id"),
-            {"id": card.id},
-        )
+        raise CardNotFound("no such card")
     return card
+
+
+def _client(client: CardClient | None, partner: str | None) -> CardClient:
+    if client is not None:
+        return client
+    if partner is None:
+        raise ValueError("name the client that offers the card number and PIN")
+    return CardClient.partner(partner)
 
 
 def _exchangeable(snap: CatalogSnapshot, card_product_id: int, partner: str | None) -> list[ProductInfo]:
@@ -266,12 +316,22 @@ def _card_out(
 
 
 def verify(
-    session: Session, number: str, pin: str, *, partner: str | None, now: datetime, api_key_id: int | None
+    session: Session,
+    number: str,
+    pin: str,
+    *,
+    partner: str | None,
+    now: datetime,
+    api_key_id: int | None,
+    client: CardClient | None = None,
 ) -> VerifyOut:
     """Balance, expiry, status and the partner's products this card may be exchanged for
-    (`partner` None: every product of the exchange catalog, for admin)."""
+    (`partner` None: every product of the exchange catalog, for admin). `client`: who offers the
+    number and PIN (authenticate_card); by default the partner."""
     snap = get_snapshot(session)
-    card = authenticate_card(session, number, pin, now=now, api_key_id=api_key_id)
+    card = authenticate_card(
+        session, number, pin, now=now, client=_client(client, partner), api_key_id=api_key_id
+    )
     out = _card_out(card, now)
     usable = out["status"] == "active"
     products = [
@@ -308,15 +368,26 @@ def _refuse_unusable(card: Any, now: datetime) -> None:
 
 
 def exchange(
-    session: Session, number: str, pin: str, sku: str, *, partner: str, now: datetime, api_key_id: int | None
+    session: Session,
+    number: str,
+    pin: str,
+    sku: str,
+    *,
+    partner: str,
+    now: datetime,
+    api_key_id: int | None,
+    client: CardClient | None = None,
 ) -> ExchangeResult:
     """One transaction: lock the card, check it, take a certificate from the partner's pool exactly
-    like a redemption takes a code, debit the card, write the exchange and its record."""
+    like a redemption takes a code, debit the card, write the exchange and its record. `client`: who
+    offers the number and PIN (authenticate_card); by default the partner."""
     snap = get_snapshot(session)
     product = snap.products_by_sku.get(sku)
     if product is None or product.partner_code != partner:  # another partner's sku is none of its business
         raise UnknownProduct(f"you have no product {sku}")
-    card = authenticate_card(session, number, pin, now=now, api_key_id=api_key_id)
+    card = authenticate_card(
+        session, number, pin, now=now, client=_client(client, partner), api_key_id=api_key_id
+    )
     try:
         return _exchange(session, snap, card, product, now=now, api_key_id=api_key_id)
     except Problem as refusal:  # the PIN was right: its counter reset is kept with the stored refusal
@@ -568,11 +639,19 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
     return ExpiryResult(len(rows), total)
 
 
-def _card_by_redemption(session: Session, redemption_id: uuid.UUID, *, for_update: bool) -> Any:
+def _card_by_redemption(
+    session: Session, redemption_id: uuid.UUID, *, for_update: bool, programs: frozenset[str] | None
+) -> Any:
+    """The card a redemption issued; `programs`: those the caller may see (None: all). A redemption of
+    another program is as unknown as one that does not exist."""
     card = session.execute(
         text(_CARD + " WHERE r.id = :rid" + (" FOR UPDATE OF c" if for_update else "")),
         {"rid": redemption_id},
     ).one_or_none()
+    if card is not None and programs is not None:
+        program = get_snapshot(session).programs_by_id.get(card.program_id)
+        if program is None or program.code not in programs:
+            card = None
     if card is None:
         raise CardNotFound(f"redemption {redemption_id} has no card")
     return card
@@ -586,10 +665,11 @@ def set_blocked(
     reason: str,
     api_key_id: int | None,
     now: datetime,
+    programs: frozenset[str] | None = None,
 ) -> CardDetailsOut:
     """Support blocks an active card (suspected fraud, a lost phone) or unblocks a blocked one;
-    both are audited in card_events with the key and the reason."""
-    card = _card_by_redemption(session, redemption_id, for_update=True)
+    both are audited in card_events with the key and the reason. `programs`: the caller's scope."""
+    card = _card_by_redemption(session, redemption_id, for_update=True, programs=programs)
     if blocked and card.status != "active":
         raise CardNotBlockable(
             f"only an active card can be blocked; this one is {card.status}",
@@ -605,8 +685,29 @@ def set_blocked(
     return card_details(session, redemption_id, now=now)
 
 
-def card_details(session: Session, redemption_id: uuid.UUID, *, now: datetime) -> CardDetailsOut:
-    card = _card_by_redemption(session, redemption_id, for_update=False)
+def unlock(
+    session: Session,
+    redemption_id: uuid.UUID,
+    *,
+    reason: str,
+    api_key_id: int | None,
+    now: datetime,
+    programs: frozenset[str] | None = None,
+) -> CardDetailsOut:
+    """Support lifts any PIN lock of the card: the lock for everyone and every client's delay.
+    Audited in card_events (`unlocked`, with the key and the reason), whether or not it was locked."""
+    card = _card_by_redemption(session, redemption_id, for_update=True, programs=programs)
+    lifted = lockout.unlock(driver(session), bytes(card.number_fingerprint))
+    _event(session, card.id, "unlocked", reason, api_key_id, now)
+    log.info("card_unlocked", card_id=card.id, api_key_id=api_key_id, counts_cleared=lifted)
+    return card_details(session, redemption_id, now=now)
+
+
+def card_details(
+    session: Session, redemption_id: uuid.UUID, *, now: datetime, programs: frozenset[str] | None = None
+) -> CardDetailsOut:
+    card = _card_by_redemption(session, redemption_id, for_update=False, programs=programs)
+    count = lockout.card_lock(driver(session), bytes(card.number_fingerprint), now)
     exchanges = session.execute(
         text(
             "SELECT e.id, pr.sku, pa.code AS partner, e.amount_minor, c.last4, e.created_at FROM exchanges e"
@@ -625,6 +726,9 @@ def card_details(session: Session, redemption_id: uuid.UUID, *, now: datetime) -
     return CardDetailsOut(
         **_card_out(card, now),
         redemption_id=card.redemption_id,
+        lock=CardLockOut(locked_until=count.blocked_until, failures=count.failures)
+        if count.blocked_until is not None
+        else None,
         exchanges=[
             CardExchangeOut(
                 id=e.id,

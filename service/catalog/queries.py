@@ -198,13 +198,16 @@ def list_products(
     ]
 
 
-def program_detail(session: Session, code: str, *, now: datetime | None = None) -> ProgramDetailOut:
-    """One program with what it has spent of its budget this month (one more small query)."""
+def program_detail(
+    session: Session, code: str, *, sandbox: bool = False, now: datetime | None = None
+) -> ProgramDetailOut:
+    """One program with what it has spent of its budget this month (one more small query); for a
+    sandbox key (`sandbox`), what the sandbox's redemptions spent: the real figures stay unseen."""
     now = now or datetime.now(UTC)
     programs = list_programs(session, visible=frozenset({code}), after=None, limit=1)
     if not programs:
         raise not_found(f"program {code}")
-    spent = budgets(driver(session), now, program=code)
+    spent = budgets(driver(session), now, program=code, sandbox=sandbox)
     balance = None
     if spent:
         b = spent[0]
@@ -214,4 +217,4 @@ def program_detail(session: Session, code: str, *, now: datetime | None = None) 
             spent=Money.of(b.spent_minor, b.currency),
             remaining=Money.of(b.remaining_minor, b.currency),
         )
-    return ProgramDetailOut(**programs[0].model_dump(), budget_this_month=balance)
+    return ProgramDetailOut(**programs[0].model_dump(), budget_this_month=balance, sandbox=sandbox)

@@ -55,7 +55,7 @@ def get_program(
     if not principal.may_see_program(program):
         raise not_found(f"program {program}")
     with new_session() as session:
-        return queries.program_detail(session, program)
+        return queries.program_detail(session, program, sandbox=principal.sandbox)
 
 
 @router.get(

@@ -31,7 +31,11 @@ class BudgetBalance(BaseModel):
 
 
 class ProgramDetailOut(ProgramOut):
-    budget_this_month: BudgetBalance | None = Field(description="None: the program has no monthly budget")
+    budget_this_month: BudgetBalance | None = Field(
+        description="None: the program has no monthly budget. For a sandbox key, the sandbox's"
+        " figures: what its redemptions this month would have spent (they take no budget)"
+    )
+    sandbox: bool = Field(description="The figures are the sandbox's (a sandbox key asked)")
 
 
 class ProductRef(BaseModel):

@@ -1,8 +1,20 @@
 """Staff accounts, sign-in and sessions.
 
-Passwords are argon2id hashes (argon2-cffi's defaults). Five wrong passwords in a row lock the
-account for fifteen minutes whoever tries, the same rule as a card's PIN; a right password while
-locked is refused too. A session is a 256-bit random token in an HttpOnly cookie; only its SHA-256 is
+Passwords are argon2id hashes (argon2-cffi's defaults). Sign-in tells nobody which accounts exist: a
+known and an unknown e-mail get the same answers, the same work (an argon2 verification against a
+dummy hash, the same statements) and the same throttle, which is keyed by the e-mail as typed.
+
+Wrong passwords hold back the place they come from (its address; IPv6 by its /64), not the account's
+owner (service/kit/security/throttle.py, table auth_throttle; docs/console.md gives the numbers):
+- per e-mail and place: 5 wrong passwords, then the next try from there waits 1 minute, doubling up to
+  1 hour; a right password clears it;
+- per place across e-mails: 20, then the same delays (one place trying many accounts);
+- per e-mail across places, each place counting with its first 5: 10, then the same delays, but
+  only for places the account has not signed in from in the last 90 days: the right password from
+  the usual place still works while someone elsewhere tries.
+Counts are forgotten 24 hours after their last failure; a new password clears the account's.
+
+A session is a 256-bit random token in an HttpOnly cookie; only its SHA-256 is
 stored, with the session's CSRF token. A session ends on sign-out, after `idle` without a request,
 after twelve hours in any case, and when the account is disabled or its password changed."""
 
@@ -13,6 +25,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -20,10 +33,23 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from service.catalog.models import Partner, Program
-from service.console.models import STAFF_ROLES, StaffAccount, StaffSession
+from service.console.models import STAFF_ROLES, StaffAccount, StaffSession, StaffSignInPlace
+from service.kit.db.engine import driver
+from service.kit.observability.metrics import STAFF_SIGN_IN_THROTTLED
+from service.kit.security import throttle
+from service.kit.security.throttle import Policy
 
-MAX_FAILED_LOGINS = 5
-LOCK_WINDOW = timedelta(minutes=15)
+THROTTLE = "sign_in"
+PLACE_POLICY = Policy(
+    free=5, first_delay=timedelta(minutes=1), max_delay=timedelta(hours=1), forget_after=timedelta(hours=24)
+)
+ADDRESS_POLICY = Policy(
+    free=20, first_delay=timedelta(minutes=1), max_delay=timedelta(hours=1), forget_after=timedelta(hours=24)
+)
+ACCOUNT_POLICY = Policy(
+    free=10, first_delay=timedelta(minutes=1), max_delay=timedelta(hours=1), forget_after=timedelta(hours=24)
+)
+USUAL_PLACE_FOR = timedelta(days=90)  # a place the account signed in from this recently is its own
 SESSION_LIFETIME = timedelta(hours=12)
 TOUCH_EVERY = timedelta(seconds=60)  # last_seen_at is written at most once a minute per session
 MIN_PASSWORD_LENGTH = 10
@@ -71,7 +97,10 @@ class SignedIn:
 
 @dataclass(frozen=True)
 class SignInRefused(Exception):
-    reason: str  # wrong_password (also unknown e-mail), locked, disabled
+    """`reason` (for the audit log only: the page says the same for all but `throttled`):
+    wrong_password (also an unknown e-mail), disabled, throttled (try again after `locked_until`)."""
+
+    reason: str
     locked_until: datetime | None = None
     account_id: int | None = None
 
@@ -160,10 +189,22 @@ def set_password(session: Session, email: str, password: str, *, now: datetime |
     account = _account(session, email)
     account.password_hash = _hasher.hash(password)
     account.password_changed_at = now or datetime.now(UTC)
-    account.failed_logins = 0
-    account.locked_until = None
+    lift_throttle(session, account.email)
     session.execute(delete(StaffSession).where(StaffSession.staff_account_id == account.id))
     return account
+
+
+def lift_throttle(session: Session, email: str) -> int:
+    """Forgets the wrong passwords counted for this e-mail, from every place (a new password does it
+    too; a place's count across e-mails stays)."""
+    return throttle.clear(driver(session), THROTTLE, _target(email))
+
+
+def throttled_until(session: Session, email: str, now: datetime) -> datetime | None:
+    """Until when places the account has not signed in from wait (wrong passwords from several)."""
+    return throttle.count(
+        driver(session), THROTTLE, _target(email), throttle.ANY, ACCOUNT_POLICY, now
+    ).blocked_until
 
 
 def _verify(password_hash: str, password: str) -> bool:
@@ -177,29 +218,59 @@ def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+def _target(email: str) -> bytes:
+    """What the counts of an e-mail are keyed by: its hash, as typed (known or not)."""
+    return hashlib.sha256(email.strip().lower()[:254].encode()).digest()
+
+
+def _held_back(db: Any, target: bytes, place: str, *, usual: bool, now: datetime) -> datetime | None:
+    """Until when this try waits: the e-mail's count from this place, the place's across e-mails, and
+    the e-mail's across places (not for a usual place)."""
+    mine = throttle.blocked(db, THROTTLE, target, [place, throttle.ANY], now)
+    waits = [until for client, until in mine.items() if not (usual and client == throttle.ANY)]
+    waits += throttle.blocked(db, THROTTLE, b"", [place], now).values()
+    return max(waits) if waits else None
+
+
+def _count_failure(db: Any, target: bytes, place: str, now: datetime) -> None:
+    mine = throttle.fail(db, THROTTLE, target, place, PLACE_POLICY, now)
+    throttle.fail(db, THROTTLE, b"", place, ADDRESS_POLICY, now)
+    if mine.failures <= PLACE_POLICY.free:  # the place's share of the account's count
+        throttle.fail(db, THROTTLE, target, throttle.ANY, ACCOUNT_POLICY, now)
+
+
 def sign_in(session: Session, email: str, password: str, *, address: str | None, now: datetime) -> SignedIn:
-    """Checks the password with the account row locked (attempts are counted one after the other)
-    and opens a session. Raises SignInRefused; the caller commits the counted failure."""
-    account = session.scalar(
-        select(StaffAccount).where(StaffAccount.email == email.strip().lower()[:254]).with_for_update()
+    """Checks the password and opens a session. Raises SignInRefused; the caller commits the counted
+    failure. A known and an unknown e-mail run the same statements and one argon2 verification each
+    (a dummy hash for an unknown or disabled account), and are throttled alike."""
+    email_key = email.strip().lower()[:254]
+    target, place = _target(email_key), throttle.address_client(address)
+    db = driver(session)
+    account = session.scalar(select(StaffAccount).where(StaffAccount.email == email_key).with_for_update())
+    usual = session.scalar(
+        select(StaffSignInPlace.last_signed_in_at).where(
+            StaffSignInPlace.target == target,
+            StaffSignInPlace.client == place,
+            StaffSignInPlace.last_signed_in_at > now - USUAL_PLACE_FOR,
+        )
     )
-    if account is None:
-        _verify(_DUMMY_HASH, password)
-        raise SignInRefused("wrong_password")
-    if account.disabled_at is not None:
-        _verify(_DUMMY_HASH, password)
-        raise SignInRefused("disabled", account_id=account.id)
-    if account.locked_until is not None and account.locked_until > now:
-        raise SignInRefused("locked", account.locked_until, account.id)
-    if not _verify(account.password_hash, password):
-        account.failed_logins += 1
-        if account.failed_logins >= MAX_FAILED_LOGINS:
-            account.failed_logins = 0
-            account.locked_until = now + LOCK_WINDOW
-            raise SignInRefused("locked", account.locked_until, account.id)
-        raise SignInRefused("wrong_password", account_id=account.id)
-    account.failed_logins = 0
-    account.locked_until = None
+    account_id = account.id if account is not None else None
+    until = _held_back(db, target, place, usual=usual is not None, now=now)
+    if until is not None:
+        STAFF_SIGN_IN_THROTTLED.inc()
+        raise SignInRefused("throttled", until, account_id)
+    usable = account is not None and account.disabled_at is None
+    if not _verify(account.password_hash if usable and account else _DUMMY_HASH, password) or not usable:
+        _count_failure(db, target, place, now)
+        reason = "disabled" if account is not None and account.disabled_at is not None else "wrong_password"
+        raise SignInRefused(reason, account_id=account_id)
+    assert account is not None
+    throttle.clear(db, THROTTLE, target, place)
+    db.execute(
+        "INSERT INTO staff_sign_in_places (target, client, last_signed_in_at) VALUES (%(t)s, %(c)s, %(now)s)"
+        " ON CONFLICT (target, client) DO UPDATE SET last_signed_in_at = EXCLUDED.last_signed_in_at",
+        {"t": target, "c": place, "now": now},
+    )
     account.last_login_at = now
     if _hasher.check_needs_rehash(account.password_hash):
         account.password_hash = _hasher.hash(password)

@@ -58,21 +58,26 @@ def staff_create(
 @staff_app.command("list")
 def staff_list() -> None:
     """List accounts (never passwords)."""
-    from service.console.accounts import list_accounts
+    from datetime import UTC, datetime
+
+    from service.console.accounts import list_accounts, throttled_until
     from service.kit.db.engine import new_session
     from service.kit.runtime import runtime
 
     with runtime(), new_session() as session:
-        table = Table("email", "role", "scope", "created", "last sign-in", "locked until", "disabled")
+        table = Table(
+            "email", "role", "scope", "created", "last sign-in", "new places wait until", "disabled"
+        )
         for a in list_accounts(session):
             scope = ",".join(a.programs) if a.programs else (a.partner_code or "all")
+            held = throttled_until(session, a.email, datetime.now(UTC))
             table.add_row(
                 a.email,
                 a.role,
                 scope,
                 a.created_at.isoformat(timespec="seconds"),
                 a.last_login_at.isoformat(timespec="seconds") if a.last_login_at else "",
-                a.locked_until.isoformat(timespec="seconds") if a.locked_until else "",
+                held.isoformat(timespec="seconds") if held else "",
                 a.disabled_at.isoformat(timespec="seconds") if a.disabled_at else "",
             )
         Console().print(table)
@@ -111,6 +116,18 @@ def staff_password(email: str) -> None:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from None
     console.print(f"new password set for {email}")
+
+
+@staff_app.command("unlock")
+def staff_unlock(email: str) -> None:
+    """Forget the wrong passwords counted for an account, from every place (after checking who asks)."""
+    from service.console.accounts import lift_throttle
+    from service.kit.db.engine import transaction
+    from service.kit.runtime import runtime
+
+    with runtime(), transaction() as session:
+        cleared = lift_throttle(session, email)
+    console.print(f"cleared {cleared} count(s) of wrong passwords for {email.strip().lower()}")
 
 
 def register(app: typer.Typer) -> None:

@@ -42,10 +42,10 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
         "Пошта немесе құпиясөз қате.",
         "Wrong e-mail or password.",
     ),
-    "login.locked": (
-        "Слишком много неверных паролей: вход заблокирован до {until}.",
-        "Қате құпиясөз тым көп: кіру {until} дейін бұғатталды.",
-        "Too many wrong passwords: sign-in is locked until {until}.",
+    "login.throttled": (
+        "Слишком много неверных попыток входа. Попробуйте снова после {until}.",
+        "Кірудің қате әрекеттері тым көп. {until} кейін қайталап көріңіз.",
+        "Too many wrong sign-in attempts. Try again after {until}.",
     ),
     "login.expired": (
         "Сессия истекла, войдите снова.",
@@ -182,9 +182,17 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     "card.blocked_ok": ("Карта заблокирована.", "Карта бұғатталды.", "The card is blocked."),
     "card.unblocked_ok": ("Карта разблокирована.", "Карта бұғаттан шығарылды.", "The card is unblocked."),
     "card.reason_needed": ("Укажите причину.", "Себебін көрсетіңіз.", "Give a reason."),
+    "card.locked_until": (
+        "Ввод номера и PIN заблокирован до {until}: неверные PIN с нескольких касс или адресов.",
+        "Нөмір мен PIN енгізу {until} дейін бұғатталған: бірнеше кассадан немесе мекенжайдан қате PIN.",
+        "Number and PIN entry is locked until {until}: wrong PINs from several tills or addresses.",
+    ),
+    "card.unlock": ("Снять блокировку PIN", "PIN бұғатын алу", "Lift the PIN lock"),
+    "card.unlocked_ok": ("Блокировка PIN снята.", "PIN бұғаты алынды.", "The PIN lock is lifted."),
     "event.blocked": ("заблокирована", "бұғатталды", "blocked"),
     "event.unblocked": ("разблокирована", "бұғаттан шығарылды", "unblocked"),
     "event.locked": ("заблокирована (PIN)", "бұғатталды (PIN)", "locked (PIN)"),
+    "event.unlocked": ("блокировка PIN снята", "PIN бұғаты алынды", "PIN lock lifted"),
     "event.expired": ("истекла", "мерзімі өтті", "expired"),
     # stock
     "stock.title": ("Склад кодов", "Кодтар қоймасы", "Code stock"),
@@ -370,6 +378,7 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     "action.cancel": ("отмена", "болдырмау", "cancel"),
     "action.block": ("блокировка карты", "картаны бұғаттау", "block card"),
     "action.unblock": ("разблокировка карты", "картаны бұғаттан шығару", "unblock card"),
+    "action.unlock": ("снятие блокировки PIN", "PIN бұғатын алу", "lift PIN lock"),
     "action.close_period": ("закрытие месяца", "айды жабу", "close period"),
     "action.upload_codes": ("загрузка кодов", "кодтарды жүктеу", "upload codes"),
     "action.verify_card": ("проверка карты", "картаны тексеру", "verify card"),
@@ -406,15 +415,15 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
         "Мұндай нөмірлі карта табылмады.",
         "No card has this number.",
     ),
-    "problem.wrong_pin": (
-        "Неверный PIN. Осталось попыток: {remaining_attempts}.",
-        "PIN қате. Қалған әрекет: {remaining_attempts}.",
-        "Wrong PIN. Attempts left: {remaining_attempts}.",
+    "problem.wrong_card_or_pin": (
+        "Неверный номер карты или PIN. Осталось попыток: {remaining_attempts}.",
+        "Карта нөмірі немесе PIN қате. Қалған әрекет: {remaining_attempts}.",
+        "Wrong card number or PIN. Attempts left: {remaining_attempts}.",
     ),
     "problem.card_locked": (
-        "Карта заблокирована после 5 неверных PIN, попробуйте позже.",
-        "5 қате PIN-нен кейін карта бұғатталды, кейінірек қайталаңыз.",
-        "The card is locked after 5 wrong PINs; try again later.",
+        "Слишком много неверных PIN для этой карты, попробуйте позже.",
+        "Бұл карта үшін қате PIN тым көп, кейінірек қайталаңыз.",
+        "Too many wrong PINs for this card; try again later.",
     ),
     "problem.card_blocked": (
         "Карта заблокирована: покупателю нужно обратиться в поддержку.",

@@ -28,8 +28,8 @@ STAFF_ROLES = ("support", "finance", "partner", "admin")
 
 
 class StaffAccount(Base):
-    """A person who signs in to the console. The password is an argon2id hash; five wrong passwords
-    in a row lock the account for a while, like a card's PIN."""
+    """A person who signs in to the console. The password is an argon2id hash; wrong passwords are
+    counted per e-mail and place in auth_throttle (service/console/accounts.py)."""
 
     __tablename__ = "staff_accounts"
     __table_args__ = (
@@ -44,12 +44,21 @@ class StaffAccount(Base):
     role: Mapped[str] = mapped_column(String(16))
     programs: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
     partner_code: Mapped[str | None] = mapped_column(String(64))
-    failed_logins: Mapped[int] = mapped_column(Integer, server_default="0")
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     password_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class StaffSignInPlace(Base):
+    """Where an account signed in from (its address; IPv6 by its /64), keyed like the throttle's
+    counts by a hash of the e-mail: from these places the right password is not held back by wrong
+    passwords tried elsewhere."""
+
+    __tablename__ = "staff_sign_in_places"
+    target: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)
+    client: Mapped[str] = mapped_column(String(80), primary_key=True)
+    last_signed_in_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class StaffSession(Base):

@@ -21,6 +21,7 @@ from service.console.accounts import ActiveSession, Staff, resume
 from service.console.audit import Actor
 from service.kit.db.engine import transaction
 from service.kit.http.errors import Problem
+from service.kit.http.headers import PAGE_HEADERS
 from service.kit.observability.logging import mask_text
 
 HERE = Path(__file__).parent
@@ -175,14 +176,7 @@ templates.globals.update(
     LOCALES=i18n.LOCALES,
 )
 
-SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline';"
-    " script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-}
+SECURITY_HEADERS = PAGE_HEADERS  # the same for the API's documentation pages (service/kit/http/headers.py)
 
 
 def render(ctx: Ctx, template: str, status: int = 200, **values: Any) -> HTMLResponse:

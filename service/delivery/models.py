@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -104,9 +105,20 @@ class WebhookEvent(Base):
             "created_at",
             postgresql_where=text("given_up_at IS NOT NULL AND delivered_at IS NULL"),
         ),
+        # A sandbox key lists only its own world's events: few beside the real ones, so a partial index.
+        Index(
+            "ix_webhook_events_sandbox_program_created",
+            "program_id",
+            "created_at",
+            "id",
+            postgresql_where=text("sandbox"),
+        ),
     )
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    # An event of the sandbox world (a sandbox key's redemption or card): only sandbox keys and staff
+    # see it; real keys never do, and a sandbox key sees nothing else (docs/integration.md, Sandbox).
+    sandbox: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     # Redemption events name their redemption; card, stock, budget and period events none.
     redemption_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("redemptions.id"))
     type: Mapped[str] = mapped_column(String(32))

@@ -46,6 +46,9 @@ class WebhookEventOut(BaseModel):
     id: uuid.UUID = Field(description="Also the `webhook-id` header: receivers dedupe by it")
     type: str
     program: str
+    sandbox: bool = Field(
+        description="An event of the sandbox world; a sandbox key sees only these, a real key never"
+    )
     created_at: datetime
     status: EventStatus = Field(
         description="pending (being retried), delivered (a 2xx answer), given_up (no 2xx within 24 hours"
@@ -72,7 +75,7 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 _SELECT = (
     "SELECT e.id, e.type, p.code, e.created_at, " + STATUS_SQL + ", e.delivered_at, e.given_up_at,"
-    " e.replays, e.payload, a.attempts, a.attempted_at, a.status_code, a.error, a.duration_ms"
+    " e.replays, e.payload, a.attempts, a.attempted_at, a.status_code, a.error, a.duration_ms, e.sandbox"
     " FROM webhook_events e JOIN programs p ON p.id = e.program_id"
     " LEFT JOIN LATERAL (SELECT count(*) OVER () AS attempts, attempted_at, status_code, error, duration_ms"
     "   FROM webhook_attempts WHERE event_id = e.id ORDER BY attempted_at DESC, id DESC LIMIT 1) a ON true"
@@ -84,6 +87,7 @@ def _out(row: Any) -> WebhookEventOut:
         id=row[0],
         type=row[1],
         program=row[2],
+        sandbox=row[14],
         created_at=row[3],
         status=row[4],
         delivered_at=row[5],
@@ -109,6 +113,7 @@ def list_events(
     db: Any,
     *,
     programs: frozenset[str] | None,
+    sandbox: bool | None,
     limit: int,
     status: EventStatus | None = None,
     program: str | None = None,
@@ -116,13 +121,16 @@ def list_events(
     month: date | None = None,
     cursor: str | None = None,
 ) -> EventPage:
-    """`programs`: those the caller may see (None: all). `month`: events created in that month in
+    """`programs`: those the caller may see (None: all); `sandbox`: the world it sees (True: only the
+    sandbox's events, False: only real ones, None: both). `month`: events created in that month in
     their program's time zone."""
     where: list[str] = []
     params: dict[str, Any] = {"limit": limit + 1}  # one more: is there a page after this one?
     if programs is not None:
         where.append("p.code = ANY(%(programs)s)")
         params["programs"] = sorted(programs)
+    if sandbox is not None:
+        where.append("e.sandbox" if sandbox else "NOT e.sandbox")
     if program is not None:
         where.append("p.code = %(program)s")
         params["program"] = program
@@ -150,21 +158,35 @@ def list_events(
     return EventPage(items[:limit], cursor_of(last.created_at, last.id) if last else None)
 
 
-def get_event(db: Any, event_id: uuid.UUID, *, programs: frozenset[str] | None) -> WebhookEventOut:
+def get_event(
+    db: Any, event_id: uuid.UUID, *, programs: frozenset[str] | None, sandbox: bool | None
+) -> WebhookEventOut:
+    """One event the caller may see (`programs` and `sandbox` as for list_events): 404 otherwise, the
+    same as for an event that does not exist."""
     row = db.execute(_SELECT + " WHERE e.id = %s", (event_id,)).fetchone()
-    if row is None or (programs is not None and row[2] not in programs):
+    if (
+        row is None
+        or (programs is not None and row[2] not in programs)
+        or (sandbox is not None and row[14] != sandbox)
+    ):
         raise not_found(f"webhook event {event_id}")
     return _out(row)
 
 
 def replay(
-    session: Any, event_id: uuid.UUID, *, programs: frozenset[str] | None, now: datetime | None = None
+    session: Any,
+    event_id: uuid.UUID,
+    *,
+    programs: frozenset[str] | None,
+    sandbox: bool | None,
+    now: datetime | None = None,
 ) -> WebhookEventOut:
     """Sends the event again, whatever its status, under its own id (receivers that have it dedupe);
-    it is retried for 24 hours from now, as a new event would be."""
+    it is retried for 24 hours from now, as a new event would be. A sandbox key replays only sandbox
+    events and a real key only real ones: the other world's are 404."""
     now = now or datetime.now(UTC)
     db = driver(session)
-    event = get_event(db, event_id, programs=programs)
+    event = get_event(db, event_id, programs=programs, sandbox=sandbox)
     url = db.execute(
         "SELECT p.webhook_url FROM webhook_events e JOIN programs p ON p.id = e.program_id WHERE e.id = %s",
         (event_id,),
@@ -177,4 +199,4 @@ def replay(
         (now, event_id),
     )
     outbox.enqueue(db, jobs.WEBHOOK, {"event_id": str(event_id)}, now=now)
-    return get_event(db, event_id, programs=programs)
+    return get_event(db, event_id, programs=programs, sandbox=sandbox)

@@ -25,7 +25,12 @@ EVENT_TYPE = "^(" + "|".join(re.escape(t) for t in EVENT_TYPES) + ")$"
 
 
 def _programs(principal: Principal) -> frozenset[str] | None:
-    return principal.programs if principal.role == "loyalty" else None
+    return principal.program_scope
+
+
+def _world(principal: Principal) -> bool | None:
+    """A loyalty key sees its own world's events only (sandbox or real); staff see both, marked."""
+    return principal.sandbox if principal.role == "loyalty" else None
 
 
 @router.get(
@@ -56,6 +61,7 @@ def list_webhook_events(
         found = event_log.list_events(
             driver(session),
             programs=_programs(principal),
+            sandbox=_world(principal),
             limit=limit,
             status=status,
             program=program,
@@ -78,4 +84,4 @@ def replay_webhook_event(
     principal: Principal = Depends(require("loyalty", "support")),
 ) -> WebhookEventOut:
     with transaction() as session:
-        return event_log.replay(session, event_id, programs=_programs(principal))
+        return event_log.replay(session, event_id, programs=_programs(principal), sandbox=_world(principal))

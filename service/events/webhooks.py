@@ -191,6 +191,12 @@ class Event:
     def type(self) -> str:
         return self.event if "." in self.event else f"redemption.{self.event}"
 
+    @property
+    def sandbox(self) -> bool:
+        """An event of the sandbox world: its data says so (`"sandbox": true`, as every event about a
+        sandbox redemption or card does). Kept apart from the real events in the event log."""
+        return self.data.get("sandbox") is True
+
 
 def emit(
     db: Any,
@@ -223,6 +229,7 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
                 "id": event_id,
                 "program_id": e.program_id,
                 "redemption_id": e.redemption_id,
+                "sandbox": e.sandbox,
                 "type": payload["type"],
                 "payload": payload,
                 "message_id": uuid.uuid4(),
@@ -234,9 +241,9 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
     # Two statements whatever the number of events, each reading one JSON document.
     events_json = batch(rows)
     db.execute(
-        "INSERT INTO webhook_events (id, program_id, redemption_id, type, payload, created_at)"
-        " SELECT id, program_id, redemption_id, type, payload, %s FROM jsonb_to_recordset(%s::jsonb)"
-        " AS e(id uuid, program_id int, redemption_id uuid, type varchar, payload jsonb)",
+        "INSERT INTO webhook_events (id, program_id, redemption_id, sandbox, type, payload, created_at)"
+        " SELECT id, program_id, redemption_id, sandbox, type, payload, %s FROM jsonb_to_recordset(%s::jsonb)"
+        " AS e(id uuid, program_id int, redemption_id uuid, sandbox boolean, type varchar, payload jsonb)",
         (now, events_json),
     )
     db.execute(

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     api_threads: int = 4
     # uvicorn worker processes of `rewards api`/`serve`: one per core is what keeps the tail short.
     api_workers: int = 2
+    # An API process keeps the keys it authenticated this long at most. A revocation empties every
+    # process's cache at once (a NOTIFY each one listens to); this bounds it only for a process whose
+    # listening connection is down (docs/integration.md, Authentication).
+    api_key_cache_seconds: float = Field(default=5.0, ge=0)
     log_level: str = "INFO"
     log_json: bool = True
     max_body_bytes: int = 10 * 1024 * 1024

@@ -45,6 +45,8 @@ class Redemption(Base):
         Index("ix_redemptions_limits", "msisdn", "offer_id", "created_at"),
         Index("ix_redemptions_program_id", "program_id", "id"),
         Index("ix_redemptions_card", "card_id", postgresql_where=text("card_id IS NOT NULL")),
+        # A sandbox key's month figures sum its world's redemptions (GET /v1/programs/{program}).
+        Index("ix_redemptions_sandbox_month", "program_id", "created_at", postgresql_where=text("sandbox")),
     )
     # Time-ordered UUIDs (v7 layout): ids sort by creation, so they double as pagination keys.
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)

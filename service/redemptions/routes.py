@@ -49,9 +49,11 @@ RedemptionId = Annotated[UUID, Path(description="Redemption id")]
 
 
 def scope_of(principal: Principal) -> service.Scope:
+    """A loyalty key acts in its programs and its world (sandbox or real); support in its programs
+    when it is scoped to some, else everywhere; admin everywhere. Staff see both worlds, marked."""
     if principal.role == "loyalty":
         return service.Scope(principal.programs, sandbox=principal.sandbox)
-    return service.Scope(None)
+    return service.Scope(principal.program_scope)
 
 
 # The hottest route reads its request itself, with the framework's rules and error shapes

@@ -125,6 +125,22 @@ def test_an_agent_blocks_a_card(browser, staff, subscriber):
     browser.screenshot("card")
 
 
+def test_an_agent_lifts_a_cards_pin_lock(browser, staff, subscriber):
+    from tests.console.test_pages import _lock_for_everyone
+
+    card = subscriber["card"]
+    _lock_for_everyone(card)
+    browser.sign_in(staff.support, PASSWORD)
+    browser.open(f"/console/redemptions/{card.redemption_id}")
+    browser.wait_for("#card-lock")
+    browser.screenshot("card-locked")
+    browser.type("#unlock-reason", "holder called, identity checked")
+    browser.click("#unlock")
+    browser.wait_for("#flash")
+    assert not browser.all("#card-lock")
+    assert "holder called, identity checked" in browser.text("#card-events")
+
+
 def test_a_cashier_verifies_and_exchanges_a_card(browser, staff, subscriber):
     card = subscriber["card"]
     browser.sign_in(staff.partner, PASSWORD)

@@ -96,8 +96,10 @@ def login(
             target=None,
             outcome=refused.reason,
         )
-        if refused.reason == "locked" and refused.locked_until is not None:
-            error = i18n.translate(locale, "login.locked", until=i18n.format_time(refused.locked_until))
+        # One message for a wrong password, an unknown e-mail and a disabled account; a throttled try
+        # is told when to try again, alike for known and unknown e-mails.
+        if refused.reason == "throttled" and refused.locked_until is not None:
+            error = i18n.translate(locale, "login.throttled", until=i18n.format_time(refused.locked_until))
         else:
             error = i18n.translate(locale, "login.wrong")
         return _login_page(request, error=error)

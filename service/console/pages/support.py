@@ -1,7 +1,7 @@
 """The support desk: a subscriber's rewards found by phone, a redemption's page with its timeline,
-and its resend, cancel and card block/unblock. Each action calls the same domain function as the API
-route for it, writes a staff audit row (service/console/audit.py), and shows a refusal's problem as
-text."""
+and its resend, cancel, card block/unblock and PIN unlock. Each action calls the same domain function
+as the API route for it, writes a staff audit row (service/console/audit.py), and shows a refusal's
+problem as text."""
 
 from __future__ import annotations
 
@@ -116,6 +116,7 @@ _DONE = {
     "cancelled": "red.cancelled",
     "blocked": "card.blocked_ok",
     "unblocked": "card.unblocked_ok",
+    "unlocked": "card.unlocked_ok",
 }
 
 
@@ -148,7 +149,13 @@ def _act(ctx: Ctx, redemption_id: uuid.UUID, action: str, run, details: dict | N
     return redirect(f"{PATH}/redemptions/{redemption_id}?done={_PAST[action]}")
 
 
-_PAST = {"resend": "resent", "cancel": "cancelled", "block": "blocked", "unblock": "unblocked"}
+_PAST = {
+    "resend": "resent",
+    "cancel": "cancelled",
+    "block": "blocked",
+    "unblock": "unblocked",
+    "unlock": "unlocked",
+}
 
 
 @router.post("/redemptions/{redemption_id}/resend")
@@ -205,3 +212,22 @@ def unblock_card(
     reason: Annotated[str, Form(max_length=500)] = "",
 ) -> Response:
     return _card_action(ctx, redemption_id, reason, False)
+
+
+@router.post("/redemptions/{redemption_id}/card/unlock")
+def unlock_card(
+    ctx: Annotated[Ctx, Depends(staff_form(*SUPPORT))],
+    redemption_id: uuid.UUID,
+    reason: Annotated[str, Form(max_length=500)] = "",
+) -> Response:
+    """Lifts the card's PIN lock (wrong PINs from several clients) and every client's delay on it, as
+    the API's POST /v1/cards/by-redemption/{id}/unlock does; audited here and in the card's events."""
+    reason = " ".join(reason.split())
+    if not reason:
+        return _redemption_page(ctx, redemption_id, status=422, error=ctx.t("card.reason_needed"))
+
+    def run(session) -> None:
+        redemptions.get_redemption(session, redemption_id, scope=_redemption_scope(ctx))  # scope first
+        cards.unlock(session, redemption_id, reason=reason, api_key_id=None, now=_now())
+
+    return _act(ctx, redemption_id, "unlock", run, details={"reason": reason})

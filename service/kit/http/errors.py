@@ -99,13 +99,6 @@ class InvalidRange(Problem):
     status, code, title = 422, "invalid_range", "Empty range"
 
 
-class InvalidCursor(Problem):
-    """A cursor of the published form that this list never gave out (made up, changed, or another
-    list's): the client should start from the first page."""
-
-    status, code, title = 422, "invalid_cursor", "Invalid cursor"
-
-
 class Unauthorized(Problem):
     status, code, title = 401, "unauthorized", "Unauthorized"
 

@@ -10,8 +10,19 @@ HTTP_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 CODES_IMPORTED = Counter("rewards_codes_imported_total", "Codes accepted into pools", ["sku"])
-CARD_PIN_FAILURES = Counter("rewards_card_pin_failures_total", "Wrong PINs offered for universal cards")
-CARD_LOCKS = Counter("rewards_card_locks_total", "Universal cards locked after repeated wrong PINs")
+CARD_PIN_FAILURES = Counter(
+    "rewards_card_pin_failures_total", "Wrong PINs (or unknown numbers) offered for universal cards"
+)
+CARD_LOCKS = Counter(
+    "rewards_card_locks_total",
+    "Card numbers locked for every client after wrong PINs from several clients (RewardsCardLocked alerts)",
+)
+CARD_PIN_THROTTLED = Counter(
+    "rewards_card_pin_throttled_total", "Wrong PINs after which their client waits before its next try"
+)
+STAFF_SIGN_IN_THROTTLED = Counter(
+    "rewards_staff_sign_in_throttled_total", "Console sign-in attempts held back after wrong passwords"
+)
 CARD_EXCHANGES = Counter("rewards_card_exchanges_total", "Universal card exchanges for certificates", ["sku"])
 CARD_RATE_LIMITED = Counter(
     "rewards_card_rate_limited_total", "Card verify/exchange requests refused by the rate limit"
