@@ -243,6 +243,7 @@ def _redemption_page(ctx: Ctx, redemption_id: uuid.UUID, *, status: int = 200, *
         r=out,
         zone=zone,
         timeline=timeline,
+        shown_tries=views.shown_tries,
         card=card,
         can_cancel=out.status in ("accepted", "failed") or (card is not None and out.status != "cancelled"),
         can_resend=out.status != "cancelled" and out.resend_count < redemptions.MAX_RESENDS,
