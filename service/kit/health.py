@@ -26,7 +26,7 @@ from prometheus_client import Gauge
 from sqlalchemy import text
 
 from service.kit.config import get_settings
-from service.kit.db.engine import get_engine, unavailable
+from service.kit.db.engine import get_engine
 from service.kit.supervisor import now_iso
 
 DATABASE, OUTBOX, BROKER = "database", "outbox", "broker"
@@ -82,8 +82,9 @@ class Board:
 
 
 def _error(exc: BaseException) -> str:
-    # The class only: /healthz and /readyz answer anyone, and a driver's message names hosts and paths.
-    return f"error: {type(exc).__name__}"
+    # The class only (the driver's own for a database error: LockNotAvailable, ReadOnlySqlTransaction,
+    # DiskFull...): /healthz and /readyz answer anyone, and a driver's message names hosts and paths.
+    return f"error: {type(getattr(exc, 'orig', None) or exc).__name__}"
 
 
 @lru_cache
@@ -111,8 +112,6 @@ def check_database(board: Board, *, outbox: bool) -> None:
                 )
                 board.set(OUTBOX, "up")
             except Exception as exc:  # noqa: BLE001 - any failure means "cannot take a redemption"
-                if unavailable(exc):
-                    board.set(DATABASE, "down", _error(exc))
                 board.set(OUTBOX, "down", _error(exc))
             finally:
                 conn.rollback()  # the row never existed for anyone else
