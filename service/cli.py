@@ -203,6 +203,9 @@ def serve(
         _reset_caches()
         first_start_setup()
         _reset_caches()  # the setup's connections go: this process serves nothing from here on
+        if supervisor.stop_requested.is_set():
+            exit_code = 0
+            return
         env = {**os.environ, STATE_FILE_ENV: str(state_file)}
         py = [sys.executable, "-m", "service.cli"]
         metrics = settings.metrics_port

@@ -124,7 +124,8 @@ class Component:
         return {
             "state": self.state,
             "since": self.since,
-            "pid": self.proc.pid if self.proc is not None and self.proc.poll() is None else None,
+            # No poll() here: views are read from other threads too.
+            "pid": self.proc.pid if self.proc is not None and self.state in ("starting", "running") else None,
             "restarts": self.restarts,
             "detail": self.detail,
         }
@@ -150,7 +151,8 @@ class Supervisor:
     # --- building -------------------------------------------------------------------------------
 
     def add(self, component: Component) -> Component:
-        self.components[component.name] = component
+        with self._lock:  # snapshot() may run on another thread (an exporter's /healthz)
+            self.components[component.name] = component
         self._write()
         return component
 
@@ -325,6 +327,7 @@ class Supervisor:
     def _finish(self, component: Component) -> None:
         proc = component.proc
         assert proc is not None
+        started = time.monotonic()
         try:
             proc.wait(timeout=component.stop_timeout)
         except subprocess.TimeoutExpired:
@@ -332,6 +335,13 @@ class Supervisor:
         _kill_group(proc)
         proc.wait()
         self._set(component, "stopped", describe_exit(proc.returncode))
+        log.info(
+            "component_stopped",
+            supervisor=self.name,
+            component=component.name,
+            how=describe_exit(proc.returncode),
+            after_s=round(time.monotonic() - started, 2),
+        )
 
     # --- state ----------------------------------------------------------------------------------
 
