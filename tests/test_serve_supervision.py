@@ -64,6 +64,23 @@ def survive(served, name: str) -> ServeResult:
     return result
 
 
+def test_the_workers_and_the_relay_answer_their_probes_on_their_metrics_ports(served):
+    st, _ = served
+    worker = f"http://127.0.0.1:{st.metrics_port}"
+    relay = f"http://127.0.0.1:{st.metrics_port + 1}"  # serve puts the relay's exporter next to it
+    for base in (worker, relay):
+        ready = httpx.get(f"{base}/readyz", timeout=5)
+        assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert {"sms-1", "sms-2", "webhooks"} <= set(
+        httpx.get(f"{worker}/healthz", timeout=5).json()["components"]
+    )
+    assert httpx.get(f"{relay}/healthz", timeout=5).json()["components"]["relay"]["state"] == "running"
+    api = httpx.get(f"{st.base}/healthz", timeout=5).json()["components"]
+    assert {
+        name: api[name]["state"] for name in ("postgres", "redis", "api", "relay", "worker")
+    } == dict.fromkeys(("postgres", "redis", "api", "relay", "worker"), "running")
+
+
 def test_a_killed_worker_process_is_replaced_and_the_api_never_stops(served):
     st, _ = served
     result = survive(served, "serve: worker SIGKILL")
