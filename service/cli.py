@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC
 from pathlib import Path
 from typing import Annotated
@@ -121,65 +120,145 @@ def _use_metrics_folder() -> None:
     os.environ["dramatiq_prom_db"] = str(folder)  # Dramatiq's middleware writes there too
 
 
+def _hold_data_folder(data: Path) -> object:
+    """One `rewards serve` per data folder: a second one would start a second PostgreSQL on it."""
+    import fcntl
+
+    handle = (data / "serve.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        console.print(f"[red]another `rewards serve` runs on {data}[/red]")
+        raise typer.Exit(2) from None
+    return handle
+
+
+def _answers(url: str, _proc: object) -> bool:
+    import httpx
+
+    return httpx.get(url, timeout=1).status_code == 200
+
+
+# Stopped in this order: the API stops taking requests, the relay publishes no more, the workers finish
+# what they hold, then Redis (which writes its AOF) and PostgreSQL (fast shutdown).
+SERVE_STOP_ORDER = ("api", "relay", "worker", "redis", "postgres")
+
+
 @app.command()
 def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
-    processes: Annotated[int, typer.Option(help="Worker processes")] = 1,
+    processes: Annotated[int, typer.Option(help="Reward-SMS worker processes")] = 2,
     threads: Annotated[int, typer.Option(help="Threads per worker process")] = 8,
 ) -> None:
-    """API and workers in one command (embedded PostgreSQL and Redis when no URLs are set)."""
-    from service.kit.runtime import runtime
+    """API and workers in one command (embedded PostgreSQL and Redis when no URLs are set), each a
+    supervised process: one that dies is started again while the others keep running."""
+    from functools import partial
 
-    with runtime(need_redis=True):
+    from service.kit.embedded import EmbeddedPostgres, EmbeddedRedis, ensure_encryption_key
+    from service.kit.runtime import _reset_caches
+    from service.kit.supervisor import STATE_FILE_ENV, Component, GaveUp, RestartPolicy, Supervisor, popen
+
+    settings = get_settings()
+    data = settings.data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    lock = _hold_data_folder(data)
+    state_file = data / "serve-state.json"
+    supervisor = Supervisor("serve", RestartPolicy.from_settings(), state_file=state_file)
+    signal.signal(signal.SIGINT, supervisor.request_stop)
+    signal.signal(signal.SIGTERM, supervisor.request_stop)
+    exit_code = 1
+    try:
+        if not settings.database_url:
+            pg = EmbeddedPostgres(data / "pg")
+            pg.prepare()
+            # SIGINT: PostgreSQL's fast shutdown (SIGTERM would wait for every client to leave).
+            supervisor.add(
+                Component(
+                    "postgres",
+                    pg.spawn,
+                    ready=pg.ready,
+                    stop_signal=signal.SIGINT,
+                    stop_timeout=60,
+                    why=pg.why,
+                )
+            )
+            supervisor.launch("postgres", wait=True)
+            os.environ["DATABASE_URL"] = pg.uri
+            if settings.encryption_key is None and settings.encryption_keys is None:
+                os.environ["ENCRYPTION_KEY"] = ensure_encryption_key(data)
+        elif settings.encryption_key is None and settings.encryption_keys is None:
+            raise SystemExit(
+                "ENCRYPTION_KEY is required when DATABASE_URL is set (base64 of 32 random bytes)"
+            )
+        if not settings.redis_url and not supervisor.stop_requested.is_set():
+            rd = EmbeddedRedis(data / "redis")
+            rd.prepare()
+            supervisor.add(Component("redis", rd.spawn, ready=rd.ready, stop_timeout=20, why=rd.why))
+            supervisor.launch("redis", wait=True)
+            os.environ["REDIS_URL"] = rd.url
+        if supervisor.stop_requested.is_set():
+            exit_code = 0
+            return
+        _reset_caches()
         first_start_setup()
-        env = {**os.environ}
-        children = {
-            "api": subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "api", "--host", host, "--port", str(port)], env=env
-            ),
-            "worker": subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "service.cli",
-                    "worker",
-                    "--processes",
-                    str(processes),
-                    "--threads",
-                    str(threads),
-                ],
-                env=env,
-            ),
-        }
-        stopping = False
-
-        def stop(signum: int, _frame: object) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
-        console.print(
-            f"serving on http://{host}:{port} (Ctrl-C stops everything; data in {get_settings().data_dir})"
+        _reset_caches()  # the setup's connections go: this process serves nothing from here on
+        if supervisor.stop_requested.is_set():
+            exit_code = 0
+            return
+        env = {**os.environ, STATE_FILE_ENV: str(state_file)}
+        py = [sys.executable, "-m", "service.cli"]
+        metrics = settings.metrics_port
+        supervisor.add(
+            Component(
+                "worker",
+                partial(
+                    popen,
+                    [*py, "worker", "--no-relay", "--processes", str(processes), "--threads", str(threads)],
+                    env={**env, "PROMETHEUS_MULTIPROC_DIR": str(data / "metrics" / "worker")},
+                ),
+                stop_timeout=60,
+            )
         )
-        exit_code = 0
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    console.print(f"{name} exited with {child.returncode}; stopping")
-                    exit_code, stopping = 1, True
-            time.sleep(0.2)
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
+        supervisor.add(
+            Component(
+                "relay",
+                partial(
+                    popen,
+                    [*py, "relay"],
+                    # The relay's exporter (and its /readyz) next to the workers': METRICS_PORT + 1.
+                    env={
+                        **env,
+                        "METRICS_PORT": str(metrics + 1 if metrics else 0),
+                        "PROMETHEUS_MULTIPROC_DIR": str(data / "metrics" / "relay"),
+                    },
+                ),
+                stop_timeout=20,
+            )
+        )
+        probe_host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        supervisor.add(
+            Component(
+                "api",
+                partial(popen, [*py, "api", "--host", host, "--port", str(port)], env=env),
+                ready=partial(_answers, f"http://{probe_host}:{port}/healthz"),
+                stop_timeout=30,
+            )
+        )
+        for name in ("worker", "relay", "api"):
+            supervisor.launch(name)
+        console.print(
+            f"serving on http://{host}:{port} (Ctrl-C stops everything; data in {settings.data_dir})"
+        )
+        exit_code = supervisor.run()
+    except GaveUp:
+        exit_code = 1
+    finally:
+        present = [name for name in SERVE_STOP_ORDER if name in supervisor.components]
+        supervisor.stop([n for n in present if n not in ("redis", "postgres")])
         console.print("stopped API and workers; stopping PostgreSQL and Redis")
+        supervisor.stop([n for n in present if n in ("redis", "postgres")])
+        lock.close()  # type: ignore[attr-defined]
     raise typer.Exit(exit_code)
 
 
@@ -222,6 +301,22 @@ def api(
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _dramatiq(queues: tuple[str, ...], threads: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "dramatiq",
+        "workers.actors",
+        "--processes",
+        "1",
+        "--threads",
+        str(threads),
+    ] + [
+        "--queues",
+        *queues,
+    ]
+
+
 @app.command()
 def worker(
     processes: Annotated[int, typer.Option(help="Processes for reward SMS")] = 1,
@@ -232,81 +327,101 @@ def worker(
     """Dramatiq workers, and the outbox relay that feeds them.
 
     Reward SMS get processes of their own: a slow webhook receiver or a bulk campaign can never
-    take the threads a waiting subscriber's code needs."""
+    take the threads a waiting subscriber's code needs. Each process is a Dramatiq command of its own,
+    supervised here: one that dies is started again (its fetched messages go back to their queues at
+    once) while the others keep consuming."""
     _use_metrics_folder()
+    from functools import partial
+
+    from service.kit import health
     from service.kit.messaging.jobs import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
     from service.kit.observability.tracing import setup_tracing
     from service.kit.runtime import runtime
-    from workers.exporter import start_exporter
+    from service.kit.supervisor import Component, RestartPolicy, Supervisor, popen
+    from workers.exporter import Probes, start_exporter
 
     with runtime(need_redis=True):
+        from workers.broker import requeue_fetched
+
         setup_tracing("rewards-worker")
-        exporter = start_exporter()
+        supervisor = Supervisor("worker", RestartPolicy.from_settings())
+        board = health.worker_board()
+        monitor = health.Monitor(board, partial(health.check_worker, board)).start()
         publisher = None
         if relay:
             from workers.broker import broker
             from workers.relay import Relay
 
             publisher = Relay(broker).start()
-        groups = [(SMS_QUEUE,), (WEBHOOK_QUEUE, BULK_SMS_QUEUE)]
-        sizes = [(processes, threads), (1, webhook_threads)]
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dramatiq",
-                    "workers.actors",
-                    "--processes",
-                    str(p),
-                    "--threads",
-                    str(t),
-                    "--queues",
-                    *queues,
-                ],
-                env={**os.environ},
-            )
-            for queues, (p, t) in zip(groups, sizes, strict=True)
+
+        def details() -> dict:
+            found = dict(supervisor.snapshot()["components"])
+            if publisher is not None:
+                found["relay"] = publisher.view()
+            return found
+
+        exporter = start_exporter(probes=Probes(board, details))
+        # A Dramatiq consumer that lost Redis tries again after 3 s by default; 0.5 s here.
+        env = {"dramatiq_restart_delay": "500", **os.environ}
+        groups: list[tuple[str, tuple[str, ...], int]] = [
+            (f"sms-{i + 1}" if processes > 1 else "sms", (SMS_QUEUE,), threads) for i in range(processes)
         ]
+        groups.append(("webhooks", (WEBHOOK_QUEUE, BULK_SMS_QUEUE), webhook_threads))
 
-        def forward(signum: int, _frame: object) -> None:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signum)
+        def requeue(proc: subprocess.Popen) -> None:
+            requeue_fetched(proc.pid)
 
-        signal.signal(signal.SIGINT, forward)
-        signal.signal(signal.SIGTERM, forward)
-        while all(proc.poll() is None for proc in procs):
-            time.sleep(0.2)
-        forward(signal.SIGTERM, None)  # one group ended: stop the other too, and exit with its code
-        codes = [proc.wait() for proc in procs]
+        for name, queues, group_threads in groups:
+            supervisor.add(
+                Component(
+                    name,
+                    partial(popen, _dramatiq(queues, group_threads), env=env),
+                    stop_timeout=50,
+                    on_exit=requeue,
+                )
+            )
+        signal.signal(signal.SIGINT, supervisor.request_stop)
+        signal.signal(signal.SIGTERM, supervisor.request_stop)
+        for name, _, _ in groups:
+            supervisor.launch(name)
+        code = supervisor.run()
+        supervisor.stop(together=True)
         if publisher:
             publisher.stop()
+        monitor.stop()
         if exporter:
             exporter.shutdown()
-    raise typer.Exit(max(codes) if max(codes) > 0 else 0)
+    raise typer.Exit(code)
 
 
 @app.command()
 def relay() -> None:
     """The outbox relay alone (when workers run without it), with the metrics exporter."""
     _use_metrics_folder()
+    from functools import partial
+
+    from service.kit import health
     from service.kit.observability.tracing import setup_tracing
     from service.kit.runtime import runtime
-    from workers.exporter import start_exporter
+    from workers.exporter import Probes, start_exporter
 
     with runtime(need_redis=True):
         from workers.broker import broker
         from workers.relay import Relay
 
         setup_tracing("rewards-relay")
-        start_exporter()
+        board = health.worker_board()
+        monitor = health.Monitor(board, partial(health.check_worker, board)).start()
         publisher = Relay(broker).start()
+        exporter = start_exporter(probes=Probes(board, lambda: {"relay": publisher.view()}))
         stopped = threading.Event()
         signal.signal(signal.SIGINT, lambda *_: stopped.set())
         signal.signal(signal.SIGTERM, lambda *_: stopped.set())
         stopped.wait()
         publisher.stop()
+        monitor.stop()
+        if exporter:
+            exporter.shutdown()
 
 
 @app.command()

@@ -127,6 +127,7 @@ def test_infrastructure_healthchecks_probe_the_servers() -> None:
     assert "pg_isready" in " ".join(services()["postgres"]["healthcheck"]["test"])
     assert services()["redis"]["healthcheck"]["test"][1:] == ["redis-cli", "ping"]
     assert "/readyz" in " ".join(services()["api"]["healthcheck"]["test"])
+    assert "9191/readyz" in " ".join(services()["worker"]["healthcheck"]["test"])  # its metrics port
     assert "2775" in " ".join(services()["smsc"]["healthcheck"]["test"])
 
 

@@ -255,13 +255,27 @@ def test_api_probes_use_healthz_and_readyz(profile: str) -> None:
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_worker_has_no_http_probes(profile: str) -> None:
+def test_worker_probes_use_healthz_and_readyz_on_the_metrics_port(profile: str) -> None:
     worker = deployment(rendered(profile), "worker")
     (c,) = worker["spec"]["template"]["spec"]["containers"]
     assert [p["name"] for p in c.get("ports", [])] == ["metrics"]  # the exporter; no API
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        assert probe not in c, "workers serve no HTTP port; see the comment in deployment-worker.yaml"
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 60
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("role", ["api", "worker"])
+def test_liveness_is_separate_from_readiness(profile: str, role: str) -> None:
+    """Liveness never asks about the dependencies (an outage of PostgreSQL or Redis must not restart
+    healthy pods); readiness does, and gives up sooner than liveness would."""
+    (c,) = deployment(rendered(profile), role)["spec"]["template"]["spec"]["containers"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" != c["readinessProbe"]["httpGet"]["path"]
+    live, ready = c["livenessProbe"], c["readinessProbe"]
+    assert (
+        ready["periodSeconds"] * ready["failureThreshold"] <= live["periodSeconds"] * live["failureThreshold"]
+    )
 
 
 @pytest.mark.parametrize("profile", PROFILES)

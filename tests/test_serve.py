@@ -55,10 +55,20 @@ def _start(data: Path, port: int) -> tuple[subprocess.Popen, float]:
     pytest.fail("not ready within 60 s")
 
 
-def _stop(proc: subprocess.Popen) -> str:
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+def _stop(proc: subprocess.Popen, how: signal.Signals = signal.SIGINT) -> str:
+    proc.send_signal(how)
+    out, _ = proc.communicate(timeout=120)
     return out
+
+
+def _stopped_in_order(output: str) -> list[str]:
+    """What `rewards serve` stopped, in its order (its workers' own supervisor logs theirs too)."""
+    lines = [
+        json.loads(line)
+        for line in output.splitlines()
+        if line.startswith("{") and "component_stopped" in line
+    ]
+    return [line["component"] for line in lines if line.get("supervisor") == "serve"]
 
 
 def _servers_under(data: Path) -> list[psutil.Process]:
@@ -159,6 +169,7 @@ def test_serve_comes_up_stops_cleanly_and_keeps_its_data(server_data: Path):
         output = _stop(proc)
     assert proc.returncode == 0, output
     assert "stopping PostgreSQL and Redis" in output
+    assert _stopped_in_order(output) == ["api", "relay", "worker", "redis", "postgres"]
     time.sleep(1)
     assert _servers_under(data) == []
 
@@ -174,5 +185,7 @@ def test_serve_comes_up_stops_cleanly_and_keeps_its_data(server_data: Path):
             i["sku"]: i["available"] - (i["sku"] == "ARAY-CINEMA-2000") for i in stock["items"]
         }  # one code went out; none were imported again
     finally:
-        _stop(proc)
+        output = _stop(proc, signal.SIGTERM)  # as an init system or a container runtime stops it
+    assert proc.returncode == 0, output
+    assert _stopped_in_order(output) == ["api", "relay", "worker", "redis", "postgres"]
     print(f"ready after {seconds:.1f} s")

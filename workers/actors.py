@@ -156,8 +156,10 @@ def deliver_reward_sms_batch(jobs: list[list]) -> None:
     time_limit=60_000,
 )
 def send_webhook(event_id: str) -> None:
-    """One event (the relay publishes events packed; this one carries the retries of a packed event)."""
-    webhooks.deliver_event(uuid.UUID(event_id))
+    """One event (the relay publishes events packed; this one carries the retries of a packed event).
+    A receiver that did not take it is tried again when the delivery said (its log line and the
+    console show when): a new delayed message, not an exception, so no traceback for a normal state."""
+    _again_later(uuid.UUID(event_id), webhooks.deliver_event(uuid.UUID(event_id)))
 
 
 @dramatiq.actor(
@@ -171,6 +173,10 @@ def send_webhook(event_id: str) -> None:
 def send_webhooks(event_ids: list[str]) -> None:
     """Events the relay packed together; those the receiver did not take go on as single events with
     their own backoff."""
-    for event_id, result in webhooks.deliver_events([uuid.UUID(e) for e in event_ids]).items():
-        if result.startswith("retry"):
-            send_webhook.send_with_options(args=(str(event_id),), delay=5_000 + random.randrange(5_000))
+    for event_id, attempted in webhooks.attempt_events([uuid.UUID(e) for e in event_ids]).items():
+        _again_later(event_id, attempted)
+
+
+def _again_later(event_id: uuid.UUID, attempted: webhooks.Attempted) -> None:
+    if attempted.next_attempt_in_ms is not None:
+        send_webhook.send_with_options(args=(str(event_id),), delay=attempted.next_attempt_in_ms)

@@ -11,20 +11,24 @@ METRICS_CACHE_SECONDS, so several Prometheus servers scraping cost the database 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import lru_cache
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
 import structlog
-from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from service.balances.service import budgets, stock
+from service.kit import health
 from service.kit.config import get_settings
 from service.kit.db.engine import driver, scalar, transaction
 from service.kit.messaging import jobs
@@ -184,16 +188,71 @@ def registry(cache_seconds: float | None = None) -> CollectorRegistry:
     return reg
 
 
-def start_exporter(port: int | None = None, host: str | None = None) -> Any:
-    """Serves /metrics on a daemon thread (METRICS_PORT; 0: not at all); returns the server."""
+class Probes:
+    """/healthz and /readyz of a worker or relay process, beside /metrics on its port: liveness reads
+    what the background checks found (never waits on a dependency), readiness checks the database and
+    Redis afresh (a worker or relay needs both), and `details` adds what the process runs (the
+    Dramatiq commands `rewards worker` supervises, the relay thread)."""
+
+    def __init__(self, board: health.Board, details: Callable[[], dict[str, Any]] | None = None):
+        self.board = board
+        self.details = details
+
+    def healthz(self) -> tuple[int, dict[str, Any]]:
+        components: dict[str, Any] = dict(self.board.snapshot())
+        if self.details is not None:
+            components.update(self.details())
+        return 200, {"status": "ok", "components": components}
+
+    def readyz(self) -> tuple[int, dict[str, Any]]:
+        health.check_worker(self.board)
+        views = self.board.snapshot()
+        checks = {
+            name: "ok" if v["state"] == "up" else (v["detail"] or v["state"]) for name, v in views.items()
+        }
+        ready = all(v == "ok" for v in checks.values())
+        return (200 if ready else 503), {"status": "ready" if ready else "unready", "checks": checks}
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+def _app(metrics: Callable, probes: Probes | None) -> Callable:
+    def app(environ: dict[str, Any], start_response: Callable) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if probes is None or path not in ("/healthz", "/readyz"):
+            return metrics(environ, start_response)
+        status, body = probes.healthz() if path == "/healthz" else probes.readyz()
+        data = json.dumps(body).encode()
+        reason = "OK" if status == 200 else "Service Unavailable"
+        start_response(
+            f"{status} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        )
+        return [data]
+
+    return app
+
+
+def start_exporter(port: int | None = None, host: str | None = None, probes: Probes | None = None) -> Any:
+    """Serves /metrics (and, given `probes`, /healthz and /readyz) on a daemon thread (METRICS_PORT;
+    0: not at all); returns the server."""
     settings = get_settings()
     port = settings.metrics_port if port is None else port
     if not port:
         return None
     try:
-        server, _ = start_http_server(port, host or settings.metrics_host, registry())
+        server = make_server(
+            host or settings.metrics_host, port, _app(make_wsgi_app(registry()), probes), _Server, _Quiet
+        )
     except OSError as exc:  # the port is taken: the workers matter more than their metrics
         log.error("metrics_exporter_not_started", port=port, error=str(exc))
         return None
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics-exporter").start()
     log.info("metrics_exporter", port=server.server_port)
     return server

@@ -21,6 +21,7 @@ from service.kit.db.engine import driver, transaction
 from service.kit.messaging import jobs
 from service.kit.observability import tracing
 from service.kit.observability.metrics import OUTBOX_PUBLISHED
+from service.kit.supervisor import now_iso
 from workers.housekeeping import housekeeping
 
 log = structlog.get_logger("outbox")
@@ -142,10 +143,16 @@ def broker_lost_data(broker: RedisBroker) -> bool:
     return not broker.client.exists(BROKER_MARK)
 
 
+def broker_run_id(broker: RedisBroker) -> str:
+    """Redis's run id: a new one after every start of the server."""
+    return str(broker.client.info("server")["run_id"])
+
+
 class Relay:
     """A thread that publishes the outbox: a tight poll (SKIP LOCKED, so relays in several worker
     pods share the work) that keeps going while the broker is down and catches up when it returns.
-    When Redis comes back empty it sweeps at once. It also runs the housekeeping every minute."""
+    When Redis comes back empty, or restarted at all, it sweeps at once. It also runs the
+    housekeeping every minute."""
 
     def __init__(
         self,
@@ -153,13 +160,19 @@ class Relay:
         idle_sleep: float = 0.05,
         sweep_every: float = 30.0,
         stale_seconds: int | None = None,
+        max_backoff: float = 1.0,
     ):
         self.broker = broker
         self.idle_sleep = idle_sleep
         self.sweep_every = sweep_every
         self.stale_seconds = stale_seconds or get_settings().outbox_stale_seconds
+        # While the broker or the database is away it tries again at most this far apart, so it
+        # publishes within a second of their return.
+        self.max_backoff = max_backoff
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self.run, name="outbox-relay", daemon=True)
+        self.waiting: str | None = None  # what it waits for, while it does
+        self.waiting_since: str | None = None
 
     def start(self) -> Relay:
         self.thread.start()
@@ -169,16 +182,35 @@ class Relay:
         self._stop.set()
         self.thread.join(timeout=10)
 
+    def view(self) -> dict[str, Any]:
+        """Its state for /healthz of its process."""
+        if not self.thread.is_alive():
+            return {"state": "stopped", "since": self.waiting_since, "detail": None}
+        if self.waiting:
+            return {"state": "waiting", "since": self.waiting_since, "detail": self.waiting}
+        return {"state": "running", "since": self.waiting_since, "detail": None}
+
     def run(self) -> None:
         backoff, last_sweep, last_housekeeping, last_mark = 0.1, 0.0, 0.0, 0.0
+        run_id: str | None = None
+        self.waiting_since = now_iso()
         while not self._stop.is_set():
             try:
                 if time.monotonic() - last_mark > 1.0:
-                    if broker_lost_data(self.broker):
-                        # The mark goes back only after the sweep: if the database is away too, the
-                        # next pass sweeps again.
-                        log.warning("broker_lost_data", rows_published_again=sweep(0))
+                    current = broker_run_id(self.broker)
+                    restarted = run_id is not None and current != run_id
+                    if broker_lost_data(self.broker) or restarted:
+                        # A restarted Redis may have kept its data (AOF), but a worker that lost its
+                        # connection drops the delayed messages it held, which stay fetched under its
+                        # name until it dies (Dramatiq #527): publish again every job not settled
+                        # (idempotent), instead of waiting OUTBOX_STALE_SECONDS. The mark goes back
+                        # only after the sweep: if the database is away too, the next pass sweeps again.
+                        log.warning(
+                            "broker_lost_data" if not restarted else "broker_restarted",
+                            rows_published_again=sweep(0),
+                        )
                         self.broker.client.set(BROKER_MARK, "1")
+                    run_id = current
                     last_mark = time.monotonic()
                 if time.monotonic() - last_sweep > self.sweep_every:
                     sweep(self.stale_seconds)
@@ -188,9 +220,16 @@ class Relay:
                     housekeeping()
                 published = publish_batch(self.broker)
                 backoff = 0.1
+                if self.waiting:
+                    log.info("outbox_relay_resumed", after=self.waiting)
+                    self.waiting, self.waiting_since = None, now_iso()
                 if published == 0:
                     self._stop.wait(self.idle_sleep)
             except Exception as exc:  # broker or database away: keep trying
-                log.warning("outbox_relay_waiting", error=f"{type(exc).__name__}: {exc}", retry_in_s=backoff)
+                error = f"{type(exc).__name__}: {exc}"
+                if self.waiting is None:
+                    self.waiting_since = now_iso()
+                self.waiting = error
+                log.warning("outbox_relay_waiting", error=error, retry_in_s=backoff)
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                backoff = min(backoff * 2, self.max_backoff)

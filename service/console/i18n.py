@@ -160,6 +160,8 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     "red.webhook_delivered": ("доставлен {at}", "{at} жеткізілді", "delivered {at}"),
     "red.webhook_waiting": ("ожидает доставки", "жеткізуді күтуде", "waiting for delivery"),
     "red.webhook_given_up": ("доставка прекращена {at}", "жеткізу {at} тоқтатылды", "given up {at}"),
+    "red.webhook_try": ("попытка {n}", "{n}-әрекет", "attempt {n}"),
+    "red.webhook_next": ("следующая {at}", "келесісі {at}", "next try {at}"),
     "red.resend": ("Отправить SMS ещё раз", "SMS-ті қайта жіберу", "Resend the SMS"),
     "red.cancel": ("Отменить вознаграждение", "Сыйақыны болдырмау", "Cancel the redemption"),
     "red.cancel_confirm": (

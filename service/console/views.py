@@ -28,13 +28,29 @@ class SmsAttempt:
 
 
 @dataclass(frozen=True)
+class WebhookTry:
+    """One attempt, as its worker logged it: the receiver's status or the error's class, and when
+    the next attempt is due."""
+
+    number: int
+    attempted_at: datetime
+    status_code: int | None
+    error: str | None
+    next_attempt_at: datetime | None
+
+
+@dataclass(frozen=True)
 class WebhookEvent:
+    id: uuid.UUID
     type: str
     created_at: datetime
     delivered_at: datetime | None
     given_up_at: datetime | None
-    attempts: int
-    last_status: int | None
+    tries: list[WebhookTry]
+
+    @property
+    def attempts(self) -> int:
+        return len(self.tries)
 
 
 def sms_attempts(session: Session, redemption_id: uuid.UUID) -> list[SmsAttempt]:
@@ -49,18 +65,44 @@ def sms_attempts(session: Session, redemption_id: uuid.UUID) -> list[SmsAttempt]
     return [SmsAttempt(*row) for row in rows]
 
 
+# The attempts of an event shown on the page: its first ones and its latest ones (an event of a receiver
+# that is down for a day has some thirty).
+SHOWN_TRIES = 10
+
+
 def webhook_events(session: Session, redemption_id: uuid.UUID) -> list[WebhookEvent]:
-    rows = session.execute(
+    events = session.execute(
         text(
-            "SELECT e.type, e.created_at, e.delivered_at, e.given_up_at,"
-            " (SELECT count(*) FROM webhook_attempts a WHERE a.event_id = e.id) AS attempts,"
-            " (SELECT a.status_code FROM webhook_attempts a WHERE a.event_id = e.id"
-            "   ORDER BY a.attempted_at DESC, a.id DESC LIMIT 1) AS last_status"
+            "SELECT e.id, e.type, e.created_at, e.delivered_at, e.given_up_at"
             " FROM webhook_events e WHERE e.redemption_id = :id ORDER BY e.created_at"
         ),
         {"id": redemption_id},
     ).all()
-    return [WebhookEvent(*row) for row in rows]
+    tries: dict[uuid.UUID, list[WebhookTry]] = {row.id: [] for row in events}
+    if tries:
+        for row in session.execute(
+            text(
+                "SELECT event_id, row_number() OVER (PARTITION BY event_id ORDER BY attempted_at, id) AS n,"
+                " attempted_at, status_code, error, next_attempt_at FROM webhook_attempts"
+                " WHERE event_id = ANY(:ids) ORDER BY event_id, attempted_at, id"
+            ),
+            {"ids": list(tries)},
+        ):
+            tries[row.event_id].append(
+                WebhookTry(row.n, row.attempted_at, row.status_code, row.error, row.next_attempt_at)
+            )
+    return [
+        WebhookEvent(row.id, row.type, row.created_at, row.delivered_at, row.given_up_at, tries[row.id])
+        for row in events
+    ]
+
+
+def shown_tries(tries: list[WebhookTry]) -> list[WebhookTry | None]:
+    """The first and the latest attempts, with None where some in between are left out."""
+    if len(tries) <= SHOWN_TRIES:
+        return list(tries)
+    half = SHOWN_TRIES // 2
+    return [*tries[:half], None, *tries[-half:]]
 
 
 def timeline(

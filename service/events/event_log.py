@@ -38,8 +38,11 @@ _WHERE_STATUS = {
 class WebhookAttemptOut(BaseModel):
     attempted_at: datetime
     status_code: int | None = Field(description="The receiver's answer; none when it could not be reached")
-    error: str | None
+    error: str | None = Field(description="The error's class when the receiver could not be reached")
     duration_ms: int | None
+    next_attempt_at: datetime | None = Field(
+        default=None, description="After a failed attempt: when the next one is due"
+    )
 
 
 class WebhookEventOut(BaseModel):
@@ -75,9 +78,11 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 
 _SELECT = (
     "SELECT e.id, e.type, p.code, e.created_at, " + STATUS_SQL + ", e.delivered_at, e.given_up_at,"
-    " e.replays, e.payload, a.attempts, a.attempted_at, a.status_code, a.error, a.duration_ms, e.sandbox"
+    " e.replays, e.payload, a.attempts, a.attempted_at, a.status_code, a.error, a.duration_ms, e.sandbox,"
+    " a.next_attempt_at"
     " FROM webhook_events e JOIN programs p ON p.id = e.program_id"
-    " LEFT JOIN LATERAL (SELECT count(*) OVER () AS attempts, attempted_at, status_code, error, duration_ms"
+    " LEFT JOIN LATERAL (SELECT count(*) OVER () AS attempts, attempted_at, status_code, error, duration_ms,"
+    "   next_attempt_at"
     "   FROM webhook_attempts WHERE event_id = e.id ORDER BY attempted_at DESC, id DESC LIMIT 1) a ON true"
 )
 
@@ -96,7 +101,11 @@ def _out(row: Any) -> WebhookEventOut:
         payload=row[8],
         attempts=row[9] or 0,
         last_attempt=WebhookAttemptOut(
-            attempted_at=row[10], status_code=row[11], error=row[12], duration_ms=row[13]
+            attempted_at=row[10],
+            status_code=row[11],
+            error=row[12],
+            duration_ms=row[13],
+            next_attempt_at=row[15],
         )
         if row[10] is not None
         else None,

@@ -20,6 +20,7 @@ import hmac
 import http.client
 import json
 import os
+import random
 import threading
 import time
 import uuid
@@ -42,10 +43,6 @@ GIVE_UP_AFTER = timedelta(hours=24)
 SECRET_CONTEXT = b"webhook-secret"
 SECRET_PREFIX = "whsec_"
 SECRETS_TTL = 30.0  # seconds a worker signs with the secrets it read before it looks again
-
-
-class WebhookNotDelivered(Exception):
-    """The receiver did not take the event; the worker retries with backoff."""
 
 
 # --- secrets ---------------------------------------------------------------------------------------
@@ -315,17 +312,45 @@ _connections = _Connections()
 _pool = ThreadPoolExecutor(max_workers=POSTING_THREADS, thread_name_prefix="webhook-post")
 
 
+# The backoff after a failed attempt: 5 s doubling with each attempt up to an hour, jittered (50-100 %).
+FIRST_RETRY_SECONDS, LONGEST_RETRY_SECONDS = 5.0, 3600.0
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds from the `attempt`-th failed attempt (of the current 24-hour window) to the next."""
+    ceiling = min(FIRST_RETRY_SECONDS * 2 ** max(attempt - 1, 0), LONGEST_RETRY_SECONDS)
+    return ceiling * (0.5 + random.random() / 2)
+
+
+@dataclass(frozen=True)
+class Attempted:
+    """What became of one event: "delivered", "done" (nothing to do), "given_up" or
+    "retry: <what the receiver did>", with when its next attempt is due."""
+
+    result: str
+    next_attempt_in_ms: int | None = None
+
+
 def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -> dict[uuid.UUID, str]:
     """Several events at once: one read, the POSTs side by side, one write. Per event: "delivered",
     "done" (nothing to do), "given_up" or "retry: <what the receiver did>"."""
+    return {event_id: a.result for event_id, a in attempt_events(event_ids, now=now).items()}
+
+
+def attempt_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -> dict[uuid.UUID, Attempted]:
+    """`deliver_events`, with the time to each failed event's next attempt. A failed attempt is one
+    warning line (the event, the attempt number, the receiver's status or the error's class, the next
+    try), never a traceback: a receiver that is down is a normal state, not an error of ours."""
     now = now or datetime.now(UTC)
-    results = {event_id: "done" for event_id in event_ids}
+    results = {event_id: Attempted("done") for event_id in event_ids}
     with transaction() as session:
         rows = (
             driver(session)
             .execute(
                 "SELECT e.id, e.payload, coalesce(e.deliver_from, e.created_at), e.delivered_at,"
-                " e.given_up_at, p.webhook_url, p.code, p.id"
+                " e.given_up_at, p.webhook_url, p.code, p.id,"
+                " (SELECT count(*) FROM webhook_attempts a WHERE a.event_id = e.id"
+                "  AND a.attempted_at >= coalesce(e.deliver_from, e.created_at))"
                 " FROM webhook_events e JOIN programs p ON p.id = e.program_id WHERE e.id = ANY(%s)",
                 (list(results),),
             )
@@ -345,28 +370,59 @@ def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
         posted[i::POSTING_THREADS] = share_posted
     attempts, delivered, given_up = [], [], []
     for row, (status_code, error, took) in zip(due, posted, strict=True):
-        event_id = row[0]
-        attempts.append(
-            {"event_id": event_id, "status_code": status_code, "error": error, "duration_ms": took}
-        )
+        event_id, attempt = row[0], row[8] + 1
+        next_at = None
         if status_code is not None and 200 <= status_code < 300:
             delivered.append(event_id)
-            results[event_id] = "delivered"
+            results[event_id] = Attempted("delivered")
         elif now - row[2] > GIVE_UP_AFTER:
             given_up.append(event_id)
-            results[event_id] = "given_up"
-            log.error("webhook_given_up", event_id=str(event_id), program=row[6])
+            results[event_id] = Attempted("given_up")
+            log.error(
+                "webhook_given_up",
+                event_id=str(event_id),
+                program=row[6],
+                type=row[1].get("type"),
+                attempt=attempt,
+                status=status_code,
+                error=error,
+            )
         else:
-            results[event_id] = f"retry: receiver answered {status_code or error}"
+            delay = retry_delay(attempt)
+            next_at = now + timedelta(seconds=delay)
+            results[event_id] = Attempted(
+                f"retry: receiver answered {status_code or error}", int(delay * 1000)
+            )
+            log.warning(
+                "webhook_attempt_failed",
+                event_id=str(event_id),
+                program=row[6],
+                type=row[1].get("type"),
+                attempt=attempt,
+                status=status_code,
+                error=error,
+                next_attempt_at=next_at.isoformat(timespec="seconds"),
+                next_attempt_in_s=round(delay, 1),
+            )
+        attempts.append(
+            {
+                "event_id": event_id,
+                "status_code": status_code,
+                "error": error,
+                "duration_ms": took,
+                "next_attempt_at": next_at,
+            }
+        )
     WEBHOOK_DELIVERIES.labels("delivered").inc(len(delivered))
     WEBHOOK_DELIVERIES.labels("given_up").inc(len(given_up))
     WEBHOOK_DELIVERIES.labels("retry").inc(len(due) - len(delivered) - len(given_up))
     with transaction() as session:
         db = driver(session)
         db.execute(
-            "INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms)"
-            " SELECT event_id, %s, status_code, error, duration_ms FROM jsonb_to_recordset(%s::jsonb)"
-            " AS a(event_id uuid, status_code int, error text, duration_ms int)",
+            "INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms,"
+            " next_attempt_at) SELECT event_id, %s, status_code, error, duration_ms, next_attempt_at"
+            " FROM jsonb_to_recordset(%s::jsonb) AS a(event_id uuid, status_code int, error text,"
+            " duration_ms int, next_attempt_at timestamptz)",
             (now, batch(attempts)),
         )
         if delivered:
@@ -381,7 +437,7 @@ def _post_each(rows: list[Any]) -> list[tuple[int | None, str | None, int]]:
 
 
 def _post(row: Any) -> tuple[int | None, str | None, int]:
-    event_id, payload, _, _, _, url, _, _, secrets = row
+    event_id, payload, _, _, _, url, _, _, _, secrets = row
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     headers = signed_headers(secrets, str(event_id), int(time.time()), body)
     started = time.perf_counter()
@@ -393,8 +449,6 @@ def _post(row: Any) -> tuple[int | None, str | None, int]:
     return status_code, error, int((time.perf_counter() - started) * 1000)
 
 
-def deliver_event(event_id: uuid.UUID, *, now: datetime | None = None) -> str:
-    result = deliver_events([event_id], now=now)[event_id]
-    if result.startswith("retry"):
-        raise WebhookNotDelivered(result.removeprefix("retry: "))
-    return result
+def deliver_event(event_id: uuid.UUID, *, now: datetime | None = None) -> Attempted:
+    """One event (the retries of an event that a pack could not deliver)."""
+    return attempt_events([event_id], now=now)[event_id]

@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     dramatiq_worker_timeout_ms: int = 100
     outbox_stale_seconds: int = 300
 
+    # Supervision by `rewards serve` (and of the Dramatiq commands of `rewards worker`): a child that
+    # exits is started again after a backoff doubling from RESTART_BACKOFF_SECONDS to
+    # RESTART_BACKOFF_MAX_SECONDS; after RESTART_MAX_TRIES failed restarts in a row the command gives
+    # up and exits 1. A child up RESTART_STABLE_SECONDS counts its tries from zero again.
+    restart_max_tries: int = Field(default=5, ge=0)
+    restart_backoff_seconds: float = Field(default=0.25, gt=0)
+    restart_backoff_max_seconds: float = Field(default=15.0, gt=0)
+    restart_stable_seconds: float = Field(default=30.0, gt=0)
+    # How often the API, the workers and the relay check their database and Redis for /healthz,
+    # /readyz and the rewards_dependency_up gauge.
+    health_check_interval_seconds: float = Field(default=5.0, gt=0)
+
     stock_low_threshold: int = 50
     stock_expiring_days: int = 30
     # A `budget.low` webhook when a program has spent this share of its monthly budget.

@@ -103,6 +103,27 @@ def test_an_agent_sees_a_sandbox_redemption_marked(browser, staff, client, keys)
     browser.screenshot("redemption-sandbox")
 
 
+def test_an_agent_sees_why_a_webhook_is_not_delivered_and_when_it_is_tried_next(browser, staff, client, keys):
+    from service.events.webhooks import attempt_events
+    from tests.harness.delivery import point_webhooks_at
+    from tests.test_webhook_failures import _cancelled_event, _closed_url
+
+    point_webhooks_at(_closed_url())
+    event_id = _cancelled_event(client, keys)
+    attempt_events([event_id])
+    attempt_events([event_id])
+    with new_session() as s:
+        rid = s.execute(
+            text("SELECT redemption_id FROM webhook_events WHERE id = :id"), {"id": event_id}
+        ).scalar()
+    browser.sign_in(staff.support, PASSWORD)
+    browser.open(f"/console/redemptions/{rid}")
+    attempts = browser.all("#timeline .webhook-attempts li")
+    assert len(attempts) == 2
+    assert all("ConnectionRefusedError" in a.text and "следующая" in a.text for a in attempts)
+    browser.screenshot("redemption-webhook-attempts")
+
+
 def test_an_agent_cancels_a_redemption_after_confirming(browser, staff, subscriber):
     browser.sign_in(staff.support, PASSWORD)
     browser.open(f"/console/redemptions/{subscriber['waiting']}")

@@ -212,6 +212,28 @@ def test_the_redemption_page_shows_sms_attempts_with_the_providers_status_and_we
     assert "s-failed" in html
 
 
+def test_the_redemption_page_shows_each_webhook_attempt_with_its_error_and_next_try(client, keys, staff):
+    from service.events.webhooks import attempt_events
+    from tests.harness.delivery import point_webhooks_at
+    from tests.test_webhook_failures import _cancelled_event, _closed_url
+
+    point_webhooks_at(_closed_url())
+    event_id = _cancelled_event(client, keys)
+    attempt_events([event_id])
+    attempt_events([event_id])
+    with new_session() as s:
+        rid = s.execute(
+            text("SELECT redemption_id FROM webhook_events WHERE id = :id"), {"id": event_id}
+        ).scalar()
+    signed_in(client, staff.support)
+    html = client.get(f"/console/redemptions/{rid}").text
+    attempts = re.search(r'<ol class="webhook-attempts small">(.*?)</ol>', html, re.S).group(1)
+    assert attempts.count("ConnectionRefusedError") == 2
+    for n in (1, 2):
+        assert i18n.translate("ru", "red.webhook_try", n=n) in attempts
+    assert attempts.count(i18n.translate("ru", "red.webhook_next", at="").strip()) == 2
+
+
 def test_blocking_a_card_needs_a_reason(client, keys, staff):
     card = issue_card(client, keys)
     token = signed_in(client, staff.support)

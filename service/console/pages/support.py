@@ -102,6 +102,7 @@ def _redemption_page(ctx: Ctx, redemption_id: uuid.UUID, *, status: int = 200, *
         r=out,
         zone=zone,
         timeline=timeline,
+        shown_tries=views.shown_tries,
         card=card,
         can_cancel=can_cancel,
         can_resend=out.status != "cancelled" and out.resend_count < redemptions.MAX_RESENDS,
