@@ -20,7 +20,7 @@ def test_the_migrations_have_one_head():
 
     from service.kit.db.migrate import alembic_config
 
-    assert ScriptDirectory.from_config(alembic_config()).get_heads() == ["0012_sandbox"]
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == ["0017_holders"]
 
 
 def test_the_migrations_build_the_schema_the_models_describe(services):

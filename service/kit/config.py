@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     log_json: bool = True
     max_body_bytes: int = 10 * 1024 * 1024
     catalog_path: Path | None = None
+    # The base of the reward pages' links in SMS and of `reward_url` (e.g. https://r.example.kz): a
+    # short host, every character of an SMS counts. Unset: no links (`rewards serve` sets its own).
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
 
     sms_provider: Literal["file", "smpp", "http"] = "file"
     sms_file: Path | None = None

@@ -36,6 +36,7 @@ from service.kit.observability.metrics import CODES_TAKEN
 from service.kit.reliability.faults import checkpoint
 from service.kit.reliability.idempotency import AtCommit
 from service.kit.security.crypto import get_vault
+from service.kit.security.links import link_of, reward_token, token_hash
 from service.kit.values.ids import uuid7
 from service.kit.values.money import Money
 from service.ledger import service as ledger
@@ -217,6 +218,7 @@ def _accepted(
         status_reason=None,
         resend_count=0,
         sandbox=priced.sandbox,
+        reward_url=link_of(get_vault(), redemption_id),
         created_at=now,
         updated_at=now,
         reward=RewardOut(
@@ -280,9 +282,9 @@ _WITHIN_LIMITS = (
 _INSERT_REDEMPTION = (
     "INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id, msisdn, locale,"
     " points, currency, nominal_minor, code_id, card_id, reward_last4, reward_expires_at, api_key_id,"
-    " sandbox, created_at, updated_at) SELECT %(id)s, %(program)s, %(tariff)s, %(offer)s, %(product)s,"
-    " %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s, %(nominal)s, {code_id}, {card_id},"
-    " c.last4, c.expires_at, %(api_key)s, {sandbox}, %(now)s, %(now)s FROM c"
+    " sandbox, link_hash, created_at, updated_at) SELECT %(id)s, %(program)s, %(tariff)s, %(offer)s,"
+    " %(product)s, %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s, %(nominal)s, {code_id},"
+    " {card_id}, c.last4, c.expires_at, %(api_key)s, {sandbox}, %(link_hash)s, %(now)s, %(now)s FROM c"
     " ON CONFLICT (program_id, sandbox, external_id) DO NOTHING RETURNING " + ledger.REDEMPTION_RETURNING
 )
 
@@ -348,6 +350,7 @@ def redemption_statement(
         )
     )
     day = now.astimezone(program.zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    vault = get_vault()
     params: dict[str, Any] = {
         "id": redemption_id,
         "program": program.id,
@@ -361,6 +364,8 @@ def redemption_statement(
         "currency": product.currency,
         "nominal": priced.nominal_minor,
         "api_key": api_key_id,
+        # The reward page's token is derived from the id, never stored: only its hash is.
+        "link_hash": token_hash(reward_token(vault, redemption_id)),
         "now": now,
         **record.params,
     }
@@ -372,7 +377,7 @@ def redemption_statement(
             month=day.replace(day=1),
         )
     if card:
-        params.update(new_card(get_vault(), validity_days=product.validity_days or 365, now=now))
+        params.update(new_card(vault, validity_days=product.validity_days or 365, now=now))
     elif priced.sandbox:
         params["sandbox_last4"] = sandbox.sandbox_code(redemption_id)[-4:]
     else:
@@ -416,8 +421,8 @@ def _release_budget(session: Session, program: ProgramInfo, created_at: datetime
 _SELECT = (
     "SELECT r.id, r.external_id, r.program_id, r.tariff_id, r.offer_id, r.product_id, r.msisdn, r.points,"
     " r.locale, r.status, r.status_reason, r.resend_count, r.created_at, r.updated_at, r.nominal_minor,"
-    " r.currency, r.reward_last4, r.reward_expires_at, r.code_id, r.card_id, r.first_sent_at, r.sandbox"
-    " FROM redemptions r"
+    " r.currency, r.reward_last4, r.reward_expires_at, r.code_id, r.card_id, r.first_sent_at, r.sandbox,"
+    " r.link_hash IS NOT NULL AS has_link, r.revealed_at FROM redemptions r"
 )
 
 
@@ -436,6 +441,7 @@ def to_out(snap: CatalogSnapshot, row: Any) -> RedemptionOut:
         status_reason=row.status_reason,
         resend_count=row.resend_count,
         sandbox=row.sandbox,
+        reward_url=link_of(get_vault(), row.id) if row.has_link else None,
         created_at=row.created_at,
         updated_at=row.updated_at,
         reward=RewardOut(
@@ -534,6 +540,8 @@ def cancel(
     if row.card_id is None:
         if row.first_sent_at is not None or row.status not in ("accepted", "failed"):
             raise NotCancellable("the code has been sent to the subscriber")
+        if row.revealed_at is not None:  # shown on the reward page: as exposed as a sent SMS
+            raise NotCancellable("the code has been shown on the reward page")
         if row.code_id is not None:  # else a sandbox test code, from no pool
             release_code(driver(session), row.code_id, now=now)
     else:
