@@ -146,10 +146,17 @@ def _event(
 
 
 def authenticate_card(
-    session: Session, number: str, pin: str, *, now: datetime, api_key_id: int | None
+    session: Session,
+    number: str,
+    pin: str,
+    *,
+    now: datetime,
+    api_key_id: int | None,
+    client: str | None = None,
 ) -> Any:
     """Finds the card and checks its PIN with the card row locked, so attempts on one card are
-    counted one after the other whoever makes them. Wrong PINs raise CommittedRefusal."""
+    counted one after the other whoever makes them. Wrong PINs raise CommittedRefusal. `client` names
+    who asks when no API key does (the address of a holder on the public /card page)."""
     vault = get_vault()
     card = session.execute(
         # A sandbox card is a test value: to partners it is no card at all.
@@ -179,6 +186,7 @@ def authenticate_card(
                 card_number=number,
                 card_id=card.id,
                 api_key_id=api_key_id,
+                client=client,
                 locked_until=until.isoformat(),
             )
             raise CommittedRefusal(
@@ -192,7 +200,12 @@ def authenticate_card(
             text("UPDATE cards SET failed_pin_attempts = :n WHERE id = :id"), {"n": attempts, "id": card.id}
         )
         log.info(
-            "card_wrong_pin", card_number=number, card_id=card.id, api_key_id=api_key_id, attempts=attempts
+            "card_wrong_pin",
+            card_number=number,
+            card_id=card.id,
+            api_key_id=api_key_id,
+            client=client,
+            attempts=attempts,
         )
         remaining = MAX_PIN_ATTEMPTS - attempts
         raise CommittedRefusal(
@@ -223,6 +236,11 @@ def _exchangeable(snap: CatalogSnapshot, card_product_id: int, partner: str | No
         ),
         key=lambda p: p.sku,
     )
+
+
+def exchangeable(snap: CatalogSnapshot, card_product_id: int) -> list[ProductInfo]:
+    """The active certificates a card product may be exchanged for, every partner's."""
+    return _exchangeable(snap, card_product_id, None)
 
 
 def _card_out(
@@ -295,15 +313,20 @@ def exchange(
         raise CommittedRefusal(refusal) from None
 
 
-def _exchange(
-    session: Session,
-    snap: CatalogSnapshot,
-    card: Any,
-    product: ProductInfo,
-    *,
-    now: datetime,
-    api_key_id: int | None,
-) -> ExchangeResult:
+def card_for_exchange(session: Session, card_id: int) -> Any:
+    """A card by id, its row locked as authenticate_card() locks it (the holder's page: the card is
+    known from its redemption's link, no number or PIN is typed)."""
+    card = session.execute(
+        text(_CARD + " WHERE c.id = :id AND NOT c.sandbox FOR UPDATE OF c"), {"id": card_id}
+    ).one_or_none()
+    if card is None:
+        raise CardNotFound("no such card")
+    return card
+
+
+def check_exchange(snap: CatalogSnapshot, card: Any, product: ProductInfo, now: datetime) -> None:
+    """The refusals of an exchange that the card and the catalog decide (unusable card, product not in
+    its exchange catalog, balance short), without taking anything."""
     _refuse_unusable(card, now)
     allowed = {p.id for p in _exchangeable(snap, card.product_id, product.partner_code)}
     if product.id not in allowed or product.currency != card.currency:
@@ -314,6 +337,29 @@ def _exchange(
             f"the card has {Money.of(card.balance_minor, card.currency).amount} {card.currency};"
             f" {product.sku} costs {Money.of(face, card.currency).amount} {card.currency}",
         )
+
+
+def exchange_online(session: Session, card: Any, product: ProductInfo, *, now: datetime) -> ExchangeResult:
+    """The holder's own exchange on the reward page, confirmed by a one-time code: the partner desk's
+    engine (certificate from the pool, debit, record with its VAT point, webhook), channel `online`.
+    `card` is locked by the caller (card_for_exchange) in this transaction."""
+    return _exchange(
+        session, get_snapshot(session), card, product, now=now, api_key_id=None, channel="online"
+    )
+
+
+def _exchange(
+    session: Session,
+    snap: CatalogSnapshot,
+    card: Any,
+    product: ProductInfo,
+    *,
+    now: datetime,
+    api_key_id: int | None,
+    channel: str = "partner",
+) -> ExchangeResult:
+    check_exchange(snap, card, product, now)
+    face = product.face_value_minor or 0
     db = driver(session)
     certificate = take_code(db, product.id, status="issued", now=now)
     if certificate is None:
@@ -328,7 +374,9 @@ def _exchange(
     assert debited is not None  # the card row is locked by this transaction
     balance, status = debited
     exchange_id = uuid7()
-    _write_exchange(db, snap, card, product, certificate, exchange_id, now=now, api_key_id=api_key_id)
+    _write_exchange(
+        db, snap, card, product, certificate, exchange_id, now=now, api_key_id=api_key_id, channel=channel
+    )
     CARD_EXCHANGES.labels(product.sku).inc()
     program = snap.programs_by_id.get(card.program_id) if card.program_id is not None else None
     if program is not None:
@@ -348,6 +396,7 @@ def _exchange(
                 "partner": product.partner_code,
                 "amount": Money.of(face, product.currency).model_dump(mode="json"),
                 "balance": Money.of(balance, card.currency).model_dump(mode="json"),
+                "channel": channel,
             },
         )
     log.info(
@@ -358,6 +407,7 @@ def _exchange(
         amount_minor=face,
         balance_minor=balance,
         api_key_id=api_key_id,
+        channel=channel,
     )
     vault = get_vault()
     out = ExchangeOut(
@@ -393,6 +443,7 @@ def _write_exchange(
     *,
     now: datetime,
     api_key_id: int | None,
+    channel: str = "partner",
 ) -> None:
     """The exchange and its record, in one statement."""
     face = product.face_value_minor or 0
@@ -415,12 +466,13 @@ def _write_exchange(
             card_id=card.id,
         ),
         exchange_from="e",
+        channel=channel,
     )
     db.execute(
         "WITH e AS (INSERT INTO exchanges"
-        " (id, card_id, product_id, partner_id, code_id, amount_minor, created_at, api_key_id) VALUES"
-        " (%(id)s, %(card)s, %(product)s, %(partner)s, %(code)s, %(amount)s, %(now)s, %(key)s) RETURNING id) "
-        + record.sql,
+        " (id, card_id, product_id, partner_id, code_id, amount_minor, created_at, api_key_id, channel)"
+        " VALUES (%(id)s, %(card)s, %(product)s, %(partner)s, %(code)s, %(amount)s, %(now)s, %(key)s,"
+        " %(channel)s) RETURNING id) " + record.sql,
         {
             "id": exchange_id,
             "card": card.id,
@@ -430,6 +482,7 @@ def _write_exchange(
             "amount": face,
             "now": now,
             "key": api_key_id,
+            "channel": channel,
             **record.params,
         },
     )

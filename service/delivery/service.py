@@ -18,6 +18,7 @@ from psycopg import OperationalError
 from psycopg.rows import namedtuple_row
 
 from service.catalog.snapshot import get_snapshot
+from service.delivery.notices import apply_notice_receipts
 from service.delivery.providers import (
     OutgoingSms,
     PermanentSmsError,
@@ -556,6 +557,7 @@ def apply_receipts(
             now=now,
             snap=snap,
         )
+        _notices(db, provider, receipts, errors)
         delivered, failed = _final_states(touched)
         if touched:
             _store_receipts(db, touched, {sms_id for sms_id, _ in delivered}, now)
@@ -570,6 +572,17 @@ def apply_receipts(
             )
         _delivered(db, delivered, provider=provider, now=now, snap=snap)
     return errors
+
+
+def _notices(db: Any, provider: str, receipts: list[Receipt], errors: list[Exception | None]) -> None:
+    """Receipts no reward SMS owns may be a notice's (a one-time code, a certificate, a reminder)."""
+    unknown = [i for i, error in enumerate(errors) if isinstance(error, ReceiptTooEarly)]
+    if not unknown:
+        return
+    known = apply_notice_receipts(db, provider, [receipts[i] for i in unknown])
+    for i in unknown:
+        if receipts[i].message_id in known:
+            errors[i] = None
 
 
 def _receipted_messages(
