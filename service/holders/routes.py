@@ -90,13 +90,22 @@ class Page:
     def t(self, key: str, **values: Any) -> str:
         return texts.translate(self.locale, key, **values)
 
-    def render(self, template: str, status: int = 200, headers: dict[str, str] | None = None, **values: Any):
-        path = self.request.url.path
+    def render(
+        self,
+        template: str,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        *,
+        lang_path: str | None = None,
+        **values: Any,
+    ) -> HTMLResponse:
+        """`lang_path`: the page the language switch links to (none: no switch, e.g. on the 404 page,
+        which must not echo the path it was asked for)."""
         body = templates.get_template(template).render(
             t=self.t,
             locale=self.locale,
             locales=[(code, texts.translate(code, "lang.name")) for code in texts.LOCALES],
-            lang_path=path if self.request.method == "GET" else None,
+            lang_path=lang_path,
             **values,
         )
         response = HTMLResponse(body, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})})
@@ -163,6 +172,7 @@ def _context(snap: CatalogSnapshot, reward: service.Reward, token: str, locale: 
         "reward": reward,
         "token": token,
         "base": f"/r/{token}",
+        "lang_path": f"/r/{token}",
         "form": form_token(token),
         "product": product,
         "product_page": product.page or {},
@@ -339,7 +349,7 @@ def confirm_exchange(
 
 def _card_form(page: Page, status: int = 200, notice: str | None = None) -> HTMLResponse:
     csrf = page.request.cookies.get(CARD_CSRF_COOKIE) or secrets.token_urlsafe(24)
-    response = page.render("entry.html", status, form=csrf, notice=notice)
+    response = page.render("entry.html", status, form=csrf, notice=notice, lang_path="/card")
     response.set_cookie(CARD_CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/card")
     return response
 
