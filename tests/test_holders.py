@@ -163,8 +163,8 @@ def test_show_is_a_post_that_reveals_the_code_with_its_barcode_and_copy_button(c
     assert shown.status_code == 200
     with new_session() as s:
         code = s.execute(text("SELECT code_id FROM redemptions")).scalar_one()
-    from service.pools.service import read_code
     from service.kit.db.engine import driver
+    from service.pools.service import read_code
 
     with new_session() as s:
         full, _ = read_code(driver(s), code)
@@ -343,7 +343,8 @@ def test_the_right_code_exchanges_the_card_online_through_the_partner_engine(cli
         exchange = s.execute(text("SELECT channel, api_key_id, amount_minor FROM exchanges")).one()
         record = s.execute(
             text(
-                "SELECT type, channel, face_value_minor, vat_rate_bp FROM reconciliation_records WHERE type = 'exchange'"
+                "SELECT type, channel, face_value_minor, vat_rate_bp FROM reconciliation_records"
+                " WHERE type = 'exchange'"
             )
         ).one()
         webhook = s.execute(
@@ -427,7 +428,8 @@ def test_at_most_three_codes_an_hour_per_card(client, keys, tmp_path):
         ("UPDATE cards SET balance_minor = 100000", "KITAP-CERT-2500", "недостаточно средств"),
         ("UPDATE cards SET status = 'blocked'", "ARAY-CERT-1000", "Карта заблокирована"),
         (
-            "UPDATE codes SET status = 'voided' WHERE product_id = (SELECT id FROM products WHERE sku = 'KITAP-CERT-2500')",
+            "UPDATE codes SET status = 'voided'"
+            " WHERE product_id = (SELECT id FROM products WHERE sku = 'KITAP-CERT-2500')",
             "KITAP-CERT-2500",
             "закончились",
         ),
