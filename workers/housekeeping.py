@@ -10,6 +10,7 @@ import structlog
 from service.balances.service import check_balances
 from service.cards.service import expire_cards
 from service.delivery.service import settle_sandbox_receipts
+from service.holders.reminders import remind_expiring_cards
 from service.kit.db.engine import transaction
 from service.kit.reliability.idempotency import purge_expired
 
@@ -17,26 +18,30 @@ log = structlog.get_logger("housekeeping")
 
 
 def housekeeping() -> dict[str, int]:
-    """Purge expired idempotency keys, expire cards past their date and book their breakage, send the
-    low-stock and low-budget events of balances that crossed their threshold, and deliver the
-    sandbox's delayed receipts."""
+    """Purge expired idempotency keys, expire cards past their date and book their breakage, queue the
+    expiry reminders that are due, send the low-stock and low-budget events of balances that crossed
+    their threshold, and deliver the sandbox's delayed receipts."""
     with transaction() as session:
         purged = purge_expired(session)
     with transaction() as session:
         expired = expire_cards(session, datetime.now(UTC)).expired
+    with transaction() as session:
+        reminded = remind_expiring_cards(session, datetime.now(UTC))
     events = check_balances()
     receipts = settle_sandbox_receipts()
-    if purged or expired or receipts or any(events.values()):
+    if purged or expired or reminded or receipts or any(events.values()):
         log.info(
             "housekeeping",
             idempotency_keys_purged=purged,
             cards_expired=expired,
+            expiry_reminders=reminded,
             sandbox_receipts=receipts,
             **events,
         )
     return {
         "idempotency_keys_purged": purged,
         "cards_expired": expired,
+        "expiry_reminders": reminded,
         "sandbox_receipts": receipts,
         **events,
     }

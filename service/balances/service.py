@@ -20,6 +20,7 @@ from service.events import webhooks
 from service.kit.config import get_settings
 from service.kit.db.engine import driver, scalar, transaction
 from service.kit.values.money import Money
+from service.kit.values.zones import zone
 
 log = structlog.get_logger("balances")
 CHECK_LOCK = 7270019  # one worker checks at a time; the others skip that minute
@@ -58,11 +59,11 @@ def budgets(db: Any, now: datetime, *, program: str | None = None) -> list[Budge
             pid,
             code,
             currency,
-            now.astimezone(zone(zone)).date().replace(day=1),
+            now.astimezone(zone(timezone)).date().replace(day=1),
             budget,
             spent,
         )
-        for pid, code, currency, zone, budget, spent in rows
+        for pid, code, currency, timezone, budget, spent in rows
     ]
 
 
