@@ -44,7 +44,8 @@ def refused(folder: Path):
         ),
         (b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 9 9" onload="x()"/>', "event handlers"),
         (
-            b'<svg xmlns="http://www.w3.org/2000/svg" xmlns:x="http://www.w3.org/1999/xlink" viewBox="0 0 9 9">'
+            b'<svg xmlns="http://www.w3.org/2000/svg" xmlns:x="http://www.w3.org/1999/xlink"'
+            b' viewBox="0 0 9 9">'
             b'<use x:href="https://evil.example/a.svg#x"/></svg>',
             "only link within itself",
         ),
