@@ -63,6 +63,7 @@ templates = Environment(
     lstrip_blocks=True,
 )
 templates.globals.update(money=texts.format_money, localized=texts.localized, STATIC=STATIC)
+templates.filters["nobreak"] = texts.nobreak
 
 
 # --- the request's context ---------------------------------------------------------------------------
@@ -131,10 +132,15 @@ class Page:
         )
 
     def cross_site(self) -> bool:
-        """A POST from another site's page (its Origin names another host) is refused."""
+        """A POST from another site's page is refused: the browser says so in Sec-Fetch-Site, or by an
+        Origin naming another host. (Under Referrer-Policy: no-referrer a browser sends `Origin: null`
+        for our own forms, so that says nothing; the form token decides then.)"""
+        fetch_site = self.request.headers.get("sec-fetch-site")
+        if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+            return True
         origin = self.request.headers.get("origin")
         if not origin or origin == "null":
-            return origin == "null"
+            return False
         return urlsplit(origin).netloc != self.request.headers.get("host", "")
 
 

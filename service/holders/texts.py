@@ -3,6 +3,7 @@ certificate SMS, and the expiry reminder; how the pages pick a language and writ
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -103,9 +104,9 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     ),
     "done.title": ("Обмен выполнен", "Айырбастау орындалды", "Exchange done"),
     "done.text": (
-        "Сертификат «{name}» на {amount}. Мы также отправили его по SMS.",
-        "«{name}» сертификаты, {amount}. Оны SMS арқылы да жібердік.",
-        "Certificate \u201c{name}\u201d for {amount}. We have also texted it to you.",
+        "Вы получили «{name}». Код мы также отправили по SMS.",
+        "Сіз «{name}» алдыңыз. Кодты SMS арқылы да жібердік.",
+        "You have got \u201c{name}\u201d. We have also texted you the code.",
     ),
     "done.balance": (
         "Остаток на карте: {amount}",
@@ -271,6 +272,14 @@ def format_money(minor: int, currency: str) -> str:
     sign = "-" if minor < 0 else ""
     number = f"{sign}{grouped}" if not frac else f"{sign}{grouped},{frac:0{exp}d}"
     return f"{number}{NBSP}{CURRENCY_SIGNS.get(currency, currency)}"
+
+
+_GROUPS = re.compile(r"(?<=\d) (?=\d{3}\b)| (?=[₸$€])")
+
+
+def nobreak(text: str) -> str:
+    """`2 000 ₸` kept on one line: no-break spaces between digit groups and before a currency sign."""
+    return _GROUPS.sub(NBSP, text)
 
 
 def format_date(value: datetime | None, zone: ZoneInfo) -> str:
