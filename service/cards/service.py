@@ -634,7 +634,8 @@ def card_details(session: Session, redemption_id: uuid.UUID, *, now: datetime) -
     card = _card_by_redemption(session, redemption_id, for_update=False)
     exchanges = session.execute(
         text(
-            "SELECT e.id, pr.sku, pa.code AS partner, e.amount_minor, c.last4, e.created_at FROM exchanges e"
+            "SELECT e.id, pr.sku, pa.code AS partner, e.amount_minor, c.last4, e.created_at, e.channel"
+            " FROM exchanges e"
             " JOIN products pr ON pr.id = e.product_id JOIN partners pa ON pa.id = e.partner_id"
             " JOIN codes c ON c.id = e.code_id WHERE e.card_id = :id ORDER BY e.created_at, e.id"
         ),
@@ -658,6 +659,7 @@ def card_details(session: Session, redemption_id: uuid.UUID, *, now: datetime) -
                 amount=Money.of(e.amount_minor, card.currency),
                 last4=e.last4,
                 created_at=e.created_at,
+                channel=e.channel,
             )
             for e in exchanges
         ],

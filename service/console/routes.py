@@ -41,6 +41,7 @@ from service.console.web import (
     staff_ctx,
     wants_fragment,
 )
+from service.holders import service as holders
 from service.kit.config import get_settings
 from service.kit.db.engine import driver, new_session, transaction
 from service.kit.http.errors import NotFound, Problem
@@ -235,7 +236,7 @@ def _redemption_page(ctx: Ctx, redemption_id: uuid.UUID, *, status: int = 200, *
         hooks = views.webhook_events(session, redemption_id)
         card = cards.card_details(session, redemption_id, now=_now()) if row.card_id is not None else None
         zone = snap.programs_by_id[row.program_id].zone
-        timeline = views.timeline(session, out, sms, hooks)
+        timeline = views.timeline(session, out, sms, hooks, holders.page_events(session, redemption_id))
     return render(
         ctx,
         "redemption.html",

@@ -483,3 +483,28 @@ def open_card(session: Session, number: str, pin: str, *, client: str | None, no
     if card.redemption_id is None:
         raise CardNotFound("no such card")
     return reward_token(get_vault(), card.redemption_id)
+
+
+# --- for staff -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageEvent:
+    """What a holder did on the reward page, for the console's timeline."""
+
+    event: str
+    at: datetime
+    sku: str | None
+    exchange_id: uuid.UUID | None
+
+
+def page_events(session: Session, redemption_id: uuid.UUID) -> list[PageEvent]:
+    return (
+        driver(session)
+        .cursor(row_factory=class_row(PageEvent))
+        .execute(
+            "SELECT event, at, sku, exchange_id FROM holder_events WHERE redemption_id = %s ORDER BY at, id",
+            (redemption_id,),
+        )
+        .fetchall()
+    )
