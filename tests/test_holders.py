@@ -556,3 +556,18 @@ def test_tokens_and_one_time_codes_never_reach_the_logs(client, keys, tmp_path):
     assert "/r/****" in logged
     assert token not in logged and f"#{code}" not in logged and card.number not in logged
     assert "holder_otp_sent" in logged and "card_wrong_pin" in logged  # the lines are there, masked
+
+
+def test_every_word_a_holder_template_uses_is_there_in_russian_kazakh_and_english():
+    from pathlib import Path
+
+    from service.holders.texts import MESSAGES
+
+    folder = Path(__file__).parent.parent / "service" / "holders" / "templates"
+    used = set()
+    for template in folder.glob("*.html"):
+        used |= set(re.findall(r"""t\(['"]([\w.]+)['"]""", template.read_text()))
+    used |= {f"card.status.{s}" for s in ("active", "exhausted", "expired", "blocked", "cancelled")}
+    used |= {"card.channel.online", "card.channel.partner"}
+    assert used - set(MESSAGES) == set()
+    assert all(len(entry) == 3 and all(entry) for entry in MESSAGES.values())

@@ -196,9 +196,9 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
 # nothing before the `@`, one space, `#` and the code, so phones offer to fill it in on our site alone.
 SMS: dict[str, tuple[str, str, str]] = {
     "otp": (
-        "Код {code} для обмена карты {brand} на «{name}» ({amount}). Никому не сообщайте его.",
-        "{brand} картасын «{name}» ({amount}) сертификатына айырбастау коды: {code}. Оны ешкімге айтпаңыз.",
-        '{code} is your code to exchange your {brand} card for "{name}" ({amount}). Do not share it.',
+        "{code} — код обмена {amount} с карты {brand}. Никому не сообщайте его.",
+        "{code} — {brand} картасынан {amount} айырбастау коды. Оны ешкімге айтпаңыз.",
+        "{code} is your code to exchange {amount} of your {brand} card. Do not share it.",
     ),
     "certificate": (
         "{name}: код {code}{pin}. Действует до {expires}.",
