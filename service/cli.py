@@ -134,6 +134,8 @@ def serve(
     with runtime(need_redis=True):
         first_start_setup()
         env = {**os.environ}
+        # The reward pages' links in SMS and in `reward_url` point at this server unless told otherwise.
+        env.setdefault("PUBLIC_URL", f"http://{host}:{port}")
         children = {
             "api": subprocess.Popen(
                 [sys.executable, "-m", "service.cli", "api", "--host", host, "--port", str(port)], env=env
