@@ -571,3 +571,35 @@ def test_every_word_a_holder_template_uses_is_there_in_russian_kazakh_and_englis
     used |= {"card.channel.online", "card.channel.partner"}
     assert used - set(MESSAGES) == set()
     assert all(len(entry) == 3 and all(entry) for entry in MESSAGES.values())
+
+
+def test_a_sandbox_keys_reward_has_its_page_with_the_test_code(client, keys):
+    from service.auth.service import create_key
+    from service.sandbox.service import sandbox_code
+
+    with transaction() as s:
+        keys.sandbox = create_key(
+            s, role="loyalty", name="crm-staging", programs=["mobile-bonus"], sandbox=True
+        ).key
+    made = post_redemption(client, keys, role="sandbox")
+    assert made.status_code == 201, made.text
+    path = path_of(made.json()["reward_url"])
+    shown = client.post(path + "/show", data={"form": form_of(client.get(path).text)})
+    assert sandbox_code(uuid.UUID(made.json()["id"])) in shown.text
+
+
+def test_without_public_url_there_is_no_link_and_the_sms_has_no_trailing_space(
+    client, keys, monkeypatch, tmp_path
+):
+    import json
+
+    from service.kit.config import reset_settings_cache
+    from tests.console.scenario import send_sms
+
+    monkeypatch.delenv("PUBLIC_URL")
+    reset_settings_cache()
+    made = code_reward(client, keys)
+    assert made["reward_url"] is None
+    send_sms(made["id"], tmp_path)
+    (sms,) = [json.loads(line) for line in (tmp_path / "sms.jsonl").read_text().splitlines()]
+    assert sms["text"].endswith(".") and "/r/" not in sms["text"]
