@@ -35,7 +35,7 @@ from tests.harness.stack import wait_ready  # noqa: E402
 WRK_SCRIPT = r"""
 local paths = {}
 local counter = 0
-local bad = 0
+bad = 0  -- a global: done() reads each thread's count with thread:get()
 local threads = {}
 for line in io.lines(PATHS) do table.insert(paths, line) end
 function setup(thread)
@@ -53,8 +53,6 @@ response = function(status, headers, body)
   if status ~= 200 or not string.find(body, 'data-page="reward"', 1, true) then
     bad = bad + 1
   end
-end
-function done_thread()
 end
 done = function(summary, latency, requests)
   local wrong = 0

@@ -231,7 +231,8 @@ def reward_page(request: Request, token: str, lang: str | None = None) -> Respon
         return _show_page(page, session, found, token)
 
 
-def _post(request: Request, token: str, form: str | None) -> tuple[Page, HTMLResponse | None]:
+def _post(request: Request, token: str) -> tuple[Page, HTMLResponse | None]:
+    """The page of a POST, or its refusal: over a rate limit (429), or sent from another site (403)."""
     page = Page(request)
     if (limited := page.limited(token)) is not None:
         return page, limited
@@ -246,7 +247,7 @@ def _refused(page: Page, session: Session, reward: service.Reward, token: str, r
 
 @router.post("/r/{token}/show", response_class=HTMLResponse)
 def show_code(request: Request, token: str, form: Annotated[str | None, Form()] = None) -> Response:
-    page, refusal = _post(request, token, form)
+    page, refusal = _post(request, token)
     if refusal is not None:
         return refusal
     with transaction() as session:
@@ -269,7 +270,7 @@ def show_code(request: Request, token: str, form: Annotated[str | None, Form()] 
 def show_certificate(
     request: Request, token: str, exchange_id: uuid.UUID, form: Annotated[str | None, Form()] = None
 ) -> Response:
-    page, refusal = _post(request, token, form)
+    page, refusal = _post(request, token)
     if refusal is not None:
         return refusal
     with transaction() as session:
@@ -295,7 +296,7 @@ def ask_code(
     sku: Annotated[str, Form(max_length=64)] = "",
     form: Annotated[str | None, Form()] = None,
 ) -> Response:
-    page, refusal = _post(request, token, form)
+    page, refusal = _post(request, token)
     if refusal is not None:
         return refusal
     with transaction() as session:
@@ -320,7 +321,7 @@ def confirm_exchange(
     code: Annotated[str, Form(max_length=16)] = "",
     form: Annotated[str | None, Form()] = None,
 ) -> Response:
-    page, refusal = _post(request, token, form)
+    page, refusal = _post(request, token)
     if refusal is not None:
         return refusal
     with transaction() as session:

@@ -36,7 +36,7 @@ from service.kit.observability.metrics import CODES_TAKEN
 from service.kit.reliability.faults import checkpoint
 from service.kit.reliability.idempotency import AtCommit
 from service.kit.security.crypto import get_vault
-from service.kit.security.links import link_of, reward_token, token_hash
+from service.kit.security.links import link_of, reward_token, reward_url, token_hash
 from service.kit.values.ids import uuid7
 from service.kit.values.money import Money
 from service.ledger import service as ledger
@@ -116,8 +116,11 @@ def redeem(
     priced = price(get_snapshot(session), request, scope=scope, now=now)
     db = driver(session)
     redemption_id = uuid7()
+    token = reward_token(get_vault(), redemption_id)
     for _ in range(CARD_DRAWS):
-        statement = redemption_statement(request, priced, redemption_id, api_key_id=api_key_id, now=now)
+        statement = redemption_statement(
+            request, priced, redemption_id, api_key_id=api_key_id, now=now, token=token
+        )
         try:
             # One round trip: leaving the pipeline sends its Sync and collects every result.
             with db.pipeline():
@@ -130,7 +133,7 @@ def redeem(
             raise budget_refusal(exc) or exc from None
         reward = _reward_of(redeemed.fetchone(), priced, request)
         if reward is not None:
-            return _accepted(request, priced, redemption_id, reward, now)
+            return _accepted(request, priced, redemption_id, reward, now, token)
     raise RuntimeError("could not mint a unique card number")
 
 
@@ -148,8 +151,11 @@ async def redeem_async(
     now = now or datetime.now(UTC)
     priced = price(await get_snapshot_async(conn), request, scope=scope, now=now)
     redemption_id = uuid7()
+    token = reward_token(get_vault(), redemption_id)
     for _ in range(CARD_DRAWS):
-        statement = redemption_statement(request, priced, redemption_id, api_key_id=api_key_id, now=now)
+        statement = redemption_statement(
+            request, priced, redemption_id, api_key_id=api_key_id, now=now, token=token
+        )
         # Opens the transaction, or goes on with it when a card number already taken made this the
         # statement's second draw.
         async with one_write_pipeline(conn):
@@ -159,7 +165,7 @@ async def redeem_async(
         reward = _reward_of(await redeemed.fetchone(), priced, request)
         if reward is not None:
             budget = AtCommit(TAKE_BUDGET, statement.params, budget_refusal) if priced.budgeted else None
-            return _accepted(request, priced, redemption_id, reward, now), budget
+            return _accepted(request, priced, redemption_id, reward, now, token), budget
     raise RuntimeError("could not mint a unique card number")
 
 
@@ -203,6 +209,7 @@ def _accepted(
     redemption_id: uuid.UUID,
     reward: tuple[str, datetime | None],
     now: datetime,
+    token: str,
 ) -> RedemptionOut:
     product = priced.product
     return RedemptionOut(
@@ -218,7 +225,7 @@ def _accepted(
         status_reason=None,
         resend_count=0,
         sandbox=priced.sandbox,
-        reward_url=link_of(get_vault(), redemption_id),
+        reward_url=reward_url(token),
         created_at=now,
         updated_at=now,
         reward=RewardOut(
@@ -330,9 +337,16 @@ def _redemption_sql(*, limits: bool, kind: str, record_sql: str, sms_sql: str, s
 
 
 def redemption_statement(
-    request: RedemptionIn, priced: Priced, redemption_id: uuid.UUID, *, api_key_id: int | None, now: datetime
+    request: RedemptionIn,
+    priced: Priced,
+    redemption_id: uuid.UUID,
+    *,
+    api_key_id: int | None,
+    now: datetime,
+    token: str | None = None,
 ) -> Fragment:
-    """The statement of one redemption (see _redemption_sql) and its parameters."""
+    """The statement of one redemption (see _redemption_sql) and its parameters; `token`: the reward
+    page's token of `redemption_id` when the caller has it already."""
     program, product, offer = priced.program, priced.product, priced.offer
     card = product.kind != "code"
     record = (
@@ -365,7 +379,7 @@ def redemption_statement(
         "nominal": priced.nominal_minor,
         "api_key": api_key_id,
         # The reward page's token is derived from the id, never stored: only its hash is.
-        "link_hash": token_hash(reward_token(vault, redemption_id)),
+        "link_hash": token_hash(token or reward_token(vault, redemption_id)),
         "now": now,
         **record.params,
     }

@@ -28,17 +28,22 @@ def _link_key(fingerprint_key: bytes) -> bytes:
     return derive(fingerprint_key, b"reward-link")
 
 
+# Two base62 digits at a time: half the big-integer divisions on the redemption path.
+_PAIRS = [a + b for a in ALPHABET for b in ALPHABET]
+
+
 def base62(value: int, length: int = TOKEN_LENGTH) -> str:
+    """`value` in `length` base62 digits (most significant first; length even)."""
     out = []
-    for _ in range(length):
-        value, digit = divmod(value, 62)
-        out.append(ALPHABET[digit])
+    for _ in range(length // 2):
+        value, pair = divmod(value, 3844)
+        out.append(_PAIRS[pair])
     return "".join(reversed(out))
 
 
 def reward_token(vault: Vault, redemption_id: uuid.UUID) -> str:
     """The redemption's token: 128 bits of HMAC-SHA256(link key, id), in base62."""
-    digest = hmac.new(_link_key(vault.fingerprint_key), redemption_id.bytes, hashlib.sha256).digest()
+    digest = hmac.digest(_link_key(vault.fingerprint_key), redemption_id.bytes, "sha256")
     return base62(int.from_bytes(digest[: TOKEN_BITS // 8], "big"))
 
 
