@@ -194,11 +194,14 @@ def main() -> None:
             print(
                 f"  SELECT 1 (pgbench, same database, {args.clients} clients, {name}):"
                 f" {floor['tps']:.0f} tps,"
-                f" p50 {floor['p50_ms']:.2f} ms, p99 {floor['p99_ms']:.2f} ms"
+                f" p50 {floor['p50_ms']:.3f} ms, p99 {floor['p99_ms']:.3f} ms"
             )
         floor_p50 = (floor_before["p50_ms"] + floor_after["p50_ms"]) / 2
         floor_p99 = (floor_before["p99_ms"] + floor_after["p99_ms"]) / 2
-        print(f"  page / SELECT 1: p50 x{p50 / floor_p50:.1f}, p99 x{p99 / floor_p99:.1f}")
+        print(
+            f"  page / SELECT 1: p50 x{p50 / max(floor_p50, 0.001):.0f}, p99 x{p99 / max(floor_p99, 0.001):.0f}"
+            f"  (page - SELECT 1: p50 +{p50 - floor_p50:.1f} ms, p99 +{p99 - floor_p99:.1f} ms)"
+        )
         every = good == page["requests"] and page["requests"] > 0
         print(
             f"every request did the work: {'yes' if every else 'NO'}"
