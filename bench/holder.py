@@ -199,7 +199,8 @@ def main() -> None:
         floor_p50 = (floor_before["p50_ms"] + floor_after["p50_ms"]) / 2
         floor_p99 = (floor_before["p99_ms"] + floor_after["p99_ms"]) / 2
         print(
-            f"  page / SELECT 1: p50 x{p50 / max(floor_p50, 0.001):.0f}, p99 x{p99 / max(floor_p99, 0.001):.0f}"
+            f"  page / SELECT 1: p50 x{p50 / max(floor_p50, 0.001):.0f},"
+            f" p99 x{p99 / max(floor_p99, 0.001):.0f}"
             f"  (page - SELECT 1: p50 +{p50 - floor_p50:.1f} ms, p99 +{p99 - floor_p99:.1f} ms)"
         )
         every = good == page["requests"] and page["requests"] > 0
