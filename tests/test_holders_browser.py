@@ -213,3 +213,51 @@ def test_the_not_found_page_is_accessible_too(browser, server, client, keys):
     browser.open("/r/" + "0" * 22)
     browser.wait_for("#message-title")
     check(browser, "not-found", PHONE)
+
+
+def test_two_clients_exchanging_one_card_at_once_never_overspend_it(server, client, keys, tmp_path):
+    """Two browsers' worth of HTTP (each its own cookies and forms) confirm their one-time codes for
+    the same 5 000 card at the same moment, against the live server: one 5 000 certificate fits."""
+    import threading
+
+    import httpx
+    from sqlalchemy import text
+
+    from service.kit.db.engine import new_session
+
+    import_codes_for("DALA-CERT-5000", 5)
+    card = issue_card(client, keys, locale="ru")
+    send_sms(card.redemption_id, tmp_path)
+    link = link_in_sms(tmp_path, server)
+    pages = []
+    for _ in range(2):
+        http = httpx.Client(base_url=server, timeout=30)
+        page = http.get(link)
+        form = re.search(r'name="form" value="([^"]+)"', page.text).group(1)
+        asked = http.post(link + "/exchange", data={"sku": "DALA-CERT-5000", "form": form})
+        action = re.search(r'action="(/r/[^"]+/exchange/[0-9a-f\-]+)"', asked.text).group(1)
+        pages.append((http, action, form, otp_in_sms(tmp_path, server)))
+    start = threading.Barrier(2)
+    answers: list[str] = []
+
+    def confirm(http, action, form, code) -> None:
+        start.wait()
+        answers.append(http.post(action, data={"code": code, "form": form}).text)
+
+    threads = [threading.Thread(target=confirm, args=p) for p in pages]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    done = [a for a in answers if 'id="done"' in a]
+    assert len(answers) == 2 and len(done) == 1
+    with new_session() as s:
+        balance = s.execute(
+            text("SELECT balance_minor FROM cards WHERE id = :id"), {"id": card.card_id}
+        ).scalar_one()
+        spent = s.execute(
+            text("SELECT sum(amount_minor) FROM exchanges WHERE card_id = :id"), {"id": card.card_id}
+        ).scalar_one()
+    assert (balance, spent) == (0, 500000)
+    for http, *_ in pages:
+        http.close()
