@@ -603,3 +603,23 @@ def test_without_public_url_there_is_no_link_and_the_sms_has_no_trailing_space(
     send_sms(made["id"], tmp_path)
     (sms,) = [json.loads(line) for line in (tmp_path / "sms.jsonl").read_text().splitlines()]
     assert sms["text"].endswith(".") and "/r/" not in sms["text"]
+
+
+def test_receipts_settle_the_notices_that_no_reward_sms_owns(client, keys, tmp_path):
+    from service.delivery.providers import Receipt
+    from service.delivery.service import apply_receipts
+
+    card, path = card_reward(client, keys)
+    ask(client, path, "ARAY-CERT-1000")
+    ask(client, path, "KITAP-CERT-2500")
+    first, second = deliver_notices(tmp_path)
+    errors = apply_receipts(
+        "file",
+        [Receipt(first["message_id"], "DELIVRD", None), Receipt(second["message_id"], "UNDELIV", None)],
+    )
+    assert errors == [None, None]
+    with new_session() as s:
+        statuses = s.execute(text("SELECT status FROM sms_notices ORDER BY id")).scalars().all()
+    assert statuses == ["delivered", "failed"]
+    unknown = apply_receipts("file", [Receipt("no-such-id", "DELIVRD", None)])
+    assert type(unknown[0]).__name__ == "ReceiptTooEarly"  # still unknown: the provider offers it again
