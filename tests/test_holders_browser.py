@@ -25,7 +25,7 @@ pytestmark = pytest.mark.browser
 AXE = (Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js").read_text()
 PHONE = (360, 780)
 DESKTOP = (1280, 900)
-SHOTS = Path(os.environ.get("HOLDER_SCREENSHOTS") or "")
+SHOTS = os.environ.get("HOLDER_SCREENSHOTS")  # unset: a temporary folder
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def server(services):
 
 @pytest.fixture(scope="module")
 def browser(server, tmp_path_factory):
-    shots = SHOTS if str(SHOTS) else tmp_path_factory.mktemp("holder-shots")
+    shots = Path(SHOTS) if SHOTS else tmp_path_factory.mktemp("holder-shots")
     chrome, work = new_browser(server, shots)
     yield chrome
     chrome.quit()
