@@ -85,6 +85,8 @@ def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, r
         "external_id": "('pgbench-' || :n)",
         "msisdn": msisdn,
         "now": "now()",
+        # the reward page's token hash, unique per redemption (the service hashes an HMAC of the id)
+        "link_hash": "sha256(CAST(('link-' || :n) AS bytea))",
     }
     lines.append(_substitute(statement.sql, statement.params, per_request) + ";")
     lines.append("\\endpipeline")

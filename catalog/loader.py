@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from catalog.assets import Asset, read_logo
 from catalog.model import CatalogSpec
 from service.kit.values.money import to_minor
 
@@ -41,6 +42,7 @@ class LoadedCatalog:
     spec: CatalogSpec
     digest: str
     source: str
+    assets: dict[str, Asset] = field(default_factory=dict)  # a logo as the catalog names it -> its file
 
 
 def _where(loc: Loc) -> str:
@@ -144,10 +146,29 @@ def load_catalog(path: Path | str) -> LoadedCatalog:
             ]
         ) from None
     problems = [CatalogProblem(*locations.find(loc), _where(loc), msg) for loc, msg in cross_check(spec)]
+    assets, asset_problems = _logos(spec, path if path.is_dir() else path.parent)
+    problems += [CatalogProblem(*locations.find(loc), _where(loc), msg) for loc, msg in asset_problems]
     if problems:
         raise CatalogError(problems)
-    canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-    return LoadedCatalog(spec, hashlib.sha256(canonical.encode()).hexdigest(), str(path))
+    content = {"spec": spec.model_dump(mode="json"), "assets": {k: a.id for k, a in assets.items()}}
+    canonical = json.dumps(content if assets else content["spec"], sort_keys=True, ensure_ascii=False)
+    return LoadedCatalog(spec, hashlib.sha256(canonical.encode()).hexdigest(), str(path), assets)
+
+
+def _logos(spec: CatalogSpec, root: Path) -> tuple[dict[str, Asset], list[tuple[Loc, str]]]:
+    """The logo files the partners and products name (paths relative to the catalog folder), read and
+    checked: each problem at the line that names the file."""
+    assets: dict[str, Asset] = {}
+    errors: list[tuple[Loc, str]] = []
+    for section in ("partners", "products"):
+        for i, item in enumerate(getattr(spec, section)):
+            if item.logo is None or item.logo in assets:
+                continue
+            try:
+                assets[item.logo] = read_logo(root, item.logo)
+            except (ValueError, OSError) as exc:
+                errors.append(((section, i, "logo"), str(exc)))
+    return assets, errors
 
 
 def _duplicates(items: list[str]) -> list[int]:

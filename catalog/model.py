@@ -19,7 +19,9 @@ Slug = str
 SLUG = r"^[a-z0-9][a-z0-9\-_]{0,63}$"
 SKU = r"^[A-Z0-9][A-Z0-9\-_]{0,63}$"
 LOCALES = ("ru", "kk", "en")
-TEMPLATE_FIELDS = {"program", "offer", "code", "pin", "card_number", "nominal", "expires", "brand", "partner"}
+TEMPLATE_FIELDS = {
+    "program", "offer", "code", "pin", "card_number", "nominal", "expires", "brand", "partner", "link",
+}  # fmt: skip
 
 
 class Strict(BaseModel):
@@ -36,12 +38,58 @@ def _money(value: object) -> str:
     return str(value)
 
 
-class PartnerSpec(Strict):
+class LocalizedText(Strict):
+    """A text of the holders' pages in ru/kk/en; a missing language shows another one (ru, en, kk)."""
+
+    ru: str | None = Field(default=None, min_length=1, max_length=2000)
+    kk: str | None = Field(default=None, min_length=1, max_length=2000)
+    en: str | None = Field(default=None, min_length=1, max_length=2000)
+
+    @model_validator(mode="after")
+    def _some(self) -> LocalizedText:
+        if not (self.ru or self.kk or self.en):
+            raise ValueError("give the text in at least one of ru, kk, en")
+        return self
+
+
+class LocationSpec(Strict):
+    name: str = Field(min_length=1, max_length=120)
+    address: str = Field(min_length=1, max_length=300)
+
+
+LOGO_SUFFIXES = (".png", ".svg")
+BARCODES = ("qr", "code128", "ean13")
+
+
+class PageFields(Strict):
+    """What the holders' reward page shows of a partner or a product; every field optional."""
+
+    title: LocalizedText | None = None
+    description: LocalizedText | None = None
+    instructions: LocalizedText | None = Field(default=None, description="how to use it")
+    terms: LocalizedText | None = None
+    logo: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_\-./]{1,200}$",
+        description="a PNG or SVG file, its path relative to the catalog file, inside the catalog folder",
+    )
+
+    @field_validator("logo")
+    @classmethod
+    def _logo(cls, v: str | None) -> str | None:
+        if v is not None and not v.lower().endswith(LOGO_SUFFIXES):
+            raise ValueError("a logo is a .png or .svg file")
+        return v
+
+
+class PartnerSpec(PageFields):
     code: Slug = Field(pattern=SLUG)
     name: str = Field(min_length=1)
+    website: str | None = Field(default=None, pattern=r"^https?://[^\s]+$", max_length=300)
+    locations: tuple[LocationSpec, ...] = Field(default=(), max_length=50)
 
 
-class ProductSpec(Strict):
+class ProductSpec(PageFields):
     sku: str = Field(pattern=SKU)
     kind: Literal["code", "universal_card"]
     name: str = Field(min_length=1)
@@ -57,6 +105,11 @@ class ProductSpec(Strict):
     vat_point: Literal["sale", "redemption"] = Field(
         default="sale",
         description="When VAT falls due: when we issue the reward, or when it is redeemed/exchanged",
+    )
+    barcode: Literal["qr", "code128", "ean13"] | None = Field(
+        default=None,
+        description="what the partner's tills scan, shown beside the code on the reward page (a code"
+        " product); default qr",
     )
 
     _money_fields = field_validator("face_value", "cost_price", mode="before")(
@@ -85,6 +138,8 @@ class ProductSpec(Strict):
                 raise ValueError(f"a code product needs {', '.join(missing)}")
             if self.exchange_catalog:
                 raise ValueError("only a universal_card has an exchange_catalog")
+        elif self.barcode is not None:
+            raise ValueError("a universal_card has no barcode: its certificates do")
         else:
             if self.validity_days is None:
                 raise ValueError("a universal_card needs validity_days")
@@ -121,6 +176,9 @@ class TemplateSet(Strict):
 class Templates(Strict):
     code: TemplateSet
     universal_card: TemplateSet
+    # The expiry reminder (programs with expiry_reminder): {brand} {nominal} (the balance) {expires}
+    # {link} {program}; without it, the service's own text.
+    expiry_reminder: TemplateSet | None = None
 
 
 class TariffSpec(Strict):
@@ -149,6 +207,11 @@ class ProgramSpec(Strict):
         default=QUIET_HOURS_DEFAULT,
         description="local window HH:MM-HH:MM in which bulk SMS (campaigns, reminders) wait;"
         " null: none. Transactional reward SMS ignore it",
+    )
+    expiry_reminder: bool = Field(
+        default=False,
+        description="one SMS with the reward page's link 30 days before a card with a balance expires,"
+        " outside quiet hours",
     )
     templates: Templates
     tariffs: tuple[TariffSpec, ...] = Field(min_length=1)

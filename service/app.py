@@ -29,6 +29,7 @@ from service.console.mount import install as install_console
 from service.delivery.routes import router as sms_router
 from service.events import schemas as events
 from service.events.routes import router as events_router
+from service.holders.mount import install as install_holders
 from service.kit.config import get_settings
 from service.kit.db.engine import UNAVAILABLE_ERRORS, unavailable
 from service.kit.health import Monitor, api_board, check_api
@@ -272,6 +273,7 @@ def create_app() -> FastAPI:
     app.include_router(cards_router)
     app.include_router(settlements_router)
     install_console(app)  # the staff console under /console (service/console)
+    install_holders(app)  # the holders' reward pages, /r/<token> and /card (service/holders)
     app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http)  # type: ignore[arg-type]

@@ -207,6 +207,8 @@ def serve(
             exit_code = 0
             return
         env = {**os.environ, STATE_FILE_ENV: str(state_file)}
+        # The reward pages' links in SMS and in `reward_url` point at this server unless told otherwise.
+        env.setdefault("PUBLIC_URL", f"http://{host}:{port}")
         py = [sys.executable, "-m", "service.cli"]
         metrics = settings.metrics_port
         supervisor.add(

@@ -112,6 +112,12 @@ def test_settlement_counts_codes_issued_and_certificates_exchanged_per_product(
                 "face_value": {"amount": "2000.00", "currency": "KZT"},
                 "cost": {"amount": "1900.00", "currency": "KZT"},
             },
+            # all at the partner's desk: none by the holders on the reward page
+            "exchanged_online": {
+                "count": 0,
+                "face_value": {"amount": "0.00", "currency": "KZT"},
+                "cost": {"amount": "0.00", "currency": "KZT"},
+            },
             "cost_to_pay": {"amount": "5500.00", "currency": "KZT"},
         }
     ]

@@ -6,10 +6,12 @@ import os
 import random
 import time
 import uuid
+from datetime import UTC, datetime
 
 import dramatiq
 from dramatiq.middleware.prometheus import Prometheus
 
+from service.delivery import notices
 from service.delivery import service as delivery
 from service.events import webhooks
 from service.kit.config import get_settings
@@ -145,6 +147,41 @@ def deliver_reward_sms_batch(jobs: list[list]) -> None:
             if outcome.result is delivery.SendResult.RETRY:
                 delay = outcome.retry_ms if outcome.retry_ms is not None else 1000 + random.randrange(1000)
                 deliver_reward_sms.send_with_options(args=(str(job.redemption_id), job.send), delay=delay)
+
+
+def _deliver_notice(notice_id: int) -> None:
+    _provider_slots(1)
+    try:
+        notices.deliver_notice(int(notice_id), provider=delivery.get_provider())
+    except notices.NoticeLater as later:  # a bulk notice in quiet hours: back when they end
+        delay = max(1000, int((later.at - datetime.now(UTC)).total_seconds() * 1000))
+        raise dramatiq.Retry(str(later), delay=delay) from None
+
+
+@dramatiq.actor(
+    actor_name=jobs.NOTICE_SMS.actor,
+    queue_name=jobs.NOTICE_SMS.queue,
+    max_retries=20,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=60_000,
+)
+def deliver_notice_sms(notice_id: int) -> None:
+    """A one-time code or a certificate from the reward page, on the reward SMS's queue."""
+    _deliver_notice(notice_id)
+
+
+@dramatiq.actor(
+    actor_name=jobs.BULK_NOTICE_SMS.actor,
+    queue_name=jobs.BULK_NOTICE_SMS.queue,
+    max_retries=1_000,
+    min_backoff=5_000,
+    max_backoff=3_600_000,
+    time_limit=60_000,
+)
+def deliver_bulk_notice_sms(notice_id: int) -> None:
+    """An expiry reminder, on the bulk queue: it waits out its program's quiet hours."""
+    _deliver_notice(notice_id)
 
 
 @dramatiq.actor(

@@ -14,7 +14,7 @@ long it tries. A support action (`unlock`, audited in card_events) lifts the loc
 delay on the card.
 
 Only number + PIN entry is throttled. The holder's own link (/r/<token>) reaches the card without
-them and is never held back by failures elsewhere (service.cards.service.card_for_holder)."""
+them and is never held back by failures elsewhere (service.cards.service.card_for_exchange)."""
 
 from __future__ import annotations
 

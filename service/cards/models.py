@@ -50,15 +50,22 @@ class Card(Base):
     # Wrong PINs are counted per number and per client in auth_throttle (service/cards/lockout.py).
     # Minted for a sandbox key's redemption: unknown to partners, never expired into breakage.
     sandbox: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # When the expiry reminder SMS was queued (one per card; service/holders/reminders.py).
+    reminded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
+EXCHANGE_CHANNELS = ("partner", "online")
+
+
 class Exchange(Base):
-    """A partner turning part of a card's balance into one of its certificates (one pooled code)."""
+    """Part of a card's balance turned into one of a partner's certificates (one pooled code): at the
+    partner's desk (channel `partner`) or by the holder on the reward page (channel `online`)."""
 
     __tablename__ = "exchanges"
     __table_args__ = (
         CheckConstraint("amount_minor > 0", name="amount_positive"),
+        CheckConstraint("channel IN ('partner', 'online')", name="channel"),
         Index("ix_exchanges_card", "card_id"),
         Index("ix_exchanges_partner_time", "partner_id", "created_at"),
     )
@@ -70,6 +77,7 @@ class Exchange(Base):
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    channel: Mapped[str] = mapped_column(String(8), server_default="partner")
 
 
 CARD_EVENTS = ("blocked", "unblocked", "locked", "unlocked", "expired")

@@ -128,6 +128,9 @@ class CardExchangeOut(BaseModel):
     amount: Money
     last4: str = Field(description="Last 4 characters of the certificate code")
     created_at: datetime
+    channel: Literal["partner", "online"] = Field(
+        "partner", description="At the partner's desk, or by the holder on the reward page"
+    )
 
 
 class CardLockOut(BaseModel):

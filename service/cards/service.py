@@ -206,7 +206,7 @@ def authenticate_card(
     raise CommittedRefusal (commit, then answer); one held back by a lock raises CardLocked.
 
     The lock guards number + PIN entry only. The holder's own link (/r/<token>) is never locked by
-    PIN failures elsewhere: it does not come here, it reads the card with card_for_holder()."""
+    PIN failures elsewhere: it does not come here, it reads the card with card_for_exchange()."""
     vault = get_vault()
     fingerprint = vault.fingerprint(number)
     db = driver(session)
@@ -269,16 +269,6 @@ def _locked(lock: lockout.Lock, now: datetime) -> CardLocked:
     )
 
 
-def card_for_holder(session: Session, card_id: int, *, now: datetime) -> Any:
-    """The card for its holder, who reached it through their own link (/r/<token>): no number, no PIN,
-    and so no lock. The row is locked (FOR UPDATE) and shaped like authenticate_card's, for an
-    exchange confirmed by the holder's one-time SMS code."""
-    card = session.execute(text(_CARD + " WHERE c.id = :id FOR UPDATE OF c"), {"id": card_id}).one_or_none()
-    if card is None:
-        raise CardNotFound("no such card")
-    return card
-
-
 def _client(client: CardClient | None, partner: str | None) -> CardClient:
     if client is not None:
         return client
@@ -301,6 +291,11 @@ def _exchangeable(snap: CatalogSnapshot, card_product_id: int, partner: str | No
         ),
         key=lambda p: p.sku,
     )
+
+
+def exchangeable(snap: CatalogSnapshot, card_product_id: int) -> list[ProductInfo]:
+    """The active certificates a card product may be exchanged for, every partner's."""
+    return _exchangeable(snap, card_product_id, None)
 
 
 def _card_out(
@@ -394,15 +389,21 @@ def exchange(
         raise CommittedRefusal(refusal) from None
 
 
-def _exchange(
-    session: Session,
-    snap: CatalogSnapshot,
-    card: Any,
-    product: ProductInfo,
-    *,
-    now: datetime,
-    api_key_id: int | None,
-) -> ExchangeResult:
+def card_for_exchange(session: Session, card_id: int) -> Any:
+    """A card by id, its row locked as authenticate_card() locks it, for its holder, who reached it
+    through their own link (/r/<token>): no number, no PIN, and so no PIN lock in the way. A sandbox
+    card is none (partners and online exchanges never see one)."""
+    card = session.execute(
+        text(_CARD + " WHERE c.id = :id AND NOT c.sandbox FOR UPDATE OF c"), {"id": card_id}
+    ).one_or_none()
+    if card is None:
+        raise CardNotFound("no such card")
+    return card
+
+
+def check_exchange(snap: CatalogSnapshot, card: Any, product: ProductInfo, now: datetime) -> None:
+    """The refusals of an exchange that the card and the catalog decide (unusable card, product not in
+    its exchange catalog, balance short), without taking anything."""
     _refuse_unusable(card, now)
     allowed = {p.id for p in _exchangeable(snap, card.product_id, product.partner_code)}
     if product.id not in allowed or product.currency != card.currency:
@@ -413,6 +414,29 @@ def _exchange(
             f"the card has {Money.of(card.balance_minor, card.currency).amount} {card.currency};"
             f" {product.sku} costs {Money.of(face, card.currency).amount} {card.currency}",
         )
+
+
+def exchange_online(session: Session, card: Any, product: ProductInfo, *, now: datetime) -> ExchangeResult:
+    """The holder's own exchange on the reward page, confirmed by a one-time code: the partner desk's
+    engine (certificate from the pool, debit, record with its VAT point, webhook), channel `online`.
+    `card` is locked by the caller (card_for_exchange) in this transaction."""
+    return _exchange(
+        session, get_snapshot(session), card, product, now=now, api_key_id=None, channel="online"
+    )
+
+
+def _exchange(
+    session: Session,
+    snap: CatalogSnapshot,
+    card: Any,
+    product: ProductInfo,
+    *,
+    now: datetime,
+    api_key_id: int | None,
+    channel: str = "partner",
+) -> ExchangeResult:
+    check_exchange(snap, card, product, now)
+    face = product.face_value_minor or 0
     db = driver(session)
     certificate = take_code(db, product.id, status="issued", now=now)
     if certificate is None:
@@ -427,7 +451,9 @@ def _exchange(
     assert debited is not None  # the card row is locked by this transaction
     balance, status = debited
     exchange_id = uuid7()
-    _write_exchange(db, snap, card, product, certificate, exchange_id, now=now, api_key_id=api_key_id)
+    _write_exchange(
+        db, snap, card, product, certificate, exchange_id, now=now, api_key_id=api_key_id, channel=channel
+    )
     CARD_EXCHANGES.labels(product.sku).inc()
     program = snap.programs_by_id.get(card.program_id) if card.program_id is not None else None
     if program is not None:
@@ -447,6 +473,7 @@ def _exchange(
                 "partner": product.partner_code,
                 "amount": Money.of(face, product.currency).model_dump(mode="json"),
                 "balance": Money.of(balance, card.currency).model_dump(mode="json"),
+                "channel": channel,
             },
         )
     log.info(
@@ -457,6 +484,7 @@ def _exchange(
         amount_minor=face,
         balance_minor=balance,
         api_key_id=api_key_id,
+        channel=channel,
     )
     vault = get_vault()
     out = ExchangeOut(
@@ -492,6 +520,7 @@ def _write_exchange(
     *,
     now: datetime,
     api_key_id: int | None,
+    channel: str = "partner",
 ) -> None:
     """The exchange and its record, in one statement."""
     face = product.face_value_minor or 0
@@ -514,12 +543,13 @@ def _write_exchange(
             card_id=card.id,
         ),
         exchange_from="e",
+        channel=channel,
     )
     db.execute(
         "WITH e AS (INSERT INTO exchanges"
-        " (id, card_id, product_id, partner_id, code_id, amount_minor, created_at, api_key_id) VALUES"
-        " (%(id)s, %(card)s, %(product)s, %(partner)s, %(code)s, %(amount)s, %(now)s, %(key)s) RETURNING id) "
-        + record.sql,
+        " (id, card_id, product_id, partner_id, code_id, amount_minor, created_at, api_key_id, channel)"
+        " VALUES (%(id)s, %(card)s, %(product)s, %(partner)s, %(code)s, %(amount)s, %(now)s, %(key)s,"
+        " %(channel)s) RETURNING id) " + record.sql,
         {
             "id": exchange_id,
             "card": card.id,
@@ -529,6 +559,7 @@ def _write_exchange(
             "amount": face,
             "now": now,
             "key": api_key_id,
+            "channel": channel,
             **record.params,
         },
     )
@@ -710,7 +741,8 @@ def card_details(
     count = lockout.card_lock(driver(session), bytes(card.number_fingerprint), now)
     exchanges = session.execute(
         text(
-            "SELECT e.id, pr.sku, pa.code AS partner, e.amount_minor, c.last4, e.created_at FROM exchanges e"
+            "SELECT e.id, pr.sku, pa.code AS partner, e.amount_minor, c.last4, e.created_at, e.channel"
+            " FROM exchanges e"
             " JOIN products pr ON pr.id = e.product_id JOIN partners pa ON pa.id = e.partner_id"
             " JOIN codes c ON c.id = e.code_id WHERE e.card_id = :id ORDER BY e.created_at, e.id"
         ),
@@ -737,6 +769,7 @@ def card_details(
                 amount=Money.of(e.amount_minor, card.currency),
                 last4=e.last4,
                 created_at=e.created_at,
+                channel=e.channel,
             )
             for e in exchanges
         ],

@@ -10,10 +10,12 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -26,6 +28,9 @@ class Partner(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(Text)
+    # What the holders' pages show (catalog/model.py PageSpec: texts per locale, logo, website,
+    # locations); NULL: nothing beyond the name.
+    page: Mapped[dict | None] = mapped_column(JSONB)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -54,6 +59,7 @@ class Product(Base):
     low_stock_threshold: Mapped[int | None] = mapped_column(Integer)
     vat_schedule: Mapped[str | None] = mapped_column(String(64))
     vat_point: Mapped[str] = mapped_column(String(16), server_default="sale")
+    page: Mapped[dict | None] = mapped_column(JSONB)  # as Partner.page, with the barcode format
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -93,6 +99,8 @@ class Program(Base):
     sms_deadline_hours: Mapped[int | None] = mapped_column(Integer)  # None: SMS_DEADLINE_HOURS
     # HH:MM-HH:MM local: bulk SMS wait while it lasts (service/kit/values/quiet_hours.py); None: none
     quiet_hours: Mapped[str | None] = mapped_column(String(11))
+    # One SMS 30 days before a card with a balance expires (service/holders/reminders.py); off by default.
+    expiry_reminder: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -143,3 +151,14 @@ class CatalogRevision(Base):
     source: Mapped[str] = mapped_column(Text)
     summary: Mapped[dict] = mapped_column(JSONB)
     applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class CatalogAsset(Base):
+    """A file of the catalog folder the pages serve (a logo), by the sha256 of its content: a new file
+    is a new id, so it is served with a year's caching."""
+
+    __tablename__ = "catalog_assets"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256, hex
+    content_type: Mapped[str] = mapped_column(String(32))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -13,8 +13,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from catalog.loader import LoadedCatalog
-from catalog.model import CatalogSpec
+from catalog.model import CatalogSpec, PageFields
 from service.catalog.models import (
+    CatalogAsset,
     CatalogRevision,
     ExchangeCatalogItem,
     Offer,
@@ -98,8 +99,9 @@ def apply_catalog(session: Session, loaded: LoadedCatalog) -> ApplySummary:
     spec: CatalogSpec = loaded.spec
     sync = _Sync(session, summary)
     _apply_vat(session, spec)
-    partners = _apply_partners(session, sync, spec)
-    products = _apply_products(session, sync, spec, partners)
+    logos = _apply_assets(session, loaded)
+    partners = _apply_partners(session, sync, spec, logos)
+    products = _apply_products(session, sync, spec, partners, logos)
     programs = _apply_programs(session, sync, spec)
     tariffs = _apply_tariffs(session, sync, spec, programs)
     _apply_offers(session, sync, spec, programs, products, tariffs)
@@ -125,17 +127,49 @@ def _apply_vat(session: Session, spec: CatalogSpec) -> None:
             )
 
 
-def _apply_partners(session: Session, sync: _Sync, spec: CatalogSpec) -> dict[str, Partner]:
+def _apply_assets(session: Session, loaded: LoadedCatalog) -> dict[str, str]:
+    """The catalog's files (logos), stored by content hash; returns each path's asset id. Stored files
+    are kept (a page cached by a browser may still name an older logo)."""
+    for asset in {a.id: a for a in loaded.assets.values()}.values():
+        if session.get(CatalogAsset, asset.id) is None:
+            session.add(CatalogAsset(id=asset.id, content_type=asset.content_type, content=asset.content))
+    session.flush()
+    return {path: asset.id for path, asset in loaded.assets.items()}
+
+
+def page_of(item: PageFields, logos: dict[str, str], **extra: Any) -> dict[str, Any] | None:
+    """The `page` column of a partner or product: what the holders' page shows; None when nothing."""
+    page: dict[str, Any] = {
+        name: getattr(item, name).model_dump(exclude_none=True)
+        for name in ("title", "description", "instructions", "terms")
+        if getattr(item, name) is not None
+    }
+    if item.logo is not None:
+        page["logo"] = logos[item.logo]
+    page.update({k: v for k, v in extra.items() if v not in (None, [], ())})
+    return page or None
+
+
+def _apply_partners(
+    session: Session, sync: _Sync, spec: CatalogSpec, logos: dict[str, str]
+) -> dict[str, Partner]:
     partners = {p.code: p for p in session.scalars(select(Partner))}
     for p in spec.partners:
-        sync.upsert("partners", partners, p.code, Partner, {"code": p.code, "name": p.name, "active": True})
+        page = page_of(p, logos, website=p.website, locations=[loc.model_dump() for loc in p.locations])
+        sync.upsert(
+            "partners",
+            partners,
+            p.code,
+            Partner,
+            {"code": p.code, "name": p.name, "page": page, "active": True},
+        )
     sync.deactivate_missing("partners", partners, {p.code for p in spec.partners})
     session.flush()
     return partners
 
 
 def _apply_products(
-    session: Session, sync: _Sync, spec: CatalogSpec, partners: dict[str, Partner]
+    session: Session, sync: _Sync, spec: CatalogSpec, partners: dict[str, Partner], logos: dict[str, str]
 ) -> dict[str, Product]:
     """Products, then the exchange catalogs of the universal cards (which name other products)."""
     products = {p.sku: p for p in session.scalars(select(Product))}
@@ -158,6 +192,7 @@ def _apply_products(
                 "low_stock_threshold": p.low_stock_threshold,
                 "vat_schedule": p.vat_schedule,
                 "vat_point": p.vat_point,
+                "page": page_of(p, logos, barcode=p.barcode),
                 "active": True,
             },
         )
@@ -186,11 +221,12 @@ def _apply_programs(session: Session, sync: _Sync, spec: CatalogSpec) -> dict[st
                 "currency": p.currency,
                 "timezone": p.timezone,
                 "sms_sender": p.sms_sender,
-                "templates": p.templates.model_dump(mode="json"),
+                "templates": p.templates.model_dump(mode="json", exclude_none=True),
                 "webhook_url": p.webhook_url,
                 "monthly_budget_minor": to_minor(p.monthly_budget, p.currency) if p.monthly_budget else None,
                 "sms_deadline_hours": p.sms_deadline_hours,
                 "quiet_hours": p.quiet_hours,
+                "expiry_reminder": p.expiry_reminder,
                 "active": True,
             },
         )

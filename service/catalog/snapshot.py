@@ -47,6 +47,17 @@ class ProgramInfo:
     webhook_url: str | None
     monthly_budget_minor: int | None
     active: bool
+    quiet_hours: str | None = None
+    expiry_reminder: bool = False
+
+
+@dataclass(frozen=True)
+class PartnerInfo:
+    id: int
+    code: str
+    name: str
+    page: dict | None  # what the holders' page shows (service/catalog/service.py page_of)
+    active: bool
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class ProductInfo:
     vat_point: str
     active: bool
     exchange_catalog: frozenset[int] = frozenset()
+    page: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class CatalogSnapshot:
     offers_by_id: dict[int, OfferInfo] = field(default_factory=dict)
     products: dict[int, ProductInfo] = field(default_factory=dict)
     products_by_sku: dict[str, ProductInfo] = field(default_factory=dict)
+    partners_by_id: dict[int, PartnerInfo] = field(default_factory=dict)
     vat: dict[str, tuple[list[date], list[int]]] = field(default_factory=dict)
 
     def vat_rate_bp(self, schedule: str | None, on: date) -> int:
@@ -114,7 +127,9 @@ class CatalogSnapshot:
 
 def load_snapshot(session: Session) -> CatalogSnapshot:
     snap = CatalogSnapshot(revision=session.scalar(select(func.max(CatalogRevision.id))))
-    partner_codes = dict(session.execute(select(Partner.id, Partner.code)).all())
+    for pa in session.scalars(select(Partner)):
+        snap.partners_by_id[pa.id] = PartnerInfo(pa.id, pa.code, pa.name, pa.page, pa.active)
+    partner_codes = {i: p.code for i, p in snap.partners_by_id.items()}
     for p in session.scalars(select(Program)):
         program = ProgramInfo(
             p.id,
@@ -127,6 +142,8 @@ def load_snapshot(session: Session) -> CatalogSnapshot:
             p.webhook_url,
             p.monthly_budget_minor,
             p.active,
+            p.quiet_hours,
+            p.expiry_reminder,
         )
         snap.programs[p.code] = snap.programs_by_id[p.id] = program
     for t in session.scalars(select(Tariff)):
@@ -154,6 +171,7 @@ def load_snapshot(session: Session) -> CatalogSnapshot:
             pr.vat_point,
             pr.active,
             frozenset(exchange.get(pr.id, ())),
+            pr.page,
         )
         snap.products[pr.id] = snap.products_by_sku[pr.sku] = product
     prices: dict[int, dict[int, tuple[int, int]]] = {}

@@ -178,6 +178,34 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     "card.title": ("Подарочная карта", "Сыйлық картасы", "Gift card"),
     "card.balance": ("Баланс", "Қалдық", "Balance"),
     "card.exchanges": ("Обмены", "Айырбастар", "Exchanges"),
+    "channel.partner": ("у партнёра", "серіктесте", "at the partner"),
+    "channel.online": ("онлайн", "онлайн", "online"),
+    # what the holder did on the reward page (service/holders), in the redemption's timeline
+    "page.code_shown": (
+        "Код показан на странице подарка",
+        "Код сыйлық бетінде көрсетілді",
+        "Code shown on the reward page",
+    ),
+    "page.certificate_shown": (
+        "Сертификат показан на странице подарка",
+        "Сертификат сыйлық бетінде көрсетілді",
+        "Certificate shown on the reward page",
+    ),
+    "page.otp_sent": (
+        "Код подтверждения отправлен ({sku})",
+        "Растау коды жіберілді ({sku})",
+        "One-time code sent ({sku})",
+    ),
+    "page.otp_wrong": (
+        "Неверный код подтверждения ({sku})",
+        "Растау коды қате ({sku})",
+        "Wrong one-time code ({sku})",
+    ),
+    "page.exchanged": (
+        "Обмен онлайн на странице подарка ({sku})",
+        "Сыйлық бетінде онлайн айырбастау ({sku})",
+        "Exchanged online on the reward page ({sku})",
+    ),
     "card.events": ("События карты", "Карта оқиғалары", "Card events"),
     "card.block": ("Заблокировать карту", "Картаны бұғаттау", "Block the card"),
     "card.unblock": ("Разблокировать карту", "Картаны бұғаттан шығару", "Unblock the card"),

@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from service.holders.service import PageEvent
+
 
 @dataclass(frozen=True)
 class SmsAttempt:
@@ -106,9 +108,14 @@ def shown_tries(tries: list[WebhookTry]) -> list[WebhookTry | None]:
 
 
 def timeline(
-    session: Session, redemption: Any, sms: list[SmsAttempt], hooks: list[WebhookEvent]
+    session: Session,
+    redemption: Any,
+    sms: list[SmsAttempt],
+    hooks: list[WebhookEvent],
+    page: list[PageEvent] | None = None,
 ) -> list[dict[str, Any]]:
-    """Everything that happened to a redemption, oldest first."""
+    """Everything that happened to a redemption, oldest first, with what its holder did on the reward
+    page (a code shown, one-time codes, an online exchange)."""
     events: list[dict[str, Any]] = [{"at": redemption.created_at, "kind": "created"}]
     events += [{"at": m.created_at, "kind": "sms", "sms": m} for m in sms]
     known = {m.send for m in sms}
@@ -116,6 +123,7 @@ def timeline(
         if send not in known:
             events.append({"at": redemption.updated_at, "kind": "queued", "send": send})
     events += [{"at": h.created_at, "kind": "webhook", "hook": h} for h in hooks]
+    events += [{"at": p.at, "kind": "page", "page": p} for p in page or []]
     return sorted(events, key=lambda e: e["at"])
 
 

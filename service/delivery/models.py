@@ -89,6 +89,49 @@ class SmsProviderMessage(Base):
     sms_message_id: Mapped[int] = mapped_column(ForeignKey("sms_messages.id"), primary_key=True)
 
 
+NOTICE_KINDS = ("otp", "certificate", "reminder")
+NOTICE_STATUSES = ("pending", "submitting", "sent", "delivered", "failed")
+
+
+class SmsNotice(Base):
+    """An SMS to a holder that is not the reward itself: a one-time code and a certificate from the
+    reward page (transactional, the reward SMS's queue) or an expiry reminder (bulk, in the program's
+    quiet hours it waits). The text carries a code, so it is kept encrypted (AES-GCM, `key_id`).
+
+    Submitted at most once: `submitting` whose outcome was never recorded is in doubt and is not
+    sent again (a one-time code is asked for again, a certificate stays on the page)."""
+
+    __tablename__ = "sms_notices"
+    __table_args__ = (
+        CheckConstraint("kind IN ('otp', 'certificate', 'reminder')", name="kind"),
+        CheckConstraint("status IN ('pending', 'submitting', 'sent', 'delivered', 'failed')", name="status"),
+        Index("ix_sms_notices_redemption", "redemption_id", "created_at"),
+        # Receipts look for a notice among the recent ones when no reward SMS has their id.
+        Index("ix_sms_notices_sent", "sent_at", postgresql_where=text("status = 'sent'")),
+    )
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    redemption_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("redemptions.id"))
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    bulk: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    msisdn: Mapped[str] = mapped_column(String(16))
+    sender: Mapped[str] = mapped_column(String(11))
+    locale: Mapped[str] = mapped_column(String(2))
+    text_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    provider: Mapped[str | None] = mapped_column(String(16))
+    provider_message_ids: Mapped[list[str]] = mapped_column(ARRAY(String(64)), server_default="{}")
+    encoding: Mapped[str | None] = mapped_column(String(8))
+    segments: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    deadline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 class WebhookEvent(Base):
     """An event for the program's webhook endpoint; consumers dedupe by `id`. Its status is read from
     the timestamps: pending (neither), delivered, given up (retried for 24 hours from `deliver_from`

@@ -18,6 +18,7 @@ from psycopg import OperationalError
 from psycopg.rows import namedtuple_row
 
 from service.catalog.snapshot import get_snapshot
+from service.delivery.notices import apply_notice_receipts
 from service.delivery.providers import (
     OutgoingSms,
     PermanentSmsError,
@@ -35,6 +36,7 @@ from service.kit.db.engine import batch, driver, transaction
 from service.kit.observability.metrics import SMS_OUTCOMES
 from service.kit.reliability.faults import checkpoint
 from service.kit.security.crypto import get_vault
+from service.kit.security.links import link_of
 from service.sandbox.service import SMS_DELAYED_RECEIPT, sandbox_code
 
 log = structlog.get_logger("delivery")
@@ -115,6 +117,8 @@ def _fields(row: Any, snap, secrets: dict[tuple[str, int], tuple[str, str]]) -> 
         "code": "",
         "pin": "",
         "card_number": "",
+        # The reward page (PUBLIC_URL/r/<token>); empty without PUBLIC_URL or for a reward issued before it.
+        "link": (link_of(get_vault(), row.redemption_id) or "") if row.has_link else "",
     }
     if row.code_id is not None:
         fields["code"], fields["pin"] = secrets["code", row.code_id]
@@ -304,7 +308,8 @@ def _lock_messages(db: Any, wanted: str, rids: list[uuid.UUID]) -> list[Any]:
         "SELECT m.id AS message_id, m.send, m.status, m.deadline_at, m.submit_started_at, m.last_error,"
         " r.id AS redemption_id, r.status AS redemption_status, r.program_id, r.offer_id, r.product_id,"
         " r.msisdn, r.locale, r.nominal_minor, r.currency, r.reward_expires_at, r.code_id, r.card_id,"
-        " r.sandbox FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int)"
+        " r.sandbox, r.link_hash IS NOT NULL AS has_link"
+        " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int)"
         " JOIN sms_messages m ON m.redemption_id = j.rid AND m.send = j.send"
         " JOIN redemptions r ON r.id = m.redemption_id WHERE m.redemption_id = ANY(%s) AND r.id = ANY(%s)"
         " ORDER BY m.id FOR UPDATE OF m",
@@ -552,6 +557,7 @@ def apply_receipts(
             now=now,
             snap=snap,
         )
+        _notices(db, provider, receipts, errors)
         delivered, failed = _final_states(touched)
         if touched:
             _store_receipts(db, touched, {sms_id for sms_id, _ in delivered}, now)
@@ -566,6 +572,17 @@ def apply_receipts(
             )
         _delivered(db, delivered, provider=provider, now=now, snap=snap)
     return errors
+
+
+def _notices(db: Any, provider: str, receipts: list[Receipt], errors: list[Exception | None]) -> None:
+    """Receipts no reward SMS owns may be a notice's (a one-time code, a certificate, a reminder)."""
+    unknown = [i for i, error in enumerate(errors) if isinstance(error, ReceiptTooEarly)]
+    if not unknown:
+        return
+    known = apply_notice_receipts(db, provider, [receipts[i] for i in unknown])
+    for i in unknown:
+        if receipts[i].message_id in known:
+            errors[i] = None
 
 
 def _receipted_messages(

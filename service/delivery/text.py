@@ -119,6 +119,7 @@ def render(templates: dict, kind: str, locale: str, fields: dict[str, str]) -> R
     """`templates` is a program's {kind: {locale: text}}; a locale without a template falls back to ru."""
     by_locale = templates[kind]
     chosen = locale if by_locale.get(locale) else "ru"
-    text = string.Formatter().vformat(by_locale[chosen], (), {k: v for k, v in fields.items()})
+    # Stripped: a template ending in `{link}` leaves no trailing space when there is no link.
+    text = string.Formatter().vformat(by_locale[chosen], (), {k: v for k, v in fields.items()}).strip()
     encoding = encoding_for(text)
     return RenderedSms(text, encoding, len(split(text, encoding)), chosen)

@@ -30,6 +30,9 @@ class CardExchangedData(BaseModel):
     partner: str | None
     amount: Money
     balance: Money = Field(description="What is left on the card")
+    channel: Literal["partner", "online"] = Field(
+        "partner", description="At the partner's desk, or by the holder on the reward page"
+    )
 
 
 class CardExpiredData(BaseModel):
@@ -79,7 +82,7 @@ EVENT_TYPES: dict[str, tuple[type[BaseModel], str]] = {
     "redemption.delivered": (RedemptionEventData, "The delivery receipt says delivered"),
     "redemption.failed": (RedemptionEventData, "Undeliverable, or still undelivered at the deadline"),
     "redemption.cancelled": (RedemptionEventData, "Cancelled by request; reversing records written"),
-    "card.exchanged": (CardExchangedData, "A partner exchanged (part of) a universal card"),
+    "card.exchanged": (CardExchangedData, "A partner or the holder exchanged (part of) a universal card"),
     "card.expired": (CardExpiredData, "A universal card expired; its unused balance is breakage"),
     "stock.low": (
         StockLowData,

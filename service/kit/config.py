@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     log_json: bool = True
     max_body_bytes: int = 10 * 1024 * 1024
     catalog_path: Path | None = None
+    # The base of the reward pages' links in SMS and of `reward_url` (e.g. https://r.example.kz): a
+    # short host, every character of an SMS counts. Unset: no links (`rewards serve` sets its own).
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    # The holders' pages (/r/<token>, /card): requests per minute per client address and per token,
+    # and card number + PIN tries per address per 15 minutes (besides each card's own PIN lock).
+    holder_rate_per_address: int = Field(default=120, ge=1)
+    holder_rate_per_token: int = Field(default=30, ge=1)
+    holder_card_tries_per_address: int = Field(default=10, ge=1)
 
     sms_provider: Literal["file", "smpp", "http"] = "file"
     sms_file: Path | None = None

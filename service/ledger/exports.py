@@ -83,6 +83,14 @@ COLUMNS: tuple[ExportColumn, ...] = (
     ),
     ExportColumn("redemption_id", "ID выдачи", "r.redemption_id::text", width=38),
     ExportColumn("card_id", "ID карты", "r.card_id::text", width=10),
+    # Where an exchange happened: the partner's desk or the holder's reward page (records from before
+    # the channel was recorded are all the partner's).
+    ExportColumn(
+        "channel",
+        "Канал обмена",
+        "CASE WHEN r.type = 'exchange' THEN coalesce(r.channel, 'partner') END",
+        width=9,
+    ),
 )
 # Added when the cards engineer's migration gives records an exchange id (detected at run time).
 EXCHANGE_COLUMN = ExportColumn("exchange_id", "ID обмена", "r.exchange_id::text", width=38)

@@ -60,6 +60,8 @@ class ReconciliationRecord(Base):
     code_last4: Mapped[str | None] = mapped_column(String(4))
     redemption_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("redemptions.id"))
     card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
+    # An exchange record's channel: `partner` (the partner's desk) or `online` (the reward page).
+    channel: Mapped[str | None] = mapped_column(String(8))
     # Filled by the BEFORE INSERT trigger of migration 0003f: the first month, from the one the record
     # happened in (program's time zone), that is not closed. Writers never name it.
     booked_period: Mapped[date | None] = mapped_column(Date, server_default=FetchedValue())

@@ -150,10 +150,22 @@ def issue_record(
     return Fragment(_issue_sql(redemption_from, reward_from, prefix), params)
 
 
-def exchange_record(record: Record, *, exchange_from: str, prefix: str = "rec_") -> Fragment:
+@lru_cache
+def _exchange_sql(source: str, prefix: str) -> str:
+    return (
+        f"INSERT INTO reconciliation_records ({_COLUMNS}, channel)"
+        f" SELECT {_values_sql('NULL', prefix)}, %({prefix}channel)s FROM {source}"
+    )
+
+
+def exchange_record(
+    record: Record, *, exchange_from: str, channel: str = "partner", prefix: str = "rec_"
+) -> Fragment:
     """The exchange record of the exchange that the CTE `exchange_from` inserted, as an INSERT for the
-    exchange's own statement."""
-    return Fragment(_insert_from(exchange_from, "NULL", prefix), _params(RecordType.EXCHANGE, record, prefix))
+    exchange's own statement; `channel` says where it happened (`partner` desk or `online` page)."""
+    params = _params(RecordType.EXCHANGE, record, prefix)
+    params[f"{prefix}channel"] = channel
+    return Fragment(_exchange_sql(exchange_from, prefix), params)
 
 
 def write_record(db: Any, type_: RecordType, record: Record) -> int:

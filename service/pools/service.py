@@ -231,6 +231,39 @@ def take_code(db: Any, product_id: int, *, status: str, now: datetime) -> TakenC
     )
 
 
+def has_stock(db: Any, product_id: int, *, now: datetime) -> bool:
+    """Whether a code of the product could be taken now (a hint: take_code decides)."""
+    return (
+        db.execute(
+            "SELECT 1 FROM codes WHERE product_id = %s AND status = 'available'"
+            " AND coalesce(expires_at, 'infinity') > %s LIMIT 1",
+            (product_id, now),
+        ).fetchone()
+        is not None
+    )
+
+
+def issue_reserved_code(db: Any, code_id: int, *, now: datetime) -> None:
+    """A reserved code has left us another way than by SMS (shown on the reward page): issued."""
+    db.execute(
+        "UPDATE codes SET status = 'issued', status_changed_at = %s WHERE id = %s AND status = 'reserved'",
+        (now, code_id),
+    )
+
+
+def read_code(db: Any, code_id: int) -> tuple[str, str | None]:
+    """A code and its PIN, decrypted (for the holder's own page, which shows them on a POST)."""
+    row = db.execute("SELECT code_enc, pin_enc, key_id FROM codes WHERE id = %s", (code_id,)).fetchone()
+    if row is None:
+        raise LookupError(f"no code {code_id}")
+    vault = get_vault()
+    code_enc, pin_enc, key_id = row
+    return (
+        vault.decrypt(bytes(code_enc), b"code", key_id),
+        vault.decrypt(bytes(pin_enc), b"pin", key_id) if pin_enc is not None else None,
+    )
+
+
 def release_code(db: Any, code_id: int, *, now: datetime) -> None:
     """Puts a reserved code that never left back into its pool (a cancelled redemption)."""
     db.execute(

@@ -47,6 +47,8 @@ class Redemption(Base):
         Index("ix_redemptions_card", "card_id", postgresql_where=text("card_id IS NOT NULL")),
         # A sandbox key's month figures sum its world's redemptions (GET /v1/programs/{program}).
         Index("ix_redemptions_sandbox_month", "program_id", "created_at", postgresql_where=text("sandbox")),
+        # The reward page's link: /r/<token> is found by sha256(token) (migration 0017_holders).
+        Index("uq_redemptions_link_hash", "link_hash", unique=True),
     )
     # Time-ordered UUIDs (v7 layout): ids sort by creation, so they double as pagination keys.
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
@@ -70,6 +72,10 @@ class Redemption(Base):
     first_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     sandbox: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # sha256 of the reward page's token (service/kit/security/links.py); NULL: issued before the pages.
+    link_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # When the holder first tapped "show" on the reward page: the code is exposed, as by a sent SMS.
+    revealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

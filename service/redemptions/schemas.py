@@ -78,5 +78,13 @@ class RedemptionOut(BaseModel):
     sandbox: bool = Field(
         description="A sandbox key's redemption: a test reward, no stock, budget or finance records"
     )
+    reward_url: str | None = Field(
+        None,
+        description="The subscriber's reward page (PUBLIC_URL/r/<token>), the link the SMS carries: the"
+        ' code behind a "show" button, a card\'s balance and online exchange. Null when the service has no'
+        " PUBLIC_URL or the reward was issued before the pages existed. A secret of the subscriber: show it"
+        " only to them.",
+        examples=["https://r.example.kz/r/3kTMd0aX9Qw2LpZ7bN1cVe"],
+    )
     created_at: datetime
     updated_at: datetime

@@ -36,6 +36,7 @@ from service.kit.observability.metrics import CODES_TAKEN
 from service.kit.reliability.faults import checkpoint
 from service.kit.reliability.idempotency import AtCommit
 from service.kit.security.crypto import get_vault
+from service.kit.security.links import link_of, reward_token, reward_url, token_hash
 from service.kit.values.ids import uuid7
 from service.kit.values.money import Money
 from service.ledger import service as ledger
@@ -115,8 +116,11 @@ def redeem(
     priced = price(get_snapshot(session), request, scope=scope, now=now)
     db = driver(session)
     redemption_id = uuid7()
+    token = reward_token(get_vault(), redemption_id)
     for _ in range(CARD_DRAWS):
-        statement = redemption_statement(request, priced, redemption_id, api_key_id=api_key_id, now=now)
+        statement = redemption_statement(
+            request, priced, redemption_id, api_key_id=api_key_id, now=now, token=token
+        )
         try:
             # One round trip: leaving the pipeline sends its Sync and collects every result.
             with db.pipeline():
@@ -129,7 +133,7 @@ def redeem(
             raise budget_refusal(exc) or exc from None
         reward = _reward_of(redeemed.fetchone(), priced, request)
         if reward is not None:
-            return _accepted(request, priced, redemption_id, reward, now)
+            return _accepted(request, priced, redemption_id, reward, now, token)
     raise RuntimeError("could not mint a unique card number")
 
 
@@ -147,8 +151,11 @@ async def redeem_async(
     now = now or datetime.now(UTC)
     priced = price(await get_snapshot_async(conn), request, scope=scope, now=now)
     redemption_id = uuid7()
+    token = reward_token(get_vault(), redemption_id)
     for _ in range(CARD_DRAWS):
-        statement = redemption_statement(request, priced, redemption_id, api_key_id=api_key_id, now=now)
+        statement = redemption_statement(
+            request, priced, redemption_id, api_key_id=api_key_id, now=now, token=token
+        )
         # Opens the transaction, or goes on with it when a card number already taken made this the
         # statement's second draw.
         async with one_write_pipeline(conn):
@@ -158,7 +165,7 @@ async def redeem_async(
         reward = _reward_of(await redeemed.fetchone(), priced, request)
         if reward is not None:
             budget = AtCommit(TAKE_BUDGET, statement.params, budget_refusal) if priced.budgeted else None
-            return _accepted(request, priced, redemption_id, reward, now), budget
+            return _accepted(request, priced, redemption_id, reward, now, token), budget
     raise RuntimeError("could not mint a unique card number")
 
 
@@ -202,6 +209,7 @@ def _accepted(
     redemption_id: uuid.UUID,
     reward: tuple[str, datetime | None],
     now: datetime,
+    token: str,
 ) -> RedemptionOut:
     product = priced.product
     return RedemptionOut(
@@ -217,6 +225,7 @@ def _accepted(
         status_reason=None,
         resend_count=0,
         sandbox=priced.sandbox,
+        reward_url=reward_url(token),
         created_at=now,
         updated_at=now,
         reward=RewardOut(
@@ -280,9 +289,9 @@ _WITHIN_LIMITS = (
 _INSERT_REDEMPTION = (
     "INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id, msisdn, locale,"
     " points, currency, nominal_minor, code_id, card_id, reward_last4, reward_expires_at, api_key_id,"
-    " sandbox, created_at, updated_at) SELECT %(id)s, %(program)s, %(tariff)s, %(offer)s, %(product)s,"
-    " %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s, %(nominal)s, {code_id}, {card_id},"
-    " c.last4, c.expires_at, %(api_key)s, {sandbox}, %(now)s, %(now)s FROM c"
+    " sandbox, link_hash, created_at, updated_at) SELECT %(id)s, %(program)s, %(tariff)s, %(offer)s,"
+    " %(product)s, %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s, %(nominal)s, {code_id},"
+    " {card_id}, c.last4, c.expires_at, %(api_key)s, {sandbox}, %(link_hash)s, %(now)s, %(now)s FROM c"
     " ON CONFLICT (program_id, sandbox, external_id) DO NOTHING RETURNING " + ledger.REDEMPTION_RETURNING
 )
 
@@ -328,9 +337,16 @@ def _redemption_sql(*, limits: bool, kind: str, record_sql: str, sms_sql: str, s
 
 
 def redemption_statement(
-    request: RedemptionIn, priced: Priced, redemption_id: uuid.UUID, *, api_key_id: int | None, now: datetime
+    request: RedemptionIn,
+    priced: Priced,
+    redemption_id: uuid.UUID,
+    *,
+    api_key_id: int | None,
+    now: datetime,
+    token: str | None = None,
 ) -> Fragment:
-    """The statement of one redemption (see _redemption_sql) and its parameters."""
+    """The statement of one redemption (see _redemption_sql) and its parameters; `token`: the reward
+    page's token of `redemption_id` when the caller has it already."""
     program, product, offer = priced.program, priced.product, priced.offer
     card = product.kind != "code"
     record = (
@@ -348,6 +364,7 @@ def redemption_statement(
         )
     )
     day = now.astimezone(program.zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    vault = get_vault()
     params: dict[str, Any] = {
         "id": redemption_id,
         "program": program.id,
@@ -361,6 +378,8 @@ def redemption_statement(
         "currency": product.currency,
         "nominal": priced.nominal_minor,
         "api_key": api_key_id,
+        # The reward page's token is derived from the id, never stored: only its hash is.
+        "link_hash": token_hash(token or reward_token(vault, redemption_id)),
         "now": now,
         **record.params,
     }
@@ -372,7 +391,7 @@ def redemption_statement(
             month=day.replace(day=1),
         )
     if card:
-        params.update(new_card(get_vault(), validity_days=product.validity_days or 365, now=now))
+        params.update(new_card(vault, validity_days=product.validity_days or 365, now=now))
     elif priced.sandbox:
         params["sandbox_last4"] = sandbox.sandbox_code(redemption_id)[-4:]
     else:
@@ -416,8 +435,8 @@ def _release_budget(session: Session, program: ProgramInfo, created_at: datetime
 _SELECT = (
     "SELECT r.id, r.external_id, r.program_id, r.tariff_id, r.offer_id, r.product_id, r.msisdn, r.points,"
     " r.locale, r.status, r.status_reason, r.resend_count, r.created_at, r.updated_at, r.nominal_minor,"
-    " r.currency, r.reward_last4, r.reward_expires_at, r.code_id, r.card_id, r.first_sent_at, r.sandbox"
-    " FROM redemptions r"
+    " r.currency, r.reward_last4, r.reward_expires_at, r.code_id, r.card_id, r.first_sent_at, r.sandbox,"
+    " r.link_hash IS NOT NULL AS has_link, r.revealed_at FROM redemptions r"
 )
 
 
@@ -436,6 +455,7 @@ def to_out(snap: CatalogSnapshot, row: Any) -> RedemptionOut:
         status_reason=row.status_reason,
         resend_count=row.resend_count,
         sandbox=row.sandbox,
+        reward_url=link_of(get_vault(), row.id) if row.has_link else None,
         created_at=row.created_at,
         updated_at=row.updated_at,
         reward=RewardOut(
@@ -523,13 +543,14 @@ def find_redemptions(
 
 def can_cancel(row: Any, card: CardUse | None) -> bool:
     """The cancel rule: a redemption may be cancelled while nobody could have used its reward, i.e. a
-    code whose SMS no provider has taken yet (accepted or failed, never sent), or a card nobody has
-    touched (`card`: the redemption's card, None for a code). A cancelled one has nothing left to
-    cancel (`cancel` answers it as it is). `cancel` applies this rule and the console asks it."""
+    code whose SMS no provider has taken yet (accepted or failed, never sent) and that was never shown
+    on the reward page, or a card nobody has touched (`card`: the redemption's card, None for a code).
+    A cancelled one has nothing left to cancel (`cancel` answers it as it is). `cancel` applies this
+    rule and the console asks it."""
     if row.status == "cancelled":
         return False
     if row.card_id is None:
-        return row.first_sent_at is None and row.status in ("accepted", "failed")
+        return row.first_sent_at is None and row.revealed_at is None and row.status in ("accepted", "failed")
     return card is not None and card.untouched
 
 
@@ -550,11 +571,11 @@ def cancel(
         return to_out(snap, row)
     card = card_use(session, row.card_id, for_update=True) if row.card_id is not None else None
     if not can_cancel(row, card):
-        raise NotCancellable(
-            "the code has been sent to the subscriber"
-            if card is None
-            else "the card has been used, blocked or has expired"
-        )
+        if card is not None:
+            raise NotCancellable("the card has been used, blocked or has expired")
+        if row.first_sent_at is None and row.revealed_at is not None:  # as exposed as a sent SMS
+            raise NotCancellable("the code has been shown on the reward page")
+        raise NotCancellable("the code has been sent to the subscriber")
     if row.card_id is None:
         if row.code_id is not None:  # else a sandbox test code, from no pool
             release_code(driver(session), row.code_id, now=now)

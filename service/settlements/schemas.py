@@ -21,6 +21,10 @@ class ProductSettlement(BaseModel):
     exchanged: SettlementLine = Field(
         description="Certificates given for universal cards ('exchange' records)"
     )
+    exchanged_online: SettlementLine = Field(
+        description="Of `exchanged`, those the holders made on the reward page (channel online); the"
+        " rest were exchanged at the partner's desk"
+    )
     cost_to_pay: Money = Field(description="issued.cost + exchanged.cost")
 
 
@@ -28,6 +32,7 @@ class SettlementTotals(BaseModel):
     currency: str
     issued: SettlementLine
     exchanged: SettlementLine
+    exchanged_online: SettlementLine
     cost_to_pay: Money
 
 

@@ -47,6 +47,10 @@ def settlement(session: Session, partner_code: str, period: str) -> SettlementOu
             " sum(r.quantity) FILTER (WHERE r.type = 'exchange') AS exchanged,"
             " sum(r.face_value_minor) FILTER (WHERE r.type = 'exchange') AS exchanged_face,"
             " sum(r.cost_minor) FILTER (WHERE r.type = 'exchange') AS exchanged_cost,"
+            " sum(r.quantity) FILTER (WHERE r.type = 'exchange' AND r.channel = 'online') AS online,"
+            " sum(r.face_value_minor) FILTER (WHERE r.type = 'exchange' AND r.channel = 'online')"
+            "  AS online_face,"
+            " sum(r.cost_minor) FILTER (WHERE r.type = 'exchange' AND r.channel = 'online') AS online_cost,"
             " count(*) AS records"
             " FROM reconciliation_records r LEFT JOIN programs p ON p.id = r.program_id"
             " WHERE r.partner_id = :partner AND r.occurred_at >= :lo AND r.occurred_at < :hi"
@@ -74,7 +78,17 @@ def settlement(session: Session, partner_code: str, period: str) -> SettlementOu
         product = snap.products[product_id]
         n = [
             int(getattr(row, f) or 0) if row is not None else 0
-            for f in ("issued", "issued_face", "issued_cost", "exchanged", "exchanged_face", "exchanged_cost")
+            for f in (
+                "issued",
+                "issued_face",
+                "issued_cost",
+                "exchanged",
+                "exchanged_face",
+                "exchanged_cost",
+                "online",
+                "online_face",
+                "online_cost",
+            )  # fmt: skip
         ]
         products.append(
             ProductSettlement(
@@ -83,10 +97,11 @@ def settlement(session: Session, partner_code: str, period: str) -> SettlementOu
                 currency=currency,
                 issued=_line(n[0], n[1], n[2], currency),
                 exchanged=_line(n[3], n[4], n[5], currency),
+                exchanged_online=_line(n[6], n[7], n[8], currency),
                 cost_to_pay=Money.of(n[2] + n[5], currency),
             )
         )
-        total = totals.setdefault(currency, [0] * 6)
+        total = totals.setdefault(currency, [0] * 9)
         for i, value in enumerate(n):
             total[i] += value
     products.sort(key=lambda p: (p.sku, p.currency))
@@ -100,6 +115,7 @@ def settlement(session: Session, partner_code: str, period: str) -> SettlementOu
                 currency=c,
                 issued=_line(t[0], t[1], t[2], c),
                 exchanged=_line(t[3], t[4], t[5], c),
+                exchanged_online=_line(t[6], t[7], t[8], c),
                 cost_to_pay=Money.of(t[2] + t[5], c),
             )
             for c, t in sorted(totals.items())

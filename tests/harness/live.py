@@ -19,8 +19,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def live_api(pool_size: int = 5, **env: str):
-    port = free_port()
+def live_api(pool_size: int = 5, port: int | None = None, **env: str):
+    port = port or free_port()
     environment = {
         **os.environ,
         "DB_POOL_SIZE": str(pool_size),

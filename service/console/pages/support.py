@@ -17,6 +17,7 @@ from service.catalog.snapshot import get_snapshot
 from service.console import audit, views
 from service.console.deps import SUPPORT, staff, staff_form
 from service.console.web import PATH, Ctx, PageNotFound, redirect, render
+from service.holders import service as holders
 from service.kit.db.engine import new_session, transaction
 from service.kit.http.errors import NotFound, Problem
 from service.kit.values.phones import normalize_msisdn
@@ -93,7 +94,7 @@ def _redemption_page(ctx: Ctx, redemption_id: uuid.UUID, *, status: int = 200, *
         hooks = views.webhook_events(session, redemption_id)
         card = cards.card_details(session, redemption_id, now=_now()) if row.card_id is not None else None
         zone = snap.programs_by_id[row.program_id].zone
-        timeline = views.timeline(session, out, sms, hooks)
+        timeline = views.timeline(session, out, sms, hooks, holders.page_events(session, redemption_id))
         can_cancel = redemptions.cancellable(session, row)  # the API's rule, asked of the domain
     return render(
         ctx,

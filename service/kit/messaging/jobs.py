@@ -20,5 +20,9 @@ class Job:
 
 REWARD_SMS = Job(SMS_QUEUE, "deliver_reward_sms")  # kwargs: redemption_id, send
 REWARD_SMS_BATCH = Job(SMS_QUEUE, "deliver_reward_sms_batch")  # kwargs: jobs [[redemption_id, send], ...]
+# SMS to holders that are not the reward: one-time codes and certificates from the reward page go
+# with the reward SMS; expiry reminders are bulk and wait out quiet hours. kwargs: notice_id
+NOTICE_SMS = Job(SMS_QUEUE, "deliver_notice_sms")
+BULK_NOTICE_SMS = Job(BULK_SMS_QUEUE, "deliver_bulk_notice_sms")
 WEBHOOK = Job(WEBHOOK_QUEUE, "send_webhook")  # kwargs: event_id
 WEBHOOKS = Job(WEBHOOK_QUEUE, "send_webhooks")  # kwargs: event_ids

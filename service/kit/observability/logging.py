@@ -31,6 +31,11 @@ _SECRET_KEYS = {
     "short_message",
     "message_payload",
     "sms_text",
+    # The holders' pages: one-time codes, and the form tokens that stand for a page's token.
+    "otp",
+    "one_time_code",
+    "form_token",
+    "link_token",
 }
 # Keys whose values identify a person or a reward: shown by their last 4 characters only.
 _PARTIAL_KEYS = {
@@ -50,6 +55,10 @@ _API_KEY_RE = re.compile(r"\brk_[A-Za-z0-9]{6,}_[A-Za-z0-9_\-]{8,}")
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[^\s\"',]+")
 # Phone numbers: 10-15 digits, optionally with a leading + (E.164 and local Kazakh forms).
 _PHONE_RE = re.compile(r"(?<![\w.])(\+|%2B)?(\d{6,11})(\d{4})(?![\w])")
+# A reward page's link carries its token (service/kit/security/links.py): the path keeps its prefix.
+_LINK_RE = re.compile(r"(/r/)[0-9A-Za-z]{4,}")
+# The origin-bound last line of a one-time code SMS: `@host #123456`.
+_OTP_LINE_RE = re.compile(r"(@[\w.\-]+ #)\d{4,10}\b")
 
 
 def mask_tail(value: str, keep: int = 4) -> str:
@@ -63,6 +72,8 @@ def mask_text(text: str) -> str:
         lambda m: m.group(0).split("_")[0] + "_" + m.group(0).split("_")[1] + "_****", text
     )
     text = _BEARER_RE.sub(r"\1****", text)
+    text = _LINK_RE.sub(r"\1****", text)
+    text = _OTP_LINE_RE.sub(r"\1******", text)
     return _PHONE_RE.sub(lambda m: (m.group(1) or "") + "*" * len(m.group(2)) + m.group(3), text)
 
 
