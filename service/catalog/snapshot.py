@@ -47,6 +47,8 @@ class ProgramInfo:
     webhook_url: str | None
     monthly_budget_minor: int | None
     active: bool
+    sms_sender_ton: int | None = None  # None: from the sender's form (catalog.model.sender_address)
+    sms_sender_npi: int | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,8 @@ def load_snapshot(session: Session) -> CatalogSnapshot:
             p.webhook_url,
             p.monthly_budget_minor,
             p.active,
+            p.sms_sender_ton,
+            p.sms_sender_npi,
         )
         snap.programs[p.code] = snap.programs_by_id[p.id] = program
     for t in session.scalars(select(Tariff)):
