@@ -161,3 +161,20 @@ def test_the_rate_limit_counts_submit_sm_pdus_not_messages(client, keys, smsc, s
     assert parts == smsc.submits == 6
     assert asked[0] == parts  # every part of the batch asked for
     assert sum(min(a, 3) for a in asked) >= parts
+
+
+def test_the_workers_rate_limit_in_redis_counts_every_part(client, keys, smsc, smpp, monkeypatch):
+    """Three 2-part SMS under a limit of 4 PDUs a second: the per-second counters in Redis add up
+    to the 6 parts, never more than 4 in one second."""
+    from service.kit.config import get_settings
+    from workers.actors import _pace
+    from workers.broker import broker
+
+    provider = f"test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(get_settings(), "sms_provider", provider)
+    monkeypatch.setattr(get_settings(), "sms_rate_limit", 4)
+    jobs = [_long_sms(client, keys, msisdn=f"870155501{i:02d}") for i in range(3)]
+    outcomes = deliver_many(jobs, provider=smpp, pace=_pace)
+    assert {o.result for o in outcomes.values()} == {"sent"}
+    counters = [int(broker.client.get(k)) for k in broker.client.keys(f"sms-provider-rate:{provider}:*")]
+    assert sum(counters) == smsc.submits == 6 and max(counters) <= 4

@@ -301,3 +301,70 @@ def test_a_certificate_the_session_does_not_trust_never_gets_a_bind(tls_smsc):
         session.close()
     assert isinstance(result, UnavailableSmsError)
     assert tls_smsc.binds == [] and tls_smsc.submits == 0
+
+
+def test_a_programs_numeric_short_code_goes_out_as_ton_3_and_an_alphanumeric_sender_as_ton_5(
+    client, keys, smsc, tmp_path
+):
+    import shutil
+
+    from catalog import DEMO_CATALOG
+    from catalog.loader import load_catalog
+    from service.catalog.service import apply_catalog
+    from service.catalog.snapshot import invalidate_snapshot
+    from service.kit.db.engine import transaction
+
+    copy = tmp_path / "catalog"
+    shutil.copytree(DEMO_CATALOG, copy, ignore=shutil.ignore_patterns("codes"))
+    programs = copy / "programs.yaml"
+    programs.write_text(programs.read_text().replace("sms_sender: QazaqBiz", 'sms_sender: "7575"'))
+    with transaction() as s:
+        apply_catalog(s, load_catalog(copy))
+    invalidate_snapshot()
+    point_webhooks_at("http://127.0.0.1:9/hooks")
+    import_codes_for("ARAY-CINEMA-2000", 1)
+    business = post_redemption(
+        client,
+        keys,
+        role="admin",
+        program="business",
+        tariff="biz-start",
+        offer="gift-card-20000",
+        points=20000,
+        msisdn="87015550101",
+    )
+    mobile = post_redemption(client, keys, msisdn="87015550102")
+    jobs = [Job(uuid.UUID(r.json()["id"]), 0) for r in (business, mobile)]
+    session = SmppSession(smsc.host, smsc.port, "rewards", "", on_receipts=_ignore)
+    try:
+        assert {o.result for o in deliver_many(jobs, provider=SmppProvider(session)).values()} == {"sent"}
+    finally:
+        session.close()
+    by_to = {m.to: (m.sender, m.source_ton, m.source_npi) for m in smsc.received}
+    assert by_to == {"+77015550101": ("7575", 3, 0), "+77015550102": ("QazaqBonus", 5, 0)}
+
+
+def test_a_worker_process_unbinds_before_it_exits(services, smsc):
+    """`rewards worker` binds its reward-SMS processes at boot and unbinds them on SIGTERM."""
+    import os
+    import signal
+
+    from tests.harness.delivery import Worker
+
+    env = {
+        **os.environ,
+        "SMS_PROVIDER": "smpp",
+        "SMPP_HOST": smsc.host,
+        "SMPP_PORT": str(smsc.port),
+        "SMPP_SYSTEM_ID": "rewards",
+        "LOG_LEVEL": "WARNING",
+    }
+    worker = Worker(env, processes=1).start()
+    try:
+        wait_until(lambda: smsc.bound_sessions == 1, 60, what="the worker's bind")
+        os.kill(worker.proc.pid, signal.SIGTERM)  # as an orchestrator does: the main process only
+        worker.proc.wait(timeout=30)
+    finally:
+        worker.stop()
+    wait_until(lambda: smsc.closed_after_unbind == 1, 10, what="the unbind before the exit")
+    assert smsc.unbinds_received == 1

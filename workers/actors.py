@@ -35,8 +35,9 @@ class BindSmscAtBoot(dramatiq.Middleware):
             SMPP_BOUND.labels(f"{settings.smpp_host}:{settings.smpp_port}").set(0)
             delivery.get_provider()
 
-    def before_worker_shutdown(self, broker, worker) -> None:
-        """The SMPP session unbinds (and waits for unbind_resp, bounded) before the process exits."""
+    def after_worker_shutdown(self, broker, worker) -> None:
+        """Once the actor threads have finished their messages, the SMPP session unbinds (and waits
+        for unbind_resp, bounded) before the process exits."""
         delivery.close_provider()
 
 
