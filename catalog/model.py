@@ -37,7 +37,18 @@ def sender_address(sender: str, ton: int | None = None, npi: int | None = None) 
     return (default[0] if ton is None else ton, default[1] if npi is None else npi)
 
 
-TEMPLATE_FIELDS = {"program", "offer", "code", "pin", "card_number", "nominal", "expires", "brand", "partner"}
+TEMPLATE_FIELDS = {
+    "program",
+    "offer",
+    "code",
+    "pin",
+    "card_number",
+    "nominal",
+    "expires",
+    "validity",  # "Действует до 31.12.2026" / "Срок действия не ограничен", per locale
+    "brand",
+    "partner",
+}
 
 
 class Strict(BaseModel):

@@ -164,3 +164,22 @@ def test_the_sms_of_a_page_are_read_through_the_index(client, keys, smsc, smpp):
     walk(node)
     assert not [n for n in found if n["Node Type"] == "Seq Scan"], found
     assert any(n.get("Index Name") == "uq_sms_messages_redemption_id_send" for n in found), found
+
+
+@pytest.mark.parametrize(
+    "expires_at,ru,kk",
+    [
+        (None, "Срок действия не ограничен.", "Жарамдылық мерзімі шектелмеген."),
+        ("2027-01-31T18:00:00Z", "Действует до 31.01.2027.", "31.01.2027 дейін жарамды."),
+    ],
+)
+def test_the_sms_of_a_code_with_and_without_expiry_reads_right(client, keys, smsc, smpp, expires_at, ru, kk):
+    point_webhooks_at("http://127.0.0.1:9/hooks")
+    import_codes_for("ARAY-CINEMA-2000", 2, expires_at=expires_at)
+    jobs = []
+    for locale, msisdn in (("ru", "87011110001"), ("kk", "87011110002")):
+        made = post_redemption(client, keys, msisdn=msisdn, locale=locale)
+        jobs.append(Job(uuid.UUID(made.json()["id"]), 0))
+    deliver_many(jobs, provider=smpp)
+    texts = {m.to: m.text for m in smsc.received}
+    assert texts["+77011110001"].endswith(ru) and texts["+77011110002"].endswith(kk)

@@ -33,7 +33,7 @@ from service.delivery.providers import (
     UnavailableSmsError,
     build_provider,
 )
-from service.delivery.text import NO_EXPIRY, format_amount, render
+from service.delivery.text import format_amount, render
 from service.events import webhooks
 from service.kit.config import RetryClass, SmsRetry, get_settings
 from service.kit.db.engine import batch, driver, transaction
@@ -114,11 +114,6 @@ def _fields(row: Any, snap, secrets: dict[tuple[str, int], tuple[str, str]]) -> 
         "brand": product.brand or "",
         "partner": product.partner_code or "",
         "nominal": format_amount(row.nominal_minor, row.currency, locale),
-        "expires": (
-            row.reward_expires_at.astimezone(program.zone).strftime("%d.%m.%Y")
-            if row.reward_expires_at
-            else NO_EXPIRY.get(locale, NO_EXPIRY["ru"])
-        ),
         "code": "",
         "pin": "",
         "card_number": "",
@@ -379,7 +374,12 @@ def _render(db: Any, ready: list[Any], snap) -> list[Claimed]:
     for row in ready:
         program = snap.programs_by_id[row.program_id]
         kind, fields = _fields(row, snap, secrets)
-        rendered = render(program.templates, kind, row.locale, fields)
+        expires = (
+            row.reward_expires_at.astimezone(program.zone).strftime("%d.%m.%Y")
+            if row.reward_expires_at
+            else None
+        )
+        rendered = render(program.templates, kind, row.locale, fields, expires=expires)
         digest = vault.fingerprint(rendered.text).hex()[:32]
         part_ids: tuple[str | None, ...] = ()
         reference = row.message_id % 256 if row.udh_reference is None else row.udh_reference
