@@ -368,3 +368,50 @@ def test_a_worker_process_unbinds_before_it_exits(services, smsc):
         worker.stop()
     wait_until(lambda: smsc.closed_after_unbind == 1, 10, what="the unbind before the exit")
     assert smsc.unbinds_received == 1
+
+
+def test_rewards_smsc_serves_tls_for_local_stacks(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.harness.stack import free_port
+
+    cert, key = _self_signed(tmp_path)
+    port = free_port()
+    smsc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "smsc",
+            "--port",
+            str(port),
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ],
+        env={**os.environ, "LOG_LEVEL": "WARNING"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    session = SmppSession(
+        "127.0.0.1",
+        port,
+        "rewards",
+        "",
+        on_receipts=_ignore,
+        ssl_context=ssl.create_default_context(cafile=cert),
+        server_hostname="smsc.test",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        result = None
+        while time.monotonic() < deadline and not isinstance(result, list):
+            result = session.submit_many([_sms(1)], timeout=5)[0]
+        assert isinstance(result, list) and len(result) == 1
+    finally:
+        session.close()
+        smsc.terminate()
+        smsc.wait(timeout=10)

@@ -554,7 +554,7 @@ def _record_results(
             "error": str(result),
             "code": result.code,
             "parts": parts,
-            "ids": [i for i in parts or () if i is not None],
+            "ids": [i for i in parts or () if i is not None] or None,
         }
         if isinstance(result, PermanentSmsError):
             done.failed.append((c, f"permanent provider error: {result}", result.code, parts or []))
