@@ -192,9 +192,8 @@ def table(
             out.append(f"| {name} | not injected: {r.skipped} |" + " |" * 11)
             continue
         recovery = f"{fmt(r.api_back)} / {fmt(r.drained)}" if r and r.window else "-"
-        resend = (
-            r.resend.split(" (")[0].removeprefix("longest ").removesuffix(" s") if r and r.resend else "-"
-        )
+        every = (r.resend.at_once + r.resend.in_doubt) if r and r.resend else []
+        resend = fmt(max(every)) if every else "-"
         out.append(
             f"| {name} | {len(phase_ops)} | {sum(answered.values())} |"
             f" {sum(1 for op in phase_ops if op.final == 201)} | {answered['503']} | {answered['500']} |"
