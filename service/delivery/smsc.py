@@ -330,7 +330,8 @@ class TestSmsc:
         self.drop_until = 0.0
         self.refuse_binds_until = 0.0
         self.received: list[ReceivedSms] = []
-        self.seen: list[SubmitSeen] = []  # every submit_sm
+        # every submit_sm (the latest 200,000: a long-running local SMSC must not grow without end)
+        self.seen: collections.deque[SubmitSeen] = collections.deque(maxlen=200_000)
         self.binds: list[BindSeen] = []
         self.max_outstanding = 0  # the most submit_sm of one session in flight at once
         self.submits = 0
