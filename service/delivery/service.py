@@ -68,8 +68,12 @@ class Claimed:
     sms: OutgoingSms
     locale: str  # the template's locale the text was rendered in
     sandbox: bool = False  # a sandbox key's redemption: to the sandbox provider only
-    text_digest: str = ""  # of the rendered text: the parts of earlier attempts belong to it
     failures: dict[str, int] | None = None  # errors so far per class
+
+
+def text_digest(vault: Any, text: str) -> str:
+    """Which text the parts taken so far belong to: a keyed HMAC (the text holds the code)."""
+    return vault.fingerprint(text).hex()[:32]
 
 
 def _settings():
@@ -205,7 +209,7 @@ def _mark_sent(
     # provider ids into sms_provider_messages, where receipts look them up.)
     db.execute(
         "UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids,"
-        " part_ids = u.ids, sent_at = %s, updated_at = %s, last_error = NULL, error_code = NULL"
+        " part_ids = NULL, sent_at = %s, updated_at = %s, last_error = NULL, error_code = NULL"
         " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
         " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
         (
@@ -380,11 +384,13 @@ def _render(db: Any, ready: list[Any], snap) -> list[Claimed]:
             else None
         )
         rendered = render(program.templates, kind, row.locale, fields, expires=expires)
-        digest = vault.fingerprint(rendered.text).hex()[:32]
         part_ids: tuple[str | None, ...] = ()
         reference = row.message_id % 256 if row.udh_reference is None else row.udh_reference
         if row.part_ids and any(row.part_ids):
-            if row.text_digest == digest and len(row.part_ids) == rendered.segments:
+            if (
+                row.text_digest == text_digest(vault, rendered.text)
+                and len(row.part_ids) == rendered.segments
+            ):
                 part_ids = tuple(row.part_ids)
             else:
                 reference = (reference + 1) % 256
@@ -407,7 +413,6 @@ def _render(db: Any, ready: list[Any], snap) -> list[Claimed]:
                 ),
                 rendered.locale,
                 row.sandbox,
-                digest,
                 dict(row.failures or {}),
             )
         )
@@ -416,27 +421,26 @@ def _render(db: Any, ready: list[Any], snap) -> list[Claimed]:
 
 def _mark_submitting(db: Any, claimed: list[Claimed], now: datetime) -> None:
     """An attempt starts: `submitting` until its outcome is recorded. Receipts already seen stay for
-    the parts still known (taken by earlier attempts of this text); others are dropped."""
+    the parts still known (taken by earlier attempts of this text); others are dropped. (The parts'
+    state is written only when an attempt ends with some parts taken and others not: `_record`.)"""
     submitting = [
         {
             "id": c.message_id,
             "encoding": c.sms.encoding,
             "segments": c.sms.segments,
             "locale": c.locale,
-            "digest": c.text_digest,
-            "reference": c.sms.udh_reference,
-            "parts": list(c.sms.part_ids) if c.sms.part_ids else None,
+            "parts": [i for i in c.sms.part_ids if i] or None,
         }
         for c in claimed
     ]
     db.execute(
         "UPDATE sms_messages m SET status = 'submitting', attempts = m.attempts + 1,"
         " submit_started_at = %s, encoding = u.encoding, segments = u.segments, locale = u.locale,"
-        " updated_at = %s, text_digest = u.digest, udh_reference = u.reference, part_ids = u.parts,"
-        " receipts = coalesce((SELECT jsonb_object_agg(k, v) FROM jsonb_each(m.receipts) AS e(k, v)"
-        "   WHERE k = ANY(u.parts)), '{}')"
+        " updated_at = %s, receipts = CASE WHEN u.parts IS NULL THEN '{}' ELSE coalesce("
+        "   (SELECT jsonb_object_agg(k, v) FROM jsonb_each(m.receipts) AS e(k, v) WHERE k = ANY(u.parts)),"
+        "   '{}') END"
         " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, encoding varchar, segments int,"
-        "   locale varchar, digest varchar, reference int, parts varchar[])"
+        "   locale varchar, parts varchar[])"
         " WHERE m.id = u.id AND m.id = ANY(%s)",
         (now, now, batch(submitting), [c.message_id for c in claimed]),
     )
@@ -548,13 +552,15 @@ def _record_results(
             done.sent.append((c.message_id, c.job.redemption_id, result))
             outcomes[c.job] = SendOutcome(SendResult.SENT)
             continue
-        parts = list(result.part_ids) or None
+        parts = list(result.part_ids) if any(result.part_ids) else None  # some parts taken
         row = {
             "id": c.message_id,
             "error": str(result),
             "code": result.code,
             "parts": parts,
             "ids": [i for i in parts or () if i is not None] or None,
+            "digest": text_digest(get_vault(), c.sms.text) if parts else None,
+            "reference": c.sms.udh_reference if parts else None,
         }
         if isinstance(result, PermanentSmsError):
             done.failed.append((c, f"permanent provider error: {result}", result.code, parts or []))
@@ -580,6 +586,15 @@ def _record_results(
     SMS_OUTCOMES.labels("in_doubt").inc(len(done.in_doubt))
 
 
+# An attempt that ended with some parts taken and others not: the parts' ids, the text they belong to
+# and its UDH reference, for the next attempt (nothing is written when no part was taken).
+_PARTS_SET = (
+    " part_ids = coalesce(u.parts, m.part_ids), text_digest = coalesce(u.digest, m.text_digest),"
+    " udh_reference = coalesce(u.reference, m.udh_reference),"
+    " provider_message_ids = coalesce(u.ids, m.provider_message_ids)"
+)
+
+
 def _record(done: _Outcomes, *, provider: str, attempts: int = 3) -> None:
     """The outcomes of a submitted batch, in one transaction. Retried on a lock conflict (it is all
     idempotent); if it still fails, the messages stay `submitting` and their receipts settle them."""
@@ -594,30 +609,29 @@ def _record(done: _Outcomes, *, provider: str, attempts: int = 3) -> None:
                     db.execute(
                         "UPDATE sms_messages m SET status = 'pending', last_error = u.error,"
                         " error_code = u.code, updated_at = %s, provider = %s,"
-                        " part_ids = coalesce(u.parts, m.part_ids),"
-                        " provider_message_ids = coalesce(u.ids, m.provider_message_ids),"
-                        " failures = m.failures || jsonb_build_object(u.kind, u.count)"
+                        + _PARTS_SET
+                        + ", failures = m.failures || jsonb_build_object(u.kind, u.count)"
                         " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, error text, code varchar,"
-                        "   parts varchar[], ids varchar[], kind varchar, count int)"
+                        "   parts varchar[], ids varchar[], digest varchar, reference int, kind varchar,"
+                        "   count int)"
                         " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
                         (now, provider, batch(done.retry), [r["id"] for r in done.retry]),
                     )
                 if done.in_doubt:
                     db.execute(
                         "UPDATE sms_messages m SET last_error = u.error, updated_at = %s, provider = %s,"
-                        " part_ids = coalesce(u.parts, m.part_ids),"
-                        " provider_message_ids = coalesce(u.ids, m.provider_message_ids)"
-                        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, error text, parts varchar[],"
-                        "   ids varchar[])"
+                        + _PARTS_SET
+                        + " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, error text, parts varchar[],"
+                        "   ids varchar[], digest varchar, reference int)"
                         " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
                         (now, provider, batch(done.in_doubt), [r["id"] for r in done.in_doubt]),
                     )
                 if done.failed:
                     db.execute(
                         "UPDATE sms_messages m SET provider = %s,"
-                        " part_ids = coalesce(u.parts, m.part_ids),"
-                        " provider_message_ids = coalesce(u.ids, m.provider_message_ids)"
-                        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, parts varchar[], ids varchar[])"
+                        + _PARTS_SET
+                        + " FROM jsonb_to_recordset(%s::jsonb)"
+                        " AS u(id bigint, parts varchar[], ids varchar[], digest varchar, reference int)"
                         " WHERE m.id = u.id AND m.id = ANY(%s) AND u.ids IS NOT NULL",
                         (
                             provider,
@@ -627,6 +641,8 @@ def _record(done: _Outcomes, *, provider: str, attempts: int = 3) -> None:
                                         "id": c.message_id,
                                         "parts": parts or None,
                                         "ids": [i for i in parts if i is not None] or None,
+                                        "digest": text_digest(get_vault(), c.sms.text),
+                                        "reference": c.sms.udh_reference,
                                     }
                                     for c, _, _, parts in done.failed
                                 ]
@@ -772,8 +788,8 @@ def apply_receipts(
         touched = {sms_id: messages[sms_id] for sms_id in sorted(placed)}
         settled = []
         for sms_id, m in touched.items():
-            parts = m.at_provider()
-            if m.in_doubt and all(parts):
+            parts = m.at_provider() if m.in_doubt else []
+            if parts and all(parts):
                 log.info("sms_in_doubt_settled_by_receipt", redemption_id=str(m.redemption_id))
                 m.status, m.ids = "sent", [i for i in parts if i]
                 settled.append((sms_id, m.redemption_id, m.ids))
