@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import ssl
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -96,6 +97,27 @@ def test_the_smscs_unbind_is_answered_and_the_session_binds_again(smsc):
         assert isinstance(session.submit(_sms(2)), list)
     finally:
         session.close()
+
+
+def test_the_answers_to_submits_in_flight_when_the_smsc_unbinds_are_still_read(smsc):
+    """The SMSC unbinds while it has submits to answer: the session answers unbind_resp, writes
+    nothing more, and reads the answers the SMSC sends before it closes; none of them is in doubt."""
+    smsc.response_delay = 0.5
+    session = SmppSession(smsc.host, smsc.port, "rewards", "", on_receipts=_ignore)
+    try:
+        session.submit(_sms(99))
+        results: list = []
+        sender = threading.Thread(
+            target=lambda: results.extend(session.submit_many([_sms(i) for i in range(6)]))
+        )
+        sender.start()
+        wait_until(lambda: smsc.submits >= 1 + 6, 5, what="the submits in flight")
+        assert smsc.unbind() == 1
+        sender.join(timeout=20)
+    finally:
+        session.close()
+    assert smsc.unbind_resps == 1
+    assert all(isinstance(r, list) for r in results), results  # every one answered, none in doubt
 
 
 def test_a_session_that_gives_up_on_a_silent_smsc_unbinds_before_it_reconnects(smsc):

@@ -620,6 +620,7 @@ class SmppSession:
                 for raw in self._recv(link):
                     self._dispatch(link, raw)
             except _Unbound:
+                self._drain(link)
                 link.backoff = 0.05  # the SMSC asked: bind again right away
                 self._drop(link, "the SMSC unbound the session")
             except (OSError, ConnectionError) as exc:
@@ -793,6 +794,19 @@ class SmppSession:
             self._write(link, pdu)
             deadline = time.monotonic() + self.unbind_timeout
             while link.unbind_sequence is not None and (left := deadline - time.monotonic()) > 0:
+                for ready in self._readable([link], min(left, 0.05)):
+                    for raw in self._recv(ready):
+                        self._dispatch(ready, raw)
+        except (OSError, ConnectionError, _Unbound):
+            pass
+
+    def _drain(self, link: _Link) -> None:
+        """After the SMSC's unbind (answered): nothing more is written on the link, and the answers
+        to the submits in flight are read until the SMSC closes it (`unbind_timeout` at most), so
+        that only those it never answered are in doubt."""
+        deadline = time.monotonic() + self.unbind_timeout
+        try:
+            while link.inflight and (left := deadline - time.monotonic()) > 0:
                 for ready in self._readable([link], min(left, 0.05)):
                     for raw in self._recv(ready):
                         self._dispatch(ready, raw)

@@ -572,6 +572,7 @@ class TestSmsc:
             with self._lock:
                 if session.unbind_sent == sequence:
                     self.unbind_resps += 1
+            self._flush_late(session)  # an SMSC answers what it took before it closes
             self._close(session)
         elif not command_id & RESP:
             session.send(pdu_bytes(GENERIC_NACK, sequence, status=ESME_RINVCMDID))
@@ -598,6 +599,19 @@ class TestSmsc:
                 self._late, (time.monotonic() + self.response_delay, next(self._late_seq), session, pdu)
             )
             self._late_ready.notify()
+
+    def _flush_late(self, session: _Session) -> None:
+        with self._late_ready:
+            mine = [entry for entry in self._late if entry[2] is session]
+            self._late = [entry for entry in self._late if entry[2] is not session]
+            heapq.heapify(self._late)
+        for _, _, _, pdu in sorted(mine, key=lambda entry: entry[:2]):
+            with self._lock:
+                session.outstanding -= 1
+            try:
+                session.send(pdu)
+            except OSError:
+                return
 
     def _late_loop(self) -> None:
         while not self._stop.is_set():
