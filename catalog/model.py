@@ -19,9 +19,37 @@ Slug = str
 SLUG = r"^[a-z0-9][a-z0-9\-_]{0,63}$"
 SKU = r"^[A-Z0-9][A-Z0-9\-_]{0,63}$"
 LOCALES = ("ru", "kk", "en")
+ALPHANUMERIC_TON = 5
+NUMERIC_SENDER_TONS = {1, 2, 3, 6}
+SENDER_NPIS = {0, 1, 3, 4, 6, 8, 9, 10, 14, 18}  # SMPP 3.4 section 5.2.6
+
+
+def sender_address(sender: str, ton: int | None = None, npi: int | None = None) -> tuple[int, int]:
+    """The TON/NPI of an SMS sender: given ones win; else an alphanumeric sender is TON 5 (NPI 0), a
+    short code (up to 8 digits) TON 3 network specific (NPI 0), a longer number TON 1 international
+    (NPI 1, E.164)."""
+    if not sender.isdigit():
+        default = (ALPHANUMERIC_TON, 0)
+    elif len(sender) <= 8:
+        default = (3, 0)
+    else:
+        default = (1, 1)
+    return (default[0] if ton is None else ton, default[1] if npi is None else npi)
+
+
 TEMPLATE_FIELDS = {
-    "program", "offer", "code", "pin", "card_number", "nominal", "expires", "brand", "partner", "link",
-}  # fmt: skip
+    "program",
+    "offer",
+    "code",
+    "pin",
+    "card_number",
+    "nominal",
+    "expires",
+    "validity",  # "Действует до 31.12.2026" / "Срок действия не ограничен", per locale
+    "brand",
+    "partner",
+    "link",  # the reward page, PUBLIC_URL/r/<token>
+}
 
 
 class Strict(BaseModel):
@@ -192,7 +220,18 @@ class ProgramSpec(Strict):
     currency: str = "KZT"
     timezone: str = "Asia/Almaty"
     sms_sender: str = Field(
-        pattern=r"^[A-Za-z0-9 .\-]{1,11}$", description="alphanumeric sender id, 11 chars max"
+        pattern=r"^[A-Za-z0-9 .\-]{1,11}$",
+        description="alphanumeric sender id (11 chars max), or a numeric short code or number",
+    )
+    sms_sender_ton: int | None = Field(
+        default=None,
+        description="the sender's type of number in submit_sm: 5 alphanumeric; a numeric short code 3"
+        " (network specific) or 1 (international), or 2 national, 6 abbreviated. Default: 5 for an"
+        " alphanumeric sender, 3 for up to 8 digits, 1 for a longer number",
+    )
+    sms_sender_npi: int | None = Field(
+        default=None,
+        description="the sender's numbering plan: 0 unknown, 1 ISDN/E.164, ... Default: 1 with TON 1, else 0",
     )
     monthly_budget: str | None = None
     webhook_url: str | None = Field(default=None, pattern=r"^https?://")
@@ -236,6 +275,21 @@ class ProgramSpec(Strict):
 
     @model_validator(mode="after")
     def _checks(self) -> ProgramSpec:
+        numeric = self.sms_sender.isdigit()
+        if self.sms_sender_ton is not None:
+            allowed = NUMERIC_SENDER_TONS if numeric else {ALPHANUMERIC_TON}
+            if self.sms_sender_ton not in allowed:
+                raise ValueError(
+                    f"sms_sender_ton {self.sms_sender_ton} does not fit the sender {self.sms_sender!r}:"
+                    + (
+                        " a numeric sender is TON 3 (network specific, a short code), 1 (international),"
+                        " 2 (national) or 6 (abbreviated), never 5"
+                        if numeric
+                        else " an alphanumeric sender is TON 5"
+                    )
+                )
+        if self.sms_sender_npi is not None and self.sms_sender_npi not in SENDER_NPIS:
+            raise ValueError(f"sms_sender_npi must be one of {sorted(SENDER_NPIS)}")
         if self.currency not in EXPONENTS:
             raise ValueError(f"unsupported currency {self.currency!r}")
         if self.monthly_budget is not None:

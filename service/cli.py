@@ -433,13 +433,25 @@ def smsc(
     receipt_delay: Annotated[float, typer.Option(help="Seconds from submit to the delivery receipt")] = 0.0,
     record: Annotated[str | None, typer.Option(help="Append a JSON line per received message here")] = None,
     control: Annotated[
-        bool, typer.Option(help="Read fault commands from stdin (refuse-binds S, drop [S], throttle S)")
+        bool,
+        typer.Option(
+            help="Read fault commands from stdin (refuse-binds S, drop [S], drop-in-flight N, unbind,"
+            " throttle S, refuse-part N STATUS, unknown-command, receipts ..., ids ...: docs/delivery.md)"
+        ),
     ] = False,
+    tls_cert: Annotated[str | None, typer.Option(help="Serve TLS with this certificate (PEM)")] = None,
+    tls_key: Annotated[str | None, typer.Option(help="The certificate's private key (PEM)")] = None,
 ) -> None:
     """A test SMSC (SMPP 3.4 server) for local stacks; it delivers nothing to phones."""
+    import ssl
+
     from service.delivery.smsc import run_forever
 
-    run_forever(host, port, receipt_delay, record, controlled=control)
+    context = None
+    if tls_cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls_cert, tls_key)
+    run_forever(host, port, receipt_delay, record, controlled=control, ssl_context=context)
 
 
 @webhooks_app.command("secret")

@@ -205,3 +205,34 @@ def test_a_failure_in_the_middle_of_apply_leaves_the_old_catalog(
     assert _counts() == before_counts and _snapshot() == before_rows
     with new_session() as s:
         assert s.scalar(select(Partner.name).where(Partner.code == "aray-cinema")) == "Aray Cinema"
+
+
+def test_a_programs_sender_gets_the_ton_and_npi_of_its_form_unless_the_catalog_says(db, catalog_copy: Path):
+    """An alphanumeric sender is TON 5; a numeric short code TON 3 (network specific), or what the
+    catalog says (1, international); never 5 for a number."""
+    programs = catalog_copy / "programs.yaml"
+    original = programs.read_text()
+    programs.write_text(
+        original.replace("sms_sender: QazaqHome", 'sms_sender: "7575"').replace(
+            "sms_sender: QazaqBiz", 'sms_sender: "77012345678"\n    sms_sender_ton: 1\n    sms_sender_npi: 1'
+        )
+    )
+    with transaction() as s:
+        apply_catalog(s, load_catalog(catalog_copy))
+    with new_session() as s:
+        rows = s.execute(
+            select(Program.code, Program.sms_sender, Program.sms_sender_ton, Program.sms_sender_npi)
+        )
+        assert {r.code: tuple(r)[1:] for r in rows} == {
+            "mobile-bonus": ("QazaqBonus", 5, 0),
+            "home-internet": ("7575", 3, 0),
+            "business": ("77012345678", 1, 1),
+        }
+    for sender, ton in (('"7575"', 5), ("QazaqHome", 3)):
+        programs.write_text(
+            original.replace("sms_sender: QazaqHome", f"sms_sender: {sender}\n    sms_sender_ton: {ton}")
+        )
+        with pytest.raises(CatalogError) as caught:
+            load_catalog(catalog_copy)
+        (problem,) = caught.value.problems
+        assert problem.file.endswith("programs.yaml") and "sms_sender_ton" in problem.message

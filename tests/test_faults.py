@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from tests.conftest import import_codes_for, redemption_body
-from tests.harness.faults import pg_fast_restart, redis_empty, run_phase
+from tests.harness.faults import pg_fast_restart, redis_empty, run_phase, smsc_drop, smsc_unbind
 from tests.harness.loyalty import LoyaltySystem, RawHttp, ReadinessProbe
 from tests.harness.stack import free_port, stack
 from tests.harness.verdict import check, wait_settled
@@ -90,6 +90,30 @@ def test_redis_restarted_empty_under_load_loses_nothing_and_sends_nothing_twice(
     # the redemptions before the restart went out well inside OUTBOX_STALE_SECONDS (120 here), after
     # which the sweeper would have found them.
     assert result.drained is not None and result.drained < 60
+
+
+def test_an_smsc_drop_with_submits_in_flight_resends_what_never_left_at_once_and_doubles_nothing(
+    service_stack,
+):
+    """The SMSC holds 16 submits unanswered (taking every other SMS among them) and drops every
+    connection. What the session had not written yet reaches the SMSC within seconds of the drop;
+    the held SMS the SMSC took are settled by their receipts (never sent twice); the held ones it did
+    not take stay in doubt for SMS_IN_DOUBT_SECONDS (30 here) and then go again."""
+    result, ops, verdict = under_load(service_stack, "smsc drops mid-window", smsc_drop, first=200_000)
+    assert verdict.total_lost == 0 and verdict.total_doubled == 0
+    resend = result.resend
+    print(f"SMS outstanding at the drop reached the SMSC: {resend}")
+    assert resend is not None and resend.held == 16 and 0 < resend.taken < 16
+    assert all(delay < 10 for delay in resend.at_once)  # reconnect and bind, not the in-doubt window
+    # the held SMS the SMSC did not take, and any written after them and never read: in doubt for
+    # SMS_IN_DOUBT_SECONDS (30 here, counted from their submit, just before the drop)
+    assert resend.in_doubt and 25 <= min(resend.in_doubt) and max(resend.in_doubt) < 90
+
+
+def test_an_smsc_that_unbinds_under_load_loses_nothing_and_sends_nothing_twice(service_stack):
+    result, ops, verdict = under_load(service_stack, "smsc unbinds", smsc_unbind, first=300_000)
+    assert verdict.total_lost == 0 and verdict.total_doubled == 0
+    assert result.drained is not None and result.drained < 30
 
 
 TOTAL, CONNECTIONS = 50_000, 16

@@ -81,3 +81,53 @@ def test_parts_rejoin_to_the_whole_text_and_each_is_filled_as_far_as_the_boundar
             if encoding == GSM7
             else all(not 0xD8 <= p[-2] <= 0xDB for p in parts)
         )
+
+
+def _demo_templates() -> dict:
+    from catalog import DEMO_CATALOG
+    from catalog.loader import load_catalog
+
+    program = load_catalog(DEMO_CATALOG).spec.programs[0]
+    return program.templates.model_dump(mode="json")
+
+
+# No PUBLIC_URL: the demo templates' trailing {link} is empty (and the text stripped).
+FIELDS = {
+    "program": "Mobile Bonus",
+    "offer": "Кино",
+    "code": "AB12",
+    "brand": "Qazaq",
+    "nominal": "5000 ₸",
+    "link": "",
+}
+
+
+@pytest.mark.parametrize(
+    "locale,until,forever",
+    [
+        ("ru", "Код: AB12. Действует до 31.12.2026.", "Код: AB12. Срок действия не ограничен."),
+        ("kk", "Код: AB12. 31.12.2026 дейін жарамды.", "Код: AB12. Жарамдылық мерзімі шектелмеген."),
+        ("en", "Code: AB12. Valid until 31.12.2026.", "Code: AB12. No expiry date."),
+    ],
+)
+def test_a_reward_without_expiry_reads_as_its_own_phrase_in_every_locale(locale, until, forever):
+    templates = _demo_templates()
+    with_date = render(templates, "code", locale, FIELDS, expires="31.12.2026").text
+    without = render(templates, "code", locale, FIELDS, expires=None).text
+    assert with_date.endswith(until) and without.endswith(forever)
+
+
+def test_no_demo_template_says_until_no_expiry():
+    templates = _demo_templates()
+    texts = [
+        render(templates, kind, locale, {**FIELDS, "card_number": "9398", "pin": "1234"}, expires=None).text
+        for kind in ("code", "universal_card")
+        for locale in ("ru", "kk", "en")
+    ]
+    for wrong in ("до бессрочно", "мерзімсіз дейін", "until no expiry", "бессрочно", "мерзімсіз"):
+        assert not any(wrong in text for text in texts), (wrong, texts)
+
+
+def test_the_no_expiry_phrase_follows_the_template_used_when_the_locale_falls_back_to_ru():
+    fallback = render({"code": {"ru": "Код {code}. {validity}."}}, "code", "kk", FIELDS, expires=None)
+    assert (fallback.locale, fallback.text) == ("ru", "Код AB12. Срок действия не ограничен.")

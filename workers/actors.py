@@ -37,6 +37,11 @@ class BindSmscAtBoot(dramatiq.Middleware):
             SMPP_BOUND.labels(f"{settings.smpp_host}:{settings.smpp_port}").set(0)
             delivery.get_provider()
 
+    def after_worker_shutdown(self, broker, worker) -> None:
+        """Once the actor threads have finished their messages, the SMPP session unbinds (and waits
+        for unbind_resp, bounded) before the process exits."""
+        delivery.close_provider()
+
 
 class PromptPolling(dramatiq.Middleware):
     """An idle consumer looks at its queue every DRAMATIQ_WORKER_TIMEOUT_MS, not every second."""
@@ -97,17 +102,17 @@ def take_provider_slots(provider: str, limit: int, wanted: int) -> tuple[int, in
     return int(granted), int(wait_us), int(second)
 
 
-def _provider_slots(wanted: int) -> int:
-    """Takes up to `wanted` send slots of this second, waiting for the next second if none is left."""
+def _pace(wanted: int) -> int:
+    """Up to `wanted` submit_sm PDUs of this second (operators throttle PDUs, so a long SMS costs one
+    per part), or, if none is left, of the next second after waiting for it; 0 if still none."""
+    if wanted <= 0:
+        return 0
     settings = get_settings()
-    deadline = time.monotonic() + 5
-    while True:
-        granted, wait_us, _ = take_provider_slots(settings.sms_provider, settings.sms_rate_limit, wanted)
-        if granted:
-            return granted
-        if time.monotonic() > deadline:
-            raise dramatiq.Retry("provider rate limit", delay=1000)
-        time.sleep(int(wait_us) / 1e6 + random.random() * 0.02)
+    granted, wait_us, _ = take_provider_slots(settings.sms_provider, settings.sms_rate_limit, wanted)
+    if granted:
+        return granted
+    time.sleep(int(wait_us) / 1e6 + random.random() * 0.02)
+    return take_provider_slots(settings.sms_provider, settings.sms_rate_limit, wanted)[0]
 
 
 @dramatiq.actor(
@@ -120,9 +125,8 @@ def _provider_slots(wanted: int) -> int:
 )
 def deliver_reward_sms(redemption_id: str, send: int) -> None:
     """One send (the relay publishes sends as batches; this one carries the retries of a batch's send)."""
-    _provider_slots(1)
     try:
-        delivery.deliver(uuid.UUID(redemption_id), send, provider=delivery.get_provider())
+        delivery.deliver(uuid.UUID(redemption_id), send, provider=delivery.get_provider(), pace=_pace)
     except delivery.RetryLater as later:
         raise dramatiq.Retry(str(later), delay=later.delay_ms) from None
 
@@ -140,19 +144,16 @@ def deliver_reward_sms_batch(jobs: list[list]) -> None:
     on as single sends with their own retries; if this job dies midway, Dramatiq runs it again and the
     sends already settled are skipped."""
     waiting = [delivery.Job(uuid.UUID(redemption_id), int(send)) for redemption_id, send in jobs]
-    while waiting:
-        granted = _provider_slots(len(waiting))
-        chunk, waiting = waiting[:granted], waiting[granted:]
-        for job, outcome in delivery.deliver_many(chunk, provider=delivery.get_provider()).items():
-            if outcome.result is delivery.SendResult.RETRY:
-                delay = outcome.retry_ms if outcome.retry_ms is not None else 1000 + random.randrange(1000)
-                deliver_reward_sms.send_with_options(args=(str(job.redemption_id), job.send), delay=delay)
+    outcomes = delivery.deliver_many(waiting, provider=delivery.get_provider(), pace=_pace)
+    for job, outcome in outcomes.items():
+        if outcome.result is delivery.SendResult.RETRY:
+            delay = outcome.retry_ms if outcome.retry_ms is not None else 1000 + random.randrange(1000)
+            deliver_reward_sms.send_with_options(args=(str(job.redemption_id), job.send), delay=delay)
 
 
 def _deliver_notice(notice_id: int) -> None:
-    _provider_slots(1)
     try:
-        notices.deliver_notice(int(notice_id), provider=delivery.get_provider())
+        notices.deliver_notice(int(notice_id), provider=delivery.get_provider(), pace=_pace)
     except notices.NoticeLater as later:  # a bulk notice in quiet hours: back when they end
         delay = max(1000, int((later.at - datetime.now(UTC)).total_seconds() * 1000))
         raise dramatiq.Retry(str(later), delay=delay) from None

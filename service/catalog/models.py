@@ -11,6 +11,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -93,6 +94,9 @@ class Program(Base):
     currency: Mapped[str] = mapped_column(String(3))
     timezone: Mapped[str] = mapped_column(String(64))
     sms_sender: Mapped[str] = mapped_column(String(11))
+    # The sender's TON/NPI in submit_sm (catalog sms_sender_ton/npi, else from the sender's form)
+    sms_sender_ton: Mapped[int | None] = mapped_column(SmallInteger)
+    sms_sender_npi: Mapped[int | None] = mapped_column(SmallInteger)
     templates: Mapped[dict] = mapped_column(JSONB)
     webhook_url: Mapped[str | None] = mapped_column(Text)
     monthly_budget_minor: Mapped[int | None] = mapped_column(BigInteger)

@@ -13,7 +13,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from catalog.loader import LoadedCatalog
-from catalog.model import CatalogSpec, PageFields
+from catalog.model import CatalogSpec, PageFields, sender_address
 from service.catalog.models import (
     CatalogAsset,
     CatalogRevision,
@@ -221,6 +221,8 @@ def _apply_programs(session: Session, sync: _Sync, spec: CatalogSpec) -> dict[st
                 "currency": p.currency,
                 "timezone": p.timezone,
                 "sms_sender": p.sms_sender,
+                "sms_sender_ton": sender_address(p.sms_sender, p.sms_sender_ton, p.sms_sender_npi)[0],
+                "sms_sender_npi": sender_address(p.sms_sender, p.sms_sender_ton, p.sms_sender_npi)[1],
                 "templates": p.templates.model_dump(mode="json", exclude_none=True),
                 "webhook_url": p.webhook_url,
                 "monthly_budget_minor": to_minor(p.monthly_budget, p.currency) if p.monthly_budget else None,

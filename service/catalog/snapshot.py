@@ -49,6 +49,8 @@ class ProgramInfo:
     active: bool
     quiet_hours: str | None = None
     expiry_reminder: bool = False
+    sms_sender_ton: int | None = None  # None: from the sender's form (catalog.model.sender_address)
+    sms_sender_npi: int | None = None
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ def load_snapshot(session: Session) -> CatalogSnapshot:
             p.active,
             p.quiet_hours,
             p.expiry_reminder,
+            p.sms_sender_ton,
+            p.sms_sender_npi,
         )
         snap.programs[p.code] = snap.programs_by_id[p.id] = program
     for t in session.scalars(select(Tariff)):

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -63,6 +64,14 @@ class SmsMessage(Base):
     locale: Mapped[str | None] = mapped_column(String(2))
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+    # A long SMS: per part the provider's id once it took it (NULL: still to send), the UDH reference
+    # every attempt keeps, and the digest of the text they belong to (migration 0016_smpp_parts).
+    part_ids: Mapped[list[str | None] | None] = mapped_column(ARRAY(String(64)))
+    udh_reference: Mapped[int | None] = mapped_column(SmallInteger)
+    text_digest: Mapped[str | None] = mapped_column(String(32))
+    failures: Mapped[dict] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))  # errors per class
+    error_code: Mapped[str | None] = mapped_column(String(32))  # the provider's: "0x58", "http 503", ...
+    receipt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # the last receipt
     deadline_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     submit_started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -11,6 +11,7 @@ certificate stays on the page. Its text carries a code, so the row keeps it encr
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -142,17 +143,29 @@ def _claim(notice_id: int, now: datetime) -> OutgoingSms | str | NoticeLater:
     return OutgoingSms(f"notice:{notice_id}", row.msisdn, row.sender, text, encoding, segments)
 
 
-def deliver_notice(notice_id: int, *, provider: Provider, now: datetime | None = None) -> str:
+def deliver_notice(
+    notice_id: int,
+    *,
+    provider: Provider,
+    now: datetime | None = None,
+    pace: Callable[[int], int] | None = None,
+) -> str:
     """One notice to the provider: its status after the attempt ('sent', 'failed', or what it was
     already). Raises TransientSmsError (retry with backoff: the provider did not take it) or
-    NoticeLater (quiet hours)."""
+    NoticeLater (quiet hours). `pace(n)` grants up to n submit_sm PDUs of the provider's rate (the
+    workers' shared limit, as for reward SMS); none granted is a transient refusal, retried."""
     now = now or datetime.now(UTC)
     claimed = _claim(notice_id, now)
     if isinstance(claimed, NoticeLater):
         raise claimed
     if isinstance(claimed, str):
         return claimed
-    result = provider.submit_many([claimed])[0]
+    if pace is not None and pace(claimed.segments) < claimed.segments:
+        result: SmsError | list[str] = TransientSmsError(
+            "the provider's rate limit: no room for its parts now"
+        )
+    else:
+        result = provider.submit_many([claimed])[0]
     with transaction() as session:
         db = driver(session)
         if isinstance(result, TransientSmsError):

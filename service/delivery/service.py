@@ -4,8 +4,11 @@ failed (permanent error, or still undelivered at the deadline) with the reason."
 
 from __future__ import annotations
 
+import random
+import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -20,6 +23,7 @@ from psycopg.rows import namedtuple_row
 from service.catalog.snapshot import get_snapshot
 from service.delivery.notices import apply_notice_receipts
 from service.delivery.providers import (
+    InDoubtSmsError,
     OutgoingSms,
     PermanentSmsError,
     Provider,
@@ -27,11 +31,12 @@ from service.delivery.providers import (
     SandboxProvider,
     SmsError,
     TransientSmsError,
+    UnavailableSmsError,
     build_provider,
 )
-from service.delivery.text import NO_EXPIRY, format_amount, render
+from service.delivery.text import format_amount, render
 from service.events import webhooks
-from service.kit.config import get_settings
+from service.kit.config import RetryClass, SmsRetry, get_settings
 from service.kit.db.engine import batch, driver, transaction
 from service.kit.observability.metrics import SMS_OUTCOMES
 from service.kit.reliability.faults import checkpoint
@@ -65,6 +70,12 @@ class Claimed:
     sms: OutgoingSms
     locale: str  # the template's locale the text was rendered in
     sandbox: bool = False  # a sandbox key's redemption: to the sandbox provider only
+    failures: dict[str, int] | None = None  # errors so far per class
+
+
+def text_digest(vault: Any, text: str) -> str:
+    """Which text the parts taken so far belong to: a keyed HMAC (the text holds the code)."""
+    return vault.fingerprint(text).hex()[:32]
 
 
 def _settings():
@@ -109,11 +120,6 @@ def _fields(row: Any, snap, secrets: dict[tuple[str, int], tuple[str, str]]) -> 
         "brand": product.brand or "",
         "partner": product.partner_code or "",
         "nominal": format_amount(row.nominal_minor, row.currency, locale),
-        "expires": (
-            row.reward_expires_at.astimezone(program.zone).strftime("%d.%m.%Y")
-            if row.reward_expires_at
-            else NO_EXPIRY.get(locale, NO_EXPIRY["ru"])
-        ),
         "code": "",
         "pin": "",
         "card_number": "",
@@ -155,11 +161,20 @@ def _secrets(db: Any, rows: list[Any]) -> dict[tuple[str, int], tuple[str, str]]
     return found
 
 
-def _fail(db: Any, *, message_id: int, redemption_id: uuid.UUID, reason: str, now: datetime, snap) -> None:
+def _fail(
+    db: Any,
+    *,
+    message_id: int,
+    redemption_id: uuid.UUID,
+    reason: str,
+    now: datetime,
+    snap,
+    error_code: str | None = None,
+) -> None:
     db.execute(
-        "UPDATE sms_messages SET status = 'failed', last_error = %s, done_at = %s, updated_at = %s"
-        " WHERE id = %s",
-        (reason, now, now, message_id),
+        "UPDATE sms_messages SET status = 'failed', last_error = %s, done_at = %s, updated_at = %s,"
+        " error_code = coalesce(%s, error_code) WHERE id = %s",
+        (reason, now, now, error_code, message_id),
     )
     changed = db.execute(
         "UPDATE redemptions SET status = 'failed', status_reason = %s, updated_at = %s"
@@ -198,7 +213,7 @@ def _mark_sent(
     # provider ids into sms_provider_messages, where receipts look them up.)
     db.execute(
         "UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids,"
-        " sent_at = %s, updated_at = %s, last_error = NULL"
+        " part_ids = NULL, sent_at = %s, updated_at = %s, last_error = NULL, error_code = NULL"
         " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
         " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
         (
@@ -306,6 +321,7 @@ def _lock_messages(db: Any, wanted: str, rids: list[uuid.UUID]) -> list[Any]:
     cursor = db.cursor(row_factory=namedtuple_row)
     return cursor.execute(
         "SELECT m.id AS message_id, m.send, m.status, m.deadline_at, m.submit_started_at, m.last_error,"
+        " m.part_ids, m.udh_reference, m.text_digest, m.failures,"
         " r.id AS redemption_id, r.status AS redemption_status, r.program_id, r.offer_id, r.product_id,"
         " r.msisdn, r.locale, r.nominal_minor, r.currency, r.reward_expires_at, r.code_id, r.card_id,"
         " r.sandbox, r.link_hash IS NOT NULL AS has_link"
@@ -358,13 +374,32 @@ def _triage(db: Any, rows: list[Any], outcomes: dict[Job, SendOutcome], now: dat
 
 
 def _render(db: Any, ready: list[Any], snap) -> list[Claimed]:
-    """The SMS of each send, from its program's template in the subscriber's locale."""
+    """The SMS of each send, from its program's template in the subscriber's locale. A long SMS keeps
+    its UDH reference and the parts earlier attempts got taken, as long as its text is the same (a
+    template changed in between starts it afresh, under another reference)."""
     secrets = _secrets(db, ready)
+    vault = get_vault()
     claimed = []
     for row in ready:
         program = snap.programs_by_id[row.program_id]
         kind, fields = _fields(row, snap, secrets)
-        rendered = render(program.templates, kind, row.locale, fields)
+        expires = (
+            row.reward_expires_at.astimezone(program.zone).strftime("%d.%m.%Y")
+            if row.reward_expires_at
+            else None
+        )
+        rendered = render(program.templates, kind, row.locale, fields, expires=expires)
+        part_ids: tuple[str | None, ...] = ()
+        reference = row.message_id % 256 if row.udh_reference is None else row.udh_reference
+        if row.part_ids and any(row.part_ids):
+            if (
+                row.text_digest == text_digest(vault, rendered.text)
+                and len(row.part_ids) == rendered.segments
+            ):
+                part_ids = tuple(row.part_ids)
+            else:
+                reference = (reference + 1) % 256
+                log.warning("sms_text_changed_between_attempts", redemption_id=str(row.redemption_id))
         claimed.append(
             Claimed(
                 row.message_id,
@@ -376,44 +411,102 @@ def _render(db: Any, ready: list[Any], snap) -> list[Claimed]:
                     text=rendered.text,
                     encoding=rendered.encoding,
                     segments=rendered.segments,
+                    udh_reference=reference,
+                    part_ids=part_ids,
+                    sender_ton=program.sms_sender_ton,
+                    sender_npi=program.sms_sender_npi,
                 ),
                 rendered.locale,
                 row.sandbox,
+                dict(row.failures or {}),
             )
         )
     return claimed
 
 
 def _mark_submitting(db: Any, claimed: list[Claimed], now: datetime) -> None:
+    """An attempt starts: `submitting` until its outcome is recorded. Receipts already seen stay for
+    the parts still known (taken by earlier attempts of this text); others are dropped. (The parts'
+    state is written only when an attempt ends with some parts taken and others not: `_record`.)"""
     submitting = [
-        {"id": c.message_id, "encoding": c.sms.encoding, "segments": c.sms.segments, "locale": c.locale}
+        {
+            "id": c.message_id,
+            "encoding": c.sms.encoding,
+            "segments": c.sms.segments,
+            "locale": c.locale,
+            "parts": [i for i in c.sms.part_ids if i] or None,
+        }
         for c in claimed
     ]
     db.execute(
         "UPDATE sms_messages m SET status = 'submitting', attempts = m.attempts + 1,"
         " submit_started_at = %s, encoding = u.encoding, segments = u.segments, locale = u.locale,"
-        " updated_at = %s, receipts = '{}'"
-        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, encoding varchar, segments int, locale varchar)"
+        " updated_at = %s, receipts = CASE WHEN u.parts IS NULL THEN '{}' ELSE coalesce("
+        "   (SELECT jsonb_object_agg(k, v) FROM jsonb_each(m.receipts) AS e(k, v) WHERE k = ANY(u.parts)),"
+        "   '{}') END"
+        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, encoding varchar, segments int,"
+        "   locale varchar, parts varchar[])"
         " WHERE m.id = u.id AND m.id = ANY(%s)",
         (now, now, batch(submitting), [c.message_id for c in claimed]),
     )
 
 
+Pace = Callable[[int], int]  # asks for submit_sm PDUs; returns how many it grants (may be 0)
+
+
 def deliver_many(
-    jobs: list[Job], *, provider: Provider | None = None, now: datetime | None = None
+    jobs: list[Job],
+    *,
+    provider: Provider | None = None,
+    now: datetime | None = None,
+    pace: Pace | None = None,
 ) -> dict[Job, SendOutcome]:
     """Claims a batch, hands it to the provider outside any transaction, records every outcome in one
     more transaction. Safe to run again for the same jobs: settled sends are skipped, and a send whose
-    outcome was never recorded is in doubt, never resent blindly."""
+    outcome was never recorded is in doubt, never resent blindly. `pace` is the provider's rate
+    limit, asked for the parts each SMS still costs (operators throttle submit_sm PDUs, not SMS)."""
     now = now or datetime.now(UTC)
     claimed, outcomes = claim(jobs, now)
     real = [c for c in claimed if not c.sandbox]
     if real:
-        _submit(real, provider or get_provider(), outcomes, now)
+        _paced(real, provider or get_provider(), outcomes, now, pace)
     if sandboxed := [c for c in claimed if c.sandbox]:
         _submit(sandboxed, get_sandbox_provider(), outcomes, now)
         settle_sandbox_receipts(now=datetime.now(UTC), messages=[c.message_id for c in sandboxed])
     return outcomes
+
+
+PACE_PATIENCE = 5.0  # seconds a claimed batch waits for the rate limit before the rest is handed back
+
+
+def _paced(
+    claimed: list[Claimed],
+    provider: Provider,
+    outcomes: dict[Job, SendOutcome],
+    now: datetime,
+    pace: Pace | None,
+) -> None:
+    """Submits the batch as the rate limit grants PDUs: each SMS goes once its parts are granted."""
+    if pace is None:
+        _submit(claimed, provider, outcomes, now)
+        return
+    waiting, credit = list(claimed), 0
+    deadline = time.monotonic() + PACE_PATIENCE
+    while waiting:
+        wanted = sum(c.sms.parts_to_send for c in waiting)
+        credit += pace(max(0, wanted - credit))
+        go = []
+        while waiting and waiting[0].sms.parts_to_send <= credit:
+            credit -= waiting[0].sms.parts_to_send
+            go.append(waiting.pop(0))
+        if go:
+            _submit(go, provider, outcomes, now)
+        elif time.monotonic() > deadline:
+            results: list[list[str] | SmsError] = [
+                UnavailableSmsError("the provider's rate limit left no room") for _ in waiting
+            ]
+            _record_results(waiting, results, provider.name, outcomes, now)
+            return
 
 
 def _submit(
@@ -423,29 +516,91 @@ def _submit(
     checkpoint("deliver.before_submit")
     results = provider.submit_many([c.sms for c in claimed])
     checkpoint("deliver.after_submit")
+    _record_results(claimed, results, provider.name, outcomes, now)
+
+
+def retry_policy(provider: str) -> SmsRetry:
+    settings = get_settings()
+    return settings.sms_retry_http if provider == "http" else settings.sms_retry_smpp
+
+
+def backoff_ms(policy: RetryClass, failures: int) -> int:
+    """The delay before the next attempt after `failures` errors of a class: doubling from the first
+    delay to the cap, with up to a fifth of jitter either way."""
+    delay = min(policy.max_delay_seconds, policy.first_delay_seconds * 2 ** max(0, failures - 1))
+    return int(delay * 1000 * random.uniform(0.8, 1.2))
+
+
+@dataclass
+class _Outcomes:
+    """What a submitted batch comes to, for one transaction."""
+
+    sent: list[tuple[int, uuid.UUID, list[str]]]
+    retry: list[dict]  # back to pending: the parts taken so far, the error, its class's count
+    in_doubt: list[dict]  # stay submitting: the parts taken so far, the error
+    failed: list[tuple[Claimed, str, str | None, list[str | None]]]  # message, reason, code, parts taken
+
+
+def _record_results(
+    claimed: list[Claimed],
+    results: list[list[str] | SmsError],
+    provider: str,
+    outcomes: dict[Job, SendOutcome],
+    now: datetime,
+) -> None:
+    """Classifies each result by its error class and that class's policy, and records them all."""
+    policy = retry_policy(provider)
     in_doubt_ms = int(_settings()[1].total_seconds() * 1000)
-    sent, pending, in_doubt, permanent = [], [], [], []
+    done = _Outcomes([], [], [], [])
     for c, result in zip(claimed, results, strict=True):
-        if isinstance(result, TransientSmsError):  # not taken: back to pending, retried with backoff
-            pending.append((str(result), now, c.message_id))
-            outcomes[c.job] = SendOutcome(SendResult.RETRY, str(result))
-        elif isinstance(result, PermanentSmsError):
-            permanent.append((c, f"permanent provider error: {result}"))
+        if not isinstance(result, SmsError):
+            done.sent.append((c.message_id, c.job.redemption_id, result))
+            outcomes[c.job] = SendOutcome(SendResult.SENT)
+            continue
+        parts = list(result.part_ids) if any(result.part_ids) else None  # some parts taken
+        row = {
+            "id": c.message_id,
+            "error": str(result),
+            "code": result.code,
+            "parts": parts,
+            "ids": [i for i in parts or () if i is not None] or None,
+            "digest": text_digest(get_vault(), c.sms.text) if parts else None,
+            "reference": c.sms.udh_reference if parts else None,
+        }
+        if isinstance(result, PermanentSmsError):
+            done.failed.append((c, f"permanent provider error: {result}", result.code, parts or []))
             outcomes[c.job] = SendOutcome(SendResult.FAILED, str(result))
-        elif isinstance(result, SmsError):
-            # It may have been taken: leave it `submitting`; a receipt settles it, else a resend after
-            # the in-doubt window.
-            in_doubt.append((str(result), now, c.message_id))
+        elif isinstance(result, InDoubtSmsError) or not isinstance(result, TransientSmsError):
+            # It may have been taken: leave it `submitting`; a receipt settles it, else the parts not
+            # known to be taken go again (same reference) after the in-doubt window.
+            done.in_doubt.append(row)
             outcomes[c.job] = SendOutcome(SendResult.RETRY, str(result), in_doubt_ms)
         else:
-            sent.append((c.message_id, c.job.redemption_id, result))
-            outcomes[c.job] = SendOutcome(SendResult.SENT)
-    _record(sent=sent, pending=pending, in_doubt=in_doubt, permanent=permanent, provider=provider.name)
-    SMS_OUTCOMES.labels("transient").inc(len(pending))
-    SMS_OUTCOMES.labels("in_doubt").inc(len(in_doubt))
+            kind = result.kind if result.kind in ("throttled", "unavailable") else "transient"
+            count = (c.failures or {}).get(kind, 0) + 1
+            rules: RetryClass = getattr(policy, kind)
+            if kind != "unavailable" and count >= rules.max_attempts:
+                reason = f"gave up after {count} {kind} errors: {result}"
+                done.failed.append((c, reason, result.code, parts or []))
+                outcomes[c.job] = SendOutcome(SendResult.FAILED, reason)
+                continue
+            done.retry.append({**row, "kind": kind, "count": count})
+            outcomes[c.job] = SendOutcome(SendResult.RETRY, str(result), backoff_ms(rules, count))
+    _record(done, provider=provider)
+    SMS_OUTCOMES.labels("transient").inc(len(done.retry))
+    SMS_OUTCOMES.labels("in_doubt").inc(len(done.in_doubt))
 
 
-def _record(*, sent, pending, in_doubt, permanent, provider: str, attempts: int = 3) -> None:
+# An attempt that ended with some parts taken and others not: the parts' ids, the text they belong to
+# and its UDH reference, for the next attempt (nothing is written when no part was taken).
+_PARTS_SET = (
+    " part_ids = coalesce(u.parts, m.part_ids), text_digest = coalesce(u.digest, m.text_digest),"
+    " udh_reference = coalesce(u.reference, m.udh_reference),"
+    " provider_message_ids = coalesce(u.ids, m.provider_message_ids)"
+)
+
+
+def _record(done: _Outcomes, *, provider: str, attempts: int = 3) -> None:
     """The outcomes of a submitted batch, in one transaction. Retried on a lock conflict (it is all
     idempotent); if it still fails, the messages stay `submitting` and their receipts settle them."""
     for attempt in range(attempts):
@@ -454,18 +609,53 @@ def _record(*, sent, pending, in_doubt, permanent, provider: str, attempts: int 
             with transaction() as session:
                 db = driver(session)
                 snap = get_snapshot(session)
-                _mark_sent(db, sent, provider=provider, now=now, snap=snap)
-                if pending:
-                    db.cursor().executemany(
-                        "UPDATE sms_messages SET status = 'pending', last_error = %s,"
-                        " updated_at = %s WHERE id = %s",
-                        pending,
+                _mark_sent(db, done.sent, provider=provider, now=now, snap=snap)
+                if done.retry:
+                    db.execute(
+                        "UPDATE sms_messages m SET status = 'pending', last_error = u.error,"
+                        " error_code = u.code, updated_at = %s, provider = %s,"
+                        + _PARTS_SET
+                        + ", failures = m.failures || jsonb_build_object(u.kind, u.count)"
+                        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, error text, code varchar,"
+                        "   parts varchar[], ids varchar[], digest varchar, reference int, kind varchar,"
+                        "   count int)"
+                        " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
+                        (now, provider, batch(done.retry), [r["id"] for r in done.retry]),
                     )
-                if in_doubt:
-                    db.cursor().executemany(
-                        "UPDATE sms_messages SET last_error = %s, updated_at = %s WHERE id = %s", in_doubt
+                if done.in_doubt:
+                    db.execute(
+                        "UPDATE sms_messages m SET last_error = u.error, updated_at = %s, provider = %s,"
+                        + _PARTS_SET
+                        + " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, error text, parts varchar[],"
+                        "   ids varchar[], digest varchar, reference int)"
+                        " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
+                        (now, provider, batch(done.in_doubt), [r["id"] for r in done.in_doubt]),
                     )
-                for c, reason in permanent:
+                if done.failed:
+                    db.execute(
+                        "UPDATE sms_messages m SET provider = %s,"
+                        + _PARTS_SET
+                        + " FROM jsonb_to_recordset(%s::jsonb)"
+                        " AS u(id bigint, parts varchar[], ids varchar[], digest varchar, reference int)"
+                        " WHERE m.id = u.id AND m.id = ANY(%s) AND u.ids IS NOT NULL",
+                        (
+                            provider,
+                            batch(
+                                [
+                                    {
+                                        "id": c.message_id,
+                                        "parts": parts or None,
+                                        "ids": [i for i in parts if i is not None] or None,
+                                        "digest": text_digest(get_vault(), c.sms.text),
+                                        "reference": c.sms.udh_reference,
+                                    }
+                                    for c, _, _, parts in done.failed
+                                ]
+                            ),
+                            [c.message_id for c, *_ in done.failed],
+                        ),
+                    )
+                for c, reason, code, _ in done.failed:
                     _fail(
                         db,
                         message_id=c.message_id,
@@ -473,7 +663,9 @@ def _record(*, sent, pending, in_doubt, permanent, provider: str, attempts: int 
                         reason=reason,
                         now=now,
                         snap=snap,
+                        error_code=code,
                     )
+                _exposed(db, done, now)
             return
         except (OperationalError, sqlalchemy.exc.OperationalError) as exc:
             if attempt == attempts - 1:
@@ -482,13 +674,40 @@ def _record(*, sent, pending, in_doubt, permanent, provider: str, attempts: int 
             time.sleep(0.05 * (attempt + 1))
 
 
+def _exposed(db: Any, done: _Outcomes, now: datetime) -> None:
+    """Redemptions of which the provider took some parts but not all: the code may have left with
+    them, so the reward is no longer cancellable and its code is issued."""
+    partial = [r["id"] for r in (*done.retry, *done.in_doubt) if r["ids"]] + [
+        c.message_id for c, _, _, parts in done.failed if any(parts)
+    ]
+    if not partial:
+        return
+    codes = db.execute(
+        "UPDATE redemptions r SET first_sent_at = coalesce(r.first_sent_at, %s) FROM sms_messages m"
+        " WHERE m.id = ANY(%s) AND r.id = m.redemption_id RETURNING r.code_id",
+        (now, partial),
+    ).fetchall()
+    issued = [code_id for (code_id,) in codes if code_id is not None]
+    if issued:
+        db.execute(
+            "UPDATE codes SET status = 'issued', status_changed_at = %s WHERE id = ANY(%s)"
+            " AND status = 'reserved'",
+            (now, issued),
+        )
+
+
 def deliver(
-    redemption_id: uuid.UUID, send: int, *, provider: Provider | None = None, now: datetime | None = None
+    redemption_id: uuid.UUID,
+    send: int,
+    *,
+    provider: Provider | None = None,
+    now: datetime | None = None,
+    pace: Pace | None = None,
 ) -> SendResult:
-    """One send: SENT, FAILED or NOTHING_TO_DO; raises TransientSmsError (retry with backoff) or
-    RetryLater (retry at a given time)."""
+    """One send: SENT, FAILED or NOTHING_TO_DO; raises RetryLater (retry at a given time) or
+    TransientSmsError (retry with the caller's backoff)."""
     job = Job(redemption_id, send)
-    outcome = deliver_many([job], provider=provider, now=now)[job]
+    outcome = deliver_many([job], provider=provider, now=now, pace=pace)[job]
     if outcome.result is SendResult.RETRY:
         if outcome.retry_ms is None:
             raise TransientSmsError(outcome.reason)
@@ -512,15 +731,39 @@ class _Receipted:
 
     redemption_id: uuid.UUID
     status: str
-    ids: list[str]
-    seen: dict[str, str]
+    ids: list[str]  # the parts the provider took, as it named them
+    seen: dict[str, str]  # receipts so far: provider id -> state
     segments: int
-    in_doubt: bool
+    parts: list[str | None]  # per part, its provider id once taken
+
+    @property
+    def in_doubt(self) -> bool:
+        """An attempt whose outcome was never recorded (or is not known part by part)."""
+        return self.status == "submitting"
+
+    def at_provider(self) -> list[str | None]:
+        """Per part, the id the provider knows it by: the parts taken, and for an in-doubt attempt the
+        ids its receipts named that no answer ever did, in the places still open."""
+        parts = list(self.parts) if len(self.parts) == self.segments else [None] * self.segments
+        known = {i for i in parts if i} | set(self.ids)
+        unknown = iter(sorted(k for k in self.seen if k not in known))
+        return [i if i else next(unknown, None) for i in parts]
+
+
+def _receipted(row: Any, status: str | None = None) -> _Receipted:
+    return _Receipted(
+        row.redemption_id,
+        status or row.status,
+        list(row.provider_message_ids or ()),
+        dict(row.receipts or {}),
+        row.segments or 1,
+        list(row.part_ids or ()),
+    )
 
 
 # The messages a batch of receipts names, locked in id order; the newest of several with one id wins.
 RECEIPTED_MESSAGES = (
-    "SELECT id, redemption_id, status, provider_message_ids, receipts, segments FROM sms_messages"
+    "SELECT id, redemption_id, status, provider_message_ids, receipts, segments, part_ids FROM sms_messages"
     " WHERE id = ANY(ARRAY(SELECT sms_message_id FROM sms_provider_messages WHERE provider = %s"
     " AND provider_message_id = ANY(%s))) ORDER BY id FOR UPDATE"
 )
@@ -532,10 +775,12 @@ def apply_receipts(
     """Delivery receipts, in one transaction: final states settle the message and the redemption.
 
     A receipt is placed by its provider's message id (on the newest message with that id: providers
-    may recycle ids). One with an unknown id for a destination that has an in-doubt attempt
-    (`submitting`, its outcome never recorded) belongs to that attempt: it did reach the provider, but
-    maybe not whole, since a worker can die between the parts of a long SMS. Only receipts for every
-    part settle it as sent; otherwise it is resent after the in-doubt window.
+    may recycle ids), else by the same number spelled the other way (hex in submit_sm_resp, decimal
+    in the receipt text) among the destination's messages. One with an unknown id for a destination
+    that has an in-doubt attempt (`submitting`, its outcome never recorded) belongs to that attempt:
+    it did reach the provider, but maybe not whole, since a worker can die between the parts of a
+    long SMS. Only receipts for every part not already known to be taken settle it as sent;
+    otherwise its missing parts go again after the in-doubt window.
 
     Per receipt: None, or ReceiptTooEarly (usually it overtook the commit of its own submit) for the
     provider to offer it again."""
@@ -544,19 +789,16 @@ def apply_receipts(
         db = driver(session)
         snap = get_snapshot(session)
         messages, by_id = _receipted_messages(db, provider, receipts)
-        placed, errors = _place(db, receipts, messages, by_id, now)
+        placed, errors = _place(db, provider, receipts, messages, by_id, now)
         touched = {sms_id: messages[sms_id] for sms_id in sorted(placed)}
-        settled = [(sms_id, m) for sms_id, m in touched.items() if m.in_doubt and len(m.seen) >= m.segments]
-        for _, m in settled:
-            log.info("sms_in_doubt_settled_by_receipt", redemption_id=str(m.redemption_id))
-            m.status, m.ids = "sent", sorted(m.seen)
-        _mark_sent(
-            db,
-            [(sms_id, m.redemption_id, m.ids) for sms_id, m in settled],
-            provider=provider,
-            now=now,
-            snap=snap,
-        )
+        settled = []
+        for sms_id, m in touched.items():
+            parts = m.at_provider() if m.in_doubt else []
+            if parts and all(parts):
+                log.info("sms_in_doubt_settled_by_receipt", redemption_id=str(m.redemption_id))
+                m.status, m.ids = "sent", [i for i in parts if i]
+                settled.append((sms_id, m.redemption_id, m.ids))
+        _mark_sent(db, settled, provider=provider, now=now, snap=snap)
         _notices(db, provider, receipts, errors)
         delivered, failed = _final_states(touched)
         if touched:
@@ -569,6 +811,7 @@ def apply_receipts(
                 now=now,
                 snap=snap,
                 reason=f"undeliverable: {state}",
+                error_code=state,
             )
         _delivered(db, delivered, provider=provider, now=now, snap=snap)
     return errors
@@ -591,21 +834,39 @@ def _receipted_messages(
     """The messages the receipts name (locked), and which message each provider id belongs to."""
     messages: dict[int, _Receipted] = {}
     by_id: dict[str, int] = {}
-    for sms_id, redemption_id, status, ids, seen, segments in db.execute(
-        RECEIPTED_MESSAGES, (provider, [r.message_id for r in receipts])
-    ):
-        messages[sms_id] = _Receipted(
-            redemption_id, status, list(ids), dict(seen or {}), segments or 1, False
-        )
-        by_id.update({message_id: sms_id for message_id in ids})
+    cursor = db.cursor(row_factory=namedtuple_row)
+    for row in cursor.execute(RECEIPTED_MESSAGES, (provider, [r.message_id for r in receipts])):
+        messages[row.id] = _receipted(row)
+        by_id.update({message_id: row.id for message_id in row.provider_message_ids})
     return messages, by_id
 
 
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+# How far back a receipt naming its message in another spelling is looked for
+OTHER_SPELLING_DAYS = 7
+
+
+def _number(message_id: str) -> tuple[str, int] | None:
+    """A message id read as a number, when its spelling says which base: ("hex", n) for hex digits
+    with a letter or a leading zero (0000002A, 0000002C), ("dec", n) for decimal digits (42)."""
+    if message_id.isdigit() and not (message_id.startswith("0") and len(message_id) > 1):
+        return "dec", int(message_id)
+    if _HEX.fullmatch(message_id) and (not message_id.isdigit() or message_id.startswith("0")):
+        return "hex", int(message_id, 16)
+    return None
+
+
 def _place(
-    db: Any, receipts: list[Receipt], messages: dict[int, _Receipted], by_id: dict[str, int], now: datetime
+    db: Any,
+    provider: str,
+    receipts: list[Receipt],
+    messages: dict[int, _Receipted],
+    by_id: dict[str, int],
+    now: datetime,
 ) -> tuple[set[int], list[Exception | None]]:
-    """Puts each receipt on its message: by provider id, else on the destination's earliest in-doubt
-    attempt (added to `messages`). Returns the messages touched, and per receipt its error."""
+    """Puts each receipt on its message: by provider id, else by the same number spelled the other
+    way for the same destination, else on the destination's earliest in-doubt attempt (added to
+    `messages`). Returns the messages touched, and per receipt its error."""
     errors: list[Exception | None] = [None] * len(receipts)
     unplaced, placed = [], set()
     for index, receipt in enumerate(receipts):
@@ -614,19 +875,21 @@ def _place(
             placed.add(by_id[receipt.message_id])
         else:
             unplaced.append(index)
+    if unplaced:
+        unplaced = _place_by_other_spelling(db, provider, receipts, unplaced, messages, placed, now)
     destinations = {_e164(d) for d in (receipts[i].destination for i in unplaced) if d}
     in_doubt: dict[str, tuple[int, datetime]] = {}  # destination -> its earliest in-doubt attempt
     if destinations:
-        for sms_id, redemption_id, msisdn, started, seen, segments in db.execute(
-            "SELECT id, redemption_id, msisdn, submit_started_at, receipts, segments FROM sms_messages"
-            " WHERE status = 'submitting' AND msisdn = ANY(%s) ORDER BY id FOR UPDATE",
+        cursor = db.cursor(row_factory=namedtuple_row)
+        for row in cursor.execute(
+            "SELECT id, redemption_id, msisdn, submit_started_at, provider_message_ids, receipts, segments,"
+            " part_ids, status FROM sms_messages WHERE status = 'submitting' AND msisdn = ANY(%s)"
+            " ORDER BY id FOR UPDATE",
             (list(destinations),),
         ):
-            if msisdn not in in_doubt or started < in_doubt[msisdn][1]:
-                in_doubt[msisdn] = (sms_id, started)
-            messages.setdefault(
-                sms_id, _Receipted(redemption_id, "submitting", [], dict(seen or {}), segments or 1, True)
-            )
+            if row.msisdn not in in_doubt or row.submit_started_at < in_doubt[row.msisdn][1]:
+                in_doubt[row.msisdn] = (row.id, row.submit_started_at)
+            messages.setdefault(row.id, _receipted(row))
     for index in unplaced:
         receipt = receipts[index]
         attempt = in_doubt.get(_e164(receipt.destination)) if receipt.destination else None
@@ -640,6 +903,57 @@ def _place(
             messages[attempt[0]].seen[receipt.message_id] = receipt.state
             placed.add(attempt[0])
     return placed, errors
+
+
+def _place_by_other_spelling(
+    db: Any,
+    provider: str,
+    receipts: list[Receipt],
+    unplaced: list[int],
+    messages: dict[int, _Receipted],
+    placed: set[int],
+    now: datetime,
+) -> list[int]:
+    """Receipts whose id is the number of a part's id in the other base (SMSCs answer submit_sm in
+    hex and write decimal in the receipt text), looked for among the destination's recent messages
+    only. Returns the receipts still unplaced."""
+    wanted = {
+        i: number
+        for i in unplaced
+        if receipts[i].destination and (number := _number(receipts[i].message_id)) is not None
+    }
+    if not wanted:
+        return unplaced
+    cursor = db.cursor(row_factory=namedtuple_row)
+    rows = cursor.execute(
+        "SELECT m.id, m.redemption_id, m.status, m.provider_message_ids, m.receipts, m.segments, m.part_ids,"
+        " m.msisdn FROM redemptions r JOIN sms_messages m ON m.redemption_id = r.id"
+        " WHERE r.msisdn = ANY(%s) AND m.provider = %s AND cardinality(m.provider_message_ids) > 0"
+        " AND m.created_at > %s ORDER BY m.id FOR UPDATE OF m",
+        (
+            sorted({_e164(receipts[i].destination or "") for i in wanted}),
+            provider,
+            now - timedelta(days=OTHER_SPELLING_DAYS),
+        ),
+    ).fetchall()
+    parts: dict[tuple[str, str, int], tuple[int, str]] = {}  # (msisdn, base, number) -> (message, id)
+    for row in rows:  # in id order: the newest message with the number wins
+        for message_id in row.provider_message_ids:
+            if (number := _number(message_id)) is not None:
+                parts[(row.msisdn, *number)] = (row.id, message_id)
+    still = []
+    for index in unplaced:
+        receipt, number = receipts[index], wanted.get(index)
+        other = {"dec": "hex", "hex": "dec"}[number[0]] if number else None
+        found = parts.get((_e164(receipt.destination or ""), other, number[1])) if number and other else None
+        if found is None:
+            still.append(index)
+            continue
+        sms_id, message_id = found
+        row = next(r for r in rows if r.id == sms_id)
+        messages.setdefault(sms_id, _receipted(row)).seen[message_id] = receipt.state
+        placed.add(sms_id)
+    return still
 
 
 def _final_states(
@@ -662,12 +976,13 @@ def _store_receipts(db: Any, touched: dict[int, _Receipted], done: set[int], now
     """The receipts seen so far and, where every part is delivered, the final status: one statement
     and one new row version per message."""
     db.execute(
-        "UPDATE sms_messages m SET receipts = u.seen, updated_at = %s,"
+        "UPDATE sms_messages m SET receipts = u.seen, updated_at = %s, receipt_at = %s,"
         " status = CASE WHEN u.delivered THEN 'delivered' ELSE m.status END,"
         " done_at = CASE WHEN u.delivered THEN %s ELSE m.done_at END"
         " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, seen jsonb, delivered bool)"
         " WHERE m.id = u.id AND m.id = ANY(%s)",
         (
+            now,
             now,
             now,
             batch(
@@ -690,6 +1005,16 @@ def apply_smpp_receipts(receipts: list[Receipt]) -> list[Exception | None]:
 def get_provider() -> Provider:
     """This process's provider (one SMPP session per process), built on first use."""
     return build_provider(on_receipts=apply_smpp_receipts)
+
+
+def close_provider() -> None:
+    """Closes this process's provider if it was built (an SMPP session unbinds first)."""
+    if get_provider.cache_info().currsize:
+        provider = get_provider()
+        close = getattr(provider, "close", None)
+        if close is not None:
+            close()
+        get_provider.cache_clear()
 
 
 @lru_cache

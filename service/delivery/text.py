@@ -105,7 +105,17 @@ class RenderedSms:
     locale: str
 
 
+# {expires}: the date, or this word for a reward without expiry (it reads right only on its own,
+# e.g. "Срок: {expires}"; "до {expires}" does not: use {validity}).
 NO_EXPIRY = {"ru": "бессрочно", "kk": "мерзімсіз", "en": "no expiry"}
+# {validity}: a whole phrase, one for a reward valid until a date and another for one without expiry.
+# The Kazakh follows the forms of Kazakh operators' and banks' own texts (docs/delivery.md, "Templates").
+VALID_UNTIL = {"ru": "Действует до {date}", "kk": "{date} дейін жарамды", "en": "Valid until {date}"}
+VALID_FOREVER = {
+    "ru": "Срок действия не ограничен",
+    "kk": "Жарамдылық мерзімі шектелмеген",
+    "en": "No expiry date",
+}
 CURRENCY_SIGN = {"ru": {"KZT": "₸"}, "kk": {"KZT": "₸"}, "en": {}}
 
 
@@ -115,11 +125,24 @@ def format_amount(minor: int, currency: str, locale: str) -> str:
     return f"{amount} {CURRENCY_SIGN.get(locale, {}).get(currency, currency)}"
 
 
-def render(templates: dict, kind: str, locale: str, fields: dict[str, str]) -> RenderedSms:
-    """`templates` is a program's {kind: {locale: text}}; a locale without a template falls back to ru."""
+NOT_GIVEN = object()
+
+
+def render(
+    templates: dict, kind: str, locale: str, fields: dict[str, str], expires: str | None | object = NOT_GIVEN
+) -> RenderedSms:
+    """`templates` is a program's {kind: {locale: text}}; a locale without a template falls back to ru.
+    `expires`: the reward's expiry date as the SMS shows it, or None for none; it fills {expires} and
+    {validity} in the locale of the template used."""
     by_locale = templates[kind]
     chosen = locale if by_locale.get(locale) else "ru"
+    values = dict(fields)
+    if expires is not NOT_GIVEN:
+        values["expires"] = NO_EXPIRY[chosen] if expires is None else str(expires)
+        values["validity"] = (
+            VALID_FOREVER[chosen] if expires is None else VALID_UNTIL[chosen].format(date=expires)
+        )
     # Stripped: a template ending in `{link}` leaves no trailing space when there is no link.
-    text = string.Formatter().vformat(by_locale[chosen], (), {k: v for k, v in fields.items()}).strip()
+    text = string.Formatter().vformat(by_locale[chosen], (), values).strip()
     encoding = encoding_for(text)
     return RenderedSms(text, encoding, len(split(text, encoding)), chosen)

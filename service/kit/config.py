@@ -6,8 +6,27 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RetryClass(BaseModel):
+    """How an SMS is retried after one class of error: up to `max_attempts` errors of the class, the
+    delay doubling from `first_delay_seconds` to at most `max_delay_seconds` (with jitter)."""
+
+    max_attempts: int = Field(default=5, ge=1)
+    first_delay_seconds: float = Field(default=2.0, gt=0)
+    max_delay_seconds: float = Field(default=60.0, gt=0)
+
+
+class SmsRetry(BaseModel):
+    """A provider's retry policy per error class (docs/delivery.md). Permanent errors are never
+    retried; `unavailable` (no session with the provider) is retried until the SMS's deadline, and
+    its `max_attempts` is not used."""
+
+    transient: RetryClass = RetryClass(max_attempts=5, first_delay_seconds=2, max_delay_seconds=60)
+    throttled: RetryClass = RetryClass(max_attempts=30, first_delay_seconds=1, max_delay_seconds=30)
+    unavailable: RetryClass = RetryClass(max_attempts=1, first_delay_seconds=1, max_delay_seconds=30)
 
 
 class Settings(BaseSettings):
@@ -66,6 +85,25 @@ class Settings(BaseSettings):
     smpp_port: int = 2775
     smpp_system_id: str = ""
     smpp_password: SecretStr | None = None
+    # The SMPP session (docs/delivery.md, "SMPP session"): one bind_transceiver, or a transmitter and
+    # a receiver; the system_type of the bind; submit_sm in flight at once; TLS (an SMSC behind stunnel).
+    smpp_bind: Literal["transceiver", "transmitter+receiver"] = "transceiver"
+    smpp_system_type: str = Field(default="", max_length=12)
+    smpp_window: int = Field(default=64, ge=1, le=1024)
+    smpp_enquire_link_seconds: float = Field(default=20.0, gt=0)
+    smpp_response_timeout_seconds: float = Field(default=10.0, gt=0)
+    smpp_unbind_timeout_seconds: float = Field(default=2.0, gt=0)
+    smpp_tls: bool = False
+    smpp_tls_ca_file: Path | None = None
+    smpp_tls_verify: bool = True
+    smpp_tls_server_name: str | None = None
+    smpp_tls_cert_file: Path | None = None
+    smpp_tls_key_file: Path | None = None
+    # Overrides of the SMPP status classes, e.g. {"0x45": "permanent", "generic_nack": "transient"}
+    smpp_error_classes: dict[str, Literal["permanent", "transient", "throttled"]] = {}
+    # Retry policies per provider and error class (JSON, e.g. {"transient": {"max_attempts": 3}})
+    sms_retry_smpp: SmsRetry = SmsRetry()
+    sms_retry_http: SmsRetry = SmsRetry()
     sms_http_url: str | None = None
     sms_http_token: SecretStr | None = None
     sms_receipt_secret: SecretStr | None = None
@@ -76,7 +114,7 @@ class Settings(BaseSettings):
 
     sms_deadline_hours: float = 24.0
     sms_in_doubt_seconds: float = 120.0
-    sms_rate_limit: int = 200  # messages per second per provider, across all workers
+    sms_rate_limit: int = 200  # submit_sm PDUs (SMS parts) per second per provider, across all workers
     # The relay packs up to this many waiting reward SMS into one job: one claim, one window of
     # submits and one outcome transaction for all of them.
     sms_batch_size: int = 50

@@ -12,7 +12,6 @@ from service.auth.deps import check_role, principal_of, require
 from service.auth.openapi import security
 from service.auth.service import Principal
 from service.catalog.errors import UnknownOffer, UnknownProgram
-from service.catalog.snapshot import get_snapshot
 from service.kit.db.engine import hot_pool, new_session, transaction
 from service.kit.http.errors import IdempotencyKeyMissing, InvalidMsisdn, responses
 from service.kit.http.pagination import Limit, Page, UuidCursor, page, uuid_position
@@ -139,8 +138,7 @@ def read_redemption(
     redemption_id: RedemptionId, principal: Principal = Depends(require("loyalty", "support"))
 ) -> RedemptionOut:
     with new_session() as session:
-        row = service.get_redemption(session, redemption_id, scope=scope_of(principal))
-        return service.to_out(get_snapshot(session), row)
+        return service.read_redemption(session, redemption_id, scope=scope_of(principal))
 
 
 def _msisdn(value: str | None, field: str) -> str | None:

@@ -62,6 +62,33 @@ class RewardOut(BaseModel):
     expires_at: datetime | None
 
 
+class SmsOut(BaseModel):
+    """One SMS of the redemption (the first, or a resend) and what became of it."""
+
+    send: int = Field(description="0: the first SMS; 1, 2, 3: resends asked for", examples=[0])
+    provider: str | None = Field(description="Who took it: smpp, http, file, sandbox", examples=["smpp"])
+    status: Literal["pending", "submitting", "sent", "delivered", "failed", "cancelled"] = Field(
+        description="pending (to send, or to send again), submitting (handed to the provider, its answer"
+        " not known yet), sent (the provider took every part), delivered (receipt), failed, cancelled"
+    )
+    segments: int | None = Field(description="Parts of the SMS, each billed by the operator", examples=[2])
+    attempts: int = Field(description="Submissions to the provider so far", examples=[1])
+    submitted_at: datetime | None = Field(description="When the latest submission started")
+    sent_at: datetime | None = Field(description="When the provider had taken every part")
+    receipt_at: datetime | None = Field(description="When the latest delivery receipt arrived")
+    receipt_state: str | None = Field(
+        description="The receipts' state: DELIVRD, EXPIRED, UNDELIV, REJECTD, DELETED, ENROUTE, ACCEPTD,"
+        " UNKNOWN; none before the first receipt",
+        examples=["DELIVRD"],
+    )
+    error_code: str | None = Field(
+        description="The provider's code for the latest error: an SMPP status (0x58), generic_nack,"
+        " http 503, or the receipt's state for an undeliverable SMS",
+        examples=[None],
+    )
+    error: str | None = Field(description="The latest error, in words", examples=[None])
+
+
 class RedemptionOut(BaseModel):
     id: UUID
     external_id: str
@@ -88,3 +115,8 @@ class RedemptionOut(BaseModel):
     )
     created_at: datetime
     updated_at: datetime
+    sms: list[SmsOut] = Field(
+        default_factory=list,
+        description="The reward's SMS, oldest first: the first and each resend, with its delivery"
+        " (empty in the answer to the redemption itself: none has been tried yet)",
+    )

@@ -5,6 +5,7 @@ outbox row; the program's monthly budget is taken last so its row lock is held f
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -26,6 +27,7 @@ from service.catalog.snapshot import (
     get_snapshot,
     get_snapshot_async,
 )
+from service.delivery.attempts import SmsAttempt, sms_attempts
 from service.events import webhooks
 from service.kit.db.engine import driver
 from service.kit.db.fragments import Fragment
@@ -53,7 +55,7 @@ from service.redemptions.errors import (
     ResendLimitReached,
     TariffNotEligible,
 )
-from service.redemptions.schemas import RedemptionIn, RedemptionOut, RewardOut
+from service.redemptions.schemas import RedemptionIn, RedemptionOut, RewardOut, SmsOut
 from service.sandbox import service as sandbox
 
 MAX_RESENDS = 3
@@ -440,7 +442,32 @@ _SELECT = (
 )
 
 
-def to_out(snap: CatalogSnapshot, row: Any) -> RedemptionOut:
+def _sms_out(attempts: list[SmsAttempt]) -> list[SmsOut]:
+    return [
+        SmsOut(
+            send=a.send,
+            provider=a.provider,
+            status=a.status,
+            segments=a.segments,
+            attempts=a.attempts,
+            submitted_at=a.submitted_at,
+            sent_at=a.sent_at,
+            receipt_at=a.receipt_at,
+            receipt_state=a.receipt_state,
+            error_code=a.error_code,
+            error=a.error,
+        )
+        for a in attempts
+    ]
+
+
+def with_sms(session: Session, rows: Sequence[Any]) -> dict[uuid.UUID, list[SmsOut]]:
+    """The SMS of these redemptions, in one indexed query."""
+    found = sms_attempts(driver(session), [row.id for row in rows])
+    return {row.id: _sms_out(found.get(row.id, [])) for row in rows}
+
+
+def to_out(snap: CatalogSnapshot, row: Any, sms: list[SmsOut] | None = None) -> RedemptionOut:
     product = snap.products[row.product_id]
     return RedemptionOut(
         id=row.id,
@@ -467,6 +494,7 @@ def to_out(snap: CatalogSnapshot, row: Any) -> RedemptionOut:
             last4=row.reward_last4,
             expires_at=row.reward_expires_at,
         ),
+        sms=sms or [],
     )
 
 
@@ -535,7 +563,15 @@ def find_redemptions(
         where.append("r.id < :before")
         params["before"] = before
     sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY r.id DESC LIMIT :limit"
-    return [to_out(snap, row) for row in session.execute(text(sql), params)]
+    rows = session.execute(text(sql), params).all()
+    sms = with_sms(session, rows)
+    return [to_out(snap, row, sms[row.id]) for row in rows]
+
+
+def read_redemption(session: Session, redemption_id: uuid.UUID, *, scope: Scope) -> RedemptionOut:
+    """One redemption with its SMS: two indexed queries."""
+    row = get_redemption(session, redemption_id, scope=scope)
+    return to_out(get_snapshot(session), row, with_sms(session, [row])[row.id])
 
 
 # --- cancel and resend ---------------------------------------------------------------------------
@@ -613,14 +649,13 @@ def cancel(
         },
     )
     checkpoint("cancel.after_records")
-    return to_out(snap, get_redemption(session, redemption_id, scope=scope))
+    return read_redemption(session, redemption_id, scope=scope)
 
 
 def resend(
     session: Session, redemption_id: uuid.UUID, *, scope: Scope, now: datetime | None = None
 ) -> RedemptionOut:
     now = now or datetime.now(UTC)
-    snap = get_snapshot(session)
     row = get_redemption(session, redemption_id, scope=scope, for_update=True)
     if row.status == "cancelled":
         raise NotResendable("the redemption is cancelled")
@@ -640,4 +675,4 @@ def resend(
     outbox.enqueue(
         driver(session), jobs.REWARD_SMS, {"redemption_id": str(redemption_id), "send": send}, now=now
     )
-    return to_out(snap, get_redemption(session, redemption_id, scope=scope))
+    return read_redemption(session, redemption_id, scope=scope)

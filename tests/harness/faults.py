@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -73,10 +74,90 @@ def smsc_refuse_binds(st: Stack, seconds: float = 30) -> Window:
     return Window(started, time.monotonic(), f"binds dropped and refused (ESME_RBINDFAIL) {seconds:.0f} s")
 
 
-def smsc_drop(st: Stack) -> Window:
+def smsc_events(st: Stack) -> list[dict]:
+    """The test SMSC's faults as it applied them (`<record>.events`: name, CLOCK_MONOTONIC time)."""
+    path = st.smsc_record.with_name(st.smsc_record.name + ".events")
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def smsc_drop(st: Stack, held: int = 16) -> Window:
+    """The SMSC reads the next `held` submit_sm and answers none of them, takes every other SMS among
+    them (as an SMSC that processed a PDU and lost its answer) and drops every connection: the ESME
+    has submits in flight (in doubt) and more queued behind its window."""
     started = time.monotonic()
-    st.service("smsc").command("drop")
-    return Window(started, time.monotonic(), "every SMPP connection dropped with submits in flight")
+    before = len(smsc_events(st))
+    st.service("smsc").command(f"drop-in-flight {held} alternate")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(smsc_events(st)) == before:
+        time.sleep(0.05)
+    drop = next((e for e in smsc_events(st)[before:] if e["event"] == "drop-in-flight"), None)
+    note = (
+        f"{drop['held']} submit_sm held unanswered ({drop['taken']} taken), then every connection dropped"
+        if drop
+        else "drop-in-flight never happened (no submits within 10 s)"
+    )
+    return Window(started, drop["at"] if drop else time.monotonic(), note)
+
+
+def smsc_unbind(st: Stack) -> Window:
+    started = time.monotonic()
+    st.service("smsc").command("unbind")
+    return Window(started, time.monotonic(), "the SMSC unbound every session (answered, then bound again)")
+
+
+@dataclass
+class Resends:
+    """SMS outstanding at an SMSC drop (their redemption made before it, their last part at the SMSC
+    after it): seconds from the drop until each reached the SMSC. `at_once`: the ones the session had
+    not written yet (queued, behind the window, or waiting for the bind), sent on the new link within
+    the same attempt. `in_doubt`: the ones written and never answered (held by the SMSC without
+    taking them, or never read by it before the drop): they wait SMS_IN_DOUBT_SECONDS for a receipt
+    that never comes, then go again (a second attempt). Those the SMSC held and took are settled by
+    their receipts and are in neither list."""
+
+    at_once: list[float]
+    in_doubt: list[float]
+    held: int = 0
+    taken: int = 0
+
+    def __str__(self) -> str:
+        every = sorted(self.at_once + self.in_doubt)
+        if not every:
+            return "no SMS outstanding at the drop"
+        parts = [f"longest {every[-1]:.1f} s ({len(every)} SMS)"]
+        if self.at_once:
+            parts.append(f"not yet written: {len(self.at_once)}, within {max(self.at_once):.1f} s")
+        if self.in_doubt:
+            parts.append(
+                f"written, never answered (in doubt): {len(self.in_doubt)}, after"
+                f" {min(self.in_doubt):.1f}-{max(self.in_doubt):.1f} s"
+            )
+        parts.append(f"held {self.held}, taken {self.taken} (settled by their receipts, not resent)")
+        return "; ".join(parts)
+
+
+def resend_delays(st: Stack, window: Window) -> Resends:
+    drop_at = window.lifted
+    drop_unix = time.time() - (time.monotonic() - drop_at)
+    held = next((e for e in reversed(smsc_events(st)) if e["event"] == "drop-in-flight"), None)
+    attempts = dict(  # the SMS of the redemptions made before the drop, and their attempts
+        st.sql(
+            "SELECT r.msisdn, max(m.attempts) FROM redemptions r"
+            " JOIN sms_messages m ON m.redemption_id = r.id"
+            " WHERE r.created_at < to_timestamp(%s) GROUP BY r.msisdn",
+            (drop_unix,),
+        )
+    )
+    records = [json.loads(line) for line in st.smsc_record.read_text().splitlines() if line.endswith("}")]
+    after = [r for r in records if r["to"] in attempts and r["received_at"] > drop_at]
+    return Resends(
+        at_once=[r["received_at"] - drop_at for r in after if attempts[r["to"]] == 1],
+        in_doubt=[r["received_at"] - drop_at for r in after if attempts[r["to"]] > 1],
+        held=held["held"] if held else 0,
+        taken=held["taken"] if held else 0,
+    )
 
 
 def api_sigkill(st: Stack) -> Window:
@@ -145,6 +226,7 @@ FAULTS: dict[str, tuple[Fault, str]] = {
     "redis restarted empty": (redis_empty, "smpp"),
     "smsc refuses binds 30 s": (smsc_refuse_binds, "smpp"),
     "smsc drops mid-window": (smsc_drop, "smpp"),
+    "smsc unbinds": (smsc_unbind, "smpp"),
     "api process SIGKILL": (api_sigkill, "smpp"),
     "worker process SIGKILL": (worker_sigkill, "smpp"),
     "relay SIGKILL": (relay_sigkill, "smpp"),
@@ -167,6 +249,7 @@ class PhaseResult:
     readyz: str = "-"
     restarts: int = 0
     skipped: str = ""
+    resend: Resends | None = None  # the SMSC-drop phase: from the drop to each outstanding SMS at the SMSC
 
 
 def undelivered_before(st: Stack, moment_unix: float) -> int:
@@ -238,6 +321,9 @@ def run_phase(
     log(f"  lifted after {window.lifted - window.started:.1f} s ({window.note})")
     api_back, drained = measure_recovery(st, load, window)
     log(f"  API answering 201 after {api_back} s; every earlier SMS delivered after {drained} s")
+    resend = resend_delays(st, window) if fault is smsc_drop or name == "smsc drops mid-window" else None
+    if resend:
+        log(f"  SMS outstanding at the drop reached the SMSC: {resend}")
     return PhaseResult(
         label,
         window,
@@ -245,4 +331,5 @@ def run_phase(
         drained,
         probe.between(window.started, window.lifted + max(api_back or 0, 2.0)),
         st.supervisor.restarts() - restarts,
+        resend=resend,
     )

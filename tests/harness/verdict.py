@@ -171,9 +171,9 @@ def table(
         by_phase[op.phase].append(op)
     head = (
         "| fault | requests | attempts | 201 | 503 | 500 | other errors | recovery s (API / SMS)"
-        " | /readyz during | restarts | lost | doubled |"
+        " | longest resend s | /readyz during | restarts | lost | doubled |"
     )
-    out = [head, "|" + " --- |" * 12]
+    out = [head, "|" + " --- |" * 13]
 
     def fmt(value: float | None) -> str:
         return "-" if value is None else f"{value:.1f}"
@@ -189,17 +189,25 @@ def table(
         )
         r = result_of.get(name)
         if r and r.skipped:
-            out.append(f"| {name} | not injected: {r.skipped} |" + " |" * 10)
+            out.append(f"| {name} | not injected: {r.skipped} |" + " |" * 11)
             continue
         recovery = f"{fmt(r.api_back)} / {fmt(r.drained)}" if r and r.window else "-"
+        every = (r.resend.at_once + r.resend.in_doubt) if r and r.resend else []
+        resend = fmt(max(every)) if every else "-"
         out.append(
             f"| {name} | {len(phase_ops)} | {sum(answered.values())} |"
             f" {sum(1 for op in phase_ops if op.final == 201)} | {answered['503']} | {answered['500']} |"
-            f" {other}{f' ({other_detail})' if other else ''} | {recovery} | {r.readyz if r else '-'} |"
+            f" {other}{f' ({other_detail})' if other else ''} | {recovery} | {resend} |"
+            f" {r.readyz if r else '-'} |"
             f" {r.restarts if r else 0} | {verdict.lost.get(name, 0)} | {verdict.doubled.get(name, 0)} |"
         )
     return "\n".join(out)
 
 
 def notes(results: list[PhaseResult]) -> str:
-    return "\n".join(f"- {r.name}: {r.window.note}" for r in results if r.window and r.window.note)
+    return "\n".join(
+        f"- {r.name}: {r.window.note}"
+        + (f"; SMS outstanding at the drop reached the SMSC: {r.resend}" if r.resend else "")
+        for r in results
+        if r.window and r.window.note
+    )
