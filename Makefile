@@ -45,7 +45,10 @@ bench: install
 # developers' and CI's: + test). `make lock UPGRADE=1` also moves every pin to its newest release.
 COMPILE = $(VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links $(if $(UPGRADE),--upgrade)
+# The developers' lock is resolved first and the image's is held to its pins, so that tests and
+# production run the same versions (the test tools cap some shared packages, e.g. httpx and typer).
 lock: install
 	$(PY) -m pip install -q pip-tools
-	$(COMPILE) --extra tracing -o requirements.lock pyproject.toml
 	$(COMPILE) --extra tracing --extra test -o requirements-dev.lock pyproject.toml
+	sed -n 's/^\([A-Za-z0-9._-]*==[^ ]*\).*/\1/p' requirements-dev.lock > $(VENV)/dev-pins.txt
+	$(COMPILE) --extra tracing -c $(VENV)/dev-pins.txt -o requirements.lock pyproject.toml
