@@ -464,6 +464,61 @@ def test_an_exchange_that_became_impossible_after_the_code_was_sent_changes_noth
         assert s.execute(text("SELECT used_at FROM holder_otps")).scalar_one() is None
 
 
+def test_once_a_cards_expiry_has_passed_its_page_says_so_and_nothing_can_be_exchanged(client, keys, tmp_path):
+    card, path = card_reward(client, keys)
+    form = form_of(client.get(path).text)
+    with transaction() as s:
+        s.execute(
+            text("UPDATE cards SET expires_at = now() - interval '1 day' WHERE id = :id"),
+            {"id": card.card_id},
+        )
+    page = client.get(path)
+    assert page.status_code == 410 and 'name="sku"' not in page.text and card.number[-4:] not in page.text
+    asked = client.post(path + "/exchange", data={"sku": "ARAY-CERT-1000", "form": form})
+    assert asked.status_code == 410 and 'name="code"' not in asked.text
+    assert deliver_notices(tmp_path) == [] and balance_of(card.card_id) == 500000
+    with new_session() as s:
+        assert s.execute(text("SELECT count(*) FROM holder_otps")).scalar_one() == 0
+        assert s.execute(text("SELECT count(*) FROM exchanges")).scalar_one() == 0
+
+
+def test_a_code_sent_for_one_card_exchanges_nothing_on_another_cards_page(client, keys, tmp_path):
+    first, first_path = card_reward(client, keys)
+    second, second_path = card_reward(client, keys)
+    asked = ask(client, first_path, "ARAY-CERT-1000")
+    code = otp_from(deliver_notices(tmp_path)[0])
+    otp_id = re.search(r'action="/r/[^"]+/exchange/([0-9a-f\-]+)"', asked.text).group(1)
+    second_form = form_of(client.get(second_path).text)
+    answer = client.post(f"{second_path}/exchange/{otp_id}", data={"code": code, "form": second_form})
+    assert 'id="done"' not in answer.text
+    assert balance_of(first.card_id) == balance_of(second.card_id) == 500000
+    with new_session() as s:
+        assert s.execute(text("SELECT count(*) FROM exchanges")).scalar_one() == 0
+        assert s.execute(text("SELECT used_at, attempts FROM holder_otps")).one() == (None, 0)
+    assert 'id="done"' in confirm(client, first_path, asked.text, code).text  # still good on its own card
+
+
+def test_a_code_is_refused_when_the_certificates_face_value_changed_since_it_was_sent(client, keys, tmp_path):
+    from service.catalog.snapshot import invalidate_snapshot
+
+    card, path = card_reward(client, keys)
+    asked = ask(client, path, "ARAY-CERT-1000")
+    code = otp_from(deliver_notices(tmp_path)[0])
+    with transaction() as s:
+        s.execute(text("UPDATE products SET face_value_minor = 150000 WHERE sku = 'ARAY-CERT-1000'"))
+    invalidate_snapshot()
+    try:
+        answer = confirm(client, path, asked.text, code)
+        assert 'id="done"' not in answer.text and balance_of(card.card_id) == 500000
+        with new_session() as s:
+            assert s.execute(text("SELECT count(*) FROM exchanges")).scalar_one() == 0
+            assert s.execute(text("SELECT used_at FROM holder_otps")).scalar_one() is None
+    finally:
+        with transaction() as s:
+            s.execute(text("UPDATE products SET face_value_minor = 100000 WHERE sku = 'ARAY-CERT-1000'"))
+        invalidate_snapshot()
+
+
 def test_a_certificate_in_the_history_stays_behind_show(client, keys, tmp_path):
     card, path = card_reward(client, keys)
     asked = ask(client, path, "ARAY-CERT-1000")
@@ -518,6 +573,22 @@ def test_card_entry_follows_the_cards_lockout(client, keys):
 def test_an_unknown_card_number_says_no_more_than_a_wrong_pin(client, keys):
     answer = open_card(client, "9" * 16, "1234")
     assert answer.status_code == 422 and "Номер или ПИН не подходят." in answer.text
+
+
+def test_an_unknown_card_number_gets_the_very_page_a_wrong_pin_gets(client, keys):
+    card, _ = card_reward(client, keys)
+    wrong_pin = "0000" if card.pin != "0000" else "1111"
+    unknown = open_card(client, "9" * len(card.number), wrong_pin)
+    flush_limits()
+    with transaction() as s:  # each answer as a first failure from this address
+        s.execute(text("DELETE FROM auth_throttle"))
+    known = open_card(client, card.number, wrong_pin)
+
+    def without_form_token(html: str) -> str:
+        return re.sub(r'name="form" value="[^"]+"', "", html)
+
+    assert unknown.status_code == known.status_code == 422
+    assert without_form_token(unknown.text) == without_form_token(known.text)
 
 
 def test_card_entry_without_its_form_cookie_is_refused(client, keys):

@@ -23,6 +23,30 @@ def test_a_token_is_22_base62_characters_carrying_128_bits():
     assert len({base62(uuid.uuid4().int >> 2) for _ in range(1000)}) == 1000
 
 
+def test_without_the_link_key_a_token_cannot_be_told_from_random_bits(db):
+    """The token is a keyed pseudo-random function of the id (HMAC-SHA256): under another key the
+    same ids give tokens that agree with ours on about half their 128 bits, as random ones would."""
+    import dataclasses
+    import os
+
+    from service.kit.security.crypto import get_vault
+
+    ours = get_vault()
+    theirs = dataclasses.replace(ours, fingerprint_key=os.urandom(32))
+
+    def bits(token: str) -> int:
+        value = 0
+        for ch in token:
+            value = value * 62 + ALPHABET.index(ch)
+        return value
+
+    agreeing = [
+        128 - bin(bits(reward_token(ours, i)) ^ bits(reward_token(theirs, i))).count("1")
+        for i in (uuid.uuid4() for _ in range(200))
+    ]
+    assert 56 <= sum(agreeing) / len(agreeing) <= 72  # 64 expected; a key-independent part would show
+
+
 def test_different_redemptions_get_unrelated_tokens(db):
     from service.kit.security.crypto import get_vault
 
