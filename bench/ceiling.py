@@ -6,8 +6,8 @@ redemption path calls), so it follows the code: each `%(name)s` placeholder beco
 expression where the value changes per redemption (the subscriber, the external id, the idempotency
 key), and an SQL literal of the value the
 service would send otherwise (program, offer, prices, VAT, budget). Differences, all of them
-server-side and cheap: the redemption's UUID is an md5 of the request number (the service sends a
-UUIDv7), `now` is the transaction's now(), and the request hash is sha256() of the request number.
+server-side and cheap: the redemption's UUIDv7 takes its random bits from an md5 of the request
+number, `now` is the transaction's now(), and the request hash is sha256() of the request number.
 The statements are pipelined as the API pipelines them (pgbench's \\startpipeline).
 
 The ceiling cannot count empty work: the redemption's statement is built `checked` (a division by
@@ -39,8 +39,13 @@ from service.redemptions.service import LIMIT_LOCK, TAKE_BUDGET, Scope, price, r
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 # The redemption's id, the same in each statement of a transaction (pgbench passes no values from one
-# statement of a pipeline to the next): a UUID made of the request number.
-_REDEMPTION_ID = "CAST(md5(CAST(:n AS text)) AS uuid)"
+# statement of a pipeline to the next): time-ordered like the service's (a UUIDv7 layout), its
+# milliseconds those of the transaction's now(), its other bits an md5 of the request number.
+_REDEMPTION_ID = (
+    "CAST(encode(set_bit(set_bit(set_bit(set_bit(set_bit(set_bit(overlay(decode(md5(CAST(:n AS text)), 'hex')"
+    " PLACING substring(int8send(CAST(floor(extract(epoch FROM now()) * 1000) AS bigint)) FROM 3)"
+    " FROM 1 FOR 6), 52, 1), 53, 1), 54, 1), 55, 0), 71, 1), 70, 0), 'hex') AS uuid)"
+)
 
 
 def _literal(value: Any) -> str:

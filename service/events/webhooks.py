@@ -37,6 +37,7 @@ from service.kit.db.engine import batch, driver, transaction
 from service.kit.messaging import jobs, outbox
 from service.kit.observability.metrics import WEBHOOK_DELIVERIES
 from service.kit.security.crypto import Keyring, derive, get_keyring
+from service.kit.values.ids import uuid7
 
 log = structlog.get_logger("webhooks")
 GIVE_UP_AFTER = timedelta(hours=24)
@@ -214,7 +215,7 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
     for e in events:
         if not e.webhook_url:
             continue
-        event_id = uuid.uuid4()
+        event_id = uuid7()  # time-ordered: webhook_events and its index grow at their right end
         payload = {
             "id": str(event_id),
             "type": e.type,
@@ -229,7 +230,7 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
                 "sandbox": e.sandbox,
                 "type": payload["type"],
                 "payload": payload,
-                "message_id": uuid.uuid4(),
+                "message_id": uuid7(),
                 "n": len(rows),
             }
         )
