@@ -453,3 +453,18 @@ def _post(row: Any) -> tuple[int | None, str | None, int]:
 def deliver_event(event_id: uuid.UUID, *, now: datetime | None = None) -> Attempted:
     """One event (the retries of an event that a pack could not deliver)."""
     return attempt_events([event_id], now=now)[event_id]
+
+
+def purge_finished(db: Any, *, before: datetime, limit: int) -> int:
+    """Deletes up to `limit` events (and their attempts) that were delivered or given up before
+    `before`, oldest first (ix_webhook_events_created); pending events stay."""
+    old = (
+        "SELECT id FROM webhook_events WHERE created_at < %(before)s"
+        " AND coalesce(delivered_at, given_up_at) < %(before)s ORDER BY created_at, id LIMIT %(limit)s"
+    )
+    params = {"before": before, "limit": limit}
+    ids = [row[0] for row in db.execute(old + " FOR UPDATE SKIP LOCKED", params).fetchall()]
+    if ids:
+        db.execute("DELETE FROM webhook_attempts WHERE event_id = ANY(%s)", (ids,))
+        db.execute("DELETE FROM webhook_events WHERE id = ANY(%s)", (ids,))
+    return len(ids)

@@ -23,7 +23,11 @@ from service.kit.values.ids import uuid7
 
 class OutboxMessage(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),)
+    __table_args__ = (
+        Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+        # Retention: published rows, oldest first (migration 0022).
+        Index("ix_outbox_published", "published_at", postgresql_where=text("published_at IS NOT NULL")),
+    )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     message_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True, default=uuid7)
     queue: Mapped[str] = mapped_column(String(64))
@@ -79,4 +83,15 @@ def enqueue(db: Any, job: Job, payload: dict[str, Any], *, now: datetime) -> Non
     db.execute(
         insert(job, payload="CAST(%(outbox_payload)s AS jsonb)", source="(VALUES (1)) AS one"),
         {"outbox_payload": json.dumps(payload), "outbox_now": now, **trace_params()},
+    )
+
+
+def purge_published(db: Any, *, before: datetime, limit: int) -> int:
+    """Deletes up to `limit` rows published before `before`, oldest first; unpublished rows stay."""
+    return int(
+        db.execute(
+            "DELETE FROM outbox WHERE id = ANY(ARRAY(SELECT id FROM outbox WHERE published_at < %(before)s"
+            " ORDER BY published_at LIMIT %(limit)s))",
+            {"before": before, "limit": limit},
+        ).rowcount
     )
