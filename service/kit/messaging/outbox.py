@@ -87,11 +87,12 @@ def enqueue(db: Any, job: Job, payload: dict[str, Any], *, now: datetime) -> Non
 
 
 def purge_published(db: Any, *, before: datetime, limit: int) -> int:
-    """Deletes up to `limit` rows published before `before`, oldest first; unpublished rows stay."""
+    """Deletes up to `limit` rows published before `before`, oldest first (rows another pod's batch
+    holds are skipped); unpublished rows stay."""
     return int(
         db.execute(
             "DELETE FROM outbox WHERE id = ANY(ARRAY(SELECT id FROM outbox WHERE published_at < %(before)s"
-            " ORDER BY published_at LIMIT %(limit)s))",
+            " ORDER BY published_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED))",
             {"before": before, "limit": limit},
         ).rowcount
     )
