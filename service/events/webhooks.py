@@ -37,6 +37,7 @@ from service.kit.db.engine import batch, driver, transaction
 from service.kit.messaging import jobs, outbox
 from service.kit.observability.metrics import WEBHOOK_DELIVERIES
 from service.kit.security.crypto import Keyring, derive, get_keyring
+from service.kit.values.ids import uuid7
 
 log = structlog.get_logger("webhooks")
 GIVE_UP_AFTER = timedelta(hours=24)
@@ -214,7 +215,7 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
     for e in events:
         if not e.webhook_url:
             continue
-        event_id = uuid.uuid4()
+        event_id = uuid7()  # time-ordered: webhook_events and its index grow at their right end
         payload = {
             "id": str(event_id),
             "type": e.type,
@@ -229,7 +230,7 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
                 "sandbox": e.sandbox,
                 "type": payload["type"],
                 "payload": payload,
-                "message_id": uuid.uuid4(),
+                "message_id": uuid7(),
                 "n": len(rows),
             }
         )
@@ -452,3 +453,18 @@ def _post(row: Any) -> tuple[int | None, str | None, int]:
 def deliver_event(event_id: uuid.UUID, *, now: datetime | None = None) -> Attempted:
     """One event (the retries of an event that a pack could not deliver)."""
     return attempt_events([event_id], now=now)[event_id]
+
+
+def purge_finished(db: Any, *, before: datetime, limit: int) -> int:
+    """Deletes up to `limit` events (and their attempts) that were delivered or given up before
+    `before`, oldest first (ix_webhook_events_created); pending events stay."""
+    old = (
+        "SELECT id FROM webhook_events WHERE created_at < %(before)s"
+        " AND coalesce(delivered_at, given_up_at) < %(before)s ORDER BY created_at, id LIMIT %(limit)s"
+    )
+    params = {"before": before, "limit": limit}
+    ids = [row[0] for row in db.execute(old + " FOR UPDATE SKIP LOCKED", params).fetchall()]
+    if ids:
+        db.execute("DELETE FROM webhook_attempts WHERE event_id = ANY(%s)", (ids,))
+        db.execute("DELETE FROM webhook_events WHERE id = ANY(%s)", (ids,))
+    return len(ids)
