@@ -144,7 +144,7 @@ def test_a_redemption_is_one_trace_from_the_request_through_the_outbox_to_the_wo
         headers={**keys.header("loyalty"), "Idempotency-Key": str(uuid.uuid4())},
         timeout=30,
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code == 201, (response.text, api_log.read_text()[-6000:])
     wait_until(lambda: statuses().get("sent") == 1, 60, what="the SMS sent")
 
     def server_span():
