@@ -45,6 +45,7 @@ from service.cards.schemas import (
     ExchangeOut,
     VerifyOut,
 )
+from service.cards.sql import compose, load
 from service.catalog.errors import UnknownProduct
 from service.catalog.snapshot import CatalogSnapshot, ProductInfo, get_snapshot
 from service.events import webhooks
@@ -73,17 +74,10 @@ def pin_matches(vault: Vault, pin_enc: bytes, offered: str, key_id: str | None) 
 
 @lru_cache
 def mint_card_sql(*, when: str = "true", sandbox: bool = False) -> str:
-    """The INSERT (or CTE body) of a new card, RETURNING what a redemption names it by; no row when
-    `when` is false or the number is already taken (the caller draws another). Parameters: product,
-    currency, nominal, now and the new_card() values."""
-    return (
-        "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, key_id, currency,"
-        " nominal_minor, balance_minor, expires_at, sandbox, created_at) SELECT %(product)s,"
-        " %(card_fingerprint)s, %(card_number_enc)s, %(card_last4)s, %(card_pin_enc)s, %(card_key_id)s,"
-        f" %(currency)s, %(nominal)s, %(nominal)s, %(card_expires_at)s, {'true' if sandbox else 'false'},"
-        f" %(now)s WHERE {when} ON CONFLICT (number_fingerprint) DO NOTHING"
-        " RETURNING id, last4, number_fingerprint AS fingerprint, expires_at"
-    )
+    """The INSERT (or CTE body) of a new card (sql/mint_card.sql), RETURNING what a redemption names it
+    by; no row when `when` is false or the number is already taken (the caller draws another).
+    Parameters: product, currency, nominal, now and the new_card() values."""
+    return compose("mint_card", when=when, sandbox="true" if sandbox else "false")
 
 
 def new_card(vault: Vault, *, validity_days: int, now: datetime) -> dict[str, Any]:
@@ -107,6 +101,8 @@ def new_card(vault: Vault, *, validity_days: int, now: datetime) -> dict[str, An
 DEFAULT_ZONE = zone("Asia/Almaty")
 
 log = structlog.get_logger("cards")
+
+DEBIT_CARD = load("debit_card")
 
 
 _CARD = (
@@ -442,12 +438,7 @@ def _exchange(
     if certificate is None:
         raise OutOfStock(f"no certificates left for {product.sku}")
     CODES_TAKEN.labels(product.sku).inc()
-    debited = db.execute(
-        "UPDATE cards SET balance_minor = balance_minor - %(face)s,"
-        " status = CASE WHEN balance_minor - %(face)s = 0 THEN 'exhausted' ELSE status END"
-        " WHERE id = %(id)s RETURNING balance_minor, status",
-        {"face": face, "id": card.id},
-    ).fetchone()
+    debited = db.execute(DEBIT_CARD, {"face": face, "id": card.id}).fetchone()
     assert debited is not None  # the card row is locked by this transaction
     balance, status = debited
     exchange_id = uuid7()
@@ -542,14 +533,10 @@ def _write_exchange(
             code_last4=certificate.last4,
             card_id=card.id,
         ),
-        exchange_from="e",
         channel=channel,
     )
     db.execute(
-        "WITH e AS (INSERT INTO exchanges"
-        " (id, card_id, product_id, partner_id, code_id, amount_minor, created_at, api_key_id, channel)"
-        " VALUES (%(id)s, %(card)s, %(product)s, %(partner)s, %(code)s, %(amount)s, %(now)s, %(key)s,"
-        " %(channel)s) RETURNING id) " + record.sql,
+        _exchange_sql(record.sql),
         {
             "id": exchange_id,
             "card": card.id,
@@ -563,6 +550,11 @@ def _write_exchange(
             **record.params,
         },
     )
+
+
+@lru_cache
+def _exchange_sql(record_sql: str) -> str:
+    return compose("exchange", record=record_sql)
 
 
 def reveal_certificate(session: Session, exchange_id: uuid.UUID, partner: str) -> tuple[str, str | None]:

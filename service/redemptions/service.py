@@ -13,6 +13,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
+from psycopg.rows import class_row
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -56,6 +57,7 @@ from service.redemptions.errors import (
     TariffNotEligible,
 )
 from service.redemptions.schemas import RedemptionIn, RedemptionOut, RewardOut, SmsOut
+from service.redemptions.sql import compose, load
 from service.sandbox import service as sandbox
 
 MAX_RESENDS = 3
@@ -128,7 +130,7 @@ def redeem(
             with db.pipeline():
                 if priced.has_limits:
                     db.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
-                redeemed = db.execute(statement.sql, statement.params)
+                redeemed = db.cursor(row_factory=_RESERVED).execute(statement.sql, statement.params)
                 if priced.budgeted:
                     db.execute(TAKE_BUDGET, statement.params)
         except pg_errors.CheckViolation as exc:
@@ -163,7 +165,7 @@ async def redeem_async(
         async with one_write_pipeline(conn):
             if priced.has_limits:
                 await conn.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
-            redeemed = await conn.execute(statement.sql, statement.params)
+            redeemed = await conn.cursor(row_factory=_RESERVED).execute(statement.sql, statement.params)
         reward = _reward_of(await redeemed.fetchone(), priced, request)
         if reward is not None:
             budget = AtCommit(TAKE_BUDGET, statement.params, budget_refusal) if priced.budgeted else None
@@ -183,19 +185,19 @@ CARD_DRAWS = 5
 
 
 def _reward_of(
-    row: tuple[Any, ...] | None, priced: Priced, request: RedemptionIn
+    row: Reserved | None, priced: Priced, request: RedemptionIn
 ) -> tuple[str, datetime | None] | None:
     """What the statement's row says: the reward's last 4 and expiry, or a refusal (raised, in the
     order the steps run), or None for a card number already taken."""
     assert row is not None  # the statement's last SELECT always returns its one row
-    within, last4, expires_at, inserted = row
-    if not within:
+    last4, expires_at = row.last4, row.expires_at
+    if not row.within:
         raise LimitExceeded(f"this subscriber has reached the limit of offer {priced.offer.code}")
     if last4 is None:
         if priced.product.kind == "code":
             raise OutOfStock(f"no codes left for {priced.product.sku}")
         return None
-    if not inserted:
+    if not row.inserted:
         raise DuplicateExternalId(
             f"this program already has a redemption with external_id {request.external_id!r}"
         )
@@ -275,67 +277,54 @@ def price(snap: CatalogSnapshot, request: RedemptionIn, *, scope: Scope, now: da
     return Priced(program, offer, product, tariff, nominal, rate)
 
 
-# One subscriber's redemptions wait for each other here, so that two parallel ones cannot both pass
-# the limit. The statement that counts them is the next one: in READ COMMITTED its snapshot is taken
-# when it starts, after this lock is granted, so it sees every committed redemption of the subscriber.
-LIMIT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(msisdn)s, 1))"
-
-# Per subscriber per day and per month, counted in the program's time zone; a limit left NULL holds.
-_WITHIN_LIMITS = (
-    "SELECT coalesce(%(limit_day)s::int > count(*) FILTER (WHERE created_at >= %(day)s), true)"
-    " AND coalesce(%(limit_month)s::int > count(*), true) AS within FROM redemptions"
-    " WHERE msisdn = %(msisdn)s AND offer_id = %(offer)s AND created_at >= %(month)s"
-    " AND status <> 'cancelled' AND sandbox = {sandbox}"
-)
-
-_INSERT_REDEMPTION = (
-    "INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id, msisdn, locale,"
-    " points, currency, nominal_minor, code_id, card_id, reward_last4, reward_expires_at, api_key_id,"
-    " sandbox, link_hash, created_at, updated_at) SELECT %(id)s, %(program)s, %(tariff)s, %(offer)s,"
-    " %(product)s, %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s, %(nominal)s, {code_id},"
-    " {card_id}, c.last4, c.expires_at, %(api_key)s, {sandbox}, %(link_hash)s, %(now)s, %(now)s FROM c"
-    " ON CONFLICT (program_id, sandbox, external_id) DO NOTHING RETURNING " + ledger.REDEMPTION_RETURNING
-)
-
-# The program's monthly budget, an atomic counter that refuses to pass it (migration 0011), taken
-# only when the redemption row was inserted. Every redemption of the program waits for this row, so it
-# is locked as late as possible: after the redemption statement, and on the API's path in the COMMIT's
-# own round trip. A refusal is an error (check_violation "program_budget"), which aborts the
-# transaction, so that a COMMIT pipelined behind it rolls back.
-TAKE_BUDGET = "SELECT take_program_budget(%(program)s, %(budget_month)s, %(nominal)s, %(budget)s, %(id)s)"
-
-
-# A sandbox code reward: a test code from no pool (its last 4 computed by the caller).
-_SANDBOX_CODE = (
-    "SELECT NULL::bigint AS id, %(sandbox_last4)s::varchar AS last4, NULL::timestamptz AS expires_at"
-)
+# The statements of a redemption (sql/*.sql): the subscriber's lock, then the one statement that does
+# the rest (reserve.sql, composed once per shape by _redemption_sql), and the program's budget last.
+LIMIT_LOCK = load("limit_lock")
+TAKE_BUDGET = load("take_budget")
 
 
 @lru_cache
 def _redemption_sql(*, limits: bool, kind: str, record_sql: str, sms_sql: str, sandbox: bool) -> str:
-    """The statement of one redemption: whether the subscriber is within the offer's limits (lim),
-    the reward (c: a pooled code, or a minted card, only when within), the redemption (r: nothing on
-    a duplicate external_id), its issue record and its SMS in the outbox. Its one row tells the caller
-    which of these happened. A sandbox redemption's reward is a test code or a sandbox card, and it
-    has no issue record (record_sql is then a plain SELECT)."""
+    """The statement of one redemption (sql/reserve.sql): whether the subscriber is within the offer's
+    limits (lim), the reward (c: a pooled code, or a minted card, only when within), the redemption (r:
+    nothing on a duplicate external_id), its issue record and its SMS in the outbox. Its one row tells
+    the caller which of these happened. A sandbox redemption's reward is a test code or a sandbox card,
+    and it has no issue record (record_sql is then a plain SELECT)."""
     within = "(SELECT within FROM lim)"
+    flag = "true" if sandbox else "false"
     if kind != "code":
         reward = mint_card_sql(when=within, sandbox=sandbox)
     elif sandbox:
-        reward = f"{_SANDBOX_CODE} WHERE {within}"
+        reward = compose("sandbox_code", when=within)
     else:
         reward = take_code_sql(when=within)
     code_id, card_id = ("NULL", "c.id") if kind != "code" else ("NULL" if sandbox else "c.id", "NULL")
-    flag = "true" if sandbox else "false"
-    return (
-        f"WITH lim AS ({_WITHIN_LIMITS.format(sandbox=flag) if limits else 'SELECT true AS within'}),"
-        f" c AS ({reward}),"
-        f" r AS ({_INSERT_REDEMPTION.format(code_id=code_id, card_id=card_id, sandbox=flag)}),"
-        f" rec AS ({record_sql}),"
-        f" sms AS ({sms_sql})"
-        f" SELECT {within}, c.last4, c.expires_at, (SELECT count(*) FROM r) > 0"
-        " FROM (SELECT 1) AS one LEFT JOIN c ON true"
+    return compose(
+        "reserve",
+        limits=compose("within_limits", sandbox=flag) if limits else "SELECT true AS within",
+        reward=reward,
+        code_id=code_id,
+        card_id=card_id,
+        sandbox=flag,
+        returning=ledger.REDEMPTION_RETURNING,
+        record=record_sql,
+        sms=sms_sql,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """The one row of a redemption's statement: within the limits; the reward's last 4 and expiry
+    (None: no reward, the pool empty or the card number taken); the redemption row inserted (False: a
+    duplicate external_id)."""
+
+    within: bool
+    last4: str | None
+    expires_at: datetime | None
+    inserted: bool
+
+
+_RESERVED = class_row(Reserved)
 
 
 def redemption_statement(
@@ -355,8 +344,6 @@ def redemption_statement(
         Fragment("SELECT NULL", {})
         if priced.sandbox
         else ledger.issue_record(
-            redemption_from="r",
-            reward_from="c",
             sku=product.sku,
             partner_id=product.partner_id,
             nominal_minor=priced.nominal_minor,
