@@ -11,13 +11,12 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, Connection
 from psycopg import errors as pg_errors
 from psycopg.rows import class_row
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from service.cards.service import CardUse, card_use, mint_card_sql, new_card
+from service.cards.service import CardUse, cancel_card, card_use, mint_card_sql, new_card
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import (
     CatalogSnapshot,
@@ -409,24 +408,52 @@ def _month(program: ProgramInfo, at: datetime) -> date:
     return at.astimezone(program.zone).date().replace(day=1)
 
 
-def _release_budget(session: Session, program: ProgramInfo, created_at: datetime, amount: int) -> None:
-    session.execute(
-        text(
-            "UPDATE program_budget_usage SET spent_minor = spent_minor - :n"
-            " WHERE program_id = :p AND month = :month"
-        ),
-        {"n": amount, "p": program.id, "month": _month(program, created_at)},
+def _release_budget(db: Connection[Any], program: ProgramInfo, created_at: datetime, amount: int) -> None:
+    db.execute(
+        RELEASE_BUDGET, {"amount": amount, "program": program.id, "month": _month(program, created_at)}
     )
 
 
 # --- reading -------------------------------------------------------------------------------------
 
-_SELECT = (
-    "SELECT r.id, r.external_id, r.program_id, r.tariff_id, r.offer_id, r.product_id, r.msisdn, r.points,"
-    " r.locale, r.status, r.status_reason, r.resend_count, r.created_at, r.updated_at, r.nominal_minor,"
-    " r.currency, r.reward_last4, r.reward_expires_at, r.code_id, r.card_id, r.first_sent_at, r.sandbox,"
-    " r.link_hash IS NOT NULL AS has_link, r.revealed_at FROM redemptions r"
-)
+
+@dataclass(frozen=True)
+class RedemptionRow:
+    """A redemption as it is stored (sql/redemption.sql): what the API shows of it (to_out) and what
+    the cancel rule asks (can_cancel)."""
+
+    id: uuid.UUID
+    external_id: str
+    program_id: int
+    tariff_id: int
+    offer_id: int
+    product_id: int
+    msisdn: str
+    points: int
+    locale: str
+    status: str
+    status_reason: str | None
+    resend_count: int
+    created_at: datetime
+    updated_at: datetime
+    nominal_minor: int
+    currency: str
+    reward_last4: str | None
+    reward_expires_at: datetime | None
+    code_id: int | None
+    card_id: int | None
+    first_sent_at: datetime | None
+    sandbox: bool
+    has_link: bool
+    revealed_at: datetime | None
+
+
+_SELECT = load("redemption")
+_BY_ID = _SELECT + "\n WHERE r.id = %(id)s"
+_BY_ID_LOCKED = _BY_ID + " FOR UPDATE"
+RELEASE_BUDGET = load("release_budget")
+MARK_CANCELLED = load("mark_cancelled")
+MARK_RESENT = load("mark_resent")
 
 
 def _sms_out(attempts: list[SmsAttempt]) -> list[SmsOut]:
@@ -448,13 +475,13 @@ def _sms_out(attempts: list[SmsAttempt]) -> list[SmsOut]:
     ]
 
 
-def with_sms(session: Session, rows: Sequence[Any]) -> dict[uuid.UUID, list[SmsOut]]:
+def with_sms(session: Session, rows: Sequence[RedemptionRow]) -> dict[uuid.UUID, list[SmsOut]]:
     """The SMS of these redemptions, in one indexed query."""
     found = sms_attempts(driver(session), [row.id for row in rows])
     return {row.id: _sms_out(found.get(row.id, [])) for row in rows}
 
 
-def to_out(snap: CatalogSnapshot, row: Any, sms: list[SmsOut] | None = None) -> RedemptionOut:
+def to_out(snap: CatalogSnapshot, row: RedemptionRow, sms: list[SmsOut] | None = None) -> RedemptionOut:
     product = snap.products[row.product_id]
     return RedemptionOut(
         id=row.id,
@@ -493,11 +520,10 @@ def _program_ids(snap: CatalogSnapshot, scope: Scope) -> list[int] | None:
 
 def get_redemption(
     session: Session, redemption_id: uuid.UUID, *, scope: Scope, for_update: bool = False
-) -> Any:
+) -> RedemptionRow:
     snap = get_snapshot(session)
-    row = session.execute(
-        text(_SELECT + " WHERE r.id = :id" + (" FOR UPDATE" if for_update else "")), {"id": redemption_id}
-    ).one_or_none()
+    with driver(session).cursor(row_factory=class_row(RedemptionRow)) as cursor:
+        row = cursor.execute(_BY_ID_LOCKED if for_update else _BY_ID, {"id": redemption_id}).fetchone()
     if (
         row is None
         or not scope.allows(snap.programs_by_id[row.program_id].code)
@@ -525,32 +551,37 @@ def find_redemptions(
     params: dict[str, Any] = {"limit": limit}
     ids = _program_ids(snap, scope)
     if ids is not None:
-        where.append("r.program_id = ANY(:programs)")
+        where.append("r.program_id = ANY(%(programs)s)")
         params["programs"] = ids
     if scope.sandbox is not None:
-        where.append("r.sandbox = :sandbox")
+        where.append("r.sandbox = %(sandbox)s")
         params["sandbox"] = scope.sandbox
     if program is not None:
         info = snap.programs.get(program)
         if info is None or not scope.allows(program):
             return []
-        where.append("r.program_id = :program")
+        where.append("r.program_id = %(program)s")
         params["program"] = info.id
     for column, value in (("external_id", external_id), ("msisdn", msisdn), ("status", status)):
         if value is not None:
-            where.append(f"r.{column} = :{column}")
+            where.append(f"r.{column} = %({column})s")
             params[column] = value
     if created_from is not None:
-        where.append("r.created_at >= :created_from")
+        where.append("r.created_at >= %(created_from)s")
         params["created_from"] = created_from
     if created_to is not None:
-        where.append("r.created_at < :created_to")
+        where.append("r.created_at < %(created_to)s")
         params["created_to"] = created_to
     if before is not None:
-        where.append("r.id < :before")
+        where.append("r.id < %(before)s")
         params["before"] = before
-    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY r.id DESC LIMIT :limit"
-    rows = session.execute(text(sql), params).all()
+    statement = (
+        _SELECT
+        + ("\n WHERE " + " AND ".join(where) if where else "")
+        + "\n ORDER BY r.id DESC LIMIT %(limit)s"
+    )
+    with driver(session).cursor(row_factory=class_row(RedemptionRow)) as cursor:
+        rows = cursor.execute(statement, params).fetchall()
     sms = with_sms(session, rows)
     return [to_out(snap, row, sms[row.id]) for row in rows]
 
@@ -564,7 +595,7 @@ def read_redemption(session: Session, redemption_id: uuid.UUID, *, scope: Scope)
 # --- cancel and resend ---------------------------------------------------------------------------
 
 
-def can_cancel(row: Any, card: CardUse | None) -> bool:
+def can_cancel(row: RedemptionRow, card: CardUse | None) -> bool:
     """The cancel rule: a redemption may be cancelled while nobody could have used its reward, i.e. a
     code whose SMS no provider has taken yet (accepted or failed, never sent) and that was never shown
     on the reward page, or a card nobody has touched (`card`: the redemption's card, None for a code).
@@ -577,7 +608,7 @@ def can_cancel(row: Any, card: CardUse | None) -> bool:
     return card is not None and card.untouched
 
 
-def cancellable(session: Session, row: Any) -> bool:
+def cancellable(session: Session, row: RedemptionRow) -> bool:
     """`can_cancel` for a redemption row as `get_redemption` reads it (its card read without a lock)."""
     return can_cancel(row, card_use(session, row.card_id) if row.card_id is not None else None)
 
@@ -603,24 +634,15 @@ def cancel(
         if row.code_id is not None:  # else a sandbox test code, from no pool
             release_code(driver(session), row.code_id, now=now)
     else:
-        session.execute(
-            text("UPDATE cards SET status = 'cancelled', balance_minor = 0 WHERE id = :id"),
-            {"id": row.card_id},
-        )
+        cancel_card(driver(session), row.card_id)
     checkpoint("cancel.after_release")
     reversed_ = ledger.write_reversal(driver(session), redemption_id, occurred_at=now)
     if reversed_ != (0 if row.sandbox else 1):
         raise RuntimeError(f"redemption {redemption_id} has {reversed_} issue records")  # invariant 4
-    session.execute(
-        text(
-            "UPDATE redemptions SET status = 'cancelled', status_reason = 'cancelled by request',"
-            " updated_at = :now WHERE id = :id"
-        ),
-        {"id": redemption_id, "now": now},
-    )
+    driver(session).execute(MARK_CANCELLED, {"id": redemption_id, "now": now})
     program = snap.programs_by_id[row.program_id]
     if program.monthly_budget_minor is not None and not row.sandbox:
-        _release_budget(session, program, row.created_at, row.nominal_minor)
+        _release_budget(driver(session), program, row.created_at, row.nominal_minor)
     webhooks.emit(
         driver(session),
         program_id=program.id,
@@ -651,14 +673,7 @@ def resend(
             f"a reward may be re-sent at most {MAX_RESENDS} times",
         )
     send = row.resend_count + 1
-    session.execute(
-        text(
-            "UPDATE redemptions SET resend_count = :send, updated_at = :now,"
-            " status = CASE WHEN status = 'failed' THEN 'accepted' ELSE status END,"
-            " status_reason = CASE WHEN status = 'failed' THEN NULL ELSE status_reason END WHERE id = :id"
-        ),
-        {"send": send, "now": now, "id": redemption_id},
-    )
+    driver(session).execute(MARK_RESENT, {"send": send, "now": now, "id": redemption_id})
     outbox.enqueue(
         driver(session), jobs.REWARD_SMS, {"redemption_id": str(redemption_id), "send": send}, now=now
     )
