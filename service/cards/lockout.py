@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from psycopg import Connection
+
 from service.kit.security import throttle
 
 KIND = "card"
@@ -78,13 +80,13 @@ class Failure:
     card_locked: bool  # this failure reached the cap: the card is now locked for everyone
 
 
-def serialize(db: Any, fingerprint: bytes) -> None:
+def serialize(db: Connection[Any], fingerprint: bytes) -> None:
     """Attempts on one number, card or not, are decided one after another."""
     number = int.from_bytes(hashlib.sha256(fingerprint).digest()[:4], "big", signed=True)
-    db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_CLASS, number))
+    db.execute("SELECT pg_advisory_xact_lock(%(class)s, %(key)s)", {"class": _LOCK_CLASS, "key": number})
 
 
-def current_lock(db: Any, fingerprint: bytes, client: CardClient, now: datetime) -> Lock | None:
+def current_lock(db: Connection[Any], fingerprint: bytes, client: CardClient, now: datetime) -> Lock | None:
     """The lock that refuses this client's attempt now, unheard (the card's first)."""
     held = throttle.blocked(db, KIND, fingerprint, [throttle.ANY, client.key], now)
     if throttle.ANY in held:
@@ -94,7 +96,7 @@ def current_lock(db: Any, fingerprint: bytes, client: CardClient, now: datetime)
     return None
 
 
-def record_failure(db: Any, fingerprint: bytes, client: CardClient, now: datetime) -> Failure:
+def record_failure(db: Connection[Any], fingerprint: bytes, client: CardClient, now: datetime) -> Failure:
     mine = throttle.fail(db, KIND, fingerprint, client.key, CLIENT_POLICY, now)
     card_locked = False
     lock = Lock("client", mine.blocked_until) if mine.blocked_until else None
@@ -105,15 +107,15 @@ def record_failure(db: Any, fingerprint: bytes, client: CardClient, now: datetim
     return Failure(CLIENT_POLICY.remaining(mine.failures), lock, card_locked)
 
 
-def record_success(db: Any, fingerprint: bytes, client: CardClient) -> None:
+def record_success(db: Connection[Any], fingerprint: bytes, client: CardClient) -> None:
     throttle.clear(db, KIND, fingerprint, client.key)
 
 
-def card_lock(db: Any, fingerprint: bytes, now: datetime) -> throttle.Count:
+def card_lock(db: Connection[Any], fingerprint: bytes, now: datetime) -> throttle.Count:
     """The number's count across clients (and its lock, if it is locked)."""
     return throttle.count(db, KIND, fingerprint, throttle.ANY, GLOBAL_POLICY, now)
 
 
-def unlock(db: Any, fingerprint: bytes) -> int:
+def unlock(db: Connection[Any], fingerprint: bytes) -> int:
     """Lifts the card's lock and every client's delay on it."""
     return throttle.clear(db, KIND, fingerprint)

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
+from sqlalchemy.orm import Session
 
 from service.auth.deps import require
 from service.auth.openapi import security
@@ -138,7 +139,7 @@ def create_exchange(
     )
     revealed: dict[UUID, tuple[str, str | None]] = {}
 
-    def handler(session) -> tuple[int, dict]:
+    def handler(session: Session) -> tuple[int, dict[str, Any]]:
         try:
             result = service.exchange(
                 session,

@@ -13,8 +13,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
+from psycopg import Connection
 from psycopg.rows import class_row
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.cards import lockout
@@ -45,6 +45,7 @@ from service.cards.schemas import (
     ExchangeOut,
     VerifyOut,
 )
+from service.cards.sql import compose, load
 from service.catalog.errors import UnknownProduct
 from service.catalog.snapshot import CatalogSnapshot, ProductInfo, get_snapshot
 from service.events import webhooks
@@ -73,17 +74,10 @@ def pin_matches(vault: Vault, pin_enc: bytes, offered: str, key_id: str | None) 
 
 @lru_cache
 def mint_card_sql(*, when: str = "true", sandbox: bool = False) -> str:
-    """The INSERT (or CTE body) of a new card, RETURNING what a redemption names it by; no row when
-    `when` is false or the number is already taken (the caller draws another). Parameters: product,
-    currency, nominal, now and the new_card() values."""
-    return (
-        "INSERT INTO cards (product_id, number_fingerprint, number_enc, last4, pin_enc, key_id, currency,"
-        " nominal_minor, balance_minor, expires_at, sandbox, created_at) SELECT %(product)s,"
-        " %(card_fingerprint)s, %(card_number_enc)s, %(card_last4)s, %(card_pin_enc)s, %(card_key_id)s,"
-        f" %(currency)s, %(nominal)s, %(nominal)s, %(card_expires_at)s, {'true' if sandbox else 'false'},"
-        f" %(now)s WHERE {when} ON CONFLICT (number_fingerprint) DO NOTHING"
-        " RETURNING id, last4, number_fingerprint AS fingerprint, expires_at"
-    )
+    """The INSERT (or CTE body) of a new card (sql/mint_card.sql), RETURNING what a redemption names it
+    by; no row when `when` is false or the number is already taken (the caller draws another).
+    Parameters: product, currency, nominal, now and the new_card() values."""
+    return compose("mint_card", when=when, sandbox="true" if sandbox else "false")
 
 
 def new_card(vault: Vault, *, validity_days: int, now: datetime) -> dict[str, Any]:
@@ -108,13 +102,52 @@ DEFAULT_ZONE = zone("Asia/Almaty")
 
 log = structlog.get_logger("cards")
 
+DEBIT_CARD = load("debit_card")
 
-_CARD = (
-    "SELECT c.id, c.product_id, c.last4, c.number_fingerprint, c.pin_enc, c.key_id, c.currency,"
-    " c.nominal_minor, c.balance_minor, c.status, c.expires_at,"
-    " r.id AS redemption_id, r.external_id, r.program_id, r.tariff_id, r.offer_id"
-    " FROM cards c LEFT JOIN redemptions r ON r.card_id = c.id"
-)
+
+@dataclass(frozen=True)
+class Card:
+    """A card as its verification and exchange read it (sql/card.sql), with what they need of the
+    redemption that issued it (None for each when no redemption did)."""
+
+    id: int
+    product_id: int
+    last4: str
+    number_fingerprint: bytes
+    pin_enc: bytes
+    key_id: str
+    currency: str
+    nominal_minor: int
+    balance_minor: int
+    status: str
+    expires_at: datetime
+    redemption_id: uuid.UUID | None
+    external_id: str | None
+    program_id: int | None
+    tariff_id: int | None
+    offer_id: int | None
+
+
+# A card by its number (a sandbox card is a test value: to partners it is no card at all), by id for
+# its holder, and by its redemption; locked as an exchange locks it.
+CARD_BY_NUMBER = compose("card", where="c.number_fingerprint = %(fp)s AND NOT c.sandbox FOR UPDATE OF c")
+CARD_BY_ID = compose("card", where="c.id = %(id)s AND NOT c.sandbox FOR UPDATE OF c")
+CARD_BY_REDEMPTION = compose("card", where="r.id = %(rid)s")
+CARD_BY_REDEMPTION_LOCKED = compose("card", where="r.id = %(rid)s FOR UPDATE OF c")
+CARD_USE = compose("card_use", lock="")
+CARD_USE_LOCKED = compose("card_use", lock="FOR UPDATE")
+CARD_EVENT = load("card_event")
+SET_STATUS = load("set_status")
+CANCEL_CARD = load("cancel_card")
+CERTIFICATE = load("certificate")
+EXPIRE_CARDS = load("expire_cards")
+EXCHANGES_OF_CARD = load("card_exchanges")
+EVENTS_OF_CARD = load("card_events")
+
+
+def _card(db: Connection[Any], statement: str, params: dict[str, Any]) -> Card | None:
+    with db.cursor(row_factory=class_row(Card)) as cursor:
+        return cursor.execute(statement, params).fetchone()
 
 
 @dataclass(frozen=True)
@@ -134,17 +167,18 @@ class CardUse:
 
 def card_use(session: Session, card_id: int, *, for_update: bool = False) -> CardUse:
     with driver(session).cursor(row_factory=class_row(CardUse)) as cursor:
-        cursor.execute(
-            "SELECT status, balance_minor, nominal_minor FROM cards WHERE id = %(id)s"
-            + (" FOR UPDATE" if for_update else ""),
-            {"id": card_id},
-        )
+        cursor.execute(CARD_USE_LOCKED if for_update else CARD_USE, {"id": card_id})
         found = cursor.fetchone()
     assert found is not None, f"card {card_id} of a redemption exists"  # redemptions.card_id references it
     return found
 
 
-def effective_status(card: Any, now: datetime) -> str:
+def cancel_card(db: Connection[Any], card_id: int) -> None:
+    """The card of a cancelled redemption: cancelled, its balance gone with it."""
+    db.execute(CANCEL_CARD, {"id": card_id})
+
+
+def effective_status(card: Card, now: datetime) -> str:
     """An active card past its date is expired even before the expiry job has run."""
     return "expired" if card.status == "active" and card.expires_at <= now else card.status
 
@@ -154,7 +188,9 @@ def _zone(snap: CatalogSnapshot, program_id: int | None) -> ZoneInfo:
     return program.zone if program is not None else DEFAULT_ZONE
 
 
-def _card_vat(snap: CatalogSnapshot, card: Any, amount_minor: int, now: datetime) -> tuple[int, int]:
+def _card_vat(
+    snap: CatalogSnapshot, card: Card | ExpiredCard, amount_minor: int, now: datetime
+) -> tuple[int, int]:
     """VAT of a card product whose VAT falls at redemption is booked when its value is used (an
     exchange) or lost (breakage); when it fell at sale, the issue record already carries it."""
     product = snap.products[card.product_id]
@@ -167,12 +203,8 @@ def _card_vat(snap: CatalogSnapshot, card: Any, amount_minor: int, now: datetime
 def _event(
     session: Session, card_id: int, event: str, reason: str | None, api_key_id: int | None, now: datetime
 ) -> None:
-    session.execute(
-        text(
-            "INSERT INTO card_events (card_id, event, reason, api_key_id, at)"
-            " VALUES (:card, :event, :reason, :key, :now)"
-        ),
-        {"card": card_id, "event": event, "reason": reason, "key": api_key_id, "now": now},
+    driver(session).execute(
+        CARD_EVENT, {"card": card_id, "event": event, "reason": reason, "key": api_key_id, "now": now}
     )
 
 
@@ -195,7 +227,7 @@ def authenticate_card(
     now: datetime,
     client: CardClient,
     api_key_id: int | None = None,
-) -> Any:
+) -> Card:
     """The card of this number and PIN, for whoever types them: a partner (API, console desk), the
     public /card page (`CardClient.address(ip)`), admin (`CardClient.staff(key_id)`).
 
@@ -211,11 +243,7 @@ def authenticate_card(
     fingerprint = vault.fingerprint(number)
     db = driver(session)
     lockout.serialize(db, fingerprint)
-    card = session.execute(
-        # A sandbox card is a test value: to partners it is no card at all.
-        text(_CARD + " WHERE c.number_fingerprint = :fp AND NOT c.sandbox FOR UPDATE OF c"),
-        {"fp": fingerprint},
-    ).one_or_none()
+    card = _card(db, CARD_BY_NUMBER, {"fp": fingerprint})
     held = lockout.current_lock(db, fingerprint, client, now)
     if held is not None:
         raise _locked(held, now)
@@ -299,7 +327,7 @@ def exchangeable(snap: CatalogSnapshot, card_product_id: int) -> list[ProductInf
 
 
 def _card_out(
-    card: Any, now: datetime, balance: int | None = None, status: str | None = None
+    card: Card, now: datetime, balance: int | None = None, status: str | None = None
 ) -> dict[str, Any]:
     return {
         "last4": card.last4,
@@ -350,7 +378,7 @@ class ExchangeResult:
     pin: str | None
 
 
-def _refuse_unusable(card: Any, now: datetime) -> None:
+def _refuse_unusable(card: Card, now: datetime) -> None:
     status = effective_status(card, now)
     if status == "cancelled":
         raise CardCancelled("the card's redemption was cancelled")
@@ -389,19 +417,17 @@ def exchange(
         raise CommittedRefusal(refusal) from None
 
 
-def card_for_exchange(session: Session, card_id: int) -> Any:
+def card_for_exchange(session: Session, card_id: int) -> Card:
     """A card by id, its row locked as authenticate_card() locks it, for its holder, who reached it
     through their own link (/r/<token>): no number, no PIN, and so no PIN lock in the way. A sandbox
     card is none (partners and online exchanges never see one)."""
-    card = session.execute(
-        text(_CARD + " WHERE c.id = :id AND NOT c.sandbox FOR UPDATE OF c"), {"id": card_id}
-    ).one_or_none()
+    card = _card(driver(session), CARD_BY_ID, {"id": card_id})
     if card is None:
         raise CardNotFound("no such card")
     return card
 
 
-def check_exchange(snap: CatalogSnapshot, card: Any, product: ProductInfo, now: datetime) -> None:
+def check_exchange(snap: CatalogSnapshot, card: Card, product: ProductInfo, now: datetime) -> None:
     """The refusals of an exchange that the card and the catalog decide (unusable card, product not in
     its exchange catalog, balance short), without taking anything."""
     _refuse_unusable(card, now)
@@ -416,7 +442,7 @@ def check_exchange(snap: CatalogSnapshot, card: Any, product: ProductInfo, now: 
         )
 
 
-def exchange_online(session: Session, card: Any, product: ProductInfo, *, now: datetime) -> ExchangeResult:
+def exchange_online(session: Session, card: Card, product: ProductInfo, *, now: datetime) -> ExchangeResult:
     """The holder's own exchange on the reward page, confirmed by a one-time code: the partner desk's
     engine (certificate from the pool, debit, record with its VAT point, webhook), channel `online`.
     `card` is locked by the caller (card_for_exchange) in this transaction."""
@@ -428,7 +454,7 @@ def exchange_online(session: Session, card: Any, product: ProductInfo, *, now: d
 def _exchange(
     session: Session,
     snap: CatalogSnapshot,
-    card: Any,
+    card: Card,
     product: ProductInfo,
     *,
     now: datetime,
@@ -442,12 +468,7 @@ def _exchange(
     if certificate is None:
         raise OutOfStock(f"no certificates left for {product.sku}")
     CODES_TAKEN.labels(product.sku).inc()
-    debited = db.execute(
-        "UPDATE cards SET balance_minor = balance_minor - %(face)s,"
-        " status = CASE WHEN balance_minor - %(face)s = 0 THEN 'exhausted' ELSE status END"
-        " WHERE id = %(id)s RETURNING balance_minor, status",
-        {"face": face, "id": card.id},
-    ).fetchone()
+    debited = db.execute(DEBIT_CARD, {"face": face, "id": card.id}).fetchone()
     assert debited is not None  # the card row is locked by this transaction
     balance, status = debited
     exchange_id = uuid7()
@@ -511,9 +532,9 @@ def _exchange(
 
 
 def _write_exchange(
-    db: Any,
+    db: Connection[Any],
     snap: CatalogSnapshot,
-    card: Any,
+    card: Card,
     product: ProductInfo,
     certificate: TakenCode,
     exchange_id: uuid.UUID,
@@ -542,14 +563,10 @@ def _write_exchange(
             code_last4=certificate.last4,
             card_id=card.id,
         ),
-        exchange_from="e",
         channel=channel,
     )
     db.execute(
-        "WITH e AS (INSERT INTO exchanges"
-        " (id, card_id, product_id, partner_id, code_id, amount_minor, created_at, api_key_id, channel)"
-        " VALUES (%(id)s, %(card)s, %(product)s, %(partner)s, %(code)s, %(amount)s, %(now)s, %(key)s,"
-        " %(channel)s) RETURNING id) " + record.sql,
+        _exchange_sql(record.sql),
         {
             "id": exchange_id,
             "card": card.id,
@@ -565,22 +582,29 @@ def _write_exchange(
     )
 
 
+@lru_cache
+def _exchange_sql(record_sql: str) -> str:
+    return compose("exchange", record=record_sql)
+
+
+@dataclass(frozen=True)
+class Certificate:
+    code_enc: bytes
+    pin_enc: bytes | None
+    key_id: str
+
+
 def reveal_certificate(session: Session, exchange_id: uuid.UUID, partner: str) -> tuple[str, str | None]:
     """The certificate of one of the partner's exchanges, decrypted (replays read it again, so the
     idempotency store never holds a code in clear)."""
-    row = session.execute(
-        text(
-            "SELECT c.code_enc, c.pin_enc, c.key_id FROM exchanges e JOIN codes c ON c.id = e.code_id"
-            " JOIN partners p ON p.id = e.partner_id WHERE e.id = :id AND p.code = :partner"
-        ),
-        {"id": exchange_id, "partner": partner},
-    ).one_or_none()
-    if row is None:
+    with driver(session).cursor(row_factory=class_row(Certificate)) as cursor:
+        found = cursor.execute(CERTIFICATE, {"id": exchange_id, "partner": partner}).fetchone()
+    if found is None:
         raise not_found(f"exchange {exchange_id}")
     vault = get_vault()
     return (
-        vault.decrypt(bytes(row.code_enc), b"code", row.key_id),
-        vault.decrypt(bytes(row.pin_enc), b"pin", row.key_id) if row.pin_enc is not None else None,
+        vault.decrypt(found.code_enc, b"code", found.key_id),
+        vault.decrypt(found.pin_enc, b"pin", found.key_id) if found.pin_enc is not None else None,
     )
 
 
@@ -593,24 +617,32 @@ class ExpiryResult:
     breakage_minor: int
 
 
+@dataclass(frozen=True)
+class ExpiredCard:
+    """A card the expiry job has just expired, with its unused balance and its redemption's ids."""
+
+    id: int
+    product_id: int
+    currency: str
+    last4: str
+    number_fingerprint: bytes
+    sandbox: bool
+    unused: int
+    redemption_id: uuid.UUID | None
+    external_id: str | None
+    program_id: int | None
+    tariff_id: int | None
+    offer_id: int | None
+
+
 def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> ExpiryResult:
     """Expires up to `limit` active cards past their date and books each unused balance as one
     breakage record, in the caller's transaction. Idempotent: an expired card is never picked again.
     Cards being exchanged right now are skipped (SKIP LOCKED) and expire on the next run."""
     snap = get_snapshot(session)
     db = driver(session)
-    rows = session.execute(
-        text(
-            "WITH due AS (SELECT id, balance_minor FROM cards WHERE status = 'active' AND expires_at <= :now"
-            "  ORDER BY expires_at LIMIT :limit FOR UPDATE SKIP LOCKED),"
-            " done AS (UPDATE cards c SET status = 'expired', balance_minor = 0 FROM due WHERE c.id = due.id"
-            "  RETURNING c.id, c.product_id, c.currency, c.last4, c.number_fingerprint, c.sandbox,"
-            "  due.balance_minor AS unused)"
-            " SELECT done.*, r.id AS redemption_id, r.external_id, r.program_id, r.tariff_id, r.offer_id"
-            " FROM done LEFT JOIN redemptions r ON r.card_id = done.id"
-        ),
-        {"now": now, "limit": limit},
-    ).all()
+    with db.cursor(row_factory=class_row(ExpiredCard)) as cursor:
+        rows = cursor.execute(EXPIRE_CARDS, {"now": now, "limit": limit}).fetchall()
     total = 0
     events = []
     for card in rows:
@@ -672,15 +704,18 @@ def expire_cards(session: Session, now: datetime, *, limit: int = 1000) -> Expir
 
 def _card_by_redemption(
     session: Session, redemption_id: uuid.UUID, *, for_update: bool, programs: frozenset[str] | None
-) -> Any:
+) -> Card:
     """The card a redemption issued; `programs`: those the caller may see (None: all). A redemption of
     another program is as unknown as one that does not exist."""
-    card = session.execute(
-        text(_CARD + " WHERE r.id = :rid" + (" FOR UPDATE OF c" if for_update else "")),
+    card = _card(
+        driver(session),
+        CARD_BY_REDEMPTION_LOCKED if for_update else CARD_BY_REDEMPTION,
         {"rid": redemption_id},
-    ).one_or_none()
+    )
     if card is not None and programs is not None:
-        program = get_snapshot(session).programs_by_id.get(card.program_id)
+        program = (
+            None if card.program_id is None else get_snapshot(session).programs_by_id.get(card.program_id)
+        )
         if program is None or program.code not in programs:
             card = None
     if card is None:
@@ -707,10 +742,7 @@ def set_blocked(
         )
     if not blocked and card.status != "blocked":
         raise CardNotBlocked(f"the card is {card.status}, not blocked")
-    session.execute(
-        text("UPDATE cards SET status = :status WHERE id = :id"),
-        {"status": "blocked" if blocked else "active", "id": card.id},
-    )
+    driver(session).execute(SET_STATUS, {"status": "blocked" if blocked else "active", "id": card.id})
     _event(session, card.id, "blocked" if blocked else "unblocked", reason, api_key_id, now)
     log.info("card_blocked" if blocked else "card_unblocked", card_id=card.id, api_key_id=api_key_id)
     return card_details(session, redemption_id, now=now)
@@ -734,27 +766,35 @@ def unlock(
     return card_details(session, redemption_id, now=now)
 
 
+@dataclass(frozen=True)
+class CardExchange:
+    id: uuid.UUID
+    sku: str
+    partner: str
+    amount_minor: int
+    last4: str
+    created_at: datetime
+    channel: str
+
+
+@dataclass(frozen=True)
+class CardEvent:
+    event: str
+    reason: str | None
+    key_id: str | None
+    at: datetime
+
+
 def card_details(
     session: Session, redemption_id: uuid.UUID, *, now: datetime, programs: frozenset[str] | None = None
 ) -> CardDetailsOut:
     card = _card_by_redemption(session, redemption_id, for_update=False, programs=programs)
     count = lockout.card_lock(driver(session), bytes(card.number_fingerprint), now)
-    exchanges = session.execute(
-        text(
-            "SELECT e.id, pr.sku, pa.code AS partner, e.amount_minor, c.last4, e.created_at, e.channel"
-            " FROM exchanges e"
-            " JOIN products pr ON pr.id = e.product_id JOIN partners pa ON pa.id = e.partner_id"
-            " JOIN codes c ON c.id = e.code_id WHERE e.card_id = :id ORDER BY e.created_at, e.id"
-        ),
-        {"id": card.id},
-    ).all()
-    events = session.execute(
-        text(
-            "SELECT ev.event, ev.reason, k.key_id, ev.at FROM card_events ev"
-            " LEFT JOIN api_keys k ON k.id = ev.api_key_id WHERE ev.card_id = :id ORDER BY ev.at, ev.id"
-        ),
-        {"id": card.id},
-    ).all()
+    db = driver(session)
+    with db.cursor(row_factory=class_row(CardExchange)) as cursor:
+        exchanges = cursor.execute(EXCHANGES_OF_CARD, {"id": card.id}).fetchall()
+    with db.cursor(row_factory=class_row(CardEvent)) as cursor:
+        events = cursor.execute(EVENTS_OF_CARD, {"id": card.id}).fetchall()
     return CardDetailsOut(
         **_card_out(card, now),
         redemption_id=card.redemption_id,

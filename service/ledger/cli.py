@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+if TYPE_CHECKING:
+    from service.kit.http.errors import Problem
+
 console = Console(stderr=True)
 periods_app = typer.Typer(help="Accounting periods: month close and closing documents", no_args_is_help=True)
 
 
-def _fail(exc) -> None:
+def _fail(exc: Problem) -> NoReturn:
     console.print(f"[red]{exc.code}[/red]: {exc.detail}")
     raise typer.Exit(2)
 
@@ -101,12 +104,13 @@ def periods_close(
     from service.kit.http.errors import Problem
     from service.kit.http.strict import parse_month
     from service.kit.runtime import runtime
-    from service.ledger.periods import close_period
+    from service.ledger.periods import close_month
+    from service.ledger.routes import period_body
 
     with runtime():
         try:
             with console.status(f"closing {program} {month}"):
-                view = close_period(program, parse_month(month), closed_by="cli")
+                view = period_body(close_month(program, parse_month(month), closed_by="cli"))
         except Problem as exc:
             _fail(exc)
     _print_view(view)
@@ -121,11 +125,12 @@ def periods_show(
     from service.kit.http.errors import Problem
     from service.kit.http.strict import parse_month
     from service.kit.runtime import runtime
-    from service.ledger.periods import period_view
+    from service.ledger.periods import read_period
+    from service.ledger.routes import period_body
 
     with runtime():
         try:
-            view = period_view(program, parse_month(month))
+            view = period_body(read_period(program, parse_month(month)))
         except Problem as exc:
             _fail(exc)
     _print_view(view)

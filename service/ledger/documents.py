@@ -17,6 +17,7 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 
 from service.kit.values.money import to_decimal_string
+from service.ledger.totals import Totals
 
 MONTHS_RU = (
     "январь",
@@ -83,7 +84,7 @@ def month_title_ru(month: date) -> str:
 
 
 def render_act(
-    *, period: dict[str, Any], program: dict[str, Any], totals: dict[str, Any], registry: dict[str, str]
+    *, period: dict[str, Any], program: dict[str, Any], totals: Totals, registry: dict[str, str]
 ) -> bytes:
     """period: month, act_number, registry_number, closed_at (aware, local); program: code, name,
     timezone, currency; totals: as frozen by the close; registry: kind -> sha256."""
@@ -161,7 +162,7 @@ def _act_heading(pdf: FPDF, period: dict[str, Any], program: dict[str, Any]) -> 
     pdf.ln(3)
 
 
-def _act_products(pdf: FPDF, totals: dict[str, Any], sign: str) -> None:
+def _act_products(pdf: FPDF, totals: Totals, sign: str) -> None:
     """Section 1: a line per product and VAT rate, then the totals per currency."""
     pdf.set_font("Roboto", "B", 11)
     pdf.cell(pdf.epw, 6, "1. Итоги по товарам", new_x="LMARGIN", new_y="NEXT")
@@ -215,7 +216,7 @@ def _act_products(pdf: FPDF, totals: dict[str, Any], sign: str) -> None:
     pdf.ln(4)
 
 
-def _act_types(pdf: FPDF, totals: dict[str, Any], currency: str) -> None:
+def _act_types(pdf: FPDF, totals: Totals, currency: str) -> None:
     """Section 2: the totals per kind of event (issue, cancel, exchange, breakage)."""
     sign = CURRENCY_SIGN.get(currency, currency)
     pdf.set_font("Roboto", "B", 11)
@@ -254,7 +255,7 @@ def _act_types(pdf: FPDF, totals: dict[str, Any], currency: str) -> None:
     pdf.ln(4)
 
 
-def _act_notes(pdf: FPDF, period: dict[str, Any], totals: dict[str, Any], registry: dict[str, str]) -> None:
+def _act_notes(pdf: FPDF, period: dict[str, Any], totals: Totals, registry: dict[str, str]) -> None:
     """The record count, the registry and its checksums, how VAT was computed."""
     width = pdf.epw
     pdf.set_font("Roboto", "", 9)

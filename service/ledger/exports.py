@@ -14,7 +14,9 @@ from datetime import date
 from typing import IO, Any
 
 import orjson
+from psycopg import Connection
 
+from service.kit.db.engine import scalar
 from service.kit.values.money import EXPONENTS
 from service.ledger.xlsx import Column, XlsxWriter
 
@@ -151,7 +153,7 @@ class RecordFilter:
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-def record_columns(conn: Any, *, numbered: bool = False) -> list[ExportColumn]:
+def record_columns(conn: Connection[Any], *, numbered: bool = False) -> list[ExportColumn]:
     columns = list(COLUMNS)
     has_exchange = conn.execute(
         "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
@@ -168,16 +170,16 @@ def select_sql(columns: list[ExportColumn], flt: RecordFilter) -> tuple[str, dic
     return f"SELECT {select} {_FROM}{where} ORDER BY r.occurred_at, r.id", params
 
 
-def count_records(conn: Any, flt: RecordFilter) -> int:
+def count_records(conn: Connection[Any], flt: RecordFilter) -> int:
     where, params = flt.where()
-    return conn.execute(f"SELECT count(*) {_FROM}{where}", params).fetchone()[0]
+    return int(scalar(conn.execute(f"SELECT count(*) {_FROM}{where}", params).fetchone()))
 
 
 Progress = Callable[[int], None]
 
 
 def iter_csv(
-    conn: Any, flt: RecordFilter, *, numbered: bool = False, progress: Progress | None = None
+    conn: Connection[Any], flt: RecordFilter, *, numbered: bool = False, progress: Progress | None = None
 ) -> Iterator[bytes]:
     """CSV (RFC 4180, UTF-8, header line) straight from COPY, block by block."""
     sql, params = select_sql(record_columns(conn, numbered=numbered), flt)
@@ -192,7 +194,7 @@ def iter_csv(
             yield data
 
 
-def _rows(conn: Any, sql: str, params: dict[str, Any]) -> Iterator[list[tuple]]:
+def _rows(conn: Connection[Any], sql: str, params: dict[str, Any]) -> Iterator[list[tuple[Any, ...]]]:
     with conn.cursor(name="records_export") as cur:
         cur.itersize = CHUNK_ROWS
         cur.execute(sql, params)
@@ -203,17 +205,19 @@ def _rows(conn: Any, sql: str, params: dict[str, Any]) -> Iterator[list[tuple]]:
             yield rows
 
 
-def iter_jsonl(conn: Any, flt: RecordFilter, *, progress: Progress | None = None) -> Iterator[bytes]:
+def iter_jsonl(
+    conn: Connection[Any], flt: RecordFilter, *, progress: Progress | None = None
+) -> Iterator[bytes]:
     columns = record_columns(conn)
     sql, params = select_sql(columns, flt)
     keys = [c.key for c in columns]
-    ints = [i for i, c in enumerate(columns) if c.kind == "int"]
+    ints = [c.key for c in columns if c.kind == "int"]
     for rows in _rows(conn, sql, params):
         out = []
         for row in rows:
             item = dict(zip(keys, row, strict=True))
-            for i in ints:
-                item[keys[i]] = int(row[i])
+            for key in ints:
+                item[key] = int(item[key])
             out.append(orjson.dumps(item))
         if progress:
             progress(len(rows))
@@ -221,7 +225,7 @@ def iter_jsonl(conn: Any, flt: RecordFilter, *, progress: Progress | None = None
 
 
 def write_xlsx(
-    conn: Any,
+    conn: Connection[Any],
     flt: RecordFilter,
     fileobj: IO[bytes],
     *,
@@ -253,7 +257,7 @@ def write_xlsx(
 
 
 def iter_xlsx(
-    conn: Any, flt: RecordFilter, *, progress: Progress | None = None, chunk_size: int = 1 << 20
+    conn: Connection[Any], flt: RecordFilter, *, progress: Progress | None = None, chunk_size: int = 1 << 20
 ) -> Iterator[bytes]:
     """XLSX needs its zip directory at the end: written to a temp file, then streamed in chunks."""
     expected = count_records(conn, flt)
@@ -272,7 +276,7 @@ MEDIA_TYPES = {
 
 
 def iter_export(
-    conn: Any, flt: RecordFilter, fmt: str, *, progress: Progress | None = None
+    conn: Connection[Any], flt: RecordFilter, fmt: str, *, progress: Progress | None = None
 ) -> Iterator[bytes]:
     if fmt == "csv":
         return iter_csv(conn, flt, progress=progress)

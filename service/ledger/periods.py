@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
-from typing import IO, Any
+from typing import IO, Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import orjson
+from psycopg import Connection
+from psycopg.rows import RowFactory, class_row, dict_row, scalar_row
 
 from service.catalog.errors import UnknownProgram
 from service.events import webhooks
@@ -34,6 +36,8 @@ from service.ledger.documents import month_title_ru, render_act
 from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
 from service.ledger.exports import RecordFilter, iter_csv, write_xlsx
 from service.ledger.models import PERIOD_LOCK
+from service.ledger.sql import load
+from service.ledger.totals import SUM_KEYS, ProductLine, Sums, Totals, TypeLine
 
 DOCS_LOCK = PERIOD_LOCK + 1
 REGISTRY_LOCK = PERIOD_LOCK + 2  # (REGISTRY_LOCK, program id): the program's registry numbering
@@ -44,6 +48,28 @@ KINDS = {
     "registry.xlsx": ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "registry"),
     "registry.csv": ("text/csv; charset=utf-8", "registry"),
 }
+
+_T = TypeVar("_T")
+
+# The statements of the month close and of its views (sql/*.sql).
+PROGRAM = load("program")
+PROGRAM_WEBHOOK = load("program_webhook")
+ADVISORY_LOCK = load("advisory_lock")
+TOTALS_BY_PRODUCT = load("totals_by_product")
+TOTALS_BY_TYPE = load("totals_by_type")
+LATE_RECORDS = load("late_records")
+PERIOD_ID = load("period_id")
+NEXT_PERIOD_NUMBER = load("next_period_number")
+INSERT_PERIOD = load("insert_period")
+INSERT_DOCUMENT = load("insert_document")
+INSERT_DOCUMENT_CHUNK = load("insert_document_chunk")
+NUMBER_RECORDS = load("number_records")
+CLOSING_PERIOD = load("closing_period")
+MARK_CLOSED = load("mark_closed")
+PERIOD = load("period")
+PERIOD_DOCUMENTS = load("period_documents")
+FIND_DOCUMENT = load("find_document")
+DOCUMENT_CHUNKS = load("document_chunks")
 
 
 def next_month(month: date) -> date:
@@ -69,81 +95,38 @@ class ProgramRow:
         return zone(self.timezone)
 
 
-def find_program(db: Any, code: str) -> ProgramRow:
-    row = db.execute(
-        "SELECT id, code, name, timezone, currency FROM programs WHERE code = %s", (code,)
-    ).fetchone()
-    if row is None:
+def find_program(db: Connection[Any], code: str) -> ProgramRow:
+    with db.cursor(row_factory=class_row(ProgramRow)) as cursor:
+        program = cursor.execute(PROGRAM, {"code": code}).fetchone()
+    if program is None:
         raise UnknownProgram(f"no program {code}")
-    return ProgramRow(*row)
+    return program
+
+
+def _lock(db: Connection[Any], lock_class: int, key: int) -> None:
+    db.execute(ADVISORY_LOCK, {"class": lock_class, "key": key})
 
 
 # --- totals --------------------------------------------------------------------------------------
 
 
-def compute_totals(db: Any, program_id: int, month: date) -> dict[str, Any]:
+def compute_totals(db: Connection[Any], program_id: int, month: date) -> Totals:
     """Sums of the records booked into the period, per product and VAT rate, per type, per currency.
     Integers (minor units) only."""
-    params = {"p": program_id, "m": month}
-    by_product = []
-    for row in db.execute(
-        "SELECT r.sku, pr.name, pa.code, pa.name, r.currency, r.vat_rate_bp, count(*), sum(r.quantity),"
-        " sum(r.face_value_minor), sum(r.cost_minor), sum(r.vat_minor)"
-        " FROM reconciliation_records r JOIN products pr ON pr.id = r.product_id"
-        " LEFT JOIN partners pa ON pa.id = r.partner_id"
-        " WHERE r.program_id = %(p)s AND r.booked_period = %(m)s"
-        " GROUP BY r.sku, pr.name, pa.code, pa.name, r.currency, r.vat_rate_bp"
-        " ORDER BY r.sku, r.currency, r.vat_rate_bp",
-        params,
-    ):
-        by_product.append(
-            {
-                "sku": row[0],
-                "name": row[1],
-                "partner": row[2],
-                "partner_name": row[3],
-                "currency": row[4],
-                "vat_rate_bp": row[5],
-                "records": row[6],
-                "quantity": int(row[7]),
-                "face_value_minor": int(row[8]),
-                "cost_minor": int(row[9]),
-                "vat_minor": int(row[10]),
-            }
-        )
-    by_type = []
-    for row in db.execute(
-        "SELECT type, currency, count(*), sum(quantity), sum(face_value_minor), sum(cost_minor),"
-        " sum(vat_minor) FROM reconciliation_records WHERE program_id = %(p)s AND booked_period = %(m)s"
-        " GROUP BY type, currency"
-        " ORDER BY array_position(ARRAY['issue','cancel','exchange','breakage'], type), currency",
-        params,
-    ):
-        by_type.append(
-            {
-                "type": row[0],
-                "currency": row[1],
-                "records": row[2],
-                "quantity": int(row[3]),
-                "face_value_minor": int(row[4]),
-                "cost_minor": int(row[5]),
-                "vat_minor": int(row[6]),
-            }
-        )
-    by_currency: dict[str, dict[str, int]] = {}
+    params = {"program": program_id, "month": month}
+    by_product = (
+        db.cursor(row_factory=_typed_dict_row(ProductLine)).execute(TOTALS_BY_PRODUCT, params).fetchall()
+    )
+    by_type = db.cursor(row_factory=_typed_dict_row(TypeLine)).execute(TOTALS_BY_TYPE, params).fetchall()
+    by_currency: dict[str, Sums] = {}
     for line in by_product:
         t = by_currency.setdefault(
             line["currency"],
             {"records": 0, "quantity": 0, "face_value_minor": 0, "cost_minor": 0, "vat_minor": 0},
         )
-        for key in t:
+        for key in SUM_KEYS:
             t[key] += line[key]
-    late = db.execute(
-        "SELECT count(*) FROM reconciliation_records r JOIN programs p ON p.id = r.program_id"
-        " WHERE r.program_id = %(p)s AND r.booked_period = %(m)s"
-        " AND date_trunc('month', r.occurred_at AT TIME ZONE p.timezone)::date <> r.booked_period",
-        params,
-    ).fetchone()[0]
+    late = int(scalar(db.execute(LATE_RECORDS, params).fetchone()))
     return {
         "records": sum(line["records"] for line in by_product),
         "by_currency": by_currency,
@@ -153,12 +136,19 @@ def compute_totals(db: Any, program_id: int, month: date) -> dict[str, Any]:
     }
 
 
+def _typed_dict_row(_: type[_T]) -> RowFactory[_T]:
+    """dict_row, typed as the TypedDict `_` that the statement's columns make up."""
+    return cast(RowFactory[_T], dict_row)
+
+
 # --- closing -------------------------------------------------------------------------------------
 
 
-def close_period(
+def close_month(
     program_code: str, month: date, *, now: datetime | None = None, closed_by: str | None = None
-) -> dict[str, Any]:
+) -> Period:
+    """Closes a program's month (see the module's docstring) and returns it, closed; a closed month is
+    returned as it is."""
     now = now or datetime.now(UTC)
     with transaction() as session:
         db = driver(session)
@@ -168,23 +158,37 @@ def close_period(
             raise PeriodNotEnded(
                 f"{month:%Y-%m} ends at {end.astimezone(program.zone).isoformat()} in {program.timezone}",
             )
-        db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (PERIOD_LOCK, program.id))
-        period_id = db.execute(
-            "SELECT id FROM periods WHERE program_id = %s AND month = %s", (program.id, month)
-        ).fetchone()
-        if period_id is None:
-            db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (PERIOD_LOCK, NUMBERING_KEY))
-            number = scalar(db.execute("SELECT coalesce(max(number), 0) + 1 FROM periods").fetchone())
-            period_id = db.execute(
-                "INSERT INTO periods (program_id, month, status, number, act_number, registry_number,"
-                " closed_at, closed_by) VALUES (%s, %s, 'closing', %s, %s, %s, %s, %s) RETURNING id",
-                (program.id, month, number, f"A-{number:06d}", f"R-{number:06d}", now, closed_by),
+        _lock(db, PERIOD_LOCK, program.id)
+        found = db.execute(PERIOD_ID, {"program": program.id, "month": month}).fetchone()
+        if found is None:
+            _lock(db, PERIOD_LOCK, NUMBERING_KEY)
+            number = scalar(db.execute(NEXT_PERIOD_NUMBER).fetchone())
+            found = db.execute(
+                INSERT_PERIOD,
+                {
+                    "program": program.id,
+                    "month": month,
+                    "number": number,
+                    "act_number": f"A-{number:06d}",
+                    "registry_number": f"R-{number:06d}",
+                    "closed_at": now,
+                    "closed_by": closed_by,
+                },
             ).fetchone()
-    _produce_documents(scalar(period_id), program)
-    return period_view(program_code, month)
+    _produce_documents(scalar(found), program)
+    return read_period(program_code, month)
 
 
-def _store(db: Any, period_id: int, kind: str, number: str, filename: str, fh: IO[bytes]) -> tuple[int, str]:
+def close_period(
+    program_code: str, month: date, *, now: datetime | None = None, closed_by: str | None = None
+) -> dict[str, Any]:
+    """close_month() as the dict the console's pages read (Period.as_dict)."""
+    return close_month(program_code, month, now=now, closed_by=closed_by).as_dict()
+
+
+def _store(
+    db: Connection[Any], period_id: int, kind: str, number: str, filename: str, fh: IO[bytes]
+) -> tuple[int, str]:
     fh.seek(0)
     digest = hashlib.sha256()
     size = 0
@@ -193,54 +197,53 @@ def _store(db: Any, period_id: int, kind: str, number: str, filename: str, fh: I
         digest.update(chunk)
         size += len(chunk)
     fh.seek(0)
-    document_id = db.execute(
-        "INSERT INTO period_documents (period_id, kind, number, filename, content_type, size, sha256)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (period_id, kind, number, filename, KINDS[kind][0], size, digest.hexdigest()),
-    ).fetchone()[0]
+    document_id = scalar(
+        db.execute(
+            INSERT_DOCUMENT,
+            {
+                "period": period_id,
+                "kind": kind,
+                "number": number,
+                "filename": filename,
+                "content_type": KINDS[kind][0],
+                "size": size,
+                "sha256": digest.hexdigest(),
+            },
+        ).fetchone()
+    )
     seq = 0
     while chunk := fh.read(CHUNK):
-        db.execute(
-            "INSERT INTO period_document_chunks (document_id, seq, data) VALUES (%s, %s, %s)",
-            (document_id, seq, chunk),
-        )
+        db.execute(INSERT_DOCUMENT_CHUNK, {"document": document_id, "seq": seq, "data": chunk})
         seq += 1
     return size, digest.hexdigest()
 
 
-# Numbers the period's records after the program's last number, in registry order. Only committed
-# records exist for it (the period is closed to new bookings), so a number is never drawn for a
-# request that is then refused, and it rolls back with the documents if they fail.
-_NUMBER_RECORDS = """
-INSERT INTO registry_entries (record_id, program_id, period_id, number)
-SELECT r.id, r.program_id, %(period)s,
-       (SELECT coalesce(max(e.number), 0) FROM registry_entries e WHERE e.program_id = %(program)s)
-       + row_number() OVER (ORDER BY r.occurred_at, r.id)
-  FROM reconciliation_records r
- WHERE r.program_id = %(program)s AND r.booked_period = %(month)s
-   AND NOT EXISTS (SELECT 1 FROM registry_entries e WHERE e.record_id = r.id)
- ORDER BY r.occurred_at, r.id"""
-
-
-def number_records(db: Any, period_id: int, program_id: int, month: date) -> int:
+def number_records(db: Connection[Any], period_id: int, program_id: int, month: date) -> int:
     """Gives the period's records their registry numbers (once: a second call numbers nothing);
     returns how many it numbered."""
-    db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (REGISTRY_LOCK, program_id))
+    _lock(db, REGISTRY_LOCK, program_id)
     params = {"period": period_id, "program": program_id, "month": month}
-    return int(db.execute(_NUMBER_RECORDS, params).rowcount)
+    return int(db.execute(NUMBER_RECORDS, params).rowcount)
+
+
+@dataclass(frozen=True)
+class ClosingPeriod:
+    status: str
+    month: date
+    act_number: str
+    registry_number: str
+    closed_at: datetime
 
 
 def _produce_documents(period_id: int, program: ProgramRow) -> None:
     with transaction() as session:
         db = driver(session)
-        db.execute("SELECT pg_advisory_xact_lock(%s, %s)", (DOCS_LOCK, period_id))
-        row = db.execute(
-            "SELECT status, month, number, act_number, registry_number, closed_at FROM periods WHERE id = %s",
-            (period_id,),
-        ).fetchone()
-        if row is None or row[0] == "closed":
+        _lock(db, DOCS_LOCK, period_id)
+        with db.cursor(row_factory=class_row(ClosingPeriod)) as cursor:
+            period = cursor.execute(CLOSING_PERIOD, {"period": period_id}).fetchone()
+        if period is None or period.status == "closed":
             return
-        _, month, _, act_number, registry_number, closed_at = row
+        month, act_number, registry_number = period.month, period.act_number, period.registry_number
         number_records(db, period_id, program.id, month)
         totals = compute_totals(db, program.id, month)
         flt = RecordFilter(program_ids=[program.id], booked_period=month)
@@ -280,7 +283,7 @@ def _produce_documents(period_id: int, program: ProgramRow) -> None:
                         "month": month,
                         "act_number": act_number,
                         "registry_number": registry_number,
-                        "closed_at": closed_at.astimezone(program.zone),
+                        "closed_at": period.closed_at.astimezone(program.zone),
                     },
                     program={
                         "code": program.code,
@@ -294,15 +297,15 @@ def _produce_documents(period_id: int, program: ProgramRow) -> None:
             )
             _store(db, period_id, "act.pdf", act_number, f"act-{stem}.pdf", pdf_file)
         db.execute(
-            "UPDATE periods SET status = 'closed', totals = %s::jsonb, record_count = %s,"
-            " documents_at = now() WHERE id = %s",
-            (orjson.dumps(totals).decode(), totals["records"], period_id),
+            MARK_CLOSED,
+            {"totals": orjson.dumps(totals).decode(), "records": totals["records"], "period": period_id},
         )
-        url = db.execute("SELECT webhook_url FROM programs WHERE id = %s", (program.id,)).fetchone()
+        with db.cursor(row_factory=scalar_row) as cursor:
+            webhook_url = cursor.execute(PROGRAM_WEBHOOK, {"program": program.id}).fetchone()
         webhooks.emit(
             db,
             program_id=program.id,
-            webhook_url=url[0] if url else None,
+            webhook_url=webhook_url,
             redemption_id=None,
             event="period.closed",
             now=datetime.now(UTC),
@@ -312,12 +315,12 @@ def _produce_documents(period_id: int, program: ProgramRow) -> None:
                 "act_number": act_number,
                 "registry_number": registry_number,
                 "records": totals["records"],
-                "closed_at": closed_at.isoformat(),
+                "closed_at": period.closed_at.isoformat(),
             },
         )
 
 
-def _totals_row(totals: dict[str, Any]) -> dict[str, str] | None:
+def _totals_row(totals: Totals) -> dict[str, str] | None:
     if len(totals["by_currency"]) != 1:
         return None
     currency, t = next(iter(totals["by_currency"].items()))
@@ -337,8 +340,10 @@ def _money(minor: int, currency: str) -> dict[str, str]:
     return {"amount": to_decimal_string(minor, currency), "currency": currency}
 
 
-def render_totals(totals: dict[str, Any]) -> dict[str, Any]:
-    def sums(item: dict[str, Any]) -> dict[str, Any]:
+def render_totals(totals: Totals) -> dict[str, Any]:
+    """Totals in minor units as the API shows them (PeriodTotals): amounts as Money."""
+
+    def sums(item: Mapping[str, Any]) -> dict[str, Any]:
         cur = item["currency"]
         return {
             "face_value": _money(item["face_value_minor"], cur),
@@ -377,51 +382,100 @@ def render_totals(totals: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def period_view(program_code: str, month: date) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PeriodDocument:
+    """A closing document of a period, without its content."""
+
+    kind: str
+    number: str
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PeriodRow:
+    id: int
+    status: str
+    act_number: str | None
+    registry_number: str | None
+    closed_at: datetime | None
+    closed_by: str | None
+    record_count: int | None
+    totals: Totals | None
+
+
+@dataclass(frozen=True)
+class Period:
+    """A program's month: open (no period row yet), closing or closed, with its rendered totals and
+    its documents once closed."""
+
+    program: str
+    month: date
+    timezone: str
+    ends_at: datetime
+    status: str
+    row: PeriodRow | None = None
+    documents: tuple[PeriodDocument, ...] = ()
+
+    @property
+    def totals(self) -> dict[str, Any] | None:
+        """The frozen totals as the API shows them (render_totals); None until closed."""
+        if self.row is None or self.row.totals is None:
+            return None
+        return render_totals(self.row.totals)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The month as a dict (the console's pages read it so): an open month has neither numbers,
+        totals nor documents; the documents carry no link (the HTTP layer adds its own)."""
+        base: dict[str, Any] = {
+            "program": self.program,
+            "month": f"{self.month:%Y-%m}",
+            "timezone": self.timezone,
+            "ends_at": self.ends_at,
+        }
+        if self.row is None:
+            return {**base, "status": "open", "documents": []}
+        row = self.row
+        return {
+            **base,
+            "status": row.status,
+            "act_number": row.act_number,
+            "registry_number": row.registry_number,
+            "closed_at": row.closed_at,
+            "closed_by": row.closed_by,
+            "record_count": row.record_count,
+            "totals": self.totals,
+            "documents": [asdict(d) for d in self.documents],
+        }
+
+
+def read_period(program_code: str, month: date) -> Period:
     with new_session() as session:
         db = driver(session)
         program = find_program(db, program_code)
-        row = db.execute(
-            "SELECT id, status, act_number, registry_number, closed_at, closed_by, record_count, totals"
-            " FROM periods WHERE program_id = %s AND month = %s",
-            (program.id, month),
-        ).fetchone()
-        base = {
-            "program": program.code,
-            "month": f"{month:%Y-%m}",
-            "timezone": program.timezone,
-            "ends_at": month_end(month, program.zone),
-        }
-        if row is None:
-            return {**base, "status": "open", "documents": []}
-        docs = db.execute(
-            "SELECT kind, number, filename, content_type, size, sha256, created_at"
-            " FROM period_documents WHERE period_id = %s ORDER BY kind",
-            (row[0],),
-        ).fetchall()
-        return {
-            **base,
-            "status": row[1],
-            "act_number": row[2],
-            "registry_number": row[3],
-            "closed_at": row[4],
-            "closed_by": row[5],
-            "record_count": row[6],
-            "totals": render_totals(row[7]) if row[7] is not None else None,
-            "documents": [
-                {
-                    "kind": d[0],
-                    "number": d[1],
-                    "filename": d[2],
-                    "content_type": d[3],
-                    "size": d[4],
-                    "sha256": d[5],
-                    "created_at": d[6],
-                    "href": f"/v1/periods/{month:%Y-%m}/documents/{d[0]}?program={program.code}",
-                }
-                for d in docs
-            ],
-        }
+        with db.cursor(row_factory=class_row(PeriodRow)) as cursor:
+            row = cursor.execute(PERIOD, {"program": program.id, "month": month}).fetchone()
+        documents: list[PeriodDocument] = []
+        if row is not None:
+            with db.cursor(row_factory=class_row(PeriodDocument)) as cursor:
+                documents = cursor.execute(PERIOD_DOCUMENTS, {"period": row.id}).fetchall()
+    return Period(
+        program=program.code,
+        month=month,
+        timezone=program.timezone,
+        ends_at=month_end(month, program.zone),
+        status="open" if row is None else row.status,
+        row=row,
+        documents=tuple(documents),
+    )
+
+
+def period_view(program_code: str, month: date) -> dict[str, Any]:
+    """read_period() as the dict the console's pages read (Period.as_dict)."""
+    return read_period(program_code, month).as_dict()
 
 
 @dataclass(frozen=True)
@@ -437,32 +491,28 @@ def find_document(program_code: str, month: date, kind: str) -> StoredDocument:
     with new_session() as session:
         db = driver(session)
         program = find_program(db, program_code)
-        row = db.execute(
-            "SELECT d.filename, d.content_type, d.size, d.sha256, d.id FROM periods p"
-            " JOIN period_documents d ON d.period_id = p.id"
-            " WHERE p.program_id = %s AND p.month = %s AND d.kind = %s AND p.status = 'closed'",
-            (program.id, month, kind),
-        ).fetchone()
-    if row is None:
+        with db.cursor(row_factory=class_row(StoredDocument)) as cursor:
+            found = cursor.execute(
+                FIND_DOCUMENT, {"program": program.id, "month": month, "kind": kind}
+            ).fetchone()
+    if found is None:
         raise PeriodNotClosed(
             f"{program_code} {month:%Y-%m} has no closing documents: close the period first",
         )
-    return StoredDocument(*row)
+    return found
 
 
 def iter_document(document_id: int) -> Iterator[bytes]:
     with new_session() as session:
         db = driver(session)
-        with db.cursor(name="document_chunks") as cur:
+        with db.cursor(name="document_chunks", row_factory=scalar_row) as cur:
             cur.itersize = 2
-            cur.execute(
-                "SELECT data FROM period_document_chunks WHERE document_id = %s ORDER BY seq", (document_id,)
-            )
-            for (data,) in cur:
+            cur.execute(DOCUMENT_CHUNKS, {"document": document_id})
+            for data in cur:
                 yield bytes(data)
 
 
-def json_default(value: Any) -> Any:
+def json_default(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, date):

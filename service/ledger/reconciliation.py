@@ -20,6 +20,8 @@ from decimal import InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from psycopg.rows import class_row, scalar_row
+
 from service.catalog.errors import UnknownPartner
 from service.kit.db.engine import driver, new_session
 from service.kit.http.csv_body import csv_text
@@ -28,6 +30,7 @@ from service.kit.security.crypto import get_vault
 from service.kit.values.money import MoneyError, to_decimal_string, to_minor
 from service.kit.values.zones import zone
 from service.ledger.periods import month_end
+from service.ledger.sql import load
 
 MAX_LISTED = 1000
 
@@ -67,31 +70,31 @@ def parse_report(body: bytes, currency: str, zone: ZoneInfo) -> ParsedReport:
     seen: dict[bytes, int] = {}
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
-        for row in reader:
+        for cells in reader:
             number = reader.line_num
-            if not row or all(not c.strip() for c in row):
+            if not cells or all(not c.strip() for c in cells):
                 continue
-            if number == 1 and row[0].strip().lower() == "code":
+            if number == 1 and cells[0].strip().lower() == "code":
                 continue
             report.total += 1
-            if len(row) > 3:
+            if len(cells) > 3:
                 report.rejected.append(
                     {"line": number, "reason": "too many columns: expected code[,activated_at][,amount]"}
                 )
                 continue
-            code = row[0].strip()
+            code = cells[0].strip()
             if not code or len(code) > 256 or not code.isprintable():
                 report.rejected.append({"line": number, "reason": "code is empty, too long or not printable"})
                 continue
             try:
-                activated = _parse_time(row[1], zone) if len(row) > 1 and row[1].strip() else None
+                activated = _parse_time(cells[1], zone) if len(cells) > 1 and cells[1].strip() else None
             except ValueError:
                 report.rejected.append(
                     {"line": number, "reason": "activated_at must be RFC 3339 or YYYY-MM-DD"}
                 )
                 continue
             try:
-                amount = to_minor(row[2].strip(), currency) if len(row) > 2 and row[2].strip() else None
+                amount = to_minor(cells[2].strip(), currency) if len(cells) > 2 and cells[2].strip() else None
             except (MoneyError, InvalidOperation):
                 report.rejected.append(
                     {"line": number, "reason": f"amount must be a decimal such as 2000.00 ({currency})"}
@@ -111,46 +114,57 @@ def parse_report(body: bytes, currency: str, zone: ZoneInfo) -> ParsedReport:
     return report
 
 
+@dataclass(frozen=True)
+class Partner:
+    id: int
+    code: str
+    name: str
+
+
+@dataclass(frozen=True)
+class IssuedCode:
+    """A code of the partner's that we issued and did not take back (sql/issued_codes.sql)."""
+
+    fingerprint: bytes
+    last4: str | None
+    sku: str
+    issued_at: datetime | None
+    face_value_minor: int
+    currency: str
+    redemption_id: str | None
+    in_period: bool
+
+
+PARTNER = load("partner")
+PARTNER_CURRENCY = load("partner_currency")
+FIRST_PROGRAM_ZONE = load("first_program_zone")
+ISSUED_CODES = load("issued_codes")
+
+
 def reconcile_partner(
     partner_code: str, month: date, body: bytes, *, now: datetime | None = None
 ) -> dict[str, Any]:
     now = now or datetime.now(UTC)
     with new_session() as session:
         db = driver(session)
-        partner = db.execute(
-            "SELECT id, code, name FROM partners WHERE code = %s", (partner_code,)
-        ).fetchone()
+        with db.cursor(row_factory=class_row(Partner)) as cursor:
+            partner = cursor.execute(PARTNER, {"code": partner_code}).fetchone()
         if partner is None:
             raise UnknownPartner(f"no partner {partner_code}")
         # the partner's currency and time zone: from its products and the programs that issued them
-        currency = (
-            db.execute(
-                "SELECT currency FROM products WHERE partner_id = %s ORDER BY id LIMIT 1", (partner[0],)
-            ).fetchone()
-            or ("KZT",)
-        )[0]
-        zone_name = (
-            db.execute("SELECT timezone FROM programs ORDER BY id LIMIT 1").fetchone() or ("Asia/Almaty",)
-        )[0]
+        with db.cursor(row_factory=scalar_row) as cursor:
+            currency = cursor.execute(PARTNER_CURRENCY, {"partner": partner.id}).fetchone() or "KZT"
+            zone_name = cursor.execute(FIRST_PROGRAM_ZONE).fetchone() or "Asia/Almaty"
         program_zone = zone(zone_name)
         report = parse_report(body, currency, program_zone)
         end = min(month_end(month, program_zone), now)
         # Net issued codes of this partner, ever: a cancel reverses its issue.
-        issued: dict[bytes, tuple] = {}
-        with db.cursor(name="partner_codes") as cur:
-            cur.itersize = 10_000
-            cur.execute(
-                "SELECT code_fingerprint, min(code_last4), min(sku),"
-                " min(occurred_at) FILTER (WHERE quantity > 0), max(face_value_minor), min(currency),"
-                " (array_agg(redemption_id::text) FILTER (WHERE quantity > 0))[1],"
-                " bool_or(booked_period = %s AND quantity > 0)"
-                " FROM reconciliation_records WHERE partner_id = %s AND code_fingerprint IS NOT NULL"
-                " AND type IN ('issue', 'cancel', 'exchange')"
-                " GROUP BY code_fingerprint HAVING sum(quantity) > 0",
-                (month, partner[0]),
-            )
-            for row in cur:
-                issued[bytes(row[0])] = row[1:]
+        issued: dict[bytes, IssuedCode] = {}
+        with db.cursor(name="partner_codes", row_factory=class_row(IssuedCode)) as codes:
+            codes.itersize = 10_000
+            codes.execute(ISSUED_CODES, {"month": month, "partner": partner.id})
+            for code in codes:
+                issued[code.fingerprint] = code
     reported = {line.fingerprint for line in report.lines}
     leaks, mismatches = [], []
     matched = 0
@@ -168,35 +182,36 @@ def reconcile_partner(
             )
             continue
         matched += 1
-        face, cur = ours[3], ours[4]
+        face, cur = ours.face_value_minor, ours.currency
         if line.amount_minor is not None and line.amount_minor != face:
             mismatches.append(
                 {
                     "line": line.line,
-                    "last4": ours[0],
+                    "last4": ours.last4,
                     "fingerprint": line.fingerprint.hex(),
-                    "sku": ours[1],
+                    "sku": ours.sku,
                     "reported": _money(line.amount_minor, cur),
                     "expected": _money(face, cur),
                 }
             )
-    not_activated = []
-    for fingerprint, (last4, sku, issued_at, face, cur, redemption_id, in_period) in issued.items():
-        if in_period and fingerprint not in reported:
+    not_activated: list[dict[str, Any]] = []
+    for fingerprint, code in issued.items():
+        if code.in_period and fingerprint not in reported:
+            assert code.issued_at is not None  # issued in the period: it has an issue
             not_activated.append(
                 {
-                    "last4": last4,
+                    "last4": code.last4,
                     "fingerprint": fingerprint.hex(),
-                    "sku": sku,
-                    "issued_at": issued_at,
-                    "age_days": max(0, (end - issued_at).days),
-                    "face_value": _money(face, cur),
-                    "redemption_id": redemption_id,
+                    "sku": code.sku,
+                    "issued_at": code.issued_at,
+                    "age_days": max(0, (end - code.issued_at).days),
+                    "face_value": _money(code.face_value_minor, code.currency),
+                    "redemption_id": code.redemption_id,
                 }
             )
     not_activated.sort(key=lambda item: (-item["age_days"], item["fingerprint"]))
     return {
-        "partner": partner[1],
+        "partner": partner.code,
         "period": f"{month:%Y-%m}",
         "lines": report.total,
         "matched": matched,

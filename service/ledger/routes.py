@@ -4,13 +4,14 @@ Only the finance role (and admin) may call them; finance sees every program."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from psycopg.rows import scalar_row
 from starlette.concurrency import run_in_threadpool
 
 from catalog.model import SKU, SLUG
@@ -35,6 +36,7 @@ from service.ledger.schemas import (
     PeriodOut,
     RecordType,
 )
+from service.ledger.sql import load
 
 router = APIRouter(
     prefix="/v1", tags=["finance"], responses=responses(), dependencies=[Depends(reject_unknown_query)]
@@ -44,6 +46,23 @@ log = structlog.get_logger("finance")
 Month = Annotated[str, Path(pattern=MONTH_PATTERN, description="Month YYYY-MM in the program's time zone")]
 ProgramQuery = Annotated[str, Query(pattern=SLUG, description="Program code")]
 finance = require("finance")
+
+
+PARTNER_ID = load("partner_id")
+PRODUCT_EXISTS = load("product_exists")
+
+
+def document_href(period: periods.Period, kind: str) -> str:
+    """Where GET /v1/periods/{month}/documents/{kind} serves a closing document of the period."""
+    return f"/v1/periods/{period.month:%Y-%m}/documents/{kind}?program={period.program}"
+
+
+def period_body(period: periods.Period) -> dict[str, Any]:
+    """A month as GET /v1/periods/{month} answers it (PeriodOut): its documents with their links.
+    `rewards periods show` prints the same."""
+    body = period.as_dict()
+    body["documents"] = [{**doc, "href": document_href(period, doc["kind"])} for doc in body["documents"]]
+    return body
 
 
 def resolve_filter(
@@ -69,12 +88,13 @@ def resolve_filter(
         if program is not None:
             flt.program_ids = [periods.find_program(db, program).id]
         if partner is not None:
-            row = db.execute("SELECT id FROM partners WHERE code = %s", (partner,)).fetchone()
-            if row is None:
+            with db.cursor(row_factory=scalar_row) as cursor:
+                partner_id = cursor.execute(PARTNER_ID, {"code": partner}).fetchone()
+            if partner_id is None:
                 raise UnknownPartner(f"no partner {partner}")
-            flt.partner_id = row[0]
+            flt.partner_id = partner_id
         if sku is not None:
-            if db.execute("SELECT 1 FROM products WHERE sku = %s", (sku,)).fetchone() is None:
+            if db.execute(PRODUCT_EXISTS, {"sku": sku}).fetchone() is None:
                 raise UnknownProduct(f"no product {sku}")
             flt.sku = sku
     return flt
@@ -100,7 +120,7 @@ def _date(value: str | None, field: str) -> date | None:
         ) from None
 
 
-def _stream(flt: RecordFilter, fmt: str):
+def _stream(flt: RecordFilter, fmt: str) -> Iterator[bytes]:
     with get_engine().connect() as connection:
         db = raw_connection(connection)
         db.rollback()  # a fresh transaction: the snapshot setting must come first
@@ -167,8 +187,10 @@ def export_records(
     summary="A month of a program: open or closed, totals",
     responses=responses(UnknownProgram),
 )
-def get_period(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
-    return periods.period_view(program, parse_month(month))
+def get_period(
+    month: Month, program: ProgramQuery, principal: Principal = Depends(finance)
+) -> dict[str, Any]:
+    return period_body(periods.read_period(program, parse_month(month)))
 
 
 @router.post(
@@ -177,17 +199,19 @@ def get_period(month: Month, program: ProgramQuery, principal: Principal = Depen
     responses=responses(UnknownProgram, PeriodNotEnded),
     summary="Close a month: freeze totals, number and produce the act (PDF) and registry (XLSX, CSV)",
 )
-async def close_period(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
+async def close_period(
+    month: Month, program: ProgramQuery, principal: Principal = Depends(finance)
+) -> dict[str, Any]:
     parsed = parse_month(month)
-    view = await run_in_threadpool(periods.close_period, program, parsed, closed_by=principal.key_id)
+    period = await run_in_threadpool(periods.close_month, program, parsed, closed_by=principal.key_id)
     log.info(
         "period_closed",
         program=program,
         month=month,
         key_id=principal.key_id,
-        records=view.get("record_count"),
+        records=period.row.record_count if period.row is not None else None,
     )
-    return view
+    return period_body(period)
 
 
 @router.get(
@@ -196,8 +220,10 @@ async def close_period(month: Month, program: ProgramQuery, principal: Principal
     summary="The closing documents of a month",
     responses=responses(UnknownProgram),
 )
-def list_documents(month: Month, program: ProgramQuery, principal: Principal = Depends(finance)) -> dict:
-    view = periods.period_view(program, parse_month(month))
+def list_documents(
+    month: Month, program: ProgramQuery, principal: Principal = Depends(finance)
+) -> dict[str, Any]:
+    view = period_body(periods.read_period(program, parse_month(month)))
     return {k: view[k] for k in ("program", "month", "status", "documents")}
 
 

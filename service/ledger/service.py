@@ -15,8 +15,11 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Any
 
+from psycopg import Connection
+
 from service.kit.db.engine import scalar
 from service.kit.db.fragments import Fragment
+from service.ledger.sql import load
 
 
 class RecordType(StrEnum):
@@ -61,30 +64,10 @@ class Record:
         return vat_included(self.face_value_minor, self.vat_rate_bp)
 
 
-_COLUMNS = (
-    "type, occurred_at, program_id, tariff_id, offer_id, product_id, sku, partner_id, quantity, currency,"
-    " face_value_minor, cost_minor, vat_rate_bp, vat_minor, code_fingerprint, code_last4, redemption_id,"
-    " card_id"
-)
-_INSERT = f"INSERT INTO reconciliation_records ({_COLUMNS})"
-
-
 _FIELDS = (
     "type", "occurred_at", "program", "tariff", "offer", "product", "sku", "partner", "currency", "face",
     "cost", "rate", "vat", "fingerprint", "last4", "card",
 )  # fmt: skip
-
-
-@lru_cache
-def _values_sql(redemption_id: str, prefix: str) -> str:
-    """The VALUES list in column order, with `prefix`-named placeholders (built once per use: the
-    statement text is then the same string object every time, hashed once)."""
-    p = {name: f"%({prefix}{name})s" for name in _FIELDS}
-    return (
-        f"{p['type']}, {p['occurred_at']}, {p['program']}, {p['tariff']}, {p['offer']}, {p['product']},"
-        f" {p['sku']}, {p['partner']}, 1, {p['currency']}, {p['face']}, {p['cost']}, {p['rate']}, {p['vat']},"
-        f" {p['fingerprint']}, {p['last4']}, {redemption_id}, {p['card']}"
-    )
 
 
 def _params(type_: RecordType, record: Record, prefix: str) -> dict[str, Any]:
@@ -102,9 +85,10 @@ def _prefixed(prefix: str) -> tuple[str, ...]:
     return tuple(prefix + name for name in _FIELDS)
 
 
-@lru_cache
-def _insert_from(source: str, redemption_id: str, prefix: str) -> str:
-    return f"{_INSERT} SELECT {_values_sql(redemption_id, prefix)} FROM {source}"
+ISSUE_RECORD = load("issue_record")
+EXCHANGE_RECORD = load("exchange_record")
+WRITE_RECORD = load("write_record")
+WRITE_REVERSAL = load("write_reversal")
 
 
 # What the CTE of a redemption's statement returns for its issue record (see issue_record).
@@ -114,78 +98,44 @@ REDEMPTION_RETURNING = ", ".join(
 )
 
 
-@lru_cache
-def _issue_sql(redemption_from: str, reward_from: str, prefix: str) -> str:
-    r, c, p = redemption_from, reward_from, prefix
-    return (
-        f"{_INSERT} SELECT 'issue', {r}.created_at, {r}.program_id, {r}.tariff_id, {r}.offer_id,"
-        f" {r}.product_id, %({p}sku)s, %({p}partner)s, 1, {r}.currency, {r}.nominal_minor, %({p}cost)s,"
-        f" %({p}rate)s, %({p}vat)s, {c}.fingerprint, {r}.reward_last4, {r}.id, {r}.card_id FROM {r}, {c}"
-    )
-
-
 def issue_record(
-    *,
-    redemption_from: str,
-    reward_from: str,
-    sku: str,
-    partner_id: int | None,
-    nominal_minor: int,
-    cost_minor: int,
-    vat_rate_bp: int,
-    prefix: str = "rec_",
+    *, sku: str, partner_id: int | None, nominal_minor: int, cost_minor: int, vat_rate_bp: int
 ) -> Fragment:
-    """The issue record of the redemption that the CTE `redemption_from` inserted (RETURNING
-    REDEMPTION_RETURNING) for the reward of the CTE `reward_from` (RETURNING its `fingerprint`), as an
-    INSERT for the redemption's own statement: its time, catalog ids, currency, face value and last 4
-    come from the redemption row, so the statement carries each value once; no redemption row, no
-    record."""
+    """The issue record of the redemption that the CTE `r` of a redemption's statement inserted
+    (RETURNING REDEMPTION_RETURNING) for the reward of its CTE `c` (RETURNING its `fingerprint`), as an
+    INSERT for that statement (sql/issue_record.sql): its time, catalog ids, currency, face value and
+    last 4 come from the redemption row, so the statement carries each value once; no redemption row,
+    no record. Its parameters are named `rec_*`."""
     params = {
-        f"{prefix}sku": sku,
-        f"{prefix}partner": partner_id,
-        f"{prefix}cost": cost_minor,
-        f"{prefix}rate": vat_rate_bp,
-        f"{prefix}vat": vat_included(nominal_minor, vat_rate_bp),
+        "rec_sku": sku,
+        "rec_partner": partner_id,
+        "rec_cost": cost_minor,
+        "rec_rate": vat_rate_bp,
+        "rec_vat": vat_included(nominal_minor, vat_rate_bp),
     }
-    return Fragment(_issue_sql(redemption_from, reward_from, prefix), params)
+    return Fragment(ISSUE_RECORD, params)
 
 
-@lru_cache
-def _exchange_sql(source: str, prefix: str) -> str:
-    return (
-        f"INSERT INTO reconciliation_records ({_COLUMNS}, channel)"
-        f" SELECT {_values_sql('NULL', prefix)}, %({prefix}channel)s FROM {source}"
-    )
+def exchange_record(record: Record, *, channel: str = "partner") -> Fragment:
+    """The exchange record of the exchange that the CTE `e` of an exchange's statement inserted, as an
+    INSERT for that statement (sql/exchange_record.sql, parameters named `rec_*`); `channel` says where
+    it happened (`partner` desk or `online` page)."""
+    params = _params(RecordType.EXCHANGE, record, "rec_")
+    params["rec_channel"] = channel
+    return Fragment(EXCHANGE_RECORD, params)
 
 
-def exchange_record(
-    record: Record, *, exchange_from: str, channel: str = "partner", prefix: str = "rec_"
-) -> Fragment:
-    """The exchange record of the exchange that the CTE `exchange_from` inserted, as an INSERT for the
-    exchange's own statement; `channel` says where it happened (`partner` desk or `online` page)."""
-    params = _params(RecordType.EXCHANGE, record, prefix)
-    params[f"{prefix}channel"] = channel
-    return Fragment(_exchange_sql(exchange_from, prefix), params)
-
-
-def write_record(db: Any, type_: RecordType, record: Record) -> int:
+def write_record(db: Connection[Any], type_: RecordType, record: Record) -> int:
     """A record in a statement of its own, not tied to a redemption; returns its id."""
-    sql = f"{_INSERT} VALUES ({_values_sql('NULL', '')}) RETURNING id"
-    return int(scalar(db.execute(sql, _params(type_, record, "")).fetchone()))
+    return int(scalar(db.execute(WRITE_RECORD, _params(type_, record, "")).fetchone()))
 
 
-def write_breakage(db: Any, record: Record) -> None:
+def write_breakage(db: Connection[Any], record: Record) -> None:
     """The unused balance of an expired card, lost to its holder."""
     write_record(db, RecordType.BREAKAGE, record)
 
 
-def write_reversal(db: Any, redemption_id: uuid.UUID, *, occurred_at: datetime) -> int:
+def write_reversal(db: Connection[Any], redemption_id: uuid.UUID, *, occurred_at: datetime) -> int:
     """The cancel record of a redemption: its issue record with opposite signs. Returns how many issue
     records it reversed (exactly one, by invariant 4; the caller refuses anything else)."""
-    return db.execute(
-        f"{_INSERT} SELECT 'cancel', %(now)s, program_id, tariff_id, offer_id, product_id, sku, partner_id,"
-        " -1, currency, -face_value_minor, -cost_minor, vat_rate_bp, -vat_minor, code_fingerprint,"
-        " code_last4, redemption_id, card_id"
-        " FROM reconciliation_records WHERE redemption_id = %(id)s AND type = 'issue'",
-        {"id": redemption_id, "now": occurred_at},
-    ).rowcount
+    return db.execute(WRITE_REVERSAL, {"id": redemption_id, "now": occurred_at}).rowcount

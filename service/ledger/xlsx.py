@@ -14,7 +14,7 @@ footer; on screen the header (and the preamble above it) stays frozen."""
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 from xml.sax.saxutils import escape as _xml_escape
@@ -65,20 +65,20 @@ class XlsxWriter:
         self.rows_per_sheet = rows_per_sheet
         self.zip64 = zip64
         self.sheets: list[str] = []
-        self._sheet: Any = None
+        self._sheet: IO[bytes] | None = None
         self._in_sheet = 0
         self._row_no = 0
         self._formatters = [self._formatter(c.kind) for c in self.columns]
 
     @staticmethod
-    def _formatter(kind: str):
+    def _formatter(kind: str) -> Callable[[str], str]:
         if kind == "money":
             return lambda v: f'<c s="{STYLE_MONEY}"><v>{v}</v></c>'
         if kind == "int":
             return lambda v: f'<c s="{STYLE_INT}"><v>{v}</v></c>'
         return lambda v: f'<c t="inlineStr"><is><t xml:space="preserve">{_esc(v)}</t></is></c>'
 
-    def _open_sheet(self) -> None:
+    def _open_sheet(self) -> IO[bytes]:
         self._close_sheet()
         number = len(self.sheets) + 1
         title = self.sheet_title if number == 1 else f"{self.sheet_title} {number}"
@@ -108,6 +108,7 @@ class XlsxWriter:
         )
         self._sheet.write("".join(head).encode())
         self._in_sheet = 0
+        return self._sheet
 
     @property
     def header_row(self) -> int:
@@ -124,13 +125,12 @@ class XlsxWriter:
         formatters = self._formatters
         buffer: list[str] = []
         written = 0
-        if self._sheet is None:
-            self._open_sheet()
+        sheet = self._sheet if self._sheet is not None else self._open_sheet()
         for row in rows:
             if self._in_sheet >= self.rows_per_sheet:
-                self._sheet.write("".join(buffer).encode())
+                sheet.write("".join(buffer).encode())
                 buffer.clear()
-                self._open_sheet()
+                sheet = self._open_sheet()
             self._row_no += 1
             self._in_sheet += 1
             buffer.append(
@@ -140,10 +140,10 @@ class XlsxWriter:
             )
             written += 1
             if len(buffer) >= 2000:
-                self._sheet.write("".join(buffer).encode())
+                sheet.write("".join(buffer).encode())
                 buffer.clear()
         if buffer:
-            self._sheet.write("".join(buffer).encode())
+            sheet.write("".join(buffer).encode())
         return written
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import AsyncConnection
+from sqlalchemy.orm import Session
 
 from catalog.model import SLUG
 from service.auth.deps import check_role, principal_of, require
@@ -253,7 +254,7 @@ def resend_redemption(
 ) -> Response:
     key = validate_key(idempotency_key, required=False)
 
-    def handler(session) -> tuple[int, dict]:
+    def handler(session: Session) -> tuple[int, dict[str, Any]]:
         return 202, service.resend(session, redemption_id, scope=scope_of(principal)).model_dump(mode="json")
 
     if key is None:

@@ -11,12 +11,12 @@ from datetime import UTC, date, datetime
 from functools import lru_cache
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, Connection
 from psycopg import errors as pg_errors
-from sqlalchemy import text
+from psycopg.rows import class_row
 from sqlalchemy.orm import Session
 
-from service.cards.service import CardUse, card_use, mint_card_sql, new_card
+from service.cards.service import CardUse, cancel_card, card_use, mint_card_sql, new_card
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import (
     CatalogSnapshot,
@@ -56,6 +56,7 @@ from service.redemptions.errors import (
     TariffNotEligible,
 )
 from service.redemptions.schemas import RedemptionIn, RedemptionOut, RewardOut, SmsOut
+from service.redemptions.sql import compose, load
 from service.sandbox import service as sandbox
 
 MAX_RESENDS = 3
@@ -128,7 +129,7 @@ def redeem(
             with db.pipeline():
                 if priced.has_limits:
                     db.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
-                redeemed = db.execute(statement.sql, statement.params)
+                redeemed = db.cursor(row_factory=_RESERVED).execute(statement.sql, statement.params)
                 if priced.budgeted:
                     db.execute(TAKE_BUDGET, statement.params)
         except pg_errors.CheckViolation as exc:
@@ -163,7 +164,7 @@ async def redeem_async(
         async with one_write_pipeline(conn):
             if priced.has_limits:
                 await conn.execute(LIMIT_LOCK, {"msisdn": request.msisdn})
-            redeemed = await conn.execute(statement.sql, statement.params)
+            redeemed = await conn.cursor(row_factory=_RESERVED).execute(statement.sql, statement.params)
         reward = _reward_of(await redeemed.fetchone(), priced, request)
         if reward is not None:
             budget = AtCommit(TAKE_BUDGET, statement.params, budget_refusal) if priced.budgeted else None
@@ -183,19 +184,19 @@ CARD_DRAWS = 5
 
 
 def _reward_of(
-    row: tuple[Any, ...] | None, priced: Priced, request: RedemptionIn
+    row: Reserved | None, priced: Priced, request: RedemptionIn
 ) -> tuple[str, datetime | None] | None:
     """What the statement's row says: the reward's last 4 and expiry, or a refusal (raised, in the
     order the steps run), or None for a card number already taken."""
     assert row is not None  # the statement's last SELECT always returns its one row
-    within, last4, expires_at, inserted = row
-    if not within:
+    last4, expires_at = row.last4, row.expires_at
+    if not row.within:
         raise LimitExceeded(f"this subscriber has reached the limit of offer {priced.offer.code}")
     if last4 is None:
         if priced.product.kind == "code":
             raise OutOfStock(f"no codes left for {priced.product.sku}")
         return None
-    if not inserted:
+    if not row.inserted:
         raise DuplicateExternalId(
             f"this program already has a redemption with external_id {request.external_id!r}"
         )
@@ -275,40 +276,10 @@ def price(snap: CatalogSnapshot, request: RedemptionIn, *, scope: Scope, now: da
     return Priced(program, offer, product, tariff, nominal, rate)
 
 
-# One subscriber's redemptions wait for each other here, so that two parallel ones cannot both pass
-# the limit. The statement that counts them is the next one: in READ COMMITTED its snapshot is taken
-# when it starts, after this lock is granted, so it sees every committed redemption of the subscriber.
-LIMIT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(%(msisdn)s, 1))"
-
-# Per subscriber per day and per month, counted in the program's time zone; a limit left NULL holds.
-_WITHIN_LIMITS = (
-    "SELECT coalesce(%(limit_day)s::int > count(*) FILTER (WHERE created_at >= %(day)s), true)"
-    " AND coalesce(%(limit_month)s::int > count(*), true) AS within FROM redemptions"
-    " WHERE msisdn = %(msisdn)s AND offer_id = %(offer)s AND created_at >= %(month)s"
-    " AND status <> 'cancelled' AND sandbox = {sandbox}"
-)
-
-_INSERT_REDEMPTION = (
-    "INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id, msisdn, locale,"
-    " points, currency, nominal_minor, code_id, card_id, reward_last4, reward_expires_at, api_key_id,"
-    " sandbox, link_hash, created_at, updated_at) SELECT %(id)s, %(program)s, %(tariff)s, %(offer)s,"
-    " %(product)s, %(external_id)s, %(msisdn)s, %(locale)s, %(points)s, %(currency)s, %(nominal)s, {code_id},"
-    " {card_id}, c.last4, c.expires_at, %(api_key)s, {sandbox}, %(link_hash)s, %(now)s, %(now)s FROM c"
-    " ON CONFLICT (program_id, sandbox, external_id) DO NOTHING RETURNING " + ledger.REDEMPTION_RETURNING
-)
-
-# The program's monthly budget, an atomic counter that refuses to pass it (migration 0011), taken
-# only when the redemption row was inserted. Every redemption of the program waits for this row, so it
-# is locked as late as possible: after the redemption statement, and on the API's path in the COMMIT's
-# own round trip. A refusal is an error (check_violation "program_budget"), which aborts the
-# transaction, so that a COMMIT pipelined behind it rolls back.
-TAKE_BUDGET = "SELECT take_program_budget(%(program)s, %(budget_month)s, %(nominal)s, %(budget)s, %(id)s)"
-
-
-# A sandbox code reward: a test code from no pool (its last 4 computed by the caller).
-_SANDBOX_CODE = (
-    "SELECT NULL::bigint AS id, %(sandbox_last4)s::varchar AS last4, NULL::timestamptz AS expires_at"
-)
+# The statements of a redemption (sql/*.sql): the subscriber's lock, then the one statement that does
+# the rest (reserve.sql, composed once per shape by _redemption_sql), and the program's budget last.
+LIMIT_LOCK = load("limit_lock")
+TAKE_BUDGET = load("take_budget")
 
 
 # The guard of a checked statement (bench/ceiling.py): a division by zero when any of its writes
@@ -323,34 +294,53 @@ _GUARD = (
 def _redemption_sql(
     *, limits: bool, kind: str, record_sql: str, sms_sql: str, sandbox: bool, checked: bool = False
 ) -> str:
-    """The statement of one redemption: whether the subscriber is within the offer's limits (lim),
-    the reward (c: a pooled code, or a minted card, only when within), the redemption (r: nothing on
-    a duplicate external_id), its issue record and its SMS in the outbox. Its one row tells the caller
-    which of these happened. A sandbox redemption's reward is a test code or a sandbox card, and it
+    """The statement of one redemption (sql/reserve.sql): whether the subscriber is within the offer's
+    limits (lim), the reward (c: a pooled code, or a minted card, only when within), the redemption (r:
+    nothing on a duplicate external_id), its issue record and its SMS in the outbox. Its one row tells
+    the caller which of these happened. A sandbox redemption's reward is a test code or a sandbox card, and it
     has no issue record (record_sql is then a plain SELECT). `checked` (the benchmark's ceiling, not
     sandbox): the statement fails, instead of reporting a refusal, unless it wrote every row of one
     redemption (a reward, the redemption, its record and its SMS)."""
     if checked and sandbox:
         raise ValueError("a sandbox redemption writes no record: it cannot be checked")
-    returning = " RETURNING 1" if checked else ""
+    checked_returning = " RETURNING 1" if checked else ""
     within = "(SELECT within FROM lim)"
+    flag = "true" if sandbox else "false"
     if kind != "code":
         reward = mint_card_sql(when=within, sandbox=sandbox)
     elif sandbox:
-        reward = f"{_SANDBOX_CODE} WHERE {within}"
+        reward = compose("sandbox_code", when=within)
     else:
         reward = take_code_sql(when=within)
     code_id, card_id = ("NULL", "c.id") if kind != "code" else ("NULL" if sandbox else "c.id", "NULL")
-    flag = "true" if sandbox else "false"
-    return (
-        f"WITH lim AS ({_WITHIN_LIMITS.format(sandbox=flag) if limits else 'SELECT true AS within'}),"
-        f" c AS ({reward}),"
-        f" r AS ({_INSERT_REDEMPTION.format(code_id=code_id, card_id=card_id, sandbox=flag)}),"
-        f" rec AS ({record_sql}{returning}),"
-        f" sms AS ({sms_sql}{returning})"
-        f" SELECT {within}, c.last4, c.expires_at, (SELECT count(*) FROM r) > 0{_GUARD if checked else ''}"
-        " FROM (SELECT 1) AS one LEFT JOIN c ON true"
+    return compose(
+        "reserve",
+        limits=compose("within_limits", sandbox=flag) if limits else "SELECT true AS within",
+        reward=reward,
+        code_id=code_id,
+        card_id=card_id,
+        sandbox=flag,
+        returning=ledger.REDEMPTION_RETURNING,
+        record=record_sql,
+        sms=sms_sql,
+        checked_returning=checked_returning,
+        guard=_GUARD if checked else "",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Reserved:
+    """The one row of a redemption's statement: within the limits; the reward's last 4 and expiry
+    (None: no reward, the pool empty or the card number taken); the redemption row inserted (False: a
+    duplicate external_id)."""
+
+    within: bool
+    last4: str | None
+    expires_at: datetime | None
+    inserted: bool
+
+
+_RESERVED = class_row(Reserved)
 
 
 def redemption_statement(
@@ -372,8 +362,6 @@ def redemption_statement(
         Fragment("SELECT NULL", {})
         if priced.sandbox
         else ledger.issue_record(
-            redemption_from="r",
-            reward_from="c",
             sku=product.sku,
             partner_id=product.partner_id,
             nominal_minor=priced.nominal_minor,
@@ -440,24 +428,52 @@ def _month(program: ProgramInfo, at: datetime) -> date:
     return at.astimezone(program.zone).date().replace(day=1)
 
 
-def _release_budget(session: Session, program: ProgramInfo, created_at: datetime, amount: int) -> None:
-    session.execute(
-        text(
-            "UPDATE program_budget_usage SET spent_minor = spent_minor - :n"
-            " WHERE program_id = :p AND month = :month"
-        ),
-        {"n": amount, "p": program.id, "month": _month(program, created_at)},
+def _release_budget(db: Connection[Any], program: ProgramInfo, created_at: datetime, amount: int) -> None:
+    db.execute(
+        RELEASE_BUDGET, {"amount": amount, "program": program.id, "month": _month(program, created_at)}
     )
 
 
 # --- reading -------------------------------------------------------------------------------------
 
-_SELECT = (
-    "SELECT r.id, r.external_id, r.program_id, r.tariff_id, r.offer_id, r.product_id, r.msisdn, r.points,"
-    " r.locale, r.status, r.status_reason, r.resend_count, r.created_at, r.updated_at, r.nominal_minor,"
-    " r.currency, r.reward_last4, r.reward_expires_at, r.code_id, r.card_id, r.first_sent_at, r.sandbox,"
-    " r.link_hash IS NOT NULL AS has_link, r.revealed_at FROM redemptions r"
-)
+
+@dataclass(frozen=True)
+class RedemptionRow:
+    """A redemption as it is stored (sql/redemption.sql): what the API shows of it (to_out) and what
+    the cancel rule asks (can_cancel)."""
+
+    id: uuid.UUID
+    external_id: str
+    program_id: int
+    tariff_id: int
+    offer_id: int
+    product_id: int
+    msisdn: str
+    points: int
+    locale: str
+    status: str
+    status_reason: str | None
+    resend_count: int
+    created_at: datetime
+    updated_at: datetime
+    nominal_minor: int
+    currency: str
+    reward_last4: str | None
+    reward_expires_at: datetime | None
+    code_id: int | None
+    card_id: int | None
+    first_sent_at: datetime | None
+    sandbox: bool
+    has_link: bool
+    revealed_at: datetime | None
+
+
+_SELECT = load("redemption")
+_BY_ID = _SELECT + "\n WHERE r.id = %(id)s"
+_BY_ID_LOCKED = _BY_ID + " FOR UPDATE"
+RELEASE_BUDGET = load("release_budget")
+MARK_CANCELLED = load("mark_cancelled")
+MARK_RESENT = load("mark_resent")
 
 
 def _sms_out(attempts: list[SmsAttempt]) -> list[SmsOut]:
@@ -479,13 +495,13 @@ def _sms_out(attempts: list[SmsAttempt]) -> list[SmsOut]:
     ]
 
 
-def with_sms(session: Session, rows: Sequence[Any]) -> dict[uuid.UUID, list[SmsOut]]:
+def with_sms(session: Session, rows: Sequence[RedemptionRow]) -> dict[uuid.UUID, list[SmsOut]]:
     """The SMS of these redemptions, in one indexed query."""
     found = sms_attempts(driver(session), [row.id for row in rows])
     return {row.id: _sms_out(found.get(row.id, [])) for row in rows}
 
 
-def to_out(snap: CatalogSnapshot, row: Any, sms: list[SmsOut] | None = None) -> RedemptionOut:
+def to_out(snap: CatalogSnapshot, row: RedemptionRow, sms: list[SmsOut] | None = None) -> RedemptionOut:
     product = snap.products[row.product_id]
     return RedemptionOut(
         id=row.id,
@@ -524,11 +540,10 @@ def _program_ids(snap: CatalogSnapshot, scope: Scope) -> list[int] | None:
 
 def get_redemption(
     session: Session, redemption_id: uuid.UUID, *, scope: Scope, for_update: bool = False
-) -> Any:
+) -> RedemptionRow:
     snap = get_snapshot(session)
-    row = session.execute(
-        text(_SELECT + " WHERE r.id = :id" + (" FOR UPDATE" if for_update else "")), {"id": redemption_id}
-    ).one_or_none()
+    with driver(session).cursor(row_factory=class_row(RedemptionRow)) as cursor:
+        row = cursor.execute(_BY_ID_LOCKED if for_update else _BY_ID, {"id": redemption_id}).fetchone()
     if (
         row is None
         or not scope.allows(snap.programs_by_id[row.program_id].code)
@@ -556,32 +571,37 @@ def find_redemptions(
     params: dict[str, Any] = {"limit": limit}
     ids = _program_ids(snap, scope)
     if ids is not None:
-        where.append("r.program_id = ANY(:programs)")
+        where.append("r.program_id = ANY(%(programs)s)")
         params["programs"] = ids
     if scope.sandbox is not None:
-        where.append("r.sandbox = :sandbox")
+        where.append("r.sandbox = %(sandbox)s")
         params["sandbox"] = scope.sandbox
     if program is not None:
         info = snap.programs.get(program)
         if info is None or not scope.allows(program):
             return []
-        where.append("r.program_id = :program")
+        where.append("r.program_id = %(program)s")
         params["program"] = info.id
     for column, value in (("external_id", external_id), ("msisdn", msisdn), ("status", status)):
         if value is not None:
-            where.append(f"r.{column} = :{column}")
+            where.append(f"r.{column} = %({column})s")
             params[column] = value
     if created_from is not None:
-        where.append("r.created_at >= :created_from")
+        where.append("r.created_at >= %(created_from)s")
         params["created_from"] = created_from
     if created_to is not None:
-        where.append("r.created_at < :created_to")
+        where.append("r.created_at < %(created_to)s")
         params["created_to"] = created_to
     if before is not None:
-        where.append("r.id < :before")
+        where.append("r.id < %(before)s")
         params["before"] = before
-    sql = _SELECT + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY r.id DESC LIMIT :limit"
-    rows = session.execute(text(sql), params).all()
+    statement = (
+        _SELECT
+        + ("\n WHERE " + " AND ".join(where) if where else "")
+        + "\n ORDER BY r.id DESC LIMIT %(limit)s"
+    )
+    with driver(session).cursor(row_factory=class_row(RedemptionRow)) as cursor:
+        rows = cursor.execute(statement, params).fetchall()
     sms = with_sms(session, rows)
     return [to_out(snap, row, sms[row.id]) for row in rows]
 
@@ -595,7 +615,7 @@ def read_redemption(session: Session, redemption_id: uuid.UUID, *, scope: Scope)
 # --- cancel and resend ---------------------------------------------------------------------------
 
 
-def can_cancel(row: Any, card: CardUse | None) -> bool:
+def can_cancel(row: RedemptionRow, card: CardUse | None) -> bool:
     """The cancel rule: a redemption may be cancelled while nobody could have used its reward, i.e. a
     code whose SMS no provider has taken yet (accepted or failed, never sent) and that was never shown
     on the reward page, or a card nobody has touched (`card`: the redemption's card, None for a code).
@@ -608,7 +628,7 @@ def can_cancel(row: Any, card: CardUse | None) -> bool:
     return card is not None and card.untouched
 
 
-def cancellable(session: Session, row: Any) -> bool:
+def cancellable(session: Session, row: RedemptionRow) -> bool:
     """`can_cancel` for a redemption row as `get_redemption` reads it (its card read without a lock)."""
     return can_cancel(row, card_use(session, row.card_id) if row.card_id is not None else None)
 
@@ -634,24 +654,15 @@ def cancel(
         if row.code_id is not None:  # else a sandbox test code, from no pool
             release_code(driver(session), row.code_id, now=now)
     else:
-        session.execute(
-            text("UPDATE cards SET status = 'cancelled', balance_minor = 0 WHERE id = :id"),
-            {"id": row.card_id},
-        )
+        cancel_card(driver(session), row.card_id)
     checkpoint("cancel.after_release")
     reversed_ = ledger.write_reversal(driver(session), redemption_id, occurred_at=now)
     if reversed_ != (0 if row.sandbox else 1):
         raise RuntimeError(f"redemption {redemption_id} has {reversed_} issue records")  # invariant 4
-    session.execute(
-        text(
-            "UPDATE redemptions SET status = 'cancelled', status_reason = 'cancelled by request',"
-            " updated_at = :now WHERE id = :id"
-        ),
-        {"id": redemption_id, "now": now},
-    )
+    driver(session).execute(MARK_CANCELLED, {"id": redemption_id, "now": now})
     program = snap.programs_by_id[row.program_id]
     if program.monthly_budget_minor is not None and not row.sandbox:
-        _release_budget(session, program, row.created_at, row.nominal_minor)
+        _release_budget(driver(session), program, row.created_at, row.nominal_minor)
     webhooks.emit(
         driver(session),
         program_id=program.id,
@@ -682,14 +693,7 @@ def resend(
             f"a reward may be re-sent at most {MAX_RESENDS} times",
         )
     send = row.resend_count + 1
-    session.execute(
-        text(
-            "UPDATE redemptions SET resend_count = :send, updated_at = :now,"
-            " status = CASE WHEN status = 'failed' THEN 'accepted' ELSE status END,"
-            " status_reason = CASE WHEN status = 'failed' THEN NULL ELSE status_reason END WHERE id = :id"
-        ),
-        {"send": send, "now": now, "id": redemption_id},
-    )
+    driver(session).execute(MARK_RESENT, {"send": send, "now": now, "id": redemption_id})
     outbox.enqueue(
         driver(session), jobs.REWARD_SMS, {"redemption_id": str(redemption_id), "send": send}, now=now
     )

@@ -1,0 +1,2 @@
+-- A partner's id by its code.
+SELECT id FROM partners WHERE code = %(code)s

@@ -1,0 +1,3 @@
+-- A cancelled redemption's nominal back into its program's month of the budget.
+UPDATE program_budget_usage SET spent_minor = spent_minor - %(amount)s
+ WHERE program_id = %(program)s AND month = %(month)s
