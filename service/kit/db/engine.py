@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy.exc
@@ -20,12 +20,15 @@ from service.kit.config import get_settings
 from service.kit.db.base import Base
 from service.kit.observability import tracing
 
+R = TypeVar("R")
+
 __all__ = [
     "Base",
     "batch",
     "driver",
     "get_engine",
     "new_session",
+    "one",
     "reset_engine",
     "transaction",
     "unavailable",
@@ -135,6 +138,14 @@ def raw_connection(connection: Connection) -> psycopg.Connection[Any]:
     raw = connection.connection.driver_connection
     assert raw is not None, "a checked-out connection has its driver connection"
     return raw
+
+
+def one(row: R | None) -> R:
+    """The row of a statement that always returns one (an aggregate, a RETURNING), whatever its row
+    factory: `one(db.cursor(row_factory=scalar_row).execute(...).fetchone())`."""
+    if row is None:
+        raise LookupError("the statement returned no row")
+    return row
 
 
 def scalar(row: tuple[Any, ...] | None) -> Any:

@@ -11,6 +11,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from psycopg import Connection
 from sqlalchemy import BigInteger, DateTime, Index, Integer, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -72,7 +73,7 @@ def trace_params() -> dict[str, Any]:
     return {"outbox_trace": tracing.traceparent()} if tracing.enabled() else {}
 
 
-def enqueue(db: Any, job: Job, payload: dict[str, Any], *, now: datetime) -> None:
+def enqueue(db: Connection[Any], job: Job, payload: dict[str, Any], *, now: datetime) -> None:
     """One row of `job`, in the caller's transaction."""
     db.execute(
         insert(job, payload="CAST(%(outbox_payload)s AS jsonb)", source="(VALUES (1)) AS one"),
