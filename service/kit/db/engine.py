@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -188,8 +188,8 @@ def reset_engine() -> None:
     _sessionmaker.cache_clear()
 
 
-def batch(rows: list[dict]) -> str:
-    """A batch of records as one JSON document, for `jsonb_to_recordset(%s::jsonb)` in a statement
+def batch(rows: Sequence[Mapping[str, object]]) -> str:
+    """A batch of records as one JSON document, for `jsonb_to_recordset(%(rows)s::jsonb)` in a statement
     that writes a whole batch at once.
 
     Parallel arrays for unnest() cost more: psycopg dumps a list element by element, and a text that

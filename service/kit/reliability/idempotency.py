@@ -106,7 +106,7 @@ class _Taken(Exception):
     """Another request stored an outcome for this key first."""
 
 
-def request_fingerprint(method: str, path: str, payload: Any) -> bytes:
+def request_fingerprint(method: str, path: str, payload: object) -> bytes:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).digest()
 
