@@ -12,7 +12,9 @@ request a new subscriber, external id and Idempotency-Key, so every one is a ful
 With --limit, pgbench runs the statements of one redemption (bench/ceiling.py builds them from the
 service's own code) on the same database, with as many clients, before and after the API run; the
 last line is `ratio = API redemptions/s / pgbench tps`. The machine drifts by a third between runs,
-so only figures of one run are compared.
+so only figures of one run are compared. The pool is sized for every run with room to spare
+(ceiling.pool_size); a pgbench transaction that takes no code is an error, the codes left are printed
+after each run, and when any run ran dry the last line is `no ratio: ...` and the exit status 1.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
+SKU = "ARAY-CINEMA-2000"  # the product of both offers, whose pool the bench fills
 OFFERS = {  # name -> (program, tariff, offer, points)
     "budgeted": ("mobile-bonus", "basic", "cinema-2000", 2000),
     "unbudgeted": ("home-internet", "home-100", "cinema-2000", 2200),
@@ -261,7 +264,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--api-workers", type=int, default=2, help="uvicorn workers (the service default, API_WORKERS)"
     )
-    parser.add_argument("--codes", type=int, default=30000)
+    parser.add_argument(
+        "--codes",
+        type=int,
+        default=30000,
+        help="codes beyond what the runs may take (ceiling.pool_size of clients and seconds)",
+    )
+    parser.add_argument(
+        "--pool",
+        type=int,
+        help="the pool's size instead of the sized one (e.g. a small one, to see a dry run refused)",
+    )
     parser.add_argument(
         "--offer",
         choices=sorted(OFFERS),
@@ -329,7 +342,7 @@ class Bench:
         # Every code with an expiry, as real pools have; the budget large enough for every run.
         pool = self.work / "codes.csv"
         pool.write_text("".join(f"BENCH-{secrets.token_hex(6).upper()},,2030-12-31\n" for _ in range(codes)))
-        self.rewards("codes", "import", "ARAY-CINEMA-2000", str(pool))
+        self.rewards("codes", "import", SKU, str(pool))
         self.sql(
             "UPDATE programs SET monthly_budget_minor = 1000000000000000"
             " WHERE monthly_budget_minor IS NOT NULL"
@@ -424,18 +437,33 @@ def main() -> None:
     bench = Bench(args)
     api = None
     try:
-        expected = int(args.clients * 2500 * (args.seconds + args.warmup) // 16) if args.limit else 0
-        key = bench.prepare(max(args.codes, expected + args.codes))
-        ceiling = []
-        if args.limit:
-            from bench.ceiling import run_pgbench
+        from bench.ceiling import CeilingFailed, codes_left, pool_size, ratio_line, run_pgbench
 
-            script = ceiling_script(bench, args.offer)
-            ceiling.append(
-                run_pgbench(
-                    bench.env["DATABASE_URL"], script, clients=args.clients, seconds=int(args.seconds)
+        # the API run, and with --limit two pgbench runs of as many seconds
+        seconds = args.warmup + args.seconds + (2 * int(args.seconds) if args.limit else 0)
+        key = bench.prepare(args.pool or pool_size(args.clients, seconds) + args.codes)
+        ceiling = []
+        dry: list[str] = []
+
+        def left() -> int:
+            return codes_left(bench.env["DATABASE_URL"], SKU)
+
+        def ceiling_run(name: str) -> None:
+            try:
+                ceiling.append(
+                    run_pgbench(
+                        bench.env["DATABASE_URL"], script, clients=args.clients, seconds=int(args.seconds)
+                    )
                 )
-            )
+            except CeilingFailed as failed:
+                if not failed.empty:
+                    raise SystemExit(str(failed)) from None
+                dry.append(f"pgbench {name}: a transaction took no code ({left()} codes left)")
+            print(f"  codes left after pgbench {name}: {left()}")
+
+        if args.limit:
+            script = ceiling_script(bench, args.offer)
+            ceiling_run("before")
         port = free_port()
         api_env = dict(bench.env)
         if args.api_root:
@@ -488,12 +516,13 @@ def main() -> None:
         api.terminate()
         api.wait(timeout=30)
         api = None
+        failed = sum(n for label, n in result["statuses"].items() if label != "201")
+        remaining = left()
+        print(f"  codes left after the API run: {remaining}")
+        if failed and remaining == 0:
+            dry.append(f"the API run: {failed} requests failed and the pool is empty")
         if args.limit:
-            ceiling.append(
-                run_pgbench(
-                    bench.env["DATABASE_URL"], script, clients=args.clients, seconds=int(args.seconds)
-                )
-            )
+            ceiling_run("after")
         print(
             f"{args.driver} driver, {args.offer} offer, {args.clients} clients,"
             f" {args.api_workers} API worker(s), {result['seconds']:.0f} s measured"
@@ -507,18 +536,14 @@ def main() -> None:
             f"  p99 {result['p99_ms']:.1f}  mean {result['mean_ms']:.1f}"
         )
         if args.limit:
-            before, after = ceiling
             print(
                 f"  pgbench, same database, the statements of one redemption, {args.clients} clients:"
-                f" {before.tps:.0f} tps before, {after.tps:.0f} tps after"
-                f" (failed: {before.failed + after.failed})"
+                f" {' / '.join(f'{c.tps:.0f}' for c in ceiling)} tps (before / after of the runs that"
+                f" finished; failed: {sum(c.failed for c in ceiling)})"
             )
-            mean = (before.tps + after.tps) / 2
-            print(
-                f"ratio = {result['rps'] / mean:.2f}"
-                f" ({result['rps']:.0f} / {mean:.0f}; against before {result['rps'] / before.tps:.2f},"
-                f" after {result['rps'] / after.tps:.2f})"
-            )
+            print(ratio_line(result["rps"], ceiling, dry))
+            if dry:
+                sys.exit(1)
     finally:
         if api:
             api.terminate()

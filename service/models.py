@@ -10,6 +10,7 @@ import service.catalog.models  # noqa: F401
 import service.console.models  # noqa: F401
 import service.delivery.models  # noqa: F401
 import service.holders.models  # noqa: F401
+import service.kit.db.retention  # noqa: F401
 import service.kit.messaging.outbox  # noqa: F401
 import service.kit.security.crypto_models  # noqa: F401
 import service.kit.security.throttle  # noqa: F401

@@ -5,6 +5,7 @@ SMPP_ERROR_CLASSES)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -17,11 +18,12 @@ from service.delivery.providers import (
     HttpProvider,
     SmppProvider,
     SmppSession,
+    build_provider,
     error_class_overrides,
 )
 from service.delivery.service import Job, apply_smpp_receipts, backoff_ms, deliver_many
 from service.delivery.smsc import TestSmsc
-from service.kit.config import RetryClass, SmsRetry, get_settings
+from service.kit.config import RetryClass, SmsRetry, get_settings, reset_settings_cache
 from service.kit.db.engine import new_session
 from tests.conftest import import_codes_for, post_redemption
 from tests.harness.delivery import point_webhooks_at
@@ -191,6 +193,36 @@ def test_the_http_gateways_answers_have_classes_too(client, keys, status, kind):
     assert outcome.result == "retry"
     row = _row()
     assert row.failures == {kind: 1} and row.error_code == f"http {status}"
+
+
+def test_the_http_providers_retry_policy_is_its_own_setting_and_it_fails_at_its_cap(
+    client, keys, monkeypatch
+):
+    """SMS_RETRY_HTTP caps transient errors at 3 attempts, 1 s apart, while SMPP keeps its 5: the
+    gateway's provider, built from the settings, gives up at its own cap."""
+    server = _answering(503)
+    monkeypatch.setenv("SMS_PROVIDER", "http")
+    monkeypatch.setenv("SMS_HTTP_URL", f"http://127.0.0.1:{server.server_address[1]}/sms")
+    monkeypatch.setenv(
+        "SMS_RETRY_HTTP",
+        json.dumps({"transient": {"max_attempts": 3, "first_delay_seconds": 1, "max_delay_seconds": 1}}),
+    )
+    reset_settings_cache()
+    try:
+        assert get_settings().sms_retry_smpp.transient.max_attempts == 5
+        provider = build_provider(on_receipts=apply_smpp_receipts)
+        assert isinstance(provider, HttpProvider)
+        job = _job(client, keys)
+        outcomes = _attempts_until_settled(job, provider, datetime.now(UTC))
+    finally:
+        server.shutdown()
+        reset_settings_cache()
+    assert [o.result for o in outcomes] == ["retry", "retry", "failed"]
+    assert all(800 <= o.retry_ms <= 1200 for o in outcomes[:2])
+    row = _row()
+    assert (row.status, row.redemption, row.attempts, row.error_code) == ("failed", "failed", 3, "http 503")
+    assert row.status_reason.startswith("gave up after 3 transient errors")
+    assert row.failures == {"transient": 2}
 
 
 @pytest.mark.parametrize("failures,expected", [(1, 2000), (2, 4000), (3, 8000), (6, 60000), (20, 60000)])

@@ -175,6 +175,30 @@ def test_show_is_a_post_that_reveals_the_code_with_its_barcode_and_copy_button(c
     assert shown.headers["cache-control"] == "no-store"
 
 
+def test_a_codes_pin_stays_hidden_until_show_like_the_code(client, keys):
+    from service.kit.db.engine import transaction as tx
+    from service.pools.service import RawLine, import_codes
+
+    with tx() as s:
+        import_codes(s, "ARAY-CINEMA-2000", [RawLine(1, "ARAYPIN0000000001", "731905")], source="test")
+    made = post_redemption(client, keys)
+    path = path_of(made.json()["reward_url"])
+    page = client.get(path)
+    assert "731905" not in page.text and "ARAYPIN0000000001" not in page.text
+    shown = client.post(path + "/show", data={"form": form_of(page.text)})
+    assert 'id="revealed-pin" aria-labelledby="revealed-pin-label">731905<' in shown.text
+
+
+def test_the_code_page_tells_the_expiry_and_how_to_use_the_code_in_the_holders_language(client, keys):
+    import_codes_for("ARAY-CINEMA-2000", ["ARAYEXP000000001"], expires_at="2027-03-31")
+    made = post_redemption(client, keys)
+    assert made.status_code == 201, made.text
+    html = client.get(path_of(made.json()["reward_url"]), headers={"Accept-Language": "en"}).text
+    assert "<dt>Valid until</dt><dd>31.03.2027</dd>" in html
+    assert "Show the code at the cinema&#39;s box office" in html
+    assert "One code per order. Not exchangeable for cash." in html
+
+
 def test_a_code_shown_on_the_page_counts_as_exposed_and_cannot_be_cancelled(client, keys):
     made = code_reward(client, keys)
     path = path_of(made["reward_url"])
@@ -314,6 +338,8 @@ def test_a_cards_page_shows_its_balance_history_and_exchange_catalog_with_logos(
         assert f'id="offer-{sku}"' in html
     assert html.count('src="/h/logos/') >= 4  # the card's own and each partner's
     assert "Aray Cinema Esentai" in html and "No exchanges yet." in html
+    assert 'id="card-status" class="status-active">active<' in html and "Valid until" in html
+    assert "2\u00a0500\u00a0₸" in html and "1\u00a0000\u00a0₸" in html  # the certificates' face values
 
 
 def test_asking_for_a_code_sends_it_to_the_cards_phone_bound_to_our_origin(client, keys, tmp_path):

@@ -215,6 +215,51 @@ def test_the_not_found_page_is_accessible_too(browser, server, client, keys):
     check(browser, "not-found", PHONE)
 
 
+def fits_a_phone(browser) -> None:
+    assert browser.driver.execute_script("return document.documentElement.scrollWidth") <= PHONE[0]
+
+
+def test_the_expired_page_is_accessible_and_fits_a_phone(browser, server, client, keys):
+    from sqlalchemy import text
+
+    from service.kit.db.engine import transaction
+
+    import_codes_for("ARAY-CINEMA-2000", 1)
+    made = post_redemption(client, keys, locale="ru").json()
+    with transaction() as s:
+        s.execute(
+            text("UPDATE redemptions SET reward_expires_at = now() - interval '1 day' WHERE id = :id"),
+            {"id": made["id"]},
+        )
+    width(browser, PHONE)
+    browser.open(made["reward_url"].removeprefix(server))
+    browser.wait_for("#message-title")
+    fits_a_phone(browser)
+    check(browser, "expired", PHONE)
+
+
+def test_a_cards_page_and_a_wrong_pin_at_card_entry_are_accessible_and_fit_a_phone(
+    browser, server, client, keys
+):
+    card = issue_card(client, keys)
+    width(browser, PHONE)
+    browser.driver.delete_all_cookies()
+    browser.open("/card?lang=en")
+    browser.wait_for("#card-number")
+    browser.type("#card-number", card.number)
+    browser.type("#card-pin", "0000" if card.pin != "0000" else "1111")
+    browser.click("#open-card")
+    assert "Tries left" in browser.wait_for("#notice").text
+    fits_a_phone(browser)
+    check(browser, "card-entry-wrong-pin", PHONE)
+    browser.type("#card-number", card.number)
+    browser.type("#card-pin", card.pin)
+    browser.click("#open-card")
+    browser.wait_for("#balance")
+    fits_a_phone(browser)
+    check(browser, "card", PHONE)
+
+
 def test_two_clients_exchanging_one_card_at_once_never_overspend_it(server, client, keys, tmp_path):
     """Two browsers' worth of HTTP (each its own cookies and forms) confirm their one-time codes for
     the same 5 000 card at the same moment, against the live server: one 5 000 certificate fits."""

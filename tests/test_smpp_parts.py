@@ -178,3 +178,25 @@ def test_the_workers_rate_limit_in_redis_counts_every_part(client, keys, smsc, s
     assert {o.result for o in outcomes.values()} == {"sent"}
     counters = [int(broker.client.get(k)) for k in broker.client.keys(f"sms-provider-rate:{provider}:*")]
     assert sum(counters) == smsc.submits == 6 and max(counters) <= 4
+
+
+def test_the_retry_of_a_long_sms_whose_part_2_was_refused_asks_the_rate_limit_for_one_pdu(
+    client, keys, smsc, smpp
+):
+    """Part 2 of a 2-part SMS throttled: the first attempt asks the pacer for both parts, the retry
+    for the one part still to send, not the whole message again."""
+    job = _long_sms(client, keys)
+    smsc.refuse_part(2, 0x58)
+    asked: list[int] = []
+
+    def pace(wanted: int) -> int:
+        asked.append(wanted)
+        return wanted
+
+    now = datetime.now(UTC)
+    assert deliver_many([job], provider=smpp, now=now, pace=pace)[job].result == "retry"
+    (sms_parts,) = {s.total for s in smsc.seen}
+    assert sms_parts == 2 and asked == [2]
+    assert deliver_many([job], provider=smpp, now=now + timedelta(seconds=5), pace=pace)[job].result == "sent"
+    assert asked == [2, 1]
+    assert _parts(smsc) == [(1, "ok"), (2, "0x58"), (2, "ok")]

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import socket
 import ssl
+import struct
 import threading
 import time
 import uuid
@@ -22,6 +24,7 @@ from sqlalchemy import text
 from service.delivery.providers import (
     InDoubtSmsError,
     OutgoingSms,
+    PermanentSmsError,
     SmppProvider,
     SmppSession,
     UnavailableSmsError,
@@ -205,6 +208,96 @@ def test_an_sms_the_smsc_never_took_before_a_drop_stays_in_doubt_and_is_resent_a
         session.close()
 
 
+def test_a_drop_between_the_parts_of_a_long_sms_sends_the_unwritten_part_at_once_and_resends_the_unanswered(
+    client, keys, smsc, monkeypatch
+):
+    """Window 1, a 2-part SMS: part 1 is written and held unanswered when the SMSC drops the link;
+    part 2 is still behind the window. Part 2 never left the process, so it goes out on the new link
+    in the same call, under the same concatenation reference. Part 1 may have been taken: it alone
+    is in doubt, and only it goes again, once SMS_IN_DOUBT_SECONDS pass with no receipt for it."""
+    from service.kit.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "sms_in_doubt_seconds", 1.5)
+    session = SmppSession(smsc.host, smsc.port, "rewards", "", on_receipts=apply_smpp_receipts, window=1)
+    to = "+77018880000"
+    try:
+        (job,) = _redeem(client, keys, 1)
+        session.submit(_sms(99))  # bound
+        smsc.drop_with_submits_in_flight(1, take="none")
+        outcome = deliver_many([job], provider=SmppProvider(session))[job]
+        assert outcome.result == "retry" and outcome.retry_ms == 1500  # in doubt
+        first = [s for s in smsc.seen if s.to == to]
+        assert [(s.part, s.total, s.answer) for s in first] == [(1, 2, "none"), (2, 2, "ok")]
+        held, written_after = first
+        assert written_after.session != held.session  # on the new link
+        assert written_after.reference == held.reference
+        assert written_after.at - held.at < 3.0  # the rebind, not an in-doubt window
+        (row,) = _sms_rows()
+        assert row.status == "submitting" and row.part_ids == [None, written_after.message_id]
+
+        assert deliver_many([job], provider=SmppProvider(session))[job].result == "retry"
+        assert len([s for s in smsc.seen if s.to == to]) == 2  # nothing again inside the window
+        time.sleep(outcome.retry_ms / 1000)
+        assert deliver_many([job], provider=SmppProvider(session))[job].result == "sent"
+        later = [s for s in smsc.seen if s.to == to][2:]
+        assert [(s.part, s.answer, s.reference) for s in later] == [(1, "ok", held.reference)]
+        assert later[0].at - held.at >= 1.5
+        (sms,) = [m for m in smsc.received if m.to == to]  # one whole message at the handset
+        assert sms.segments == 2 and sms.udh_reference == held.reference
+        assert sms.message_ids == [later[0].message_id, written_after.message_id]
+        wait_until(lambda: _sms_rows()[0].status == "delivered", 10, what="the receipts of both parts")
+    finally:
+        session.close()
+
+
+class _WriteOfSubmitFails(socket.socket):
+    """A socket whose next submit_sm gets half written before sendall raises (a reset mid-write)."""
+
+    armed = threading.Event()
+
+    def sendall(self, data, flags=0):
+        if self.armed.is_set() and struct.unpack_from(">L", data, 4)[0] == 0x00000004:
+            self.armed.clear()
+            super().sendall(data[: len(data) // 2], flags)
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().sendall(data, flags)
+
+
+def test_an_sms_whose_write_failed_is_not_in_doubt_and_reaches_the_smsc_after_the_rebind(
+    client, keys, smsc, monkeypatch
+):
+    """The socket's sendall raised while writing a submit_sm: the PDU never left whole, so the SMSC
+    cannot have taken it. The SMS is not in doubt: it goes out again on the new link, in the same
+    call, within seconds, and the SMSC takes it once."""
+    from service.delivery import providers
+
+    def create_socket(client_):
+        sock = _WriteOfSubmitFails(socket.AF_INET, socket.SOCK_STREAM)
+        sock.settimeout(client_.timeout)
+        return sock
+
+    monkeypatch.setattr(providers._Client, "_create_socket", create_socket)
+    session = SmppSession(smsc.host, smsc.port, "rewards", "", on_receipts=apply_smpp_receipts)
+    to = "+77018880000"
+    try:
+        (job,) = _redeem(client, keys, 1)
+        session.submit(_sms(99))  # bound
+        _WriteOfSubmitFails.armed.set()
+        started = time.monotonic()
+        outcome = deliver_many([job], provider=SmppProvider(session))[job]
+        took = time.monotonic() - started
+    finally:
+        session.close()
+    assert not _WriteOfSubmitFails.armed.is_set()  # the write did fail
+    assert outcome.result == "sent" and took < 5.0
+    assert len(smsc.binds) == 2  # on a new link
+    assert [(s.part, s.answer) for s in smsc.seen if s.to == to] == [(1, "ok"), (2, "ok")]
+    assert {s.session for s in smsc.seen if s.to == to} == {smsc.binds[1].session}
+    assert [m.segments for m in smsc.received if m.to == to] == [2]
+    (row,) = _sms_rows()
+    assert row.status in ("sent", "delivered") and row.attempts == 1
+
+
 # --- settings -------------------------------------------------------------------------------------
 
 
@@ -305,6 +398,62 @@ def test_the_session_binds_over_tls_and_checks_the_smscs_certificate(client, key
         session.close()
     assert [b.tls for b in tls_smsc.binds] == [True]
     wait_until(lambda: tls_smsc.closed_after_unbind == 1, 5, what="a clean unbind over TLS")
+
+
+@pytest.fixture
+def provider_from_settings(tls_smsc, monkeypatch):
+    """The SMPP provider as a worker builds it: from SMPP_* in the environment, through build_provider,
+    against the TLS test SMSC."""
+    from service.delivery.providers import build_provider
+    from service.kit.config import reset_settings_cache
+
+    for name, value in {
+        "SMS_PROVIDER": "smpp",
+        "SMPP_HOST": tls_smsc.host,
+        "SMPP_PORT": str(tls_smsc.port),
+        "SMPP_SYSTEM_ID": "rewards",
+        "SMPP_BIND": "transmitter+receiver",
+        "SMPP_SYSTEM_TYPE": "VMA",
+        "SMPP_WINDOW": "2",
+        "SMPP_TLS": "true",
+        "SMPP_TLS_CA_FILE": tls_smsc.cert_file,
+        "SMPP_ERROR_CLASSES": '{"0x45": "permanent"}',
+    }.items():
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+    provider = build_provider(on_receipts=_ignore)
+    yield provider
+    provider.close()
+    reset_settings_cache()
+
+
+def test_smpp_bind_and_smpp_system_type_from_the_settings_make_the_binds(tls_smsc, provider_from_settings):
+    assert isinstance(provider_from_settings.submit(_sms(1)), list)
+    wait_until(lambda: len(tls_smsc.binds) == 2, 5, what="both binds")
+    assert sorted((b.kind, b.system_id, b.system_type) for b in tls_smsc.binds) == [
+        ("receiver", "rewards", "VMA"),
+        ("transmitter", "rewards", "VMA"),
+    ]
+
+
+def test_smpp_window_from_the_settings_bounds_the_submits_in_flight(tls_smsc, provider_from_settings):
+    tls_smsc.response_delay = 0.05
+    results = provider_from_settings.submit_many([_sms(i) for i in range(12)])
+    assert all(isinstance(r, list) for r in results), results
+    assert tls_smsc.max_outstanding == 2
+
+
+def test_smpp_tls_and_its_ca_file_from_the_settings_bind_over_tls(tls_smsc, provider_from_settings):
+    """The test SMSC serves TLS only, with a self-signed certificate that SMPP_TLS_CA_FILE holds."""
+    assert isinstance(provider_from_settings.submit(_sms(1)), list)
+    assert tls_smsc.binds and {b.tls for b in tls_smsc.binds} == {True}
+
+
+def test_smpp_error_classes_from_the_settings_decide_a_statuss_class(tls_smsc, provider_from_settings):
+    """0x45 (ESME_RSUBMITFAIL) is transient by default; the setting makes it permanent."""
+    tls_smsc.throttle(3600, status=0x45)
+    (result,) = provider_from_settings.submit_many([_sms(1)])
+    assert isinstance(result, PermanentSmsError) and result.code == "0x45"
 
 
 def test_a_certificate_the_session_does_not_trust_never_gets_a_bind(tls_smsc):

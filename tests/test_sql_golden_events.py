@@ -291,3 +291,26 @@ def test_replay_makes_an_event_pending_with_a_new_window(ctx: Ctx) -> None:
     assert ctx.db.execute(SQL["replay"], {"now": NOW, "id": uuid.uuid4()}).rowcount == 0
     rows = _rows(ctx.db, "SELECT delivered_at, given_up_at, deliver_from, replays FROM webhook_events", {})
     assert rows == [{"delivered_at": None, "given_up_at": None, "deliver_from": NOW, "replays": 1}]
+
+
+def test_finished_events_are_the_delivered_and_given_up_ones_before_the_cutoff_oldest_first(ctx: Ctx) -> None:
+    cutoff = NOW - timedelta(days=30)
+    delivered_old = _event(ctx, created=cutoff - timedelta(days=3))
+    given_up_old = _event(ctx, created=cutoff - timedelta(days=2))
+    pending_old = _event(ctx, created=cutoff - timedelta(days=5))
+    delivered_late = _event(ctx, created=cutoff - timedelta(days=1))  # finished after the cutoff
+    recent = _event(ctx, created=NOW - timedelta(days=1))
+    finished = {
+        delivered_old: ("delivered_at", cutoff - timedelta(days=3)),
+        given_up_old: ("given_up_at", cutoff - timedelta(days=1)),
+        delivered_late: ("delivered_at", cutoff + timedelta(hours=1)),
+        recent: ("delivered_at", NOW),
+    }
+    for event_id, (column, at) in finished.items():
+        ctx.db.execute(
+            f"UPDATE webhook_events SET {column} = %(at)s WHERE id = %(e)s", {"at": at, "e": event_id}
+        )
+    rows = _rows(ctx.db, SQL["finished_events"], {"before": cutoff, "limit": 10})
+    assert [r["id"] for r in rows] == [delivered_old, given_up_old]
+    assert pending_old not in {r["id"] for r in rows}
+    assert _rows(ctx.db, SQL["finished_events"], {"before": cutoff, "limit": 1}) == [{"id": delivered_old}]

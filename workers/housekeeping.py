@@ -3,27 +3,55 @@ at the same time only share it."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
 from service.balances.service import check_balances
 from service.cards import lockout
 from service.cards.service import expire_cards
+from service.delivery.retention import purge_delivered_provider_ids
 from service.delivery.service import settle_sandbox_receipts
+from service.events.webhooks import purge_finished
 from service.holders.reminders import remind_expiring_cards
+from service.kit.config import get_settings
 from service.kit.db.engine import driver, transaction
+from service.kit.db.retention import in_batches
+from service.kit.messaging.outbox import purge_published
 from service.kit.reliability.idempotency import purge_expired
 from service.kit.security import throttle
 
 log = structlog.get_logger("housekeeping")
 
 
+def retention(now: datetime | None = None) -> dict[str, int]:
+    """Removes what is finished and older than RETENTION_DAYS, each kind in batches of its own
+    transaction: published outbox rows, delivered SMS's provider ids, finished webhook events.
+    Reconciliation records, redemptions and cards are never removed."""
+    settings = get_settings()
+    before = (now or datetime.now(UTC)) - timedelta(days=settings.retention_days)
+    size = settings.retention_batch
+
+    def run(purge: Callable[..., int]) -> int:
+        def step() -> int:
+            with transaction() as session:
+                return int(purge(driver(session), before=before, limit=size))
+
+        return in_batches(step, batch=size, batches=settings.retention_batches)
+
+    return {
+        "outbox_purged": run(purge_published),
+        "sms_provider_ids_purged": run(purge_delivered_provider_ids),
+        "webhook_events_purged": run(purge_finished),
+    }
+
+
 def housekeeping() -> dict[str, int]:
     """Purge expired idempotency keys and forgotten PIN and sign-in failure counts, expire cards past
     their date and book their breakage, queue the expiry reminders that are due, send the low-stock and
-    low-budget events of balances that crossed their threshold, and deliver the sandbox's delayed
-    receipts."""
+    low-budget events of balances that crossed their threshold, deliver the sandbox's delayed
+    receipts, and remove finished rows past their retention."""
     with transaction() as session:
         purged = purge_expired(session)
     with transaction() as session:
@@ -34,7 +62,16 @@ def housekeeping() -> dict[str, int]:
         reminded = remind_expiring_cards(session, datetime.now(UTC))
     events = check_balances()
     receipts = settle_sandbox_receipts()
-    if purged or forgotten or expired or reminded or receipts or any(events.values()):
+    removed = retention()
+    if (
+        purged
+        or forgotten
+        or expired
+        or reminded
+        or receipts
+        or any(events.values())
+        or any(removed.values())
+    ):
         log.info(
             "housekeeping",
             idempotency_keys_purged=purged,
@@ -43,6 +80,7 @@ def housekeeping() -> dict[str, int]:
             expiry_reminders=reminded,
             sandbox_receipts=receipts,
             **events,
+            **removed,
         )
     return {
         "idempotency_keys_purged": purged,
@@ -51,4 +89,5 @@ def housekeeping() -> dict[str, int]:
         "expiry_reminders": reminded,
         "sandbox_receipts": receipts,
         **events,
+        **removed,
     }

@@ -50,6 +50,8 @@ class SmsMessage(Base):
             "sent_at",
             postgresql_where=text("provider = 'sandbox' AND status = 'sent'"),
         ),
+        # Retention: delivered messages in the order they were done (migration 0022).
+        Index("ix_sms_delivered_done", "done_at", "id", postgresql_where=text("status = 'delivered'")),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     redemption_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), ForeignKey("redemptions.id"))
@@ -93,6 +95,8 @@ class SmsProviderMessage(Base):
     them (workers of the previous release, during a rolling upgrade, do not know this table)."""
 
     __tablename__ = "sms_provider_messages"
+    # A message's parts, for the retention of delivered messages (migration 0022).
+    __table_args__ = (Index("ix_sms_provider_messages_sms", "sms_message_id"),)
     provider: Mapped[str] = mapped_column(String(16), primary_key=True)
     provider_message_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     sms_message_id: Mapped[int] = mapped_column(ForeignKey("sms_messages.id"), primary_key=True)

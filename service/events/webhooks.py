@@ -40,6 +40,7 @@ from service.kit.db.engine import batch, driver, transaction
 from service.kit.messaging import jobs, outbox
 from service.kit.observability.metrics import WEBHOOK_DELIVERIES
 from service.kit.security.crypto import Keyring, derive, get_keyring
+from service.kit.values.ids import uuid7
 
 log = structlog.get_logger("webhooks")
 GIVE_UP_AFTER = timedelta(hours=24)
@@ -55,6 +56,7 @@ NEW_SECRET = _SQL["new_secret"]
 INSERT_EVENTS = _SQL["insert_events"]
 EVENTS_TO_ATTEMPT = _SQL["events_to_attempt"]
 INSERT_ATTEMPTS = _SQL["insert_attempts"]
+FINISHED_EVENTS = _SQL["finished_events"]
 
 
 # --- secrets ---------------------------------------------------------------------------------------
@@ -235,7 +237,7 @@ def emit_many(db: Connection[Any], events: list[Event], *, now: datetime) -> Non
     for e in events:
         if not e.webhook_url:
             continue
-        event_id = uuid.uuid4()
+        event_id = uuid7()  # time-ordered: webhook_events and its index grow at their right end
         payload = {
             "id": str(event_id),
             "type": e.type,
@@ -250,7 +252,7 @@ def emit_many(db: Connection[Any], events: list[Event], *, now: datetime) -> Non
                 "sandbox": e.sandbox,
                 "type": payload["type"],
                 "payload": payload,
-                "message_id": uuid.uuid4(),
+                "message_id": uuid7(),
                 "n": len(rows),
             }
         )
@@ -499,3 +501,17 @@ def _post(posting: _Posting) -> _Posted:
 def deliver_event(event_id: uuid.UUID, *, now: datetime | None = None) -> Attempted:
     """One event (the retries of an event that a pack could not deliver)."""
     return attempt_events([event_id], now=now)[event_id]
+
+
+def purge_finished(db: Connection[Any], *, before: datetime, limit: int) -> int:
+    """Deletes up to `limit` events (and their attempts) that were delivered or given up before
+    `before`, oldest first (ix_webhook_events_created); pending events stay."""
+    ids: list[uuid.UUID] = (
+        db.cursor(row_factory=scalar_row)
+        .execute(FINISHED_EVENTS, {"before": before, "limit": limit})
+        .fetchall()
+    )
+    if ids:
+        db.execute("DELETE FROM webhook_attempts WHERE event_id = ANY(%(ids)s)", {"ids": ids})
+        db.execute("DELETE FROM webhook_events WHERE id = ANY(%(ids)s)", {"ids": ids})
+    return len(ids)

@@ -126,6 +126,13 @@ class Settings(BaseSettings):
     # default (1 s) would add up to a second to a reward SMS that arrives on a quiet queue.
     dramatiq_worker_timeout_ms: int = 100
     outbox_stale_seconds: int = 300
+    # Retention (issue 28): published outbox rows, delivered SMS's provider ids and finished webhook
+    # events are removed this long after they finished, by the housekeeping, in batches of
+    # RETENTION_BATCH rows, at most RETENTION_BATCHES of each kind per run (once a minute).
+    # Reconciliation records, redemptions and cards are never removed.
+    retention_days: int = Field(default=30, ge=1)
+    retention_batch: int = Field(default=5000, ge=1)
+    retention_batches: int = Field(default=20, ge=1)
 
     # Supervision by `rewards serve` (and of the Dramatiq commands of `rewards worker`): a child that
     # exits is started again after a backoff doubling from RESTART_BACKOFF_SECONDS to

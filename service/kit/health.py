@@ -108,7 +108,7 @@ def check_database(board: Board, *, outbox: bool) -> None:
                 conn.execute(
                     text(
                         "INSERT INTO outbox (message_id, queue, actor, payload)"
-                        " VALUES (gen_random_uuid(), 'readiness', 'readiness', '{}')"
+                        " VALUES (uuid7(), 'readiness', 'readiness', '{}')"
                     )
                 )
                 board.set(OUTBOX, "up")

@@ -311,13 +311,28 @@ _SANDBOX_CODE = (
 )
 
 
+# The guard of a checked statement (bench/ceiling.py): a division by zero when any of its writes
+# touched no row, so that a redemption that took no code or wrote nothing is an error, never a success.
+_GUARD = (
+    ", 1 / ((SELECT count(*) FROM c) * (SELECT count(*) FROM r) * (SELECT count(*) FROM rec)"
+    " * (SELECT count(*) FROM sms)) AS guard"
+)
+
+
 @lru_cache
-def _redemption_sql(*, limits: bool, kind: str, record_sql: str, sms_sql: str, sandbox: bool) -> str:
+def _redemption_sql(
+    *, limits: bool, kind: str, record_sql: str, sms_sql: str, sandbox: bool, checked: bool = False
+) -> str:
     """The statement of one redemption: whether the subscriber is within the offer's limits (lim),
     the reward (c: a pooled code, or a minted card, only when within), the redemption (r: nothing on
     a duplicate external_id), its issue record and its SMS in the outbox. Its one row tells the caller
     which of these happened. A sandbox redemption's reward is a test code or a sandbox card, and it
-    has no issue record (record_sql is then a plain SELECT)."""
+    has no issue record (record_sql is then a plain SELECT). `checked` (the benchmark's ceiling, not
+    sandbox): the statement fails, instead of reporting a refusal, unless it wrote every row of one
+    redemption (a reward, the redemption, its record and its SMS)."""
+    if checked and sandbox:
+        raise ValueError("a sandbox redemption writes no record: it cannot be checked")
+    returning = " RETURNING 1" if checked else ""
     within = "(SELECT within FROM lim)"
     if kind != "code":
         reward = mint_card_sql(when=within, sandbox=sandbox)
@@ -331,9 +346,9 @@ def _redemption_sql(*, limits: bool, kind: str, record_sql: str, sms_sql: str, s
         f"WITH lim AS ({_WITHIN_LIMITS.format(sandbox=flag) if limits else 'SELECT true AS within'}),"
         f" c AS ({reward}),"
         f" r AS ({_INSERT_REDEMPTION.format(code_id=code_id, card_id=card_id, sandbox=flag)}),"
-        f" rec AS ({record_sql}),"
-        f" sms AS ({sms_sql})"
-        f" SELECT {within}, c.last4, c.expires_at, (SELECT count(*) FROM r) > 0"
+        f" rec AS ({record_sql}{returning}),"
+        f" sms AS ({sms_sql}{returning})"
+        f" SELECT {within}, c.last4, c.expires_at, (SELECT count(*) FROM r) > 0{_GUARD if checked else ''}"
         " FROM (SELECT 1) AS one LEFT JOIN c ON true"
     )
 
@@ -346,9 +361,11 @@ def redemption_statement(
     api_key_id: int | None,
     now: datetime,
     token: str | None = None,
+    checked: bool = False,
 ) -> Fragment:
     """The statement of one redemption (see _redemption_sql) and its parameters; `token`: the reward
-    page's token of `redemption_id` when the caller has it already."""
+    page's token of `redemption_id` when the caller has it already; `checked`: an error unless it
+    wrote a whole redemption (for the benchmark's ceiling)."""
     program, product, offer = priced.program, priced.product, priced.offer
     card = product.kind != "code"
     record = (
@@ -414,6 +431,7 @@ def redemption_statement(
         record_sql=record.sql,
         sms_sql=sms,
         sandbox=priced.sandbox,
+        checked=checked,
     )
     return Fragment(sql, params)
 

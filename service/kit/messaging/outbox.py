@@ -19,13 +19,18 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service.kit.db.base import Base
 from service.kit.messaging.jobs import Job
 from service.kit.observability import tracing
+from service.kit.values.ids import uuid7
 
 
 class OutboxMessage(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),)
+    __table_args__ = (
+        Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+        # Retention: published rows, oldest first (migration 0022).
+        Index("ix_outbox_published", "published_at", postgresql_where=text("published_at IS NOT NULL")),
+    )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    message_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True, default=uuid.uuid4)
+    message_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), unique=True, default=uuid7)
     queue: Mapped[str] = mapped_column(String(64))
     actor: Mapped[str] = mapped_column(String(128))
     payload: Mapped[dict] = mapped_column(JSONB)
@@ -42,7 +47,7 @@ def insert(
     *,
     payload: str,
     source: str,
-    message_id: str = "gen_random_uuid()",
+    message_id: str = "uuid7()",
     created_at: str = "%(outbox_now)s",
     order_by: str | None = None,
 ) -> str:
@@ -50,7 +55,8 @@ def insert(
     expression, e.g. a CTE of the caller's statement), with the JSON `payload` expression. The row's
     time is the `created_at` expression (by default the parameter `outbox_now`); the caller adds
     `trace_params()` to its parameters. With tracing off the statement is the same as before tracing
-    existed."""
+    existed. The message id is time-ordered (uuid7(), migration 0021), so that each insert lands on the
+    rightmost leaf of the large unique index on it."""
     return _insert_sql(job, payload, source, message_id, created_at, order_by, tracing.enabled())
 
 
@@ -78,4 +84,16 @@ def enqueue(db: Connection[Any], job: Job, payload: dict[str, Any], *, now: date
     db.execute(
         insert(job, payload="CAST(%(outbox_payload)s AS jsonb)", source="(VALUES (1)) AS one"),
         {"outbox_payload": json.dumps(payload), "outbox_now": now, **trace_params()},
+    )
+
+
+def purge_published(db: Connection[Any], *, before: datetime, limit: int) -> int:
+    """Deletes up to `limit` rows published before `before`, oldest first (rows another pod's batch
+    holds are skipped); unpublished rows stay."""
+    return int(
+        db.execute(
+            "DELETE FROM outbox WHERE id = ANY(ARRAY(SELECT id FROM outbox WHERE published_at < %(before)s"
+            " ORDER BY published_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED))",
+            {"before": before, "limit": limit},
+        ).rowcount
     )

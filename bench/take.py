@@ -1,0 +1,147 @@
+"""The take's cost after N takes since the last VACUUM of `codes` (issue 28, part 2).
+
+The pool is filled with --pool codes (at least what both steps take, with room) of one product by
+set-based SQL (the takes do not read the encrypted columns). Then:
+
+1. autovacuum off for `codes`, VACUUM: the take's execution time and buffers (EXPLAIN (ANALYZE,
+   BUFFERS) of the service's own TAKE_CODE statement, rolled back, median of --samples), then after
+   each N of --takes codes taken since that VACUUM (in batches of 10,000, the same dead entries as as
+   many single takes);
+2. VACUUM codes (what the fixed threshold of migration 0023 has autovacuum do every 20,000 takes),
+   and the take again;
+3. with --paced S: autovacuum on with the migration's settings, codes taken at --rate per second for
+   S seconds, the take sampled every 5 s: its worst and median, and how often autovacuum ran.
+
+    .venv/bin/python bench/take.py                                   # after 0/100k/250k takes
+    .venv/bin/python bench/take.py --takes 0,250000,1000000 --paced 120
+
+Embedded PostgreSQL under a temporary folder unless DATABASE_URL is set (a scratch database: its
+codes are replaced). For step 3 on the embedded server the bench sets autovacuum_naptime to
+--naptime (the production setting of docs/deploying.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.redeem import SKU, Bench  # noqa: E402
+
+CHUNK = 10_000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pool", type=int, default=300_000)
+    parser.add_argument("--takes", default="0,100000,250000", help="measure after these many takes")
+    parser.add_argument("--samples", type=int, default=15)
+    parser.add_argument("--paced", type=int, default=0, help="seconds of paced takes with autovacuum on")
+    parser.add_argument("--rate", type=int, default=2000, help="takes per second in the paced run")
+    parser.add_argument("--naptime", default="15s")
+    args = parser.parse_args()
+    marks = sorted(int(n) for n in args.takes.split(","))
+    # every take of both steps finds a code, with room
+    args.pool = max(args.pool, marks[-1] + args.rate * args.paced + 50_000)
+    bench = Bench(argparse.Namespace())
+    try:
+        bench.rewards("migrate")
+        bench.rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
+        product, partner = bench.sql(f"SELECT id, partner_id FROM products WHERE sku = '{SKU}'")[0]
+        bench.sql("TRUNCATE codes CASCADE")
+        bench.sql(
+            "INSERT INTO codes (product_id, partner_id, fingerprint, last4, code_enc, expires_at)"
+            f" SELECT {product}, {partner}, sha256(int8send(i)), lpad((i % 10000)::text, 4, '0'),"
+            " '\\x00'::bytea, now() + interval '1 year' + i * interval '1 second'"
+            f" FROM generate_series(1, {args.pool}) AS i"
+        )
+        options = bench.sql("SELECT reloptions FROM pg_class WHERE relname = 'codes'")[0][0]
+        print(f"codes: {args.pool:,} available; storage parameters {options}")
+        from service.pools.service import TAKE_CODE
+
+        take = (
+            TAKE_CODE.replace("%(code_status)s", "'reserved'")
+            .replace("%(product)s", str(product))
+            .replace("%(now)s", "now()")
+        )
+
+        def sample() -> tuple[float, int]:
+            import psycopg
+
+            times, buffers = [], []
+            with psycopg.connect(bench.env["DATABASE_URL"]) as conn:
+                for _ in range(args.samples):
+                    plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {take}").fetchone()[0][0]  # type: ignore[index]
+                    conn.rollback()
+                    times.append(plan["Execution Time"])
+                    node = plan["Plan"]
+                    buffers.append(node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0))
+            return statistics.median(times), int(statistics.median(buffers))
+
+        def take_n(n: int) -> None:
+            for start in range(0, n, CHUNK):
+                bench.sql(
+                    "UPDATE codes SET status = 'issued', status_changed_at = now() WHERE id IN ("
+                    f" SELECT id FROM codes WHERE product_id = {product} AND status = 'available'"
+                    " ORDER BY coalesce(expires_at, 'infinity'), id"
+                    f" LIMIT {min(CHUNK, n - start)})"
+                )
+
+        bench.sql("ALTER TABLE codes SET (autovacuum_enabled = off)")
+        bench.sql("VACUUM ANALYZE codes")
+        taken = 0
+        first = None
+        for mark in marks:
+            take_n(mark - taken)
+            taken = mark
+            ms, buffers = sample()
+            first = first or ms
+            print(f"  autovacuum off, {mark:>9,} takes since VACUUM: take {ms:.3f} ms, {buffers:,} buffers")
+        started = time.perf_counter()
+        bench.sql("VACUUM codes")
+        spent = time.perf_counter() - started
+        ms, buffers = sample()
+        print(f"  after VACUUM codes ({spent:.1f} s): take {ms:.3f} ms, {buffers:,} buffers")
+        if args.paced:
+            bench.sql("ALTER TABLE codes RESET (autovacuum_enabled)")
+            bench.sql(f"ALTER SYSTEM SET autovacuum_naptime = '{args.naptime}'")
+            bench.sql("SELECT pg_reload_conf()")
+            before = bench.sql("SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'codes'")[0][
+                0
+            ]
+            samples: list[float] = []
+            step = max(1, args.rate // 10)
+            deadline = time.monotonic() + args.paced
+            next_sample = time.monotonic() + 5
+            paced = 0
+            while time.monotonic() < deadline:
+                tick = time.monotonic()
+                take_n(step)
+                paced += step
+                if tick >= next_sample:
+                    samples.append(sample()[0])
+                    next_sample = tick + 5
+                time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+            after = bench.sql("SELECT autovacuum_count FROM pg_stat_user_tables WHERE relname = 'codes'")[0][
+                0
+            ]
+            left = bench.sql("SELECT count(*) FROM codes WHERE status = 'available'")[0][0]
+            if not left:
+                raise SystemExit("the pool ran dry during the paced run: no figure")
+            print(
+                f"  autovacuum on (migration 0023, naptime {args.naptime}),"
+                f" {paced:,} takes in {args.paced} s:"
+                f" take median {statistics.median(samples):.3f} ms, worst {max(samples):.3f} ms"
+                f" ({len(samples)} samples), autovacuum ran {after - before} times"
+            )
+    finally:
+        bench.close()
+
+
+if __name__ == "__main__":
+    main()
