@@ -10,9 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
+from psycopg import Connection
+from psycopg.rows import class_row, scalar_row
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from service.events.errors import WebhookNotConfigured
+from service.kit.db import sqlfiles
 from service.kit.db.engine import driver
 from service.kit.http.errors import not_found
 from service.kit.messaging import jobs, outbox
@@ -24,10 +28,10 @@ POSITION = r"^[0-9]{1,17}_[0-9a-f]{32}$"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
-STATUS_SQL = (
-    "CASE WHEN e.delivered_at IS NOT NULL THEN 'delivered'"
-    " WHEN e.given_up_at IS NOT NULL THEN 'given_up' ELSE 'pending' END"
-)
+_SQL = sqlfiles.load("service.events")
+EVENT_LOG = _SQL["event_log"]  # without its WHERE and ORDER BY
+REPLAY = _SQL["replay"]
+
 _WHERE_STATUS = {
     "delivered": "e.delivered_at IS NOT NULL",
     "given_up": "e.given_up_at IS NOT NULL AND e.delivered_at IS NULL",
@@ -76,38 +80,49 @@ def _parse_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     return _EPOCH + int(micros) * _MICRO, uuid.UUID(hex_id)
 
 
-_SELECT = (
-    "SELECT e.id, e.type, p.code, e.created_at, " + STATUS_SQL + ", e.delivered_at, e.given_up_at,"
-    " e.replays, e.payload, a.attempts, a.attempted_at, a.status_code, a.error, a.duration_ms, e.sandbox,"
-    " a.next_attempt_at"
-    " FROM webhook_events e JOIN programs p ON p.id = e.program_id"
-    " LEFT JOIN LATERAL (SELECT count(*) OVER () AS attempts, attempted_at, status_code, error, duration_ms,"
-    "   next_attempt_at"
-    "   FROM webhook_attempts WHERE event_id = e.id ORDER BY attempted_at DESC, id DESC LIMIT 1) a ON true"
-)
+@dataclass(frozen=True)
+class _EventRow:
+    """A row of event_log.sql."""
+
+    id: uuid.UUID
+    type: str
+    program: str
+    sandbox: bool
+    created_at: datetime
+    status: EventStatus
+    delivered_at: datetime | None
+    given_up_at: datetime | None
+    replays: int
+    payload: dict[str, Any]
+    attempts: int | None  # None: no attempt yet (the last attempt's columns are all None then)
+    attempted_at: datetime | None
+    status_code: int | None
+    error: str | None
+    duration_ms: int | None
+    next_attempt_at: datetime | None
 
 
-def _out(row: Any) -> WebhookEventOut:
+def _out(row: _EventRow) -> WebhookEventOut:
     return WebhookEventOut(
-        id=row[0],
-        type=row[1],
-        program=row[2],
-        sandbox=row[14],
-        created_at=row[3],
-        status=row[4],
-        delivered_at=row[5],
-        given_up_at=row[6],
-        replays=row[7],
-        payload=row[8],
-        attempts=row[9] or 0,
+        id=row.id,
+        type=row.type,
+        program=row.program,
+        sandbox=row.sandbox,
+        created_at=row.created_at,
+        status=row.status,
+        delivered_at=row.delivered_at,
+        given_up_at=row.given_up_at,
+        replays=row.replays,
+        payload=row.payload,
+        attempts=row.attempts or 0,
         last_attempt=WebhookAttemptOut(
-            attempted_at=row[10],
-            status_code=row[11],
-            error=row[12],
-            duration_ms=row[13],
-            next_attempt_at=row[15],
+            attempted_at=row.attempted_at,
+            status_code=row.status_code,
+            error=row.error,
+            duration_ms=row.duration_ms,
+            next_attempt_at=row.next_attempt_at,
         )
-        if row[10] is not None
+        if row.attempted_at is not None
         else None,
     )
 
@@ -119,7 +134,7 @@ class EventPage:
 
 
 def list_events(
-    db: Any,
+    db: Connection[Any],
     *,
     programs: frozenset[str] | None,
     sandbox: bool | None,
@@ -134,7 +149,7 @@ def list_events(
     sandbox's events, False: only real ones, None: both). `month`: events created in that month in
     their program's time zone."""
     where: list[str] = []
-    params: dict[str, Any] = {"limit": limit + 1}  # one more: is there a page after this one?
+    params: dict[str, object] = {"limit": limit + 1}  # one more: is there a page after this one?
     if programs is not None:
         where.append("p.code = ANY(%(programs)s)")
         params["programs"] = sorted(programs)
@@ -157,33 +172,38 @@ def list_events(
     if cursor is not None:
         params["c_at"], params["c_id"] = _parse_cursor(cursor)
         where.append("(e.created_at, e.id) < (%(c_at)s, %(c_id)s)")
+    # Composed from the fixed fragments above only; every value goes as a parameter.
     sql = (
-        _SELECT
+        EVENT_LOG
         + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY e.created_at DESC, e.id DESC LIMIT %(limit)s"
     )
-    items = [_out(row) for row in db.execute(sql, params).fetchall()]
+    items = [_out(row) for row in db.cursor(row_factory=class_row(_EventRow)).execute(sql, params).fetchall()]
     last = items[limit - 1] if len(items) > limit else None
     return EventPage(items[:limit], cursor_of(last.created_at, last.id) if last else None)
 
 
 def get_event(
-    db: Any, event_id: uuid.UUID, *, programs: frozenset[str] | None, sandbox: bool | None
+    db: Connection[Any], event_id: uuid.UUID, *, programs: frozenset[str] | None, sandbox: bool | None
 ) -> WebhookEventOut:
     """One event the caller may see (`programs` and `sandbox` as for list_events): 404 otherwise, the
     same as for an event that does not exist."""
-    row = db.execute(_SELECT + " WHERE e.id = %s", (event_id,)).fetchone()
+    row = (
+        db.cursor(row_factory=class_row(_EventRow))
+        .execute(EVENT_LOG + " WHERE e.id = %(id)s", {"id": event_id})
+        .fetchone()
+    )
     if (
         row is None
-        or (programs is not None and row[2] not in programs)
-        or (sandbox is not None and row[14] != sandbox)
+        or (programs is not None and row.program not in programs)
+        or (sandbox is not None and row.sandbox != sandbox)
     ):
         raise not_found(f"webhook event {event_id}")
     return _out(row)
 
 
 def replay(
-    session: Any,
+    session: Session,
     event_id: uuid.UUID,
     *,
     programs: frozenset[str] | None,
@@ -196,16 +216,17 @@ def replay(
     now = now or datetime.now(UTC)
     db = driver(session)
     event = get_event(db, event_id, programs=programs, sandbox=sandbox)
-    url = db.execute(
-        "SELECT p.webhook_url FROM webhook_events e JOIN programs p ON p.id = e.program_id WHERE e.id = %s",
-        (event_id,),
-    ).fetchone()
-    if url is None or not url[0]:
-        raise WebhookNotConfigured(f"program {event.program} has no webhook_url to send it to")
-    db.execute(
-        "UPDATE webhook_events SET delivered_at = NULL, given_up_at = NULL, deliver_from = %s,"
-        " replays = replays + 1 WHERE id = %s",
-        (now, event_id),
+    url: str | None = (
+        db.cursor(row_factory=scalar_row)
+        .execute(
+            "SELECT p.webhook_url FROM webhook_events e JOIN programs p ON p.id = e.program_id"
+            " WHERE e.id = %(id)s",
+            {"id": event_id},
+        )
+        .fetchone()
     )
+    if not url:
+        raise WebhookNotConfigured(f"program {event.program} has no webhook_url to send it to")
+    db.execute(REPLAY, {"now": now, "id": event_id})
     outbox.enqueue(db, jobs.WEBHOOK, {"event_id": str(event_id)}, now=now)
     return get_event(db, event_id, programs=programs, sandbox=sandbox)

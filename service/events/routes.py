@@ -55,7 +55,7 @@ def list_webhook_events(
             "this event: `{created_at in microseconds since 1970}_{id as 32 hex digits}` (newest first)",
         ),
     ] = None,
-) -> dict:
+) -> Page[WebhookEventOut]:
     month = parse_month(period, "query.period") if period is not None else None
     with new_session() as session:
         found = event_log.list_events(
@@ -69,7 +69,7 @@ def list_webhook_events(
             month=month,
             cursor=cursor,
         )
-    return {"items": found.items, "next_cursor": found.next_cursor}
+    return Page[WebhookEventOut](items=found.items, next_cursor=found.next_cursor)
 
 
 @router.post(

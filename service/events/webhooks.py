@@ -31,8 +31,11 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import structlog
+from psycopg import Connection
+from psycopg.rows import class_row, scalar_row
 
 from service.kit.config import get_settings
+from service.kit.db import sqlfiles
 from service.kit.db.engine import batch, driver, transaction
 from service.kit.messaging import jobs, outbox
 from service.kit.observability.metrics import WEBHOOK_DELIVERIES
@@ -44,6 +47,16 @@ GIVE_UP_AFTER = timedelta(hours=24)
 SECRET_CONTEXT = b"webhook-secret"
 SECRET_PREFIX = "whsec_"
 SECRETS_TTL = 30.0  # seconds a worker signs with the secrets it read before it looks again
+
+_SQL = sqlfiles.load("service.events")
+FIRST_SECRET = _SQL["first_secret"]
+SECRETS_IN_FORCE = _SQL["secrets_in_force"]
+EXPIRE_SECRETS = _SQL["expire_secrets"]
+NEW_SECRET = _SQL["new_secret"]
+INSERT_EVENTS = _SQL["insert_events"]
+EVENTS_TO_ATTEMPT = _SQL["events_to_attempt"]
+INSERT_ATTEMPTS = _SQL["insert_attempts"]
+FINISHED_EVENTS = _SQL["finished_events"]
 
 
 # --- secrets ---------------------------------------------------------------------------------------
@@ -60,42 +73,51 @@ def legacy_secret(keyring: Keyring, program_code: str) -> bytes:
     return derive(keyring.oldest, b"webhook/" + program_code.encode())
 
 
-def secrets_in_force(db: Any, program_id: int, program_code: str, now: datetime) -> list[bytes]:
+@dataclass(frozen=True)
+class StoredSecret:
+    """A row of secrets_in_force.sql: a secret encrypted at rest, and the key it is under."""
+
+    secret_enc: bytes
+    key_id: str | None
+
+
+def secrets_in_force(db: Connection[Any], program_id: int, program_code: str, now: datetime) -> list[bytes]:
     """The program's secrets in force, newest (current) first: those without an end, or whose overlap
     window after a rotation is still open. The first call for a program stores its first secret."""
     keyring = get_keyring()
     rows = _secret_rows(db, program_id, now)
     if not rows:
-        db.execute("SELECT pg_advisory_xact_lock(7270018, %s)", (program_id,))
+        db.execute("SELECT pg_advisory_xact_lock(7270018, %(program_id)s)", {"program_id": program_id})
         db.execute(
-            "INSERT INTO program_webhook_secrets (program_id, secret_enc, key_id, created_at)"
-            " SELECT %s, %s, %s, %s WHERE NOT EXISTS"
-            " (SELECT 1 FROM program_webhook_secrets WHERE program_id = %s)",
-            (
-                program_id,
-                keyring.encrypt(legacy_secret(keyring, program_code), SECRET_CONTEXT),
-                keyring.current,
-                now,
-                program_id,
-            ),
+            FIRST_SECRET,
+            {
+                "program_id": program_id,
+                "secret_enc": keyring.encrypt(legacy_secret(keyring, program_code), SECRET_CONTEXT),
+                "key_id": keyring.current,
+                "now": now,
+            },
         )
         rows = _secret_rows(db, program_id, now)
-    return [keyring.decrypt(bytes(enc), SECRET_CONTEXT, key_id) for enc, key_id in rows]
+    return [keyring.decrypt(bytes(row.secret_enc), SECRET_CONTEXT, row.key_id) for row in rows]
 
 
-def _secret_rows(db: Any, program_id: int, now: datetime) -> list[Any]:
-    return db.execute(
-        "SELECT secret_enc, key_id FROM program_webhook_secrets WHERE program_id = %s"
-        " AND (expires_at IS NULL OR expires_at > %s) ORDER BY created_at DESC, id DESC",
-        (program_id, now),
-    ).fetchall()
+def _secret_rows(db: Connection[Any], program_id: int, now: datetime) -> list[StoredSecret]:
+    return (
+        db.cursor(row_factory=class_row(StoredSecret))
+        .execute(SECRETS_IN_FORCE, {"program_id": program_id, "now": now})
+        .fetchall()
+    )
 
 
-def _program(db: Any, program_code: str) -> int:
-    row = db.execute("SELECT id FROM programs WHERE code = %s", (program_code,)).fetchone()
-    if row is None:
+def _program(db: Connection[Any], program_code: str) -> int:
+    program_id: int | None = (
+        db.cursor(row_factory=scalar_row)
+        .execute("SELECT id FROM programs WHERE code = %(code)s", {"code": program_code})
+        .fetchone()
+    )
+    if program_id is None:
         raise LookupError(f"no program {program_code}")
-    return row[0]
+    return program_id
 
 
 def program_secret(program_code: str) -> bytes:
@@ -114,16 +136,16 @@ def rotate_secret(program_code: str, *, overlap: timedelta, now: datetime | None
         db = driver(session)
         program_id = _program(db, program_code)
         secrets_in_force(db, program_id, program_code, now)  # the first one, if it was never stored
-        db.execute(
-            "UPDATE program_webhook_secrets SET expires_at = %s WHERE program_id = %s"
-            " AND (expires_at IS NULL OR expires_at > %s)",
-            (now + overlap, program_id, now + overlap),
-        )
+        db.execute(EXPIRE_SECRETS, {"program_id": program_id, "until": now + overlap})
         secret = os.urandom(32)
         db.execute(
-            "INSERT INTO program_webhook_secrets (program_id, secret_enc, key_id, created_at)"
-            " VALUES (%s, %s, %s, %s)",
-            (program_id, keyring.encrypt(secret, SECRET_CONTEXT), keyring.current, now),
+            NEW_SECRET,
+            {
+                "program_id": program_id,
+                "secret_enc": keyring.encrypt(secret, SECRET_CONTEXT),
+                "key_id": keyring.current,
+                "now": now,
+            },
         )
     _secrets_cache.clear()
     log.info("webhook_secret_rotated", program=program_code, overlap_hours=overlap.total_seconds() / 3600)
@@ -133,7 +155,7 @@ def rotate_secret(program_code: str, *, overlap: timedelta, now: datetime | None
 _secrets_cache: dict[int, tuple[float, list[bytes]]] = {}
 
 
-def _cached_secrets(db: Any, program_id: int, program_code: str, now: datetime) -> list[bytes]:
+def _cached_secrets(db: Connection[Any], program_id: int, program_code: str, now: datetime) -> list[bytes]:
     hit = _secrets_cache.get(program_id)
     if hit is not None and hit[0] > time.monotonic():
         return hit[1]
@@ -197,7 +219,7 @@ class Event:
 
 
 def emit(
-    db: Any,
+    db: Connection[Any],
     *,
     program_id: int,
     webhook_url: str | None,
@@ -210,7 +232,7 @@ def emit(
     emit_many(db, [Event(program_id, webhook_url, redemption_id, event, data)], now=now)
 
 
-def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
+def emit_many(db: Connection[Any], events: list[Event], *, now: datetime) -> None:
     rows: list[dict[str, Any]] = []
     for e in events:
         if not e.webhook_url:
@@ -238,12 +260,7 @@ def emit_many(db: Any, events: list[Event], *, now: datetime) -> None:
         return
     # Two statements whatever the number of events, each reading one JSON document.
     events_json = batch(rows)
-    db.execute(
-        "INSERT INTO webhook_events (id, program_id, redemption_id, sandbox, type, payload, created_at)"
-        " SELECT id, program_id, redemption_id, sandbox, type, payload, %s FROM jsonb_to_recordset(%s::jsonb)"
-        " AS e(id uuid, program_id int, redemption_id uuid, sandbox boolean, type varchar, payload jsonb)",
-        (now, events_json),
-    )
+    db.execute(INSERT_EVENTS, {"now": now, "events": events_json})
     db.execute(
         outbox.insert(
             jobs.WEBHOOK,
@@ -338,6 +355,40 @@ def deliver_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
     return {event_id: a.result for event_id, a in attempt_events(event_ids, now=now).items()}
 
 
+@dataclass(frozen=True)
+class _Due:
+    """A row of events_to_attempt.sql."""
+
+    id: uuid.UUID
+    payload: dict[str, Any]
+    window_from: datetime  # the start of its 24-hour window of retries
+    delivered_at: datetime | None
+    given_up_at: datetime | None
+    webhook_url: str | None
+    program_code: str
+    program_id: int
+    attempts: int  # in the current window
+
+
+@dataclass(frozen=True)
+class _Posting:
+    """One POST of a pack: the event's body, where it goes, and the secrets that sign it."""
+
+    event_id: uuid.UUID
+    payload: dict[str, Any]
+    url: str
+    secrets: list[bytes]
+
+
+@dataclass(frozen=True)
+class _Posted:
+    """What the receiver did: its status (None when it could not be reached, then the error's class)."""
+
+    status_code: int | None
+    error: str | None
+    took_ms: int
+
+
 def attempt_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -> dict[uuid.UUID, Attempted]:
     """`deliver_events`, with the time to each failed event's next attempt. A failed attempt is one
     warning line (the event, the attempt number, the receiver's status or the error's class, the next
@@ -345,45 +396,43 @@ def attempt_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
     now = now or datetime.now(UTC)
     results = {event_id: Attempted("done") for event_id in event_ids}
     with transaction() as session:
+        db = driver(session)
         rows = (
-            driver(session)
-            .execute(
-                "SELECT e.id, e.payload, coalesce(e.deliver_from, e.created_at), e.delivered_at,"
-                " e.given_up_at, p.webhook_url, p.code, p.id,"
-                " (SELECT count(*) FROM webhook_attempts a WHERE a.event_id = e.id"
-                "  AND a.attempted_at >= coalesce(e.deliver_from, e.created_at))"
-                " FROM webhook_events e JOIN programs p ON p.id = e.program_id WHERE e.id = ANY(%s)",
-                (list(results),),
-            )
+            db.cursor(row_factory=class_row(_Due))
+            .execute(EVENTS_TO_ATTEMPT, {"ids": list(results)})
             .fetchall()
         )
-        due = [row for row in rows if not (row[3] or row[4] or not row[5])]
-        secrets = {row[7]: _cached_secrets(driver(session), row[7], row[6], now) for row in due}
+        due = [row for row in rows if not (row.delivered_at or row.given_up_at or not row.webhook_url)]
+        secrets = {row.program_id: _cached_secrets(db, row.program_id, row.program_code, now) for row in due}
     if not due:
         return results
-    due = [(*row, secrets[row[7]]) for row in due]
+    postings = [
+        _Posting(row.id, row.payload, url, secrets[row.program_id]) for row in due if (url := row.webhook_url)
+    ]
     # One task per posting thread, each posting its share in turn: as fast as a task per event,
     # without a future and a hand-over for every one.
-    shares = [due[i::POSTING_THREADS] for i in range(min(POSTING_THREADS, len(due)))]
-    posted_by_share = list(_pool.map(_post_each, shares)) if len(shares) > 1 else [_post_each(due)]
-    posted: list[tuple[int | None, str | None, int]] = [(None, None, 0)] * len(due)
+    shares = [postings[i::POSTING_THREADS] for i in range(min(POSTING_THREADS, len(postings)))]
+    posted_by_share = list(_pool.map(_post_each, shares)) if len(shares) > 1 else [_post_each(postings)]
+    posted: list[_Posted] = [_Posted(None, None, 0)] * len(due)
     for i, share_posted in enumerate(posted_by_share):
         posted[i::POSTING_THREADS] = share_posted
-    attempts, delivered, given_up = [], [], []
-    for row, (status_code, error, took) in zip(due, posted, strict=True):
-        event_id, attempt = row[0], row[8] + 1
+    attempts: list[dict[str, object]] = []
+    delivered: list[uuid.UUID] = []
+    given_up: list[uuid.UUID] = []
+    for row, answer in zip(due, posted, strict=True):
+        event_id, attempt, status_code, error = row.id, row.attempts + 1, answer.status_code, answer.error
         next_at = None
         if status_code is not None and 200 <= status_code < 300:
             delivered.append(event_id)
             results[event_id] = Attempted("delivered")
-        elif now - row[2] > GIVE_UP_AFTER:
+        elif now - row.window_from > GIVE_UP_AFTER:
             given_up.append(event_id)
             results[event_id] = Attempted("given_up")
             log.error(
                 "webhook_given_up",
                 event_id=str(event_id),
-                program=row[6],
-                type=row[1].get("type"),
+                program=row.program_code,
+                type=row.payload.get("type"),
                 attempt=attempt,
                 status=status_code,
                 error=error,
@@ -397,8 +446,8 @@ def attempt_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
             log.warning(
                 "webhook_attempt_failed",
                 event_id=str(event_id),
-                program=row[6],
-                type=row[1].get("type"),
+                program=row.program_code,
+                type=row.payload.get("type"),
                 attempt=attempt,
                 status=status_code,
                 error=error,
@@ -410,7 +459,7 @@ def attempt_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
                 "event_id": event_id,
                 "status_code": status_code,
                 "error": error,
-                "duration_ms": took,
+                "duration_ms": answer.took_ms,
                 "next_attempt_at": next_at,
             }
         )
@@ -419,35 +468,34 @@ def attempt_events(event_ids: list[uuid.UUID], *, now: datetime | None = None) -
     WEBHOOK_DELIVERIES.labels("retry").inc(len(due) - len(delivered) - len(given_up))
     with transaction() as session:
         db = driver(session)
-        db.execute(
-            "INSERT INTO webhook_attempts (event_id, attempted_at, status_code, error, duration_ms,"
-            " next_attempt_at) SELECT event_id, %s, status_code, error, duration_ms, next_attempt_at"
-            " FROM jsonb_to_recordset(%s::jsonb) AS a(event_id uuid, status_code int, error text,"
-            " duration_ms int, next_attempt_at timestamptz)",
-            (now, batch(attempts)),
-        )
+        db.execute(INSERT_ATTEMPTS, {"now": now, "attempts": batch(attempts)})
         if delivered:
-            db.execute("UPDATE webhook_events SET delivered_at = %s WHERE id = ANY(%s)", (now, delivered))
+            db.execute(
+                "UPDATE webhook_events SET delivered_at = %(now)s WHERE id = ANY(%(ids)s)",
+                {"now": now, "ids": delivered},
+            )
         if given_up:
-            db.execute("UPDATE webhook_events SET given_up_at = %s WHERE id = ANY(%s)", (now, given_up))
+            db.execute(
+                "UPDATE webhook_events SET given_up_at = %(now)s WHERE id = ANY(%(ids)s)",
+                {"now": now, "ids": given_up},
+            )
     return results
 
 
-def _post_each(rows: list[Any]) -> list[tuple[int | None, str | None, int]]:
-    return [_post(row) for row in rows]
+def _post_each(postings: list[_Posting]) -> list[_Posted]:
+    return [_post(posting) for posting in postings]
 
 
-def _post(row: Any) -> tuple[int | None, str | None, int]:
-    event_id, payload, _, _, _, url, _, _, _, secrets = row
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    headers = signed_headers(secrets, str(event_id), int(time.time()), body)
+def _post(posting: _Posting) -> _Posted:
+    body = json.dumps(posting.payload, separators=(",", ":"), ensure_ascii=False).encode()
+    headers = signed_headers(posting.secrets, str(posting.event_id), int(time.time()), body)
     started = time.perf_counter()
     status_code, error = None, None
     try:
-        status_code = _connections.post(url, body, headers)
+        status_code = _connections.post(posting.url, body, headers)
     except Exception as exc:  # noqa: BLE001 - one bad endpoint must not stop the other events of a pack
         error = type(exc).__name__
-    return status_code, error, int((time.perf_counter() - started) * 1000)
+    return _Posted(status_code, error, int((time.perf_counter() - started) * 1000))
 
 
 def deliver_event(event_id: uuid.UUID, *, now: datetime | None = None) -> Attempted:
@@ -455,16 +503,15 @@ def deliver_event(event_id: uuid.UUID, *, now: datetime | None = None) -> Attemp
     return attempt_events([event_id], now=now)[event_id]
 
 
-def purge_finished(db: Any, *, before: datetime, limit: int) -> int:
+def purge_finished(db: Connection[Any], *, before: datetime, limit: int) -> int:
     """Deletes up to `limit` events (and their attempts) that were delivered or given up before
     `before`, oldest first (ix_webhook_events_created); pending events stay."""
-    old = (
-        "SELECT id FROM webhook_events WHERE created_at < %(before)s"
-        " AND coalesce(delivered_at, given_up_at) < %(before)s ORDER BY created_at, id LIMIT %(limit)s"
+    ids: list[uuid.UUID] = (
+        db.cursor(row_factory=scalar_row)
+        .execute(FINISHED_EVENTS, {"before": before, "limit": limit})
+        .fetchall()
     )
-    params = {"before": before, "limit": limit}
-    ids = [row[0] for row in db.execute(old + " FOR UPDATE SKIP LOCKED", params).fetchall()]
     if ids:
-        db.execute("DELETE FROM webhook_attempts WHERE event_id = ANY(%s)", (ids,))
-        db.execute("DELETE FROM webhook_events WHERE id = ANY(%s)", (ids,))
+        db.execute("DELETE FROM webhook_attempts WHERE event_id = ANY(%(ids)s)", {"ids": ids})
+        db.execute("DELETE FROM webhook_events WHERE id = ANY(%(ids)s)", {"ids": ids})
     return len(ids)

@@ -90,7 +90,9 @@ class EmbeddedPostgres:
         import psycopg
 
         with psycopg.connect(admin_uri, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": DATABASE_NAME}
+            ).fetchone()
             if not exists:
                 conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
         self.uri = server.get_uri(DATABASE_NAME)
@@ -184,7 +186,9 @@ class EmbeddedPostgres:
 
         admin = self.uri.replace(f"/{DATABASE_NAME}?", "/postgres?")
         with psycopg.connect(admin, autocommit=True, connect_timeout=2) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,)).fetchone():
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %(name)s", {"name": DATABASE_NAME}
+            ).fetchone():
                 conn.execute(f"CREATE DATABASE {DATABASE_NAME}")
         return True
 

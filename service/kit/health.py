@@ -95,6 +95,7 @@ def _redis() -> redis.Redis:
 def check_database(board: Board, *, outbox: bool) -> None:
     """The database answers; with `outbox`, an outbox row can be written (rolled back)."""
     try:
+        # Through the engine, not a driver connection: what is checked is the pool the requests use.
         with get_engine().connect() as conn:
             conn.execute(text("SELECT 1"))
             conn.rollback()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy.exc
@@ -20,12 +20,15 @@ from service.kit.config import get_settings
 from service.kit.db.base import Base
 from service.kit.observability import tracing
 
+R = TypeVar("R")
+
 __all__ = [
     "Base",
     "batch",
     "driver",
     "get_engine",
     "new_session",
+    "one",
     "reset_engine",
     "transaction",
     "unavailable",
@@ -137,6 +140,14 @@ def raw_connection(connection: Connection) -> psycopg.Connection[Any]:
     return raw
 
 
+def one(row: R | None) -> R:
+    """The row of a statement that always returns one (an aggregate, a RETURNING), whatever its row
+    factory: `one(db.cursor(row_factory=scalar_row).execute(...).fetchone())`."""
+    if row is None:
+        raise LookupError("the statement returned no row")
+    return row
+
+
 def scalar(row: tuple[Any, ...] | None) -> Any:
     """The first column of a row that the statement always returns (an aggregate, a RETURNING)."""
     if row is None:
@@ -177,8 +188,8 @@ def reset_engine() -> None:
     _sessionmaker.cache_clear()
 
 
-def batch(rows: list[dict]) -> str:
-    """A batch of records as one JSON document, for `jsonb_to_recordset(%s::jsonb)` in a statement
+def batch(rows: Sequence[Mapping[str, object]]) -> str:
+    """A batch of records as one JSON document, for `jsonb_to_recordset(%(rows)s::jsonb)` in a statement
     that writes a whole batch at once.
 
     Parallel arrays for unnest() cost more: psycopg dumps a list element by element, and a text that

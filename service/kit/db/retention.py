@@ -5,13 +5,17 @@ module runs the batches and keeps, for a walk that leaves its rows in place, whe
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import Connection
+from psycopg.rows import class_row
 from sqlalchemy import BigInteger, DateTime, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.kit.db.base import Base
+from service.kit.db.engine import one
 
 
 class RetentionMark(Base):
@@ -23,19 +27,32 @@ class RetentionMark(Base):
     row_id: Mapped[int] = mapped_column(BigInteger)
 
 
-def read_mark(db: Any, name: str) -> tuple[datetime, int]:
+@dataclass(frozen=True)
+class _Mark:
+    at: datetime
+    row_id: int
+
+
+def read_mark(db: Connection[Any], name: str) -> tuple[datetime, int]:
     """The walk's mark, locked until the caller's commit (pods running the same walk take turns)."""
     db.execute(
-        "INSERT INTO retention_marks (name, at, row_id) VALUES (%s, '1970-01-01 00:00+00', 0)"
+        "INSERT INTO retention_marks (name, at, row_id) VALUES (%(name)s, '1970-01-01 00:00+00', 0)"
         " ON CONFLICT DO NOTHING",
-        (name,),
+        {"name": name},
     )
-    row = db.execute("SELECT at, row_id FROM retention_marks WHERE name = %s FOR UPDATE", (name,)).fetchone()
-    return row[0], row[1]
+    mark = one(
+        db.cursor(row_factory=class_row(_Mark))
+        .execute("SELECT at, row_id FROM retention_marks WHERE name = %(name)s FOR UPDATE", {"name": name})
+        .fetchone()
+    )
+    return mark.at, mark.row_id
 
 
-def write_mark(db: Any, name: str, at: datetime, row_id: int) -> None:
-    db.execute("UPDATE retention_marks SET at = %s, row_id = %s WHERE name = %s", (at, row_id, name))
+def write_mark(db: Connection[Any], name: str, at: datetime, row_id: int) -> None:
+    db.execute(
+        "UPDATE retention_marks SET at = %(at)s, row_id = %(row_id)s WHERE name = %(name)s",
+        {"at": at, "row_id": row_id, "name": name},
+    )
 
 
 def in_batches(step: Callable[[], int], *, batch: int, batches: int) -> int:

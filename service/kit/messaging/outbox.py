@@ -11,6 +11,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from psycopg import Connection
 from sqlalchemy import BigInteger, DateTime, Index, Integer, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
@@ -78,7 +79,7 @@ def trace_params() -> dict[str, Any]:
     return {"outbox_trace": tracing.traceparent()} if tracing.enabled() else {}
 
 
-def enqueue(db: Any, job: Job, payload: dict[str, Any], *, now: datetime) -> None:
+def enqueue(db: Connection[Any], job: Job, payload: dict[str, Any], *, now: datetime) -> None:
     """One row of `job`, in the caller's transaction."""
     db.execute(
         insert(job, payload="CAST(%(outbox_payload)s AS jsonb)", source="(VALUES (1)) AS one"),
@@ -86,7 +87,7 @@ def enqueue(db: Any, job: Job, payload: dict[str, Any], *, now: datetime) -> Non
     )
 
 
-def purge_published(db: Any, *, before: datetime, limit: int) -> int:
+def purge_published(db: Connection[Any], *, before: datetime, limit: int) -> int:
     """Deletes up to `limit` rows published before `before`, oldest first (rows another pod's batch
     holds are skipped); unpublished rows stay."""
     return int(

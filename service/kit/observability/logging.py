@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import TextIO
 
 import structlog
 from opentelemetry import trace
+from structlog.typing import EventDict, WrappedLogger
 
 # Keys whose values are secrets: never shown at all.
 _SECRET_KEYS = {
@@ -77,7 +77,7 @@ def mask_text(text: str) -> str:
     return _PHONE_RE.sub(lambda m: (m.group(1) or "") + "*" * len(m.group(2)) + m.group(3), text)
 
 
-def _mask(key: str | None, value: Any) -> Any:
+def _mask(key: str | None, value: object) -> object:
     lowered = key.lower() if isinstance(key, str) else None
     if lowered in _SECRET_KEYS and value not in (None, ""):
         return "[REDACTED]"
@@ -92,15 +92,11 @@ def _mask(key: str | None, value: Any) -> Any:
     return value
 
 
-def mask_secrets(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+def mask_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     return {k: _mask(k, v) for k, v in event_dict.items()}
 
 
-def add_trace_ids(
-    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
-) -> MutableMapping[str, Any]:
+def add_trace_ids(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
     """The current span's trace and span ids (installed only while tracing is on)."""
     span_context = trace.get_current_span().get_span_context()
     if span_context.is_valid:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
@@ -28,6 +29,16 @@ from sqlalchemy import event
 
 from service.kit.config import get_settings
 from service.kit.observability.logging import configure_logging
+
+if TYPE_CHECKING:
+    import dramatiq
+    from fastapi import FastAPI
+    from opentelemetry.sdk.trace.sampling import Sampler, SamplingResult
+    from opentelemetry.trace.span import TraceState
+    from opentelemetry.util.types import Attributes
+    from psycopg import AsyncConnection, Connection
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 _enabled = False
 _lock = threading.Lock()
@@ -93,7 +104,7 @@ def setup_tracing(service_name: str) -> bool:
     return True
 
 
-def _operations_only(ratio: Any) -> Any:
+def _operations_only(ratio: Sampler) -> Sampler:
     from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 
     class OperationsOnly(Sampler):
@@ -101,13 +112,13 @@ def _operations_only(ratio: Any) -> Any:
 
         def should_sample(
             self,
-            parent_context: Any,
+            parent_context: context.Context | None,
             trace_id: int,
             name: str,
             kind: SpanKind | None = None,
-            attributes: Any = None,
+            attributes: Attributes = None,
             links: Sequence[Link] | None = None,
-            trace_state: Any = None,
+            trace_state: TraceState | None = None,
         ) -> SamplingResult:
             if kind is SpanKind.CLIENT and not links:
                 return SamplingResult(Decision.DROP)
@@ -119,7 +130,7 @@ def _operations_only(ratio: Any) -> Any:
     return OperationsOnly()
 
 
-def instrument_app(app: Any) -> None:
+def instrument_app(app: FastAPI) -> None:
     """FastAPI server spans (not for probes and scrapes), when tracing is on."""
     if not _enabled:
         return
@@ -128,20 +139,21 @@ def instrument_app(app: Any) -> None:
     FastAPIInstrumentor.instrument_app(app, excluded_urls=EXCLUDED_URLS, exclude_spans=["receive", "send"])
 
 
-def instrument_engine(engine: Any) -> None:
+def instrument_engine(engine: Engine) -> None:
     """Every new connection of the pool gets traced cursors, when tracing is on: the ORM's statements
     and the raw psycopg ones of the hot path (`driver(session).execute`) alike."""
     if not _enabled:
         return
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def on_connect(dbapi_connection: Connection[Any], _record: ConnectionPoolEntry) -> None:
+        # The engine's driver is psycopg (sqlalchemy_url), whose connections SQLAlchemy hands on as they are.
         PsycopgInstrumentor.instrument_connection(dbapi_connection)
 
     event.listen(engine, "connect", on_connect)
 
 
-async def instrument_async_connection(connection: Any) -> None:
+async def instrument_async_connection(connection: AsyncConnection[Any]) -> None:
     """The hot path's asyncio pool's `configure`: traced cursors on each new connection."""
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
 
@@ -152,7 +164,7 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer("rewards")
 
 
-def publish_span(actor: str, parents: list[str | None]) -> Any:
+def publish_span(actor: str, parents: list[str | None]) -> AbstractContextManager[trace.Span]:
     """The relay's span for a message carrying `parents` (the traceparents of its rows): a child of the
     first, linked to every one (a pack of rows from several operations)."""
     contexts = [c for c in (context_of(p) for p in parents) if c is not None]
@@ -173,20 +185,21 @@ def message_options() -> dict[str, Any]:
     return {"trace_context": carrier} if carrier else {}
 
 
-def dramatiq_middleware() -> Any:
+def dramatiq_middleware() -> dramatiq.Middleware:
     """A consumer span per message, child of the context in its options; the context goes into every
     message enqueued while tracing is on (retries and hand-offs continue the trace)."""
     import dramatiq
+    from dramatiq.broker import MessageProxy
 
     class Tracing(dramatiq.Middleware):
         def __init__(self) -> None:
             self._spans = threading.local()
 
-        def before_enqueue(self, broker: Any, message: Any, delay: Any) -> None:
+        def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int) -> None:
             if "trace_context" not in message.options:
                 message.options.update(message_options())
 
-        def before_process_message(self, broker: Any, message: Any) -> None:
+        def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
             parent = propagate.extract(message.options.get("trace_context") or {})
             span = tracer().start_span(
                 f"{message.actor_name} process",
@@ -203,8 +216,13 @@ def dramatiq_middleware() -> Any:
             self._spans.current = (span, token)
 
         def after_process_message(
-            self, broker: Any, message: Any, *, result: Any = None, exception: Any = None
-        ):
+            self,
+            broker: dramatiq.Broker,
+            message: MessageProxy,
+            *,
+            result: object = None,
+            exception: BaseException | None = None,
+        ) -> None:
             current = getattr(self._spans, "current", None)
             if current is None:
                 return

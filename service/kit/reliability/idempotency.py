@@ -25,6 +25,7 @@ from fastapi import Header
 from fastapi.responses import Response
 from psycopg import AsyncConnection
 from psycopg import errors as pg_errors
+from psycopg.rows import class_row
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -106,7 +107,7 @@ class _Taken(Exception):
     """Another request stored an outcome for this key first."""
 
 
-def request_fingerprint(method: str, path: str, payload: Any) -> bytes:
+def request_fingerprint(method: str, path: str, payload: object) -> bytes:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).digest()
 
@@ -148,7 +149,9 @@ STORE_RESPONSE = (
 )
 
 
-def _store_params(api_key_id: int, key: str, fingerprint: bytes, status: int, body: dict) -> dict[str, Any]:
+def _store_params(
+    api_key_id: int, key: str, fingerprint: bytes, status: int, body: dict[str, Any]
+) -> dict[str, object]:
     now = datetime.now(UTC)
     return {
         "client": api_key_id,
@@ -162,7 +165,7 @@ def _store_params(api_key_id: int, key: str, fingerprint: bytes, status: int, bo
 
 
 def _store_and_commit(
-    session: Session, api_key_id: int, key: str, fingerprint: bytes, status: int, body: dict
+    session: Session, api_key_id: int, key: str, fingerprint: bytes, status: int, body: dict[str, Any]
 ) -> None:
     """Stores the response with the key and commits the transaction, in one round trip (pipelined).
     A twin that stored first makes it roll back (_Taken); one still running makes it wait, up to the
@@ -187,18 +190,27 @@ STORED_RESPONSE = (
 )
 
 
-def _replayed(row: tuple[Any, ...] | None, fingerprint: bytes) -> StoredResponse:
+@dataclass(frozen=True)
+class _Stored:
+    """A row of STORED_RESPONSE."""
+
+    request_hash: bytes
+    response_status: int
+    response_body: dict[str, Any]
+
+
+def _replayed(row: _Stored | None, fingerprint: bytes) -> StoredResponse:
     if row is None:  # stored, then purged in between: vanishingly rare; the client may simply retry
         raise _in_progress()
-    request_hash, status, body = row
-    if bytes(request_hash) != fingerprint:
+    if bytes(row.request_hash) != fingerprint:
         raise IdempotencyConflict("this Idempotency-Key was used with a different request")
-    return StoredResponse(status, body, replayed=True)
+    return StoredResponse(row.response_status, row.response_body, replayed=True)
 
 
 def _replay(api_key_id: int, key: str, fingerprint: bytes) -> StoredResponse:
     with new_session() as session:
-        row = driver(session).execute(STORED_RESPONSE, {"client": api_key_id, "key": key}).fetchone()
+        stored = driver(session).cursor(row_factory=class_row(_Stored))
+        row = stored.execute(STORED_RESPONSE, {"client": api_key_id, "key": key}).fetchone()
     return _replayed(row, fingerprint)
 
 
@@ -255,7 +267,8 @@ async def run_once_async(
                 return StoredResponse(refusal.status, body, replayed=False)
     except _Taken:
         async with pool.connection() as conn:
-            cursor = await conn.execute(STORED_RESPONSE, {"client": api_key_id, "key": key})
+            cursor = conn.cursor(row_factory=class_row(_Stored))
+            await cursor.execute(STORED_RESPONSE, {"client": api_key_id, "key": key})
             return _replayed(await cursor.fetchone(), fingerprint)
     except pg_errors.LockNotAvailable:
         raise _in_progress() from None
@@ -276,7 +289,7 @@ async def _store_and_commit_async(
     key: str,
     fingerprint: bytes,
     status: int,
-    body: dict,
+    body: dict[str, Any],
     last: AtCommit | None = None,
 ) -> None:
     """_store_and_commit() on an asyncio connection, with the handler's last statement if it left one:

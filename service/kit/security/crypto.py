@@ -18,12 +18,15 @@ import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import structlog
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from psycopg import Connection
+from psycopg.rows import class_row
 
 from service.kit.config import get_settings
 from service.kit.db.engine import driver, transaction
@@ -137,17 +140,27 @@ def _context(purpose: str) -> bytes:
     return b"vault-key:" + purpose.encode()
 
 
-def load_vault_key(db, keyring: Keyring, purpose: str, make: bytes) -> bytes:
+@dataclass(frozen=True)
+class _StoredKey:
+    key_id: str | None
+    key_enc: bytes
+
+
+def load_vault_key(db: Connection[Any], keyring: Keyring, purpose: str, make: bytes) -> bytes:
     """The stored key `purpose`, made from `make` the first time (every process makes the same one, so
     two starting at once agree whichever row wins)."""
     db.execute(
-        "INSERT INTO vault_keys (purpose, key_id, key_enc) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-        (purpose, keyring.current, keyring.encrypt(make, _context(purpose))),
+        "INSERT INTO vault_keys (purpose, key_id, key_enc) VALUES (%(purpose)s, %(key_id)s, %(key_enc)s)"
+        " ON CONFLICT DO NOTHING",
+        {"purpose": purpose, "key_id": keyring.current, "key_enc": keyring.encrypt(make, _context(purpose))},
     )
-    key_id, key_enc = db.execute(
-        "SELECT key_id, key_enc FROM vault_keys WHERE purpose = %s", (purpose,)
-    ).fetchone()
-    return keyring.decrypt(bytes(key_enc), _context(purpose), key_id)
+    stored = (
+        db.cursor(row_factory=class_row(_StoredKey))
+        .execute("SELECT key_id, key_enc FROM vault_keys WHERE purpose = %(purpose)s", {"purpose": purpose})
+        .fetchone()
+    )
+    assert stored is not None, "the row was there or has just been inserted"
+    return keyring.decrypt(bytes(stored.key_enc), _context(purpose), stored.key_id)
 
 
 @lru_cache

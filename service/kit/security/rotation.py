@@ -12,10 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-from service.kit.db.engine import driver, new_session, scalar, transaction
+from psycopg.rows import class_row, scalar_row
+
+from service.kit.db.engine import driver, new_session, one, transaction
 from service.kit.security.crypto import Keyring, get_keyring, vault_key_context
+
+RowKey = str | int  # a target's `key`: a vault key's purpose, or a bigint id
 
 
 @dataclass(frozen=True)
@@ -28,8 +31,18 @@ class Target:
     key_type: str
     columns: tuple[tuple[str, bytes | None], ...]
 
-    def context(self, context: bytes | None, row_key: Any) -> bytes:
-        return context if context is not None else vault_key_context(row_key)
+    def context(self, context: bytes | None, row_key: RowKey) -> bytes:
+        # Only vault_keys has no fixed context, and its key is the purpose (text).
+        return context if context is not None else vault_key_context(str(row_key))
+
+
+@dataclass(frozen=True)
+class _Encrypted:
+    """A row to re-encrypt: its key, the key id it is under, its encrypted columns in the target's order."""
+
+    row_key: RowKey
+    key_id: str | None
+    blobs: list[bytes | None]
 
 
 TARGETS = (
@@ -45,49 +58,68 @@ def remaining(keyring: Keyring | None = None) -> dict[str, int]:
     keyring = keyring or get_keyring()
     with new_session() as session:
         db = driver(session)
+        counts = db.cursor(row_factory=scalar_row)
         return {
-            t.table: scalar(
-                db.execute(
-                    f"SELECT count(*) FROM {t.table} WHERE key_id IS DISTINCT FROM %s", (keyring.current,)
+            t.table: one(
+                counts.execute(
+                    f"SELECT count(*) FROM {t.table} WHERE key_id IS DISTINCT FROM %(current)s",
+                    {"current": keyring.current},
                 ).fetchone()
             )
             for t in TARGETS
         }
 
 
+@dataclass(frozen=True)
+class _KeyUse:
+    key_id: str | None
+    rows: int
+
+
 def usage() -> dict[str, dict[str | None, int]]:
     """Rows per table and key id (None: written before key ids), to tell when an old key is unused."""
     with new_session() as session:
-        db = driver(session)
+        uses = driver(session).cursor(row_factory=class_row(_KeyUse))
         return {
-            t.table: dict(db.execute(f"SELECT key_id, count(*) FROM {t.table} GROUP BY key_id").fetchall())
+            t.table: {
+                u.key_id: u.rows
+                for u in uses.execute(
+                    f"SELECT key_id, count(*) AS rows FROM {t.table} GROUP BY key_id"
+                ).fetchall()
+            }
             for t in TARGETS
         }
 
 
-def rotate_batch(target: Target, keyring: Keyring, *, after: Any, size: int) -> tuple[int, Any]:
+def rotate_batch(
+    target: Target, keyring: Keyring, *, after: RowKey | None, size: int
+) -> tuple[int, RowKey | None]:
     """Re-encrypts up to `size` rows after the key `after`; returns (rows, last key)."""
     columns = [c for c, _ in target.columns]
     with transaction() as session:
         db = driver(session)
-        rows = db.execute(
-            f"SELECT {target.key}, key_id, {', '.join(columns)} FROM {target.table}"
-            f" WHERE key_id IS DISTINCT FROM %(current)s"
-            + (f" AND {target.key} > %(after)s" if after is not None else "")
-            + f" ORDER BY {target.key} LIMIT %(size)s FOR UPDATE SKIP LOCKED",
-            {"current": keyring.current, "after": after, "size": size},
-        ).fetchall()
+        rows = (
+            db.cursor(row_factory=class_row(_Encrypted))
+            .execute(
+                f"SELECT {target.key} AS row_key, key_id, ARRAY[{', '.join(columns)}] AS blobs"
+                f" FROM {target.table}"
+                f" WHERE key_id IS DISTINCT FROM %(current)s"
+                + (f" AND {target.key} > %(after)s" if after is not None else "")
+                + f" ORDER BY {target.key} LIMIT %(size)s FOR UPDATE SKIP LOCKED",
+                {"current": keyring.current, "after": after, "size": size},
+            )
+            .fetchall()
+        )
         if not rows:
             return 0, after
         fresh: list[list[bytes | None]] = [[] for _ in columns]
         for row in rows:
-            for i, (_, context) in enumerate(target.columns):
-                blob = row[2 + i]
+            for i, ((_, context), blob) in enumerate(zip(target.columns, row.blobs, strict=True)):
                 if blob is None:
                     fresh[i].append(None)
                     continue
-                ctx = target.context(context, row[0])
-                fresh[i].append(keyring.encrypt(keyring.decrypt(bytes(blob), ctx, row[1]), ctx))
+                ctx = target.context(context, row.row_key)
+                fresh[i].append(keyring.encrypt(keyring.decrypt(bytes(blob), ctx, row.key_id), ctx))
         sets = ", ".join(f"{c} = u.c{i}" for i, c in enumerate(columns))
         arrays = ", ".join(f"%(c{i})s::bytea[]" for i in range(len(columns)))
         names = ", ".join(f"c{i}" for i in range(len(columns)))
@@ -97,11 +129,11 @@ def rotate_batch(target: Target, keyring: Keyring, *, after: Any, size: int) -> 
             f" WHERE t.{target.key} = u.k",
             {
                 "current": keyring.current,
-                "keys": [r[0] for r in rows],
+                "keys": [r.row_key for r in rows],
                 **{f"c{i}": v for i, v in enumerate(fresh)},
             },
         )
-    return len(rows), rows[-1][0]
+    return len(rows), rows[-1].row_key
 
 
 def rotate(

@@ -20,10 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from psycopg import Connection
+from psycopg.rows import class_row, scalar_row
 from sqlalchemy import DateTime, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.kit.db.base import Base
+from service.kit.db.engine import one
 
 ANY = ""  # the target's count across all clients, or the client's across all targets
 
@@ -79,27 +82,55 @@ def address_client(address: str | None) -> str:
     return f"address:{ip}"
 
 
-def blocked(db: Any, kind: str, target: bytes, clients: Sequence[str], now: datetime) -> dict[str, datetime]:
+@dataclass(frozen=True)
+class _Block:
+    client: str
+    blocked_until: datetime
+
+
+@dataclass(frozen=True)
+class _Stored:
+    failures: int
+    blocked_until: datetime | None
+    last_failed_at: datetime
+
+
+def blocked(
+    db: Connection[Any], kind: str, target: bytes, clients: Sequence[str], now: datetime
+) -> dict[str, datetime]:
     """The counts of `target` (and of `clients`) that hold attempts back now: client -> until when."""
-    rows = db.execute(
-        "SELECT client, blocked_until FROM auth_throttle WHERE kind = %(kind)s AND target = %(target)s"
-        " AND client = ANY(%(clients)s) AND blocked_until > %(now)s",
-        {"kind": kind, "target": target, "clients": list(clients), "now": now},
-    ).fetchall()
-    return {client: until for client, until in rows}
+    rows = (
+        db.cursor(row_factory=class_row(_Block))
+        .execute(
+            "SELECT client, blocked_until FROM auth_throttle WHERE kind = %(kind)s AND target = %(target)s"
+            " AND client = ANY(%(clients)s) AND blocked_until > %(now)s",
+            {"kind": kind, "target": target, "clients": list(clients), "now": now},
+        )
+        .fetchall()
+    )
+    return {row.client: row.blocked_until for row in rows}
 
 
-def fail(db: Any, kind: str, target: bytes, client: str, policy: Policy, now: datetime) -> Count:
+def fail(db: Connection[Any], kind: str, target: bytes, client: str, policy: Policy, now: datetime) -> Count:
     """Counts one failure; past the policy's free failures, holds the next attempt back."""
-    row = db.execute(
-        "INSERT INTO auth_throttle AS t (kind, target, client, failures, last_failed_at)"
-        " VALUES (%(kind)s, %(target)s, %(client)s, 1, %(now)s)"
-        " ON CONFLICT (kind, target, client) DO UPDATE SET"
-        " failures = CASE WHEN t.last_failed_at <= %(forget)s THEN 1 ELSE t.failures + 1 END,"
-        " last_failed_at = %(now)s RETURNING failures",
-        {"kind": kind, "target": target, "client": client, "now": now, "forget": now - policy.forget_after},
-    ).fetchone()
-    failures = row[0]
+    failures: int = one(
+        db.cursor(row_factory=scalar_row)
+        .execute(
+            "INSERT INTO auth_throttle AS t (kind, target, client, failures, last_failed_at)"
+            " VALUES (%(kind)s, %(target)s, %(client)s, 1, %(now)s)"
+            " ON CONFLICT (kind, target, client) DO UPDATE SET"
+            " failures = CASE WHEN t.last_failed_at <= %(forget)s THEN 1 ELSE t.failures + 1 END,"
+            " last_failed_at = %(now)s RETURNING failures",
+            {
+                "kind": kind,
+                "target": target,
+                "client": client,
+                "now": now,
+                "forget": now - policy.forget_after,
+            },
+        )
+        .fetchone()
+    )
     delay = policy.delay(failures)
     until = now + delay if delay else None
     db.execute(
@@ -110,19 +141,24 @@ def fail(db: Any, kind: str, target: bytes, client: str, policy: Policy, now: da
     return Count(failures, until)
 
 
-def count(db: Any, kind: str, target: bytes, client: str, policy: Policy, now: datetime) -> Count:
+def count(db: Connection[Any], kind: str, target: bytes, client: str, policy: Policy, now: datetime) -> Count:
     """A count as it stands (0 once forgotten)."""
-    row = db.execute(
-        "SELECT failures, blocked_until, last_failed_at FROM auth_throttle"
-        " WHERE kind = %(kind)s AND target = %(target)s AND client = %(client)s",
-        {"kind": kind, "target": target, "client": client},
-    ).fetchone()
-    if row is None or row[2] <= now - policy.forget_after:
+    row = (
+        db.cursor(row_factory=class_row(_Stored))
+        .execute(
+            "SELECT failures, blocked_until, last_failed_at FROM auth_throttle"
+            " WHERE kind = %(kind)s AND target = %(target)s AND client = %(client)s",
+            {"kind": kind, "target": target, "client": client},
+        )
+        .fetchone()
+    )
+    if row is None or row.last_failed_at <= now - policy.forget_after:
         return Count(0, None)
-    return Count(row[0], row[1] if row[1] is not None and row[1] > now else None)
+    held = row.blocked_until if row.blocked_until is not None and row.blocked_until > now else None
+    return Count(row.failures, held)
 
 
-def clear(db: Any, kind: str, target: bytes, client: str | None = None) -> int:
+def clear(db: Connection[Any], kind: str, target: bytes, client: str | None = None) -> int:
     """Forgets the counts of `target`: one client's, or all of them (None)."""
     return db.execute(
         "DELETE FROM auth_throttle WHERE kind = %(kind)s AND target = %(target)s"
@@ -131,7 +167,7 @@ def clear(db: Any, kind: str, target: bytes, client: str | None = None) -> int:
     ).rowcount
 
 
-def purge(db: Any, now: datetime, older_than: timedelta, batch: int = 10_000) -> int:
+def purge(db: Connection[Any], now: datetime, older_than: timedelta, batch: int = 10_000) -> int:
     """Deletes counts whose last failure is older than `older_than` and that hold nothing back."""
     return db.execute(
         "DELETE FROM auth_throttle WHERE ctid = ANY(ARRAY(SELECT ctid FROM auth_throttle"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BeforeValidator
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
-def _rfc3339(value: Any) -> Any:
+def _rfc3339(value: object) -> object:
     if isinstance(value, datetime):
         return value
     if not isinstance(value, str) or not _RFC3339.match(value):

@@ -9,12 +9,14 @@ Redocly's CDN, is refused by the CSP too, and ReDoc then leaves it out."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import Response
+from starlette.types import Scope
 
 from service.kit.http.headers import PAGE_HEADERS
 
@@ -56,8 +58,14 @@ REDOC_PAGE = """<!doctype html>
 
 
 class _Assets(StaticFiles):
-    def file_response(self, *args, **kwargs) -> Response:
-        response = super().file_response(*args, **kwargs)
+    def file_response(
+        self,
+        full_path: os.PathLike[str] | str,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers.update(_ASSET_HEADERS)
         return response
 
