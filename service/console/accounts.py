@@ -246,7 +246,6 @@ def sign_in(session: Session, email: str, password: str, *, address: str | None,
     email_key = email.strip().lower()[:254]
     target, place = _target(email_key), throttle.address_client(address)
     db = driver(session)
-    account = session.scalar(select(StaffAccount).where(StaffAccount.email == email_key).with_for_update())
     usual = session.scalar(
         select(StaffSignInPlace.last_signed_in_at).where(
             StaffSignInPlace.target == target,
@@ -254,11 +253,15 @@ def sign_in(session: Session, email: str, password: str, *, address: str | None,
             StaffSignInPlace.last_signed_in_at > now - USUAL_PLACE_FOR,
         )
     )
-    account_id = account.id if account is not None else None
+    # The throttle first, before the account's row is locked: a held-back try then costs the same for
+    # a known and an unknown e-mail (a row lock is a write, which an unknown e-mail would not do).
     until = _held_back(db, target, place, usual=usual is not None, now=now)
     if until is not None:
         STAFF_SIGN_IN_THROTTLED.inc()
-        raise SignInRefused("throttled", until, account_id)
+        known = session.scalar(select(StaffAccount.id).where(StaffAccount.email == email_key))
+        raise SignInRefused("throttled", until, known)
+    account = session.scalar(select(StaffAccount).where(StaffAccount.email == email_key).with_for_update())
+    account_id = account.id if account is not None else None
     usable = account is not None and account.disabled_at is None
     if not _verify(account.password_hash if usable and account else _DUMMY_HASH, password) or not usable:
         _count_failure(db, target, place, now)

@@ -90,6 +90,29 @@ def test_sign_in_does_the_same_work_for_a_known_and_an_unknown_email(staff, monk
     assert work == for_known and work.count("argon2 verify") == 1
 
 
+def test_a_held_back_sign_in_does_the_same_work_for_a_known_and_an_unknown_email(staff, monkeypatch):
+    """Held back, neither locks a row (a write that only a known account's try would do) nor verifies."""
+    import psycopg
+
+    now = datetime.now(UTC)
+    for _ in range(6):
+        attempt(staff.support, WRONG, ATTACKER, now)
+        attempt(UNKNOWN, WRONG, ATTACKER, now)
+    work: list[str] = []
+    execute = psycopg.Cursor.execute
+
+    def recorded(cursor, query, *args, **kwargs):
+        work.append(query if isinstance(query, str) else repr(query))
+        return execute(cursor, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", recorded)
+    monkeypatch.setattr(accounts, "_verify", lambda *_: pytest.fail("a held-back try verified a password"))
+    assert attempt(staff.support, WRONG, ATTACKER, now) == "throttled"
+    for_known, work[:] = list(work), []
+    assert attempt(UNKNOWN, WRONG, ATTACKER, now) == "throttled"
+    assert work == for_known and not any("FOR UPDATE" in statement for statement in work)
+
+
 def test_the_audit_log_still_tells_staff_what_happened(client, staff):
     sign_in(client, staff.support, WRONG)
     sign_in(client, UNKNOWN, WRONG)
