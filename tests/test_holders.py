@@ -476,6 +476,69 @@ def test_an_impossible_exchange_gets_a_clear_message_and_sends_no_code(
         assert s.execute(text("SELECT count(*) FROM holder_otps")).scalar_one() == 0
 
 
+@pytest.mark.parametrize("locale", ["kk", "en"])
+@pytest.mark.parametrize(
+    ("setup", "sku", "key"),
+    [
+        ("UPDATE cards SET balance_minor = 100000", "KITAP-CERT-2500", "problem.insufficient_balance"),
+        ("UPDATE cards SET status = 'blocked'", "ARAY-CERT-1000", "problem.card_blocked"),
+        (
+            "UPDATE codes SET status = 'voided'"
+            " WHERE product_id = (SELECT id FROM products WHERE sku = 'KITAP-CERT-2500')",
+            "KITAP-CERT-2500",
+            "problem.out_of_stock",
+        ),
+    ],
+    ids=["insufficient-balance", "blocked", "out-of-stock"],
+)
+def test_a_refused_exchange_is_explained_in_the_holders_language(
+    client, keys, tmp_path, locale, setup, sku, key
+):
+    from service.holders.texts import translate
+
+    card, path = card_reward(client, keys)
+    page = client.get(path, headers={"Accept-Language": locale})
+    with transaction() as s:
+        s.execute(text(setup))
+    answer = client.post(
+        path + "/exchange",
+        data={"sku": sku, "form": form_of(page.text)},
+        headers={"Accept-Language": locale},
+    )
+    assert translate(locale, key) in answer.text.replace("&#39;", "'") and 'name="code"' not in answer.text
+    expected = 100000 if "balance_minor" in setup else 500000
+    assert balance_of(card.card_id) == expected and deliver_notices(tmp_path) == []
+
+
+@pytest.mark.parametrize("locale", ["kk", "en"])
+def test_a_wrong_and_an_expired_one_time_code_are_explained_in_the_holders_language(
+    client, keys, tmp_path, locale
+):
+    from service.holders.texts import translate
+
+    card, path = card_reward(client, keys)
+    page = client.get(path, headers={"Accept-Language": locale})
+    asked = client.post(
+        path + "/exchange",
+        data={"sku": "ARAY-CERT-1000", "form": form_of(page.text)},
+        headers={"Accept-Language": locale},
+    )
+    code = otp_from(deliver_notices(tmp_path)[0])
+    action = re.search(r'action="(/r/[^"]+/exchange/[0-9a-f\-]+)"', asked.text).group(1)
+
+    def submit(value: str):
+        return client.post(
+            action, data={"code": value, "form": form_of(asked.text)}, headers={"Accept-Language": locale}
+        ).text.replace("&#39;", "'")
+
+    wrong = "000000" if code != "000000" else "111111"
+    assert translate(locale, "otp.wrong", left=2) in submit(wrong)
+    with transaction() as s:
+        s.execute(text("UPDATE holder_otps SET expires_at = now() - interval '1 second'"))
+    assert translate(locale, "otp.expired") in submit(code)
+    assert balance_of(card.card_id) == 500000
+
+
 def test_an_exchange_that_became_impossible_after_the_code_was_sent_changes_nothing(client, keys, tmp_path):
     card, path = card_reward(client, keys)
     import_codes_for("DALA-CERT-5000", 1)
