@@ -260,6 +260,26 @@ def test_a_cards_page_and_a_wrong_pin_at_card_entry_are_accessible_and_fit_a_pho
     check(browser, "card", PHONE)
 
 
+def test_the_over_the_limit_page_is_accessible_and_fits_a_phone(browser, server, client, keys):
+    import httpx
+
+    from tests.test_holders import flush_limits
+
+    import_codes_for("ARAY-CINEMA-2000", 1)
+    path = post_redemption(client, keys, locale="ru").json()["reward_url"].removeprefix(server)
+    try:
+        with httpx.Client(base_url=server) as http:  # the server's limit per token is 1000 a window
+            answers = [http.get(path).status_code for _ in range(1001)]
+        assert answers[-1] == 429
+        width(browser, PHONE)
+        browser.open(path)
+        browser.wait_for("#message-title")
+        fits_a_phone(browser)
+        check(browser, "over-the-limit", PHONE)
+    finally:
+        flush_limits()
+
+
 def test_two_clients_exchanging_one_card_at_once_never_overspend_it(server, client, keys, tmp_path):
     """Two browsers' worth of HTTP (each its own cookies and forms) confirm their one-time codes for
     the same 5 000 card at the same moment, against the live server: one 5 000 certificate fits."""
