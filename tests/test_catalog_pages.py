@@ -88,6 +88,31 @@ def test_a_logo_too_large_of_the_wrong_type_missing_or_outside_the_folder_is_ref
         assert problems[f"partners[{index}].logo"].line == line_of(partners, name)
 
 
+def test_a_png_logo_is_taken_and_served_as_a_png(copy: Path, db, client):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (  # a 1x1 white pixel
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\xff\xff"))
+        + chunk(b"IEND", b"")
+    )
+    (copy / "logos" / "aray.png").write_bytes(png)
+    partners = copy / "partners.yaml"
+    partners.write_text(partners.read_text().replace("logos/aray-cinema.svg", "logos/aray.png"))
+    with transaction() as session:
+        apply_catalog(session, load_catalog(copy))
+    with new_session() as s:
+        logo = s.execute(text("SELECT page->>'logo' FROM partners WHERE code = 'aray-cinema'")).scalar_one()
+    served = client.get(f"/h/logos/{logo}")
+    assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+    assert served.content == png
+
+
 def test_a_logo_of_another_type_is_refused_by_its_name(copy: Path):
     products = copy / "products.yaml"
     products.write_text(products.read_text().replace("logos/qazaq-gift.svg", "logos/qazaq-gift.gif"))
