@@ -370,11 +370,12 @@ def _open_text(path: pathlib.Path, encoding: str) -> io.TextIOWrapper:
 
 
 def _separator(path: pathlib.Path, encoding: str) -> str:
-    """';' or ',': whichever the first non-blank line has more of outside quotes (',' on a tie)."""
+    """';' or ',': whichever the first non-blank line has more of outside quotes (',' on a tie).
+
+    A first line with neither (a header of one column) leaves it to the next lines, up to 100.
+    """
     with _open_text(path, encoding) as text:
-        for line in text:
-            if not line.strip():
-                continue
+        for line in itertools.islice((line for line in text if line.strip()), 100):
             counts = {",": 0, ";": 0}
             quoted = False
             for char in line:
@@ -382,7 +383,8 @@ def _separator(path: pathlib.Path, encoding: str) -> str:
                     quoted = not quoted
                 elif not quoted and char in counts:
                     counts[char] += 1
-            return ";" if counts[";"] > counts[","] else ","
+            if counts[";"] or counts[","]:
+                return ";" if counts[";"] > counts[","] else ","
     return ","
 
 
@@ -529,12 +531,14 @@ def _read_xlsx(path: pathlib.Path, head: bytes, max_lines: int) -> _Upload:
 def _xlsx_rows(path: pathlib.Path) -> Iterator[tuple[int, list[Any]]]:
     """(sheet row number, cells) for the non-blank rows of the first sheet."""
     # openpyxl is loaded only for an XLSX upload (and is, so far, only in the test dependencies).
-    import openpyxl  # noqa: PLC0415
-    from openpyxl.utils.exceptions import InvalidFileException  # noqa: PLC0415
+    import openpyxl  # type: ignore[import-untyped]  # noqa: PLC0415
+    from openpyxl.utils.exceptions import InvalidFileException  # type: ignore[import-untyped]  # noqa: PLC0415
 
+    handle = open(path, "rb")  # a file, not a path: openpyxl would refuse a name not ending in .xlsx
     try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        book = openpyxl.load_workbook(handle, read_only=True, data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, ValueError, OSError) as error:
+        handle.close()
         raise UploadRefused("unreadable_file", f"a broken XLSX file ({type(error).__name__})") from None
     try:
         if not book.worksheets:
@@ -552,6 +556,7 @@ def _xlsx_rows(path: pathlib.Path) -> Iterator[tuple[int, list[Any]]]:
             raise UploadRefused("unreadable_file", f"a broken XLSX sheet ({type(error).__name__})") from None
     finally:
         book.close()
+        handle.close()
 
 
 def _cell_text(cell: Any) -> str:
@@ -568,15 +573,16 @@ _SCIENTIFIC_FORMAT = re.compile(r"[eE][+-]")
 
 
 def _xlsx_number_problem(number: int, cell: Any) -> LineError | None:
-    """The error of a phone cell holding a number that cannot be a phone's digits, else None.
+    """The error of a phone cell holding a number that cannot be taken as a phone's digits, else None.
 
-    An integer is the digits. So is a float with an integer value (openpyxl reads a number as a float
-    when the file wrote it with a '.' or an exponent), unless the cell shows it in scientific notation.
+    An integer is the digits, and so is a float with an integer value (openpyxl reads a number as a
+    float when the file wrote it with a '.' or an exponent). A number shown in scientific notation is
+    not: Excel gives that format to what was typed or pasted as 7.70123E+10, whose digits are lost.
     """
     value = getattr(cell, "value", None)
     if isinstance(value, bool):
         return LineError(number, "invalid_phone", "phone: TRUE or FALSE is not a phone number")
-    if not isinstance(value, float):
+    if not isinstance(value, int | float):
         return None
     if _SCIENTIFIC_FORMAT.search(str(getattr(cell, "number_format", "") or "")):
         text = f"{value:.5E}"
@@ -586,7 +592,7 @@ def _xlsx_number_problem(number: int, cell: Any) -> LineError | None:
             f"phone {masked_phone(text)}: in scientific notation, its digits are lost (a spreadsheet "
             "turned it into a number); format the phone column as text",
         )
-    if not value.is_integer():
+    if isinstance(value, float) and not value.is_integer():
         message = f"phone {masked_phone(repr(value))}: a number with a fraction"
         return LineError(number, "invalid_phone", message)
     return None
