@@ -149,6 +149,13 @@ def test_every_phone_format_people_type_gives_e164(tmp_path: pathlib.Path, typed
     assert lines == [Line(2, "+77011234567", "A", "2")]
 
 
+def test_a_windows_1251_file_is_not_taken_for_utf8_by_its_first_bytes(tmp_path: pathlib.Path) -> None:
+    body = "phone;offer\n" + "87011234567;A\n" * 5000 + "87011234568;Кофе\n"
+    detected, lines = read(write(tmp_path, "r.csv", body, "cp1251"))
+    assert detected.encoding == "windows-1251"
+    assert lines[-1] == Line(5002, "+77011234568", "Кофе", "5002")
+
+
 def test_a_lost_leading_plus_is_normalised(tmp_path: pathlib.Path) -> None:
     path = write(tmp_path, "r.csv", "phone\n77011234567\n77771234567\n")
     _, lines = read(path)
@@ -229,6 +236,23 @@ def test_fast_path_agrees_with_normalize_msisdn_for_every_operator_prefix() -> N
                     assert fast == expected, form
                 else:
                     assert expected is None or not prefix_is_fast(prefix), form
+
+
+def test_fast_path_agrees_with_normalize_msisdn_on_randomly_punctuated_numbers() -> None:
+    rng = random.Random(11)
+    checked = 0
+    for _ in range(20_000):
+        base = rng.choice(["+7", "7", "8", ""]) + rng.choice(["701", "777", "747", "785", "700", "717"])
+        chars = list(base + f"{rng.randrange(10**7):07d}")
+        for _ in range(rng.randrange(5)):
+            chars.insert(rng.randrange(len(chars) + 1), rng.choice(" -()+\u00a0\t."))
+        form = "".join(chars)
+        fast = _fast_msisdn(form)
+        if fast is None:
+            continue
+        checked += 1
+        assert fast == normalize_msisdn(form), repr(form)
+    assert checked > 5_000
 
 
 def prefix_is_fast(prefix: int) -> bool:

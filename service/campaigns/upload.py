@@ -87,7 +87,7 @@ _KZ_MOBILE_PREFIXES = frozenset(
     {"700", "701", "702", "705", "706", "707", "708", "747", "760", "761", "762", "763", "764"}
     | {"771", "775", "776", "777", "778", "785"}
 )
-_SEPARATORS = str.maketrans("", "", " -()\t\u00a0")
+_SEPARATORS = str.maketrans("", "", " -()\u00a0")
 _MASK_SEPARATORS = str.maketrans("", "", " -().\t\u00a0")
 # 7.70123E+10, 7,70123E+10, 7.7012E10, 77E9: what a spreadsheet makes of a long number.
 _SCIENTIFIC = re.compile(r"\s*\+?\d+(?:[.,]\d*)?[eE][+-]?\d+\s*")
@@ -169,7 +169,7 @@ def _line(number: int, phone: str | None, offer: str | None, ref: str | None) ->
 # --- columns --------------------------------------------------------------------------------------
 
 _COLUMN_NAMES = {
-    **dict.fromkeys(("phone", "msisdn", "телефон", "номер", "phone_number"), "phone"),
+    **dict.fromkeys(("phone", "msisdn", "телефон", "номер", "phone_number", "номер_телефона"), "phone"),
     **dict.fromkeys(("offer", "оффер", "предложение"), "offer"),
     **dict.fromkeys(("ref", "external_ref", "external_id", "reference"), "ref"),
 }
@@ -329,9 +329,6 @@ def _text_encoding(path: pathlib.Path, head: bytes) -> str:
     """utf-8-sig (a BOM), utf-8, or windows-1251 when the bytes are not UTF-8 but read as text."""
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise UploadRefused("unreadable_file", "a UTF-16 file: save it as CSV UTF-8")
-    utf8 = codecs.getincrementaldecoder("utf-8")()
-    cp1251 = codecs.getincrementaldecoder("cp1251")()
-    is_utf8 = True
     size = controls = 0
     with open(path, "rb") as file:
         while chunk := file.read(_CHUNK):
@@ -339,30 +336,25 @@ def _text_encoding(path: pathlib.Path, head: bytes) -> str:
                 raise UploadRefused("unreadable_file", "a binary file, not text (it has NUL bytes)")
             size += len(chunk)
             controls += len(chunk) - len(chunk.translate(None, _CONTROL))
-            try:
-                if is_utf8:
-                    utf8.decode(chunk)
-            except UnicodeDecodeError:
-                is_utf8 = False
-                file.seek(0)
-                size = controls = 0
-                continue
-            if not is_utf8:
-                try:
-                    cp1251.decode(chunk)
-                except UnicodeDecodeError:
-                    raise UploadRefused(
-                        "unreadable_file", "neither UTF-8 nor Windows-1251 text: save it as CSV UTF-8"
-                    ) from None
-        try:
-            (utf8 if is_utf8 else cp1251).decode(b"", final=True)
-        except UnicodeDecodeError:
-            is_utf8 = False  # a file cut inside its last character: read it as Windows-1251
     if controls > max(2, size // 100):
         raise UploadRefused("unreadable_file", "a binary file, not text (it has control characters)")
-    if not is_utf8:
+    if _decodes(path, "utf-8"):
+        return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
+    if _decodes(path, "cp1251"):
         return "windows-1251"
-    return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
+    raise UploadRefused("unreadable_file", "neither UTF-8 nor Windows-1251 text: save it as CSV UTF-8")
+
+
+def _decodes(path: pathlib.Path, encoding: str) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        with open(path, "rb") as file:
+            while chunk := file.read(_CHUNK):
+                decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _open_text(path: pathlib.Path, encoding: str) -> io.TextIOWrapper:
