@@ -130,6 +130,12 @@ def test_blank_lines_are_skipped_and_numbers_stay_as_a_person_sees_them(tmp_path
     assert lines[0] == Line(3, "+77011234567", None, "3")
 
 
+def test_many_blank_lines_before_the_first_line_are_skipped(tmp_path: pathlib.Path) -> None:
+    detected, lines = read(write(tmp_path, "r.csv", "\r\n" * 5000 + "87011234567\r\n"))
+    assert lines == [Line(5001, "+77011234567", None, "5001")]
+    assert refused(write(tmp_path, "blank.csv", " \n" * 5000)) == "empty_file"
+
+
 def test_line_numbers_count_the_lines_of_a_multiline_quoted_cell(tmp_path: pathlib.Path) -> None:
     path = write(tmp_path, "r.csv", 'phone,ref\n87011234567,"a\nb"\n87011234568,c\n')
     _, lines = read(path)

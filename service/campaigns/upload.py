@@ -258,7 +258,7 @@ _GENERIC_TYPES = {
     "application/json",
 }
 _EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
-_GENERIC_EXTENSIONS = {"", ".txt", ".tsv", ".dat", ".json"}
+_GENERIC_EXTENSIONS = {"", ".txt", ".dat", ".json"}
 _CHUNK = 1 << 20
 
 
@@ -270,7 +270,7 @@ def _declared_format(filename: str | None, content_type: str | None) -> str | No
     suffix = pathlib.PurePath(filename).suffix.lower() if filename else ""
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
-    if suffix in {".xls", ".xlsb", ".ods", ".numbers", ".pdf", ".doc", ".docx", ".zip"}:
+    if suffix in {".xls", ".xlsb", ".ods", ".numbers", ".tsv", ".pdf", ".doc", ".docx", ".zip"}:
         raise UploadRefused("unknown_format", f"a {suffix} file: send CSV, JSONL or XLSX")
     if mime not in _GENERIC_TYPES and suffix not in _GENERIC_EXTENSIONS:
         raise UploadRefused("unknown_format", "send CSV, JSONL or XLSX")
@@ -306,8 +306,8 @@ def read_upload(
     """
     with open(path, "rb") as file:
         head = file.read(4096)
-    if not head.strip(b"\xef\xbb\xbf \t\r\n"):
-        raise UploadRefused("empty_file", "the file is empty")
+    if len(head) < 4096 and not head.strip(b"\xef\xbb\xbf \t\r\n"):
+        raise UploadRefused("empty_file", "the file is empty")  # (a longer one is counted by its reader)
     fmt = _declared_format(filename, content_type) or _sniff_format(head)
     if fmt == "xlsx":
         return _read_xlsx(path, head, max_lines)
