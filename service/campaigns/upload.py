@@ -32,6 +32,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import openpyxl
+from openpyxl.utils.exceptions import InvalidFileException
+
 from service.kit.values.phones import normalize_msisdn
 
 MAX_REF = 64
@@ -140,9 +143,14 @@ def _phone(raw: str) -> tuple[str, str] | str:
             "turned it into a number); export the phone column as text",
         )
     try:
-        return normalize_msisdn(raw)
+        phone = normalize_msisdn(raw)
     except ValueError as error:
         reason = str(error)
+    else:
+        if len(phone) == 12 and phone.startswith("+7") and phone[2:5] in _KZ_MOBILE_PREFIXES:
+            return phone
+        # Another country's mobile (+7 9.. is Russia's): a campaign's SMS go to Kazakh subscribers only.
+        reason = "not a mobile number of Kazakhstan"
     masked = masked_phone(raw)
     if reason.startswith("not a mobile number"):
         return "not_mobile", f"phone {masked}: not a Kazakhstan mobile number (an SMS cannot reach it)"
@@ -522,9 +530,6 @@ def _read_xlsx(path: pathlib.Path, head: bytes, max_lines: int) -> _Upload:
 
 def _xlsx_rows(path: pathlib.Path) -> Iterator[tuple[int, list[Any]]]:
     """(sheet row number, cells) for the non-blank rows of the first sheet."""
-    # openpyxl is loaded only for an XLSX upload (and is, so far, only in the test dependencies).
-    import openpyxl  # type: ignore[import-untyped]  # noqa: PLC0415
-    from openpyxl.utils.exceptions import InvalidFileException  # type: ignore[import-untyped]  # noqa: PLC0415
 
     handle = open(path, "rb")  # a file, not a path: openpyxl would refuse a name not ending in .xlsx
     try:
