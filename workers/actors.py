@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 import dramatiq
 from dramatiq.middleware.prometheus import Prometheus
 
+from service.campaigns import service as campaigns
 from service.delivery import notices
 from service.delivery import service as delivery
 from service.events import webhooks
 from service.kit.config import get_settings
+from service.kit.db.engine import driver, transaction
 from service.kit.messaging import jobs
 from service.kit.observability.logging import configure_logging
 from service.kit.observability.metrics import SMPP_BOUND
@@ -149,6 +151,64 @@ def deliver_reward_sms_batch(jobs: list[list]) -> None:
         if outcome.result is delivery.SendResult.RETRY:
             delay = outcome.retry_ms if outcome.retry_ms is not None else 1000 + random.randrange(1000)
             deliver_reward_sms.send_with_options(args=(str(job.redemption_id), job.send), delay=delay)
+
+
+def _bulk_pace(wanted: int) -> int:
+    """A campaign SMS's share of the rate: the bulk cap of its own, and, when it shares the account with
+    the reward SMS, also a slot of the account's rate, so the reward SMS never find it spent by bulk."""
+    if wanted <= 0:
+        return 0
+    settings = get_settings()
+    name = f"{settings.sms_provider}:bulk"
+    granted, wait_us, _ = take_provider_slots(name, settings.sms_bulk_rate_limit, wanted)
+    if not granted:
+        time.sleep(int(wait_us) / 1e6 + random.random() * 0.02)
+        granted = take_provider_slots(name, settings.sms_bulk_rate_limit, wanted)[0]
+    if granted and not delivery.has_bulk_account():
+        granted = _pace(granted)
+    return granted
+
+
+@dramatiq.actor(
+    actor_name=jobs.CAMPAIGN_SMS.actor,
+    queue_name=jobs.CAMPAIGN_SMS.queue,
+    max_retries=100_000,
+    min_backoff=5_000,
+    max_backoff=3_600_000,
+    time_limit=120_000,
+)
+def deliver_campaign_sms(redemption_id: str, send: int) -> None:
+    """A campaign line's reward SMS, on the bulk queue and account: it waits out its program's quiet
+    hours (a delayed message, back when they end), then goes like any reward SMS at the bulk rate."""
+    rid = uuid.UUID(redemption_id)
+    now = datetime.now(UTC)
+    with transaction() as session:
+        allowed = campaigns.bulk_sms_not_before(driver(session), rid, now)
+    if allowed > now:
+        delay = max(1000, int((allowed - now).total_seconds() * 1000) + random.randrange(60_000))
+        deliver_campaign_sms.send_with_options(args=(redemption_id, send), delay=delay)
+        return
+    try:
+        delivery.deliver(rid, send, provider=delivery.get_bulk_provider(), pace=_bulk_pace)
+    except delivery.RetryLater as later:
+        raise dramatiq.Retry(str(later), delay=later.delay_ms) from None
+
+
+@dramatiq.actor(
+    actor_name=jobs.RUN_CAMPAIGN.actor,
+    queue_name=jobs.RUN_CAMPAIGN.queue,
+    max_retries=100_000,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=120_000,
+)
+def run_campaign(campaign_id: str) -> None:
+    """About a second of a campaign's lines, then the next step, unless it is done, paused or
+    cancelled. A worker killed mid-step loses nothing: the lines it had not committed are pending
+    again, and housekeeping sends a campaign whose steps stopped (workers/housekeeping.py)."""
+    step = campaigns.run_step(uuid.UUID(campaign_id))
+    if step.again_in_ms is not None:
+        run_campaign.send_with_options(args=(campaign_id,), delay=step.again_in_ms or None)
 
 
 def _deliver_notice(notice_id: int) -> None:

@@ -33,6 +33,7 @@ from service.delivery.providers import (
     TransientSmsError,
     UnavailableSmsError,
     build_provider,
+    has_bulk_account,
 )
 from service.delivery.text import format_amount, render
 from service.events import webhooks
@@ -1007,6 +1008,15 @@ def get_provider() -> Provider:
     return build_provider(on_receipts=apply_smpp_receipts)
 
 
+@lru_cache
+def get_bulk_provider() -> Provider:
+    """This process's provider for campaigns' SMS: the bulk account's session when there is one,
+    else the one provider of the process."""
+    if not has_bulk_account():
+        return get_provider()
+    return build_provider(on_receipts=apply_smpp_receipts, bulk=True)
+
+
 def close_provider() -> None:
     """Closes this process's provider if it was built (an SMPP session unbinds first)."""
     if get_provider.cache_info().currsize:
@@ -1015,6 +1025,12 @@ def close_provider() -> None:
         if close is not None:
             close()
         get_provider.cache_clear()
+    if get_bulk_provider.cache_info().currsize and has_bulk_account():  # else: the one closed above
+        bulk = get_bulk_provider()
+        close = getattr(bulk, "close", None)
+        if close is not None:
+            close()
+    get_bulk_provider.cache_clear()
 
 
 @lru_cache
