@@ -39,10 +39,9 @@ from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import get_snapshot
 from service.kit.db.engine import driver, new_session, transaction
 from service.kit.http.downloads import download_media_type, download_response
-from service.kit.http.errors import PayloadTooLarge, ValidationFailed, forbidden, responses
+from service.kit.http.errors import InvalidMsisdn, PayloadTooLarge, forbidden, responses
 from service.kit.http.strict import reject_unknown_query
 from service.kit.values.money import Money, to_minor
-from service.kit.values.phones import normalize_msisdn
 from service.ledger.xlsx import Column, XlsxWriter
 from service.redemptions.errors import BudgetExceeded, OfferInactive, TariffNotEligible
 
@@ -497,28 +496,16 @@ _move("resume", "Resume where the campaign stopped", (errors.WrongState,), maker
 _move("cancel", "Cancel: the lines not yet run never run; those that ran stay", (errors.WrongState,), makers)
 
 
-def _msisdns(body: OptOutsIn) -> list[str]:
-    out, problems = [], []
-    for i, raw in enumerate(body.msisdns):
-        try:
-            out.append(normalize_msisdn(raw))
-        except ValueError as exc:
-            problems.append({"loc": ["body", "msisdns", i], "msg": str(exc), "type": "invalid_msisdn"})
-    if problems:
-        raise ValidationFailed("some phone numbers are not valid", errors=problems)
-    return out
-
-
 @router.post(
     "/programs/{program}/bulk-opt-outs",
     response_model=OptOutsOut,
     summary="Subscribers who get no bulk SMS from the program (their campaign rewards still come)",
-    responses=responses(UnknownProgram),
+    responses=responses(UnknownProgram, InvalidMsisdn),
 )
 def add_opt_outs(program: str, body: OptOutsIn, principal: Principal = Depends(makers)) -> OptOutsOut:
     with transaction() as session:
         return OptOutsOut(
-            changed=service.opt_out(session, program, _msisdns(body), programs=_programs(principal))
+            changed=service.opt_out(session, program, body.msisdns, programs=_programs(principal))
         )
 
 
@@ -526,10 +513,10 @@ def add_opt_outs(program: str, body: OptOutsIn, principal: Principal = Depends(m
     "/programs/{program}/bulk-opt-outs/remove",
     response_model=OptOutsOut,
     summary="Subscribers who take bulk SMS from the program again",
-    responses=responses(UnknownProgram),
+    responses=responses(UnknownProgram, InvalidMsisdn),
 )
 def remove_opt_outs(program: str, body: OptOutsIn, principal: Principal = Depends(makers)) -> OptOutsOut:
     with transaction() as session:
         return OptOutsOut(
-            changed=service.opt_in(session, program, _msisdns(body), programs=_programs(principal))
+            changed=service.opt_in(session, program, body.msisdns, programs=_programs(principal))
         )

@@ -1,13 +1,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 from catalog.model import SLUG
 from service.kit.values.money import Money
+from service.kit.values.phones import (
+    MSISDN_DESCRIPTION,
+    MSISDN_MAX,
+    MSISDN_MIN,
+    MSISDN_PATTERN,
+    normalize_msisdn,
+)
+from service.kit.values.timefmt import Rfc3339
 
 CampaignStatus = Literal["draft", "submitted", "approved", "running", "paused", "done", "cancelled"]
 AMOUNT = r"^\d{1,15}(\.\d{1,2})?$"
@@ -31,7 +40,7 @@ class CampaignIn(BaseModel):
         description="The most the campaign may be worth, in the program's currency",
         examples=["500000.00"],
     )
-    starts_at: datetime | None = Field(
+    starts_at: Rfc3339 | None = Field(
         None,
         description="Not before this time (RFC 3339); default: once approved",
         examples=["2026-12-31T04:00:00Z"],
@@ -50,7 +59,7 @@ class CampaignChange(BaseModel):
 
     name: str | None = Field(None, min_length=1, max_length=200, examples=["New Year 2027, second wave"])
     budget_cap: str | None = Field(None, pattern=AMOUNT, examples=["500000.00"])
-    starts_at: datetime | None = Field(None, examples=["2026-12-31T04:00:00Z"])
+    starts_at: Rfc3339 | None = Field(None, examples=["2026-12-31T04:00:00Z"])
     rate_per_second: int | None = Field(None, ge=1, le=10_000, examples=[50])
 
 
@@ -147,10 +156,26 @@ class CampaignList(BaseModel):
     items: list[CampaignOut]
 
 
+def _e164(value: str) -> str:
+    try:
+        return normalize_msisdn(value)
+    except ValueError as exc:  # of the published form, but not a mobile number: invalid_msisdn
+        raise PydanticCustomError("invalid_msisdn", str(exc)) from None
+
+
+Msisdn = Annotated[
+    str,
+    Field(
+        min_length=MSISDN_MIN, max_length=MSISDN_MAX, pattern=MSISDN_PATTERN, description=MSISDN_DESCRIPTION
+    ),
+    AfterValidator(_e164),
+]
+
+
 class OptOutsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    msisdns: list[str] = Field(min_length=1, max_length=10_000, examples=[["87011234567", "+77071234567"]])
+    msisdns: list[Msisdn] = Field(min_length=1, max_length=10_000, examples=[["87011234567", "+77071234567"]])
 
 
 class OptOutsOut(BaseModel):
