@@ -34,6 +34,19 @@ class ProductTotal(Sums):
     records: int
     quantity: int
     vat_rate: str = Field(description='VAT rate in percent, e.g. "16.00"', examples=["16.00"])
+    campaign: str | None = Field(
+        default=None,
+        description="The campaign whose grants (no points debited) this line sums; null: on-demand",
+    )
+    campaign_name: str | None = None
+
+
+class CampaignTotal(Sums):
+    campaign: str | None = Field(description="The campaign's id; null for the on-demand redemptions' records")
+    campaign_name: str | None
+    currency: str
+    records: int
+    quantity: int
 
 
 class TypeTotal(Sums):
@@ -50,6 +63,10 @@ class PeriodTotals(BaseModel):
     by_currency: list[CurrencyTotal]
     by_product: list[ProductTotal]
     by_type: list[TypeTotal]
+    by_campaign: list[CampaignTotal] = Field(
+        default_factory=list,
+        description="Per source: the on-demand redemptions (campaign null), then each campaign's grants",
+    )
 
 
 class DocumentOut(BaseModel):
