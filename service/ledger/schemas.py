@@ -13,6 +13,7 @@ RecordType = Literal["issue", "cancel", "exchange", "breakage"]
 ExportFormat = Literal["csv", "jsonl", "xlsx"]
 DocumentKind = Literal["act.pdf", "registry.xlsx", "registry.csv"]
 MONTH_PATTERN = r"^2\d{3}-(0[1-9]|1[0-2])$"
+CAMPAIGN_EXAMPLE = "0b6a3c1e-8d7f-4a53-9a39-6f0e8c2d1b44"
 
 
 class Sums(BaseModel):
@@ -37,13 +38,17 @@ class ProductTotal(Sums):
     campaign: str | None = Field(
         default=None,
         description="The campaign whose grants (no points debited) this line sums; null: on-demand",
+        examples=[CAMPAIGN_EXAMPLE],
     )
-    campaign_name: str | None = None
+    campaign_name: str | None = Field(default=None, examples=["New Year"])
 
 
 class CampaignTotal(Sums):
-    campaign: str | None = Field(description="The campaign's id; null for the on-demand redemptions' records")
-    campaign_name: str | None
+    campaign: str | None = Field(
+        description="The campaign's id; null for the on-demand redemptions' records",
+        examples=[CAMPAIGN_EXAMPLE],
+    )
+    campaign_name: str | None = Field(examples=["New Year"])
     currency: str
     records: int
     quantity: int
