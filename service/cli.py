@@ -595,7 +595,7 @@ def codes_import(sku: str, file: Path) -> None:
 
 @keys_app.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option(help="loyalty, partner, finance, support or admin")],
+    role: Annotated[str, typer.Option(help="loyalty, partner, finance, support, admin or approver")],
     name: Annotated[str, typer.Option(help="Who holds the key")],
     program: Annotated[
         list[str] | None,
