@@ -1061,6 +1061,14 @@ def smpp_ssl_context() -> ssl.SSLContext | None:
     return context
 
 
+class Pace(Protocol):
+    """Asks the provider's rate limit for up to `wanted` submit_sm PDUs of the current second; grants
+    them (at most `wanted`), or 0 when fewer than `at_least` are left (at_least is capped by the limit
+    itself, so an SMS with more parts than a second's budget still goes, over more than one second)."""
+
+    def __call__(self, wanted: int, at_least: int = 1) -> int: ...
+
+
 def has_bulk_account() -> bool:
     """Whether campaigns' SMS have an account of their own (SMPP_BULK_SYSTEM_ID or SMS_HTTP_BULK_TOKEN)."""
     settings = get_settings()
