@@ -159,6 +159,13 @@ def deliver_reward_sms_batch(jobs: list[list]) -> None:
             deliver_reward_sms.send_with_options(args=(str(job.redemption_id), job.send), delay=delay)
 
 
+# Bulk work (campaigns' steps and SMS, expiry reminders) waits behind everything else a worker process
+# has fetched: Dramatiq hands a free thread the fetched message of the lowest priority number first,
+# so a reward SMS fetched by a process that serves the bulk queues too never waits behind a backlog
+# of campaign SMS it had fetched before (they are FIFO among themselves).
+BULK_PRIORITY = 100
+
+
 def _bulk_pace(wanted: int, at_least: int = 1) -> int:
     """A campaign SMS's share of the rate: the bulk cap of its own, and, when it shares the account with
     the reward SMS, also a slot of the account's rate, so that both together stay within it. The
@@ -181,6 +188,7 @@ def _bulk_pace(wanted: int, at_least: int = 1) -> int:
 
 @dramatiq.actor(
     actor_name=jobs.CAMPAIGN_SMS.actor,
+    priority=BULK_PRIORITY,
     queue_name=jobs.CAMPAIGN_SMS.queue,
     max_retries=100_000,
     min_backoff=5_000,
@@ -206,6 +214,7 @@ def deliver_campaign_sms(redemption_id: str, send: int) -> None:
 
 @dramatiq.actor(
     actor_name=jobs.RUN_CAMPAIGN.actor,
+    priority=BULK_PRIORITY,
     queue_name=jobs.RUN_CAMPAIGN.queue,
     max_retries=100_000,
     min_backoff=1_000,
@@ -244,6 +253,7 @@ def deliver_notice_sms(notice_id: int) -> None:
 
 @dramatiq.actor(
     actor_name=jobs.BULK_NOTICE_SMS.actor,
+    priority=BULK_PRIORITY,
     queue_name=jobs.BULK_NOTICE_SMS.queue,
     max_retries=1_000,
     min_backoff=5_000,
