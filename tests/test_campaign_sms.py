@@ -169,6 +169,30 @@ def test_with_a_bulk_token_campaign_sms_go_to_the_gateway_with_it(client, keys, 
         gateway.server.shutdown()
 
 
+@pytest.mark.parametrize(
+    ("env", "bulk"),
+    [
+        ({"SMS_PROVIDER": "http", "SMS_HTTP_BULK_TOKEN": "k"}, True),
+        ({"SMS_PROVIDER": "http", "SMS_HTTP_BULK_TOKEN": ""}, False),
+        ({"SMS_PROVIDER": "smpp", "SMPP_BULK_SYSTEM_ID": "rewards-bulk"}, True),
+        ({"SMS_PROVIDER": "smpp", "SMPP_BULK_SYSTEM_ID": ""}, False),
+        ({"SMS_PROVIDER": "file", "SMS_HTTP_BULK_TOKEN": "k"}, False),
+    ],
+)
+def test_an_empty_bulk_setting_is_no_bulk_account(monkeypatch, env, bulk):
+    from service.delivery.providers import has_bulk_account
+    from service.kit.config import reset_settings_cache
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+    try:
+        assert has_bulk_account() is bulk
+    finally:
+        monkeypatch.undo()
+        reset_settings_cache()
+
+
 # --- one account: the bulk cap, and the reward SMS first ----------------------------------------------
 
 

@@ -1074,7 +1074,9 @@ def has_bulk_account() -> bool:
     settings = get_settings()
     if settings.sms_provider == "smpp":
         return bool(settings.smpp_bulk_system_id)
-    return settings.sms_provider == "http" and settings.sms_http_bulk_token is not None
+    token = settings.sms_http_bulk_token
+    # an empty SMS_HTTP_BULK_TOKEN (a compose file's `${SMS_HTTP_BULK_TOKEN:-}`) is no bulk account
+    return settings.sms_provider == "http" and bool(token and token.get_secret_value())
 
 
 def build_provider(
