@@ -1061,12 +1061,22 @@ def smpp_ssl_context() -> ssl.SSLContext | None:
     return context
 
 
+class Pace(Protocol):
+    """Asks the provider's rate limit for up to `wanted` submit_sm PDUs of the current second; grants
+    them (at most `wanted`), or 0 when fewer than `at_least` are left (at_least is capped by the limit
+    itself, so an SMS with more parts than a second's budget still goes, over more than one second)."""
+
+    def __call__(self, wanted: int, at_least: int = 1) -> int: ...
+
+
 def has_bulk_account() -> bool:
     """Whether campaigns' SMS have an account of their own (SMPP_BULK_SYSTEM_ID or SMS_HTTP_BULK_TOKEN)."""
     settings = get_settings()
     if settings.sms_provider == "smpp":
         return bool(settings.smpp_bulk_system_id)
-    return settings.sms_provider == "http" and settings.sms_http_bulk_token is not None
+    token = settings.sms_http_bulk_token
+    # an empty SMS_HTTP_BULK_TOKEN (a compose file's `${SMS_HTTP_BULK_TOKEN:-}`) is no bulk account
+    return settings.sms_provider == "http" and bool(token and token.get_secret_value())
 
 
 def build_provider(
