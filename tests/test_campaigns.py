@@ -557,3 +557,28 @@ def test_almaty_is_utc_plus_5_after_march_2024():
     from service.kit.values.zones import zone
 
     assert datetime(2026, 12, 7, 12, tzinfo=zone("Asia/Almaty")).utcoffset().total_seconds() == 5 * 3600
+
+
+def test_a_file_over_the_size_limit_is_413_and_writes_nothing(client, stocked, monkeypatch):
+    from service.campaigns import routes
+
+    monkeypatch.setattr(routes, "MAX_UPLOAD_BYTES", 1000)
+    campaign = create(client, stocked)
+    response = upload(client, stocked, campaign["id"], csv_of(PHONES[:100]))
+    assert_problem(response, 413, "payload_too_large")
+    assert table_counts("campaign_lines", "campaign_problems") == {
+        "campaign_lines": 0,
+        "campaign_problems": 0,
+    }
+
+
+def test_the_downloadable_report_has_every_problem_not_only_the_first(client, stocked):
+    campaign = create(client, stocked)
+    content = "phone,ref\n" + "".join(f"12345,bad{i}\n" for i in range(3000))
+    body = upload(client, stocked, campaign["id"], content).json()
+    # 3000 bad lines, and the campaign as a whole has no line that can run (listed first)
+    assert body["report"]["problems"] == 3001 and len(body["report"]["first"]) == 50
+    report = client.get(f"/v1/campaigns/{campaign['id']}/report", headers=stocked.header("loyalty"))
+    rows = list(csv.DictReader(io.StringIO(report.text)))
+    assert len(rows) == 3001 and (rows[0]["line"], rows[0]["code"]) == ("", "no_lines")
+    assert [int(r["line"]) for r in rows[1:4]] == [2, 3, 4]
