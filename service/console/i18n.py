@@ -548,11 +548,10 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
         "The draft is created. Upload its file.",
     ),  # noqa: E501
     "camp.uploaded_ok": (
-        "Файл загружен и проверен.",
-        "Файл жүктеліп, тексерілді.",
-        "The file is uploaded and validated.",
-    ),  # noqa: E501
-    "camp.submitted_ok": ("Кампания отправлена.", "Науқан жіберілді.", "The campaign is submitted."),
+        "Файл загружен и проверен: смотрите отчёт проверки ниже.",
+        "Файл жүктеліп, тексерілді: төмендегі тексеру есебін қараңыз.",
+        "The file is uploaded and checked: see the validation report below.",
+    ),
     "camp.approved_ok": ("Кампания согласована.", "Науқан келісілді.", "The campaign is approved."),
     "camp.rejected_ok": (
         "Кампания отклонена и возвращена в черновик.",

@@ -23,7 +23,7 @@ from service.campaigns import routes as campaign_routes
 from service.campaigns import service as campaigns
 from service.campaigns.errors import CampaignNotFound
 from service.catalog.snapshot import get_snapshot
-from service.console import audit
+from service.console import audit, views
 from service.console.deps import CAMPAIGN_APPROVERS, CAMPAIGN_MAKERS, CAMPAIGN_READERS, staff, staff_form
 from service.console.web import PATH, Ctx, PageNotFound, redirect, render
 from service.kit.db.engine import new_session, transaction
@@ -174,15 +174,19 @@ def _moves(status: str, role: str) -> list[str]:
     return moves
 
 
-def _read(ctx: Ctx, campaign_id: uuid.UUID) -> campaigns.Progress:
+def _read(ctx: Ctx, campaign_id: uuid.UUID) -> tuple[campaigns.Progress, dict[str, str]]:
+    """The campaign's progress, and the e-mails of the staff who submitted, approved or rejected it."""
     with new_session() as session:
         try:
-            return campaigns.progress(session, campaign_id, programs=_scope(ctx))
+            progress = campaigns.progress(session, campaign_id, programs=_scope(ctx))
         except CampaignNotFound:
             raise PageNotFound() from None
+        c = progress.campaign
+        return progress, views.staff_emails(session, [c.submitted_by, c.approved_by, c.rejected_by])
 
 
-def _view(ctx: Ctx, progress: campaigns.Progress) -> dict[str, Any]:
+def _view(ctx: Ctx, read: tuple[campaigns.Progress, dict[str, str]]) -> dict[str, Any]:
+    progress, people = read
     c = progress.campaign
     assert ctx.staff is not None
     base = str(ctx.request.base_url).rstrip("/")
@@ -196,6 +200,7 @@ def _view(ctx: Ctx, progress: campaigns.Progress) -> dict[str, Any]:
         "refresh": c.status in RUNNING,
         "refresh_seconds": REFRESH_SECONDS,
         "own_submission": c.submitted_by == _actor(ctx).id,
+        "who": lambda ref: f"{people[ref]} ({ref})" if ref in people else (ref or "—"),
     }
 
 
@@ -212,12 +217,11 @@ _DONE = {
 
 
 def _page(ctx: Ctx, campaign_id: uuid.UUID, *, status: int = 200, **flash: Any) -> Response:
-    progress = _read(ctx, campaign_id)
     return render(
         ctx,
         "campaign.html",
         status,
-        **_view(ctx, progress),
+        **_view(ctx, _read(ctx, campaign_id)),
         message=flash.get("message"),
         error=flash.get("error"),
         confirm_cancel=flash.get("confirm_cancel", False),
