@@ -107,6 +107,15 @@ def test_a_form_without_the_csrf_token_is_refused(client, approvers):
     assert response.status_code == 403 and status_of(cid) == "draft"
 
 
+def test_an_approval_or_rejection_with_a_forged_csrf_token_is_refused(client, approvers):
+    signed_in(client, APPROVER)
+    for move in ("approve", "reject"):
+        response = client.post(
+            f"/console/campaigns/{uuid.uuid4()}/{move}", data={"csrf_token": "forged", "reason": "r"}
+        )
+        assert response.status_code == 403 and i18n.translate("ru", "login.csrf") in response.text
+
+
 def test_an_upload_with_a_bad_line_shows_its_report_and_the_whole_report_downloads(client, approvers):
     import_codes_for("ARAY-CINEMA-2000", 5)
     token = signed_in(client, approvers.support)
