@@ -189,6 +189,13 @@ def test_a_campaign_is_uploaded_submitted_approved_by_a_second_person_and_watche
     )
     assert marker and browser.driver.execute_script("return window.notReloaded === true")
     runner.join(timeout=30)
+    browser.wait(
+        lambda: "k-done" in browser.find("#campaign-status").get_attribute("class"),
+        timeout=15,
+        what="the page's status to say done (the poll swaps the heading's badge too)",
+    )
+    assert not browser.all("#refreshing")  # a done campaign is not polled any more
+    assert browser.driver.execute_script("return window.notReloaded === true")
     browser.wait_for("#results-csv")
     check(browser, "campaign-done")
 

@@ -241,7 +241,7 @@ def campaign_progress(
 ) -> Response:
     """The progress section alone, which the page asks for every few seconds while the campaign runs
     (htmx; like the dashboard's polling it does not count as the person's activity)."""
-    return render(ctx, "campaign_progress.html", **_view(ctx, _read(ctx, campaign_id)))
+    return render(ctx, "campaign_progress.html", fragment=True, **_view(ctx, _read(ctx, campaign_id)))
 
 
 def _act(
