@@ -313,22 +313,8 @@ def download_report(
     request: Request, campaign_id: CampaignId, principal: Principal = Depends(readers)
 ) -> StreamingResponse:
     _read(request, campaign_id, _programs(principal))  # 404 outside the key's programs
-
-    def rows() -> Iterator[str]:
-        with new_session() as session:
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow(["line", "code", "message"])
-            for problem in service.problems(driver(session), campaign_id):
-                writer.writerow(["" if problem.line is None else problem.line, problem.code, problem.message])
-                if out.tell() > 1 << 16:
-                    yield out.getvalue()
-                    out.seek(0)
-                    out.truncate()
-            yield out.getvalue()
-
     return StreamingResponse(
-        rows(),
+        report_csv(campaign_id),
         media_type=download_media_type(request, "text/csv; charset=utf-8"),
         headers={"Content-Disposition": f'attachment; filename="campaign-{campaign_id}-report.csv"'},
     )
@@ -369,28 +355,46 @@ def download_results(
     headers = {"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"}
     if format == "xlsx":
         return StreamingResponse(
-            _xlsx(campaign_id), media_type=download_media_type(request, XLSX), headers=headers
+            results_xlsx(campaign_id), media_type=download_media_type(request, XLSX), headers=headers
         )
-
-    def rows() -> Iterator[str]:
-        with new_session() as session:
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow(RESULT_COLUMNS)
-            for line in service.results(driver(session), campaign_id):
-                writer.writerow(_result_row(line))
-                if out.tell() > 1 << 16:
-                    yield out.getvalue()
-                    out.seek(0)
-                    out.truncate()
-            yield out.getvalue()
-
     return StreamingResponse(
-        rows(), media_type=download_media_type(request, "text/csv; charset=utf-8"), headers=headers
+        results_csv(campaign_id),
+        media_type=download_media_type(request, "text/csv; charset=utf-8"),
+        headers=headers,
     )
 
 
-def _xlsx(campaign_id: UUID) -> Iterator[bytes]:
+def report_csv(campaign_id: UUID) -> Iterator[str]:
+    """The whole validation report as CSV (line, code, message), streamed; also the console's."""
+    with new_session() as session:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["line", "code", "message"])
+        for problem in service.problems(driver(session), campaign_id):
+            writer.writerow(["" if problem.line is None else problem.line, problem.code, problem.message])
+            if out.tell() > 1 << 16:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue()
+
+
+def results_csv(campaign_id: UUID) -> Iterator[str]:
+    """Every line's result as CSV, streamed; also the console's."""
+    with new_session() as session:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(RESULT_COLUMNS)
+        for line in service.results(driver(session), campaign_id):
+            writer.writerow(_result_row(line))
+            if out.tell() > 1 << 16:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue()
+
+
+def results_xlsx(campaign_id: UUID) -> Iterator[bytes]:
     """The ledger's streaming XLSX writer (constant memory) into a temporary file, then sent in chunks."""
     columns = [
         Column(name, "int" if name == "line" else "text", 40 if name == "redemption_id" else 14)
