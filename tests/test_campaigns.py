@@ -471,6 +471,7 @@ def test_cancel_stops_the_lines_not_run_keeps_the_ones_that_ran_and_releases_the
     run_step(uuid.UUID(campaign["id"]), budget_s=0.2)
     body = client.post(f"/v1/campaigns/{campaign['id']}/cancel", headers=stocked.header("loyalty")).json()
     assert body["status"] == "cancelled" and body["lines"]["done"] == 1 and body["lines"]["cancelled"] == 2
+    assert body["reserved"] == {"amount": "2000.00", "currency": "KZT"}  # what the line that ran used
     with new_session() as s:
         assert s.execute(text("SELECT spent_minor FROM program_budget_usage")).scalar_one() == 200_000
 
@@ -582,3 +583,12 @@ def test_the_downloadable_report_has_every_problem_not_only_the_first(client, st
     rows = list(csv.DictReader(io.StringIO(report.text)))
     assert len(rows) == 3001 and (rows[0]["line"], rows[0]["code"]) == ("", "no_lines")
     assert [int(r["line"]) for r in rows[1:4]] == [2, 3, 4]
+
+
+def test_the_eta_counts_the_wait_for_the_start_and_the_rate(client, stocked, approver):
+    from datetime import timedelta
+
+    starts = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    campaign = approved(client, stocked, approver, 3, rate_per_second=1, starts_at=starts)
+    # an hour's wait, then 3 lines at 1 a second
+    assert 3600 <= campaign["eta_seconds"] <= 3604

@@ -714,12 +714,15 @@ def _release(db: Connection[Any], snap: CatalogSnapshot, campaign: Campaign, amo
 def _finish(
     db: Connection[Any], snap: CatalogSnapshot, campaign: Campaign, status: str, now: datetime
 ) -> None:
-    """Done or cancelled: the reservation the lines did not use goes back."""
+    """Done or cancelled: the reservation the lines did not use goes back, and what stays reserved is
+    what the lines used."""
+    kept = campaign.reserved_minor
     if campaign.status in ("approved", "running", "paused"):
         used = db.execute(load("used_value"), {"campaign": campaign.id}).fetchone()
         assert used is not None
-        _release(db, snap, campaign, campaign.reserved_minor - int(used[0] or 0))
-    db.execute(load("finish"), {"id": campaign.id, "status": status, "now": now})
+        kept = int(used[0] or 0)
+        _release(db, snap, campaign, campaign.reserved_minor - kept)
+    db.execute(load("finish"), {"id": campaign.id, "status": status, "now": now, "kept": kept})
     if status == "done":
         program = snap.programs_by_id[campaign.program_id]
         counts = _counts(db, campaign.id)
@@ -928,7 +931,17 @@ def progress(session: Session, campaign_id: uuid.UUID, *, programs: frozenset[st
     ]
     eta = None
     if campaign.status in ("approved", "running") and counts.pending:
-        eta = -(-counts.pending // (campaign.rate_per_second or UNCAPPED_STEP))
+        now = datetime.now(UTC)
+        ran = counts.done + counts.failed
+        if campaign.rate_per_second:
+            seconds = counts.pending / campaign.rate_per_second
+        elif campaign.started_at is not None and ran:  # uncapped: at the pace it has had so far
+            seconds = counts.pending * (now - campaign.started_at).total_seconds() / ran
+        else:
+            seconds = counts.pending / UNCAPPED_STEP
+        if campaign.starts_at is not None and campaign.starts_at > now:
+            seconds += (campaign.starts_at - now).total_seconds()
+        eta = int(seconds + 0.999)
     offer = next(o for o in snap.offers.values() if o.id == campaign.offer_id)
     return Progress(
         campaign,
