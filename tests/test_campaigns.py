@@ -328,6 +328,17 @@ def test_every_move_is_in_the_campaigns_history(client, keys, approver):
         ("approve", "approved"),
     ]
     assert "second-pair-of-eyes" not in moves[2].actor and "approver" in moves[3].actor
+    with new_session() as s:
+        audited = s.execute(
+            text("SELECT action, role FROM staff_audit_log WHERE target = :c ORDER BY id"),
+            {"c": campaign["id"]},
+        ).all()
+    assert [(a.action, a.role) for a in audited] == [
+        ("campaign_create", "loyalty"),
+        ("campaign_upload", "loyalty"),
+        ("campaign_submit", "loyalty"),
+        ("campaign_approve", "approver"),
+    ]
 
 
 # --- running --------------------------------------------------------------------------------------

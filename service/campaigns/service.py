@@ -200,6 +200,20 @@ def _move(
             "details": json.dumps(details, default=str),
         },
     )
+    if actor.id.startswith("key:"):
+        # A move through the API is in the staff audit log too, beside the console's (which the
+        # console writes itself, with the staff member's session and address): one log of every move.
+        db.execute(
+            load("audit_api_move"),
+            {
+                "who": f"api key {actor.name}"[:254],
+                "role": actor.role,
+                "action": f"campaign_{action}",
+                "target": str(campaign.id),
+                "details": json.dumps({"from": campaign.status, "to": to, **details}, default=str),
+                "at": now,
+            },
+        )
 
 
 def _price(snap: CatalogSnapshot, program: ProgramInfo, tariff: str, offer: str, now: datetime) -> int:
