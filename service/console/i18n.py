@@ -508,6 +508,80 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
         "Download the whole report (CSV)",
     ),
     "camp.code": ("Код", "Код", "Code"),
+    # The campaign report's codes (service/campaigns/upload.py and service.py), for the report table.
+    "report.invalid_phone": ("Не номер телефона", "Телефон нөмірі емес", "Not a phone number"),
+    "report.not_mobile": (
+        "Не мобильный номер Казахстана",
+        "Қазақстанның ұялы нөмірі емес",
+        "Not a Kazakhstan mobile number",
+    ),
+    "report.phone_scientific_notation": (
+        "Номер в экспоненциальной записи: цифры потеряны, выгрузите столбец как текст",
+        "Нөмір экспоненциалды түрде: цифрлар жоғалған, бағанды мәтін ретінде шығарыңыз",
+        "Phone in scientific notation: its digits are lost; export the column as text",
+    ),
+    "report.missing_phone": ("Нет номера телефона", "Телефон нөмірі жоқ", "No phone"),
+    "report.extra_columns": ("Лишние столбцы", "Артық бағандар", "Extra columns"),
+    "report.invalid_json": ("Строка не JSON", "Жол JSON емес", "Not a JSON line"),
+    "report.unknown_field": ("Неизвестное поле", "Белгісіз өріс", "Unknown field"),
+    "report.duplicate_field": ("Поле повторяется", "Өріс қайталанады", "A field repeats"),
+    "report.invalid_offer": ("Предложение не строка", "Ұсыныс жол емес", "The offer is not text"),
+    "report.invalid_ref": ("Ссылка не строка", "Сілтеме жол емес", "The reference is not text"),
+    "report.ref_too_long": (
+        "Ссылка длиннее 64 символов",
+        "Сілтеме 64 таңбадан ұзын",
+        "Reference over 64 characters",
+    ),
+    "report.offer_too_long": (
+        "Код предложения длиннее 64 символов",
+        "Ұсыныс коды 64 таңбадан ұзын",
+        "Offer code over 64 characters",
+    ),
+    "report.duplicate_ref": (
+        "Ссылка повторяет более раннюю строку",
+        "Сілтеме алдыңғы жолды қайталайды",
+        "The reference repeats an earlier line",
+    ),
+    "report.duplicate_line": (
+        "Тот же номер и предложение, что в более ранней строке",
+        "Алдыңғы жолдағыдай нөмір мен ұсыныс",
+        "The same phone and offer as an earlier line",
+    ),
+    "report.unknown_offer": (
+        "Нет такого предложения в программе",
+        "Бағдарламада мұндай ұсыныс жоқ",
+        "Not an offer of this program",
+    ),
+    "report.offer_not_for_tariff": (
+        "Предложение недоступно на этом тарифе сейчас",
+        "Ұсыныс бұл тарифте қазір қолжетімсіз",
+        "The offer is not available on this tariff now",
+    ),
+    "report.out_of_stock": (
+        "В пуле не хватает кодов на всю кампанию",
+        "Пулда бүкіл науқанға код жетпейді",
+        "The pool has too few codes for the whole campaign",
+    ),
+    "report.over_budget_cap": (
+        "Сумма больше лимита кампании",
+        "Сома науқан лимитінен көп",
+        "The total is over the campaign's cap",
+    ),
+    "report.over_program_budget": (
+        "Сумма больше остатка бюджета программы за месяц",
+        "Сома бағдарламаның айлық бюджет қалдығынан көп",
+        "The total is over what is left of the program's monthly budget",
+    ),
+    "report.no_kk_template": (
+        "Нет SMS-шаблона на казахском: закон о рекламе требует казахский текст",
+        "Қазақ тіліндегі SMS үлгісі жоқ: жарнама туралы заң қазақ мәтінін талап етеді",
+        "No Kazakh SMS template: the advertising law requires Kazakh",
+    ),
+    "report.no_lines": (
+        "В файле нет ни одной строки, которую можно выполнить",
+        "Файлда орындалатын бірде-бір жол жоқ",
+        "The file has no line that can run",
+    ),
     "camp.message": ("Описание", "Сипаттама", "Message"),
     "camp.upload": (
         "Файл кампании (CSV, JSONL или XLSX)",

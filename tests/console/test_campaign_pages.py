@@ -127,6 +127,7 @@ def test_an_upload_with_a_bad_line_shows_its_report_and_the_whole_report_downloa
     assert 'id="report"' in html and "<td data-label" in html
     row = re.search(r'<table class="list small" id="report">.*?</table>', html, re.S).group(0)
     assert ">3<" in row  # the bad line, by its number (the header is line 1)
+    assert "Номер в экспоненциальной записи" in row  # the code described in the page's language
     assert 'id="file-encoding">windows-1251<' in html and 'id="file-separator">;<' in html
     assert 'id="submit" disabled' in html  # a draft with problems is not submitted
     refused = client.post(f"/console/campaigns/{cid}/submit", data={"csrf_token": token})
