@@ -297,9 +297,9 @@ def test_an_exchange_and_an_expiry_send_card_events(client, keys):
 
 
 def test_closing_a_period_sends_period_closed(demo_catalog):
-    from service.ledger.periods import close_period
+    from service.ledger.periods import close_month
 
-    close_period("mobile-bonus", date(2026, 1, 1), now=datetime(2026, 3, 1, tzinfo=UTC))
+    close_month("mobile-bonus", date(2026, 1, 1), now=datetime(2026, 3, 1, tzinfo=UTC))
     with new_session() as s:
         (payload,) = s.execute(
             text("SELECT payload FROM webhook_events WHERE type = 'period.closed'")

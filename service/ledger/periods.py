@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import IO, Any, TypeVar, cast
 from zoneinfo import ZoneInfo
@@ -210,13 +210,6 @@ def close_month(
             ).fetchone()
     _produce_documents(scalar(found), program)
     return read_period(program_code, month)
-
-
-def close_period(
-    program_code: str, month: date, *, now: datetime | None = None, closed_by: str | None = None
-) -> dict[str, Any]:
-    """close_month() as the dict the console's pages read (Period.as_dict)."""
-    return close_month(program_code, month, now=now, closed_by=closed_by).as_dict()
 
 
 def _store(
@@ -455,8 +448,8 @@ class PeriodRow:
 
 @dataclass(frozen=True)
 class Period:
-    """A program's month: open (no period row yet), closing or closed, with its rendered totals and
-    its documents once closed."""
+    """A program's month: open (no period row yet), closing or closed, with its frozen totals and its
+    documents (which carry no link: the HTTP layer adds its own) once closed."""
 
     program: str
     month: date
@@ -467,35 +460,30 @@ class Period:
     documents: tuple[PeriodDocument, ...] = ()
 
     @property
-    def totals(self) -> dict[str, Any] | None:
-        """The frozen totals as the API shows them (render_totals); None until closed."""
-        if self.row is None or self.row.totals is None:
-            return None
-        return render_totals(self.row.totals)
+    def act_number(self) -> str | None:
+        return None if self.row is None else self.row.act_number
 
-    def as_dict(self) -> dict[str, Any]:
-        """The month as a dict (the console's pages read it so): an open month has neither numbers,
-        totals nor documents; the documents carry no link (the HTTP layer adds its own)."""
-        base: dict[str, Any] = {
-            "program": self.program,
-            "month": f"{self.month:%Y-%m}",
-            "timezone": self.timezone,
-            "ends_at": self.ends_at,
-        }
-        if self.row is None:
-            return {**base, "status": "open", "documents": []}
-        row = self.row
-        return {
-            **base,
-            "status": row.status,
-            "act_number": row.act_number,
-            "registry_number": row.registry_number,
-            "closed_at": row.closed_at,
-            "closed_by": row.closed_by,
-            "record_count": row.record_count,
-            "totals": self.totals,
-            "documents": [asdict(d) for d in self.documents],
-        }
+    @property
+    def registry_number(self) -> str | None:
+        return None if self.row is None else self.row.registry_number
+
+    @property
+    def closed_at(self) -> datetime | None:
+        return None if self.row is None else self.row.closed_at
+
+    @property
+    def closed_by(self) -> str | None:
+        return None if self.row is None else self.row.closed_by
+
+    @property
+    def record_count(self) -> int | None:
+        return None if self.row is None else self.row.record_count
+
+    @property
+    def totals(self) -> Totals | None:
+        """The frozen totals in minor units (render_totals shows them as the API does); None until
+        closed."""
+        return None if self.row is None else self.row.totals
 
 
 def read_period(program_code: str, month: date) -> Period:
@@ -517,11 +505,6 @@ def read_period(program_code: str, month: date) -> Period:
         row=row,
         documents=tuple(documents),
     )
-
-
-def period_view(program_code: str, month: date) -> dict[str, Any]:
-    """read_period() as the dict the console's pages read (Period.as_dict)."""
-    return read_period(program_code, month).as_dict()
 
 
 @dataclass(frozen=True)
