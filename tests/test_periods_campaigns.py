@@ -194,5 +194,5 @@ def test_totals_frozen_before_campaigns_still_render():
         "late_records": 0,
     }
     rendered = render_totals(frozen)  # as read back from periods.totals of a month closed before
-    assert rendered["by_product"][0]["campaign"] is None
-    assert [(c["campaign"], c["records"]) for c in rendered["by_campaign"]] == [(None, 2)]
+    assert rendered.by_product[0].campaign is None
+    assert [(c.campaign, c.records) for c in rendered.by_campaign] == [(None, 2)]

@@ -30,12 +30,19 @@ from psycopg.rows import RowFactory, class_row, dict_row, scalar_row
 from service.catalog.errors import UnknownProgram
 from service.events import webhooks
 from service.kit.db.engine import driver, new_session, scalar, transaction
-from service.kit.values.money import to_decimal_string
+from service.kit.values.money import Money, to_decimal_string
 from service.kit.values.zones import zone
 from service.ledger.documents import month_title_ru, render_act
 from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
 from service.ledger.exports import RecordFilter, iter_csv, write_xlsx
 from service.ledger.models import PERIOD_LOCK
+from service.ledger.schemas import (
+    CampaignTotal,
+    CurrencyTotal,
+    PeriodTotals,
+    ProductTotal,
+    TypeTotal,
+)
 from service.ledger.sql import load
 from service.ledger.totals import SUM_KEYS, CampaignLine, ProductLine, Sums, Totals, TypeLine
 
@@ -362,63 +369,59 @@ def _totals_row(totals: Totals) -> dict[str, str] | None:
 # --- reading -------------------------------------------------------------------------------------
 
 
-def _money(minor: int, currency: str) -> dict[str, str]:
-    return {"amount": to_decimal_string(minor, currency), "currency": currency}
-
-
-def render_totals(totals: Totals) -> dict[str, Any]:
+def render_totals(totals: Totals) -> PeriodTotals:
     """Totals in minor units as the API shows them (PeriodTotals): amounts as Money."""
 
-    def sums(item: Mapping[str, Any]) -> dict[str, Any]:
+    def sums(item: Mapping[str, Any]) -> dict[str, Money]:
         cur = item["currency"]
         return {
-            "face_value": _money(item["face_value_minor"], cur),
-            "cost": _money(item["cost_minor"], cur),
-            "vat": _money(item["vat_minor"], cur),
+            "face_value": Money.of(item["face_value_minor"], cur),
+            "cost": Money.of(item["cost_minor"], cur),
+            "vat": Money.of(item["vat_minor"], cur),
         }
 
-    return {
-        "records": totals["records"],
-        "late_records": totals.get("late_records", 0),
-        "by_currency": [
-            {
-                "currency": cur,
-                "records": t["records"],
-                "quantity": t["quantity"],
+    return PeriodTotals(
+        records=totals["records"],
+        late_records=totals.get("late_records", 0),
+        by_currency=[
+            CurrencyTotal(
+                currency=cur,
+                records=t["records"],
+                quantity=t["quantity"],
                 **sums({**t, "currency": cur}),
-            }
+            )
             for cur, t in sorted(totals["by_currency"].items())
         ],
-        "by_product": [
-            {
-                "sku": p["sku"],
-                "name": p["name"],
-                "partner": p["partner"],
-                "records": p["records"],
-                "quantity": p["quantity"],
-                "vat_rate": to_decimal_string(p["vat_rate_bp"], "KZT"),
-                "campaign": p.get("campaign_id"),
-                "campaign_name": p.get("campaign_name"),
+        by_product=[
+            ProductTotal(
+                sku=p["sku"],
+                name=p["name"],
+                partner=p["partner"],
+                records=p["records"],
+                quantity=p["quantity"],
+                vat_rate=to_decimal_string(p["vat_rate_bp"], "KZT"),
+                campaign=p.get("campaign_id"),
+                campaign_name=p.get("campaign_name"),
                 **sums(p),
-            }
+            )
             for p in totals["by_product"]
         ],
-        "by_campaign": [
-            {
-                "campaign": c["campaign_id"],
-                "campaign_name": c["campaign_name"],
-                "currency": c["currency"],
-                "records": c["records"],
-                "quantity": c["quantity"],
+        by_campaign=[
+            CampaignTotal(
+                campaign=c["campaign_id"],
+                campaign_name=c["campaign_name"],
+                currency=c["currency"],
+                records=c["records"],
+                quantity=c["quantity"],
                 **sums(c),
-            }
+            )
             for c in totals.get("by_campaign", by_campaign(totals["by_product"]))
         ],
-        "by_type": [
-            {"type": t["type"], "records": t["records"], "quantity": t["quantity"], **sums(t)}
+        by_type=[
+            TypeTotal(type=t["type"], records=t["records"], quantity=t["quantity"], **sums(t))
             for t in totals["by_type"]
         ],
-    }
+    )
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ def period_body(period: periods.Period) -> dict[str, Any]:
         "closed_at": period.closed_at,
         "closed_by": period.closed_by,
         "record_count": period.record_count,
-        "totals": None if totals is None else periods.render_totals(totals),
+        "totals": None if totals is None else periods.render_totals(totals).model_dump(),
         "documents": [{**asdict(doc), "href": document_href(period, doc.kind)} for doc in period.documents],
     }
 
