@@ -590,7 +590,7 @@ def codes_import(sku: str, file: Path) -> None:
     out = {k: v for k, v in result.__dict__.items() if k not in ("rejected_lines", "duplicate_lines")}
     typer.echo(json.dumps(out))
     for rejected in result.rejected_lines[:20]:
-        typer.echo(f"line {rejected['line']}: {rejected['reason']}", err=True)
+        typer.echo(f"line {rejected.line}: {rejected.reason}", err=True)
 
 
 @keys_app.command("create")

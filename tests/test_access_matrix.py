@@ -208,7 +208,7 @@ class World:
 
 @pytest.fixture
 def world(client, demo_catalog) -> World:
-    from service.ledger.periods import close_period
+    from service.ledger.periods import close_month
     from tests.test_cards import issue_card
 
     made: dict[str, str] = {}
@@ -235,7 +235,7 @@ def world(client, demo_catalog) -> World:
         )
         msisdn = s.scalar(text("SELECT msisdn FROM redemptions WHERE id = :r"), {"r": card.redemption_id})
     assert event is not None
-    close_period("mobile-bonus", date(2026, 10, 1))
+    close_month("mobile-bonus", date(2026, 10, 1))
     campaign = client.post(
         "/v1/campaigns",
         json={"program": "mobile-bonus", "tariff": "basic", "offer": "cinema-2000", "name": "matrix"},

@@ -12,7 +12,8 @@ from sqlalchemy.exc import DBAPIError
 
 from service.kit.db.engine import new_session, transaction
 from service.kit.http.errors import Problem
-from service.ledger.periods import close_period, find_document, iter_document, period_view
+from service.ledger.periods import close_month, find_document, iter_document, read_period
+from service.ledger.routes import period_body
 from tests.conftest import import_codes_for
 from tests.finance_helpers import (
     almaty,
@@ -50,19 +51,19 @@ def march(demo_catalog):
 
 def test_a_month_that_has_not_ended_in_the_programs_time_zone_is_refused(march):
     with pytest.raises(Problem) as refused:
-        close_period("mobile-bonus", MARCH, now=almaty(2026, 3, 31, 23, 59))
+        close_month("mobile-bonus", MARCH, now=almaty(2026, 3, 31, 23, 59))
     assert refused.value.status == 409 and refused.value.code == "period_not_ended"
-    assert period_view("mobile-bonus", MARCH)["status"] == "open"
+    assert read_period("mobile-bonus", MARCH).status == "open"
 
 
 def test_an_unknown_program_is_a_404(march):
     with pytest.raises(Problem) as refused:
-        close_period("no-such-program", MARCH, now=AFTER_MARCH)
+        close_month("no-such-program", MARCH, now=AFTER_MARCH)
     assert refused.value.status == 404 and refused.value.code == "unknown_program"
 
 
 def test_closing_freezes_totals_equal_to_the_records_of_the_month(march):
-    view = close_period("mobile-bonus", MARCH, now=AFTER_MARCH, closed_by="test")
+    view = period_body(close_month("mobile-bonus", MARCH, now=AFTER_MARCH, closed_by="test"))
     assert (
         view["status"] == "closed"
         and view["act_number"] == "A-000001"
@@ -78,7 +79,7 @@ def test_closing_freezes_totals_equal_to_the_records_of_the_month(march):
 
 
 def test_the_registry_lists_every_record_of_the_period_numbered_with_its_checksum(march):
-    view = close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
+    view = period_body(close_month("mobile-bonus", MARCH, now=AFTER_MARCH))
     docs = {d["kind"]: d for d in view["documents"]}
     assert set(docs) == {"act.pdf", "registry.csv", "registry.xlsx"}
     rows = parse_csv(_document("mobile-bonus", MARCH, "registry.csv"))
@@ -96,7 +97,7 @@ def test_the_registry_lists_every_record_of_the_period_numbered_with_its_checksu
 def test_the_registry_xlsx_has_the_same_records_and_a_totals_row(march):
     from openpyxl import load_workbook
 
-    close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
+    close_month("mobile-bonus", MARCH, now=AFTER_MARCH)
     sheet = load_workbook(
         io.BytesIO(_document("mobile-bonus", MARCH, "registry.xlsx")), read_only=True
     ).active
@@ -114,7 +115,7 @@ def test_the_registry_xlsx_has_the_same_records_and_a_totals_row(march):
 def test_the_registry_xlsx_prints_landscape_one_page_wide_with_the_header_on_every_page(march):
     from openpyxl import load_workbook
 
-    close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
+    close_month("mobile-bonus", MARCH, now=AFTER_MARCH)
     sheet = load_workbook(io.BytesIO(_document("mobile-bonus", MARCH, "registry.xlsx"))).active
     header = 3  # two preamble lines, then the column titles
     assert sheet.cell(header, 2).value == "Номер документа"
@@ -126,29 +127,29 @@ def test_the_registry_xlsx_prints_landscape_one_page_wide_with_the_header_on_eve
 
 
 def test_closing_twice_returns_the_same_documents(march):
-    first = close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
+    first = period_body(close_month("mobile-bonus", MARCH, now=AFTER_MARCH))
     redeem_at(almaty(2026, 4, 3))
-    second = close_period("mobile-bonus", MARCH, now=almaty(2026, 5, 1, 9))
+    second = period_body(close_month("mobile-bonus", MARCH, now=almaty(2026, 5, 1, 9)))
     assert second == first
     with new_session() as s:
         assert s.execute(text("SELECT count(*) FROM periods")).scalar_one() == 1
 
 
 def test_an_event_dated_inside_a_closed_month_is_booked_in_the_next_open_one(march):
-    close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
+    close_month("mobile-bonus", MARCH, now=AFTER_MARCH)
     late = insert_record(occurred_at=almaty(2026, 3, 20, 12))  # e.g. a partner's late exchange
     assert booked_periods()[late] == "2026-04"
-    close_period("mobile-bonus", date(2026, 4, 1), now=almaty(2026, 5, 1, 0, 1))
+    close_month("mobile-bonus", date(2026, 4, 1), now=almaty(2026, 5, 1, 0, 1))
     later = insert_record(occurred_at=almaty(2026, 3, 25, 12))
     assert booked_periods()[later] == "2026-05"
-    april = period_view("mobile-bonus", date(2026, 4, 1))
+    april = period_body(read_period("mobile-bonus", date(2026, 4, 1)))
     assert april["totals"]["late_records"] == 1 and april["record_count"] == 2
 
 
 def test_a_cancel_after_the_close_reverses_in_the_next_period(demo_catalog):
     import_codes_for("ARAY-CINEMA-2000", 2)
     issued = redeem_at(almaty(2026, 3, 30, 12))
-    close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
+    close_month("mobile-bonus", MARCH, now=AFTER_MARCH)
     cancel_at(issued, almaty(2026, 4, 2, 10))
     assert sorted(booked_periods().values()) == ["2026-03", "2026-04"]
     assert record_sums(booked="2026-03")["face_value_minor"] == 200000
@@ -156,7 +157,7 @@ def test_a_cancel_after_the_close_reverses_in_the_next_period(demo_catalog):
 
 
 def test_a_closed_period_cannot_be_reopened_changed_or_deleted(march):
-    close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
+    close_month("mobile-bonus", MARCH, now=AFTER_MARCH)
     for statement in (
         "UPDATE periods SET status = 'closing'",
         "DELETE FROM periods",
@@ -167,24 +168,22 @@ def test_a_closed_period_cannot_be_reopened_changed_or_deleted(march):
         with pytest.raises(DBAPIError, match="never change|cannot be reopened"):
             with transaction() as s:
                 s.execute(text(statement))
-    assert period_view("mobile-bonus", MARCH)["status"] == "closed"
+    assert read_period("mobile-bonus", MARCH).status == "closed"
 
 
 def test_periods_are_closed_per_program(march):
-    close_period("mobile-bonus", MARCH, now=AFTER_MARCH)
+    close_month("mobile-bonus", MARCH, now=AFTER_MARCH)
     other = insert_record(occurred_at=almaty(2026, 3, 20), program="home-internet")
     assert booked_periods()[other] == "2026-03"
-    assert period_view("home-internet", MARCH)["status"] == "open"
+    assert read_period("home-internet", MARCH).status == "open"
 
 
 def test_an_empty_month_closes_with_zero_totals(demo_catalog):
-    view = close_period("business", date(2026, 1, 1), now=AFTER_MARCH)
+    view = period_body(close_month("business", date(2026, 1, 1), now=AFTER_MARCH))
     assert view["record_count"] == 0 and view["totals"]["by_currency"] == []
     assert parse_csv(_document("business", date(2026, 1, 1), "registry.csv")) == []
 
 
 def test_document_numbers_are_sequential_across_closes(march):
-    numbers = [
-        close_period(p, MARCH, now=AFTER_MARCH)["act_number"] for p in ("mobile-bonus", "home-internet")
-    ]
+    numbers = [close_month(p, MARCH, now=AFTER_MARCH).act_number for p in ("mobile-bonus", "home-internet")]
     assert numbers == ["A-000001", "A-000002"]

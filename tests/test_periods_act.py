@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from service.ledger.periods import close_period, find_document, iter_document
+from service.ledger.periods import close_month, find_document, iter_document
 from tests.conftest import import_codes_for
 from tests.finance_helpers import almaty, cancel_at, redeem_at
 
@@ -23,7 +23,7 @@ def act(demo_catalog) -> bytes:
     redeem_at(almaty(2026, 3, 15, 12), offer="books-5000", points=5000)
     cancel_at(redeem_at(almaty(2026, 3, 20)), almaty(2026, 3, 20, 0, 5))
     redeem_at(almaty(2026, 3, 21), tariff="unlimited", offer="gift-card-5000", points=5000)
-    close_period("mobile-bonus", MARCH, now=almaty(2026, 4, 1, 9))
+    close_month("mobile-bonus", MARCH, now=almaty(2026, 4, 1, 9))
     doc = find_document("mobile-bonus", MARCH, "act.pdf")
     return b"".join(iter_document(doc.document_id))
 

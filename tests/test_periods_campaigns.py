@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import text
 
 from service.kit.db.engine import new_session
-from service.ledger.periods import close_period, find_document, iter_document, month_end, period_view
+from service.ledger.periods import close_month, find_document, iter_document, month_end, read_period
+from service.ledger.routes import period_body
 from tests.conftest import import_codes_for
 from tests.finance_helpers import ALMATY, cancel_at, minor, now_utc, parse_csv, record_sums, redeem_at
 from tests.test_campaigns import approved, run_all
@@ -58,7 +59,7 @@ def granted(client, keys) -> dict:
 
 
 def _close(month: date) -> dict:
-    return close_period("mobile-bonus", month, now=month_end(month, ALMATY) + timedelta(hours=1))
+    return period_body(close_month("mobile-bonus", month, now=month_end(month, ALMATY) + timedelta(hours=1)))
 
 
 def test_a_grants_records_carry_the_campaign_and_debit_no_points_its_cancel_too(granted):
@@ -165,7 +166,7 @@ def test_the_registry_lists_the_campaign_of_each_record_numbered_without_gaps(gr
     header, body = sheet_rows[2], sheet_rows[3:-1]
     column = header.index("Кампания")
     assert sorted(r[column] or "" for r in body) == sorted([NAME] * 4 + [""])
-    assert period_view("mobile-bonus", month)["status"] == "closed"
+    assert read_period("mobile-bonus", month).status == "closed"
 
 
 def test_totals_frozen_before_campaigns_still_render():
@@ -193,5 +194,5 @@ def test_totals_frozen_before_campaigns_still_render():
         "late_records": 0,
     }
     rendered = render_totals(frozen)  # as read back from periods.totals of a month closed before
-    assert rendered["by_product"][0]["campaign"] is None
-    assert [(c["campaign"], c["records"]) for c in rendered["by_campaign"]] == [(None, 2)]
+    assert rendered.by_product[0].campaign is None
+    assert [(c.campaign, c.records) for c in rendered.by_campaign] == [(None, 2)]

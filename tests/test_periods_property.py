@@ -20,7 +20,8 @@ from sqlalchemy.exc import DBAPIError
 
 from service.kit.db.engine import get_engine, new_session, transaction
 from service.kit.http.errors import Problem
-from service.ledger.periods import close_period, find_document, iter_document
+from service.ledger.periods import close_month, find_document, iter_document
+from service.ledger.routes import period_body
 from tests.conftest import import_codes_for
 from tests.finance_helpers import almaty, cancel_at, minor, parse_csv, record_sums, redeem_at
 
@@ -181,7 +182,7 @@ def _assert_documents_match_records(view: dict, month: date) -> None:
 def test_closing_documents_always_match_the_records_to_the_tiyn(sequence):
     _fresh_state()
     _run(sequence)
-    march = close_period("mobile-bonus", MARCH, now=almaty(2026, 4, 1, 0, 0))
+    march = period_body(close_month("mobile-bonus", MARCH, now=almaty(2026, 4, 1, 0, 0)))
     _assert_documents_match_records(march, MARCH)
 
     with pytest.raises(DBAPIError):  # reopening is impossible
@@ -205,9 +206,11 @@ def test_closing_documents_always_match_the_records_to_the_tiyn(sequence):
             ).scalar_one()
             == "2026-04"
         )
-    assert close_period("mobile-bonus", MARCH, now=almaty(2026, 5, 2)) == march  # same documents again
+    assert (
+        period_body(close_month("mobile-bonus", MARCH, now=almaty(2026, 5, 2))) == march
+    )  # same documents again
 
-    april = close_period("mobile-bonus", APRIL, now=almaty(2026, 5, 1, 0, 0))
+    april = period_body(close_month("mobile-bonus", APRIL, now=almaty(2026, 5, 1, 0, 0)))
     _assert_documents_match_records(april, APRIL)
     assert april["totals"]["late_records"] >= 1
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from service.catalog.snapshot import invalidate_snapshot
 from service.kit.db.engine import new_session, transaction
-from service.ledger.periods import close_period, find_document, iter_document
+from service.ledger.periods import close_month, find_document, iter_document
 from service.redemptions.schemas import RedemptionIn
 from service.redemptions.service import Scope, redeem
 from tests.conftest import assert_problem, import_codes_for, post_redemption
@@ -58,7 +58,7 @@ def test_a_rolled_back_redemption_leaves_no_gap_in_the_registry(demo_catalog):
     redeem_at(almaty(2026, 3, 4, 10))
     ids = _record_ids()
     assert ids[1] - ids[0] > 1  # the ids have a gap: the sequence value of the rolled-back record
-    close_period("mobile-bonus", MARCH, now=almaty(2026, 4, 2, 9))
+    close_month("mobile-bonus", MARCH, now=almaty(2026, 4, 2, 9))
     assert _numbers("mobile-bonus", MARCH) == [1, 2]
 
 
@@ -79,7 +79,7 @@ def test_a_request_the_budget_refuses_uses_up_no_registry_number(client, keys):
     now = datetime.now(UTC)
     month = date(now.year, now.month, 1)
     after = datetime(now.year + (now.month == 12), now.month % 12 + 1, 3, tzinfo=UTC)
-    close_period("mobile-bonus", month, now=after)
+    close_month("mobile-bonus", month, now=after)
     assert _numbers("mobile-bonus", month) == [1, 2]
 
 
@@ -90,9 +90,9 @@ def test_numbers_go_on_across_a_programs_periods_and_start_at_one_for_each_progr
     redeem_at(almaty(2026, 3, 5, 10), program="home-internet", tariff="home-100", points=2200)
     for day in (2, 3):
         redeem_at(almaty(2026, 4, day, 10))
-    close_period("mobile-bonus", MARCH, now=almaty(2026, 5, 2, 9))
-    close_period("home-internet", MARCH, now=almaty(2026, 5, 2, 9))
-    close_period("mobile-bonus", APRIL, now=almaty(2026, 5, 2, 9))
+    close_month("mobile-bonus", MARCH, now=almaty(2026, 5, 2, 9))
+    close_month("home-internet", MARCH, now=almaty(2026, 5, 2, 9))
+    close_month("mobile-bonus", APRIL, now=almaty(2026, 5, 2, 9))
     assert _numbers("mobile-bonus", MARCH) == [1, 2, 3]
     assert _numbers("mobile-bonus", APRIL) == [4, 5]
     assert _numbers("home-internet", MARCH) == [1]
@@ -103,7 +103,7 @@ def test_a_record_of_an_open_period_has_no_registry_number_yet(client, keys, dem
     redeem_at(almaty(2026, 3, 2, 10))
     export = client.get("/v1/reconciliation/records?program=mobile-bonus", headers=keys.header("finance"))
     assert [r["document_number"] for r in parse_csv(export.content)] == [""]
-    close_period("mobile-bonus", MARCH, now=almaty(2026, 4, 2, 9))
+    close_month("mobile-bonus", MARCH, now=almaty(2026, 4, 2, 9))
     export = client.get("/v1/reconciliation/records?program=mobile-bonus", headers=keys.header("finance"))
     assert [r["document_number"] for r in parse_csv(export.content)] == ["RR-0000000001"]
 
@@ -111,7 +111,7 @@ def test_a_record_of_an_open_period_has_no_registry_number_yet(client, keys, dem
 def test_registry_numbers_never_change(demo_catalog):
     import_codes_for("ARAY-CINEMA-2000", 2)
     redeem_at(almaty(2026, 3, 2, 10))
-    close_period("mobile-bonus", MARCH, now=almaty(2026, 4, 2, 9))
+    close_month("mobile-bonus", MARCH, now=almaty(2026, 4, 2, 9))
     for statement in ("UPDATE registry_entries SET number = 7", "DELETE FROM registry_entries"):
         with pytest.raises(DBAPIError, match="registry numbers never change"), transaction() as s:
             s.execute(text(statement))

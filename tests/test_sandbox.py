@@ -18,7 +18,8 @@ from service.delivery.providers import FileProvider
 from service.kit.config import get_settings
 from service.kit.db.engine import new_session, transaction
 from service.kit.security.crypto import get_vault
-from service.ledger.periods import close_period
+from service.ledger.periods import close_month
+from service.ledger.routes import period_body
 from service.redemptions.schemas import RedemptionIn
 from service.redemptions.service import Scope, cancel, redeem
 from service.sandbox import service as sandbox
@@ -321,7 +322,9 @@ def test_finance_exports_and_the_month_close_never_include_sandbox_activity(clie
     assert exported.status_code == 200, exported.text
     records = [json.loads(line) for line in exported.text.splitlines() if line.strip()]
     assert [(r["type"], r["redemption_id"]) for r in records] == [("issue", str(real))]
-    view = close_period("mobile-bonus", datetime(2026, 10, 1, tzinfo=UTC).date(), now=almaty(2026, 11, 2))
+    view = period_body(
+        close_month("mobile-bonus", datetime(2026, 10, 1, tzinfo=UTC).date(), now=almaty(2026, 11, 2))
+    )
     assert view["totals"]["records"] == 1, view["totals"]
 
 

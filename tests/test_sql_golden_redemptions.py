@@ -182,7 +182,7 @@ def test_mint_card_inserts_once_per_number_and_not_when_its_condition_is_false(d
         "currency": "KZT",
         "nominal": 100,
         "now": NOW,
-        **cards.new_card(get_vault(), validity_days=30, now=NOW),
+        **cards.new_card(get_vault(), validity_days=30, now=NOW).params(),
     }
     with transaction() as session:
         db = driver(session)

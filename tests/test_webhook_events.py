@@ -297,9 +297,9 @@ def test_an_exchange_and_an_expiry_send_card_events(client, keys):
 
 
 def test_closing_a_period_sends_period_closed(demo_catalog):
-    from service.ledger.periods import close_period
+    from service.ledger.periods import close_month
 
-    close_period("mobile-bonus", date(2026, 1, 1), now=datetime(2026, 3, 1, tzinfo=UTC))
+    close_month("mobile-bonus", date(2026, 1, 1), now=datetime(2026, 3, 1, tzinfo=UTC))
     with new_session() as s:
         (payload,) = s.execute(
             text("SELECT payload FROM webhook_events WHERE type = 'period.closed'")
@@ -315,12 +315,12 @@ def test_low_stock_is_sent_once_per_crossing_to_every_program_offering_the_sku(k
     with transaction() as s:  # every other product of the demo catalog is empty: already low
         s.execute(text("UPDATE products SET low_stock_threshold = 0 WHERE sku <> 'ARAY-CINEMA-2000'"))
         s.execute(text("UPDATE products SET low_stock_threshold = NULL WHERE sku = 'ARAY-CINEMA-2000'"))
-    assert check_balances()["stock.low"] == 0
+    assert check_balances().stock_low == 0
     with transaction() as s:
         s.execute(text("UPDATE codes SET status = 'issued' WHERE id IN (SELECT id FROM codes LIMIT 20)"))
     first = check_balances()
-    assert first["stock.low"] == 2  # mobile-bonus and home-internet both offer cinema-2000
-    assert check_balances()["stock.low"] == 0  # still low: no second event
+    assert first.stock_low == 2  # mobile-bonus and home-internet both offer cinema-2000
+    assert check_balances().stock_low == 0  # still low: no second event
     with new_session() as s:
         data = (
             s.execute(text("SELECT payload->'data' FROM webhook_events WHERE type = 'stock.low'"))
@@ -329,7 +329,7 @@ def test_low_stock_is_sent_once_per_crossing_to_every_program_offering_the_sku(k
         )
     assert {d["available"] for d in data} == {40} and {d["threshold"] for d in data} == {50}
     import_codes_for("ARAY-CINEMA-2000", [f"MORE-{i}" for i in range(30)])  # back above 50
-    assert check_balances()["stock.low"] == 0
+    assert check_balances().stock_low == 0
     with transaction() as s:
         s.execute(
             text(
@@ -337,7 +337,7 @@ def test_low_stock_is_sent_once_per_crossing_to_every_program_offering_the_sku(k
                 " WHERE id IN (SELECT id FROM codes WHERE status = 'available' LIMIT 30)"
             )
         )
-    assert check_balances()["stock.low"] == 2  # a new crossing
+    assert check_balances().stock_low == 2  # a new crossing
 
 
 def test_low_budget_is_sent_once_when_the_month_crosses_the_threshold(client, keys):
@@ -351,15 +351,15 @@ def test_low_budget_is_sent_once_when_the_month_crosses_the_threshold(client, ke
     invalidate_snapshot()
     import_codes_for("ARAY-CINEMA-2000", 3)
     assert post_redemption(client, keys).status_code == 201  # 2,000.00: 40 %
-    assert check_balances()["budget.low"] == 0
+    assert check_balances().budget_low == 0
     assert post_redemption(client, keys, msisdn="87011234568").status_code == 201  # 80 %
-    assert check_balances()["budget.low"] == 0
+    assert check_balances().budget_low == 0
     card = post_redemption(client, keys, offer="gift-card-5000", points=5000, msisdn="87011234569")
     assert card.status_code == 409  # 5,000.00 more would exceed it
     with transaction() as s:
         s.execute(text("UPDATE program_budget_usage SET spent_minor = 460000"))  # 92 %
-    assert check_balances()["budget.low"] == 1
-    assert check_balances()["budget.low"] == 0
+    assert check_balances().budget_low == 1
+    assert check_balances().budget_low == 0
     with new_session() as s:
         data = s.execute(
             text("SELECT payload->'data' FROM webhook_events WHERE type = 'budget.low'")

@@ -78,7 +78,7 @@ def housekeeping() -> dict[str, int]:
         expired = expire_cards(session, datetime.now(UTC)).expired
     with transaction() as session:
         reminded = remind_expiring_cards(session, datetime.now(UTC))
-    events = check_balances()
+    events = check_balances().by_event()
     receipts = settle_sandbox_receipts()
     removed = retention()
     campaigns = restart_stalled_campaigns()

@@ -119,16 +119,28 @@ def _flip(db: Any, kind: str, subject: str, period: str, low: bool, now: datetim
     return row is not None and row[0]
 
 
-def check_balances(now: datetime | None = None) -> dict[str, int]:
+@dataclass(frozen=True)
+class BalanceCheck:
+    """The events a balance check wrote, per kind."""
+
+    stock_low: int = 0  # `stock.low` events (one per program that offers the product)
+    budget_low: int = 0  # `budget.low` events
+
+    def by_event(self) -> dict[str, int]:
+        """The counts keyed by event type, as housekeeping logs them."""
+        return {"stock.low": self.stock_low, "budget.low": self.budget_low}
+
+
+def check_balances(now: datetime | None = None) -> BalanceCheck:
     """Sends `stock.low` and `budget.low` for balances that crossed their threshold since the last
     check. Returns the events written per kind."""
     now = now or datetime.now(UTC)
     percent = get_settings().budget_low_percent
-    sent = {"stock.low": 0, "budget.low": 0}
+    stock_low = budget_low = 0
     with transaction() as session:
         db = driver(session)
         if not scalar(db.execute("SELECT pg_try_advisory_xact_lock(%s)", (CHECK_LOCK,)).fetchone()):
-            return sent
+            return BalanceCheck()
         for line in stock(db, now):
             if not _flip(db, "stock", line.sku, "", line.available < line.threshold, now):
                 continue
@@ -146,7 +158,7 @@ def check_balances(now: datetime | None = None) -> dict[str, int]:
             webhooks.emit_many(
                 db, [webhooks.Event(pid, url, None, "stock.low", data) for pid, url in programs], now=now
             )
-            sent["stock.low"] += len(programs)
+            stock_low += len(programs)
             log.warning("stock_low", sku=line.sku, available=line.available, threshold=line.threshold)
         urls = dict(db.execute("SELECT id, webhook_url FROM programs").fetchall())
         for budget in budgets(db, now):
@@ -169,6 +181,6 @@ def check_balances(now: datetime | None = None) -> dict[str, int]:
                     "threshold_percent": percent,
                 },
             )
-            sent["budget.low"] += 1
+            budget_low += 1
             log.warning("budget_low", program=budget.program, spent_minor=budget.spent_minor)
-    return sent
+    return BalanceCheck(stock_low=stock_low, budget_low=budget_low)

@@ -76,22 +76,45 @@ def pin_matches(vault: Vault, pin_enc: bytes, offered: str, key_id: str | None) 
 def mint_card_sql(*, when: str = "true", sandbox: bool = False) -> str:
     """The INSERT (or CTE body) of a new card (sql/mint_card.sql), RETURNING what a redemption names it
     by; no row when `when` is false or the number is already taken (the caller draws another).
-    Parameters: product, currency, nominal, now and the new_card() values."""
+    Parameters: product, currency, nominal, now and new_card().params()."""
     return compose("mint_card", when=when, sandbox="true" if sandbox else "false")
 
 
-def new_card(vault: Vault, *, validity_days: int, now: datetime) -> dict[str, Any]:
-    """A new card's number and PIN, encrypted, with its fingerprint, last 4 and expiry: the
-    parameters of mint_card_sql(). The number's unique index decides collisions (10^11 numbers)."""
+@dataclass(frozen=True)
+class NewCard:
+    """A new card's number and PIN, encrypted, with its fingerprint, last 4 and expiry."""
+
+    fingerprint: bytes
+    number_enc: bytes
+    last4: str
+    pin_enc: bytes
+    key_id: str
+    expires_at: datetime
+
+    def params(self) -> dict[str, Any]:
+        """The card's parameters of mint_card_sql()."""
+        return {
+            "card_fingerprint": self.fingerprint,
+            "card_number_enc": self.number_enc,
+            "card_last4": self.last4,
+            "card_pin_enc": self.pin_enc,
+            "card_key_id": self.key_id,
+            "card_expires_at": self.expires_at,
+        }
+
+
+def new_card(vault: Vault, *, validity_days: int, now: datetime) -> NewCard:
+    """A new card (its params() are those of mint_card_sql()). The number's unique index decides
+    collisions (10^11 numbers)."""
     number, pin = new_card_number(), new_pin()
-    return {
-        "card_fingerprint": vault.fingerprint(number),
-        "card_number_enc": vault.encrypt(number, b"card-number"),
-        "card_last4": number[-4:],
-        "card_pin_enc": vault.encrypt(pin, b"card-pin"),
-        "card_key_id": vault.key_id,
-        "card_expires_at": now + timedelta(days=validity_days),
-    }
+    return NewCard(
+        fingerprint=vault.fingerprint(number),
+        number_enc=vault.encrypt(number, b"card-number"),
+        last4=number[-4:],
+        pin_enc=vault.encrypt(pin, b"card-pin"),
+        key_id=vault.key_id,
+        expires_at=now + timedelta(days=validity_days),
+    )
 
 
 # --- verifying and exchanging ---------------------------------------------------------------------
@@ -326,16 +349,15 @@ def exchangeable(snap: CatalogSnapshot, card_product_id: int) -> list[ProductInf
     return _exchangeable(snap, card_product_id, None)
 
 
-def _card_out(
-    card: Card, now: datetime, balance: int | None = None, status: str | None = None
-) -> dict[str, Any]:
-    return {
-        "last4": card.last4,
-        "status": status or effective_status(card, now),
-        "balance": Money.of(card.balance_minor if balance is None else balance, card.currency),
-        "nominal": Money.of(card.nominal_minor, card.currency),
-        "expires_at": card.expires_at,
-    }
+def _card_out(card: Card, now: datetime, balance: int | None = None, status: str | None = None) -> CardOut:
+    """The card's state as its partners and support see it; `balance` and `status`: after a debit."""
+    return CardOut(
+        last4=card.last4,
+        status=status or effective_status(card, now),
+        balance=Money.of(card.balance_minor if balance is None else balance, card.currency),
+        nominal=Money.of(card.nominal_minor, card.currency),
+        expires_at=card.expires_at,
+    )
 
 
 def verify(
@@ -356,7 +378,7 @@ def verify(
         session, number, pin, now=now, client=_client(client, partner), api_key_id=api_key_id
     )
     out = _card_out(card, now)
-    usable = out["status"] == "active"
+    usable = out.status == "active"
     products = [
         ExchangeableProduct(
             sku=p.sku,
@@ -368,7 +390,7 @@ def verify(
         )
         for p in _exchangeable(snap, card.product_id, partner)
     ]
-    return VerifyOut(**out, products=products)
+    return VerifyOut(**dict(out), products=products)
 
 
 @dataclass(frozen=True)
@@ -512,7 +534,7 @@ def _exchange(
         id=exchange_id,
         created_at=now,
         amount=Money.of(face, product.currency),
-        card=CardOut(**_card_out(card, now, balance=balance, status=status)),
+        card=_card_out(card, now, balance=balance, status=status),
         certificate=CertificateOut(
             sku=product.sku,
             name=product.name,
@@ -796,7 +818,7 @@ def card_details(
     with db.cursor(row_factory=class_row(CardEvent)) as cursor:
         events = cursor.execute(EVENTS_OF_CARD, {"id": card.id}).fetchall()
     return CardDetailsOut(
-        **_card_out(card, now),
+        **dict(_card_out(card, now)),
         redemption_id=card.redemption_id,
         lock=CardLockOut(locked_until=count.blocked_until, failures=count.failures)
         if count.blocked_until is not None

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import IO, Any, TypeVar, cast
 from zoneinfo import ZoneInfo
@@ -30,12 +30,19 @@ from psycopg.rows import RowFactory, class_row, dict_row, scalar_row
 from service.catalog.errors import UnknownProgram
 from service.events import webhooks
 from service.kit.db.engine import driver, new_session, scalar, transaction
-from service.kit.values.money import to_decimal_string
+from service.kit.values.money import Money, to_decimal_string
 from service.kit.values.zones import zone
 from service.ledger.documents import month_title_ru, render_act
 from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
 from service.ledger.exports import RecordFilter, iter_csv, write_xlsx
 from service.ledger.models import PERIOD_LOCK
+from service.ledger.schemas import (
+    CampaignTotal,
+    CurrencyTotal,
+    PeriodTotals,
+    ProductTotal,
+    TypeTotal,
+)
 from service.ledger.sql import load
 from service.ledger.totals import SUM_KEYS, CampaignLine, ProductLine, Sums, Totals, TypeLine
 
@@ -212,13 +219,6 @@ def close_month(
     return read_period(program_code, month)
 
 
-def close_period(
-    program_code: str, month: date, *, now: datetime | None = None, closed_by: str | None = None
-) -> dict[str, Any]:
-    """close_month() as the dict the console's pages read (Period.as_dict)."""
-    return close_month(program_code, month, now=now, closed_by=closed_by).as_dict()
-
-
 def _store(
     db: Connection[Any], period_id: int, kind: str, number: str, filename: str, fh: IO[bytes]
 ) -> tuple[int, str]:
@@ -369,63 +369,59 @@ def _totals_row(totals: Totals) -> dict[str, str] | None:
 # --- reading -------------------------------------------------------------------------------------
 
 
-def _money(minor: int, currency: str) -> dict[str, str]:
-    return {"amount": to_decimal_string(minor, currency), "currency": currency}
-
-
-def render_totals(totals: Totals) -> dict[str, Any]:
+def render_totals(totals: Totals) -> PeriodTotals:
     """Totals in minor units as the API shows them (PeriodTotals): amounts as Money."""
 
-    def sums(item: Mapping[str, Any]) -> dict[str, Any]:
+    def sums(item: Mapping[str, Any]) -> dict[str, Money]:
         cur = item["currency"]
         return {
-            "face_value": _money(item["face_value_minor"], cur),
-            "cost": _money(item["cost_minor"], cur),
-            "vat": _money(item["vat_minor"], cur),
+            "face_value": Money.of(item["face_value_minor"], cur),
+            "cost": Money.of(item["cost_minor"], cur),
+            "vat": Money.of(item["vat_minor"], cur),
         }
 
-    return {
-        "records": totals["records"],
-        "late_records": totals.get("late_records", 0),
-        "by_currency": [
-            {
-                "currency": cur,
-                "records": t["records"],
-                "quantity": t["quantity"],
+    return PeriodTotals(
+        records=totals["records"],
+        late_records=totals.get("late_records", 0),
+        by_currency=[
+            CurrencyTotal(
+                currency=cur,
+                records=t["records"],
+                quantity=t["quantity"],
                 **sums({**t, "currency": cur}),
-            }
+            )
             for cur, t in sorted(totals["by_currency"].items())
         ],
-        "by_product": [
-            {
-                "sku": p["sku"],
-                "name": p["name"],
-                "partner": p["partner"],
-                "records": p["records"],
-                "quantity": p["quantity"],
-                "vat_rate": to_decimal_string(p["vat_rate_bp"], "KZT"),
-                "campaign": p.get("campaign_id"),
-                "campaign_name": p.get("campaign_name"),
+        by_product=[
+            ProductTotal(
+                sku=p["sku"],
+                name=p["name"],
+                partner=p["partner"],
+                records=p["records"],
+                quantity=p["quantity"],
+                vat_rate=to_decimal_string(p["vat_rate_bp"], "KZT"),
+                campaign=p.get("campaign_id"),
+                campaign_name=p.get("campaign_name"),
                 **sums(p),
-            }
+            )
             for p in totals["by_product"]
         ],
-        "by_campaign": [
-            {
-                "campaign": c["campaign_id"],
-                "campaign_name": c["campaign_name"],
-                "currency": c["currency"],
-                "records": c["records"],
-                "quantity": c["quantity"],
+        by_campaign=[
+            CampaignTotal(
+                campaign=c["campaign_id"],
+                campaign_name=c["campaign_name"],
+                currency=c["currency"],
+                records=c["records"],
+                quantity=c["quantity"],
                 **sums(c),
-            }
+            )
             for c in totals.get("by_campaign", by_campaign(totals["by_product"]))
         ],
-        "by_type": [
-            {"type": t["type"], "records": t["records"], "quantity": t["quantity"], **sums(t)}
+        by_type=[
+            TypeTotal(type=t["type"], records=t["records"], quantity=t["quantity"], **sums(t))
             for t in totals["by_type"]
         ],
-    }
+    )
 
 
 @dataclass(frozen=True)
@@ -455,8 +451,8 @@ class PeriodRow:
 
 @dataclass(frozen=True)
 class Period:
-    """A program's month: open (no period row yet), closing or closed, with its rendered totals and
-    its documents once closed."""
+    """A program's month: open (no period row yet), closing or closed, with its frozen totals and its
+    documents (which carry no link: the HTTP layer adds its own) once closed."""
 
     program: str
     month: date
@@ -467,35 +463,30 @@ class Period:
     documents: tuple[PeriodDocument, ...] = ()
 
     @property
-    def totals(self) -> dict[str, Any] | None:
-        """The frozen totals as the API shows them (render_totals); None until closed."""
-        if self.row is None or self.row.totals is None:
-            return None
-        return render_totals(self.row.totals)
+    def act_number(self) -> str | None:
+        return None if self.row is None else self.row.act_number
 
-    def as_dict(self) -> dict[str, Any]:
-        """The month as a dict (the console's pages read it so): an open month has neither numbers,
-        totals nor documents; the documents carry no link (the HTTP layer adds its own)."""
-        base: dict[str, Any] = {
-            "program": self.program,
-            "month": f"{self.month:%Y-%m}",
-            "timezone": self.timezone,
-            "ends_at": self.ends_at,
-        }
-        if self.row is None:
-            return {**base, "status": "open", "documents": []}
-        row = self.row
-        return {
-            **base,
-            "status": row.status,
-            "act_number": row.act_number,
-            "registry_number": row.registry_number,
-            "closed_at": row.closed_at,
-            "closed_by": row.closed_by,
-            "record_count": row.record_count,
-            "totals": self.totals,
-            "documents": [asdict(d) for d in self.documents],
-        }
+    @property
+    def registry_number(self) -> str | None:
+        return None if self.row is None else self.row.registry_number
+
+    @property
+    def closed_at(self) -> datetime | None:
+        return None if self.row is None else self.row.closed_at
+
+    @property
+    def closed_by(self) -> str | None:
+        return None if self.row is None else self.row.closed_by
+
+    @property
+    def record_count(self) -> int | None:
+        return None if self.row is None else self.row.record_count
+
+    @property
+    def totals(self) -> Totals | None:
+        """The frozen totals in minor units (render_totals shows them as the API does); None until
+        closed."""
+        return None if self.row is None else self.row.totals
 
 
 def read_period(program_code: str, month: date) -> Period:
@@ -517,11 +508,6 @@ def read_period(program_code: str, month: date) -> Period:
         row=row,
         documents=tuple(documents),
     )
-
-
-def period_view(program_code: str, month: date) -> dict[str, Any]:
-    """read_period() as the dict the console's pages read (Period.as_dict)."""
-    return read_period(program_code, month).as_dict()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import io
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from decimal import InvalidOperation
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from psycopg.rows import class_row, scalar_row
@@ -27,7 +26,7 @@ from service.kit.db.engine import driver, new_session
 from service.kit.http.csv_body import csv_text
 from service.kit.http.errors import ValidationFailed
 from service.kit.security.crypto import get_vault
-from service.kit.values.money import MoneyError, to_decimal_string, to_minor
+from service.kit.values.money import Money, MoneyError, to_minor
 from service.kit.values.zones import zone
 from service.ledger.periods import month_end
 from service.ledger.sql import load
@@ -44,10 +43,16 @@ class ReportLine:
     amount_minor: int | None
 
 
+@dataclass(frozen=True)
+class RejectedLine:
+    line: int
+    reason: str
+
+
 @dataclass
 class ParsedReport:
     lines: list[ReportLine] = field(default_factory=list)
-    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[RejectedLine] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)
     total: int = 0
 
@@ -79,25 +84,23 @@ def parse_report(body: bytes, currency: str, zone: ZoneInfo) -> ParsedReport:
             report.total += 1
             if len(cells) > 3:
                 report.rejected.append(
-                    {"line": number, "reason": "too many columns: expected code[,activated_at][,amount]"}
+                    RejectedLine(number, "too many columns: expected code[,activated_at][,amount]")
                 )
                 continue
             code = cells[0].strip()
             if not code or len(code) > 256 or not code.isprintable():
-                report.rejected.append({"line": number, "reason": "code is empty, too long or not printable"})
+                report.rejected.append(RejectedLine(number, "code is empty, too long or not printable"))
                 continue
             try:
                 activated = _parse_time(cells[1], zone) if len(cells) > 1 and cells[1].strip() else None
             except ValueError:
-                report.rejected.append(
-                    {"line": number, "reason": "activated_at must be RFC 3339 or YYYY-MM-DD"}
-                )
+                report.rejected.append(RejectedLine(number, "activated_at must be RFC 3339 or YYYY-MM-DD"))
                 continue
             try:
                 amount = to_minor(cells[2].strip(), currency) if len(cells) > 2 and cells[2].strip() else None
             except (MoneyError, InvalidOperation):
                 report.rejected.append(
-                    {"line": number, "reason": f"amount must be a decimal such as 2000.00 ({currency})"}
+                    RejectedLine(number, f"amount must be a decimal such as 2000.00 ({currency})")
                 )
                 continue
             fingerprint = vault.fingerprint(code)
@@ -141,9 +144,69 @@ FIRST_PROGRAM_ZONE = load("first_program_zone")
 ISSUED_CODES = load("issued_codes")
 
 
+@dataclass(frozen=True)
+class LeakedCode:
+    """A code the partner activated that we never issued (or whose issue was reversed)."""
+
+    line: int
+    last4: str
+    fingerprint: str
+    activated_at: datetime | None
+    amount: Money | None
+
+
+@dataclass(frozen=True)
+class UnactivatedCode:
+    """A code issued in the period that the report does not list."""
+
+    last4: str | None
+    fingerprint: str
+    sku: str
+    issued_at: datetime
+    age_days: int
+    face_value: Money
+    redemption_id: str | None
+
+
+@dataclass(frozen=True)
+class AmountMismatch:
+    line: int
+    last4: str | None
+    fingerprint: str
+    sku: str
+    reported: Money
+    expected: Money
+
+
+@dataclass(frozen=True)
+class DiscrepancyCounts:
+    activated_not_issued: int
+    issued_not_activated: int
+    amount_mismatches: int
+    rejected: int
+    duplicates: int
+
+
+@dataclass(frozen=True)
+class PartnerReconciliation:
+    """A partner's report against what we issued; each list holds at most MAX_LISTED lines (the
+    counts count them all)."""
+
+    partner: str
+    period: str
+    lines: int
+    matched: int
+    counts: DiscrepancyCounts
+    activated_not_issued: tuple[LeakedCode, ...]
+    issued_not_activated: tuple[UnactivatedCode, ...]
+    amount_mismatches: tuple[AmountMismatch, ...]
+    rejected: tuple[RejectedLine, ...]
+    duplicate_lines: tuple[int, ...]
+
+
 def reconcile_partner(
     partner_code: str, month: date, body: bytes, *, now: datetime | None = None
-) -> dict[str, Any]:
+) -> PartnerReconciliation:
     now = now or datetime.now(UTC)
     with new_session() as session:
         db = driver(session)
@@ -166,69 +229,70 @@ def reconcile_partner(
             for code in codes:
                 issued[code.fingerprint] = code
     reported = {line.fingerprint for line in report.lines}
-    leaks, mismatches = [], []
+    leaks: list[LeakedCode] = []
+    mismatches: list[AmountMismatch] = []
     matched = 0
     for line in report.lines:
         ours = issued.get(line.fingerprint)
         if ours is None:
             leaks.append(
-                {
-                    "line": line.line,
-                    "last4": line.last4,
-                    "fingerprint": line.fingerprint.hex(),
-                    "activated_at": line.activated_at,
-                    "amount": _money(line.amount_minor, currency),
-                }
+                LeakedCode(
+                    line=line.line,
+                    last4=line.last4,
+                    fingerprint=line.fingerprint.hex(),
+                    activated_at=line.activated_at,
+                    amount=_money(line.amount_minor, currency),
+                )
             )
             continue
         matched += 1
         face, cur = ours.face_value_minor, ours.currency
         if line.amount_minor is not None and line.amount_minor != face:
             mismatches.append(
-                {
-                    "line": line.line,
-                    "last4": ours.last4,
-                    "fingerprint": line.fingerprint.hex(),
-                    "sku": ours.sku,
-                    "reported": _money(line.amount_minor, cur),
-                    "expected": _money(face, cur),
-                }
+                AmountMismatch(
+                    line=line.line,
+                    last4=ours.last4,
+                    fingerprint=line.fingerprint.hex(),
+                    sku=ours.sku,
+                    reported=Money.of(line.amount_minor, cur),
+                    expected=Money.of(face, cur),
+                )
             )
-    not_activated: list[dict[str, Any]] = []
+    not_activated: list[UnactivatedCode] = []
     for fingerprint, code in issued.items():
         if code.in_period and fingerprint not in reported:
             assert code.issued_at is not None  # issued in the period: it has an issue
             not_activated.append(
-                {
-                    "last4": code.last4,
-                    "fingerprint": fingerprint.hex(),
-                    "sku": code.sku,
-                    "issued_at": code.issued_at,
-                    "age_days": max(0, (end - code.issued_at).days),
-                    "face_value": _money(code.face_value_minor, code.currency),
-                    "redemption_id": code.redemption_id,
-                }
+                UnactivatedCode(
+                    last4=code.last4,
+                    fingerprint=fingerprint.hex(),
+                    sku=code.sku,
+                    issued_at=code.issued_at,
+                    age_days=max(0, (end - code.issued_at).days),
+                    face_value=Money.of(code.face_value_minor, code.currency),
+                    redemption_id=code.redemption_id,
+                )
             )
-    not_activated.sort(key=lambda item: (-item["age_days"], item["fingerprint"]))
-    return {
-        "partner": partner.code,
-        "period": f"{month:%Y-%m}",
-        "lines": report.total,
-        "matched": matched,
-        "counts": {
-            "activated_not_issued": len(leaks),
-            "issued_not_activated": len(not_activated),
-            "amount_mismatches": len(mismatches),
-            "rejected": len(report.rejected),
-            "duplicates": len(report.duplicates),
-        },
-        "activated_not_issued": leaks[:MAX_LISTED],
-        "issued_not_activated": not_activated[:MAX_LISTED],
-        "amount_mismatches": mismatches[:MAX_LISTED],
-        "rejected": report.rejected[:MAX_LISTED],
-        "duplicate_lines": report.duplicates[:MAX_LISTED],
-    }
+    not_activated.sort(key=lambda item: (-item.age_days, item.fingerprint))
+    return PartnerReconciliation(
+        partner=partner.code,
+        period=f"{month:%Y-%m}",
+        lines=report.total,
+        matched=matched,
+        counts=DiscrepancyCounts(
+            activated_not_issued=len(leaks),
+            issued_not_activated=len(not_activated),
+            amount_mismatches=len(mismatches),
+            rejected=len(report.rejected),
+            duplicates=len(report.duplicates),
+        ),
+        activated_not_issued=tuple(leaks[:MAX_LISTED]),
+        issued_not_activated=tuple(not_activated[:MAX_LISTED]),
+        amount_mismatches=tuple(mismatches[:MAX_LISTED]),
+        rejected=tuple(report.rejected[:MAX_LISTED]),
+        duplicate_lines=tuple(report.duplicates[:MAX_LISTED]),
+    )
 
 
-def _money(minor: int | None, currency: str) -> dict[str, str] | None:
-    return None if minor is None else {"amount": to_decimal_string(minor, currency), "currency": currency}
+def _money(minor: int | None, currency: str) -> Money | None:
+    return None if minor is None else Money.of(minor, currency)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from datetime import date
 from typing import Annotated, Any
 
@@ -58,11 +59,29 @@ def document_href(period: periods.Period, kind: str) -> str:
 
 
 def period_body(period: periods.Period) -> dict[str, Any]:
-    """A month as GET /v1/periods/{month} answers it (PeriodOut): its documents with their links.
+    """A month as GET /v1/periods/{month} answers it (PeriodOut): an open month has neither numbers,
+    totals nor documents; a closed one has its totals rendered and its documents with their links.
     `rewards periods show` prints the same."""
-    body = period.as_dict()
-    body["documents"] = [{**doc, "href": document_href(period, doc["kind"])} for doc in body["documents"]]
-    return body
+    base: dict[str, Any] = {
+        "program": period.program,
+        "month": f"{period.month:%Y-%m}",
+        "timezone": period.timezone,
+        "ends_at": period.ends_at,
+    }
+    if period.row is None:
+        return {**base, "status": "open", "documents": []}
+    totals = period.totals
+    return {
+        **base,
+        "status": period.status,
+        "act_number": period.act_number,
+        "registry_number": period.registry_number,
+        "closed_at": period.closed_at,
+        "closed_by": period.closed_by,
+        "record_count": period.record_count,
+        "totals": None if totals is None else periods.render_totals(totals).model_dump(),
+        "documents": [{**asdict(doc), "href": document_href(period, doc.kind)} for doc in period.documents],
+    }
 
 
 def resolve_filter(
@@ -280,7 +299,7 @@ async def reconcile(
     partner: Annotated[str, Path(pattern=SLUG)],
     period: Annotated[str, Query(pattern=MONTH_PATTERN, description="Month YYYY-MM")],
     principal: Principal = Depends(finance),
-) -> dict:
+) -> PartnerReconciliationOut:
     report = await csv_upload(request)  # text/csv, or the `file` part of multipart/form-data
     if report is None:
         raise UnsupportedMediaType(
@@ -289,6 +308,6 @@ async def reconcile(
     month = parse_month(period, "query.period")
     result = await run_in_threadpool(reconcile_partner, partner, month, report)
     log.info(
-        "partner_reconciled", partner=partner, period=period, key_id=principal.key_id, **result["counts"]
+        "partner_reconciled", partner=partner, period=period, key_id=principal.key_id, **asdict(result.counts)
     )
-    return result
+    return PartnerReconciliationOut.model_validate(result, from_attributes=True)

@@ -46,6 +46,14 @@ class RawLine:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class RejectedLine:
+    """A line of an upload that was not imported, and why."""
+
+    line: int
+    reason: str
+
+
 @dataclass
 class ImportResult:
     upload_id: int
@@ -54,7 +62,7 @@ class ImportResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: int = 0
-    rejected_lines: list[dict[str, Any]] = field(default_factory=list)
+    rejected_lines: list[RejectedLine] = field(default_factory=list)
     duplicate_lines: list[int] = field(default_factory=list)
     truncated: bool = False
 
@@ -285,7 +293,7 @@ def _encrypt_chunk(vault: Vault, chunk: list[RawLine], now: datetime, result: Im
         except LineRejected as exc:
             result.rejected += 1
             if len(result.rejected_lines) < MAX_REPORTED_LINES:
-                result.rejected_lines.append({"line": raw.line, "reason": str(exc)})
+                result.rejected_lines.append(RejectedLine(raw.line, str(exc)))
             else:
                 result.truncated = True
             continue

@@ -427,7 +427,7 @@ def redemption_statement(
             month=day.replace(day=1),
         )
     if card:
-        params.update(new_card(vault, validity_days=product.validity_days or 365, now=now))
+        params.update(new_card(vault, validity_days=product.validity_days or 365, now=now).params())
     elif priced.sandbox:
         params["sandbox_last4"] = sandbox.sandbox_code(redemption_id)[-4:]
     else:

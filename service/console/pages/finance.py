@@ -4,6 +4,7 @@ the same domain functions as the API and write a staff audit row."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
@@ -56,11 +57,12 @@ def _period_page(ctx: Ctx, program: str | None, month: str | None, *, status: in
     with new_session() as session:
         info, parsed, code = _period_choice(session, program, month)
         snap = get_snapshot(session)
-        view = periods.period_view(code, parsed)
-        totals = view.get("totals")
-        if totals is None:  # an open month: its totals so far, from the same function the close uses
+        view = periods.read_period(code, parsed)
+        frozen = view.totals
+        if frozen is None:  # an open month: its totals so far, from the same function the close uses
             program_row = periods.find_program(driver(session), code)
-            totals = periods.render_totals(periods.compute_totals(driver(session), program_row.id, parsed))
+            frozen = periods.compute_totals(driver(session), program_row.id, parsed)
+        totals = periods.render_totals(frozen)
         month_text = f"{parsed:%Y-%m}"
         partner_codes = [c for c, _ in views.partners(session)]
         settlements = [settlement(session, p, month_text) for p in partner_codes]
@@ -75,7 +77,7 @@ def _period_page(ctx: Ctx, program: str | None, month: str | None, *, status: in
         month=month_text,
         view=view,
         totals=totals,
-        ended=_now() >= view["ends_at"],
+        ended=_now() >= view.ends_at,
         settlements=[
             s for s in settlements if s.records or any(p.cost_to_pay.amount != "0.00" for p in s.products)
         ],
@@ -119,9 +121,9 @@ def close_month(
     assert ctx.staff is not None
     try:
         parsed = parse_month(month)
-        # close_period runs its own two transactions (see service/ledger/periods.py); the audit row
+        # close_month runs its own two transactions (see service/ledger/periods.py); the audit row
         # follows it: a failure in between leaves a closed period whose row says who in closed_by.
-        view = periods.close_period(program, parsed, closed_by=f"staff:{ctx.staff.email}")
+        view = periods.close_month(program, parsed, closed_by=f"staff:{ctx.staff.email}")
     except Problem as problem:
         audit.record_refusal(ctx.actor, "close_period", target=target, outcome=problem.code)
         return _period_page(ctx, program, month, status=problem.status, error=ctx.problem_text(problem))
@@ -132,9 +134,9 @@ def close_month(
             "close_period",
             target=target,
             details={
-                "act": view.get("act_number"),
-                "registry": view.get("registry_number"),
-                "records": view.get("record_count"),
+                "act": view.act_number,
+                "registry": view.registry_number,
+                "records": view.record_count,
             },
         )
     return redirect(f"{PATH}/periods?program={program}&month={month}&done=closed")
@@ -180,7 +182,9 @@ async def reconcile(
             audit.record_refusal(ctx.actor, "reconcile_partner", target=target, outcome=problem.code)
             return _period_page(ctx, program, month, status=problem.status, error=ctx.problem_text(problem))
         with transaction() as session:
-            audit.record(session, ctx.actor, "reconcile_partner", target=target, details=result["counts"])
+            audit.record(
+                session, ctx.actor, "reconcile_partner", target=target, details=asdict(result.counts)
+            )
         return _period_page(ctx, program, month, reconciliation=result)
 
     return await run_in_threadpool(run)
