@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import service.models  # noqa: F401  (every domain's models mapped before the first session)
 from service import openapi_contract as contract
 from service.auth import revocations
+from service.campaigns.routes import MAX_UPLOAD_BYTES
 from service.campaigns.routes import router as campaigns_router
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
@@ -74,9 +76,17 @@ def problem_response(problem: Problem, request: Request | None = None) -> Respon
 class RequestContext:
     """Pure ASGI (no per-request task hop): request id, body size limit, access log, metrics."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int):
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        large_bodies: tuple[tuple[str, re.Pattern[str], int], ...] = (),
+    ):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # (method, path, limit): the routes that take a file larger than any JSON body (a campaign's
+        # million lines); they stream it to disk and check their own limit as they go.
+        self.large_bodies = large_bodies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,6 +101,10 @@ class RequestContext:
         started = time.perf_counter()
         status = 500
         limit = self.max_body_bytes
+        for method, path, larger in self.large_bodies:
+            if scope["method"] == method and path.match(scope["path"]):
+                limit = larger
+                break
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -282,7 +296,14 @@ def create_app() -> FastAPI:
     for database_error in UNAVAILABLE_ERRORS:
         app.add_exception_handler(database_error, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)
-    app.add_middleware(RequestContext, max_body_bytes=get_settings().max_body_bytes)
+    app.add_middleware(
+        RequestContext,
+        max_body_bytes=get_settings().max_body_bytes,
+        large_bodies=(
+            ("PUT", re.compile(r"^/v1/campaigns/[^/]+/lines$"), MAX_UPLOAD_BYTES),
+            ("POST", re.compile(r"^/console/campaigns/[^/]+/upload$"), MAX_UPLOAD_BYTES),
+        ),
+    )
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:

@@ -603,3 +603,29 @@ def test_the_eta_counts_the_wait_for_the_start_and_the_rate(client, stocked, app
     campaign = approved(client, stocked, approver, 3, rate_per_second=1, starts_at=starts)
     # an hour's wait, then 3 lines at 1 a second
     assert 3600 <= campaign["eta_seconds"] <= 3604
+
+
+def test_a_campaign_file_is_not_held_to_the_json_body_limit():
+    import re
+
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+
+    from service.app import RequestContext
+
+    async def echo(scope, receive, send):
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await PlainTextResponse(str(len(body)))(scope, receive, send)
+
+    app = RequestContext(
+        echo, max_body_bytes=10, large_bodies=(("PUT", re.compile(r"^/v1/campaigns/[^/]+/lines$"), 1000),)
+    )
+    client = TestClient(app)
+    assert client.put("/v1/campaigns/x/lines", content=b"7" * 500).text == "500"
+    assert client.post("/v1/redemptions", content=b"7" * 500).status_code == 413
+    assert client.put("/v1/campaigns/x/lines", content=b"7" * 1001).status_code == 413
