@@ -231,8 +231,8 @@ def main() -> int:
         during = [op for op in load.ops if op.phase == "campaign"]
         ok_ops = [op for op in during if op.final == 201 and op.seconds is not None]
         refused = len(during) - len(ok_ops)
-        took = [op.seconds for op in ok_ops if op.seconds is not None]
-        p99 = percentile(took, 0.99) * 1000 if took else float("inf")
+        latencies = [op.seconds for op in ok_ops if op.seconds is not None]
+        p99 = percentile(latencies, 0.99) * 1000 if latencies else float("inf")
         answered_at = {op.msisdn: op.answered_at for op in ok_ops if op.answered_at is not None}
         deadline = time.monotonic() + 60
         while True:
@@ -249,8 +249,8 @@ def main() -> int:
         print(
             f"on demand: {len(during)} redemptions at {args.rate:.0f}/s during the campaign,"
             f" {refused} not 201;"
-            f" p50 {percentile(took, 0.5) * 1000:.0f} ms, p99 {p99:.0f} ms,"
-            f" max {max(took, default=0) * 1000:.0f} ms"
+            f" p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {p99:.0f} ms,"
+            f" max {max(latencies, default=0) * 1000:.0f} ms"
         )
         if waits:
             print(
