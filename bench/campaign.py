@@ -27,6 +27,7 @@ import json
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,29 +95,46 @@ def smsc_received(st: Stack) -> list[dict]:
     return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
 
 
-def api_rss(st: Stack) -> int:
-    """Bytes resident in the API's processes (uvicorn's supervisor and its workers)."""
-    total = 0
+def api_rss(st: Stack) -> dict[int, int]:
+    """Bytes resident in each of the API's processes (uvicorn's supervisor and its workers)."""
+    found: dict[int, int] = {}
     try:
         main = psutil.Process(st.service("api").pid)
         for proc in [main, *main.children(recursive=True)]:
             try:
-                total += proc.memory_info().rss
+                found[proc.pid] = proc.memory_info().rss
             except psutil.NoSuchProcess:
                 pass
     except psutil.NoSuchProcess:
         pass
-    return total
+    return found
 
 
-def validate(st: Stack, key: str, campaign_id: str, path: Path) -> tuple[float, int, dict]:
-    """The upload through the API: seconds, the API's peak RSS meanwhile, and the answer."""
-    peak, done = api_rss(st), threading.Event()
+@dataclass
+class Validation:
+    seconds: float
+    before: dict[int, int]  # RSS per API process before the upload
+    peak: dict[int, int]  # the most RSS per API process during it
+    answer: dict
+
+    def __str__(self) -> str:
+        grown = max(self.peak, key=lambda pid: self.peak[pid] - self.before.get(pid, 0))
+        return (
+            f"API peak RSS {sum(self.peak.values()) / 2**20:.0f} MB in all its processes"
+            f" ({sum(self.before.values()) / 2**20:.0f} MB before the upload); the process that grew most:"
+            f" {self.before.get(grown, 0) / 2**20:.0f} -> {self.peak[grown] / 2**20:.0f} MB"
+        )
+
+
+def validate(st: Stack, key: str, campaign_id: str, path: Path) -> Validation:
+    """The upload through the API: seconds, the API's RSS before and at its peak, and the answer."""
+    before = api_rss(st)
+    peak, done = dict(before), threading.Event()
 
     def sample() -> None:
-        nonlocal peak
         while not done.is_set():
-            peak = max(peak, api_rss(st))
+            for pid, rss in api_rss(st).items():
+                peak[pid] = max(peak.get(pid, 0), rss)
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -138,7 +156,7 @@ def validate(st: Stack, key: str, campaign_id: str, path: Path) -> tuple[float, 
     sampler.join()
     if response.status_code != 200:
         raise SystemExit(f"upload refused: {response.status_code} {response.text[:1000]}")
-    return took, peak, response.json()
+    return Validation(took, before, peak, response.json())
 
 
 def main() -> int:
@@ -162,13 +180,10 @@ def main() -> int:
         auth = {"Authorization": f"Bearer {st.key}"}
 
         if args.validate_only:
-            took, peak, answer = validate(
-                st, st.key, new_campaign(st, n), write_file(st.work / "lines.csv", n)
-            )
+            checked = validate(st, st.key, new_campaign(st, n), write_file(st.work / "lines.csv", n))
             print(
-                f"validation only: {n} lines in {took:.1f} s, {n / took:.0f} lines/s; API peak RSS"
-                f" {peak / 2**20:.0f} MB; {answer.get('report', {}).get('problems')} problems;"
-                " no campaign run"
+                f"validation only: {n} lines in {checked.seconds:.1f} s, {n / checked.seconds:.0f} lines/s;"
+                f" {checked}; {checked.answer.get('report', {}).get('problems')} problems; no campaign run"
             )
             return 0
         # 1) pgbench's ceiling for a redemption, on this database, before anything else runs
@@ -187,12 +202,11 @@ def main() -> int:
         # 2) validation: the file through the API
         path = write_file(st.work / "lines.csv", n)
         campaign_id = new_campaign(st, n)
-        took, peak, answer = validate(st, st.key, campaign_id, path)
-        report = answer.get("report", {})
+        checked = validate(st, st.key, campaign_id, path)
+        report = checked.answer.get("report", {})
         print(
-            f"validation: {n} lines ({path.stat().st_size / 1e6:.1f} MB) in {took:.1f} s,"
-            f" {n / took:.0f} lines/s; API peak RSS {peak / 2**20:.0f} MB (all its processes);"
-            f" {report.get('problems')} problems"
+            f"validation: {n} lines ({path.stat().st_size / 1e6:.1f} MB) in {checked.seconds:.1f} s,"
+            f" {n / checked.seconds:.0f} lines/s; {checked}; {report.get('problems')} problems"
         )
         if report.get("problems"):
             raise SystemExit(f"the file has problems: {report}")
