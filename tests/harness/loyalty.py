@@ -29,6 +29,8 @@ class Operation:
     attempts: int = 0
     final: int | None = None  # status of the last answer, once it is final
     answered: Counter = field(default_factory=Counter)  # "201", "503", "500", "timeout", "connect", ...
+    seconds: float | None = None  # the 201 attempt's request-to-answer time
+    answered_at: float | None = None  # monotonic time the 201 was read
 
     @property
     def key(self) -> str:
@@ -136,6 +138,7 @@ class LoyaltySystem:
             op.answered[outcome] += 1
             if status == 201:
                 op.final = 201
+                op.seconds, op.answered_at = took, time.monotonic()
                 self.latest_201_sent = max(self.latest_201_sent, sent_at)
                 self.first_201_after.setdefault(round(sent_at, 1), time.monotonic())
                 return

@@ -1,0 +1,316 @@
+"""A campaign of N lines at no rate cap while on-demand redemptions arrive at 50/s (issue 27, "Scale and
+speed"), on the fault harness's stack (tests/harness/stack.py: embedded PostgreSQL and Redis unless
+--system, `rewards api`, the relay, `rewards worker` with the `campaigns` and `sms_bulk` queues in its
+webhook group, SMPP to the test SMSC, which records every message with CLOCK_MONOTONIC times).
+
+It prints:
+- the validation time: the N-line CSV uploaded through `PUT /v1/campaigns/{id}/lines` until the
+  report is answered, and the peak RSS of the API's processes meanwhile (sampled every 50 ms);
+- pgbench's ceiling for the redemption's statements (bench/ceiling.py), measured before the campaign
+  on the same database;
+- the campaign's lines/s, from its approval to `done`;
+- the on-demand redemptions' p99 (request to 201, from the load generator) and the reward SMS' p95
+  from the 201 to the first `submit_sm` at the SMSC, during the campaign only.
+
+The program's quiet hours are switched off (`quiet_hours = NULL`) so that the campaign's bulk SMS go
+out whatever the bench's clock says: the bulk channel then competes with the reward SMS, as it does
+by day. Every line must have become exactly one redemption of the campaign, counted in the
+database; the bench fails otherwise.
+
+    flock /tmp/bench.lock .venv/bin/python bench/campaign.py --lines 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+
+from bench.ceiling import CeilingFailed, pool_size, run_pgbench  # noqa: E402
+from bench.delivery import percentile  # noqa: E402
+from bench.redeem import ceiling_script  # noqa: E402
+from tests.harness.loyalty import LoyaltySystem  # noqa: E402
+from tests.harness.stack import OFFER, PROGRAM, TARIFF, Stack, stack  # noqa: E402
+
+CEILING_CLIENTS, CEILING_SECONDS = 8, 10
+# Per line 2 000 KZT: a budget no campaign of this bench reaches (the stack's is 1e9 KZT).
+BUDGET_MINOR = 10**15
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--lines", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=50, help="on-demand redemptions per second")
+    parser.add_argument(
+        "--min-lines-per-second",
+        type=float,
+        default=20,
+        help="codes are imported for on-demand load lasting N / this many seconds",
+    )
+    parser.add_argument(
+        "--validate-only",
+        action="store_true",
+        help="only the upload and its validation (no ceiling, no campaign, no load): a partial run",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        help="MAX_BODY_BYTES for the API: its default (10 MiB) refuses a file over about 500 000 lines"
+        " with 413 before the campaign route's own 2 GB limit is reached",
+    )
+    parser.add_argument("--system", action="store_true", help="the machine's DATABASE_URL/REDIS_URL")
+    parser.add_argument("--keep", action="store_true")
+    return parser.parse_args()
+
+
+def write_file(path: Path, lines: int) -> Path:
+    with path.open("w") as fh:
+        fh.write("phone,offer,ref\n")
+        for n in range(lines):
+            fh.write(f"+7701{n:07d},,r{n}\n")
+    return path
+
+
+def new_campaign(st: Stack, lines: int) -> str:
+    """A draft of the stack's offer, at no rate cap."""
+    created = httpx.post(
+        f"{st.base}/v1/campaigns",
+        json={"program": PROGRAM, "tariff": TARIFF, "offer": OFFER, "name": f"bench {lines}"},
+        headers={"Authorization": f"Bearer {st.key}"},
+        timeout=30,
+    )
+    created.raise_for_status()
+    return created.json()["id"]
+
+
+def smsc_received(st: Stack) -> list[dict]:
+    """Every message the test SMSC recorded (complete lines of its JSONL record)."""
+    text = st.smsc_record.read_text() if st.smsc_record.exists() else ""
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
+def api_rss(st: Stack) -> dict[int, int]:
+    """Bytes resident in each of the API's processes (uvicorn's supervisor and its workers)."""
+    found: dict[int, int] = {}
+    try:
+        main = psutil.Process(st.service("api").pid)
+        for proc in [main, *main.children(recursive=True)]:
+            try:
+                found[proc.pid] = proc.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return found
+
+
+@dataclass
+class Validation:
+    seconds: float
+    before: dict[int, int]  # RSS per API process before the upload
+    peak: dict[int, int]  # the most RSS per API process during it
+    answer: dict
+
+    def __str__(self) -> str:
+        grown = max(self.peak, key=lambda pid: self.peak[pid] - self.before.get(pid, 0))
+        return (
+            f"API peak RSS {sum(self.peak.values()) / 2**20:.0f} MB in all its processes"
+            f" ({sum(self.before.values()) / 2**20:.0f} MB before the upload); the process that grew most:"
+            f" {self.before.get(grown, 0) / 2**20:.0f} -> {self.peak[grown] / 2**20:.0f} MB"
+        )
+
+
+def validate(st: Stack, key: str, campaign_id: str, path: Path) -> Validation:
+    """The upload through the API: seconds, the API's RSS before and at its peak, and the answer."""
+    before = api_rss(st)
+    peak, done = dict(before), threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for pid, rss in api_rss(st).items():
+                peak[pid] = max(peak.get(pid, 0), rss)
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.monotonic()
+    with path.open("rb") as fh:
+        response = httpx.put(
+            f"{st.base}/v1/campaigns/{campaign_id}/lines",
+            content=fh,
+            headers={
+                "Authorization": f"Bearer {key}",
+                "Content-Type": "text/csv",
+                "Content-Disposition": 'attachment; filename="lines.csv"',
+            },
+            timeout=1800,
+        )
+    took = time.monotonic() - started
+    done.set()
+    sampler.join()
+    if response.status_code != 200:
+        raise SystemExit(f"upload refused: {response.status_code} {response.text[:1000]}")
+    return Validation(took, before, peak, response.json())
+
+
+def main() -> int:
+    args = parse_args()
+    n = args.lines
+    on_demand = 0 if args.validate_only else int(args.rate * (n / args.min_lines_per_second + 120))
+    codes = n + on_demand + (0 if args.validate_only else pool_size(CEILING_CLIENTS, CEILING_SECONDS))
+    print(f"preparing: {codes} codes ({n} for the campaign, {on_demand} on demand, the rest for pgbench)")
+    overrides = {"MAX_BODY_BYTES": str(args.max_body_bytes)} if args.max_body_bytes else None
+    with stack(system=args.system, codes=codes, keep=args.keep, env_overrides=overrides) as st:
+        st.sql(
+            "UPDATE programs SET quiet_hours = NULL, monthly_budget_minor = %s WHERE code = %s",
+            (BUDGET_MINOR, PROGRAM),
+        )
+        # a new catalog revision: every process reloads its snapshot (the budget is in it)
+        st.sql(
+            "INSERT INTO catalog_revisions (digest, source, summary)"
+            " VALUES ('bench', 'bench/campaign.py', '{}')"
+        )
+        st.sql("ANALYZE")
+        approver = st.rewards("keys", "create", "--role", "approver", "--name", "bench-approver").split()[-1]
+        auth = {"Authorization": f"Bearer {st.key}"}
+
+        if args.validate_only:
+            checked = validate(st, st.key, new_campaign(st, n), write_file(st.work / "lines.csv", n))
+            print(
+                f"validation only: {n} lines in {checked.seconds:.1f} s, {n / checked.seconds:.0f} lines/s;"
+                f" {checked}; {checked.answer.get('report', {}).get('problems')} problems; no campaign run"
+            )
+            return 0
+        # 1) pgbench's ceiling for a redemption, on this database, before anything else runs
+        script = ceiling_script(st, "unbudgeted")  # type: ignore[arg-type]  # Stack has env, sql, work
+        try:
+            ceiling = run_pgbench(
+                st.env["DATABASE_URL"], script, clients=CEILING_CLIENTS, seconds=CEILING_SECONDS
+            )
+        except CeilingFailed as failed:
+            raise SystemExit(f"no ceiling: {failed}") from None
+        print(
+            f"pgbench ceiling: {ceiling.tps:.0f} redemptions/s"
+            f" ({CEILING_CLIENTS} clients, {CEILING_SECONDS} s)"
+        )
+
+        # 2) validation: the file through the API
+        path = write_file(st.work / "lines.csv", n)
+        campaign_id = new_campaign(st, n)
+        checked = validate(st, st.key, campaign_id, path)
+        report = checked.answer.get("report", {})
+        print(
+            f"validation: {n} lines ({path.stat().st_size / 1e6:.1f} MB) in {checked.seconds:.1f} s,"
+            f" {n / checked.seconds:.0f} lines/s; {checked}; {report.get('problems')} problems"
+        )
+        if report.get("problems"):
+            raise SystemExit(f"the file has problems: {report}")
+
+        # 3) on-demand load, then the campaign submitted and approved
+        load = LoyaltySystem(st.base, st.key, args.rate).start()
+        time.sleep(5)  # warm-up: connections, snapshots
+        load.phase = "campaign"
+        submitted = httpx.post(f"{st.base}/v1/campaigns/{campaign_id}/submit", headers=auth, timeout=60)
+        submitted.raise_for_status()
+        started = time.monotonic()
+        approved = httpx.post(
+            f"{st.base}/v1/campaigns/{campaign_id}/approve",
+            headers={"Authorization": f"Bearer {approver}"},
+            timeout=60,
+        )
+        if approved.status_code != 200:
+            raise SystemExit(f"approval refused: {approved.status_code} {approved.text[:1000]}")
+        last_report, status = started, "approved"
+        while True:
+            time.sleep(1)
+            status, done_lines = st.sql(
+                "SELECT c.status, (SELECT count(*) FROM campaign_lines l WHERE l.campaign_id = c.id"
+                " AND l.status <> 'pending') FROM campaigns c WHERE c.id = %s",
+                (campaign_id,),
+            )[0]
+            if status not in ("approved", "running"):
+                break
+            if time.monotonic() - last_report > 30:
+                last_report = time.monotonic()
+                elapsed = last_report - started
+                print(
+                    f"  {elapsed:.0f} s: {done_lines} lines, {done_lines / elapsed:.0f} lines/s", flush=True
+                )
+        campaign_s = time.monotonic() - started
+        load.phase = "after"
+        load.stop()
+        lines_per_s = n / campaign_s
+
+        # 4) every line exactly one redemption of the campaign
+        lines_done, lines_linked, redemptions, distinct = st.sql(
+            "SELECT (SELECT count(*) FROM campaign_lines WHERE campaign_id = %(c)s AND status = 'done'),"
+            " (SELECT count(DISTINCT redemption_id) FROM campaign_lines WHERE campaign_id = %(c)s),"
+            " (SELECT count(*) FROM redemptions WHERE campaign_id = %(c)s),"
+            " (SELECT count(DISTINCT external_id) FROM redemptions WHERE campaign_id = %(c)s)",
+            {"c": campaign_id},
+        )[0]
+        print(
+            f"campaign: status {status}; {lines_done} lines done, {lines_linked} distinct redemptions linked,"
+            f" {redemptions} redemptions of the campaign ({distinct} distinct keys);"
+            f" {lines_per_s:.0f} lines/s = {lines_per_s / ceiling.tps:.2f} of pgbench's ceiling"
+        )
+        counted = status == "done" and lines_done == lines_linked == redemptions == distinct == n
+
+        # 5) on-demand latency and reward SMS, for the redemptions sent while the campaign ran
+        during = [op for op in load.ops if op.phase == "campaign"]
+        ok_ops = [op for op in during if op.final == 201 and op.seconds is not None]
+        refused = len(during) - len(ok_ops)
+        latencies = [op.seconds for op in ok_ops if op.seconds is not None]
+        p99 = percentile(latencies, 0.99) * 1000 if latencies else float("inf")
+        answered_at = {op.msisdn: op.answered_at for op in ok_ops if op.answered_at is not None}
+        deadline = time.monotonic() + 60
+        while True:
+            first_part: dict[str, float] = {}
+            for message in smsc_received(st):
+                if message["to"] in answered_at:
+                    first_part.setdefault(message["to"], message["first_part_at"])
+            if len(first_part) >= len(answered_at) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        waits = [first_part[to] - at for to, at in answered_at.items() if to in first_part]
+        missing = len(answered_at) - len(waits)
+        sms_p95 = percentile(waits, 0.95) * 1000 if waits and not missing else float("inf")
+        print(
+            f"on demand: {len(during)} redemptions at {args.rate:.0f}/s during the campaign,"
+            f" {refused} not 201;"
+            f" p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p99 {p99:.0f} ms,"
+            f" max {max(latencies, default=0) * 1000:.0f} ms"
+        )
+        if waits:
+            print(
+                f"reward SMS, 201 -> first submit_sm: {len(waits)} at the SMSC, {missing} missing;"
+                f" p50 {percentile(waits, 0.5) * 1000:.0f} ms, p95 {percentile(waits, 0.95) * 1000:.0f} ms,"
+                f" max {max(waits) * 1000:.0f} ms"
+            )
+        bulk = sum(1 for m in smsc_received(st) if m["to"].startswith("+7701"))
+        print(f"campaign SMS at the SMSC by the end: {bulk} of {n}")
+        good = counted and not refused and p99 < 100 and sms_p95 < 1000
+        if not counted:
+            print("FAILED: not every line became exactly one redemption of the campaign")
+        print(
+            f"campaign {n} lines in {campaign_s:.0f} s, {lines_per_s:.0f} lines/s;"
+            f" on-demand p99 {p99:.0f} ms;"
+            f" reward SMS p95 {sms_p95:.0f} ms; {'ok' if good else 'FAIL'}"
+        )
+        return 0 if good else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
