@@ -64,12 +64,6 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="only the upload and its validation (no ceiling, no campaign, no load): a partial run",
     )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        help="MAX_BODY_BYTES for the API: its default (10 MiB) refuses a file over about 500 000 lines"
-        " with 413 before the campaign route's own 2 GB limit is reached",
-    )
     parser.add_argument("--system", action="store_true", help="the machine's DATABASE_URL/REDIS_URL")
     parser.add_argument("--keep", action="store_true")
     return parser.parse_args()
@@ -171,8 +165,7 @@ def main() -> int:
     on_demand = 0 if args.validate_only else int(args.rate * (n / args.min_lines_per_second + 120))
     codes = n + on_demand + (0 if args.validate_only else pool_size(CEILING_CLIENTS, CEILING_SECONDS))
     print(f"preparing: {codes} codes ({n} for the campaign, {on_demand} on demand, the rest for pgbench)")
-    overrides = {"MAX_BODY_BYTES": str(args.max_body_bytes)} if args.max_body_bytes else None
-    with stack(system=args.system, codes=codes, keep=args.keep, env_overrides=overrides) as st:
+    with stack(system=args.system, codes=codes, keep=args.keep) as st:
         st.sql(
             "UPDATE programs SET quiet_hours = NULL, monthly_budget_minor = %s WHERE code = %s",
             (BUDGET_MINOR, PROGRAM),
