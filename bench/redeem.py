@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -337,32 +338,37 @@ class Bench:
         ).stdout
 
     def prepare(self, codes: int) -> str:
-        self.rewards("migrate")
-        self.rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
-        # Every code with an expiry, as real pools have; the budget large enough for every run.
+        """setup() and a pool of `codes` codes imported by `rewards codes import`; the loyalty key."""
+        key = self.setup()
+        # Every code with an expiry, as real pools have.
         pool = self.work / "codes.csv"
         pool.write_text("".join(f"BENCH-{secrets.token_hex(6).upper()},,2030-12-31\n" for _ in range(codes)))
         self.rewards("codes", "import", SKU, str(pool))
+        return key
+
+    def setup(self) -> str:
+        """The database migrated with the demo catalog, the budget large enough for every run; a new
+        loyalty key of both offers' programs."""
+        self.rewards("migrate")
+        self.rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
         self.sql(
             "UPDATE programs SET monthly_budget_minor = 1000000000000000"
             " WHERE monthly_budget_minor IS NOT NULL"
         )
+        return self.key("loyalty", "mobile-bonus", "home-internet")
+
+    def key(self, role: str, *programs: str) -> str:
+        options = [arg for program in programs for arg in ("--program", program)]
         return (
-            self.rewards(
-                "keys",
-                "create",
-                "--role",
-                "loyalty",
-                "--program",
-                "mobile-bonus",
-                "--program",
-                "home-internet",
-                "--name",
-                "bench",
-            )
+            self.rewards("keys", "create", "--role", role, *options, "--name", "bench")
             .strip()
             .splitlines()[-1]
         )
+
+    def key_id(self) -> str:
+        from bench._stack import current_key_id
+
+        return current_key_id(self.env)
 
     def sql(self, statement: str) -> list:
         import psycopg
@@ -426,66 +432,74 @@ def ceiling_script(bench: Bench, offer: str) -> Path:
     return script
 
 
-def main() -> None:
-    args = parse_args()
-    if args.load_only:
-        result = asyncio.run(
-            load(args.load_only[0], args.load_only[1], args.clients, args.seconds, args.warmup, args.offer)
-        )
-        print(json.dumps(result))
-        return
-    bench = Bench(args)
-    api = None
+@dataclass
+class Measured:
+    """One API run between two ceilings (with --limit): what redeem.py prints and bench/scale.py
+    compares."""
+
+    result: dict
+    ceilings: list  # PgbenchResult of the runs that finished
+    dry: list[str]  # which run ran dry, and how: no ratio then
+    meter: CpuMeter
+
+
+def start_api(bench: Bench, workers: int, api_root: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`rewards api` on a free port against the bench's database, ready; its process and base URL."""
+    port = free_port()
+    api_env = dict(bench.env)
+    if api_root:
+        api_env["PYTHONPATH"] = str(api_root.resolve())
+    api = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "api", "--port", str(port), "--workers", str(workers)],
+        env=api_env,
+        cwd=api_root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
     try:
-        from bench.ceiling import CeilingFailed, codes_left, pool_size, ratio_line, run_pgbench
-
-        # the API run, and with --limit two pgbench runs of as many seconds
-        seconds = args.warmup + args.seconds + (2 * int(args.seconds) if args.limit else 0)
-        key = bench.prepare(args.pool or pool_size(args.clients, seconds) + args.codes)
-        ceiling = []
-        dry: list[str] = []
-
-        def left() -> int:
-            return codes_left(bench.env["DATABASE_URL"], SKU)
-
-        def ceiling_run(name: str) -> None:
-            try:
-                ceiling.append(
-                    run_pgbench(
-                        bench.env["DATABASE_URL"], script, clients=args.clients, seconds=int(args.seconds)
-                    )
-                )
-            except CeilingFailed as failed:
-                if not failed.empty:
-                    raise SystemExit(str(failed)) from None
-                dry.append(f"pgbench {name}: a transaction took no code ({left()} codes left)")
-            print(f"  codes left after pgbench {name}: {left()}")
-
-        if args.limit:
-            script = ceiling_script(bench, args.offer)
-            ceiling_run("before")
-        port = free_port()
-        api_env = dict(bench.env)
-        if args.api_root:
-            api_env["PYTHONPATH"] = str(args.api_root.resolve())
-        api = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "api",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.api_workers),
-            ],
-            env=api_env,
-            cwd=args.api_root,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
         wait_ready(base)
+    except BaseException:
+        api.terminate()
+        api.wait(timeout=30)
+        raise
+    return api, base
+
+
+def stop_api(api: subprocess.Popen) -> None:
+    api.terminate()
+    api.wait(timeout=30)
+
+
+def measure(bench: Bench, args: argparse.Namespace, key: str) -> Measured:
+    """The API run, with --limit between two pgbench runs of the same statements on the same
+    database; the codes left are printed after each run, and a run that ran dry is named in `dry`."""
+    from bench.ceiling import CeilingFailed, codes_left, run_pgbench
+
+    ceiling: list = []
+    dry: list[str] = []
+
+    def left() -> int:
+        return codes_left(bench.env["DATABASE_URL"], SKU)
+
+    def ceiling_run(name: str) -> None:
+        try:
+            ceiling.append(
+                run_pgbench(
+                    bench.env["DATABASE_URL"], script, clients=args.clients, seconds=int(args.seconds)
+                )
+            )
+        except CeilingFailed as failed:
+            if not failed.empty:
+                raise SystemExit(str(failed)) from None
+            dry.append(f"pgbench {name}: a transaction took no code ({left()} codes left)")
+        print(f"  codes left after pgbench {name}: {left()}")
+
+    if args.limit:
+        script = ceiling_script(bench, args.offer)
+        ceiling_run("before")
+    api, base = start_api(bench, args.api_workers, args.api_root)
+    try:
         meter = CpuMeter(api.pid, postmaster_pid(bench.env["DATABASE_URL"]))
         if args.driver == "wrk":
             result = run_wrk(
@@ -513,41 +527,67 @@ def main() -> None:
                 text=True,
             ).stdout
             result = json.loads(out)
-        api.terminate()
-        api.wait(timeout=30)
-        api = None
-        failed = sum(n for label, n in result["statuses"].items() if label != "201")
-        remaining = left()
-        print(f"  codes left after the API run: {remaining}")
-        if failed and remaining == 0:
-            dry.append(f"the API run: {failed} requests failed and the pool is empty")
-        if args.limit:
-            ceiling_run("after")
-        print(
-            f"{args.driver} driver, {args.offer} offer, {args.clients} clients,"
-            f" {args.api_workers} API worker(s), {result['seconds']:.0f} s measured"
-            f" after {args.warmup:.0f} s warm-up"
+    finally:
+        stop_api(api)
+    failed = sum(n for label, n in result["statuses"].items() if label != "201")
+    remaining = left()
+    print(f"  codes left after the API run: {remaining}")
+    if failed and remaining == 0:
+        dry.append(f"the API run: {failed} requests failed and the pool is empty")
+    if args.limit:
+        ceiling_run("after")
+    return Measured(result, ceiling, dry, meter)
+
+
+def report(args: argparse.Namespace, measured: Measured) -> str:
+    """Prints the run's figures; returns its ratio line (or `no ratio: ...`) with --limit."""
+    from bench.ceiling import ratio_line
+
+    result, ceiling = measured.result, measured.ceilings
+    print(
+        f"{args.driver} driver, {args.offer} offer, {args.clients} clients,"
+        f" {args.api_workers} API worker(s), {result['seconds']:.0f} s measured"
+        f" after {args.warmup:.0f} s warm-up"
+    )
+    print(f"  redemptions/s: {result['rps']:.0f}   statuses: {result['statuses']}")
+    if measured.meter.spent:
+        print(measured.meter.report(result["statuses"]["201"]))
+    print(
+        f"  latency ms: p50 {result['p50_ms']:.1f}  p95 {result['p95_ms']:.1f}"
+        f"  p99 {result['p99_ms']:.1f}  mean {result['mean_ms']:.1f}"
+    )
+    if not args.limit:
+        return ""
+    print(
+        f"  pgbench, same database, the statements of one redemption, {args.clients} clients:"
+        f" {' / '.join(f'{c.tps:.0f}' for c in ceiling)} tps (before / after of the runs that"
+        f" finished; failed: {sum(c.failed for c in ceiling)})"
+    )
+    return ratio_line(result["rps"], ceiling, measured.dry)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.load_only:
+        result = asyncio.run(
+            load(args.load_only[0], args.load_only[1], args.clients, args.seconds, args.warmup, args.offer)
         )
-        print(f"  redemptions/s: {result['rps']:.0f}   statuses: {result['statuses']}")
-        if meter.spent:
-            print(meter.report(result["statuses"]["201"]))
-        print(
-            f"  latency ms: p50 {result['p50_ms']:.1f}  p95 {result['p95_ms']:.1f}"
-            f"  p99 {result['p99_ms']:.1f}  mean {result['mean_ms']:.1f}"
-        )
+        print(json.dumps(result))
+        return
+    bench = Bench(args)
+    try:
+        from bench.ceiling import pool_size
+
+        # the API run, and with --limit two pgbench runs of as many seconds
+        seconds = args.warmup + args.seconds + (2 * int(args.seconds) if args.limit else 0)
+        key = bench.prepare(args.pool or pool_size(args.clients, seconds) + args.codes)
+        measured = measure(bench, args, key)
+        line = report(args, measured)
         if args.limit:
-            print(
-                f"  pgbench, same database, the statements of one redemption, {args.clients} clients:"
-                f" {' / '.join(f'{c.tps:.0f}' for c in ceiling)} tps (before / after of the runs that"
-                f" finished; failed: {sum(c.failed for c in ceiling)})"
-            )
-            print(ratio_line(result["rps"], ceiling, dry))
-            if dry:
+            print(line)
+            if measured.dry:
                 sys.exit(1)
     finally:
-        if api:
-            api.terminate()
-            api.wait(timeout=30)
         bench.close()
 
 
