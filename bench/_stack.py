@@ -73,14 +73,20 @@ def last4_sql(seed: str) -> str:
 
 
 def available_codes_sql(
-    product: int, partner: int, count: int, *, key_id: str, expires: str = "now() + interval '1 year'"
+    product: int,
+    partner: int,
+    count: int,
+    *,
+    key_id: str,
+    expires: str = "now() + interval '1 year'",
+    step: str = "1 second",
 ) -> str:
-    """INSERT of `count` available codes of `product`, shaped like encrypted ones, each expiring a
-    second after the one before from `expires` on (through the table's constraints and indexes)."""
+    """INSERT of `count` available codes of `product`, shaped like encrypted ones, each expiring
+    `step` after the one before from `expires` on (through the table's constraints and indexes)."""
     return (
         "INSERT INTO codes (product_id, partner_id, fingerprint, last4, code_enc, key_id, expires_at)"
         f" SELECT {product}, {partner}, {RANDOM_FINGERPRINT}, {last4_sql('i')}, {RANDOM_CODE_ENC},"
-        f" '{key_id}', {expires} + i * interval '1 second'"
+        f" '{key_id}', {expires} + i * interval '{step}'"
         f" FROM generate_series(1, {count}) AS i"
     )
 
