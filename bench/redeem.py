@@ -52,6 +52,27 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
+# Rounds of runs on one database (bench/scale.py) use subscribers of their own: the API's round r
+# valid mobile numbers 8705r......, 8707r......, 8708r...... (r < 10, 10-19, 20-29), pgbench's
+# +77(40+r)....... (bench/ceiling.py; SQL, so no number plan applies), and neither the grown
+# database's +7701....... of bench/scale.py.
+ROUNDS = 30
+
+
+def subscribers(round_: int) -> str:
+    """The local prefix of the API's subscribers in round `round_` (and 6 digits each)."""
+    if not 0 <= round_ < ROUNDS:
+        raise SystemExit(f"at most {ROUNDS} rounds of runs on one database")
+    return ("8705", "8707", "8708")[round_ // 10] + str(round_ % 10)
+
+
+def ceiling_subscribers(round_: int) -> str:
+    """The E.164 prefix of pgbench's subscribers in its round `round_` (two a measure(): before, after)."""
+    if not 0 <= round_ < 2 * ROUNDS:
+        raise SystemExit(f"at most {2 * ROUNDS} pgbench rounds on one database")
+    return f"+77{40 + round_:02d}"
+
+
 SKU = "ARAY-CINEMA-2000"  # the product of both offers, whose pool the bench fills
 OFFERS = {  # name -> (program, tariff, offer, points)
     "budgeted": ("mobile-bonus", "basic", "cinema-2000", 2000),
@@ -59,7 +80,9 @@ OFFERS = {  # name -> (program, tariff, offer, points)
 }
 
 
-async def load(base: str, key: str, clients: int, seconds: float, warmup: float, offer: str) -> dict:
+async def load(
+    base: str, key: str, clients: int, seconds: float, warmup: float, offer: str, round_: int = 0
+) -> dict:
     import httpx
 
     latencies: list[float] = []
@@ -79,14 +102,14 @@ async def load(base: str, key: str, clients: int, seconds: float, warmup: float,
                     "tariff": tariff,
                     "offer": code,
                     "points": points,
-                    "msisdn": f"8705{n:07d}",
-                    "external_id": f"bench-{n}",
+                    "msisdn": f"{subscribers(round_)}{n:06d}",
+                    "external_id": f"bench-{round_}-{n}",
                 }
                 started = time.perf_counter()
                 response = await http.post(
                     "/v1/redemptions",
                     json=body,
-                    headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"b-{n}"},
+                    headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"b-{round_}-{n}"},
                 )
                 elapsed = time.perf_counter() - started
                 if started >= deadline_warm:
@@ -121,9 +144,9 @@ function setup(thread)
 end
 request = function()
   counter = counter + 1
-  local n = string.format("%d%06d", tid, counter)
-  local body = string.format('{"program":"%s","tariff":"%s","offer":"%s","points":%d,"msisdn":"8705%s",'
-    .. '"external_id":"%s-%s"}', PROGRAM, TARIFF, OFFER, POINTS, n, RUN, n)
+  local n = string.format("%d%05d", tid, counter)
+  local body = string.format('{"program":"%s","tariff":"%s","offer":"%s","points":%d,"msisdn":"%s%s",'
+    .. '"external_id":"%s-%s"}', PROGRAM, TARIFF, OFFER, POINTS, PREFIX, n, RUN, n)
   return wrk.format("POST", "/v1/redemptions", {["Content-Type"] = "application/json",
     ["Authorization"] = "Bearer " .. KEY, ["Idempotency-Key"] = RUN .. "-" .. n}, body)
 end
@@ -145,7 +168,12 @@ def run_wrk(
     offer: str,
     work: Path,
     meter: CpuMeter | None = None,
+    round_: int = 0,
 ) -> dict:
+    """wrk against `base` (a warm-up run, then the measured one); `round_` numbers the API runs on one
+    database: each round's subscribers, external ids and Idempotency-Keys are its own, so that a later
+    round is never answered by the replay of an earlier one's stored response or refused by the
+    subscriber's limits."""
     program, tariff, code, points = OFFERS[offer]
     results = {}
     for run, duration in (("warm", warmup), ("measured", seconds)):
@@ -154,7 +182,7 @@ def run_wrk(
         script = work / f"redeem-{run}.lua"
         script.write_text(
             f'PROGRAM="{program}" TARIFF="{tariff}" OFFER="{code}" POINTS={points} KEY="{key}"'
-            f' RUN="{run}"\n' + WRK_SCRIPT
+            f' RUN="{run}{round_}" PREFIX="{subscribers(round_)}"\n' + WRK_SCRIPT
         )
         out = subprocess.run(
             [
@@ -301,6 +329,7 @@ def parse_args() -> argparse.Namespace:
         " against the same database: two versions of the code in one run",
     )
     parser.add_argument("--load-only", nargs=2, metavar=("BASE", "KEY"), help=argparse.SUPPRESS)
+    parser.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -313,6 +342,7 @@ class Bench:
         self.args = args
         self.work = Path(tempfile.mkdtemp(prefix="bench-redeem-"))
         self.started: list = []
+        self.rounds = 0  # measure() runs on this database so far
         self.env = {
             **os.environ,
             "LOG_LEVEL": "WARNING",
@@ -383,8 +413,9 @@ class Bench:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def ceiling_script(bench: Bench, offer: str) -> Path:
-    """The pgbench script of one redemption, built by the service's own code against this database."""
+def ceiling_script(bench: Bench, offer: str, round_: int = 0) -> Path:
+    """The pgbench script of one redemption, built by the service's own code against this database,
+    its subscribers those of pgbench round `round_`."""
     from bench.ceiling import Offer, redemption_script
     from service.catalog.snapshot import load_snapshot
     from service.kit.config import reset_settings_cache
@@ -423,10 +454,14 @@ def ceiling_script(bench: Bench, offer: str) -> Path:
     )
     with new_session() as session:
         snap = load_snapshot(session)
-    script = bench.work / "redemption.sql"
+    script = bench.work / f"redemption-{round_}.sql"
     script.write_text(
         redemption_script(
-            snap, Offer(program, tariff, code, points), api_key_id=api_key_id, response_body=body
+            snap,
+            Offer(program, tariff, code, points),
+            api_key_id=api_key_id,
+            response_body=body,
+            subscribers=ceiling_subscribers(round_),
         )
     )
     return script
@@ -473,16 +508,20 @@ def stop_api(api: subprocess.Popen) -> None:
 
 def measure(bench: Bench, args: argparse.Namespace, key: str) -> Measured:
     """The API run, with --limit between two pgbench runs of the same statements on the same
-    database; the codes left are printed after each run, and a run that ran dry is named in `dry`."""
+    database; the codes left are printed after each run, and a run that ran dry is named in `dry`.
+    Each call is a round of its own (subscribers, external ids, Idempotency-Keys), and an API run
+    whose 201s took fewer codes than they count (replays, empty work) is named in `dry` too."""
     from bench.ceiling import CeilingFailed, codes_left, run_pgbench
 
+    round_ = bench.rounds
+    bench.rounds += 1
     ceiling: list = []
     dry: list[str] = []
 
     def left() -> int:
         return codes_left(bench.env["DATABASE_URL"], SKU)
 
-    def ceiling_run(name: str) -> None:
+    def ceiling_run(name: str, script: Path) -> None:
         try:
             ceiling.append(
                 run_pgbench(
@@ -496,14 +535,14 @@ def measure(bench: Bench, args: argparse.Namespace, key: str) -> Measured:
         print(f"  codes left after pgbench {name}: {left()}")
 
     if args.limit:
-        script = ceiling_script(bench, args.offer)
-        ceiling_run("before")
+        ceiling_run("before", ceiling_script(bench, args.offer, 2 * round_))
+    before_api = left()
     api, base = start_api(bench, args.api_workers, args.api_root)
     try:
         meter = CpuMeter(api.pid, postmaster_pid(bench.env["DATABASE_URL"]))
         if args.driver == "wrk":
             result = run_wrk(
-                base, key, args.clients, args.seconds, args.warmup, args.offer, bench.work, meter
+                base, key, args.clients, args.seconds, args.warmup, args.offer, bench.work, meter, round_
             )
         else:
             out = subprocess.run(
@@ -521,6 +560,8 @@ def measure(bench: Bench, args: argparse.Namespace, key: str) -> Measured:
                     str(args.warmup),
                     "--offer",
                     args.offer,
+                    "--round",
+                    str(round_),
                 ],
                 check=True,
                 capture_output=True,
@@ -534,8 +575,14 @@ def measure(bench: Bench, args: argparse.Namespace, key: str) -> Measured:
     print(f"  codes left after the API run: {remaining}")
     if failed and remaining == 0:
         dry.append(f"the API run: {failed} requests failed and the pool is empty")
+    redeemed = result["statuses"].get("201", 0)
+    if before_api - remaining < redeemed:
+        dry.append(
+            f"the API run: {redeemed} redemptions answered 201 but {before_api - remaining} codes"
+            " were taken (replayed or empty work)"
+        )
     if args.limit:
-        ceiling_run("after")
+        ceiling_run("after", ceiling_script(bench, args.offer, 2 * round_ + 1))
     return Measured(result, ceiling, dry, meter)
 
 
@@ -570,7 +617,15 @@ def main() -> None:
     args = parse_args()
     if args.load_only:
         result = asyncio.run(
-            load(args.load_only[0], args.load_only[1], args.clients, args.seconds, args.warmup, args.offer)
+            load(
+                args.load_only[0],
+                args.load_only[1],
+                args.clients,
+                args.seconds,
+                args.warmup,
+                args.offer,
+                args.round,
+            )
         )
         print(json.dumps(result))
         return
