@@ -5,9 +5,12 @@ one grown to --rows rows in the hot tables, in one PostgreSQL.
    - the redemption ratio: bench/redeem.py's --limit run (pgbench's ceiling with the same, checked,
      statements before and after the API run; a run that ran dry is an error, never a ratio);
    - the subscriber lookup: `GET /v1/subscribers/{msisdn}/redemptions` for subscribers who have
-     redemptions, one client, p50/p99 (each answer must list the subscriber's redemptions);
+     redemptions, one client, p50/p99 (each answer must list the subscriber's redemptions), the
+     median of --runs rounds; beside it its statement's execution time in the database (EXPLAIN
+     ANALYZE), which the machine's other work disturbs less;
    - the month's export: `rewards export --format csv --program mobile-bonus --period <this month>`,
-     rows/s (the file must hold the rows the export counted).
+     rows/s (the file must hold the rows the export counted), also net of the command's fixed cost
+     (an empty month's export).
 2. Grown: set-based SQL (INSERT ... SELECT ... generate_series, in chunks, progress printed) through
    the schema's constraints, indexes and triggers (the records' booking trigger, the SMS provider ids'
    trigger; none is disabled): a year of redemptions of every code offer of the demo's programs by
@@ -61,6 +64,7 @@ CANCEL_EVERY = 50
 ROWS_PER_REDEMPTION = 6 - 2 / CANCEL_EVERY + 1 / CANCEL_EVERY
 ROOM = 50_000  # codes beyond what the runs take
 EXPORT_PROGRAM = "mobile-bonus"
+EMPTY_PERIOD = "2000-01"  # no record is that old: the export's fixed cost
 # the subscribers looked up: the API's (+7705..., +7707..., +7708...) and the grown ones (+7701...), not
 # pgbench's (bench/redeem.py's rounds), whose prefixes are no mobile numbers
 LOOKED_UP = "+770%"
@@ -184,8 +188,11 @@ class Figures:
     ceilings: list[float]
     lookup_p50_ms: float
     lookup_p99_ms: float
+    statement_p50_ms: float
+    statement_p99_ms: float
     export_rows: int
     export_rows_per_s: float
+    export_net_rows_per_s: float
 
 
 def count_label(n: int) -> str:
@@ -228,12 +235,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def lookups(bench: Bench, key: str, count: int) -> tuple[float, float]:
-    """p50 and p99 (ms) of `count` lookups of subscribers who have redemptions, one client, after a
-    tenth as many unmeasured; an answer that is not a 200 listing the subscriber's redemptions is an
-    error."""
-    import httpx
-
+def looked_up(bench: Bench) -> list[str]:
+    """Up to 1,000 subscribers who have redemptions, at random."""
     subscribers = [
         row[0]
         for row in bench.sql(
@@ -250,6 +253,14 @@ def lookups(bench: Bench, key: str, count: int) -> tuple[float, float]:
         ]
     if not subscribers:
         raise SystemExit("no subscriber has a redemption: no lookup to measure")
+    return subscribers
+
+
+def lookups(bench: Bench, key: str, subscribers: list[str], count: int) -> tuple[float, float]:
+    """p50 and p99 (ms) of `count` lookups of `subscribers` over HTTP, one client, after a tenth as
+    many unmeasured; an answer that is not a 200 listing the subscriber's redemptions is an error."""
+    import httpx
+
     api, base = start_api(bench, 1)
     latencies = []
     try:
@@ -270,8 +281,34 @@ def lookups(bench: Bench, key: str, count: int) -> tuple[float, float]:
     return percentile(latencies, 0.5), percentile(latencies, 0.99)
 
 
-def export(bench: Bench, period: str) -> tuple[int, float]:
-    """The records of `period` of EXPORT_PROGRAM as CSV through `rewards export`: rows and rows/s."""
+def lookup_statement(bench: Bench, subscribers: list[str]) -> tuple[float, float, float]:
+    """The lookup's statement in the database (the service's SELECT, its WHERE and ORDER BY as
+    find_redemptions builds them for a support key): p50 and p99 of EXPLAIN ANALYZE's execution time
+    (ms) and the median buffers, one run per subscriber."""
+    import psycopg
+
+    from service.redemptions.sql import load
+
+    statement = load("redemption") + "\n WHERE r.msisdn = %(msisdn)s\n ORDER BY r.id DESC LIMIT %(limit)s"
+    times, buffers = [], []
+    with psycopg.connect(bench.env["DATABASE_URL"]) as conn:
+        for msisdn in subscribers:
+            plan = conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, {"msisdn": msisdn, "limit": 51}
+            ).fetchone()[0][0]  # type: ignore[index]
+            if plan["Plan"]["Actual Rows"] < 1:
+                raise SystemExit(f"the lookup's statement found nothing for {msisdn}")
+            times.append(plan["Execution Time"])
+            buffers.append(
+                plan["Plan"].get("Shared Hit Blocks", 0) + plan["Plan"].get("Shared Read Blocks", 0)
+            )
+    times.sort()
+    return percentile(times, 0.5), percentile(times, 0.99), statistics.median(buffers)
+
+
+def run_export(bench: Bench, period: str) -> tuple[int, float]:
+    """`rewards export` of `period` of EXPORT_PROGRAM as CSV: the records it counted and its seconds;
+    the file must hold those records."""
     import json
 
     out = bench.work / "export.csv"
@@ -302,9 +339,22 @@ def export(bench: Bench, period: str) -> tuple[int, float]:
     with out.open("rb") as fh:
         lines = sum(1 for _ in fh)
     out.unlink()
-    if not records or lines != records + 1:
+    if lines != records + 1:
         raise SystemExit(f"export of {period}: {records} records counted, {lines} lines written: no figure")
-    return records, records / elapsed
+    return records, elapsed
+
+
+def export(bench: Bench, period: str) -> tuple[int, float, float]:
+    """The month's export: its rows, rows/s, and rows/s beyond the command's fixed cost (the time of
+    an export of an empty month, the process's start and the query's set-up, taken off). A month
+    without records is no figure."""
+    empty, fixed = run_export(bench, EMPTY_PERIOD)
+    if empty:
+        raise SystemExit(f"{EMPTY_PERIOD} was to have no records, it has {empty}")
+    records, elapsed = run_export(bench, period)
+    if not records:
+        raise SystemExit(f"export of {period}: no records, no figure")
+    return records, records / elapsed, records / max(elapsed - fixed, 1e-3)
 
 
 def phase(bench: Bench, args: argparse.Namespace, name: str, key: str, support: str, period: str) -> Figures:
@@ -320,18 +370,33 @@ def phase(bench: Bench, args: argparse.Namespace, name: str, key: str, support: 
         ratios.append(measured.result["rps"] / mean)
         runs.append(measured)
     middle = runs[sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]]
-    p50, p99 = lookups(bench, support, args.lookups)
-    print(f"  subscriber lookup, {args.lookups} requests, one client: p50 {p50:.2f} ms, p99 {p99:.2f} ms")
-    rows, per_second = export(bench, period)
-    print(f"  export of {EXPORT_PROGRAM} {period} (CSV): {rows:,} rows, {per_second:,.0f} rows/s")
+    subscribers = looked_up(bench)
+    rounds = [lookups(bench, support, subscribers, args.lookups) for _ in range(args.runs)]
+    p50 = statistics.median(r[0] for r in rounds)
+    p99 = statistics.median(r[1] for r in rounds)
+    print(
+        f"  subscriber lookup over HTTP, {len(subscribers)} subscribers, {args.runs} x {args.lookups}"
+        f" requests, one client: p50 {p50:.2f} ms, p99 {p99:.2f} ms (median of the rounds' p99s:"
+        f" {', '.join(f'{r[1]:.2f}' for r in rounds)})"
+    )
+    s50, s99, buffers = lookup_statement(bench, subscribers)
+    print(f"  its statement in the database: p50 {s50:.3f} ms, p99 {s99:.3f} ms, {buffers:.0f} buffers")
+    rows, per_second, net = export(bench, period)
+    print(
+        f"  export of {EXPORT_PROGRAM} {period} (CSV): {rows:,} rows, {per_second:,.0f} rows/s"
+        f" ({net:,.0f} rows/s beyond the fixed cost of an empty month's export)"
+    )
     return Figures(
         statistics.median(ratios),
         middle.result["rps"],
         [c.tps for c in middle.ceilings],
         p50,
         p99,
+        s50,
+        s99,
         rows,
         per_second,
+        net,
     )
 
 
@@ -472,8 +537,12 @@ def main() -> None:
             f" ceilings {' / '.join(f'{t:.0f}' for t in before.ceilings)} ->"
             f" {' / '.join(f'{t:.0f}' for t in after.ceilings)} tps);"
             f" lookup p50 {before.lookup_p50_ms:.2f} -> {after.lookup_p50_ms:.2f} ms,"
-            f" p99 {before.lookup_p99_ms:.2f} -> {after.lookup_p99_ms:.2f} ms;"
-            f" export {before.export_rows_per_s:,.0f} -> {after.export_rows_per_s:,.0f} rows/s"
+            f" p99 {before.lookup_p99_ms:.2f} -> {after.lookup_p99_ms:.2f} ms"
+            f" (its statement p50 {before.statement_p50_ms:.3f} -> {after.statement_p50_ms:.3f} ms,"
+            f" p99 {before.statement_p99_ms:.3f} -> {after.statement_p99_ms:.3f} ms);"
+            f" export {before.export_rows_per_s:,.0f} -> {after.export_rows_per_s:,.0f} rows/s,"
+            f" {before.export_net_rows_per_s:,.0f} -> {after.export_net_rows_per_s:,.0f}"
+            " beyond its fixed cost"
             f" ({before.export_rows:,} -> {after.export_rows:,} rows);"
             f" take {fresh_ms:.3f} -> {after_ms:.3f} ms"
         )
