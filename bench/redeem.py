@@ -532,6 +532,8 @@ def measure(bench: Bench, args: argparse.Namespace, key: str) -> Measured:
             if not failed.empty:
                 raise SystemExit(str(failed)) from None
             dry.append(f"pgbench {name}: a transaction took no code ({left()} codes left)")
+            errors = [line for line in str(failed).splitlines() if "ERROR" in line or "DETAIL" in line]
+            print(f"  pgbench {name} failed: {' | '.join(errors[:3])}")
         print(f"  codes left after pgbench {name}: {left()}")
 
     if args.limit:
