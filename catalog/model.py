@@ -252,10 +252,17 @@ class ProgramSpec(Strict):
         description="one SMS with the reward page's link 30 days before a card with a balance expires,"
         " outside quiet hours",
     )
+    campaign_approval_threshold: str | None = Field(
+        default=None,
+        description="a campaign worth more than this (a decimal amount in the program's currency) needs"
+        " a second person with the approver role; null: every campaign does",
+    )
     templates: Templates
     tariffs: tuple[TariffSpec, ...] = Field(min_length=1)
 
-    _budget = field_validator("monthly_budget", mode="before")(lambda v: None if v is None else _money(v))
+    _budget = field_validator("monthly_budget", "campaign_approval_threshold", mode="before")(
+        lambda v: None if v is None else _money(v)
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -292,8 +299,9 @@ class ProgramSpec(Strict):
             raise ValueError(f"sms_sender_npi must be one of {sorted(SENDER_NPIS)}")
         if self.currency not in EXPONENTS:
             raise ValueError(f"unsupported currency {self.currency!r}")
-        if self.monthly_budget is not None:
-            to_minor(self.monthly_budget, self.currency)
+        for amount in (self.monthly_budget, self.campaign_approval_threshold):
+            if amount is not None:
+                to_minor(amount, self.currency)
         codes = [t.code for t in self.tariffs]
         if len(codes) != len(set(codes)):
             raise ValueError("tariff codes repeat within the program")

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import service.models  # noqa: F401  (every domain's models mapped before the first session)
 from service import openapi_contract as contract
 from service.auth import revocations
+from service.campaigns.routes import router as campaigns_router
 from service.cards.routes import router as cards_router
 from service.catalog.routes import router as catalog_router
 from service.console.mount import install as install_console
@@ -272,6 +273,7 @@ def create_app() -> FastAPI:
     events.declare(app)
     app.include_router(cards_router)
     app.include_router(settlements_router)
+    app.include_router(campaigns_router)
     install_console(app)  # the staff console under /console (service/console)
     install_holders(app)  # the holders' reward pages, /r/<token> and /card (service/holders)
     app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]

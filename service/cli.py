@@ -34,6 +34,9 @@ _register_finance(app)
 from service.console.cli import register as _register_staff  # noqa: E402  (staff console accounts)
 
 _register_staff(app)
+from service.campaigns.cli import register as _register_campaigns  # noqa: E402  (bulk opt-outs)
+
+_register_campaigns(app)
 app.add_typer(webhooks_app, name="webhooks")
 cards_app = typer.Typer(help="Universal cards", no_args_is_help=True)
 app.add_typer(cards_app, name="cards")
@@ -336,7 +339,7 @@ def worker(
     from functools import partial
 
     from service.kit import health
-    from service.kit.messaging.jobs import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
+    from service.kit.messaging.jobs import BULK_SMS_QUEUE, CAMPAIGN_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
     from service.kit.observability.tracing import setup_tracing
     from service.kit.runtime import runtime
     from service.kit.supervisor import Component, RestartPolicy, Supervisor, popen
@@ -368,7 +371,7 @@ def worker(
         groups: list[tuple[str, tuple[str, ...], int]] = [
             (f"sms-{i + 1}" if processes > 1 else "sms", (SMS_QUEUE,), threads) for i in range(processes)
         ]
-        groups.append(("webhooks", (WEBHOOK_QUEUE, BULK_SMS_QUEUE), webhook_threads))
+        groups.append(("webhooks", (WEBHOOK_QUEUE, BULK_SMS_QUEUE, CAMPAIGN_QUEUE), webhook_threads))
 
         def requeue(proc: subprocess.Popen) -> None:
             requeue_fetched(proc.pid)
@@ -592,7 +595,7 @@ def codes_import(sku: str, file: Path) -> None:
 
 @keys_app.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option(help="loyalty, partner, finance, support or admin")],
+    role: Annotated[str, typer.Option(help="loyalty, partner, finance, support, admin or approver")],
     name: Annotated[str, typer.Option(help="Who holds the key")],
     program: Annotated[
         list[str] | None,

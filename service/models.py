@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import service.auth.models  # noqa: F401
 import service.balances.models  # noqa: F401
+import service.campaigns.models  # noqa: F401
 import service.cards.models  # noqa: F401
 import service.catalog.models  # noqa: F401
 import service.console.models  # noqa: F401

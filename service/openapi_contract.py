@@ -46,6 +46,21 @@ OPERATION_IDS: dict[str, str] = {
     "unblock_card": "unblockCard",
     "unlock_card": "unlockCard",
     "read_settlement": "getSettlement",
+    "create_campaign": "createCampaign",
+    "list_campaigns": "listCampaigns",
+    "read_campaign": "getCampaign",
+    "change_campaign": "updateCampaign",
+    "upload_lines": "uploadCampaignLines",
+    "download_report": "downloadCampaignReport",
+    "download_results": "downloadCampaignResults",
+    "submit_campaign": "submitCampaign",
+    "approve_campaign": "approveCampaign",
+    "reject_campaign": "rejectCampaign",
+    "pause_campaign": "pauseCampaign",
+    "resume_campaign": "resumeCampaign",
+    "cancel_campaign": "cancelCampaign",
+    "add_opt_outs": "addBulkOptOuts",
+    "remove_opt_outs": "removeBulkOptOuts",
 }
 
 

@@ -136,6 +136,7 @@ class Keys:
     finance: str
     support: str
     revoked: str
+    approver: str  # approves campaigns (a second person)
 
     def header(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {getattr(self, role)}"}
@@ -154,6 +155,7 @@ def keys(demo_catalog) -> Keys:
             "other_partner": create_key(s, role="partner", name="kitap", partner="kitap-books").key,
             "finance": create_key(s, role="finance", name="finance").key,
             "support": create_key(s, role="support", name="support").key,
+            "approver": create_key(s, role="approver", name="approver").key,
         }
         revoked = create_key(s, role="admin", name="old")
         made["revoked"] = revoked.key

@@ -18,3 +18,18 @@ def _csv(ctx: Any, value: Any) -> bytes:
     if isinstance(value, str):
         return value.encode()
     return b"\xff" + json.dumps(value).encode()
+
+
+# A campaign's file (PUT /v1/campaigns/{id}/lines): JSON Lines and XLSX are binary strings as well;
+# whatever the value, its bytes go on the wire, and the service answers each with a report or a refusal.
+@schemathesis.serializer(
+    "application/jsonl",
+    "application/x-ndjson",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+)
+def _campaign_file(ctx: Any, value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return b"\xff" + json.dumps(value).encode()

@@ -42,6 +42,7 @@ KINDS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "finance": ("finance", {}),
     "support": ("support", {}),
     "support_b": ("support", {"programs": ["home-internet"]}),
+    "approver": ("approver", {}),
     "revoked": ("admin", {}),
     "unknown": (None, {}),
     "missing": (None, {}),
@@ -139,6 +140,39 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/v1/settlements/{partner}"): Row(
         ok="admin partner_x finance", hidden="partner_y", query=f"period={MONTH}"
     ),
+    ("POST", "/v1/campaigns"): Row(
+        ok="admin loyalty_a support", hidden="loyalty_b support_b", body="campaign"
+    ),
+    ("GET", "/v1/campaigns"): Row(ok="admin loyalty_a loyalty_b finance support support_b approver"),
+    ("GET", "/v1/campaigns/{campaign_id}"): Row(
+        ok="admin loyalty_a finance support approver", hidden="loyalty_b support_b"
+    ),
+    ("PATCH", "/v1/campaigns/{campaign_id}"): Row(
+        ok="admin loyalty_a support", hidden="loyalty_b support_b", body={"name": "renamed"}
+    ),
+    ("PUT", "/v1/campaigns/{campaign_id}/lines"): Row(
+        ok="admin loyalty_a support", hidden="loyalty_b support_b", csv="phone\n87011234567\n"
+    ),
+    ("GET", "/v1/campaigns/{campaign_id}/report"): Row(
+        ok="admin loyalty_a finance support approver", hidden="loyalty_b support_b"
+    ),
+    ("GET", "/v1/campaigns/{campaign_id}/results"): Row(
+        ok="admin loyalty_a finance support approver", hidden="loyalty_b support_b"
+    ),
+    **{
+        ("POST", f"/v1/campaigns/{{campaign_id}}/{move}"): Row(
+            ok="admin loyalty_a support", hidden="loyalty_b support_b"
+        )
+        for move in ("submit", "pause", "resume", "cancel")
+    },
+    ("POST", "/v1/campaigns/{campaign_id}/approve"): Row(ok="admin approver"),
+    ("POST", "/v1/campaigns/{campaign_id}/reject"): Row(ok="admin approver", body=REASON),
+    ("POST", "/v1/programs/{program}/bulk-opt-outs"): Row(
+        ok="admin loyalty_a support", hidden="loyalty_b support_b", body={"msisdns": ["87011234567"]}
+    ),
+    ("POST", "/v1/programs/{program}/bulk-opt-outs/remove"): Row(
+        ok="admin loyalty_a support", hidden="loyalty_b support_b", body={"msisdns": ["87011234567"]}
+    ),
 }
 
 
@@ -202,6 +236,12 @@ def world(client, demo_catalog) -> World:
         msisdn = s.scalar(text("SELECT msisdn FROM redemptions WHERE id = :r"), {"r": card.redemption_id})
     assert event is not None
     close_period("mobile-bonus", date(2026, 10, 1))
+    campaign = client.post(
+        "/v1/campaigns",
+        json={"program": "mobile-bonus", "tariff": "basic", "offer": "cinema-2000", "name": "matrix"},
+        headers=_Keys().header(""),
+    )
+    assert campaign.status_code == 201, campaign.text
     values = {
         "program": "mobile-bonus",
         "sku": "ARAY-CINEMA-2000",
@@ -215,6 +255,7 @@ def world(client, demo_catalog) -> World:
         "event_id": str(event),
         "number": card.number,
         "pin": card.pin,
+        "campaign_id": campaign.json()["id"],
     }
     return World(made, values)
 
@@ -234,6 +275,13 @@ def _body(row: Row, world: World, kind: str) -> Any:
         return {"number": v["number"], "pin": v["pin"]}
     if row.body == "exchange":
         return {"number": v["number"], "pin": v["pin"], "sku": "ARAY-CERT-1000"}
+    if row.body == "campaign":
+        return {
+            "program": "mobile-bonus",
+            "tariff": "basic",
+            "offer": "cinema-2000",
+            "name": f"matrix {kind}",
+        }
     return row.body
 
 
@@ -250,7 +298,7 @@ def call(client, world: World, operation: tuple[str, str], kind: str):
         headers["Content-Type"] = "text/csv"
         return client.request(method, path, headers=headers, content=row.csv.format(kind=kind))
     body = _body(row, world, kind)
-    return client.request(method, path, headers=headers, json=body if method == "POST" else None)
+    return client.request(method, path, headers=headers, json=body if method in ("POST", "PATCH") else None)
 
 
 @pytest.mark.parametrize("operation", [op for op in OPERATIONS if op in MATRIX], ids=" ".join)

@@ -125,12 +125,51 @@ ROLE_ROUTES = {  # (method, path): (admitted roles, body)
     ("GET", "/v1/subscribers/87011234567/redemptions"): ({"support"}, None),
     ("POST", "/v1/redemptions/01a20698-17c3-7275-9796-b8bd861fdf1e/cancel"): ({"loyalty", "support"}, None),
     ("POST", "/v1/redemptions/01a20698-17c3-7275-9796-b8bd861fdf1e/resend"): ({"loyalty", "support"}, None),
+    ("POST", "/v1/campaigns"): (
+        {"loyalty", "support"},
+        {"program": "mobile-bonus", "tariff": "basic", "offer": "cinema-2000", "name": "roles"},
+    ),
+    ("GET", "/v1/campaigns"): ({"loyalty", "support", "finance", "approver"}, None),
+    ("GET", "/v1/campaigns/01a20698-17c3-7275-9796-b8bd861fdf1e"): (
+        {"loyalty", "support", "finance", "approver"},
+        None,
+    ),
+    ("PATCH", "/v1/campaigns/01a20698-17c3-7275-9796-b8bd861fdf1e"): ({"loyalty", "support"}, {"name": "x"}),
+    ("PUT", "/v1/campaigns/01a20698-17c3-7275-9796-b8bd861fdf1e/lines"): (
+        {"loyalty", "support"},
+        "phone\n87011234567\n",
+    ),
+    ("GET", "/v1/campaigns/01a20698-17c3-7275-9796-b8bd861fdf1e/report"): (
+        {"loyalty", "support", "finance", "approver"},
+        None,
+    ),
+    ("GET", "/v1/campaigns/01a20698-17c3-7275-9796-b8bd861fdf1e/results"): (
+        {"loyalty", "support", "finance", "approver"},
+        None,
+    ),
+    ("POST", "/v1/campaigns/01a20698-17c3-7275-9796-b8bd861fdf1e/submit"): ({"loyalty", "support"}, None),
+    ("POST", "/v1/campaigns/01a20698-17c3-7275-9796-b8bd861fdf1e/pause"): ({"loyalty", "support"}, None),
+    ("POST", "/v1/campaigns/01a20698-17c3-7275-9796-b8bd861fdf1e/resume"): ({"loyalty", "support"}, None),
+    ("POST", "/v1/campaigns/01a20698-17c3-7275-9796-b8bd861fdf1e/cancel"): ({"loyalty", "support"}, None),
+    ("POST", "/v1/campaigns/01a20698-17c3-7275-9796-b8bd861fdf1e/approve"): ({"approver"}, None),
+    ("POST", "/v1/campaigns/01a20698-17c3-7275-9796-b8bd861fdf1e/reject"): (
+        {"approver"},
+        {"reason": "roles"},
+    ),
+    ("POST", "/v1/programs/mobile-bonus/bulk-opt-outs"): (
+        {"loyalty", "support"},
+        {"msisdns": ["87011234567"]},
+    ),
+    ("POST", "/v1/programs/mobile-bonus/bulk-opt-outs/remove"): (
+        {"loyalty", "support"},
+        {"msisdns": ["87011234567"]},
+    ),
 }
 # Admin may call everything except taking a partner's certificate: only the partner sees its codes.
 ADMIN_REFUSED = {("POST", "/v1/cards/exchanges")}
 # Another partner's resource is outside the key's scope: 404, not a leak of its existence.
 OUT_OF_SCOPE = {("GET", "/v1/settlements/aray-cinema?period=2026-10", "other_partner")}
-CALLERS = ["admin", "loyalty", "partner", "other_partner", "finance", "support"]
+CALLERS = ["admin", "loyalty", "partner", "other_partner", "finance", "support", "approver"]
 ROLE_CASES = [(m, p, c) for (m, p) in ROLE_ROUTES for c in CALLERS + ["none"]]
 
 

@@ -151,7 +151,7 @@ def test_the_rate_limit_counts_submit_sm_pdus_not_messages(client, keys, smsc, s
     jobs = [_long_sms(client, keys, msisdn=f"870155500{i:02d}") for i in range(3)]
     asked: list[int] = []
 
-    def pace(wanted: int) -> int:
+    def pace(wanted: int, at_least: int = 1) -> int:
         asked.append(wanted)
         return min(wanted, 3)
 
@@ -189,7 +189,7 @@ def test_the_retry_of_a_long_sms_whose_part_2_was_refused_asks_the_rate_limit_fo
     smsc.refuse_part(2, 0x58)
     asked: list[int] = []
 
-    def pace(wanted: int) -> int:
+    def pace(wanted: int, at_least: int = 1) -> int:
         asked.append(wanted)
         return wanted
 

@@ -14,7 +14,7 @@ from psycopg.rows import class_row, dict_row
 from service.kit.db.engine import driver, transaction
 from service.ledger import periods
 from tests.conftest import import_codes_for
-from tests.finance_helpers import almaty, cancel_at, redeem_at
+from tests.finance_helpers import almaty, cancel_at, now_utc, redeem_at
 
 MARCH = date(2026, 3, 1)
 APRIL = date(2026, 4, 1)
@@ -61,6 +61,8 @@ def test_totals_by_product_by_type_and_late_records(march):
                 "partner_name": "Aray Cinema",
                 "currency": "KZT",
                 "vat_rate_bp": 1600,
+                "campaign_id": None,
+                "campaign_name": None,
                 "records": 1,
                 "quantity": 1,
                 "face_value_minor": 200000,
@@ -74,6 +76,8 @@ def test_totals_by_product_by_type_and_late_records(march):
                 "partner_name": "Kitap Books",
                 "currency": "KZT",
                 "vat_rate_bp": 1600,
+                "campaign_id": None,
+                "campaign_name": None,
                 "records": 2,
                 "quantity": 0,
                 "face_value_minor": 0,
@@ -88,6 +92,34 @@ def test_totals_by_product_by_type_and_late_records(march):
         ]
         assert db.execute(periods.LATE_RECORDS, params).fetchall() == [(0,)]
         assert db.execute(periods.LATE_RECORDS, {"program": march, "month": APRIL}).fetchall() == [(0,)]
+
+
+def test_totals_by_product_gives_each_campaign_its_own_line_after_the_on_demand_one(client, keys):
+    """A campaign's grants (no points debited) of a product sum on a line of their own, named by the
+    campaign, after the product's on-demand line; a cancelled grant's cancel record nets on it."""
+    from tests.test_campaigns import approved, run_all
+
+    import_codes_for("ARAY-CINEMA-2000", 5)
+    campaign = approved(client, keys, keys.approver, 2, name="Outage")
+    run_all(campaign["id"])
+    with transaction() as session:
+        db = driver(session)
+        grant, month = db.execute(
+            "SELECT redemption_id, booked_period FROM reconciliation_records ORDER BY id LIMIT 1"
+        ).fetchone() or (None, None)
+    cancel_at(grant, now_utc())
+    redeem_at(now_utc())
+    with transaction() as session:
+        db = driver(session)
+        program = periods.find_program(db, "mobile-bonus").id
+        rows = _rows(db, periods.TOTALS_BY_PRODUCT, {"program": program, "month": month})
+    assert [
+        (r["sku"], r["campaign_id"], r["campaign_name"], r["records"], r["quantity"], r["face_value_minor"])
+        for r in rows
+    ] == [
+        ("ARAY-CINEMA-2000", None, None, 1, 1, 200000),
+        ("ARAY-CINEMA-2000", campaign["id"], "Outage", 3, 1, 200000),
+    ]
 
 
 def test_a_close_numbers_and_stores_what_the_views_read(march):

@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 import dramatiq
 from dramatiq.middleware.prometheus import Prometheus
 
+from service.campaigns import service as campaigns
 from service.delivery import notices
 from service.delivery import service as delivery
 from service.events import webhooks
 from service.kit.config import get_settings
+from service.kit.db.engine import driver, transaction
 from service.kit.messaging import jobs
 from service.kit.observability.logging import configure_logging
 from service.kit.observability.metrics import SMPP_BOUND
@@ -80,39 +82,45 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # run by `rewards worker`, which
     broker.add_middleware(MessageMetrics())
 
 # The per-provider throughput limit, shared by every worker through Redis: a counter per second of
-# Redis's own clock (so the pods' clocks do not matter), from which a batch takes what is left.
+# Redis's own clock (so the pods' clocks do not matter), from which a batch takes what is left, and
+# nothing when fewer than it needs at least are left (ARGV[3], capped by the limit).
 _TAKE_SLOTS = """
 local now = redis.call('TIME')
 local key = KEYS[1] .. ':' .. now[1]
 local used = tonumber(redis.call('GET', key) or '0')
 local grant = math.min(tonumber(ARGV[2]), tonumber(ARGV[1]) - used)
-if grant <= 0 then return {0, 1000000 - tonumber(now[2]), tonumber(now[1])} end
+local least = math.max(1, math.min(tonumber(ARGV[3] or '1'), tonumber(ARGV[1])))
+if grant < least then return {0, 1000000 - tonumber(now[2]), tonumber(now[1])} end
 redis.call('INCRBY', key, grant)
 redis.call('EXPIRE', key, 3)
 return {grant, 0, tonumber(now[1])}
 """
 
 
-def take_provider_slots(provider: str, limit: int, wanted: int) -> tuple[int, int, int]:
+def take_provider_slots(provider: str, limit: int, wanted: int, at_least: int = 1) -> tuple[int, int, int]:
     """One try: (slots granted, microseconds to the next second if none, the Redis second)."""
     global _limiter
     if _limiter is None:
         _limiter = broker.client.register_script(_TAKE_SLOTS)
-    granted, wait_us, second = _limiter(keys=[f"sms-provider-rate:{provider}"], args=[limit, wanted])
+    granted, wait_us, second = _limiter(
+        keys=[f"sms-provider-rate:{provider}"], args=[limit, wanted, at_least]
+    )
     return int(granted), int(wait_us), int(second)
 
 
-def _pace(wanted: int) -> int:
+def _pace(wanted: int, at_least: int = 1) -> int:
     """Up to `wanted` submit_sm PDUs of this second (operators throttle PDUs, so a long SMS costs one
-    per part), or, if none is left, of the next second after waiting for it; 0 if still none."""
+    per part), or, if fewer than `at_least` are left, of the next second after waiting for it; 0 if
+    still none."""
     if wanted <= 0:
         return 0
     settings = get_settings()
-    granted, wait_us, _ = take_provider_slots(settings.sms_provider, settings.sms_rate_limit, wanted)
+    name, limit = settings.sms_provider, settings.sms_rate_limit
+    granted, wait_us, _ = take_provider_slots(name, limit, wanted, at_least)
     if granted:
         return granted
     time.sleep(int(wait_us) / 1e6 + random.random() * 0.02)
-    return take_provider_slots(settings.sms_provider, settings.sms_rate_limit, wanted)[0]
+    return take_provider_slots(name, limit, wanted, at_least)[0]
 
 
 @dramatiq.actor(
@@ -151,6 +159,77 @@ def deliver_reward_sms_batch(jobs: list[list]) -> None:
             deliver_reward_sms.send_with_options(args=(str(job.redemption_id), job.send), delay=delay)
 
 
+# Bulk work (campaigns' steps and SMS, expiry reminders) waits behind everything else a worker process
+# has fetched: Dramatiq hands a free thread the fetched message of the lowest priority number first,
+# so a reward SMS fetched by a process that serves the bulk queues too never waits behind a backlog
+# of campaign SMS it had fetched before (they are FIFO among themselves).
+BULK_PRIORITY = 100
+
+
+def _bulk_pace(wanted: int, at_least: int = 1) -> int:
+    """A campaign SMS's share of the rate: the bulk cap of its own, and, when it shares the account with
+    the reward SMS, also a slot of the account's rate, so that both together stay within it. The
+    account's slot is taken at once or not at all: waiting for the account's next second would spend
+    this second's bulk slots in the next one (over the bulk cap there), and a bulk SMS that finds the
+    account's second used up by reward SMS gives way to them."""
+    if wanted <= 0:
+        return 0
+    settings = get_settings()
+    name, limit = f"{settings.sms_provider}:bulk", settings.sms_bulk_rate_limit
+    granted, wait_us, _ = take_provider_slots(name, limit, wanted, at_least)
+    if not granted:
+        time.sleep(int(wait_us) / 1e6 + random.random() * 0.02)
+        granted = take_provider_slots(name, limit, wanted, at_least)[0]
+    if granted and not delivery.has_bulk_account():
+        least = min(at_least, granted)
+        granted = take_provider_slots(settings.sms_provider, settings.sms_rate_limit, granted, least)[0]
+    return granted
+
+
+@dramatiq.actor(
+    actor_name=jobs.CAMPAIGN_SMS.actor,
+    priority=BULK_PRIORITY,
+    queue_name=jobs.CAMPAIGN_SMS.queue,
+    max_retries=100_000,
+    min_backoff=5_000,
+    max_backoff=3_600_000,
+    time_limit=120_000,
+)
+def deliver_campaign_sms(redemption_id: str, send: int) -> None:
+    """A campaign line's reward SMS, on the bulk queue and account: it waits out its program's quiet
+    hours (a delayed message, back when they end), then goes like any reward SMS at the bulk rate."""
+    rid = uuid.UUID(redemption_id)
+    now = datetime.now(UTC)
+    with transaction() as session:
+        allowed = campaigns.bulk_sms_not_before(driver(session), rid, now)
+    if allowed > now:
+        delay = max(1000, int((allowed - now).total_seconds() * 1000) + random.randrange(60_000))
+        deliver_campaign_sms.send_with_options(args=(redemption_id, send), delay=delay)
+        return
+    try:
+        delivery.deliver(rid, send, provider=delivery.get_bulk_provider(), pace=_bulk_pace)
+    except delivery.RetryLater as later:
+        raise dramatiq.Retry(str(later), delay=later.delay_ms) from None
+
+
+@dramatiq.actor(
+    actor_name=jobs.RUN_CAMPAIGN.actor,
+    priority=BULK_PRIORITY,
+    queue_name=jobs.RUN_CAMPAIGN.queue,
+    max_retries=100_000,
+    min_backoff=1_000,
+    max_backoff=60_000,
+    time_limit=120_000,
+)
+def run_campaign(campaign_id: str) -> None:
+    """About a second of a campaign's lines, then the next step, unless it is done, paused or
+    cancelled. A worker killed mid-step loses nothing: the lines it had not committed are pending
+    again, and housekeeping sends a campaign whose steps stopped (workers/housekeeping.py)."""
+    step = campaigns.run_step(uuid.UUID(campaign_id))
+    if step.again_in_ms is not None:
+        run_campaign.send_with_options(args=(campaign_id,), delay=step.again_in_ms or None)
+
+
 def _deliver_notice(notice_id: int) -> None:
     try:
         notices.deliver_notice(int(notice_id), provider=delivery.get_provider(), pace=_pace)
@@ -174,6 +253,7 @@ def deliver_notice_sms(notice_id: int) -> None:
 
 @dramatiq.actor(
     actor_name=jobs.BULK_NOTICE_SMS.actor,
+    priority=BULK_PRIORITY,
     queue_name=jobs.BULK_NOTICE_SMS.queue,
     max_retries=1_000,
     min_backoff=5_000,

@@ -34,7 +34,7 @@ from service.kit.db.engine import driver, scalar, transaction
 from service.kit.messaging import jobs
 
 log = structlog.get_logger("metrics")
-QUEUES = (jobs.SMS_QUEUE, jobs.BULK_SMS_QUEUE, jobs.WEBHOOK_QUEUE)
+QUEUES = (jobs.SMS_QUEUE, jobs.BULK_SMS_QUEUE, jobs.CAMPAIGN_QUEUE, jobs.WEBHOOK_QUEUE)
 BACKLOG_CAP = 1_000_000  # the backlog is counted up to this many rows, so a scrape stays bounded
 IN_DOUBT_AFTER_SECONDS = 5  # an attempt younger than this is being recorded, not in doubt
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from service.balances.service import check_balances
+from service.campaigns.service import stalled
 from service.cards import lockout
 from service.cards.service import expire_cards
 from service.delivery.retention import purge_delivered_provider_ids
@@ -18,6 +19,7 @@ from service.holders.reminders import remind_expiring_cards
 from service.kit.config import get_settings
 from service.kit.db.engine import driver, transaction
 from service.kit.db.retention import in_batches
+from service.kit.messaging import jobs, outbox
 from service.kit.messaging.outbox import purge_published
 from service.kit.reliability.idempotency import purge_expired
 from service.kit.security import throttle
@@ -47,6 +49,22 @@ def retention(now: datetime | None = None) -> dict[str, int]:
     }
 
 
+# A running campaign's runner steps about every second; one quiet for this long lost its next step (a
+# worker killed between a step's commit and sending the next one) and is sent again. A spare step is
+# harmless: steps take their lines with SKIP LOCKED.
+CAMPAIGN_STALL = timedelta(seconds=30)
+
+
+def restart_stalled_campaigns(now: datetime | None = None) -> int:
+    now = now or datetime.now(UTC)
+    with transaction() as session:
+        db = driver(session)
+        found = stalled(db, before=now - CAMPAIGN_STALL)
+        for campaign_id in found:
+            outbox.enqueue(db, jobs.RUN_CAMPAIGN, {"campaign_id": str(campaign_id)}, now=now)
+        return len(found)
+
+
 def housekeeping() -> dict[str, int]:
     """Purge expired idempotency keys and forgotten PIN and sign-in failure counts, expire cards past
     their date and book their breakage, queue the expiry reminders that are due, send the low-stock and
@@ -63,8 +81,10 @@ def housekeeping() -> dict[str, int]:
     events = check_balances()
     receipts = settle_sandbox_receipts()
     removed = retention()
+    campaigns = restart_stalled_campaigns()
     if (
-        purged
+        campaigns
+        or purged
         or forgotten
         or expired
         or reminded
@@ -79,6 +99,7 @@ def housekeeping() -> dict[str, int]:
             cards_expired=expired,
             expiry_reminders=reminded,
             sandbox_receipts=receipts,
+            campaigns_restarted=campaigns,
             **events,
             **removed,
         )
@@ -88,6 +109,7 @@ def housekeeping() -> dict[str, int]:
         "cards_expired": expired,
         "expiry_reminders": reminded,
         "sandbox_receipts": receipts,
+        "campaigns_restarted": campaigns,
         **events,
         **removed,
     }

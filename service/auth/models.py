@@ -18,7 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.kit.db.base import Base
 
-ROLES = ("loyalty", "partner", "finance", "support", "admin")
+ROLES = ("loyalty", "partner", "finance", "support", "admin", "approver")
 
 
 class ApiKey(Base):
@@ -27,7 +27,9 @@ class ApiKey(Base):
 
     __tablename__ = "api_keys"
     __table_args__ = (
-        CheckConstraint("role IN ('loyalty', 'partner', 'finance', 'support', 'admin')", name="role"),
+        CheckConstraint(
+            "role IN ('loyalty', 'partner', 'finance', 'support', 'admin', 'approver')", name="role"
+        ),
         CheckConstraint("role <> 'partner' OR partner_code IS NOT NULL", name="partner_scoped"),
         CheckConstraint("role <> 'loyalty' OR cardinality(programs) > 0", name="loyalty_scoped"),
         CheckConstraint("NOT sandbox OR role = 'loyalty'", name="sandbox_loyalty"),

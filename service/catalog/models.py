@@ -105,6 +105,8 @@ class Program(Base):
     quiet_hours: Mapped[str | None] = mapped_column(String(11))
     # One SMS 30 days before a card with a balance expires (service/holders/reminders.py); off by default.
     expiry_reminder: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # A campaign worth more than this needs a second person's approval; None: every campaign does.
+    campaign_approval_minor: Mapped[int | None] = mapped_column(BigInteger)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -229,6 +229,11 @@ def _apply_programs(session: Session, sync: _Sync, spec: CatalogSpec) -> dict[st
                 "sms_deadline_hours": p.sms_deadline_hours,
                 "quiet_hours": p.quiet_hours,
                 "expiry_reminder": p.expiry_reminder,
+                "campaign_approval_minor": (
+                    to_minor(p.campaign_approval_threshold, p.currency)
+                    if p.campaign_approval_threshold is not None
+                    else None
+                ),
                 "active": True,
             },
         )

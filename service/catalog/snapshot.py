@@ -51,6 +51,7 @@ class ProgramInfo:
     expiry_reminder: bool = False
     sms_sender_ton: int | None = None  # None: from the sender's form (catalog.model.sender_address)
     sms_sender_npi: int | None = None
+    campaign_approval_minor: int | None = None  # None: every campaign needs a second person
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ def load_snapshot(session: Session) -> CatalogSnapshot:
             p.expiry_reminder,
             p.sms_sender_ton,
             p.sms_sender_npi,
+            p.campaign_approval_minor,
         )
         snap.programs[p.code] = snap.programs_by_id[p.id] = program
     for t in session.scalars(select(Tariff)):

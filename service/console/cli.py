@@ -30,7 +30,9 @@ def _read_password() -> str:
 @staff_app.command("create")
 def staff_create(
     email: str,
-    role: Annotated[str, typer.Option(help="support, finance, partner or admin")],
+    role: Annotated[
+        str, typer.Option(help="support, finance, partner, admin or approver (approves campaigns)")
+    ],
     program: Annotated[
         list[str] | None, typer.Option(help="Program a support account sees (repeatable; default: all)")
     ] = None,

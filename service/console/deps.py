@@ -26,6 +26,11 @@ UPLOAD = ("partner", "admin")
 CARD_DESK = ("partner",)
 FINANCE = ("finance", "admin")
 EVERYONE = ("support", "finance", "partner", "admin")
+# Campaigns: support and admin make and run them, a second person with the approver role approves
+# (never the submitter, whatever their role: the domain refuses), finance reads them.
+CAMPAIGN_MAKERS = ("support", "admin")
+CAMPAIGN_APPROVERS = ("approver",)
+CAMPAIGN_READERS = ("support", "admin", "approver", "finance")
 
 
 def staff(*roles: str, touch: bool = True) -> Callable[[Request], Ctx]:

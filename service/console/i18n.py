@@ -26,12 +26,14 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     "nav.periods": ("Закрытие месяца", "Айды жабу", "Month close"),
     "nav.dashboard": ("Мониторинг", "Мониторинг", "Dashboard"),
     "nav.audit": ("Журнал действий", "Әрекеттер журналы", "Audit log"),
+    "nav.campaigns": ("Кампании", "Науқандар", "Campaigns"),
     "nav.sign_out": ("Выйти", "Шығу", "Sign out"),
     "nav.menu": ("Меню", "Мәзір", "Menu"),
     "role.support": ("поддержка", "қолдау", "support"),
     "role.finance": ("финансы", "қаржы", "finance"),
     "role.partner": ("партнёр", "серіктес", "partner"),
     "role.admin": ("администратор", "әкімші", "admin"),
+    "role.approver": ("согласующий", "келісуші", "approver"),
     # sign-in
     "login.title": ("Вход для сотрудников", "Қызметкерлерге кіру", "Staff sign-in"),
     "login.email": ("Эл. почта", "Эл. пошта", "E-mail"),
@@ -414,6 +416,296 @@ MESSAGES: dict[str, tuple[str, str, str]] = {
     "action.verify_card": ("проверка карты", "картаны тексеру", "verify card"),
     "action.exchange_card": ("обмен карты", "картаны айырбастау", "exchange card"),
     "action.reconcile_partner": ("сверка с партнёром", "серіктеспен салыстыру", "partner reconciliation"),
+    # campaigns
+    "camp.title": ("Кампании", "Науқандар", "Campaigns"),
+    "camp.none": ("Кампаний пока нет.", "Әзірге науқан жоқ.", "No campaigns yet."),
+    "camp.name": ("Название", "Атауы", "Name"),
+    "camp.lines": ("Строк", "Жолдар", "Lines"),
+    "camp.pending": ("Ожидают", "Күтуде", "Pending"),
+    "camp.done": ("Выдано", "Берілді", "Done"),
+    "camp.failed": ("Ошибки", "Қателер", "Failed"),
+    "camp.cancelled": ("Отменено", "Болдырылмады", "Cancelled"),
+    "camp.silent": (
+        "Без SMS (отказ от рассылок)",
+        "SMS-сіз (таратудан бас тартқан)",
+        "Without SMS (opted out)",
+    ),
+    "camp.value": ("Сумма", "Сома", "Value"),
+    "camp.new": ("Новая кампания", "Жаңа науқан", "New campaign"),
+    "camp.new_hint": (
+        "Черновик: затем загрузите файл со списком абонентов, проверьте отчёт и отправьте на согласование.",
+        "Жоба: содан кейін абоненттер тізімі бар файлды жүктеп, есепті тексеріп, келісуге жіберіңіз.",
+        "A draft: then upload the file of subscribers, read its report and submit it for approval.",
+    ),
+    "camp.tariff": ("Тариф", "Тариф", "Tariff"),
+    "camp.offer": ("Предложение по умолчанию", "Әдепкі ұсыныс", "Default offer"),
+    "camp.locale": ("Язык SMS", "SMS тілі", "SMS language"),
+    "camp.locale.ru": ("русский", "орысша", "Russian"),
+    "camp.locale.kk": ("казахский", "қазақша", "Kazakh"),
+    "camp.locale.en": ("английский", "ағылшынша", "English"),
+    "camp.cap": ("Лимит бюджета", "Бюджет шегі", "Budget cap"),
+    "camp.no_cap": ("без лимита", "шектеусіз", "no cap"),
+    "camp.rate": ("Скорость", "Жылдамдық", "Rate"),
+    "camp.per_second": ("{n} строк/с", "{n} жол/с", "{n} lines/s"),
+    "camp.no_rate": ("без ограничения", "шектеусіз", "uncapped"),
+    "camp.create": ("Создать черновик", "Жоба құру", "Create the draft"),
+    "camp.name_needed": ("Укажите название.", "Атауын көрсетіңіз.", "Give a name."),
+    "camp.bad_rate": (
+        "Скорость: целое число от 1 до 10 000 строк в секунду.",
+        "Жылдамдық: секундына 1-ден 10 000-ға дейінгі бүтін сан.",
+        "Rate: a whole number of lines per second, 1 to 10 000.",
+    ),
+    "camp.bad_cap": (
+        "Лимит: сумма, например 500000.00.",
+        "Шек: сома, мысалы 500000.00.",
+        "Cap: an amount, e.g. 500000.00.",
+    ),
+    "camp.created_by": ("Создал", "Құрған", "Created by"),
+    "camp.submitted_by": ("Отправил на согласование", "Келісуге жіберген", "Submitted by"),
+    "camp.approved_by": ("Согласовал", "Келіскен", "Approved by"),
+    "camp.rejected_by": ("Отклонил", "Қабылдамаған", "Rejected by"),
+    "camp.snapshot": ("Отправлено на согласование", "Келісуге жіберілген", "Submitted for approval"),
+    "camp.snapshot_hint": (
+        "Согласуется именно это: файл с этим хешем, это число строк и эта сумма. Любое изменение вернёт кампанию в черновик.",  # noqa: E501
+        "Дәл осы келісіледі: осы хэші бар файл, осы жолдар саны және осы сома. Кез келген өзгеріс науқанды жобаға қайтарады.",  # noqa: E501
+        "This is what is approved: the file with this hash, this line count and this value. Any change sends the campaign back to draft.",  # noqa: E501
+    ),
+    "camp.file_hash": ("SHA-256 файла", "Файлдың SHA-256", "File SHA-256"),
+    "camp.needs_approval": ("Нужно согласование", "Келісу қажет", "Needs approval"),
+    "camp.yes": (
+        "да, выше порога программы",
+        "иә, бағдарлама шегінен жоғары",
+        "yes, above the program's threshold",
+    ),
+    "camp.no_below_threshold": (
+        "нет, сумма не выше порога программы",
+        "жоқ, сома бағдарлама шегінен аспайды",
+        "no, the value is within the program's threshold",
+    ),
+    "camp.file": ("Файл и проверка", "Файл және тексеру", "File and validation"),
+    "camp.no_file": ("Файл ещё не загружен.", "Файл әлі жүктелмеген.", "No file uploaded yet."),
+    "camp.format": ("Формат", "Пішімі", "Format"),
+    "camp.separator": ("разделитель", "бөлгіш", "separator"),
+    "camp.report": ("Отчёт проверки", "Тексеру есебі", "Validation report"),
+    "camp.problems": (
+        "Проблем: {n}. Исправьте файл и загрузите снова.",
+        "Мәселелер: {n}. Файлды түзетіп, қайта жүктеңіз.",
+        "{n} problems: fix the file and upload it again.",
+    ),  # noqa: E501
+    "camp.first_problems": (
+        "Показаны первые {n}; весь отчёт — в CSV.",
+        "Алғашқы {n} көрсетілген; толық есеп — CSV-де.",
+        "The first {n} are shown; the whole report is in the CSV.",
+    ),  # noqa: E501
+    "camp.no_problems": (
+        "Проблем нет: все строки прошли проверку.",
+        "Мәселе жоқ: барлық жолдар тексеруден өтті.",
+        "No problems: every line passed.",
+    ),  # noqa: E501
+    "camp.report_csv": (
+        "Скачать весь отчёт (CSV)",
+        "Толық есепті жүктеу (CSV)",
+        "Download the whole report (CSV)",
+    ),
+    "camp.code": ("Код", "Код", "Code"),
+    # The campaign report's codes (service/campaigns/upload.py and service.py), for the report table.
+    "report.invalid_phone": ("Не номер телефона", "Телефон нөмірі емес", "Not a phone number"),
+    "report.not_mobile": (
+        "Не мобильный номер Казахстана",
+        "Қазақстанның ұялы нөмірі емес",
+        "Not a Kazakhstan mobile number",
+    ),
+    "report.phone_scientific_notation": (
+        "Номер в экспоненциальной записи: цифры потеряны, выгрузите столбец как текст",
+        "Нөмір экспоненциалды түрде: цифрлар жоғалған, бағанды мәтін ретінде шығарыңыз",
+        "Phone in scientific notation: its digits are lost; export the column as text",
+    ),
+    "report.missing_phone": ("Нет номера телефона", "Телефон нөмірі жоқ", "No phone"),
+    "report.extra_columns": ("Лишние столбцы", "Артық бағандар", "Extra columns"),
+    "report.invalid_json": ("Строка не JSON", "Жол JSON емес", "Not a JSON line"),
+    "report.unknown_field": ("Неизвестное поле", "Белгісіз өріс", "Unknown field"),
+    "report.duplicate_field": ("Поле повторяется", "Өріс қайталанады", "A field repeats"),
+    "report.invalid_offer": ("Предложение не строка", "Ұсыныс жол емес", "The offer is not text"),
+    "report.invalid_ref": ("Ссылка не строка", "Сілтеме жол емес", "The reference is not text"),
+    "report.ref_too_long": (
+        "Ссылка длиннее 64 символов",
+        "Сілтеме 64 таңбадан ұзын",
+        "Reference over 64 characters",
+    ),
+    "report.offer_too_long": (
+        "Код предложения длиннее 64 символов",
+        "Ұсыныс коды 64 таңбадан ұзын",
+        "Offer code over 64 characters",
+    ),
+    "report.duplicate_ref": (
+        "Ссылка повторяет более раннюю строку",
+        "Сілтеме алдыңғы жолды қайталайды",
+        "The reference repeats an earlier line",
+    ),
+    "report.duplicate_line": (
+        "Тот же номер и предложение, что в более ранней строке",
+        "Алдыңғы жолдағыдай нөмір мен ұсыныс",
+        "The same phone and offer as an earlier line",
+    ),
+    "report.unknown_offer": (
+        "Нет такого предложения в программе",
+        "Бағдарламада мұндай ұсыныс жоқ",
+        "Not an offer of this program",
+    ),
+    "report.offer_not_for_tariff": (
+        "Предложение недоступно на этом тарифе сейчас",
+        "Ұсыныс бұл тарифте қазір қолжетімсіз",
+        "The offer is not available on this tariff now",
+    ),
+    "report.out_of_stock": (
+        "В пуле не хватает кодов на всю кампанию",
+        "Пулда бүкіл науқанға код жетпейді",
+        "The pool has too few codes for the whole campaign",
+    ),
+    "report.over_budget_cap": (
+        "Сумма больше лимита кампании",
+        "Сома науқан лимитінен көп",
+        "The total is over the campaign's cap",
+    ),
+    "report.over_program_budget": (
+        "Сумма больше остатка бюджета программы за месяц",
+        "Сома бағдарламаның айлық бюджет қалдығынан көп",
+        "The total is over what is left of the program's monthly budget",
+    ),
+    "report.no_kk_template": (
+        "Нет SMS-шаблона на казахском: закон о рекламе требует казахский текст",
+        "Қазақ тіліндегі SMS үлгісі жоқ: жарнама туралы заң қазақ мәтінін талап етеді",
+        "No Kazakh SMS template: the advertising law requires Kazakh",
+    ),
+    "report.no_lines": (
+        "В файле нет ни одной строки, которую можно выполнить",
+        "Файлда орындалатын бірде-бір жол жоқ",
+        "The file has no line that can run",
+    ),
+    "camp.message": ("Описание", "Сипаттама", "Message"),
+    "camp.upload": (
+        "Файл кампании (CSV, JSONL или XLSX)",
+        "Науқан файлы (CSV, JSONL немесе XLSX)",
+        "Campaign file (CSV, JSONL or XLSX)",
+    ),  # noqa: E501
+    "camp.upload_hint": (
+        "Столбцы: phone[,offer][,ref]. CSV в UTF-8 или Windows-1251, разделитель «,» или «;». Новая загрузка заменяет прежнюю.",  # noqa: E501
+        "Бағандар: phone[,offer][,ref]. CSV UTF-8 немесе Windows-1251, бөлгіш «,» не «;». Жаңа жүктеу алдыңғысын ауыстырады.",  # noqa: E501
+        "Columns: phone[,offer][,ref]. CSV in UTF-8 or Windows-1251, separated by , or ;. A new upload replaces the last one.",  # noqa: E501
+    ),
+    "camp.too_large": ("Файл больше 2 ГБ.", "Файл 2 ГБ-тан үлкен.", "The file is over 2 GB."),
+    "camp.progress": ("Ход выполнения", "Орындалу барысы", "Progress"),
+    "camp.settled": ("Обработано {n} из {total}", "{total} ішінен {n} өңделді", "{n} of {total} settled"),
+    "camp.spent": ("Израсходовано", "Жұмсалды", "Spent"),
+    "camp.reserved": ("В резерве бюджета", "Бюджет резервінде", "Reserved in the budget"),
+    "camp.eta": ("Осталось примерно", "Шамамен қалды", "Time left, about"),
+    "camp.eta_value": ("{m} мин {s} с", "{m} мин {s} с", "{m} min {s} s"),
+    "camp.started": ("Начата", "Басталды", "Started"),
+    "camp.finished": ("Завершена", "Аяқталды", "Finished"),
+    "camp.refreshing": ("Обновляется каждые {s} с.", "Әр {s} с сайын жаңарады.", "Refreshes every {s} s."),
+    "camp.results_csv": ("Результаты (CSV)", "Нәтижелер (CSV)", "Results (CSV)"),
+    "camp.results_xlsx": ("Результаты (XLSX)", "Нәтижелер (XLSX)", "Results (XLSX)"),
+    "camp.cancel_confirm": (
+        "Отменить кампанию? Невыполненные строки не будут выданы; уже выданные останутся.",
+        "Науқанды болдырмау керек пе? Орындалмаған жолдар берілмейді; берілгендері қалады.",
+        "Cancel the campaign? Lines not yet run never run; the ones delivered stay.",
+    ),
+    "camp.move.submit": ("Отправить на согласование", "Келісуге жіберу", "Submit"),
+    "camp.move.approve": ("Согласовать", "Келісу", "Approve"),
+    "camp.move.reject": ("Отклонить", "Қабылдамау", "Reject"),
+    "camp.move.pause": ("Приостановить", "Тоқтата тұру", "Pause"),
+    "camp.move.resume": ("Продолжить", "Жалғастыру", "Resume"),
+    "camp.move.cancel": ("Отменить кампанию", "Науқанды болдырмау", "Cancel the campaign"),
+    "camp.created_ok": (
+        "Черновик создан. Загрузите файл.",
+        "Жоба құрылды. Файлды жүктеңіз.",
+        "The draft is created. Upload its file.",
+    ),  # noqa: E501
+    "camp.uploaded_ok": (
+        "Файл загружен и проверен: смотрите отчёт проверки ниже.",
+        "Файл жүктеліп, тексерілді: төмендегі тексеру есебін қараңыз.",
+        "The file is uploaded and checked: see the validation report below.",
+    ),
+    "camp.approved_ok": ("Кампания согласована.", "Науқан келісілді.", "The campaign is approved."),
+    "camp.rejected_ok": (
+        "Кампания отклонена и возвращена в черновик.",
+        "Науқан қабылданбай, жобаға қайтарылды.",
+        "The campaign is rejected and back to draft.",
+    ),  # noqa: E501
+    "camp.paused_ok": ("Кампания приостановлена.", "Науқан тоқтатылды.", "The campaign is paused."),
+    "camp.resumed_ok": ("Кампания продолжается.", "Науқан жалғасуда.", "The campaign goes on."),
+    "camp.cancelled_ok": ("Кампания отменена.", "Науқан болдырылмады.", "The campaign is cancelled."),
+    "camp.status.draft": ("черновик", "жоба", "draft"),
+    "camp.status.submitted": ("на согласовании", "келісуде", "submitted"),
+    "camp.status.approved": ("согласована", "келісілді", "approved"),
+    "camp.status.running": ("выполняется", "орындалуда", "running"),
+    "camp.status.paused": ("приостановлена", "тоқтатылған", "paused"),
+    "camp.status.done": ("завершена", "аяқталды", "done"),
+    "camp.status.cancelled": ("отменена", "болдырылмады", "cancelled"),
+    "action.campaign_create": ("создание кампании", "науқан құру", "create campaign"),
+    "action.campaign_upload": ("загрузка файла кампании", "науқан файлын жүктеу", "upload campaign file"),
+    "action.campaign_submit": ("отправка кампании", "науқанды жіберу", "submit campaign"),
+    "action.campaign_approve": ("согласование кампании", "науқанды келісу", "approve campaign"),
+    "action.campaign_reject": ("отклонение кампании", "науқанды қабылдамау", "reject campaign"),
+    "action.campaign_pause": ("пауза кампании", "науқанды тоқтата тұру", "pause campaign"),
+    "action.campaign_resume": ("продолжение кампании", "науқанды жалғастыру", "resume campaign"),
+    "action.campaign_cancel": ("отмена кампании", "науқанды болдырмау", "cancel campaign"),
+    "problem.same_person": (
+        "Согласовать или отклонить кампанию может только другой сотрудник: вы её отправили.",
+        "Науқанды басқа қызметкер ғана келісе немесе қабылдамай алады: оны сіз жібердіңіз.",
+        "Another person must approve or reject this campaign: you submitted it.",
+    ),
+    "problem.campaign_state": (
+        "В этом состоянии кампании так нельзя: {detail}",
+        "Науқанның бұл күйінде олай болмайды: {detail}",
+        "Not allowed in the campaign's state: {detail}",
+    ),
+    "problem.campaign_not_draft": (
+        "Файл принимает только черновик.",
+        "Файлды тек жоба қабылдайды.",
+        "Only a draft takes a file.",
+    ),
+    "problem.campaign_not_valid": (
+        "Кампания не прошла проверку: {detail}",
+        "Науқан тексеруден өтпеді: {detail}",
+        "The campaign's lines are not valid: {detail}",
+    ),
+    "problem.campaign_changed": (
+        "Кампания изменилась с тех пор, как вы её открыли: обновите страницу.",
+        "Сіз ашқаннан бері науқан өзгерді: бетті жаңартыңыз.",
+        "The campaign changed since you opened it: reload the page.",
+    ),
+    "problem.upload_refused": (
+        "Файл не принят: {detail}",
+        "Файл қабылданбады: {detail}",
+        "The file was refused: {detail}",
+    ),  # noqa: E501
+    "problem.budget_exceeded": (
+        "Бюджет программы не вмещает эту сумму.",
+        "Бағдарлама бюджеті бұл соманы көтермейді.",
+        "The program's budget cannot hold this.",
+    ),
+    "problem.unknown_program": ("Неизвестная программа.", "Белгісіз бағдарлама.", "Unknown program."),
+    "problem.unknown_offer": (
+        "Этого предложения нет в программе.",
+        "Бағдарламада бұл ұсыныс жоқ.",
+        "The program has no such offer.",
+    ),  # noqa: E501
+    "problem.unknown_tariff": (
+        "Этого тарифа нет в программе.",
+        "Бағдарламада бұл тариф жоқ.",
+        "The program has no such tariff.",
+    ),  # noqa: E501
+    "problem.offer_inactive": (
+        "Предложение не активно.",
+        "Ұсыныс белсенді емес.",
+        "The offer is not active.",
+    ),
+    "problem.tariff_not_eligible": (
+        "Предложение недоступно на этом тарифе.",
+        "Ұсыныс бұл тарифте қолжетімсіз.",
+        "The offer is not available on this tariff.",
+    ),
     # refusals of the domain, by their stable problem code
     "problem.not_cancellable": (
         "Отменить нельзя: награда уже могла быть использована (SMS передано оператору или карта использована).",  # noqa: E501

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.kit.db.base import Base
 
-STAFF_ROLES = ("support", "finance", "partner", "admin")
+STAFF_ROLES = ("support", "finance", "partner", "admin", "approver")
 
 
 class StaffAccount(Base):
@@ -33,7 +33,7 @@ class StaffAccount(Base):
 
     __tablename__ = "staff_accounts"
     __table_args__ = (
-        CheckConstraint("role IN ('support', 'finance', 'partner', 'admin')", name="role"),
+        CheckConstraint("role IN ('support', 'finance', 'partner', 'admin', 'approver')", name="role"),
         CheckConstraint("(role = 'partner') = (partner_code IS NOT NULL)", name="partner_scoped"),
         CheckConstraint("role = 'support' OR cardinality(programs) = 0", name="program_scoped"),
         CheckConstraint("email = lower(email)", name="email_lower"),

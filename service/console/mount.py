@@ -8,9 +8,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from service.console import web
-from service.console.pages import dashboard, finance, partner, session, support
+from service.console.pages import campaigns, dashboard, finance, partner, session, support
 
-PAGES = (session, dashboard, support, partner, finance)
+PAGES = (session, dashboard, support, partner, finance, campaigns)
 
 
 def install(app: FastAPI) -> None:

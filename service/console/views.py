@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -132,3 +133,15 @@ def partners(session: Session) -> list[tuple[str, str]]:
         (row.code, row.name)
         for row in session.execute(text("SELECT code, name FROM partners WHERE active ORDER BY code"))
     ]
+
+
+def staff_emails(session: Session, refs: list[str | None]) -> dict[str, str]:
+    """The e-mails of staff actors named `staff:<account id>` (as campaigns record who submitted,
+    approved or rejected), for the page to show a person rather than a number."""
+    ids = {int(ref.split(":", 1)[1]) for ref in refs if ref and re.fullmatch(r"staff:\d+", ref)}
+    if not ids:
+        return {}
+    rows = session.execute(
+        text("SELECT id, email FROM staff_accounts WHERE id = ANY(:ids)"), {"ids": list(ids)}
+    )
+    return {f"staff:{row.id}": row.email for row in rows}

@@ -31,12 +31,18 @@ LANG_COOKIE = "rewards_console_lang"
 PATH = "/console"
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # a code file or a partner's report
 
-HOME = {"support": "/console/subscriber", "finance": "/console/periods", "partner": "/console/cards"}
+HOME = {
+    "support": "/console/subscriber",
+    "finance": "/console/periods",
+    "partner": "/console/cards",
+    "approver": "/console/campaigns",
+}
 NAV = (  # (path, label, roles)
     ("/console/subscriber", "nav.subscriber", ("support", "admin")),
     ("/console/stock", "nav.stock", ("support", "partner", "admin")),
     ("/console/cards", "nav.cards", ("partner",)),
     ("/console/periods", "nav.periods", ("finance", "admin")),
+    ("/console/campaigns", "nav.campaigns", ("support", "admin", "approver", "finance")),
     ("/console/dashboard", "nav.dashboard", ("support", "finance", "partner", "admin")),
     ("/console/audit", "nav.audit", ("finance", "admin")),
 )

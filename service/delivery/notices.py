@@ -11,7 +11,6 @@ certificate stays on the page. Its text carries a code, so the row keeps it encr
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +20,7 @@ from psycopg.rows import class_row
 
 from service.delivery.providers import (
     OutgoingSms,
+    Pace,
     PermanentSmsError,
     Provider,
     Receipt,
@@ -148,7 +148,7 @@ def deliver_notice(
     *,
     provider: Provider,
     now: datetime | None = None,
-    pace: Callable[[int], int] | None = None,
+    pace: Pace | None = None,
 ) -> str:
     """One notice to the provider: its status after the attempt ('sent', 'failed', or what it was
     already). Raises TransientSmsError (retry with backoff: the provider did not take it) or
@@ -160,7 +160,7 @@ def deliver_notice(
         raise claimed
     if isinstance(claimed, str):
         return claimed
-    if pace is not None and pace(claimed.segments) < claimed.segments:
+    if pace is not None and pace(claimed.segments, claimed.segments) < claimed.segments:
         result: SmsError | list[str] = TransientSmsError(
             "the provider's rate limit: no room for its parts now"
         )

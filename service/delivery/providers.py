@@ -1061,22 +1061,46 @@ def smpp_ssl_context() -> ssl.SSLContext | None:
     return context
 
 
-def build_provider(on_receipts: Callable[[list[Receipt]], list[Exception | None]]) -> Provider:
-    """The provider SMS_PROVIDER names. `on_receipts` applies the delivery receipts an SMPP session
-    receives (the delivery service's, handed in here so that providers know nothing of it)."""
+class Pace(Protocol):
+    """Asks the provider's rate limit for up to `wanted` submit_sm PDUs of the current second; grants
+    them (at most `wanted`), or 0 when fewer than `at_least` are left (at_least is capped by the limit
+    itself, so an SMS with more parts than a second's budget still goes, over more than one second)."""
+
+    def __call__(self, wanted: int, at_least: int = 1) -> int: ...
+
+
+def has_bulk_account() -> bool:
+    """Whether campaigns' SMS have an account of their own (SMPP_BULK_SYSTEM_ID or SMS_HTTP_BULK_TOKEN)."""
     settings = get_settings()
+    if settings.sms_provider == "smpp":
+        return bool(settings.smpp_bulk_system_id)
+    token = settings.sms_http_bulk_token
+    # an empty SMS_HTTP_BULK_TOKEN (a compose file's `${SMS_HTTP_BULK_TOKEN:-}`) is no bulk account
+    return settings.sms_provider == "http" and bool(token and token.get_secret_value())
+
+
+def build_provider(
+    on_receipts: Callable[[list[Receipt]], list[Exception | None]], *, bulk: bool = False
+) -> Provider:
+    """The provider SMS_PROVIDER names. `on_receipts` applies the delivery receipts an SMPP session
+    receives (the delivery service's, handed in here so that providers know nothing of it). `bulk`:
+    the campaigns' account when there is one (a second bind, another HTTP key), else the same one."""
+    settings = get_settings()
+    bulk = bulk and has_bulk_account()
     if settings.sms_provider == "http":
         if not settings.sms_http_url:
             raise RuntimeError("SMS_PROVIDER=http needs SMS_HTTP_URL")
-        token = settings.sms_http_token.get_secret_value() if settings.sms_http_token else None
+        secret = settings.sms_http_bulk_token if bulk else settings.sms_http_token
+        token = secret.get_secret_value() if secret else None
         return HttpProvider(settings.sms_http_url, token)
     if settings.sms_provider == "smpp":
-        password = settings.smpp_password.get_secret_value() if settings.smpp_password else ""
+        secret = settings.smpp_bulk_password if bulk else settings.smpp_password
+        password = secret.get_secret_value() if secret else ""
         return SmppProvider(
             SmppSession(
                 settings.smpp_host,
                 settings.smpp_port,
-                settings.smpp_system_id,
+                (settings.smpp_bulk_system_id or "") if bulk else settings.smpp_system_id,
                 password,
                 on_receipts=on_receipts,
                 window=settings.smpp_window,

@@ -8,7 +8,6 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -25,6 +24,7 @@ from service.delivery.notices import apply_notice_receipts
 from service.delivery.providers import (
     InDoubtSmsError,
     OutgoingSms,
+    Pace,
     PermanentSmsError,
     Provider,
     Receipt,
@@ -33,6 +33,7 @@ from service.delivery.providers import (
     TransientSmsError,
     UnavailableSmsError,
     build_provider,
+    has_bulk_account,
 )
 from service.delivery.text import format_amount, render
 from service.events import webhooks
@@ -451,9 +452,6 @@ def _mark_submitting(db: Any, claimed: list[Claimed], now: datetime) -> None:
     )
 
 
-Pace = Callable[[int], int]  # asks for submit_sm PDUs; returns how many it grants (may be 0)
-
-
 def deliver_many(
     jobs: list[Job],
     *,
@@ -486,7 +484,13 @@ def _paced(
     now: datetime,
     pace: Pace | None,
 ) -> None:
-    """Submits the batch as the rate limit grants PDUs: each SMS goes once its parts are granted."""
+    """Submits the batch as the rate limit grants PDUs: each SMS goes once its parts are granted.
+
+    A grant belongs to one second of the limiter's clock, so what is left of it after the SMS it
+    covers is dropped, never spent later: added to the next second's grant, it would put more
+    PDUs than the limit in that second at the SMSC. Each ask wants at least the next SMS's parts, so
+    a grant too small for it is not taken at all; only an SMS with more parts than a second's whole
+    budget gathers its parts over several seconds."""
     if pace is None:
         _submit(claimed, provider, outcomes, now)
         return
@@ -494,12 +498,13 @@ def _paced(
     deadline = time.monotonic() + PACE_PATIENCE
     while waiting:
         wanted = sum(c.sms.parts_to_send for c in waiting)
-        credit += pace(max(0, wanted - credit))
+        credit += pace(max(0, wanted - credit), max(1, waiting[0].sms.parts_to_send - credit))
         go = []
         while waiting and waiting[0].sms.parts_to_send <= credit:
             credit -= waiting[0].sms.parts_to_send
             go.append(waiting.pop(0))
         if go:
+            credit = 0  # the rest of this second's grant: never carried into a later second
             _submit(go, provider, outcomes, now)
         elif time.monotonic() > deadline:
             results: list[list[str] | SmsError] = [
@@ -1007,6 +1012,15 @@ def get_provider() -> Provider:
     return build_provider(on_receipts=apply_smpp_receipts)
 
 
+@lru_cache
+def get_bulk_provider() -> Provider:
+    """This process's provider for campaigns' SMS: the bulk account's session when there is one,
+    else the one provider of the process."""
+    if not has_bulk_account():
+        return get_provider()
+    return build_provider(on_receipts=apply_smpp_receipts, bulk=True)
+
+
 def close_provider() -> None:
     """Closes this process's provider if it was built (an SMPP session unbinds first)."""
     if get_provider.cache_info().currsize:
@@ -1015,6 +1029,12 @@ def close_provider() -> None:
         if close is not None:
             close()
         get_provider.cache_clear()
+    if get_bulk_provider.cache_info().currsize and has_bulk_account():  # else: the one closed above
+        bulk = get_bulk_provider()
+        close = getattr(bulk, "close", None)
+        if close is not None:
+            close()
+    get_bulk_provider.cache_clear()
 
 
 @lru_cache

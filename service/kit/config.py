@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     sms_deadline_hours: float = 24.0
     sms_in_doubt_seconds: float = 120.0
     sms_rate_limit: int = 200  # submit_sm PDUs (SMS parts) per second per provider, across all workers
+    # Campaigns' SMS (the bulk queue): their own cap, within sms_rate_limit when they share the
+    # account with the reward SMS. A bulk account (a second SMPP bind, or an HTTP key of its own)
+    # takes them off the transactional account altogether.
+    sms_bulk_rate_limit: int = 50
+    smpp_bulk_system_id: str | None = None
+    smpp_bulk_password: SecretStr | None = None
+    sms_http_bulk_token: SecretStr | None = None
     # The relay packs up to this many waiting reward SMS into one job: one claim, one window of
     # submits and one outcome transaction for all of them.
     sms_batch_size: int = 50

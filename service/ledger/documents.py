@@ -1,5 +1,6 @@
-"""The closing act as PDF: Russian (with a Kazakh subtitle), totals per product and VAT rate,
-totals per record type, the registry's numbers and SHA-256, signature blocks.
+"""The closing act as PDF: Russian (with a Kazakh subtitle), totals per product, VAT rate and source
+(on-demand redemptions, then each campaign by its name), totals per source, totals per record type,
+the registry's numbers and SHA-256, signature blocks.
 
 Text is real text in an embedded Unicode TrueType font (Roboto, shipped by the `font-roboto` PyPI
 package: Cyrillic including the Kazakh letters and the tenge sign), so it can be searched, copied
@@ -7,6 +8,7 @@ and extracted; amounts are formatted from integer minor units."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -17,7 +19,7 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 
 from service.kit.values.money import to_decimal_string
-from service.ledger.totals import Totals
+from service.ledger.totals import CampaignLine, Totals
 
 MONTHS_RU = (
     "январь",
@@ -54,6 +56,14 @@ TYPES_RU = {
     "breakage": "Истечение (breakage)",
 }
 CURRENCY_SIGN = {"KZT": "₸"}
+ON_DEMAND_RU = "По запросу (за баллы)"
+
+
+def source_ru(line: Mapping[str, Any]) -> str:
+    """The source of a totals line: the on-demand redemptions, or a campaign by its name."""
+    if line.get("campaign_id") is None:
+        return ON_DEMAND_RU
+    return f"Кампания «{line.get('campaign_name') or line['campaign_id']}»"
 
 
 @lru_cache
@@ -91,6 +101,7 @@ def render_act(
     pdf = _act_document(period)
     _act_heading(pdf, period, program)
     _act_products(pdf, totals, CURRENCY_SIGN.get(program["currency"], program["currency"]))
+    _act_campaigns(pdf, totals, program["currency"])
     _act_types(pdf, totals, program["currency"])
     _act_notes(pdf, period, totals, registry)
     _act_signatures(pdf)
@@ -163,13 +174,15 @@ def _act_heading(pdf: FPDF, period: dict[str, Any], program: dict[str, Any]) -> 
 
 
 def _act_products(pdf: FPDF, totals: Totals, sign: str) -> None:
-    """Section 1: a line per product and VAT rate, then the totals per currency."""
+    """Section 1: a line per product, VAT rate and source (on-demand first, then each campaign), then
+    the totals per currency."""
     pdf.set_font("Roboto", "B", 11)
     pdf.cell(pdf.epw, 6, "1. Итоги по товарам", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Roboto", "", 8.5)
     header = (
         "№",
         "Артикул / товар",
+        "Основание",
         "Партнёр",
         "Кол-во",
         f"Номинал, {sign}",
@@ -178,8 +191,8 @@ def _act_products(pdf: FPDF, totals: Totals, sign: str) -> None:
         f"в т.ч. НДС, {sign}",
     )
     with pdf.table(
-        col_widths=(8, 92, 40, 16, 30, 32, 14, 30),
-        text_align=("CENTER", "LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
+        col_widths=(8, 66, 38, 28, 16, 30, 32, 14, 30),
+        text_align=("CENTER", "LEFT", "LEFT", "LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
         headings_style=_HEAD_STYLE,
         line_height=5,
         width=pdf.epw,
@@ -191,6 +204,7 @@ def _act_products(pdf: FPDF, totals: Totals, sign: str) -> None:
                 (
                     str(i),
                     f"{line['sku']} — {line['name']}",
+                    source_ru(line),
                     line.get("partner_name") or line.get("partner") or "—",
                     str(line["quantity"]),
                     amount(line["face_value_minor"], cur),
@@ -205,6 +219,7 @@ def _act_products(pdf: FPDF, totals: Totals, sign: str) -> None:
                     "",
                     f"Итого ({cur})",
                     "",
+                    "",
                     str(t["quantity"]),
                     amount(t["face_value_minor"], cur),
                     amount(t["cost_minor"], cur),
@@ -216,11 +231,60 @@ def _act_products(pdf: FPDF, totals: Totals, sign: str) -> None:
     pdf.ln(4)
 
 
-def _act_types(pdf: FPDF, totals: Totals, currency: str) -> None:
-    """Section 2: the totals per kind of event (issue, cancel, exchange, breakage)."""
+def _act_campaigns(pdf: FPDF, totals: Totals, currency: str) -> None:
+    """Section 2: the totals per source: the on-demand redemptions (points debited), then each
+    campaign's grants (no points debited), by name; each currency's lines add up to its total."""
+    lines: list[CampaignLine] = totals.get("by_campaign") or []
     sign = CURRENCY_SIGN.get(currency, currency)
     pdf.set_font("Roboto", "B", 11)
-    pdf.cell(pdf.epw, 6, "2. Итоги по видам операций", new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(pdf.epw, 6, "2. Итоги по основаниям выдачи", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Roboto", "", 8.5)
+    with pdf.table(
+        col_widths=(100, 25, 20, 35, 35, 35),
+        text_align=("LEFT", "RIGHT", "RIGHT", "RIGHT", "RIGHT", "RIGHT"),
+        headings_style=_HEAD_STYLE,
+        line_height=5,
+        width=250,
+        align="LEFT",
+    ) as table:
+        table.row(
+            (
+                "Основание",
+                "Записей",
+                "Кол-во",
+                f"Номинал, {sign}",
+                f"Себестоимость, {sign}",
+                f"в т.ч. НДС, {sign}",
+            )
+        )
+        for t in lines:
+            cur = t["currency"]
+            table.row(
+                (
+                    source_ru(t) + ("" if cur == currency else f" ({cur})"),
+                    str(t["records"]),
+                    str(t["quantity"]),
+                    amount(t["face_value_minor"], cur),
+                    amount(t["cost_minor"], cur),
+                    amount(t["vat_minor"], cur),
+                )
+            )
+    pdf.set_font("Roboto", "", 8)
+    pdf.multi_cell(
+        pdf.epw,
+        4.4,
+        "Выдачи по кампаниям — вознаграждения без списания баллов участника.",
+        new_x="LMARGIN",
+        new_y="NEXT",
+    )
+    pdf.ln(4)
+
+
+def _act_types(pdf: FPDF, totals: Totals, currency: str) -> None:
+    """Section 3: the totals per kind of event (issue, cancel, exchange, breakage)."""
+    sign = CURRENCY_SIGN.get(currency, currency)
+    pdf.set_font("Roboto", "B", 11)
+    pdf.cell(pdf.epw, 6, "3. Итоги по видам операций", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Roboto", "", 8.5)
     with pdf.table(
         col_widths=(70, 25, 20, 35, 35, 35),

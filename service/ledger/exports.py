@@ -85,6 +85,10 @@ COLUMNS: tuple[ExportColumn, ...] = (
     ),
     ExportColumn("redemption_id", "ID выдачи", "r.redemption_id::text", width=38),
     ExportColumn("card_id", "ID карты", "r.card_id::text", width=10),
+    # The campaign whose grant the record books (service/campaigns: no points debited), empty for an
+    # on-demand redemption's record: the id, and the campaign's name for the reader.
+    ExportColumn("campaign", "ID кампании", "r.campaign_id::text", width=38),
+    ExportColumn("campaign_name", "Кампания", "ca.name", width=24),
     # Where an exchange happened: the partner's desk or the holder's reward page (records from before
     # the channel was recorded are all the partner's).
     ExportColumn(
@@ -107,6 +111,7 @@ _FROM = (
     " LEFT JOIN partners pa ON pa.id = r.partner_id"
     " JOIN products pr ON pr.id = r.product_id"
     " LEFT JOIN registry_entries e ON e.record_id = r.id"
+    " LEFT JOIN campaigns ca ON ca.id = r.campaign_id"
 )
 
 

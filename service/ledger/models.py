@@ -62,6 +62,9 @@ class ReconciliationRecord(Base):
     card_id: Mapped[int | None] = mapped_column(ForeignKey("cards.id"))
     # An exchange record's channel: `partner` (the partner's desk) or `online` (the reward page).
     channel: Mapped[str | None] = mapped_column(String(8))
+    # The campaign whose grant this record books (service/campaigns), so that documents show campaigns
+    # as their own lines; None: an on-demand redemption, an exchange, breakage.
+    campaign_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     # Filled by the BEFORE INSERT trigger of migration 0003f: the first month, from the one the record
     # happened in (program's time zone), that is not closed. Writers never name it.
     booked_period: Mapped[date | None] = mapped_column(Date, server_default=FetchedValue())

@@ -37,7 +37,7 @@ from service.ledger.errors import PeriodNotClosed, PeriodNotEnded
 from service.ledger.exports import RecordFilter, iter_csv, write_xlsx
 from service.ledger.models import PERIOD_LOCK
 from service.ledger.sql import load
-from service.ledger.totals import SUM_KEYS, ProductLine, Sums, Totals, TypeLine
+from service.ledger.totals import SUM_KEYS, CampaignLine, ProductLine, Sums, Totals, TypeLine
 
 DOCS_LOCK = PERIOD_LOCK + 1
 REGISTRY_LOCK = PERIOD_LOCK + 2  # (REGISTRY_LOCK, program id): the program's registry numbering
@@ -132,8 +132,41 @@ def compute_totals(db: Connection[Any], program_id: int, month: date) -> Totals:
         "by_currency": by_currency,
         "by_product": by_product,
         "by_type": by_type,
+        "by_campaign": by_campaign(by_product),
         "late_records": late,
     }
+
+
+def by_campaign(by_product: list[ProductLine]) -> list[CampaignLine]:
+    """The product lines summed per source and currency: the on-demand records first, then each
+    campaign by its name. Integer sums of the same lines, so each currency's lines add up to its total."""
+    lines: dict[tuple[str | None, str], CampaignLine] = {}
+    for line in by_product:
+        campaign = line.get("campaign_id")
+        t = lines.setdefault(
+            (campaign, line["currency"]),
+            {
+                "campaign_id": campaign,
+                "campaign_name": line.get("campaign_name"),
+                "currency": line["currency"],
+                "records": 0,
+                "quantity": 0,
+                "face_value_minor": 0,
+                "cost_minor": 0,
+                "vat_minor": 0,
+            },
+        )
+        for key in SUM_KEYS:
+            t[key] += line[key]
+    return sorted(
+        lines.values(),
+        key=lambda t: (
+            t["campaign_id"] is not None,
+            t["campaign_name"] or "",
+            t["campaign_id"] or "",
+            t["currency"],
+        ),
+    )
 
 
 def _typed_dict_row(_: type[_T]) -> RowFactory[_T]:
@@ -371,9 +404,22 @@ def render_totals(totals: Totals) -> dict[str, Any]:
                 "records": p["records"],
                 "quantity": p["quantity"],
                 "vat_rate": to_decimal_string(p["vat_rate_bp"], "KZT"),
+                "campaign": p.get("campaign_id"),
+                "campaign_name": p.get("campaign_name"),
                 **sums(p),
             }
             for p in totals["by_product"]
+        ],
+        "by_campaign": [
+            {
+                "campaign": c["campaign_id"],
+                "campaign_name": c["campaign_name"],
+                "currency": c["currency"],
+                "records": c["records"],
+                "quantity": c["quantity"],
+                **sums(c),
+            }
+            for c in totals.get("by_campaign", by_campaign(totals["by_product"]))
         ],
         "by_type": [
             {"type": t["type"], "records": t["records"], "quantity": t["quantity"], **sums(t)}

@@ -137,6 +137,11 @@ _EXPORT_CONTENT = download_response(
 @router.get(
     "/reconciliation/records",
     summary="Reconciliation records as CSV, JSON Lines or XLSX (streamed)",
+    description=(
+        "One row per record (columns in docs/finance.md), ordered by time. `campaign` is the id of the"
+        " campaign whose grant the record books (a campaign grant debits no points) and `campaign_name`"
+        " its name; both are empty (null in JSON Lines) for an on-demand redemption's record."
+    ),
     response_class=StreamingResponse,
     responses={**responses(UnknownProgram, UnknownPartner, UnknownProduct, InvalidRange), **_EXPORT_CONTENT},
 )

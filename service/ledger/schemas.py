@@ -13,6 +13,7 @@ RecordType = Literal["issue", "cancel", "exchange", "breakage"]
 ExportFormat = Literal["csv", "jsonl", "xlsx"]
 DocumentKind = Literal["act.pdf", "registry.xlsx", "registry.csv"]
 MONTH_PATTERN = r"^2\d{3}-(0[1-9]|1[0-2])$"
+CAMPAIGN_EXAMPLE = "0b6a3c1e-8d7f-4a53-9a39-6f0e8c2d1b44"
 
 
 class Sums(BaseModel):
@@ -34,6 +35,23 @@ class ProductTotal(Sums):
     records: int
     quantity: int
     vat_rate: str = Field(description='VAT rate in percent, e.g. "16.00"', examples=["16.00"])
+    campaign: str | None = Field(
+        default=None,
+        description="The campaign whose grants (no points debited) this line sums; null: on-demand",
+        examples=[CAMPAIGN_EXAMPLE],
+    )
+    campaign_name: str | None = Field(default=None, examples=["New Year"])
+
+
+class CampaignTotal(Sums):
+    campaign: str | None = Field(
+        description="The campaign's id; null for the on-demand redemptions' records",
+        examples=[CAMPAIGN_EXAMPLE],
+    )
+    campaign_name: str | None = Field(examples=["New Year"])
+    currency: str
+    records: int
+    quantity: int
 
 
 class TypeTotal(Sums):
@@ -50,6 +68,10 @@ class PeriodTotals(BaseModel):
     by_currency: list[CurrencyTotal]
     by_product: list[ProductTotal]
     by_type: list[TypeTotal]
+    by_campaign: list[CampaignTotal] = Field(
+        default_factory=list,
+        description="Per source: the on-demand redemptions (campaign null), then each campaign's grants",
+    )
 
 
 class DocumentOut(BaseModel):

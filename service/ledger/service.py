@@ -94,7 +94,7 @@ WRITE_REVERSAL = load("write_reversal")
 # What the CTE of a redemption's statement returns for its issue record (see issue_record).
 REDEMPTION_RETURNING = ", ".join(
     ("id", "created_at", "program_id", "tariff_id", "offer_id", "product_id", "currency", "nominal_minor")
-    + ("reward_last4", "card_id")
+    + ("reward_last4", "card_id", "campaign_id")
 )
 
 

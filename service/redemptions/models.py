@@ -76,6 +76,8 @@ class Redemption(Base):
     link_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
     # When the holder first tapped "show" on the reward page: the code is exposed, as by a sent SMS.
     revealed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A campaign's grant (service/campaigns): no points debited, its SMS on the bulk channel.
+    campaign_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True), ForeignKey("campaigns.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -93,6 +93,8 @@ class Priced:
     nominal_minor: int
     vat_rate_bp: int  # of the issue record: the product's rate when its VAT falls at sale, else 0
     sandbox: bool = False
+    # A campaign's grant: no points; its value was reserved against the budget when it was approved.
+    granted: bool = False
 
     @property
     def has_limits(self) -> bool:
@@ -100,7 +102,7 @@ class Priced:
 
     @property
     def budgeted(self) -> bool:
-        return self.program.monthly_budget_minor is not None and not self.sandbox
+        return self.program.monthly_budget_minor is not None and not self.sandbox and not self.granted
 
 
 def redeem(
@@ -110,19 +112,33 @@ def redeem(
     scope: Scope,
     api_key_id: int | None,
     now: datetime | None = None,
+    campaign_id: uuid.UUID | None = None,
+    silent: bool = False,
 ) -> RedemptionOut:
     """The redemption in one statement (limits, reward, redemption, record, SMS) and the program's
     budget, sent with the subscriber's lock in one round trip; the refusals it finds are raised, and
     the caller's transaction rolls back whatever the statements did. redeem_async() is the same on an
-    asyncio connection (the API's), which leaves the budget for the commit's round trip."""
+    asyncio connection (the API's), which leaves the budget for the commit's round trip.
+    `campaign_id`: a line of that campaign, granted (no points, the budget reserved by the campaign),
+    its SMS on the bulk channel (jobs.CAMPAIGN_SMS); `silent`: no SMS at all (the subscriber opted out
+    of bulk SMS): the redemption is `failed` with reason `bulk_opt_out`, its reward kept, its page
+    link in the API."""
     now = now or datetime.now(UTC)
-    priced = price(get_snapshot(session), request, scope=scope, now=now)
+    granted = campaign_id is not None
+    priced = price(get_snapshot(session), request, scope=scope, now=now, granted=granted)
     db = driver(session)
     redemption_id = uuid7()
     token = reward_token(get_vault(), redemption_id)
     for _ in range(CARD_DRAWS):
         statement = redemption_statement(
-            request, priced, redemption_id, api_key_id=api_key_id, now=now, token=token
+            request,
+            priced,
+            redemption_id,
+            api_key_id=api_key_id,
+            now=now,
+            token=token,
+            campaign_id=campaign_id,
+            sms_job=None if silent else jobs.CAMPAIGN_SMS if granted else jobs.REWARD_SMS,
         )
         try:
             # One round trip: leaving the pipeline sends its Sync and collects every result.
@@ -136,7 +152,11 @@ def redeem(
             raise budget_refusal(exc) or exc from None
         reward = _reward_of(redeemed.fetchone(), priced, request)
         if reward is not None:
-            return _accepted(request, priced, redemption_id, reward, now, token)
+            accepted = _accepted(request, priced, redemption_id, reward, now, token)
+            if silent:
+                db.execute(OPTED_OUT, {"id": redemption_id, "now": now})
+                accepted = accepted.model_copy(update={"status": "failed", "status_reason": "bulk_opt_out"})
+            return accepted
     raise RuntimeError("could not mint a unique card number")
 
 
@@ -243,8 +263,12 @@ def _accepted(
     )
 
 
-def price(snap: CatalogSnapshot, request: RedemptionIn, *, scope: Scope, now: datetime) -> Priced:
-    """The catalog's answer to a request, from the in-memory snapshot: no database round trip."""
+def price(
+    snap: CatalogSnapshot, request: RedemptionIn, *, scope: Scope, now: datetime, granted: bool = False
+) -> Priced:
+    """The catalog's answer to a request, from the in-memory snapshot: no database round trip.
+    `granted`: a campaign's grant, which debits no points (request.points is not checked) and whose
+    value the campaign reserved against the budget as a whole."""
     program = snap.programs.get(request.program)
     if program is None or not program.active or not scope.allows(program.code):
         raise UnknownProgram(f"no program {request.program}")
@@ -263,23 +287,24 @@ def price(snap: CatalogSnapshot, request: RedemptionIn, *, scope: Scope, now: da
     if tariff is None or price is None:
         raise TariffNotEligible(f"tariff {request.tariff} may not redeem offer {offer.code}")
     nominal, points = price
-    if request.points != points:
+    if request.points != points and not granted:
         raise PointsMismatch(f"offer {offer.code} costs {points} points on tariff {request.tariff}")
     if scope.in_sandbox:
         if request.msisdn == sandbox.OUT_OF_STOCK:
             raise OutOfStock(f"no codes left for {product.sku} (sandbox magic number)")
         return Priced(program, offer, product, tariff, nominal, 0, sandbox=True)
-    if program.monthly_budget_minor is not None and nominal > program.monthly_budget_minor:
+    if program.monthly_budget_minor is not None and nominal > program.monthly_budget_minor and not granted:
         raise BudgetExceeded("the program's monthly budget is spent")
     local_date = now.astimezone(program.zone).date()
     rate = snap.vat_rate_bp(product.vat_schedule, local_date) if product.vat_point == "sale" else 0
-    return Priced(program, offer, product, tariff, nominal, rate)
+    return Priced(program, offer, product, tariff, nominal, rate, granted=granted)
 
 
 # The statements of a redemption (sql/*.sql): the subscriber's lock, then the one statement that does
 # the rest (reserve.sql, composed once per shape by _redemption_sql), and the program's budget last.
 LIMIT_LOCK = load("limit_lock")
 TAKE_BUDGET = load("take_budget")
+OPTED_OUT = load("opted_out")
 
 
 # The guard of a checked statement (bench/ceiling.py): a division by zero when any of its writes
@@ -352,10 +377,13 @@ def redemption_statement(
     now: datetime,
     token: str | None = None,
     checked: bool = False,
+    campaign_id: uuid.UUID | None = None,
+    sms_job: jobs.Job | None = jobs.REWARD_SMS,
 ) -> Fragment:
     """The statement of one redemption (see _redemption_sql) and its parameters; `token`: the reward
     page's token of `redemption_id` when the caller has it already; `checked`: an error unless it
-    wrote a whole redemption (for the benchmark's ceiling)."""
+    wrote a whole redemption (for the benchmark's ceiling); `campaign_id`, `sms_job`: a campaign's
+    grant, whose SMS goes on the bulk channel."""
     program, product, offer = priced.program, priced.product, priced.offer
     card = product.kind != "code"
     record = (
@@ -387,6 +415,7 @@ def redemption_statement(
         "api_key": api_key_id,
         # The reward page's token is derived from the id, never stored: only its hash is.
         "link_hash": token_hash(token or reward_token(vault, redemption_id)),
+        "campaign": campaign_id,
         "now": now,
         **record.params,
     }
@@ -406,11 +435,15 @@ def redemption_statement(
     if priced.budgeted:
         params.update(budget_month=day.date().replace(day=1), budget=program.monthly_budget_minor)
     # The first send of the reward's SMS, from the redemption row: its id and time.
-    sms = outbox.insert(
-        jobs.REWARD_SMS,
-        payload="jsonb_build_object('redemption_id', r.id, 'send', 0)",
-        source="r",
-        created_at="r.created_at",
+    sms = (
+        outbox.insert(
+            sms_job,
+            payload="jsonb_build_object('redemption_id', r.id, 'send', 0)",
+            source="r",
+            created_at="r.created_at",
+        )
+        if sms_job is not None
+        else "SELECT NULL"  # a campaign's grant to a subscriber who opted out of bulk SMS
     )
     params.update(outbox.trace_params())
     sql = _redemption_sql(

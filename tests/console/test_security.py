@@ -30,6 +30,11 @@ PAGES = [
     "/console/dashboard",
     "/console/dashboard/data",
     "/console/audit",
+    "/console/campaigns",
+    "/console/campaigns/01a23aab-a672-751c-8c9b-a4dfafacdd09",
+    "/console/campaigns/01a23aab-a672-751c-8c9b-a4dfafacdd09/progress",
+    "/console/campaigns/01a23aab-a672-751c-8c9b-a4dfafacdd09/report.csv",
+    "/console/campaigns/01a23aab-a672-751c-8c9b-a4dfafacdd09/results?format=xlsx",
 ]
 ACTIONS = [
     "/console/logout",
@@ -43,6 +48,12 @@ ACTIONS = [
     "/console/cards/exchange",
     "/console/periods/close",
     "/console/periods/reconcile",
+    "/console/campaigns",
+    "/console/campaigns/01a23aab-a672-751c-8c9b-a4dfafacdd09/upload",
+    "/console/campaigns/01a23aab-a672-751c-8c9b-a4dfafacdd09/submit",
+    "/console/campaigns/01a23aab-a672-751c-8c9b-a4dfafacdd09/pause",
+    "/console/campaigns/01a23aab-a672-751c-8c9b-a4dfafacdd09/resume",
+    "/console/campaigns/01a23aab-a672-751c-8c9b-a4dfafacdd09/cancel",
 ]
 
 

@@ -135,8 +135,8 @@ class Worker:
 def flush_queues() -> None:
     """Empties every queue the workers consume. (`broker.flush_all()` knows only the queues declared
     in this process, and the test process declares none: it imports no actors.)"""
-    from service.kit.messaging.jobs import BULK_SMS_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
+    from service.kit.messaging.jobs import BULK_SMS_QUEUE, CAMPAIGN_QUEUE, SMS_QUEUE, WEBHOOK_QUEUE
     from workers.broker import broker
 
-    for queue in (SMS_QUEUE, BULK_SMS_QUEUE, WEBHOOK_QUEUE):
+    for queue in (SMS_QUEUE, BULK_SMS_QUEUE, CAMPAIGN_QUEUE, WEBHOOK_QUEUE):
         broker.flush(queue)

@@ -24,5 +24,11 @@ REWARD_SMS_BATCH = Job(SMS_QUEUE, "deliver_reward_sms_batch")  # kwargs: jobs [[
 # with the reward SMS; expiry reminders are bulk and wait out quiet hours. kwargs: notice_id
 NOTICE_SMS = Job(SMS_QUEUE, "deliver_notice_sms")
 BULK_NOTICE_SMS = Job(BULK_SMS_QUEUE, "deliver_bulk_notice_sms")
+# A campaign's work: its runner turns the next lines into redemptions at the campaign's rate (kwargs:
+# campaign_id), on a queue of its own; its lines' reward SMS go bulk and wait out quiet hours
+# (kwargs: redemption_id, send).
+CAMPAIGN_QUEUE = "campaigns"
+RUN_CAMPAIGN = Job(CAMPAIGN_QUEUE, "run_campaign")
+CAMPAIGN_SMS = Job(BULK_SMS_QUEUE, "deliver_campaign_sms")
 WEBHOOK = Job(WEBHOOK_QUEUE, "send_webhook")  # kwargs: event_id
 WEBHOOKS = Job(WEBHOOK_QUEUE, "send_webhooks")  # kwargs: event_ids

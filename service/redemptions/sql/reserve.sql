@@ -10,10 +10,10 @@ c AS ({reward}),
 r AS (
   INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id, msisdn, locale,
                            points, currency, nominal_minor, code_id, card_id, reward_last4,
-                           reward_expires_at, api_key_id, sandbox, link_hash, created_at, updated_at)
+                           reward_expires_at, api_key_id, sandbox, link_hash, campaign_id, created_at, updated_at)
   SELECT %(id)s, %(program)s, %(tariff)s, %(offer)s, %(product)s, %(external_id)s, %(msisdn)s, %(locale)s,
          %(points)s, %(currency)s, %(nominal)s, {code_id}, {card_id}, c.last4,
-         c.expires_at, %(api_key)s, {sandbox}, %(link_hash)s, %(now)s, %(now)s
+         c.expires_at, %(api_key)s, {sandbox}, %(link_hash)s, %(campaign)s, %(now)s, %(now)s
     FROM c
   ON CONFLICT (program_id, sandbox, external_id) DO NOTHING
   RETURNING {returning}

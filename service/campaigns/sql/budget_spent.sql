@@ -1,0 +1,1 @@
+SELECT spent_minor FROM program_budget_usage WHERE program_id = %(program)s AND month = %(month)s

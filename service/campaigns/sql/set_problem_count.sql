@@ -1,0 +1,1 @@
+UPDATE campaigns SET problem_count = %(count)s WHERE id = %(id)s

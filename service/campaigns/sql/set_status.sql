@@ -1,0 +1,1 @@
+UPDATE campaigns SET status = %(status)s, updated_at = %(now)s WHERE id = %(id)s
