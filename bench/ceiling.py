@@ -71,10 +71,13 @@ class Offer:
     points: int
 
 
-def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, response_body: str) -> str:
+def redemption_script(
+    snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, response_body: str, subscribers: str = "+7747"
+) -> str:
     """A pgbench script of one redemption of `offer`, as the API sends it: the subscriber's lock and
     the redemption's statement in one pipeline (one round trip), then the idempotency row, the
-    program's budget and the commit in another."""
+    program's budget and the commit in another. Its subscribers are `subscribers` and 7 digits
+    (several runs on one database give each its own prefix, or their subscribers reach their limits)."""
     now = datetime.now(UTC)
     request = RedemptionIn(
         program=offer.program,
@@ -88,7 +91,7 @@ def redemption_script(snap: CatalogSnapshot, offer: Offer, *, api_key_id: int, r
     if priced.product.kind != "code":
         raise SystemExit("the ceiling is scripted for code offers (a card's number is drawn in Python)")
     # +7747...: never one of the load generator's subscribers (+7705...), whose limits it would spend.
-    msisdn = "('+7747' || lpad((CAST(:n AS bigint) % 10000000)::text, 7, '0'))"
+    msisdn = f"('{subscribers}' || lpad((CAST(:n AS bigint) % 10000000)::text, 7, '0'))"
     lines = ["\\set n random(1, 1000000000000)", "\\startpipeline", "BEGIN;"]
     if priced.has_limits:
         lines.append(_substitute(LIMIT_LOCK, {}, {"msisdn": msisdn}) + ";")

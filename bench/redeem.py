@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -51,6 +52,27 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
+# Rounds of runs on one database (bench/scale.py) use subscribers of their own: the API's round r
+# valid mobile numbers 8705r......, 8707r......, 8708r...... (r < 10, 10-19, 20-29), pgbench's
+# +77(40+r)....... (bench/ceiling.py; SQL, so no number plan applies), and neither the grown
+# database's +7701....... of bench/scale.py.
+ROUNDS = 30
+
+
+def subscribers(round_: int) -> str:
+    """The local prefix of the API's subscribers in round `round_` (and 6 digits each)."""
+    if not 0 <= round_ < ROUNDS:
+        raise SystemExit(f"at most {ROUNDS} rounds of runs on one database")
+    return ("8705", "8707", "8708")[round_ // 10] + str(round_ % 10)
+
+
+def ceiling_subscribers(round_: int) -> str:
+    """The E.164 prefix of pgbench's subscribers in its round `round_` (two a measure(): before, after)."""
+    if not 0 <= round_ < 2 * ROUNDS:
+        raise SystemExit(f"at most {2 * ROUNDS} pgbench rounds on one database")
+    return f"+77{40 + round_:02d}"
+
+
 SKU = "ARAY-CINEMA-2000"  # the product of both offers, whose pool the bench fills
 OFFERS = {  # name -> (program, tariff, offer, points)
     "budgeted": ("mobile-bonus", "basic", "cinema-2000", 2000),
@@ -58,7 +80,9 @@ OFFERS = {  # name -> (program, tariff, offer, points)
 }
 
 
-async def load(base: str, key: str, clients: int, seconds: float, warmup: float, offer: str) -> dict:
+async def load(
+    base: str, key: str, clients: int, seconds: float, warmup: float, offer: str, round_: int = 0
+) -> dict:
     import httpx
 
     latencies: list[float] = []
@@ -78,14 +102,14 @@ async def load(base: str, key: str, clients: int, seconds: float, warmup: float,
                     "tariff": tariff,
                     "offer": code,
                     "points": points,
-                    "msisdn": f"8705{n:07d}",
-                    "external_id": f"bench-{n}",
+                    "msisdn": f"{subscribers(round_)}{n:06d}",
+                    "external_id": f"bench-{round_}-{n}",
                 }
                 started = time.perf_counter()
                 response = await http.post(
                     "/v1/redemptions",
                     json=body,
-                    headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"b-{n}"},
+                    headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"b-{round_}-{n}"},
                 )
                 elapsed = time.perf_counter() - started
                 if started >= deadline_warm:
@@ -120,9 +144,9 @@ function setup(thread)
 end
 request = function()
   counter = counter + 1
-  local n = string.format("%d%06d", tid, counter)
-  local body = string.format('{"program":"%s","tariff":"%s","offer":"%s","points":%d,"msisdn":"8705%s",'
-    .. '"external_id":"%s-%s"}', PROGRAM, TARIFF, OFFER, POINTS, n, RUN, n)
+  local n = string.format("%d%05d", tid, counter)
+  local body = string.format('{"program":"%s","tariff":"%s","offer":"%s","points":%d,"msisdn":"%s%s",'
+    .. '"external_id":"%s-%s"}', PROGRAM, TARIFF, OFFER, POINTS, PREFIX, n, RUN, n)
   return wrk.format("POST", "/v1/redemptions", {["Content-Type"] = "application/json",
     ["Authorization"] = "Bearer " .. KEY, ["Idempotency-Key"] = RUN .. "-" .. n}, body)
 end
@@ -144,7 +168,12 @@ def run_wrk(
     offer: str,
     work: Path,
     meter: CpuMeter | None = None,
+    round_: int = 0,
 ) -> dict:
+    """wrk against `base` (a warm-up run, then the measured one); `round_` numbers the API runs on one
+    database: each round's subscribers, external ids and Idempotency-Keys are its own, so that a later
+    round is never answered by the replay of an earlier one's stored response or refused by the
+    subscriber's limits."""
     program, tariff, code, points = OFFERS[offer]
     results = {}
     for run, duration in (("warm", warmup), ("measured", seconds)):
@@ -153,7 +182,7 @@ def run_wrk(
         script = work / f"redeem-{run}.lua"
         script.write_text(
             f'PROGRAM="{program}" TARIFF="{tariff}" OFFER="{code}" POINTS={points} KEY="{key}"'
-            f' RUN="{run}"\n' + WRK_SCRIPT
+            f' RUN="{run}{round_}" PREFIX="{subscribers(round_)}"\n' + WRK_SCRIPT
         )
         out = subprocess.run(
             [
@@ -300,6 +329,7 @@ def parse_args() -> argparse.Namespace:
         " against the same database: two versions of the code in one run",
     )
     parser.add_argument("--load-only", nargs=2, metavar=("BASE", "KEY"), help=argparse.SUPPRESS)
+    parser.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -312,6 +342,7 @@ class Bench:
         self.args = args
         self.work = Path(tempfile.mkdtemp(prefix="bench-redeem-"))
         self.started: list = []
+        self.rounds = 0  # measure() runs on this database so far
         self.env = {
             **os.environ,
             "LOG_LEVEL": "WARNING",
@@ -337,32 +368,37 @@ class Bench:
         ).stdout
 
     def prepare(self, codes: int) -> str:
-        self.rewards("migrate")
-        self.rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
-        # Every code with an expiry, as real pools have; the budget large enough for every run.
+        """setup() and a pool of `codes` codes imported by `rewards codes import`; the loyalty key."""
+        key = self.setup()
+        # Every code with an expiry, as real pools have.
         pool = self.work / "codes.csv"
         pool.write_text("".join(f"BENCH-{secrets.token_hex(6).upper()},,2030-12-31\n" for _ in range(codes)))
         self.rewards("codes", "import", SKU, str(pool))
+        return key
+
+    def setup(self) -> str:
+        """The database migrated with the demo catalog, the budget large enough for every run; a new
+        loyalty key of both offers' programs."""
+        self.rewards("migrate")
+        self.rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
         self.sql(
             "UPDATE programs SET monthly_budget_minor = 1000000000000000"
             " WHERE monthly_budget_minor IS NOT NULL"
         )
+        return self.key("loyalty", "mobile-bonus", "home-internet")
+
+    def key(self, role: str, *programs: str) -> str:
+        options = [arg for program in programs for arg in ("--program", program)]
         return (
-            self.rewards(
-                "keys",
-                "create",
-                "--role",
-                "loyalty",
-                "--program",
-                "mobile-bonus",
-                "--program",
-                "home-internet",
-                "--name",
-                "bench",
-            )
+            self.rewards("keys", "create", "--role", role, *options, "--name", "bench")
             .strip()
             .splitlines()[-1]
         )
+
+    def key_id(self) -> str:
+        from bench._stack import current_key_id
+
+        return current_key_id(self.env)
 
     def sql(self, statement: str) -> list:
         import psycopg
@@ -377,8 +413,9 @@ class Bench:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def ceiling_script(bench: Bench, offer: str) -> Path:
-    """The pgbench script of one redemption, built by the service's own code against this database."""
+def ceiling_script(bench: Bench, offer: str, round_: int = 0) -> Path:
+    """The pgbench script of one redemption, built by the service's own code against this database,
+    its subscribers those of pgbench round `round_`."""
     from bench.ceiling import Offer, redemption_script
     from service.catalog.snapshot import load_snapshot
     from service.kit.config import reset_settings_cache
@@ -417,79 +454,97 @@ def ceiling_script(bench: Bench, offer: str) -> Path:
     )
     with new_session() as session:
         snap = load_snapshot(session)
-    script = bench.work / "redemption.sql"
+    script = bench.work / f"redemption-{round_}.sql"
     script.write_text(
         redemption_script(
-            snap, Offer(program, tariff, code, points), api_key_id=api_key_id, response_body=body
+            snap,
+            Offer(program, tariff, code, points),
+            api_key_id=api_key_id,
+            response_body=body,
+            subscribers=ceiling_subscribers(round_),
         )
     )
     return script
 
 
-def main() -> None:
-    args = parse_args()
-    if args.load_only:
-        result = asyncio.run(
-            load(args.load_only[0], args.load_only[1], args.clients, args.seconds, args.warmup, args.offer)
-        )
-        print(json.dumps(result))
-        return
-    bench = Bench(args)
-    api = None
+@dataclass
+class Measured:
+    """One API run between two ceilings (with --limit): what redeem.py prints and bench/scale.py
+    compares."""
+
+    result: dict
+    ceilings: list  # PgbenchResult of the runs that finished
+    dry: list[str]  # which run ran dry, and how: no ratio then
+    meter: CpuMeter
+
+
+def start_api(bench: Bench, workers: int, api_root: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`rewards api` on a free port against the bench's database, ready; its process and base URL."""
+    port = free_port()
+    api_env = dict(bench.env)
+    if api_root:
+        api_env["PYTHONPATH"] = str(api_root.resolve())
+    api = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "api", "--port", str(port), "--workers", str(workers)],
+        env=api_env,
+        cwd=api_root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
     try:
-        from bench.ceiling import CeilingFailed, codes_left, pool_size, ratio_line, run_pgbench
-
-        # the API run, and with --limit two pgbench runs of as many seconds
-        seconds = args.warmup + args.seconds + (2 * int(args.seconds) if args.limit else 0)
-        key = bench.prepare(args.pool or pool_size(args.clients, seconds) + args.codes)
-        ceiling = []
-        dry: list[str] = []
-
-        def left() -> int:
-            return codes_left(bench.env["DATABASE_URL"], SKU)
-
-        def ceiling_run(name: str) -> None:
-            try:
-                ceiling.append(
-                    run_pgbench(
-                        bench.env["DATABASE_URL"], script, clients=args.clients, seconds=int(args.seconds)
-                    )
-                )
-            except CeilingFailed as failed:
-                if not failed.empty:
-                    raise SystemExit(str(failed)) from None
-                dry.append(f"pgbench {name}: a transaction took no code ({left()} codes left)")
-            print(f"  codes left after pgbench {name}: {left()}")
-
-        if args.limit:
-            script = ceiling_script(bench, args.offer)
-            ceiling_run("before")
-        port = free_port()
-        api_env = dict(bench.env)
-        if args.api_root:
-            api_env["PYTHONPATH"] = str(args.api_root.resolve())
-        api = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "api",
-                "--port",
-                str(port),
-                "--workers",
-                str(args.api_workers),
-            ],
-            env=api_env,
-            cwd=args.api_root,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        base = f"http://127.0.0.1:{port}"
         wait_ready(base)
+    except BaseException:
+        api.terminate()
+        api.wait(timeout=30)
+        raise
+    return api, base
+
+
+def stop_api(api: subprocess.Popen) -> None:
+    api.terminate()
+    api.wait(timeout=30)
+
+
+def measure(bench: Bench, args: argparse.Namespace, key: str) -> Measured:
+    """The API run, with --limit between two pgbench runs of the same statements on the same
+    database; the codes left are printed after each run, and a run that ran dry is named in `dry`.
+    Each call is a round of its own (subscribers, external ids, Idempotency-Keys), and an API run
+    whose 201s took fewer codes than they count (replays, empty work) is named in `dry` too."""
+    from bench.ceiling import CeilingFailed, codes_left, run_pgbench
+
+    round_ = bench.rounds
+    bench.rounds += 1
+    ceiling: list = []
+    dry: list[str] = []
+
+    def left() -> int:
+        return codes_left(bench.env["DATABASE_URL"], SKU)
+
+    def ceiling_run(name: str, script: Path) -> None:
+        try:
+            ceiling.append(
+                run_pgbench(
+                    bench.env["DATABASE_URL"], script, clients=args.clients, seconds=int(args.seconds)
+                )
+            )
+        except CeilingFailed as failed:
+            if not failed.empty:
+                raise SystemExit(str(failed)) from None
+            dry.append(f"pgbench {name}: a transaction took no code ({left()} codes left)")
+            errors = [line for line in str(failed).splitlines() if "ERROR" in line or "DETAIL" in line]
+            print(f"  pgbench {name} failed: {' | '.join(errors[:3])}")
+        print(f"  codes left after pgbench {name}: {left()}")
+
+    if args.limit:
+        ceiling_run("before", ceiling_script(bench, args.offer, 2 * round_))
+    before_api = left()
+    api, base = start_api(bench, args.api_workers, args.api_root)
+    try:
         meter = CpuMeter(api.pid, postmaster_pid(bench.env["DATABASE_URL"]))
         if args.driver == "wrk":
             result = run_wrk(
-                base, key, args.clients, args.seconds, args.warmup, args.offer, bench.work, meter
+                base, key, args.clients, args.seconds, args.warmup, args.offer, bench.work, meter, round_
             )
         else:
             out = subprocess.run(
@@ -507,47 +562,89 @@ def main() -> None:
                     str(args.warmup),
                     "--offer",
                     args.offer,
+                    "--round",
+                    str(round_),
                 ],
                 check=True,
                 capture_output=True,
                 text=True,
             ).stdout
             result = json.loads(out)
-        api.terminate()
-        api.wait(timeout=30)
-        api = None
-        failed = sum(n for label, n in result["statuses"].items() if label != "201")
-        remaining = left()
-        print(f"  codes left after the API run: {remaining}")
-        if failed and remaining == 0:
-            dry.append(f"the API run: {failed} requests failed and the pool is empty")
-        if args.limit:
-            ceiling_run("after")
-        print(
-            f"{args.driver} driver, {args.offer} offer, {args.clients} clients,"
-            f" {args.api_workers} API worker(s), {result['seconds']:.0f} s measured"
-            f" after {args.warmup:.0f} s warm-up"
+    finally:
+        stop_api(api)
+    failed = sum(n for label, n in result["statuses"].items() if label != "201")
+    remaining = left()
+    print(f"  codes left after the API run: {remaining}")
+    if failed and remaining == 0:
+        dry.append(f"the API run: {failed} requests failed and the pool is empty")
+    redeemed = result["statuses"].get("201", 0)
+    if before_api - remaining < redeemed:
+        dry.append(
+            f"the API run: {redeemed} redemptions answered 201 but {before_api - remaining} codes"
+            " were taken (replayed or empty work)"
         )
-        print(f"  redemptions/s: {result['rps']:.0f}   statuses: {result['statuses']}")
-        if meter.spent:
-            print(meter.report(result["statuses"]["201"]))
-        print(
-            f"  latency ms: p50 {result['p50_ms']:.1f}  p95 {result['p95_ms']:.1f}"
-            f"  p99 {result['p99_ms']:.1f}  mean {result['mean_ms']:.1f}"
-        )
-        if args.limit:
-            print(
-                f"  pgbench, same database, the statements of one redemption, {args.clients} clients:"
-                f" {' / '.join(f'{c.tps:.0f}' for c in ceiling)} tps (before / after of the runs that"
-                f" finished; failed: {sum(c.failed for c in ceiling)})"
+    if args.limit:
+        ceiling_run("after", ceiling_script(bench, args.offer, 2 * round_ + 1))
+    return Measured(result, ceiling, dry, meter)
+
+
+def report(args: argparse.Namespace, measured: Measured) -> str:
+    """Prints the run's figures; returns its ratio line (or `no ratio: ...`) with --limit."""
+    from bench.ceiling import ratio_line
+
+    result, ceiling = measured.result, measured.ceilings
+    print(
+        f"{args.driver} driver, {args.offer} offer, {args.clients} clients,"
+        f" {args.api_workers} API worker(s), {result['seconds']:.0f} s measured"
+        f" after {args.warmup:.0f} s warm-up"
+    )
+    print(f"  redemptions/s: {result['rps']:.0f}   statuses: {result['statuses']}")
+    if measured.meter.spent:
+        print(measured.meter.report(result["statuses"]["201"]))
+    print(
+        f"  latency ms: p50 {result['p50_ms']:.1f}  p95 {result['p95_ms']:.1f}"
+        f"  p99 {result['p99_ms']:.1f}  mean {result['mean_ms']:.1f}"
+    )
+    if not args.limit:
+        return ""
+    print(
+        f"  pgbench, same database, the statements of one redemption, {args.clients} clients:"
+        f" {' / '.join(f'{c.tps:.0f}' for c in ceiling)} tps (before / after of the runs that"
+        f" finished; failed: {sum(c.failed for c in ceiling)})"
+    )
+    return ratio_line(result["rps"], ceiling, measured.dry)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.load_only:
+        result = asyncio.run(
+            load(
+                args.load_only[0],
+                args.load_only[1],
+                args.clients,
+                args.seconds,
+                args.warmup,
+                args.offer,
+                args.round,
             )
-            print(ratio_line(result["rps"], ceiling, dry))
-            if dry:
+        )
+        print(json.dumps(result))
+        return
+    bench = Bench(args)
+    try:
+        from bench.ceiling import pool_size
+
+        # the API run, and with --limit two pgbench runs of as many seconds
+        seconds = args.warmup + args.seconds + (2 * int(args.seconds) if args.limit else 0)
+        key = bench.prepare(args.pool or pool_size(args.clients, seconds) + args.codes)
+        measured = measure(bench, args, key)
+        line = report(args, measured)
+        if args.limit:
+            print(line)
+            if measured.dry:
                 sys.exit(1)
     finally:
-        if api:
-            api.terminate()
-            api.wait(timeout=30)
         bench.close()
 
 

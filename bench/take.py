@@ -31,9 +31,54 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._stack import available_codes_sql  # noqa: E402
 from bench.redeem import SKU, Bench  # noqa: E402
 
 CHUNK = 10_000
+
+
+def take_statement(product: int) -> str:
+    """The service's own TAKE_CODE for `product`, as of now(), taking the code as a redemption does."""
+    from service.pools.service import TAKE_CODE
+
+    return (
+        TAKE_CODE.replace("%(code_status)s", "'reserved'")
+        .replace("%(product)s", str(product))
+        .replace("%(now)s", "now()")
+    )
+
+
+def sample_take(database_url: str, take: str, samples: int) -> tuple[float, int]:
+    """The take's execution time (ms) and buffers, medians of `samples` EXPLAIN (ANALYZE, BUFFERS) runs
+    rolled back. A take that found no code is no measurement: the pool is dry, an error."""
+    import psycopg
+
+    times, buffers = [], []
+    with psycopg.connect(database_url) as conn:
+        for _ in range(samples):
+            plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {take}").fetchone()[0][0]  # type: ignore[index]
+            conn.rollback()
+            if plan["Plan"].get("Actual Rows", 0) < 1:
+                raise SystemExit("the take found no code: the pool is dry, no figure")
+            times.append(plan["Execution Time"])
+            node = plan["Plan"]
+            buffers.append(node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0))
+    return statistics.median(times), int(statistics.median(buffers))
+
+
+def take_codes(bench: Bench, product: int, n: int) -> None:
+    """Takes `n` codes of `product` in batches of CHUNK (the same dead entries in ix_codes_allocation as
+    as many single takes); fewer codes taken than asked is an error."""
+    for start in range(0, n, CHUNK):
+        want = min(CHUNK, n - start)
+        taken = bench.sql(
+            "WITH t AS (UPDATE codes SET status = 'issued', status_changed_at = now() WHERE id IN ("
+            f" SELECT id FROM codes WHERE product_id = {product} AND status = 'available'"
+            " ORDER BY coalesce(expires_at, 'infinity'), id"
+            f" LIMIT {want}) RETURNING 1) SELECT count(*) FROM t"
+        )[0][0]
+        if taken != want:
+            raise SystemExit(f"took {taken} codes of {want}: the pool ran dry, no figure")
 
 
 def main() -> None:
@@ -54,43 +99,16 @@ def main() -> None:
         bench.rewards("catalog", "apply", str(ROOT / "catalog" / "demo"))
         product, partner = bench.sql(f"SELECT id, partner_id FROM products WHERE sku = '{SKU}'")[0]
         bench.sql("TRUNCATE codes CASCADE")
-        bench.sql(
-            "INSERT INTO codes (product_id, partner_id, fingerprint, last4, code_enc, expires_at)"
-            f" SELECT {product}, {partner}, sha256(int8send(i)), lpad((i % 10000)::text, 4, '0'),"
-            " '\\x00'::bytea, now() + interval '1 year' + i * interval '1 second'"
-            f" FROM generate_series(1, {args.pool}) AS i"
-        )
+        bench.sql(available_codes_sql(product, partner, args.pool, key_id=bench.key_id()))
         options = bench.sql("SELECT reloptions FROM pg_class WHERE relname = 'codes'")[0][0]
         print(f"codes: {args.pool:,} available; storage parameters {options}")
-        from service.pools.service import TAKE_CODE
-
-        take = (
-            TAKE_CODE.replace("%(code_status)s", "'reserved'")
-            .replace("%(product)s", str(product))
-            .replace("%(now)s", "now()")
-        )
+        take = take_statement(product)
 
         def sample() -> tuple[float, int]:
-            import psycopg
-
-            times, buffers = [], []
-            with psycopg.connect(bench.env["DATABASE_URL"]) as conn:
-                for _ in range(args.samples):
-                    plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {take}").fetchone()[0][0]  # type: ignore[index]
-                    conn.rollback()
-                    times.append(plan["Execution Time"])
-                    node = plan["Plan"]
-                    buffers.append(node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0))
-            return statistics.median(times), int(statistics.median(buffers))
+            return sample_take(bench.env["DATABASE_URL"], take, args.samples)
 
         def take_n(n: int) -> None:
-            for start in range(0, n, CHUNK):
-                bench.sql(
-                    "UPDATE codes SET status = 'issued', status_changed_at = now() WHERE id IN ("
-                    f" SELECT id FROM codes WHERE product_id = {product} AND status = 'available'"
-                    " ORDER BY coalesce(expires_at, 'infinity'), id"
-                    f" LIMIT {min(CHUNK, n - start)})"
-                )
+            take_codes(bench, product, n)
 
         bench.sql("ALTER TABLE codes SET (autovacuum_enabled = off)")
         bench.sql("VACUUM ANALYZE codes")

@@ -1,0 +1,569 @@
+"""Flat cost at production size (issue 28, part 5): the same measurements on a fresh database and on
+one grown to --rows rows in the hot tables, in one PostgreSQL.
+
+1. Fresh: the demo catalog, a pool of the redemption offer's codes, then
+   - the redemption ratio: bench/redeem.py's --limit run (pgbench's ceiling with the same, checked,
+     statements before and after the API run; a run that ran dry is an error, never a ratio);
+   - the subscriber lookup: `GET /v1/subscribers/{msisdn}/redemptions` for subscribers who have
+     redemptions, one client, p50/p99 (each answer must list the subscriber's redemptions), the
+     median of --runs rounds; beside it its statement's execution time in the database (EXPLAIN
+     ANALYZE), which the machine's other work disturbs less;
+   - the month's export: `rewards export --format csv --program mobile-bonus --period <this month>`,
+     rows/s (the file must hold the rows the export counted), also net of the command's fixed cost
+     (an empty month's export).
+2. Grown: set-based SQL (INSERT ... SELECT ... generate_series, in chunks, progress printed) through
+   the schema's constraints, indexes and triggers (the records' booking trigger, the SMS provider ids'
+   trigger; none is disabled): a year of redemptions of every code offer of the demo's programs by
+   2,000,000 subscribers, each with its issued code (shaped like an encrypted one), its issue record
+   (one in 50 cancelled: the code voided, a cancel record), its delivered SMS (and provider id) and its
+   published outbox row; and the available codes of the ratio's product that the grown runs and the
+   take below need. Then VACUUM ANALYZE (what autovacuum does over a year), and the three
+   measurements again.
+3. The take (bench/take.py's measurement) on the grown database, with autovacuum off for `codes`
+   for the run: the service's TAKE_CODE right after VACUUM codes, and after --takes codes taken since.
+   Migration 0023 has autovacuum vacuum `codes` every 20,000 takes; off, nothing cleans the dead
+   entries the takes leave in ix_codes_allocation.
+
+The last line is
+    scale R rows: ratio after/before A; lookup p99 after/before B; take after 1M takes/fresh C; ok
+ending in `ok` when A >= 0.9 and B and C <= 1.1, else `FAIL` (exit status 1).
+
+    flock /tmp/bench.lock .venv/bin/python bench/scale.py                      # about 5 M rows
+    flock /tmp/bench.lock .venv/bin/python bench/scale.py --rows 13000000
+
+Embedded PostgreSQL and Redis under a temporary folder unless DATABASE_URL/REDIS_URL are set; a
+given database must be empty (a scratch one), or --reset drops its public schema first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._stack import RANDOM_CODE_ENC, RANDOM_FINGERPRINT, available_codes_sql, last4_sql  # noqa: E402
+from bench.ceiling import pool_size  # noqa: E402
+from bench.redeem import SKU, Bench, measure, percentile, report, start_api, stop_api  # noqa: E402
+from bench.take import sample_take, take_codes, take_statement  # noqa: E402
+
+SUBSCRIBERS = 2_000_000
+DAYS = 365
+# rows one grown redemption writes: its code, the redemption, its record (and one in CANCEL_EVERY a
+# cancel record), its SMS and the SMS's provider id (not for a cancelled one), its outbox row
+CANCEL_EVERY = 50
+ROWS_PER_REDEMPTION = 6 - 2 / CANCEL_EVERY + 1 / CANCEL_EVERY
+ROOM = 50_000  # codes beyond what the runs take
+EXPORT_PROGRAM = "mobile-bonus"
+EMPTY_PERIOD = "2000-01"  # no record is that old: the export's fixed cost
+# the subscribers looked up: the API's (+7705..., +7707..., +7708...) and the grown ones (+7701...), not
+# pgbench's (bench/redeem.py's rounds), whose prefixes are no mobile numbers
+LOOKED_UP = "+770%"
+
+
+def uuid7_at(moment: str) -> str:
+    """A UUIDv7 (service.kit.values.ids.uuid7's layout, migration 0021's uuid7()) of the time
+    `moment` (an SQL expression) instead of the clock's: ids as time-ordered as the rows' times."""
+    return (
+        "encode(set_bit(set_bit(overlay(uuid_send(gen_random_uuid()) PLACING"
+        f" substring(int8send(floor(extract(epoch FROM {moment}) * 1000)::bigint) FROM 3)"
+        " FROM 1 FOR 6), 52, 1), 53, 1), 'hex')::uuid"
+    )
+
+
+LAST4 = last4_sql("g").replace("%", "%%")  # in statements with parameters
+
+# The grown redemptions' offers: every code offer of the demo's programs at each tariff's price.
+MIX = """
+CREATE TEMP TABLE scale_mix AS
+SELECT (row_number() OVER (ORDER BY o.id, op.tariff_id) - 1)::int AS k, o.program_id, op.tariff_id,
+       o.id AS offer_id, p.id AS product_id, p.partner_id, p.sku, p.currency, op.points,
+       op.nominal_minor AS nominal, p.cost_price_minor AS cost
+  FROM offers o JOIN products p ON p.id = o.product_id JOIN offer_prices op ON op.offer_id = o.id
+ WHERE p.kind = 'code'
+"""
+
+# One chunk of grown redemptions, g from %(first)s to %(last)s of %(n)s over DAYS days up to
+# %(until)s: the subscriber is one of SUBSCRIBERS (a multiplicative spread of g), the offer one of the
+# mix, the time g's share of the year with a jitter of up to a minute.
+CHUNK_SOURCE = f"""
+CREATE TEMP TABLE scale_src ON COMMIT DROP AS
+SELECT g, m.*, t.at, {uuid7_at("t.at")} AS id, {RANDOM_FINGERPRINT} AS fp,
+       '+7701' || lpad(((g * 1000003) %% {SUBSCRIBERS})::text, 7, '0') AS msisdn,
+       CASE WHEN g %% 5 = 0 THEN 'kk' ELSE 'ru' END AS locale, g %% {CANCEL_EVERY} = 0 AS cancelled
+  FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS g
+  JOIN scale_mix m ON m.k = g %% %(mix)s
+ CROSS JOIN LATERAL (SELECT %(until)s::timestamptz - interval '{DAYS} days'
+                            + (g * interval '{DAYS} days') / %(n)s
+                            - ((g * 7919) %% 60) * interval '1 second' AS at) AS t
+"""
+
+CHUNK_WRITES = [
+    # the codes, issued (voided once cancelled) with their redemptions
+    f"""
+WITH c AS (
+  INSERT INTO codes (product_id, partner_id, fingerprint, last4, code_enc, key_id, expires_at, status,
+                     created_at, status_changed_at)
+  SELECT product_id, partner_id, fp, {LAST4}, {RANDOM_CODE_ENC}, %(key_id)s,
+         at + interval '1 year', CASE WHEN cancelled THEN 'voided' ELSE 'issued' END,
+         at - interval '30 days', at
+    FROM scale_src
+  RETURNING id, partner_id, fingerprint, last4, expires_at)
+INSERT INTO redemptions (id, program_id, tariff_id, offer_id, product_id, external_id, msisdn, locale,
+                         points, currency, nominal_minor, code_id, reward_last4, reward_expires_at,
+                         status, status_reason, first_sent_at, api_key_id, link_hash, created_at,
+                         updated_at)
+SELECT s.id, s.program_id, s.tariff_id, s.offer_id, s.product_id, 'scale-' || s.g, s.msisdn, s.locale,
+       s.points, s.currency, s.nominal, c.id, c.last4, c.expires_at,
+       CASE WHEN s.cancelled THEN 'cancelled' ELSE 'delivered' END,
+       CASE WHEN s.cancelled THEN 'cancelled by the loyalty system' END,
+       s.at + interval '2 seconds', %(api_key)s, sha256(uuid_send(s.id)), s.at,
+       s.at + interval '5 seconds'
+  FROM scale_src s JOIN c ON c.partner_id = s.partner_id AND c.fingerprint = s.fp
+""",
+    # the issue records, through the booking trigger (VAT as bench/export.py books it)
+    f"""
+INSERT INTO reconciliation_records (type, occurred_at, program_id, tariff_id, offer_id, product_id, sku,
+                                    partner_id, quantity, currency, face_value_minor, cost_minor,
+                                    vat_rate_bp, vat_minor, code_fingerprint, code_last4, redemption_id)
+SELECT 'issue', at, program_id, tariff_id, offer_id, product_id, sku, partner_id, 1, currency, nominal,
+       cost, 1600, (nominal * 1600 * 2 + 11600) / 23200, fp, {LAST4}, id
+  FROM scale_src ORDER BY at
+""",
+    # the cancel records
+    f"""
+INSERT INTO reconciliation_records (type, occurred_at, program_id, tariff_id, offer_id, product_id, sku,
+                                    partner_id, quantity, currency, face_value_minor, cost_minor,
+                                    vat_rate_bp, vat_minor, code_fingerprint, code_last4, redemption_id)
+SELECT 'cancel', at + interval '10 minutes', program_id, tariff_id, offer_id, product_id, sku, partner_id,
+       -1, currency, -nominal, -cost, 1600, -((nominal * 1600 * 2 + 11600) / 23200), fp,
+       {LAST4}, id
+  FROM scale_src WHERE cancelled ORDER BY at
+""",
+    # the delivered SMS; the trigger writes their provider ids into sms_provider_messages
+    """
+INSERT INTO sms_messages (redemption_id, send, msisdn, status, provider, provider_message_ids, receipts,
+                          encoding, segments, locale, attempts, deadline_at, submit_started_at, sent_at,
+                          done_at, receipt_at, created_at, updated_at, text_digest)
+SELECT id, 0, msisdn, 'delivered', 'smsc', ARRAY[lpad(to_hex(g), 16, '0')],
+       jsonb_build_object(lpad(to_hex(g), 16, '0'), 'DELIVRD'), 'ucs2', 2, locale, 1,
+       at + interval '1 day', at + interval '1 second', at + interval '2 seconds',
+       at + interval '9 seconds', at + interval '9 seconds', at, at + interval '9 seconds',
+       left(md5(g::text), 32)
+  FROM scale_src WHERE NOT cancelled ORDER BY id
+""",
+    # the published outbox rows of their SMS
+    f"""
+INSERT INTO outbox (message_id, queue, actor, payload, created_at, published_at)
+SELECT {uuid7_at("at")}, 'sms_transactional', 'deliver_reward_sms',
+       jsonb_build_object('redemption_id', id, 'send', 0), at, at + interval '50 milliseconds'
+  FROM scale_src ORDER BY at
+""",
+]
+
+HOT_TABLES = (
+    "codes",
+    "redemptions",
+    "reconciliation_records",
+    "sms_messages",
+    "sms_provider_messages",
+    "outbox",
+    "idempotency_keys",
+)
+
+
+@dataclass(frozen=True)
+class Figures:
+    ratio: float
+    rps: float
+    ceilings: list[float]
+    lookup_p50_ms: float
+    lookup_p99_ms: float
+    statement_p50_ms: float
+    statement_p99_ms: float
+    export_rows: int
+    export_rows_per_s: float
+    export_net_rows_per_s: float
+
+
+def count_label(n: int) -> str:
+    """1000000 -> 1M, 250000 -> 250k, 1500 -> 1500."""
+    for unit, size in (("M", 1_000_000), ("k", 1_000)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def verdict(rows: int, ratio: float, lookup: float, take: float, takes: int = 1_000_000) -> tuple[str, bool]:
+    """The last line and whether it is `ok`: the ratio kept at least 0.9 of itself, the lookup's p99
+    and the take (after `takes` takes since VACUUM against right after it) grew at most 10 %. A figure
+    that is not a number (nan) is no pass."""
+    ok = ratio >= 0.9 and lookup <= 1.1 and take <= 1.1
+    return (
+        f"scale {rows} rows: ratio after/before {ratio:.2f}; lookup p99 after/before {lookup:.2f};"
+        f" take after {count_label(takes)} takes/fresh {take:.2f}; {'ok' if ok else 'FAIL'}",
+        ok,
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=5_000_000, help="rows the growth writes")
+    parser.add_argument("--chunk", type=int, default=100_000, help="redemptions per chunk of the growth")
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3, help="ratio runs per phase (their median)")
+    parser.add_argument("--lookups", type=int, default=5000, help="subscriber lookups per phase")
+    parser.add_argument("--takes", type=int, default=1_000_000, help="takes since VACUUM for the take")
+    parser.add_argument("--samples", type=int, default=15)
+    parser.add_argument("--reset", action="store_true", help="drop the given database's public schema")
+    args = parser.parse_args()
+    # what bench/redeem.py's measure() reads
+    args.offer, args.limit, args.api_root = "budgeted", True, None
+    args.driver = "wrk" if shutil.which("wrk") else "python"
+    return args
+
+
+def looked_up(bench: Bench) -> list[str]:
+    """Up to 1,000 subscribers who have redemptions, at random."""
+    subscribers = [
+        row[0]
+        for row in bench.sql(
+            "SELECT msisdn FROM (SELECT DISTINCT msisdn FROM redemptions TABLESAMPLE SYSTEM (5)"
+            f" WHERE msisdn LIKE '{LOOKED_UP}') s ORDER BY random() LIMIT 1000"
+        )
+    ]
+    if len(subscribers) < 100:
+        subscribers = [
+            row[0]
+            for row in bench.sql(
+                f"SELECT DISTINCT msisdn FROM redemptions WHERE msisdn LIKE '{LOOKED_UP}' LIMIT 1000"
+            )
+        ]
+    if not subscribers:
+        raise SystemExit("no subscriber has a redemption: no lookup to measure")
+    return subscribers
+
+
+def lookups(bench: Bench, key: str, subscribers: list[str], count: int) -> tuple[float, float]:
+    """p50 and p99 (ms) of `count` lookups of `subscribers` over HTTP, one client, after a tenth as
+    many unmeasured; an answer that is not a 200 listing the subscriber's redemptions is an error."""
+    import httpx
+
+    api, base = start_api(bench, 1)
+    latencies = []
+    try:
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as http:
+            for i in range(count // 10 + count):
+                msisdn = subscribers[i % len(subscribers)]
+                started = time.perf_counter()
+                response = http.get(f"/v1/subscribers/{quote(msisdn, safe='')}/redemptions")
+                elapsed = time.perf_counter() - started
+                items = response.json().get("items") if response.status_code == 200 else None
+                if not items or any(item["msisdn"] != msisdn for item in items):
+                    raise SystemExit(f"lookup of {msisdn}: {response.status_code} {response.text[:300]}")
+                if i >= count // 10:
+                    latencies.append(elapsed * 1000)
+    finally:
+        stop_api(api)
+    latencies.sort()
+    return percentile(latencies, 0.5), percentile(latencies, 0.99)
+
+
+def lookup_statement(bench: Bench, subscribers: list[str]) -> tuple[float, float, float]:
+    """The lookup's statement in the database (the service's SELECT, its WHERE and ORDER BY as
+    find_redemptions builds them for a support key): p50 and p99 of EXPLAIN ANALYZE's execution time
+    (ms) and the median buffers, one run per subscriber."""
+    import psycopg
+
+    from service.redemptions.sql import load
+
+    statement = load("redemption") + "\n WHERE r.msisdn = %(msisdn)s\n ORDER BY r.id DESC LIMIT %(limit)s"
+    times, buffers = [], []
+    with psycopg.connect(bench.env["DATABASE_URL"]) as conn:
+        for msisdn in subscribers:
+            plan = conn.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, {"msisdn": msisdn, "limit": 51}
+            ).fetchone()[0][0]  # type: ignore[index]
+            if plan["Plan"]["Actual Rows"] < 1:
+                raise SystemExit(f"the lookup's statement found nothing for {msisdn}")
+            times.append(plan["Execution Time"])
+            buffers.append(
+                plan["Plan"].get("Shared Hit Blocks", 0) + plan["Plan"].get("Shared Read Blocks", 0)
+            )
+    times.sort()
+    return percentile(times, 0.5), percentile(times, 0.99), statistics.median(buffers)
+
+
+def run_export(bench: Bench, period: str) -> tuple[int, float]:
+    """`rewards export` of `period` of EXPORT_PROGRAM as CSV: the records it counted and its seconds;
+    the file must hold those records."""
+    import json
+
+    out = bench.work / "export.csv"
+    started = time.perf_counter()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "export",
+            "--format",
+            "csv",
+            "--program",
+            EXPORT_PROGRAM,
+            "--period",
+            period,
+            "--output",
+            str(out),
+        ],
+        env=bench.env,
+        capture_output=True,
+        text=True,
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"export failed: {done.stderr[-2000:]}")
+    records = json.loads(done.stdout.strip().splitlines()[-1])["records"]
+    with out.open("rb") as fh:
+        lines = sum(1 for _ in fh)
+    out.unlink()
+    if lines != records + 1:
+        raise SystemExit(f"export of {period}: {records} records counted, {lines} lines written: no figure")
+    return records, elapsed
+
+
+def export(bench: Bench, period: str) -> tuple[int, float, float]:
+    """The month's export: its rows, rows/s, and rows/s beyond the command's fixed cost (the time of
+    an export of an empty month, the process's start and the query's set-up, taken off; nan when the
+    export took less than 0.2 s more than that). A month without records is no figure."""
+    empty, fixed = run_export(bench, EMPTY_PERIOD)
+    if empty:
+        raise SystemExit(f"{EMPTY_PERIOD} was to have no records, it has {empty}")
+    records, elapsed = run_export(bench, period)
+    if not records:
+        raise SystemExit(f"export of {period}: no records, no figure")
+    beyond = elapsed - fixed
+    # within a fifth of a second of the fixed cost the difference is noise: no net figure (nan)
+    return records, records / elapsed, records / beyond if beyond >= 0.2 else float("nan")
+
+
+def phase(bench: Bench, args: argparse.Namespace, name: str, key: str, support: str, period: str) -> Figures:
+    print(f"{name}:")
+    ratios, runs = [], []
+    for _ in range(args.runs):
+        measured = measure(bench, args, key)
+        line = report(args, measured)
+        print(line)
+        if measured.dry:
+            raise SystemExit(f"{name}: {line}")
+        mean = statistics.fmean(c.tps for c in measured.ceilings)
+        ratios.append(measured.result["rps"] / mean)
+        runs.append(measured)
+    middle = runs[sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]]
+    subscribers = looked_up(bench)
+    rounds = [lookups(bench, support, subscribers, args.lookups) for _ in range(args.runs)]
+    p50 = statistics.median(r[0] for r in rounds)
+    p99 = statistics.median(r[1] for r in rounds)
+    print(
+        f"  subscriber lookup over HTTP, {len(subscribers)} subscribers, {args.runs} x {args.lookups}"
+        f" requests, one client: p50 {p50:.2f} ms, p99 {p99:.2f} ms (median of the rounds' p99s:"
+        f" {', '.join(f'{r[1]:.2f}' for r in rounds)})"
+    )
+    s50, s99, buffers = lookup_statement(bench, subscribers)
+    print(f"  its statement in the database: p50 {s50:.3f} ms, p99 {s99:.3f} ms, {buffers:.0f} buffers")
+    rows, per_second, net = export(bench, period)
+    print(
+        f"  export of {EXPORT_PROGRAM} {period} (CSV): {rows:,} rows, {per_second:,.0f} rows/s"
+        f" ({net:,.0f} rows/s beyond the fixed cost of an empty month's export)"
+    )
+    return Figures(
+        statistics.median(ratios),
+        middle.result["rps"],
+        [c.tps for c in middle.ceilings],
+        p50,
+        p99,
+        s50,
+        s99,
+        rows,
+        per_second,
+        net,
+    )
+
+
+def grow(bench: Bench, args: argparse.Namespace, product: int, partner: int, available: int) -> int:
+    """Writes about args.rows rows: `available` codes of the ratio's product and redemptions with their
+    rows for the rest, in chunks; returns the rows written."""
+    import psycopg
+
+    n = max(1, int((args.rows - available) / ROWS_PER_REDEMPTION))
+    api_key = bench.sql("SELECT min(id) FROM api_keys")[0][0]
+    until = bench.sql("SELECT now() - interval '1 hour'")[0][0]
+    key_id = bench.key_id()
+    written = 0
+    started = time.perf_counter()
+
+    def progress(what: str) -> None:
+        spent = time.perf_counter() - started
+        print(f"  {what}: {written:,} rows in {spent:.0f} s ({written / spent:,.0f} rows/s)", flush=True)
+
+    with psycopg.connect(
+        bench.env["DATABASE_URL"], autocommit=True, cursor_factory=psycopg.ClientCursor
+    ) as conn:
+        conn.execute("SET synchronous_commit = off")
+        for first in range(0, available, args.chunk * 5):
+            count = min(args.chunk * 5, available - first)
+            # expiring from a month to a year ahead, as a year's uploads of a partner's pool do
+            written += conn.execute(
+                available_codes_sql(
+                    product,
+                    partner,
+                    count,
+                    key_id=key_id,
+                    expires=f"now() + interval '30 days' + {first} * interval '20 seconds'",
+                    step="20 seconds",
+                )
+            ).rowcount
+            progress(f"available codes of {SKU} {first + count:,} / {available:,}")
+        conn.execute(MIX)
+        mix = conn.execute("SELECT count(*) FROM scale_mix").fetchone()[0]  # type: ignore[index]
+        for first in range(1, n + 1, args.chunk):
+            last = min(first + args.chunk - 1, n)
+            params = {
+                "first": first,
+                "last": last,
+                "n": n,
+                "mix": mix,
+                "until": until,
+                "key_id": key_id,
+                "api_key": api_key,
+            }
+            with conn.transaction():
+                conn.execute(CHUNK_SOURCE, params)
+                units = last - first + 1
+                cancelled = last // CANCEL_EVERY - (first - 1) // CANCEL_EVERY
+                # codes and redemptions, issue records, cancel records, SMS, outbox rows
+                expected = [units, units, cancelled, units - cancelled, units]
+                for statement, want in zip(CHUNK_WRITES, expected, strict=True):
+                    done = conn.execute(statement, params).rowcount
+                    if done != want:
+                        raise SystemExit(f"the chunk {first}-{last} wrote {done} rows where {want} were due")
+                # the codes (their CTE's rows are not counted) and the SMS's provider ids (their trigger's)
+                written += sum(expected) + units + (units - cancelled)
+            progress(f"redemptions {last:,} / {n:,}")
+    return written
+
+
+def table_rows(bench: Bench) -> str:
+    counts = [f"{t} {bench.sql(f'SELECT count(*) FROM {t}')[0][0]:,}" for t in HOT_TABLES]
+    size = bench.sql("SELECT pg_size_pretty(pg_database_size(current_database()))")[0][0]
+    return ", ".join(counts) + f"; database {size}"
+
+
+def reset(bench: Bench, requested: bool) -> None:
+    tables = bench.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")[0][0]
+    if not tables:
+        return
+    if not requested:
+        raise SystemExit("the database is not empty: pass --reset to drop its public schema (a scratch one)")
+    bench.sql("DROP SCHEMA public CASCADE")
+    bench.sql("CREATE SCHEMA public")
+
+
+def main() -> None:
+    args = parse_args()
+    bench = Bench(args)
+    autovacuum_off = False
+    try:
+        reset(bench, args.reset)
+        key = bench.setup()
+        support = bench.key("support")
+        product, partner = bench.sql(f"SELECT id, partner_id FROM products WHERE sku = '{SKU}'")[0]
+        # codes for every ratio run of a phase, as bench/redeem.py sizes them
+        per_phase = args.runs * pool_size(args.clients, args.warmup + 3 * args.seconds) + ROOM
+        bench.sql(available_codes_sql(product, partner, per_phase, key_id=bench.key_id()))
+        bench.sql("VACUUM ANALYZE")
+        period = bench.sql(
+            "SELECT to_char(now() AT TIME ZONE timezone, 'YYYY-MM') FROM programs"
+            f" WHERE code = '{EXPORT_PROGRAM}'"
+        )[0][0]
+        print(f"fresh database: {table_rows(bench)}")
+        before = phase(bench, args, "fresh", key, support, period)
+
+        started = time.perf_counter()
+        print(f"growing by {args.rows:,} rows:")
+        written = grow(bench, args, product, partner, args.takes + per_phase + ROOM)
+        vacuum = time.perf_counter()
+        bench.sql("VACUUM ANALYZE")
+        bench.sql("CHECKPOINT")
+        print(
+            f"grown by {written:,} rows in {vacuum - started:.0f} s,"
+            f" VACUUM ANALYZE {time.perf_counter() - vacuum:.0f} s:"
+            f" {table_rows(bench)}"
+        )
+        after = phase(bench, args, "grown", key, support, period)
+
+        options = bench.sql("SELECT reloptions FROM pg_class WHERE relname = 'codes'")[0][0]
+        print(
+            f"the take, grown database, autovacuum off for codes (its settings, migration 0023: {options}):"
+        )
+        take = take_statement(product)
+        url = bench.env["DATABASE_URL"]
+        bench.sql("ALTER TABLE codes SET (autovacuum_enabled = off)")
+        autovacuum_off = True
+        bench.sql("VACUUM codes")
+        fresh_ms, fresh_buffers = sample_take(url, take, args.samples)
+        print(f"  right after VACUUM codes: take {fresh_ms:.3f} ms, {fresh_buffers:,} buffers")
+        took = time.perf_counter()
+        take_codes(bench, product, args.takes)
+        after_ms, after_buffers = sample_take(url, take, args.samples)
+        print(
+            f"  {args.takes:,} takes since ({time.perf_counter() - took:.0f} s): take {after_ms:.3f} ms,"
+            f" {after_buffers:,} buffers"
+        )
+
+        print(
+            f"ratio {before.ratio:.2f} -> {after.ratio:.2f}"
+            f" (API {before.rps:.0f} -> {after.rps:.0f} redemptions/s;"
+            f" ceilings {' / '.join(f'{t:.0f}' for t in before.ceilings)} ->"
+            f" {' / '.join(f'{t:.0f}' for t in after.ceilings)} tps);"
+            f" lookup p50 {before.lookup_p50_ms:.2f} -> {after.lookup_p50_ms:.2f} ms,"
+            f" p99 {before.lookup_p99_ms:.2f} -> {after.lookup_p99_ms:.2f} ms"
+            f" (its statement p50 {before.statement_p50_ms:.3f} -> {after.statement_p50_ms:.3f} ms,"
+            f" p99 {before.statement_p99_ms:.3f} -> {after.statement_p99_ms:.3f} ms);"
+            f" export {before.export_rows_per_s:,.0f} -> {after.export_rows_per_s:,.0f} rows/s,"
+            f" {before.export_net_rows_per_s:,.0f} -> {after.export_net_rows_per_s:,.0f}"
+            " beyond its fixed cost"
+            f" ({before.export_rows:,} -> {after.export_rows:,} rows);"
+            f" take {fresh_ms:.3f} -> {after_ms:.3f} ms"
+        )
+        line, ok = verdict(
+            written,
+            after.ratio / before.ratio,
+            after.lookup_p99_ms / before.lookup_p99_ms,
+            after_ms / fresh_ms,
+            args.takes,
+        )
+        print(line)
+        if not ok:
+            sys.exit(1)
+    finally:
+        if autovacuum_off:
+            bench.sql("ALTER TABLE codes RESET (autovacuum_enabled)")
+        bench.close()
+
+
+if __name__ == "__main__":
+    print(f"bench/scale.py, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True)
+    main()
