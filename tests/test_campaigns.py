@@ -629,3 +629,15 @@ def test_a_campaign_file_is_not_held_to_the_json_body_limit():
     assert client.put("/v1/campaigns/x/lines", content=b"7" * 500).text == "500"
     assert client.post("/v1/redemptions", content=b"7" * 500).status_code == 413
     assert client.put("/v1/campaigns/x/lines", content=b"7" * 1001).status_code == 413
+
+
+def test_creating_with_an_idempotency_key_twice_makes_one_draft(client, stocked):
+    body = {"program": "mobile-bonus", "tariff": "basic", "offer": "cinema-2000", "name": "once"}
+    headers = {**stocked.header("loyalty"), "Idempotency-Key": "campaign-once"}
+    first = client.post("/v1/campaigns", json=body, headers=headers)
+    again = client.post("/v1/campaigns", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
+    other = client.post("/v1/campaigns", json={**body, "name": "twice"}, headers=headers)
+    assert_problem(other, 422, "idempotency_conflict")
+    assert table_counts("campaigns")["campaigns"] == 1

@@ -13,7 +13,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from service.auth.deps import require
@@ -41,6 +42,13 @@ from service.kit.db.engine import driver, new_session, transaction
 from service.kit.http.downloads import download_media_type, download_response
 from service.kit.http.errors import InvalidMsisdn, PayloadTooLarge, forbidden, responses
 from service.kit.http.strict import reject_unknown_query
+from service.kit.reliability.idempotency import (
+    IDEMPOTENCY_PROBLEMS,
+    OptionalIdempotencyKeyHeader,
+    request_fingerprint,
+    run_once,
+    validate_key,
+)
 from service.kit.values.money import Money, to_minor
 from service.ledger.xlsx import Column, XlsxWriter
 from service.redemptions.errors import BudgetExceeded, OfferInactive, TariffNotEligible
@@ -161,28 +169,53 @@ def _read(request: Request, campaign_id: UUID, programs: frozenset[str] | None) 
     status_code=201,
     response_model=CampaignOut,
     summary="Create a campaign (a draft; upload its lines next)",
-    responses=responses(UnknownProgram, UnknownOffer, OfferInactive, TariffNotEligible),
+    responses=responses(
+        UnknownProgram, UnknownOffer, OfferInactive, TariffNotEligible, *IDEMPOTENCY_PROBLEMS
+    ),
 )
 def create_campaign(
-    request: Request, body: CampaignIn, principal: Principal = Depends(makers)
-) -> CampaignOut:
+    request: Request,
+    body: CampaignIn,
+    idempotency_key: OptionalIdempotencyKeyHeader = None,
+    principal: Principal = Depends(makers),
+) -> Response:
+    """With an Idempotency-Key, a retry of the same request answers the first response again (one
+    draft), as every creating POST does."""
     programs = _programs(principal)
-    with transaction() as session:
-        created = service.create(
-            session,
-            program=body.program,
-            tariff=body.tariff,
-            offer=body.offer,
-            name=body.name,
-            locale=body.locale,
-            budget_cap_minor=_minor(body.budget_cap, body.program, session),
-            starts_at=body.starts_at,
-            rate_per_second=body.rate_per_second,
-            actor=actor_of(principal),
-            api_key_id=principal.api_key_id,
-            programs=programs,
-        )
-    return _read(request, created.id, programs)
+    key = validate_key(idempotency_key, required=False)
+
+    def handler(session: Session) -> tuple[int, dict[str, Any]]:
+        created = _create(session, body, principal, programs)
+        progress = service.progress(session, created.id, programs=programs)
+        return 201, campaign_out(_base(request), progress).model_dump(mode="json")
+
+    if key is None:
+        with transaction() as session:
+            status, payload = handler(session)
+        return JSONResponse(payload, status_code=status)
+    fingerprint = request_fingerprint("POST", "/v1/campaigns", body.model_dump(mode="json"))
+    return run_once(
+        api_key_id=principal.api_key_id, key=key, fingerprint=fingerprint, handler=handler
+    ).response()
+
+
+def _create(
+    session: Session, body: CampaignIn, principal: Principal, programs: frozenset[str] | None
+) -> service.Campaign:
+    return service.create(
+        session,
+        program=body.program,
+        tariff=body.tariff,
+        offer=body.offer,
+        name=body.name,
+        locale=body.locale,
+        budget_cap_minor=_minor(body.budget_cap, body.program, session),
+        starts_at=body.starts_at,
+        rate_per_second=body.rate_per_second,
+        actor=actor_of(principal),
+        api_key_id=principal.api_key_id,
+        programs=programs,
+    )
 
 
 @router.get("/campaigns", response_model=CampaignList, summary="The newest campaigns", responses=responses())
