@@ -641,3 +641,16 @@ def test_creating_with_an_idempotency_key_twice_makes_one_draft(client, stocked)
     other = client.post("/v1/campaigns", json={**body, "name": "twice"}, headers=headers)
     assert_problem(other, 422, "idempotency_conflict")
     assert table_counts("campaigns")["campaigns"] == 1
+
+
+def test_the_list_pages_newest_first_with_a_cursor_and_filters_by_status(client, stocked):
+    made = [create(client, stocked, name=f"c{i}")["id"] for i in range(3)]
+    first = client.get("/v1/campaigns?limit=2", headers=stocked.header("loyalty")).json()
+    assert [c["id"] for c in first["items"]] == made[::-1][:2] and first["next_cursor"] == made[1]
+    rest = client.get(
+        f"/v1/campaigns?limit=2&cursor={first['next_cursor']}", headers=stocked.header("loyalty")
+    )
+    assert [c["id"] for c in rest.json()["items"]] == [made[0]] and rest.json()["next_cursor"] is None
+    client.post(f"/v1/campaigns/{made[0]}/cancel", headers=stocked.header("loyalty"))
+    cancelled = client.get("/v1/campaigns?status=cancelled", headers=stocked.header("loyalty")).json()
+    assert [c["id"] for c in cancelled["items"]] == [made[0]]

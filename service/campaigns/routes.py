@@ -23,8 +23,8 @@ from service.campaigns import errors, service
 from service.campaigns.schemas import (
     CampaignChange,
     CampaignIn,
-    CampaignList,
     CampaignOut,
+    CampaignStatus,
     Decision,
     DecisionOut,
     FileOut,
@@ -41,6 +41,7 @@ from service.catalog.snapshot import get_snapshot
 from service.kit.db.engine import driver, new_session, transaction
 from service.kit.http.downloads import download_media_type, download_response
 from service.kit.http.errors import InvalidMsisdn, PayloadTooLarge, forbidden, responses
+from service.kit.http.pagination import Limit, Page, UuidCursor, page, uuid_position
 from service.kit.http.strict import reject_unknown_query
 from service.kit.reliability.idempotency import (
     IDEMPOTENCY_PROBLEMS,
@@ -218,20 +219,26 @@ def _create(
     )
 
 
-@router.get("/campaigns", response_model=CampaignList, summary="The newest campaigns", responses=responses())
+@router.get(
+    "/campaigns",
+    response_model=Page[CampaignOut],
+    summary="Campaigns, newest first (cursor pagination)",
+    responses=responses(),
+)
 def list_campaigns(
     request: Request,
     principal: Principal = Depends(readers),
-    limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> CampaignList:
+    status: CampaignStatus | None = None,
+    limit: Limit = 50,
+    cursor: UuidCursor = None,
+) -> dict[str, Any]:
     programs = _programs(principal)
     with new_session() as session:
-        found = service.list_campaigns(session, programs=programs, limit=limit)
-        return CampaignList(
-            items=[
-                campaign_out(_base(request), service.progress(session, c.id, programs=None)) for c in found
-            ]
+        found = service.list_campaigns(
+            session, programs=programs, limit=limit + 1, before=uuid_position(cursor), status=status
         )
+        items = [campaign_out(_base(request), service.progress(session, c.id, programs=None)) for c in found]
+    return page(items, limit, "id")
 
 
 @router.get(

@@ -152,10 +152,6 @@ class CampaignOut(BaseModel):
     finished_at: datetime | None
 
 
-class CampaignList(BaseModel):
-    items: list[CampaignOut]
-
-
 def _e164(value: str) -> str:
     try:
         return normalize_msisdn(value)

@@ -988,13 +988,21 @@ def progress(session: Session, campaign_id: uuid.UUID, *, programs: frozenset[st
     )
 
 
-def list_campaigns(session: Session, *, programs: frozenset[str] | None, limit: int = 100) -> list[Campaign]:
+def list_campaigns(
+    session: Session,
+    *,
+    programs: frozenset[str] | None,
+    limit: int = 100,
+    before: uuid.UUID | None = None,
+    status: str | None = None,
+) -> list[Campaign]:
+    """Newest first (ids are time-ordered), from `before` on (exclusive), in the given programs."""
     snap = get_snapshot(session)
     ids = None if programs is None else [p.id for c, p in snap.programs.items() if c in programs]
     return list(
         _db(session)
         .cursor(row_factory=_CAMPAIGN)
-        .execute(load("list"), {"programs": ids, "limit": limit})
+        .execute(load("list"), {"programs": ids, "limit": limit, "before": before, "status": status})
         .fetchall()
     )
 
