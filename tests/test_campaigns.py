@@ -382,8 +382,18 @@ def test_when_done_the_unused_reservation_goes_back_to_the_budget(client, keys, 
     assert body["lines"]["done"] == 40 and body["lines"]["failed"] == 20
     with new_session() as s:
         assert s.execute(text("SELECT spent_minor FROM program_budget_usage")).scalar_one() == 40 * 200_000
-        events = s.execute(text("SELECT type FROM webhook_events ORDER BY created_at")).scalars().all()
-    assert "campaign.approved" in events and "campaign.completed" in events
+        events = dict(
+            s.execute(text("SELECT type, payload FROM webhook_events WHERE type LIKE 'campaign.%'")).all()
+        )
+    from service.events.schemas import EVENT_TYPES
+
+    # each body is what the OpenAPI document's webhooks section declares for its type
+    for kind in ("campaign.approved", "campaign.completed"):
+        data = events[kind]["data"] if "data" in events[kind] else events[kind]
+        EVENT_TYPES[kind][0].model_validate(data)
+    completed = events["campaign.completed"].get("data", events["campaign.completed"])
+    assert (completed["done"], completed["failed"]) == (40, 20)
+    assert completed["spent"] == {"amount": "80000.00", "currency": "KZT"}
 
 
 def test_two_workers_running_one_campaign_at_once_run_no_line_twice(client, keys, approver):

@@ -69,6 +69,25 @@ class PeriodClosedData(BaseModel):
     closed_at: datetime
 
 
+class CampaignApprovedData(BaseModel):
+    campaign_id: UUID
+    name: str
+    lines: int = Field(description="The lines approved (the submitted snapshot)")
+    total: Money = Field(description="Their value, reserved against the program's budget")
+    approved_by: str = Field(
+        description="The approver's key name or e-mail; a campaign at or below the program's"
+        " threshold is approved on submission ('below the approval threshold')"
+    )
+
+
+class CampaignCompletedData(BaseModel):
+    campaign_id: UUID
+    name: str
+    done: int = Field(description="Lines that became redemptions")
+    failed: int = Field(description="Lines refused when they ran (their error codes are in the results)")
+    spent: Money = Field(description="The value of the lines that became redemptions")
+
+
 class EventEnvelope(BaseModel):
     id: UUID = Field(description="The same on every retry and replay (also in `webhook-id`): dedupe by it")
     type: str
@@ -94,6 +113,8 @@ EVENT_TYPES: dict[str, tuple[type[BaseModel], str]] = {
         "The program has spent BUDGET_LOW_PERCENT of its monthly budget; once per crossing per month",
     ),
     "period.closed": (PeriodClosedData, "A month was closed and its documents are ready"),
+    "campaign.approved": (CampaignApprovedData, "A campaign was approved (its value reserved); it runs next"),
+    "campaign.completed": (CampaignCompletedData, "Every line of a campaign has run"),
 }
 
 _HEADERS = [
