@@ -75,8 +75,8 @@ def _lists(document: dict[str, Any]) -> list[tuple[str, dict[str, Any], dict[str
 
 @pytest.fixture
 def listed(client, keys):
-    """Something in every list: two redemptions of the example subscriber, cancelled, and the
-    webhook events of their cancelling."""
+    """Something in every list: two redemptions of the example subscriber, cancelled, the webhook
+    events of their cancelling, and two campaign drafts."""
     import_codes_for("ARAY-CINEMA-2000", 3)
     point_webhooks_at("http://127.0.0.1:9/hooks")
     webhooks._secrets_cache.clear()
@@ -85,6 +85,10 @@ def listed(client, keys):
         assert made.status_code == 201, made.text
         cancel = client.post(f"/v1/redemptions/{made.json()['id']}/cancel", headers=keys.header("loyalty"))
         assert cancel.status_code == 200, cancel.text
+    for name in ("first", "second"):
+        body = {"program": "mobile-bonus", "tariff": "basic", "offer": "cinema-2000", "name": name}
+        campaign = client.post("/v1/campaigns", json=body, headers=keys.header("loyalty"))
+        assert campaign.status_code == 201, campaign.text
     return keys
 
 
@@ -103,7 +107,8 @@ def _walk(client, keys, url: str, limit: int) -> list[dict[str, Any]]:
 
 def test_there_is_a_list_operation_for_every_list_the_api_has(document):
     urls = {url for url, _, _ in _lists(document)}
-    assert len(urls) == 6, urls  # programs, offers, products, redemptions, a subscriber's, webhook events
+    # programs, offers, products, redemptions, a subscriber's, webhook events, campaigns
+    assert len(urls) == 7, urls
 
 
 def test_the_last_page_of_every_list_has_next_cursor_null(document, client, listed):
