@@ -150,10 +150,12 @@ def test_a_worker_killed_mid_campaign_loses_and_doubles_no_line(st, approver):
 
 
 def test_two_worker_processes_drain_one_campaign_together_running_no_line_twice(st, approver):
-    # Both commands log their runner steps (INFO: the harness runs them at WARNING otherwise).
+    # Both commands log their runner steps (INFO: the harness runs them at WARNING otherwise), and
+    # each of their processes holds one runner message at a time (Dramatiq prefetches twice its
+    # threads by default, so the first process to poll could take every runner of the campaign).
     first = st.service("worker")
     first.stop()
-    first.env = {**first.env, "LOG_LEVEL": "INFO"}
+    first.env = {**first.env, "LOG_LEVEL": "INFO", "dramatiq_queue_prefetch": "1"}
     first.start()
     second = Service("worker-2", first.argv, first.env, st.work / "logs")
     st.supervisor.add(second).start()
