@@ -36,6 +36,7 @@ from service.campaigns.schemas import (
     ReportOut,
     SubmissionOut,
 )
+from service.campaigns.upload import masked_phone
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import get_snapshot
 from service.kit.db.engine import driver, new_session, transaction
@@ -367,7 +368,7 @@ def _result_row(line: service.ResultLine) -> list[Any]:
     return [
         line.line_no,
         line.ref,
-        service.masked(line.msisdn),
+        masked_phone(line.msisdn),
         str(line.redemption_id) if line.redemption_id else "",
         line.status,
         line.redemption_status or "",

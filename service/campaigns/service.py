@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from service.campaigns import errors
 from service.campaigns.sql import load
-from service.campaigns.upload import Line, LineError, UploadRefused, masked_phone, read_upload
+from service.campaigns.upload import Line, LineError, UploadRefused, read_upload
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import CatalogSnapshot, ProgramInfo, get_snapshot
 from service.events import webhooks
@@ -721,7 +721,8 @@ def _release(db: Connection[Any], snap: CatalogSnapshot, campaign: Campaign, amo
     program = snap.programs_by_id[campaign.program_id]
     if amount > 0 and program.monthly_budget_minor is not None and campaign.budget_month is not None:
         db.execute(
-            load("release_budget"), {"program": program.id, "month": campaign.budget_month, "amount": amount}
+            redemptions.RELEASE_BUDGET,
+            {"program": program.id, "month": campaign.budget_month, "amount": amount},
         )
 
 
@@ -1022,10 +1023,6 @@ def results(db: Connection[Any], campaign_id: uuid.UUID) -> Iterator[ResultLine]
         cur.itersize = 5000
         cur.execute(load("results"), {"campaign": campaign_id})
         yield from cur
-
-
-def masked(msisdn: str) -> str:
-    return masked_phone(msisdn)
 
 
 # --- opt-outs -------------------------------------------------------------------------------------
