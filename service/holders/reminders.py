@@ -102,7 +102,8 @@ def remind_expiring_cards(session: Session, now: datetime, *, limit: int = BATCH
         )
     if due:
         db.execute(
-            "UPDATE cards SET reminded_at = %s WHERE id = ANY(%s)", (now, [card.card_id for card in due])
+            "UPDATE cards SET reminded_at = %(now)s WHERE id = ANY(%(ids)s)",
+            {"now": now, "ids": [card.card_id for card in due]},
         )
         log.info("expiry_reminders_queued", count=len(due))
     return len(due)

@@ -423,7 +423,7 @@ def logo(asset_id: str) -> Response:
     with new_session() as session:
         row = (
             driver(session)
-            .execute("SELECT content_type, content FROM catalog_assets WHERE id = %s", (asset_id,))
+            .execute("SELECT content_type, content FROM catalog_assets WHERE id = %(id)s", {"id": asset_id})
             .fetchone()
         )
     if row is None:

@@ -111,8 +111,9 @@ def _event(
     sku: str | None = None,
 ) -> None:
     db.execute(
-        "INSERT INTO holder_events (redemption_id, event, exchange_id, sku, at) VALUES (%s, %s, %s, %s, %s)",
-        (reward.id, event, exchange_id, sku, now),
+        "INSERT INTO holder_events (redemption_id, event, exchange_id, sku, at)"
+        " VALUES (%(redemption_id)s, %(event)s, %(exchange_id)s, %(sku)s, %(at)s)",
+        {"redemption_id": reward.id, "event": event, "exchange_id": exchange_id, "sku": sku, "at": now},
     )
 
 
@@ -131,9 +132,9 @@ def reveal_code(session: Session, reward: Reward, *, now: datetime) -> Shown | N
     None if the reward was cancelled meanwhile (the cancel holds the row lock first, or after)."""
     db = driver(session)
     row = db.execute(
-        "UPDATE redemptions SET revealed_at = coalesce(revealed_at, %s) WHERE id = %s"
+        "UPDATE redemptions SET revealed_at = coalesce(revealed_at, %(now)s) WHERE id = %(id)s"
         " AND status <> 'cancelled' RETURNING code_id",
-        (now, reward.id),
+        {"now": now, "id": reward.id},
     ).fetchone()
     if row is None:
         return None
@@ -187,8 +188,8 @@ def card_view(session: Session, reward: Reward, *, now: datetime) -> CardView:
     snap = get_snapshot(session)
     card = db.execute(
         "SELECT last4, balance_minor, nominal_minor, currency, status, expires_at, product_id FROM cards"
-        " WHERE id = %s",
-        (reward.card_id,),
+        " WHERE id = %(id)s",
+        {"id": reward.card_id},
     ).fetchone()
     assert card is not None  # the redemption names it
     last4, balance, nominal, currency, status, expires_at, product_id = card
@@ -198,8 +199,9 @@ def card_view(session: Session, reward: Reward, *, now: datetime) -> CardView:
         db.cursor(row_factory=class_row(HistoryLine))
         .execute(
             "SELECT e.id, e.product_id, e.amount_minor, e.created_at, e.channel, c.last4 FROM exchanges e"
-            " JOIN codes c ON c.id = e.code_id WHERE e.card_id = %s ORDER BY e.created_at DESC, e.id DESC",
-            (reward.card_id,),
+            " JOIN codes c ON c.id = e.code_id WHERE e.card_id = %(card_id)s"
+            " ORDER BY e.created_at DESC, e.id DESC",
+            {"card_id": reward.card_id},
         )
         .fetchall()
     )
@@ -220,8 +222,8 @@ def reveal_certificate(
     """A certificate of one of this card's exchanges, for its holder (a POST, like a code)."""
     db = driver(session)
     row = db.execute(
-        "SELECT code_id, product_id FROM exchanges WHERE id = %s AND card_id = %s",
-        (exchange_id, reward.card_id),
+        "SELECT code_id, product_id FROM exchanges WHERE id = %(id)s AND card_id = %(card_id)s",
+        {"id": exchange_id, "card_id": reward.card_id},
     ).fetchone()
     if row is None:
         return None
@@ -292,8 +294,9 @@ def request_otp(session: Session, reward: Reward, sku: str, *, locale: str, now:
     except Problem as problem:
         raise refusal_of(problem) from None
     recent = db.execute(
-        "SELECT count(*), min(created_at) FROM holder_otps WHERE card_id = %s AND created_at > %s",
-        (card.id, now - timedelta(hours=1)),
+        "SELECT count(*), min(created_at) FROM holder_otps"
+        " WHERE card_id = %(card_id)s AND created_at > %(since)s",
+        {"card_id": card.id, "since": now - timedelta(hours=1)},
     ).fetchone()
     assert recent is not None
     if recent[0] >= OTPS_PER_HOUR:
@@ -303,16 +306,17 @@ def request_otp(session: Session, reward: Reward, sku: str, *, locale: str, now:
     amount = product.face_value_minor or 0
     db.execute(
         "INSERT INTO holder_otps (id, card_id, product_id, amount_minor, code_hash, created_at, expires_at)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (
-            otp_id,
-            card.id,
-            product.id,
-            amount,
-            _otp_hash(otp_id, card.id, product.id, amount, code),
-            now,
-            now + OTP_TTL,
-        ),
+        " VALUES (%(id)s, %(card_id)s, %(product_id)s, %(amount_minor)s, %(code_hash)s, %(created_at)s,"
+        " %(expires_at)s)",
+        {
+            "id": otp_id,
+            "card_id": card.id,
+            "product_id": product.id,
+            "amount_minor": amount,
+            "code_hash": _otp_hash(otp_id, card.id, product.id, amount, code),
+            "created_at": now,
+            "expires_at": now + OTP_TTL,
+        },
     )
     text = texts.sms_text(
         locale,
@@ -357,7 +361,7 @@ class PendingOtp:
 
 _OTP = (
     "SELECT id, card_id, product_id, amount_minor, code_hash, attempts, expires_at, used_at, exchange_id"
-    " FROM holder_otps WHERE id = %s AND card_id = %s"
+    " FROM holder_otps WHERE id = %(id)s AND card_id = %(card_id)s"
 )
 
 
@@ -367,7 +371,7 @@ def pending_otp(session: Session, reward: Reward, otp_id: uuid.UUID) -> tuple[Pe
         .cursor(row_factory=class_row(PendingOtp))
         .execute(
             _OTP,
-            (otp_id, reward.card_id),
+            {"id": otp_id, "card_id": reward.card_id},
         )
         .fetchone()
     )
@@ -400,7 +404,7 @@ def confirm_otp(
         db.cursor(row_factory=class_row(PendingOtp))
         .execute(
             _OTP + " FOR UPDATE",
-            (otp_id, reward.card_id),
+            {"id": otp_id, "card_id": reward.card_id},
         )
         .fetchone()
     )
@@ -418,7 +422,7 @@ def confirm_otp(
     expected = _otp_hash(otp.id, otp.card_id, otp.product_id, otp.amount_minor, offered)
     if not (offered.isdigit() and len(offered) == 6 and hmac.compare_digest(expected, bytes(otp.code_hash))):
         left = OTP_TRIES - otp.attempts - 1
-        db.execute("UPDATE holder_otps SET attempts = attempts + 1 WHERE id = %s", (otp.id,))
+        db.execute("UPDATE holder_otps SET attempts = attempts + 1 WHERE id = %(id)s", {"id": otp.id})
         _event(db, reward, "otp_wrong", now, sku=product.sku)
         raise Refused("otp.wrong" if left else "otp.used_up", left=left)
     try:
@@ -430,7 +434,8 @@ def confirm_otp(
     except Problem as problem:
         raise refusal_of(problem) from None
     db.execute(
-        "UPDATE holder_otps SET used_at = %s, exchange_id = %s WHERE id = %s", (now, result.out.id, otp.id)
+        "UPDATE holder_otps SET used_at = %(now)s, exchange_id = %(exchange_id)s WHERE id = %(id)s",
+        {"now": now, "exchange_id": result.out.id, "id": otp.id},
     )
     _event(db, reward, "exchanged", now, exchange_id=result.out.id, sku=product.sku)
     program = _program(snap, reward)
@@ -465,8 +470,8 @@ def _replay(session: Session, reward: Reward, exchange_id: uuid.UUID, product: P
     db = driver(session)
     row = db.execute(
         "SELECT e.code_id, e.amount_minor, c.balance_minor, c.currency FROM exchanges e"
-        " JOIN cards c ON c.id = e.card_id WHERE e.id = %s",
-        (exchange_id,),
+        " JOIN cards c ON c.id = e.card_id WHERE e.id = %(id)s",
+        {"id": exchange_id},
     ).fetchone()
     assert row is not None  # the code names its exchange
     code, pin = read_code(db, row[0])
@@ -504,8 +509,9 @@ def page_events(session: Session, redemption_id: uuid.UUID) -> list[PageEvent]:
         driver(session)
         .cursor(row_factory=class_row(PageEvent))
         .execute(
-            "SELECT event, at, sku, exchange_id FROM holder_events WHERE redemption_id = %s ORDER BY at, id",
-            (redemption_id,),
+            "SELECT event, at, sku, exchange_id FROM holder_events WHERE redemption_id = %(redemption_id)s"
+            " ORDER BY at, id",
+            {"redemption_id": redemption_id},
         )
         .fetchall()
     )
