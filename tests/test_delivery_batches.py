@@ -342,7 +342,8 @@ def test_receipts_are_looked_up_through_an_index_however_many_parts_were_ever_se
         s.commit()
         db = s.connection().connection.driver_connection
         plan = db.execute(
-            "EXPLAIN (FORMAT JSON) " + RECEIPTED_MESSAGES, ("smpp", [f"H{n}" for n in range(1, 40000, 200)])
+            "EXPLAIN (FORMAT JSON) " + RECEIPTED_MESSAGES,
+            {"provider": "smpp", "ids": [f"H{n}" for n in range(1, 40000, 200)]},
         ).fetchone()[0]
 
     def nodes(node):

@@ -113,8 +113,8 @@ def _claim(notice_id: int, now: datetime) -> OutgoingSms | str | NoticeLater:
             .execute(
                 "SELECT n.id, n.kind, n.bulk, n.status, n.msisdn, n.sender, n.text_enc, n.key_id,"
                 " n.deadline_at, p.quiet_hours, p.timezone FROM sms_notices n"
-                " JOIN programs p ON p.id = n.program_id WHERE n.id = %s FOR UPDATE OF n",
-                (notice_id,),
+                " JOIN programs p ON p.id = n.program_id WHERE n.id = %(id)s FOR UPDATE OF n",
+                {"id": notice_id},
             )
             .fetchone()
         )
@@ -123,8 +123,8 @@ def _claim(notice_id: int, now: datetime) -> OutgoingSms | str | NoticeLater:
         if now >= row.deadline_at:
             db.execute(
                 "UPDATE sms_notices SET status = 'failed', last_error = 'not sent by its deadline',"
-                " updated_at = %s WHERE id = %s",
-                (now, notice_id),
+                " updated_at = %(now)s WHERE id = %(id)s",
+                {"now": now, "id": notice_id},
             )
             return "failed"
         window = quiet_hours(row.quiet_hours) if row.bulk else None
@@ -136,9 +136,9 @@ def _claim(notice_id: int, now: datetime) -> OutgoingSms | str | NoticeLater:
         encoding = encoding_for(text)
         segments = len(split(text, encoding))
         db.execute(
-            "UPDATE sms_notices SET status = 'submitting', attempts = attempts + 1, encoding = %s,"
-            " segments = %s, updated_at = %s WHERE id = %s",
-            (encoding, segments, now, notice_id),
+            "UPDATE sms_notices SET status = 'submitting', attempts = attempts + 1, encoding = %(encoding)s,"
+            " segments = %(segments)s, updated_at = %(now)s WHERE id = %(id)s",
+            {"encoding": encoding, "segments": segments, "now": now, "id": notice_id},
         )
     return OutgoingSms(f"notice:{notice_id}", row.msisdn, row.sender, text, encoding, segments)
 
@@ -170,25 +170,27 @@ def deliver_notice(
         db = driver(session)
         if isinstance(result, TransientSmsError):
             db.execute(
-                "UPDATE sms_notices SET status = 'pending', last_error = %s, updated_at = now()"
-                " WHERE id = %s",
-                (str(result), notice_id),
+                "UPDATE sms_notices SET status = 'pending', last_error = %(error)s, updated_at = now()"
+                " WHERE id = %(id)s",
+                {"error": str(result), "id": notice_id},
             )
         elif isinstance(result, PermanentSmsError):
             db.execute(
-                "UPDATE sms_notices SET status = 'failed', last_error = %s, updated_at = now() WHERE id = %s",
-                (f"permanent provider error: {result}", notice_id),
+                "UPDATE sms_notices SET status = 'failed', last_error = %(error)s, updated_at = now()"
+                " WHERE id = %(id)s",
+                {"error": f"permanent provider error: {result}", "id": notice_id},
             )
         elif isinstance(result, SmsError):  # in doubt: it may have been taken; never sent again
             db.execute(
-                "UPDATE sms_notices SET last_error = %s, updated_at = now() WHERE id = %s",
-                (str(result), notice_id),
+                "UPDATE sms_notices SET last_error = %(error)s, updated_at = now() WHERE id = %(id)s",
+                {"error": str(result), "id": notice_id},
             )
         else:
             db.execute(
-                "UPDATE sms_notices SET status = 'sent', provider = %s, provider_message_ids = %s,"
-                " sent_at = now(), updated_at = now(), last_error = NULL WHERE id = %s",
-                (provider.name, result, notice_id),
+                "UPDATE sms_notices SET status = 'sent', provider = %(provider)s,"
+                " provider_message_ids = %(ids)s, sent_at = now(), updated_at = now(), last_error = NULL"
+                " WHERE id = %(id)s",
+                {"provider": provider.name, "ids": result, "id": notice_id},
             )
     if isinstance(result, TransientSmsError):
         SMS_OUTCOMES.labels("transient").inc()
@@ -214,9 +216,9 @@ def apply_notice_receipts(db: Any, provider: str, receipts: list[Receipt]) -> se
     ids = [r.message_id for r in receipts]
     found = db.execute(
         "SELECT id, provider_message_ids FROM sms_notices WHERE status IN ('sent', 'delivered')"
-        " AND sent_at > now() - interval '7 days' AND provider = %s AND provider_message_ids && %s::varchar[]"
-        " ORDER BY id FOR UPDATE",
-        (provider, ids),
+        " AND sent_at > now() - interval '7 days' AND provider = %(provider)s"
+        " AND provider_message_ids && %(ids)s::varchar[] ORDER BY id FOR UPDATE",
+        {"provider": provider, "ids": ids},
     ).fetchall()
     owner = {message_id: notice_id for notice_id, message_ids in found for message_id in message_ids}
     states: dict[int, str] = {}
@@ -230,8 +232,8 @@ def apply_notice_receipts(db: Any, provider: str, receipts: list[Receipt]) -> se
             states.setdefault(notice_id, "delivered")
     for notice_id, status in states.items():
         db.execute(
-            "UPDATE sms_notices SET status = %s, updated_at = now(),"
-            " last_error = CASE WHEN %s = 'failed' THEN 'undeliverable' ELSE last_error END WHERE id = %s",
-            (status, status, notice_id),
+            "UPDATE sms_notices SET status = %(status)s, updated_at = now(),"
+            " last_error = CASE WHEN %(failed)s THEN 'undeliverable' ELSE last_error END WHERE id = %(id)s",
+            {"status": status, "failed": status == "failed", "id": notice_id},
         )
     return set(owner)

@@ -27,7 +27,8 @@ def purge_delivered_provider_ids(db: Any, *, before: datetime, limit: int) -> in
     if not rows:
         return 0
     db.execute(
-        "DELETE FROM sms_provider_messages WHERE sms_message_id = ANY(%s)", ([row[0] for row in rows],)
+        "DELETE FROM sms_provider_messages WHERE sms_message_id = ANY(%(ids)s)",
+        {"ids": [row[0] for row in rows]},
     )
     write_mark(db, MARK, rows[-1][1], rows[-1][0])
     return len(rows)

@@ -145,7 +145,7 @@ def _secrets(db: Any, rows: list[Any]) -> dict[tuple[str, int], tuple[str, str]]
     card_ids = [r.card_id for r in rows if r.code_id is None and r.card_id is not None]
     if code_ids:
         for id_, code_enc, pin_enc, key_id in db.execute(
-            "SELECT id, code_enc, pin_enc, key_id FROM codes WHERE id = ANY(%s)", (code_ids,)
+            "SELECT id, code_enc, pin_enc, key_id FROM codes WHERE id = ANY(%(ids)s)", {"ids": code_ids}
         ):
             found["code", id_] = (
                 vault.decrypt(bytes(code_enc), b"code", key_id),
@@ -153,7 +153,7 @@ def _secrets(db: Any, rows: list[Any]) -> dict[tuple[str, int], tuple[str, str]]
             )
     if card_ids:
         for id_, number_enc, pin_enc, key_id in db.execute(
-            "SELECT id, number_enc, pin_enc, key_id FROM cards WHERE id = ANY(%s)", (card_ids,)
+            "SELECT id, number_enc, pin_enc, key_id FROM cards WHERE id = ANY(%(ids)s)", {"ids": card_ids}
         ):
             found["card", id_] = (
                 vault.decrypt(bytes(number_enc), b"card-number", key_id),
@@ -173,14 +173,14 @@ def _fail(
     error_code: str | None = None,
 ) -> None:
     db.execute(
-        "UPDATE sms_messages SET status = 'failed', last_error = %s, done_at = %s, updated_at = %s,"
-        " error_code = coalesce(%s, error_code) WHERE id = %s",
-        (reason, now, now, error_code, message_id),
+        "UPDATE sms_messages SET status = 'failed', last_error = %(reason)s, done_at = %(now)s,"
+        " updated_at = %(now)s, error_code = coalesce(%(error_code)s, error_code) WHERE id = %(id)s",
+        {"reason": reason, "now": now, "error_code": error_code, "id": message_id},
     )
     changed = db.execute(
-        "UPDATE redemptions SET status = 'failed', status_reason = %s, updated_at = %s"
-        " WHERE id = %s AND status IN ('accepted', 'sent') RETURNING external_id, program_id, sandbox",
-        (reason, now, redemption_id),
+        "UPDATE redemptions SET status = 'failed', status_reason = %(reason)s, updated_at = %(now)s"
+        " WHERE id = %(id)s AND status IN ('accepted', 'sent') RETURNING external_id, program_id, sandbox",
+        {"reason": reason, "now": now, "id": redemption_id},
     ).fetchone()
     if changed:
         program = snap.programs_by_id[changed[1]]
@@ -213,31 +213,30 @@ def _mark_sent(
     # One statement per table for the whole batch, not one per message. (A trigger copies the parts'
     # provider ids into sms_provider_messages, where receipts look them up.)
     db.execute(
-        "UPDATE sms_messages m SET status = 'sent', provider = %s, provider_message_ids = u.ids,"
-        " part_ids = NULL, sent_at = %s, updated_at = %s, last_error = NULL, error_code = NULL"
-        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, ids varchar[])"
-        " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
-        (
-            provider,
-            now,
-            now,
-            batch([{"id": message_id, "ids": ids} for message_id, _, ids in sent]),
-            [message_id for message_id, _, _ in sent],
-        ),
+        "UPDATE sms_messages m SET status = 'sent', provider = %(provider)s, provider_message_ids = u.ids,"
+        " part_ids = NULL, sent_at = %(now)s, updated_at = %(now)s, last_error = NULL, error_code = NULL"
+        " FROM jsonb_to_recordset(%(batch)s::jsonb) AS u(id bigint, ids varchar[])"
+        " WHERE m.id = u.id AND m.id = ANY(%(ids)s) AND m.status = 'submitting'",
+        {
+            "provider": provider,
+            "now": now,
+            "batch": batch([{"id": message_id, "ids": ids} for message_id, _, ids in sent]),
+            "ids": [message_id for message_id, _, _ in sent],
+        },
     )
     changed = db.execute(
         "UPDATE redemptions SET status = 'sent', status_reason = NULL,"
-        " first_sent_at = coalesce(first_sent_at, %s), updated_at = %s"
-        " WHERE id = ANY(%s) AND status IN ('accepted', 'failed')"
+        " first_sent_at = coalesce(first_sent_at, %(now)s), updated_at = %(now)s"
+        " WHERE id = ANY(%(ids)s) AND status IN ('accepted', 'failed')"
         " RETURNING id, external_id, program_id, sandbox, code_id",
-        (now, now, [r for _, r, _ in sent]),
+        {"now": now, "ids": [r for _, r, _ in sent]},
     ).fetchall()
     issued = [code_id for *_, code_id in changed if code_id is not None]
     if issued:  # the codes have left us: they are issued now
         db.execute(
-            "UPDATE codes SET status = 'issued', status_changed_at = %s WHERE id = ANY(%s)"
+            "UPDATE codes SET status = 'issued', status_changed_at = %(now)s WHERE id = ANY(%(ids)s)"
             " AND status = 'reserved'",
-            (now, issued),
+            {"now": now, "ids": issued},
         )
     _emit_status(db, changed, "sent", now, snap)
     if provider != SandboxProvider.name:
@@ -270,10 +269,10 @@ def _delivered(db: Any, done: list[tuple[int, uuid.UUID]], *, provider: str, now
     if not done:
         return
     changed = db.execute(
-        "UPDATE redemptions SET status = 'delivered', status_reason = NULL, updated_at = %s"
-        " WHERE id = ANY(%s) AND status IN ('sent', 'accepted', 'failed')"
+        "UPDATE redemptions SET status = 'delivered', status_reason = NULL, updated_at = %(now)s"
+        " WHERE id = ANY(%(ids)s) AND status IN ('sent', 'accepted', 'failed')"
         " RETURNING id, external_id, program_id, sandbox",
-        (now, sorted(r for _, r in done)),
+        {"now": now, "ids": sorted(r for _, r in done)},
     ).fetchall()
     _emit_status(db, changed, "delivered", now, snap)
     if provider != SandboxProvider.name:
@@ -309,12 +308,12 @@ def _create_messages(db: Any, wanted: str, rids: list[uuid.UUID], now: datetime)
     db.execute(
         "INSERT INTO sms_messages (redemption_id, send, msisdn, locale, deadline_at, created_at,"
         " updated_at) SELECT r.id, j.send, r.msisdn, r.locale,"
-        " CASE WHEN j.send = 0 THEN r.created_at ELSE %s END"
-        " + make_interval(secs => coalesce(p.sms_deadline_hours * 3600, %s)), %s, %s"
-        " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int) JOIN redemptions r ON r.id = j.rid"
-        " JOIN programs p ON p.id = r.program_id"
-        " WHERE r.id = ANY(%s) ORDER BY r.id, j.send ON CONFLICT (redemption_id, send) DO NOTHING",
-        (now, deadline.total_seconds(), now, now, wanted, rids),
+        " CASE WHEN j.send = 0 THEN r.created_at ELSE %(now)s END"
+        " + make_interval(secs => coalesce(p.sms_deadline_hours * 3600, %(deadline)s)), %(now)s, %(now)s"
+        " FROM jsonb_to_recordset(%(wanted)s::jsonb) AS j(rid uuid, send int)"
+        " JOIN redemptions r ON r.id = j.rid JOIN programs p ON p.id = r.program_id"
+        " WHERE r.id = ANY(%(rids)s) ORDER BY r.id, j.send ON CONFLICT (redemption_id, send) DO NOTHING",
+        {"now": now, "deadline": deadline.total_seconds(), "wanted": wanted, "rids": rids},
     )
 
 
@@ -326,11 +325,12 @@ def _lock_messages(db: Any, wanted: str, rids: list[uuid.UUID]) -> list[Any]:
         " r.id AS redemption_id, r.status AS redemption_status, r.program_id, r.offer_id, r.product_id,"
         " r.msisdn, r.locale, r.nominal_minor, r.currency, r.reward_expires_at, r.code_id, r.card_id,"
         " r.sandbox, r.link_hash IS NOT NULL AS has_link"
-        " FROM jsonb_to_recordset(%s::jsonb) AS j(rid uuid, send int)"
+        " FROM jsonb_to_recordset(%(wanted)s::jsonb) AS j(rid uuid, send int)"
         " JOIN sms_messages m ON m.redemption_id = j.rid AND m.send = j.send"
-        " JOIN redemptions r ON r.id = m.redemption_id WHERE m.redemption_id = ANY(%s) AND r.id = ANY(%s)"
+        " JOIN redemptions r ON r.id = m.redemption_id"
+        " WHERE m.redemption_id = ANY(%(rids)s) AND r.id = ANY(%(rids)s)"
         " ORDER BY m.id FOR UPDATE OF m",
-        (wanted, rids, rids),
+        {"wanted": wanted, "rids": rids},
     ).fetchall()
 
 
@@ -338,13 +338,14 @@ def _triage(db: Any, rows: list[Any], outcomes: dict[Job, SendOutcome], now: dat
     """The sends that may go out now. Settled ones are skipped, cancelled ones closed, an in-doubt
     one waits out its window, one past its deadline fails; their outcomes go into `outcomes`."""
     in_doubt_window = _settings()[1]
-    ready, cancelled = [], []
+    ready: list[Any] = []
+    cancelled: list[dict[str, Any]] = []
     for row in rows:
         job = Job(row.redemption_id, row.send)
         if row.status in SETTLED:
             continue  # a duplicate job: this send is settled
         if row.redemption_status == "cancelled":
-            cancelled.append((now, row.message_id))
+            cancelled.append({"now": now, "id": row.message_id})
             continue
         if row.status == "submitting":
             waited = now - row.submit_started_at
@@ -369,7 +370,7 @@ def _triage(db: Any, rows: list[Any], outcomes: dict[Job, SendOutcome], now: dat
         ready.append(row)
     if cancelled:
         db.cursor().executemany(
-            "UPDATE sms_messages SET status = 'cancelled', updated_at = %s WHERE id = %s", cancelled
+            "UPDATE sms_messages SET status = 'cancelled', updated_at = %(now)s WHERE id = %(id)s", cancelled
         )
     return ready
 
@@ -441,14 +442,14 @@ def _mark_submitting(db: Any, claimed: list[Claimed], now: datetime) -> None:
     ]
     db.execute(
         "UPDATE sms_messages m SET status = 'submitting', attempts = m.attempts + 1,"
-        " submit_started_at = %s, encoding = u.encoding, segments = u.segments, locale = u.locale,"
-        " updated_at = %s, receipts = CASE WHEN u.parts IS NULL THEN '{}' ELSE coalesce("
+        " submit_started_at = %(now)s, encoding = u.encoding, segments = u.segments, locale = u.locale,"
+        " updated_at = %(now)s, receipts = CASE WHEN u.parts IS NULL THEN '{}' ELSE coalesce("
         "   (SELECT jsonb_object_agg(k, v) FROM jsonb_each(m.receipts) AS e(k, v) WHERE k = ANY(u.parts)),"
         "   '{}') END"
-        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, encoding varchar, segments int,"
+        " FROM jsonb_to_recordset(%(batch)s::jsonb) AS u(id bigint, encoding varchar, segments int,"
         "   locale varchar, parts varchar[])"
-        " WHERE m.id = u.id AND m.id = ANY(%s)",
-        (now, now, batch(submitting), [c.message_id for c in claimed]),
+        " WHERE m.id = u.id AND m.id = ANY(%(ids)s)",
+        {"now": now, "batch": batch(submitting), "ids": [c.message_id for c in claimed]},
     )
 
 
@@ -618,34 +619,45 @@ def _record(done: _Outcomes, *, provider: str, attempts: int = 3) -> None:
                 if done.retry:
                     db.execute(
                         "UPDATE sms_messages m SET status = 'pending', last_error = u.error,"
-                        " error_code = u.code, updated_at = %s, provider = %s,"
+                        " error_code = u.code, updated_at = %(now)s, provider = %(provider)s,"
                         + _PARTS_SET
                         + ", failures = m.failures || jsonb_build_object(u.kind, u.count)"
-                        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, error text, code varchar,"
+                        " FROM jsonb_to_recordset(%(batch)s::jsonb) AS u(id bigint, error text, code varchar,"
                         "   parts varchar[], ids varchar[], digest varchar, reference int, kind varchar,"
                         "   count int)"
-                        " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
-                        (now, provider, batch(done.retry), [r["id"] for r in done.retry]),
+                        " WHERE m.id = u.id AND m.id = ANY(%(ids)s) AND m.status = 'submitting'",
+                        {
+                            "now": now,
+                            "provider": provider,
+                            "batch": batch(done.retry),
+                            "ids": [r["id"] for r in done.retry],
+                        },
                     )
                 if done.in_doubt:
                     db.execute(
-                        "UPDATE sms_messages m SET last_error = u.error, updated_at = %s, provider = %s,"
+                        "UPDATE sms_messages m SET last_error = u.error, updated_at = %(now)s,"
+                        " provider = %(provider)s,"
                         + _PARTS_SET
-                        + " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, error text, parts varchar[],"
-                        "   ids varchar[], digest varchar, reference int)"
-                        " WHERE m.id = u.id AND m.id = ANY(%s) AND m.status = 'submitting'",
-                        (now, provider, batch(done.in_doubt), [r["id"] for r in done.in_doubt]),
+                        + " FROM jsonb_to_recordset(%(batch)s::jsonb) AS u(id bigint, error text,"
+                        "   parts varchar[], ids varchar[], digest varchar, reference int)"
+                        " WHERE m.id = u.id AND m.id = ANY(%(ids)s) AND m.status = 'submitting'",
+                        {
+                            "now": now,
+                            "provider": provider,
+                            "batch": batch(done.in_doubt),
+                            "ids": [r["id"] for r in done.in_doubt],
+                        },
                     )
                 if done.failed:
                     db.execute(
-                        "UPDATE sms_messages m SET provider = %s,"
+                        "UPDATE sms_messages m SET provider = %(provider)s,"
                         + _PARTS_SET
-                        + " FROM jsonb_to_recordset(%s::jsonb)"
+                        + " FROM jsonb_to_recordset(%(batch)s::jsonb)"
                         " AS u(id bigint, parts varchar[], ids varchar[], digest varchar, reference int)"
-                        " WHERE m.id = u.id AND m.id = ANY(%s) AND u.ids IS NOT NULL",
-                        (
-                            provider,
-                            batch(
+                        " WHERE m.id = u.id AND m.id = ANY(%(ids)s) AND u.ids IS NOT NULL",
+                        {
+                            "provider": provider,
+                            "batch": batch(
                                 [
                                     {
                                         "id": c.message_id,
@@ -657,8 +669,8 @@ def _record(done: _Outcomes, *, provider: str, attempts: int = 3) -> None:
                                     for c, _, _, parts in done.failed
                                 ]
                             ),
-                            [c.message_id for c, *_ in done.failed],
-                        ),
+                            "ids": [c.message_id for c, *_ in done.failed],
+                        },
                     )
                 for c, reason, code, _ in done.failed:
                     _fail(
@@ -688,16 +700,16 @@ def _exposed(db: Any, done: _Outcomes, now: datetime) -> None:
     if not partial:
         return
     codes = db.execute(
-        "UPDATE redemptions r SET first_sent_at = coalesce(r.first_sent_at, %s) FROM sms_messages m"
-        " WHERE m.id = ANY(%s) AND r.id = m.redemption_id RETURNING r.code_id",
-        (now, partial),
+        "UPDATE redemptions r SET first_sent_at = coalesce(r.first_sent_at, %(now)s) FROM sms_messages m"
+        " WHERE m.id = ANY(%(ids)s) AND r.id = m.redemption_id RETURNING r.code_id",
+        {"now": now, "ids": partial},
     ).fetchall()
     issued = [code_id for (code_id,) in codes if code_id is not None]
     if issued:
         db.execute(
-            "UPDATE codes SET status = 'issued', status_changed_at = %s WHERE id = ANY(%s)"
+            "UPDATE codes SET status = 'issued', status_changed_at = %(now)s WHERE id = ANY(%(ids)s)"
             " AND status = 'reserved'",
-            (now, issued),
+            {"now": now, "ids": issued},
         )
 
 
@@ -769,8 +781,8 @@ def _receipted(row: Any, status: str | None = None) -> _Receipted:
 # The messages a batch of receipts names, locked in id order; the newest of several with one id wins.
 RECEIPTED_MESSAGES = (
     "SELECT id, redemption_id, status, provider_message_ids, receipts, segments, part_ids FROM sms_messages"
-    " WHERE id = ANY(ARRAY(SELECT sms_message_id FROM sms_provider_messages WHERE provider = %s"
-    " AND provider_message_id = ANY(%s))) ORDER BY id FOR UPDATE"
+    " WHERE id = ANY(ARRAY(SELECT sms_message_id FROM sms_provider_messages WHERE provider = %(provider)s"
+    " AND provider_message_id = ANY(%(ids)s))) ORDER BY id FOR UPDATE"
 )
 
 
@@ -840,7 +852,9 @@ def _receipted_messages(
     messages: dict[int, _Receipted] = {}
     by_id: dict[str, int] = {}
     cursor = db.cursor(row_factory=namedtuple_row)
-    for row in cursor.execute(RECEIPTED_MESSAGES, (provider, [r.message_id for r in receipts])):
+    for row in cursor.execute(
+        RECEIPTED_MESSAGES, {"provider": provider, "ids": [r.message_id for r in receipts]}
+    ):
         messages[row.id] = _receipted(row)
         by_id.update({message_id: row.id for message_id in row.provider_message_ids})
     return messages, by_id
@@ -888,9 +902,9 @@ def _place(
         cursor = db.cursor(row_factory=namedtuple_row)
         for row in cursor.execute(
             "SELECT id, redemption_id, msisdn, submit_started_at, provider_message_ids, receipts, segments,"
-            " part_ids, status FROM sms_messages WHERE status = 'submitting' AND msisdn = ANY(%s)"
+            " part_ids, status FROM sms_messages WHERE status = 'submitting' AND msisdn = ANY(%(msisdns)s)"
             " ORDER BY id FOR UPDATE",
-            (list(destinations),),
+            {"msisdns": list(destinations)},
         ):
             if row.msisdn not in in_doubt or row.submit_started_at < in_doubt[row.msisdn][1]:
                 in_doubt[row.msisdn] = (row.id, row.submit_started_at)
@@ -933,13 +947,14 @@ def _place_by_other_spelling(
     rows = cursor.execute(
         "SELECT m.id, m.redemption_id, m.status, m.provider_message_ids, m.receipts, m.segments, m.part_ids,"
         " m.msisdn FROM redemptions r JOIN sms_messages m ON m.redemption_id = r.id"
-        " WHERE r.msisdn = ANY(%s) AND m.provider = %s AND cardinality(m.provider_message_ids) > 0"
-        " AND m.created_at > %s ORDER BY m.id FOR UPDATE OF m",
-        (
-            sorted({_e164(receipts[i].destination or "") for i in wanted}),
-            provider,
-            now - timedelta(days=OTHER_SPELLING_DAYS),
-        ),
+        " WHERE r.msisdn = ANY(%(msisdns)s) AND m.provider = %(provider)s"
+        " AND cardinality(m.provider_message_ids) > 0 AND m.created_at > %(since)s"
+        " ORDER BY m.id FOR UPDATE OF m",
+        {
+            "msisdns": sorted({_e164(receipts[i].destination or "") for i in wanted}),
+            "provider": provider,
+            "since": now - timedelta(days=OTHER_SPELLING_DAYS),
+        },
     ).fetchall()
     parts: dict[tuple[str, str, int], tuple[int, str]] = {}  # (msisdn, base, number) -> (message, id)
     for row in rows:  # in id order: the newest message with the number wins
@@ -981,20 +996,18 @@ def _store_receipts(db: Any, touched: dict[int, _Receipted], done: set[int], now
     """The receipts seen so far and, where every part is delivered, the final status: one statement
     and one new row version per message."""
     db.execute(
-        "UPDATE sms_messages m SET receipts = u.seen, updated_at = %s, receipt_at = %s,"
+        "UPDATE sms_messages m SET receipts = u.seen, updated_at = %(now)s, receipt_at = %(now)s,"
         " status = CASE WHEN u.delivered THEN 'delivered' ELSE m.status END,"
-        " done_at = CASE WHEN u.delivered THEN %s ELSE m.done_at END"
-        " FROM jsonb_to_recordset(%s::jsonb) AS u(id bigint, seen jsonb, delivered bool)"
-        " WHERE m.id = u.id AND m.id = ANY(%s)",
-        (
-            now,
-            now,
-            now,
-            batch(
+        " done_at = CASE WHEN u.delivered THEN %(now)s ELSE m.done_at END"
+        " FROM jsonb_to_recordset(%(batch)s::jsonb) AS u(id bigint, seen jsonb, delivered bool)"
+        " WHERE m.id = u.id AND m.id = ANY(%(ids)s)",
+        {
+            "now": now,
+            "batch": batch(
                 [{"id": sms_id, "seen": m.seen, "delivered": sms_id in done} for sms_id, m in touched.items()]
             ),
-            list(touched),
-        ),
+            "ids": list(touched),
+        },
     )
 
 
@@ -1056,8 +1069,9 @@ def settle_sandbox_receipts(*, now: datetime | None = None, messages: list[int] 
             driver(session)
             .execute(
                 "SELECT provider_message_ids FROM sms_messages WHERE provider = 'sandbox' AND status = 'sent'"
-                " AND (msisdn <> %s OR sent_at <= %s) AND (%s::bigint[] IS NULL OR id = ANY(%s))",
-                (SMS_DELAYED_RECEIPT, now - delay, messages, messages),
+                " AND (msisdn <> %(delayed)s OR sent_at <= %(before)s)"
+                " AND (%(ids)s::bigint[] IS NULL OR id = ANY(%(ids)s))",
+                {"delayed": SMS_DELAYED_RECEIPT, "before": now - delay, "ids": messages},
             )
             .fetchall()
         )
