@@ -111,10 +111,10 @@ def _flip(db: Any, kind: str, subject: str, period: str, low: bool, now: datetim
     before)."""
     row = db.execute(
         "INSERT INTO balance_alerts AS a (kind, subject, period, low, changed_at)"
-        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (kind, subject, period) DO UPDATE"
-        " SET low = EXCLUDED.low, changed_at = EXCLUDED.changed_at WHERE a.low <> EXCLUDED.low"
+        " VALUES (%(kind)s, %(subject)s, %(period)s, %(low)s, %(now)s) ON CONFLICT (kind, subject, period)"
+        " DO UPDATE SET low = EXCLUDED.low, changed_at = EXCLUDED.changed_at WHERE a.low <> EXCLUDED.low"
         " RETURNING low",
-        (kind, subject, period, low, now),
+        {"kind": kind, "subject": subject, "period": period, "low": low, "now": now},
     ).fetchone()
     return row is not None and row[0]
 
@@ -139,15 +139,17 @@ def check_balances(now: datetime | None = None) -> BalanceCheck:
     stock_low = budget_low = 0
     with transaction() as session:
         db = driver(session)
-        if not scalar(db.execute("SELECT pg_try_advisory_xact_lock(%s)", (CHECK_LOCK,)).fetchone()):
+        if not scalar(
+            db.execute("SELECT pg_try_advisory_xact_lock(%(key)s)", {"key": CHECK_LOCK}).fetchone()
+        ):
             return BalanceCheck()
         for line in stock(db, now):
             if not _flip(db, "stock", line.sku, "", line.available < line.threshold, now):
                 continue
             programs = db.execute(
                 "SELECT DISTINCT pr.id, pr.webhook_url FROM offers o JOIN programs pr ON pr.id = o.program_id"
-                " WHERE o.product_id = %s AND o.active AND pr.active ORDER BY pr.id",
-                (line.product_id,),
+                " WHERE o.product_id = %(product_id)s AND o.active AND pr.active ORDER BY pr.id",
+                {"product_id": line.product_id},
             ).fetchall()
             data = {
                 "sku": line.sku,
