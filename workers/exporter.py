@@ -86,20 +86,20 @@ class OperationsCollector(Collector):
             db.execute("SET LOCAL statement_timeout = '5s'")
             backlog = scalar(
                 db.execute(
-                    "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT %s) b",
-                    (BACKLOG_CAP,),
+                    "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT %(cap)s) b",
+                    {"cap": BACKLOG_CAP},
                 ).fetchone()
             )
             oldest = db.execute(
-                "SELECT extract(epoch FROM %s - created_at) FROM outbox WHERE published_at IS NULL"
+                "SELECT extract(epoch FROM %(now)s - created_at) FROM outbox WHERE published_at IS NULL"
                 " ORDER BY id LIMIT 1",
-                (now,),
+                {"now": now},
             ).fetchone()
             in_doubt = scalar(
                 db.execute(
                     "SELECT count(*) FROM sms_messages WHERE status = 'submitting'"
-                    " AND submit_started_at < %s - make_interval(secs => %s)",
-                    (now, IN_DOUBT_AFTER_SECONDS),
+                    " AND submit_started_at < %(now)s - make_interval(secs => %(seconds)s)",
+                    {"now": now, "seconds": IN_DOUBT_AFTER_SECONDS},
                 ).fetchone()
             )
             given_up = scalar(

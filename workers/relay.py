@@ -14,7 +14,6 @@ from typing import Any
 import dramatiq
 import structlog
 from dramatiq.brokers.redis import RedisBroker
-from sqlalchemy import text
 
 from service.kit.config import get_settings
 from service.kit.db.engine import driver, transaction
@@ -46,15 +45,15 @@ def publish_batch(broker: dramatiq.Broker, limit: int = 500) -> int:
         # out again (at least once). The ids as an array, not `IN (subquery)`: a join the planner
         # could answer with a scan of the whole outbox.
         rows = sorted(
-            session.execute(
-                text(
-                    "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1"
-                    " WHERE id = ANY(ARRAY(SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id"
-                    " LIMIT :limit FOR UPDATE SKIP LOCKED))"
-                    " RETURNING id, message_id, queue, actor, payload, trace_parent"
-                ),
+            session.connection()
+            .exec_driver_sql(
+                "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1"
+                " WHERE id = ANY(ARRAY(SELECT id FROM outbox WHERE published_at IS NULL ORDER BY id"
+                " LIMIT %(limit)s FOR UPDATE SKIP LOCKED))"
+                " RETURNING id, message_id, queue, actor, payload, trace_parent",
                 {"limit": limit},
-            ).all(),
+            )
+            .all(),
             key=lambda r: r.id,
         )
         packs: dict[str, list[Any]] = {}
