@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.console.accounts import Staff
@@ -41,10 +40,11 @@ class Actor:
         return self.staff.id if self.staff else self.account_id
 
 
-_INSERT = text(
+_INSERT = (
     "INSERT INTO staff_audit_log"
     " (staff_account_id, email, role, action, target, outcome, details, address, action_key)"
-    " VALUES (:account, :email, :role, :action, :target, :outcome, CAST(:details AS jsonb), :address, :key)"
+    " VALUES (%(account)s, %(email)s, %(role)s, %(action)s, %(target)s, %(outcome)s,"
+    " CAST(%(details)s AS jsonb), %(address)s, %(key)s)"
     " ON CONFLICT (staff_account_id, action_key) WHERE action_key IS NOT NULL DO NOTHING RETURNING id"
 )
 
@@ -61,27 +61,34 @@ def record(
 ) -> None:
     """Writes the row in the caller's transaction. Raises ActionAlreadyDone (roll back!) when the
     action_key was used before."""
-    inserted = session.execute(
-        _INSERT,
-        {
-            "account": actor.id,
-            "email": actor.staff.email if actor.staff else actor.email,
-            "role": actor.staff.role if actor.staff else None,
-            "action": action,
-            "target": target,
-            "outcome": outcome,
-            "details": json.dumps(details or {}, default=str),
-            "address": actor.address,
-            "key": action_key,
-        },
-    ).scalar()
+    inserted = (
+        session.connection()
+        .exec_driver_sql(
+            _INSERT,
+            {
+                "account": actor.id,
+                "email": actor.staff.email if actor.staff else actor.email,
+                "role": actor.staff.role if actor.staff else None,
+                "action": action,
+                "target": target,
+                "outcome": outcome,
+                "details": json.dumps(details or {}, default=str),
+                "address": actor.address,
+                "key": action_key,
+            },
+        )
+        .scalar()
+    )
     if inserted is None:
-        earlier = session.execute(
-            text(
-                "SELECT details FROM staff_audit_log WHERE staff_account_id = :account AND action_key = :key"
-            ),
-            {"account": actor.id, "key": action_key},
-        ).scalar()
+        earlier = (
+            session.connection()
+            .exec_driver_sql(
+                "SELECT details FROM staff_audit_log"
+                " WHERE staff_account_id = %(account)s AND action_key = %(key)s",
+                {"account": actor.id, "key": action_key},
+            )
+            .scalar()
+        )
         raise ActionAlreadyDone(earlier or {})
 
 
@@ -107,11 +114,13 @@ class AuditRow:
 
 
 def recent(session: Session, *, limit: int = 100, before: int | None = None) -> list[AuditRow]:
-    rows = session.execute(
-        text(
+    rows = (
+        session.connection()
+        .exec_driver_sql(
             "SELECT id, at, email, role, action, target, outcome, details, address FROM staff_audit_log"
-            " WHERE CAST(:before AS bigint) IS NULL OR id < :before ORDER BY id DESC LIMIT :limit"
-        ),
-        {"before": before, "limit": limit},
-    ).all()
+            " WHERE CAST(%(before)s AS bigint) IS NULL OR id < %(before)s ORDER BY id DESC LIMIT %(limit)s",
+            {"before": before, "limit": limit},
+        )
+        .all()
+    )
     return [AuditRow(*row) for row in rows]

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.holders.service import PageEvent
@@ -57,14 +56,16 @@ class WebhookEvent:
 
 
 def sms_attempts(session: Session, redemption_id: uuid.UUID) -> list[SmsAttempt]:
-    rows = session.execute(
-        text(
+    rows = (
+        session.connection()
+        .exec_driver_sql(
             "SELECT send, status, provider, cardinality(provider_message_ids) AS parts, receipts, segments,"
             " attempts, last_error, created_at, sent_at, done_at FROM sms_messages"
-            " WHERE redemption_id = :id ORDER BY send"
-        ),
-        {"id": redemption_id},
-    ).all()
+            " WHERE redemption_id = %(id)s ORDER BY send",
+            {"id": redemption_id},
+        )
+        .all()
+    )
     return [SmsAttempt(*row) for row in rows]
 
 
@@ -74,21 +75,21 @@ SHOWN_TRIES = 10
 
 
 def webhook_events(session: Session, redemption_id: uuid.UUID) -> list[WebhookEvent]:
-    events = session.execute(
-        text(
+    events = (
+        session.connection()
+        .exec_driver_sql(
             "SELECT e.id, e.type, e.created_at, e.delivered_at, e.given_up_at"
-            " FROM webhook_events e WHERE e.redemption_id = :id ORDER BY e.created_at"
-        ),
-        {"id": redemption_id},
-    ).all()
+            " FROM webhook_events e WHERE e.redemption_id = %(id)s ORDER BY e.created_at",
+            {"id": redemption_id},
+        )
+        .all()
+    )
     tries: dict[uuid.UUID, list[WebhookTry]] = {row.id: [] for row in events}
     if tries:
-        for row in session.execute(
-            text(
-                "SELECT event_id, row_number() OVER (PARTITION BY event_id ORDER BY attempted_at, id) AS n,"
-                " attempted_at, status_code, error, next_attempt_at FROM webhook_attempts"
-                " WHERE event_id = ANY(:ids) ORDER BY event_id, attempted_at, id"
-            ),
+        for row in session.connection().exec_driver_sql(
+            "SELECT event_id, row_number() OVER (PARTITION BY event_id ORDER BY attempted_at, id) AS n,"
+            " attempted_at, status_code, error, next_attempt_at FROM webhook_attempts"
+            " WHERE event_id = ANY(%(ids)s) ORDER BY event_id, attempted_at, id",
             {"ids": list(tries)},
         ):
             tries[row.event_id].append(
@@ -131,7 +132,9 @@ def timeline(
 def partners(session: Session) -> list[tuple[str, str]]:
     return [
         (row.code, row.name)
-        for row in session.execute(text("SELECT code, name FROM partners WHERE active ORDER BY code"))
+        for row in session.connection().exec_driver_sql(
+            "SELECT code, name FROM partners WHERE active ORDER BY code"
+        )
     ]
 
 
@@ -141,7 +144,7 @@ def staff_emails(session: Session, refs: list[str | None]) -> dict[str, str]:
     ids = {int(ref.split(":", 1)[1]) for ref in refs if ref and re.fullmatch(r"staff:\d+", ref)}
     if not ids:
         return {}
-    rows = session.execute(
-        text("SELECT id, email FROM staff_accounts WHERE id = ANY(:ids)"), {"ids": list(ids)}
+    rows = session.connection().exec_driver_sql(
+        "SELECT id, email FROM staff_accounts WHERE id = ANY(%(ids)s)", {"ids": list(ids)}
     )
     return {f"staff:{row.id}": row.email for row in rows}
