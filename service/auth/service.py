@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.auth.models import ROLES, ApiKey
@@ -87,13 +87,18 @@ def create_key(
     # below the catalog, whose routes authorize with it.
     if programs:
         known = set(
-            session.scalars(text("SELECT code FROM programs WHERE code = ANY(:codes)"), {"codes": programs})
+            session.connection()
+            .exec_driver_sql("SELECT code FROM programs WHERE code = ANY(%(codes)s)", {"codes": programs})
+            .scalars()
         )
         if missing := sorted(set(programs) - known):
             raise ValueError(f"unknown program(s): {', '.join(missing)}")
     if (
         partner
-        and session.scalar(text("SELECT id FROM partners WHERE code = :code"), {"code": partner}) is None
+        and session.connection()
+        .exec_driver_sql("SELECT id FROM partners WHERE code = %(code)s", {"code": partner})
+        .scalar()
+        is None
     ):
         raise ValueError(f"unknown partner: {partner}")
     key_id = "".join(secrets.choice(_ALNUM) for _ in range(12))
@@ -169,7 +174,9 @@ def revoke_key(session: Session, key_id: str) -> ApiKey:
     if record.revoked_at is None:
         record.revoked_at = datetime.now(UTC)
     # Every API process drops its cached keys when this commits (and this one at once).
-    session.execute(text("SELECT pg_notify(:channel, :key_id)"), {"channel": REVOCATIONS, "key_id": key_id})
+    session.connection().exec_driver_sql(
+        "SELECT pg_notify(%(channel)s, %(key_id)s)", {"channel": REVOCATIONS, "key_id": key_id}
+    )
     principal_cache.clear()
     return record
 

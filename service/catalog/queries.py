@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from sqlalchemy import exists, select, text
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from service.balances.service import budgets
@@ -76,12 +76,10 @@ def product_ref(product: Product) -> ProductRef:
 def _in_stock(session: Session, product_ids: list[int]) -> set[int]:
     if not product_ids:
         return set()
-    rows = session.execute(
-        text(
-            "SELECT p.id FROM unnest(CAST(:ids AS int[])) AS p(id) WHERE EXISTS ("
-            " SELECT 1 FROM codes c WHERE c.product_id = p.id AND c.status = 'available'"
-            " AND (c.expires_at IS NULL OR c.expires_at > now()))"
-        ),
+    rows = session.connection().exec_driver_sql(
+        "SELECT p.id FROM unnest(CAST(%(ids)s AS int[])) AS p(id) WHERE EXISTS ("
+        " SELECT 1 FROM codes c WHERE c.product_id = p.id AND c.status = 'available'"
+        " AND (c.expires_at IS NULL OR c.expires_at > now()))",
         {"ids": product_ids},
     )
     return {r.id for r in rows}

@@ -23,7 +23,6 @@ from typing import Any
 
 import redis
 from prometheus_client import Gauge
-from sqlalchemy import text
 
 from service.kit.config import get_settings
 from service.kit.db.engine import get_engine
@@ -97,19 +96,17 @@ def check_database(board: Board, *, outbox: bool) -> None:
     try:
         # Through the engine, not a driver connection: what is checked is the pool the requests use.
         with get_engine().connect() as conn:
-            conn.execute(text("SELECT 1"))
+            conn.exec_driver_sql("SELECT 1")
             conn.rollback()
             board.set(DATABASE, "up")
             if not outbox:
                 return
             try:
-                conn.execute(text("SET LOCAL lock_timeout = '1s'"))
-                conn.execute(text("SET LOCAL statement_timeout = '2s'"))
-                conn.execute(
-                    text(
-                        "INSERT INTO outbox (message_id, queue, actor, payload)"
-                        " VALUES (uuid7(), 'readiness', 'readiness', '{}')"
-                    )
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+                conn.exec_driver_sql("SET LOCAL statement_timeout = '2s'")
+                conn.exec_driver_sql(
+                    "INSERT INTO outbox (message_id, queue, actor, payload)"
+                    " VALUES (uuid7(), 'readiness', 'readiness', '{}')"
                 )
                 board.set(OUTBOX, "up")
             except Exception as exc:  # noqa: BLE001 - any failure means "cannot take a redemption"

@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from service.catalog.snapshot import get_snapshot
@@ -30,16 +29,19 @@ def _line(count: int, face: int, cost: int, currency: str) -> SettlementLine:
 
 
 def settlement(session: Session, partner_code: str, period: str) -> SettlementOut:
-    partner = session.execute(
-        text("SELECT id, name FROM partners WHERE code = :code"), {"code": partner_code}
-    ).one_or_none()
+    partner = (
+        session.connection()
+        .exec_driver_sql("SELECT id, name FROM partners WHERE code = %(code)s", {"code": partner_code})
+        .one_or_none()
+    )
     if partner is None:
         raise NotFound(f"partner {partner_code} not found")
     start, end = month_bounds(period)
     # The UTC range, widened by a day each side, lets the index narrow the scan; the local month in
     # each record's program zone decides.
-    rows = session.execute(
-        text(
+    rows = (
+        session.connection()
+        .exec_driver_sql(
             "SELECT r.product_id, r.currency,"
             " sum(r.quantity) FILTER (WHERE r.type IN ('issue', 'cancel')) AS issued,"
             " sum(r.face_value_minor) FILTER (WHERE r.type IN ('issue', 'cancel')) AS issued_face,"
@@ -53,20 +55,21 @@ def settlement(session: Session, partner_code: str, period: str) -> SettlementOu
             " sum(r.cost_minor) FILTER (WHERE r.type = 'exchange' AND r.channel = 'online') AS online_cost,"
             " count(*) AS records"
             " FROM reconciliation_records r LEFT JOIN programs p ON p.id = r.program_id"
-            " WHERE r.partner_id = :partner AND r.occurred_at >= :lo AND r.occurred_at < :hi"
-            "   AND (r.occurred_at AT TIME ZONE coalesce(p.timezone, :zone)) >= :start"
-            "   AND (r.occurred_at AT TIME ZONE coalesce(p.timezone, :zone)) < :end"
-            " GROUP BY r.product_id, r.currency"
-        ),
-        {
-            "partner": partner.id,
-            "zone": DEFAULT_TIMEZONE,
-            "start": start,
-            "end": end,
-            "lo": start.replace(tzinfo=UTC) - timedelta(days=1),
-            "hi": end.replace(tzinfo=UTC) + timedelta(days=1),
-        },
-    ).all()
+            " WHERE r.partner_id = %(partner)s AND r.occurred_at >= %(lo)s AND r.occurred_at < %(hi)s"
+            "   AND (r.occurred_at AT TIME ZONE coalesce(p.timezone, %(zone)s)) >= %(start)s"
+            "   AND (r.occurred_at AT TIME ZONE coalesce(p.timezone, %(zone)s)) < %(end)s"
+            " GROUP BY r.product_id, r.currency",
+            {
+                "partner": partner.id,
+                "zone": DEFAULT_TIMEZONE,
+                "start": start,
+                "end": end,
+                "lo": start.replace(tzinfo=UTC) - timedelta(days=1),
+                "hi": end.replace(tzinfo=UTC) + timedelta(days=1),
+            },
+        )
+        .all()
+    )
     snap = get_snapshot(session)
     sums: dict[tuple[int, str], Any] = {(row.product_id, row.currency): row for row in rows}
     for product in snap.products.values():  # every product of the partner, zero when nothing happened
