@@ -14,16 +14,22 @@
 -- put back (a cancelled redemption) or uploaded with an earlier expiry than the point are behind it:
 -- the 60 s restart is the longest they wait before earliest-expiry-first reaches them again.
 --
+-- The point's row comparison is the only lower bound of that scan on the expiry: "never an expired one"
+-- is folded into it (the later of the point and now; past the whole of now when the point is older). A
+-- second bound on the same index column, `expiry > now`, would let PostgreSQL 18 start the scan at now
+-- and check the point row by row: from the head again.
+--
 -- `= coalesce((SELECT ... LIMIT 1), (SELECT ... LIMIT 1))`, not `IN (SELECT ...)`: the planner may turn
 -- IN into a semi-join that claims more rows than the LIMIT, and COALESCE runs the second scan (an
 -- InitPlan) only when the first found nothing. SKIP LOCKED: parallel takers never wait on each other.
 UPDATE codes SET status = %(code_status)s, status_changed_at = %(now)s
  WHERE id = coalesce(
    (SELECT id FROM codes
-     WHERE product_id = %(product)s AND status = 'available'
-       AND coalesce(expires_at, 'infinity') > %(now)s AND {when}
+     WHERE product_id = %(product)s AND status = 'available' AND {when}
        AND (coalesce(expires_at, 'infinity'), id) > (
-         SELECT after[2]::timestamptz, after[3]::bigint
+         SELECT greatest(after[2]::timestamptz, %(now)s::timestamptz),
+                CASE WHEN after[2]::timestamptz > %(now)s::timestamptz THEN after[3]::bigint
+                     ELSE 9223372036854775807 END
            FROM string_to_array(nullif(current_setting('rewards.take_after_' || %(product)s, true), ''), '/') AS after
           WHERE after[1]::bigint > extract(epoch FROM %(now)s::timestamptz) - 60)
      ORDER BY coalesce(expires_at, 'infinity'), id LIMIT 1 FOR UPDATE SKIP LOCKED),
