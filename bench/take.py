@@ -6,7 +6,9 @@ set-based SQL (the takes do not read the encrypted columns). Then:
 1. autovacuum off for `codes`, VACUUM: the take's execution time and buffers (EXPLAIN (ANALYZE,
    BUFFERS) of the service's own TAKE_CODE statement, rolled back, median of --samples), then after
    each N of --takes codes taken since that VACUUM (in batches of 10,000, the same dead entries as as
-   many single takes);
+   many single takes): the take of a connection that made those takes (it starts where its last take
+   ended, sql/take_code.sql) and, beside it, the scan from the index's head that a connection pays on
+   its first take and once a minute after;
 2. VACUUM codes (what the fixed threshold of migration 0023 has autovacuum do every 20,000 takes),
    and the take again;
 3. with --paced S: autovacuum on with the migration's settings, codes taken at --rate per second for
@@ -48,13 +50,25 @@ def take_statement(product: int) -> str:
     )
 
 
-def sample_take(database_url: str, take: str, samples: int) -> tuple[float, int]:
+def sample_take(
+    database_url: str, take: str, samples: int, *, product: int | None = None, after: str | None = None
+) -> tuple[float, int]:
     """The take's execution time (ms) and buffers, medians of `samples` EXPLAIN (ANALYZE, BUFFERS) runs
-    rolled back. A take that found no code is no measurement: the pool is dry, an error."""
+    rolled back. `after` ("<expiry>/<id>", from take_codes): the connection's last take of `product`
+    ended there, as in a connection that made those takes (sql/take_code.sql's rewards.take_after_);
+    without it, a connection that has taken nothing yet, whose take scans from the index's head. A
+    take that found no code is no measurement: the pool is dry, an error."""
     import psycopg
 
     times, buffers = [], []
     with psycopg.connect(database_url) as conn:
+        if after is not None:
+            conn.execute(
+                "SELECT set_config('rewards.take_after_' || %(product)s,"
+                " extract(epoch FROM now())::bigint || '/' || %(after)s, false)",
+                {"product": product, "after": after},
+            )
+            conn.commit()
         for _ in range(samples):
             plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {take}").fetchone()[0][0]  # type: ignore[index]
             conn.rollback()
@@ -66,19 +80,24 @@ def sample_take(database_url: str, take: str, samples: int) -> tuple[float, int]
     return statistics.median(times), int(statistics.median(buffers))
 
 
-def take_codes(bench: Bench, product: int, n: int) -> None:
+def take_codes(bench: Bench, product: int, n: int) -> str | None:
     """Takes `n` codes of `product` in batches of CHUNK (the same dead entries in ix_codes_allocation as
-    as many single takes); fewer codes taken than asked is an error."""
+    as many single takes), earliest expiry first as the service takes them; fewer codes taken than
+    asked is an error. Returns where the last take ended ("<expiry>/<id>"; None when n is 0)."""
+    after = None
     for start in range(0, n, CHUNK):
         want = min(CHUNK, n - start)
-        taken = bench.sql(
+        taken, after = bench.sql(
             "WITH t AS (UPDATE codes SET status = 'issued', status_changed_at = now() WHERE id IN ("
             f" SELECT id FROM codes WHERE product_id = {product} AND status = 'available'"
             " ORDER BY coalesce(expires_at, 'infinity'), id"
-            f" LIMIT {want}) RETURNING 1) SELECT count(*) FROM t"
-        )[0][0]
+            f" LIMIT {want}) RETURNING coalesce(expires_at, 'infinity') AS expiry, id)"
+            " SELECT count(*), (SELECT expiry || '/' || id FROM t ORDER BY expiry DESC, id DESC LIMIT 1)"
+            " FROM t"
+        )[0]
         if taken != want:
             raise SystemExit(f"took {taken} codes of {want}: the pool ran dry, no figure")
+    return after
 
 
 def main() -> None:
@@ -104,22 +123,28 @@ def main() -> None:
         print(f"codes: {args.pool:,} available; storage parameters {options}")
         take = take_statement(product)
 
-        def sample() -> tuple[float, int]:
-            return sample_take(bench.env["DATABASE_URL"], take, args.samples)
+        point: str | None = None
+
+        def sample(after: str | None = None) -> tuple[float, int]:
+            return sample_take(bench.env["DATABASE_URL"], take, args.samples, product=product, after=after)
 
         def take_n(n: int) -> None:
-            take_codes(bench, product, n)
+            nonlocal point
+            point = take_codes(bench, product, n) or point
 
         bench.sql("ALTER TABLE codes SET (autovacuum_enabled = off)")
         bench.sql("VACUUM ANALYZE codes")
         taken = 0
-        first = None
         for mark in marks:
             take_n(mark - taken)
             taken = mark
-            ms, buffers = sample()
-            first = first or ms
-            print(f"  autovacuum off, {mark:>9,} takes since VACUUM: take {ms:.3f} ms, {buffers:,} buffers")
+            ms, buffers = sample(point)
+            head_ms, head_buffers = sample()
+            print(
+                f"  autovacuum off, {mark:>9,} takes since VACUUM: take {ms:.3f} ms, {buffers:,} buffers"
+                f" (a connection that made them); from the head {head_ms:.3f} ms, {head_buffers:,}"
+                " buffers (a new connection, or once a minute)"
+            )
         started = time.perf_counter()
         bench.sql("VACUUM codes")
         spent = time.perf_counter() - started

@@ -468,6 +468,28 @@ def test_a_line_whose_redemption_exists_already_takes_it_and_makes_no_second(cli
     assert line.status == "done" and line.redemption_id == first.id
 
 
+def _runner_messages() -> int:
+    with new_session() as s:
+        return s.execute(text("SELECT count(*) FROM outbox WHERE actor = 'run_campaign'")).scalar_one()
+
+
+def test_approval_resume_and_a_stall_each_send_the_configured_number_of_runner_chains(
+    client, stocked, approver, monkeypatch
+):
+    from service.kit.config import get_settings
+    from workers.housekeeping import CAMPAIGN_STALL, restart_stalled_campaigns
+
+    monkeypatch.setattr(get_settings(), "campaign_runners", 3)
+    campaign = approved(client, stocked, approver, 3)
+    assert _runner_messages() == 3
+    client.post(f"/v1/campaigns/{campaign['id']}/pause", headers=stocked.header("loyalty"))
+    client.post(f"/v1/campaigns/{campaign['id']}/resume", headers=stocked.header("loyalty"))
+    assert _runner_messages() == 6
+    # no chain stepped for longer than the stall: all of them are sent again
+    assert restart_stalled_campaigns(now=datetime.now(UTC) + CAMPAIGN_STALL * 2) == 1
+    assert _runner_messages() == 9
+
+
 def test_pause_stops_new_lines_and_resume_goes_on_where_it_stopped(client, stocked, approver):
     from service.campaigns.service import run_step
 

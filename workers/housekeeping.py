@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from service.balances.service import check_balances
-from service.campaigns.service import stalled
+from service.campaigns.service import send_runners, stalled
 from service.cards import lockout
 from service.cards.service import expire_cards
 from service.delivery.retention import purge_delivered_provider_ids
@@ -19,7 +19,6 @@ from service.holders.reminders import remind_expiring_cards
 from service.kit.config import get_settings
 from service.kit.db.engine import driver, transaction
 from service.kit.db.retention import in_batches
-from service.kit.messaging import jobs, outbox
 from service.kit.messaging.outbox import purge_published
 from service.kit.reliability.idempotency import purge_expired
 from service.kit.security import throttle
@@ -60,8 +59,8 @@ def restart_stalled_campaigns(now: datetime | None = None) -> int:
     with transaction() as session:
         db = driver(session)
         found = stalled(db, before=now - CAMPAIGN_STALL)
-        for campaign_id in found:
-            outbox.enqueue(db, jobs.RUN_CAMPAIGN, {"campaign_id": str(campaign_id)}, now=now)
+        for campaign_id in found:  # none of its chains stepped: all of them are sent again
+            send_runners(db, campaign_id, now=now)
         return len(found)
 
 

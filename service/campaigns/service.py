@@ -28,6 +28,7 @@ from service.campaigns.upload import Line, LineError, UploadRefused, read_upload
 from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import CatalogSnapshot, ProgramInfo, get_snapshot
 from service.events import webhooks
+from service.kit.config import get_settings
 from service.kit.db.engine import driver, transaction
 from service.kit.messaging import jobs, outbox
 from service.kit.reliability.faults import checkpoint
@@ -554,7 +555,7 @@ def _approve(
         load("approve"), {"id": campaign.id, "by": actor.id, "reserved": total, "month": month, "now": now}
     )
     _move(db, campaign, actor, "approve", "approved", now, reserved_minor=total)
-    outbox.enqueue(db, jobs.RUN_CAMPAIGN, {"campaign_id": str(campaign.id)}, now=now)
+    send_runners(db, campaign.id, now=now)
     webhooks.emit(
         db,
         program_id=program.id,
@@ -668,9 +669,7 @@ def resume(
     now: datetime | None = None,
 ) -> Campaign:
     resumed = _switch(session, campaign_id, actor, programs, ("paused",), "running", "resume", now)
-    outbox.enqueue(
-        _db(session), jobs.RUN_CAMPAIGN, {"campaign_id": str(campaign_id)}, now=now or datetime.now(UTC)
-    )
+    send_runners(_db(session), campaign_id, now=now or datetime.now(UTC))
     return resumed
 
 
@@ -774,6 +773,13 @@ class _Pending:
     msisdn: str
     offer_code: str
     opted_out: bool
+
+
+def send_runners(db: Connection[Any], campaign_id: uuid.UUID, *, now: datetime) -> None:
+    """The campaign's runner chains (settings.campaign_runners), through the outbox in the caller's
+    transaction: each is a run_campaign message that sends itself on after its step."""
+    for _ in range(get_settings().campaign_runners):
+        outbox.enqueue(db, jobs.RUN_CAMPAIGN, {"campaign_id": str(campaign_id)}, now=now)
 
 
 def run_step(campaign_id: uuid.UUID, *, now: datetime | None = None, budget_s: float = 1.0) -> Step:

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     # account with the reward SMS. A bulk account (a second SMPP bind, or an HTTP key of its own)
     # takes them off the transactional account altogether.
     sms_bulk_rate_limit: int = 50
+    # Runner chains per running campaign (each a run_campaign message that sends itself on): lines are
+    # taken with SKIP LOCKED and paced together, so more chains only add speed where a worker has
+    # threads or processes to spare and the database has headroom.
+    campaign_runners: int = Field(default=2, ge=1, le=16)
     smpp_bulk_system_id: str | None = None
     smpp_bulk_password: SecretStr | None = None
     sms_http_bulk_token: SecretStr | None = None

@@ -28,6 +28,7 @@ from service.kit.security.crypto import Vault, get_vault
 from service.kit.values.zones import zone
 from service.pools.errors import NotACodeProduct
 from service.pools.models import CodeUpload
+from service.pools.sql import compose
 
 MAX_CODE_LENGTH = 128
 MAX_PIN_LENGTH = 32
@@ -192,20 +193,13 @@ def code_product(session: Session, sku: str, partner: str | None = None) -> Prod
     return product
 
 
-# One code from a pool, earliest expiry first, never an expired one. `= (SELECT ... LIMIT 1)`, not
-# `IN (SELECT ...)`: the planner may turn IN into a semi-join that claims more rows than the LIMIT.
-# SKIP LOCKED: parallel takers never wait on each other's row. Parameters: code_status, product, now.
 @lru_cache
 def take_code_sql(*, when: str = "true", returning: str = "id, last4, fingerprint, expires_at") -> str:
-    """The statement (or CTE body) that takes a code; `when` is an SQL condition that must hold for
-    any code to be taken (a redemption's limits, decided in the same statement)."""
-    return (
-        "UPDATE codes SET status = %(code_status)s, status_changed_at = %(now)s WHERE id = ("
-        " SELECT id FROM codes WHERE product_id = %(product)s AND status = 'available'"
-        f"   AND coalesce(expires_at, 'infinity') > %(now)s AND {when}"
-        " ORDER BY coalesce(expires_at, 'infinity'), id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-        f" RETURNING {returning}"
-    )
+    """The statement (or CTE body) that takes a code (sql/take_code.sql: earliest expiry first, from
+    where the connection's last take of the product ended); `when` is an SQL condition that must hold
+    for any code to be taken (a redemption's limits, decided in the same statement). Parameters:
+    code_status, product, now."""
+    return compose("take_code", when=when, returning=returning)
 
 
 TAKE_CODE = take_code_sql(returning="id, last4, fingerprint, expires_at, code_enc, pin_enc, key_id")
@@ -228,14 +222,15 @@ def take_code(db: Any, product_id: int, *, status: str, now: datetime) -> TakenC
     row = db.execute(TAKE_CODE, {"code_status": status, "product": product_id, "now": now}).fetchone()
     if row is None:
         return None
+    code_id, last4, fingerprint, expires_at, code_enc, pin_enc, key_id, _take_after = row
     return TakenCode(
-        row[0],
-        row[1],
-        bytes(row[2]),
-        row[3],
-        bytes(row[4]),
-        bytes(row[5]) if row[5] is not None else None,
-        row[6],
+        code_id,
+        last4,
+        bytes(fingerprint),
+        expires_at,
+        bytes(code_enc),
+        bytes(pin_enc) if pin_enc is not None else None,
+        key_id,
     )
 
 
