@@ -24,10 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = ("service", "workers")
 EXCLUDED = ("service/migrations/",)
 
-# Files another change is converting right now; each must still have a violation (the entry goes
-# with the last one).
-PENDING = {"service/pools/service.py": "converted by the lead's pools change"}
-
 # psycopg's placeholders and escapes, left to right: `%%`, `%(name)s`, or a positional `%s`.
 _PERCENT = re.compile(r"%(%|\([^()]*\)[sbt]|[sbt])")
 # SQL's words as the code writes them (upper case); a Python format with one of these in it is SQL.
@@ -189,13 +185,8 @@ def scan(path: Path) -> list[Violation]:
 def test_sql_uses_named_placeholders_only():
     files = sources()
     assert len(files) > 100 and any(p.suffix == ".sql" for p in files)
-    found = [v for path in files for v in scan(path) if v.path not in PENDING]
+    found = [v for path in files for v in scan(path)]
     assert not found, "SQL placeholders other than %(name)s:\n" + "\n".join(map(str, found))
-
-
-@pytest.mark.parametrize("name", sorted(PENDING))
-def test_a_pending_file_still_has_a_violation(name: str):
-    assert scan(ROOT / name), f"{name} is converted: take it off PENDING ({PENDING[name]})"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The SQL files of ledger, redemptions and cards: one placeholder style, each file used by its
+"""The SQL files of ledger, redemptions, cards and pools: one placeholder style, each file used by its
 package's code (the golden tests, test_sql_golden_*.py, run each statement against PostgreSQL)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 import service
 
-PACKAGES = ("ledger", "redemptions", "cards")
+PACKAGES = ("ledger", "redemptions", "cards", "pools")
 ROOT = Path(service.__file__).parent
 FILES = sorted(path for package in PACKAGES for path in (ROOT / package / "sql").glob("*.sql"))
 

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.catalog.models import Product
@@ -28,7 +28,7 @@ from service.kit.security.crypto import Vault, get_vault
 from service.kit.values.zones import zone
 from service.pools.errors import NotACodeProduct
 from service.pools.models import CodeUpload
-from service.pools.sql import compose
+from service.pools.sql import compose, load
 
 MAX_CODE_LENGTH = 128
 MAX_PIN_LENGTH = 32
@@ -238,9 +238,9 @@ def has_stock(db: Any, product_id: int, *, now: datetime) -> bool:
     """Whether a code of the product could be taken now (a hint: take_code decides)."""
     return (
         db.execute(
-            "SELECT 1 FROM codes WHERE product_id = %s AND status = 'available'"
-            " AND coalesce(expires_at, 'infinity') > %s LIMIT 1",
-            (product_id, now),
+            "SELECT 1 FROM codes WHERE product_id = %(product)s AND status = 'available'"
+            " AND coalesce(expires_at, 'infinity') > %(now)s LIMIT 1",
+            {"product": product_id, "now": now},
         ).fetchone()
         is not None
     )
@@ -249,14 +249,17 @@ def has_stock(db: Any, product_id: int, *, now: datetime) -> bool:
 def issue_reserved_code(db: Any, code_id: int, *, now: datetime) -> None:
     """A reserved code has left us another way than by SMS (shown on the reward page): issued."""
     db.execute(
-        "UPDATE codes SET status = 'issued', status_changed_at = %s WHERE id = %s AND status = 'reserved'",
-        (now, code_id),
+        "UPDATE codes SET status = 'issued', status_changed_at = %(now)s"
+        " WHERE id = %(id)s AND status = 'reserved'",
+        {"id": code_id, "now": now},
     )
 
 
 def read_code(db: Any, code_id: int) -> tuple[str, str | None]:
     """A code and its PIN, decrypted (for the holder's own page, which shows them on a POST)."""
-    row = db.execute("SELECT code_enc, pin_enc, key_id FROM codes WHERE id = %s", (code_id,)).fetchone()
+    row = db.execute(
+        "SELECT code_enc, pin_enc, key_id FROM codes WHERE id = %(id)s", {"id": code_id}
+    ).fetchone()
     if row is None:
         raise LookupError(f"no code {code_id}")
     vault = get_vault()
@@ -431,30 +434,18 @@ class StockLine:
     low_stock: bool
 
 
+# Per code product: available (not expired), reserved, issued, voided, expired, and expiring before
+# %(soon)s; a partner's own products when %(partner)s is given.
+STOCK = load("stock")
+
+
 def stock(
     session: Session, *, partner: str | None = None, expiring_days: int = 30, default_threshold: int = 50
 ) -> list[StockLine]:
     """One aggregate over the pool (index-only for most of it); products with no codes show zeros."""
     soon = datetime.now(UTC) + timedelta(days=expiring_days)
     params: dict[str, Any] = {"soon": soon, "partner": partner}
-    rows = session.execute(
-        text(
-            "SELECT p.sku, pa.code AS partner, p.low_stock_threshold,"
-            " count(c.id) FILTER (WHERE c.status = 'available'"
-            "  AND (c.expires_at IS NULL OR c.expires_at > now())) AS available,"
-            " count(c.id) FILTER (WHERE c.status = 'reserved') AS reserved,"
-            " count(c.id) FILTER (WHERE c.status = 'issued') AS issued,"
-            " count(c.id) FILTER (WHERE c.status = 'voided') AS voided,"
-            " count(c.id) FILTER (WHERE c.status = 'available' AND c.expires_at <= now()) AS expired,"
-            " count(c.id) FILTER (WHERE c.status = 'available' AND c.expires_at > now()"
-            "  AND c.expires_at <= :soon) AS expiring_soon"
-            " FROM products p JOIN partners pa ON pa.id = p.partner_id"
-            " LEFT JOIN codes c ON c.product_id = p.id"
-            " WHERE p.kind = 'code' AND p.active AND (CAST(:partner AS text) IS NULL OR pa.code = :partner)"
-            " GROUP BY p.sku, pa.code, p.low_stock_threshold ORDER BY p.sku"
-        ),
-        params,
-    )
+    rows = session.connection().exec_driver_sql(STOCK, params)
     return [
         StockLine(
             r.sku,
