@@ -176,7 +176,7 @@ def main() -> int:
             " VALUES ('bench', 'bench/campaign.py', '{}')"
         )
         st.sql("ANALYZE")
-        approver = st.rewards("keys", "create", "--role", "approver", "--name", "bench-approver").split()[-1]
+        approver = st.approver_key("bench-approver@example.kz", "bench-approver")
         auth = {"Authorization": f"Bearer {st.key}"}
 
         if args.validate_only:

@@ -610,6 +610,13 @@ def keys_create(
             " SMS to the sandbox file; magic numbers fail on purpose, see docs/integration.md)",
         ),
     ] = False,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            help="E-mail of the staff account of the person who holds the key (required for approver"
+            " keys: maker-checker sees one person in the console and through the API)"
+        ),
+    ] = None,
 ) -> None:
     """Create a key. It is printed once and stored hashed: copy it now."""
     from service.auth.service import create_key
@@ -620,7 +627,13 @@ def keys_create(
         try:
             with transaction() as session:
                 created = create_key(
-                    session, role=role, name=name, programs=program, partner=partner, sandbox=sandbox
+                    session,
+                    role=role,
+                    name=name,
+                    programs=program,
+                    partner=partner,
+                    sandbox=sandbox,
+                    owner=owner,
                 )
                 key_id = created.record.key_id
         except ValueError as exc:
@@ -638,8 +651,8 @@ def keys_list() -> None:
     from service.kit.runtime import runtime
 
     with runtime(), new_session() as session:
-        table = Table("key id", "name", "role", "scope", "created", "revoked")
-        for k in list_keys(session):
+        table = Table("key id", "name", "role", "scope", "owner", "created", "revoked")
+        for k, owner in list_keys(session):
             scope = ",".join(k.programs) if k.programs else (k.partner_code or "all")
             if k.sandbox:
                 scope += " (sandbox)"
@@ -648,6 +661,7 @@ def keys_list() -> None:
                 k.name,
                 k.role,
                 scope,
+                owner or "",
                 k.created_at.isoformat(timespec="seconds"),
                 k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
             )

@@ -142,12 +142,18 @@ class Keys:
         return {"Authorization": f"Bearer {getattr(self, role)}"}
 
 
+APPROVER_EMAIL = "approver@example.kz"
+
+
 @pytest.fixture
 def keys(demo_catalog) -> Keys:
     from service.auth.service import create_key, revoke_key
+    from service.console.accounts import create_account
     from service.kit.db.engine import transaction
 
     with transaction() as s:
+        # an approver key is a person's: the staff account of whoever holds it
+        create_account(s, email=APPROVER_EMAIL, password="approver-password-1", role="approver")
         made = {
             "admin": create_key(s, role="admin", name="ops").key,
             "loyalty": create_key(s, role="loyalty", name="loyalty", programs=["mobile-bonus"]).key,
@@ -155,7 +161,7 @@ def keys(demo_catalog) -> Keys:
             "other_partner": create_key(s, role="partner", name="kitap", partner="kitap-books").key,
             "finance": create_key(s, role="finance", name="finance").key,
             "support": create_key(s, role="support", name="support").key,
-            "approver": create_key(s, role="approver", name="approver").key,
+            "approver": create_key(s, role="approver", name="approver", owner=APPROVER_EMAIL).key,
         }
         revoked = create_key(s, role="admin", name="old")
         made["revoked"] = revoked.key

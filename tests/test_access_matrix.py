@@ -42,7 +42,7 @@ KINDS: dict[str, tuple[str | None, dict[str, Any]]] = {
     "finance": ("finance", {}),
     "support": ("support", {}),
     "support_b": ("support", {"programs": ["home-internet"]}),
-    "approver": ("approver", {}),
+    "approver": ("approver", {"owner": "matrix-approver@example.kz"}),
     "revoked": ("admin", {}),
     "unknown": (None, {}),
     "missing": (None, {}),
@@ -208,11 +208,13 @@ class World:
 
 @pytest.fixture
 def world(client, demo_catalog) -> World:
+    from service.console.accounts import create_account
     from service.ledger.periods import close_month
     from tests.test_cards import issue_card
 
     made: dict[str, str] = {}
     with transaction() as s:
+        create_account(s, email="matrix-approver@example.kz", password="approver-password-1", role="approver")
         for kind, (role, scope) in KINDS.items():
             if role is not None:
                 made[kind] = create_key(s, role=role, name=f"matrix {kind}", **scope).key

@@ -22,9 +22,11 @@ PHONES = [f"+7701{n:07d}" for n in range(1000, 1100)]
 @pytest.fixture
 def approver(keys):
     from service.auth.service import create_key
+    from service.console.accounts import create_account
 
     with transaction() as s:
-        return create_key(s, role="approver", name="second-pair-of-eyes").key
+        create_account(s, email="checker@example.kz", password="checker-password-1", role="approver")
+        return create_key(s, role="approver", name="second-pair-of-eyes", owner="checker@example.kz").key
 
 
 @pytest.fixture
@@ -265,6 +267,49 @@ def test_the_submitter_may_never_approve_even_as_admin(client, keys):
     assert_problem(response, 403, "same_person")
 
 
+def test_a_key_and_a_console_account_of_one_person_are_one_submitter(client, keys):
+    """The person who holds the submitting key may not approve with a key of theirs either."""
+    from service.auth.service import create_key
+    from service.console.accounts import create_account
+
+    with transaction() as s:
+        create_account(s, email="maker@example.kz", password="maker-password-1", role="approver")
+        maker = create_key(
+            s, role="loyalty", name="maker", programs=["mobile-bonus"], owner="maker@example.kz"
+        )
+        own_approver = create_key(s, role="approver", name="maker-too", owner="maker@example.kz")
+    import_codes_for("ARAY-CINEMA-2000", 60)
+    campaign = create(client, keys)
+    client.put(
+        f"/v1/campaigns/{campaign['id']}/lines",
+        content=csv_of(PHONES[:60]).encode(),
+        headers={**_auth(maker.key), "Content-Type": "text/csv"},
+    )
+    response = client.post(f"/v1/campaigns/{campaign['id']}/submit", headers=_auth(maker.key))
+    assert response.json()["status"] == "submitted", response.text
+    response = client.post(f"/v1/campaigns/{campaign['id']}/approve", headers=_auth(own_approver.key))
+    assert_problem(response, 403, "same_person")
+
+
+def test_an_approver_key_is_always_a_persons():
+    from service.auth.service import create_key
+
+    with transaction() as s, pytest.raises(ValueError, match="owner"):
+        create_key(s, role="approver", name="nobody's")
+
+
+def test_a_key_without_an_owner_may_not_decide_on_a_campaign(client, keys):
+    """An admin key without an owner (an approver key made before owners existed is the same)."""
+    import_codes_for("ARAY-CINEMA-2000", 60)
+    campaign = submitted(client, keys, 60)
+    response = client.post(f"/v1/campaigns/{campaign['id']}/approve", headers=keys.header("admin"))
+    assert_problem(response, 403, "approver_not_identified")
+    response = client.post(
+        f"/v1/campaigns/{campaign['id']}/reject", json={"reason": "no"}, headers=keys.header("admin")
+    )
+    assert_problem(response, 403, "approver_not_identified")
+
+
 def test_only_the_approver_role_approves(client, keys):
     campaign = _big(client, keys)
     for role in ("loyalty", "support", "finance"):
@@ -281,7 +326,7 @@ def test_approval_reserves_the_value_against_the_programs_budget(client, keys, a
     )
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["status"] == "approved" and body["approval"]["by"].startswith("key:")
+    assert body["status"] == "approved" and body["approval"]["by"].startswith("staff:")
     with new_session() as s:
         assert s.execute(text("SELECT spent_minor FROM program_budget_usage")).scalar_one() == 12_000_000
 
@@ -301,7 +346,7 @@ def test_a_rejection_records_who_and_why_and_returns_the_campaign_to_draft(clien
     )
     body = response.json()
     assert body["status"] == "draft" and body["rejection"]["reason"] == "wrong tariff"
-    assert body["rejection"]["by"].startswith("key:")
+    assert body["rejection"]["by"].startswith("staff:")
 
 
 def test_a_change_after_submission_sends_the_campaign_back_to_draft(client, keys):

@@ -37,7 +37,7 @@ def st():
 
 @pytest.fixture(scope="module")
 def approver(st):
-    return st.rewards("keys", "create", "--role", "approver", "--name", "approver").split()[-1]
+    return st.approver_key("approver@example.kz", "approver")
 
 
 def start_campaign(st: Stack, approver: str, lines: int, name: str, rate: int | None) -> str:

@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    ForeignKey,
     Integer,
     LargeBinary,
     String,
@@ -33,6 +34,7 @@ class ApiKey(Base):
         CheckConstraint("role <> 'partner' OR partner_code IS NOT NULL", name="partner_scoped"),
         CheckConstraint("role <> 'loyalty' OR cardinality(programs) > 0", name="loyalty_scoped"),
         CheckConstraint("NOT sandbox OR role = 'loyalty'", name="sandbox_loyalty"),
+        CheckConstraint("role <> 'approver' OR owner_staff_id IS NOT NULL", name="approver_owned"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key_id: Mapped[str] = mapped_column(String(32), unique=True)
@@ -45,3 +47,7 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A sandbox key's redemptions use sandbox rewards and leave no trace in stock, budget or finance.
     sandbox: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    # The staff member who holds the key (required for approver keys): the one person behind the key
+    # and the console account, for maker-checker. A foreign key by table name: auth sits below the
+    # console, whose accounts these are.
+    owner_staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_accounts.id"))

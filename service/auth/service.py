@@ -29,6 +29,8 @@ class Principal:
     programs: frozenset[str]
     partner: str | None
     sandbox: bool = False
+    # the staff member who holds the key (required for approver keys), for maker-checker
+    owner_staff_id: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -69,7 +71,10 @@ def create_key(
     programs: list[str] | None = None,
     partner: str | None = None,
     sandbox: bool = False,
+    owner: str | None = None,
 ) -> CreatedKey:
+    """`owner`: the email of the staff member who holds the key (required for approver keys: an
+    approval is a person's, and maker-checker must know that person behind the API and the console)."""
     programs = sorted(set(programs or []))
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
@@ -101,6 +106,20 @@ def create_key(
         is None
     ):
         raise ValueError(f"unknown partner: {partner}")
+    owner_staff_id = None
+    if owner is not None:
+        owner_staff_id = (
+            session.connection()
+            .exec_driver_sql(
+                "SELECT id FROM staff_accounts WHERE email = lower(%(email)s) AND disabled_at IS NULL",
+                {"email": owner},
+            )
+            .scalar()
+        )
+        if owner_staff_id is None:
+            raise ValueError(f"no active staff account {owner}")
+    elif role == "approver":
+        raise ValueError("an approver key needs --owner (the staff member who holds it)")
     key_id = "".join(secrets.choice(_ALNUM) for _ in range(12))
     secret = secrets.token_urlsafe(32)
     record = ApiKey(
@@ -111,6 +130,7 @@ def create_key(
         programs=programs,
         partner_code=partner,
         sandbox=sandbox,
+        owner_staff_id=owner_staff_id,
     )
     session.add(record)
     session.flush()
@@ -163,8 +183,13 @@ class PrincipalCache:
 principal_cache = PrincipalCache()
 
 
-def list_keys(session: Session) -> list[ApiKey]:
-    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+def list_keys(session: Session) -> list[tuple[ApiKey, str | None]]:
+    """Every key, with the e-mail of the staff member who holds it (None: no owner)."""
+    rows = session.connection().exec_driver_sql(
+        "SELECT k.id, s.email FROM api_keys k JOIN staff_accounts s ON s.id = k.owner_staff_id"
+    )
+    owners: dict[int, str] = {key_id: email for key_id, email in rows.all()}
+    return [(key, owners.get(key.id)) for key in session.scalars(select(ApiKey).order_by(ApiKey.id))]
 
 
 def revoke_key(session: Session, key_id: str) -> ApiKey:
@@ -205,6 +230,7 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
             ApiKey.partner_code,
             ApiKey.revoked_at,
             ApiKey.sandbox,
+            ApiKey.owner_staff_id,
         ).where(ApiKey.key_id == key_id)
     ).first()
     # compare_digest on a dummy when the id is unknown keeps timing the same for both failures.
@@ -212,5 +238,11 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     if not hmac.compare_digest(expected, _hash(secret)) or row is None or row.revoked_at is not None:
         raise _unauthorized("invalid API key")
     return Principal(
-        row.id, row.key_id, row.role, frozenset(row.programs or ()), row.partner_code, row.sandbox
+        row.id,
+        row.key_id,
+        row.role,
+        frozenset(row.programs or ()),
+        row.partner_code,
+        row.sandbox,
+        row.owner_staff_id,
     )

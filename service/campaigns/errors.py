@@ -25,6 +25,10 @@ class SamePerson(Problem):
     status, code, title = 403, "same_person", "The submitter may not approve"
 
 
+class UnknownPerson(Problem):
+    status, code, title = 403, "approver_not_identified", "The key has no owner"
+
+
 class SnapshotChanged(Problem):
     status, code, title = 409, "campaign_changed", "Campaign changed since it was read"
 

@@ -85,7 +85,16 @@ def _programs(principal: Principal) -> frozenset[str] | None:
 
 
 def actor_of(principal: Principal) -> service.Actor:
-    return service.Actor(f"key:{principal.api_key_id}", principal.key_id, principal.role)
+    """The person behind the key when it has an owner (maker-checker sees one person in the console
+    and through the API), else the key."""
+    owner = principal.owner_staff_id
+    return service.Actor(
+        f"staff:{owner}" if owner is not None else f"key:{principal.api_key_id}",
+        principal.key_id,
+        principal.role,
+        api_key=principal.key_id,
+        staff_id=owner,
+    )
 
 
 def _minor(amount: str | None, program: str, session: Any) -> int | None:

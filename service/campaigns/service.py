@@ -57,11 +57,15 @@ REPORT_PREVIEW = 50
 
 @dataclass(frozen=True)
 class Actor:
-    """Who moves a campaign: an API key (`key:<id>`) or a staff member (`staff:<id>`)."""
+    """Who moves a campaign: a person (`staff:<id>`, in the console or through an API key that
+    person holds) or a key without an owner (`key:<id>`). `api_key`: the key's id when the move
+    came through the API; `staff_id`: the staff account behind it, if any."""
 
     id: str
     name: str
     role: str
+    api_key: str | None = None
+    staff_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -201,13 +205,14 @@ def _move(
             "details": json.dumps(details, default=str),
         },
     )
-    if actor.id.startswith("key:"):
+    if actor.api_key is not None:
         # A move through the API is in the staff audit log too, beside the console's (which the
         # console writes itself, with the staff member's session and address): one log of every move.
         db.execute(
             load("audit_api_move"),
             {
-                "who": f"api key {actor.name}"[:254],
+                "who": f"api key {actor.api_key}"[:254],
+                "staff": actor.staff_id,
                 "role": actor.role,
                 "action": f"campaign_{action}",
                 "target": str(campaign.id),
@@ -512,6 +517,17 @@ def submit(
     return submitted
 
 
+def _decider(actor: Actor, campaign: Campaign, decision: str) -> None:
+    """Maker-checker: a decision is a known person's, and never the submitter's, whatever their role or
+    channel (a key an owner holds is that owner: one person in the console and through the API)."""
+    if actor.id == campaign.submitted_by:
+        raise errors.SamePerson(f"the person who submitted a campaign may not {decision} it")
+    if not actor.id.startswith("staff:"):
+        raise errors.UnknownPerson(
+            f"only a person may {decision} a campaign: this key has no owner (rewards keys create --owner)"
+        )
+
+
 def approve(
     session: Session,
     campaign_id: uuid.UUID,
@@ -531,8 +547,7 @@ def approve(
         raise errors.WrongState(
             f"campaign {campaign.id} is {campaign.status}: only a submitted one is approved"
         )
-    if actor.id == campaign.submitted_by:
-        raise errors.SamePerson("the person who submitted a campaign may not approve it")
+    _decider(actor, campaign, "approve")
     if sha256 is not None and sha256 != campaign.submitted_sha256:
         raise errors.SnapshotChanged("the campaign is not the one you saw: read it again")
     return _approve(db, snap, campaign, actor, now)
@@ -592,8 +607,7 @@ def reject(
         raise errors.WrongState(
             f"campaign {campaign.id} is {campaign.status}: only a submitted one is rejected"
         )
-    if actor.id == campaign.submitted_by:
-        raise errors.SamePerson("the person who submitted a campaign may not decide on it")
+    _decider(actor, campaign, "reject")
     db.execute(load("reject"), {"id": campaign.id, "by": actor.id, "reason": reason, "now": now})
     _move(db, campaign, actor, "reject", "draft", now, reason=reason)
     return _campaign(db, campaign.id, None, snap)

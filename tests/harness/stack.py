@@ -485,16 +485,24 @@ class Stack:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
+    def approver_key(self, email: str, name: str) -> str:
+        """An approver key and the staff account of the person who holds it (an approver key needs
+        an owner), made with the CLI."""
+        self.rewards("staff", "create", email, "--role", "approver", stdin="approver-password-1\n")
+        made = self.rewards("keys", "create", "--role", "approver", "--name", name, "--owner", email)
+        return made.split()[-1]
+
     def service(self, name: str) -> Service:
         return self.supervisor.services[name]
 
-    def rewards(self, *cli: str, env: dict[str, str] | None = None) -> str:
+    def rewards(self, *cli: str, env: dict[str, str] | None = None, stdin: str | None = None) -> str:
         done = subprocess.run(
             [sys.executable, "-m", "service.cli", *cli],
             env=env or self.env,
             capture_output=True,
             text=True,
             cwd=ROOT,
+            input=stdin,
         )
         if done.returncode:
             raise RuntimeError(f"rewards {' '.join(cli)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
