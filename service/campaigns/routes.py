@@ -534,14 +534,14 @@ _move(
 _move(
     "approve",
     "Approve a submitted campaign (a second person; reserves its value against the budget)",
-    (errors.WrongState, errors.SamePerson, errors.SnapshotChanged, BudgetExceeded),
+    (errors.WrongState, errors.SamePerson, errors.UnknownPerson, errors.SnapshotChanged, BudgetExceeded),
     approvers,
     Decision,
 )
 _move(
     "reject",
     "Reject a submitted campaign, with the reason (back to draft)",
-    (errors.WrongState, errors.SamePerson),
+    (errors.WrongState, errors.SamePerson, errors.UnknownPerson),
     approvers,
     Rejection,
 )
