@@ -10,7 +10,7 @@ import pytest
 
 import service
 
-PACKAGES = ("ledger", "redemptions", "cards", "pools")
+PACKAGES = ("ledger", "redemptions", "cards", "pools", "kit/messaging")
 ROOT = Path(service.__file__).parent
 FILES = sorted(path for package in PACKAGES for path in (ROOT / package / "sql").glob("*.sql"))
 

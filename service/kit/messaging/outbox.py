@@ -11,13 +11,14 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from psycopg import Connection
+from psycopg import Connection, sql
 from sqlalchemy import BigInteger, DateTime, Index, Integer, String, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.kit.db.base import Base
 from service.kit.messaging.jobs import Job
+from service.kit.messaging.sql import compose
 from service.kit.observability import tracing
 from service.kit.values.ids import uuid7
 
@@ -64,13 +65,17 @@ def insert(
 def _insert_sql(
     job: Job, payload: str, source: str, message_id: str, created_at: str, order_by: str | None, traced: bool
 ) -> str:
-    return (
-        "INSERT INTO outbox (message_id, queue, actor, payload, created_at"
-        + (", trace_parent" if traced else "")
-        + f") SELECT {message_id}, '{job.queue}', '{job.actor}', {payload}, {created_at}"
-        + (", %(outbox_trace)s" if traced else "")
-        + f" FROM {source}"
-        + (f" ORDER BY {order_by}" if order_by else "")
+    return compose(
+        "insert",
+        queue=sql.Literal(job.queue).as_string(None),
+        actor=sql.Literal(job.actor).as_string(None),
+        payload=payload,
+        source=source,
+        message_id=message_id,
+        created_at=created_at,
+        order_by=f" ORDER BY {order_by}" if order_by else "",
+        trace_column=", trace_parent" if traced else "",
+        trace_value=", %(outbox_trace)s" if traced else "",
     )
 
 
