@@ -112,16 +112,18 @@ def parse_expiry(value: Any, now: datetime) -> datetime | None:
 def read_csv(stream: Iterable[str]) -> Iterator[RawLine]:
     """`code[,pin][,expires_at]`, with or without a header line."""
     reader = csv.reader(stream)
-    for row in reader:
+    for cells in reader:
         line = reader.line_num
-        if not row or all(not c.strip() for c in row):
+        if not cells or all(not c.strip() for c in cells):
             continue
-        if line == 1 and row[0].strip().lower() == "code":
+        if line == 1 and cells[0].strip().lower() == "code":
             continue
-        if len(row) > 3:
+        if len(cells) > 3:
             yield RawLine(line, None, error="too many columns: expected code[,pin][,expires_at]")
         else:
-            yield RawLine(line, row[0], row[1] if len(row) > 1 else None, row[2] if len(row) > 2 else None)
+            yield RawLine(
+                line, cells[0], cells[1] if len(cells) > 1 else None, cells[2] if len(cells) > 2 else None
+            )
 
 
 def read_json(payload: Any) -> Iterator[RawLine]:
