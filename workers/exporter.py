@@ -26,11 +26,12 @@ import structlog
 from prometheus_client import CollectorRegistry, make_wsgi_app, multiprocess
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from psycopg.rows import scalar_row
 
 from service.balances.service import budgets, stock
 from service.kit import health
 from service.kit.config import get_settings
-from service.kit.db.engine import driver, scalar, transaction
+from service.kit.db.engine import driver, one, transaction
 from service.kit.messaging import jobs
 
 log = structlog.get_logger("metrics")
@@ -84,26 +85,28 @@ class OperationsCollector(Collector):
         with transaction() as session:
             db = driver(session)
             db.execute("SET LOCAL statement_timeout = '5s'")
-            backlog = scalar(
-                db.execute(
+            counts = db.cursor(row_factory=scalar_row)
+            backlog = one(
+                counts.execute(
                     "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT %(cap)s) b",
                     {"cap": BACKLOG_CAP},
                 ).fetchone()
             )
-            oldest = db.execute(
+            # None: no row waiting (LIMIT 1 of nothing); the age itself is never NULL.
+            oldest = counts.execute(
                 "SELECT extract(epoch FROM %(now)s - created_at) FROM outbox WHERE published_at IS NULL"
                 " ORDER BY id LIMIT 1",
                 {"now": now},
             ).fetchone()
-            in_doubt = scalar(
-                db.execute(
+            in_doubt = one(
+                counts.execute(
                     "SELECT count(*) FROM sms_messages WHERE status = 'submitting'"
                     " AND submit_started_at < %(now)s - make_interval(secs => %(seconds)s)",
                     {"now": now, "seconds": IN_DOUBT_AFTER_SECONDS},
                 ).fetchone()
             )
-            given_up = scalar(
-                db.execute(
+            given_up = one(
+                counts.execute(
                     "SELECT count(*) FROM webhook_events"
                     " WHERE given_up_at IS NOT NULL AND delivered_at IS NULL"
                 ).fetchone()
@@ -116,7 +119,7 @@ class OperationsCollector(Collector):
             (
                 "rewards_outbox_oldest_unpublished_age_seconds",
                 "Age of the oldest outbox row not yet published (0: none waiting)",
-                float(oldest[0]) if oldest else 0.0,
+                float(oldest) if oldest is not None else 0.0,
             ),
             ("rewards_sms_in_doubt", "SMS attempts whose outcome was never recorded (in doubt)", in_doubt),
             (

@@ -15,10 +15,12 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import structlog
+from psycopg import Connection
+from psycopg.rows import class_row, scalar_row
 
 from service.events import webhooks
 from service.kit.config import get_settings
-from service.kit.db.engine import driver, scalar, transaction
+from service.kit.db.engine import driver, one, transaction
 from service.kit.values.money import Money
 from service.kit.values.zones import zone
 
@@ -60,7 +62,9 @@ SANDBOX_BUDGETS = (
 )
 
 
-def budgets(db: Any, now: datetime, *, program: str | None = None, sandbox: bool = False) -> list[Budget]:
+def budgets(
+    db: Connection[Any], now: datetime, *, program: str | None = None, sandbox: bool = False
+) -> list[Budget]:
     """Each program's budget and what it spent this month; `sandbox`: what the sandbox's redemptions
     would have spent (the sandbox world's figures, which never touch the real ones)."""
     rows = db.execute(
@@ -93,30 +97,39 @@ class Stock:
 
 # Available codes per code product: one index-only range of ix_codes_allocation per product.
 STOCK = (
-    "SELECT p.id, p.sku, pa.code, (SELECT count(*) FROM codes c WHERE c.product_id = p.id"
-    "  AND c.status = 'available' AND coalesce(c.expires_at, 'infinity') > %(now)s),"
-    " coalesce(p.low_stock_threshold, %(threshold)s)"
+    "SELECT p.id AS product_id, p.sku, pa.code AS partner, (SELECT count(*) FROM codes c"
+    "  WHERE c.product_id = p.id AND c.status = 'available' AND coalesce(c.expires_at, 'infinity') > %(now)s)"
+    " AS available, coalesce(p.low_stock_threshold, %(threshold)s) AS threshold"
     " FROM products p LEFT JOIN partners pa ON pa.id = p.partner_id"
     " WHERE p.kind = 'code' AND p.active ORDER BY p.sku"
 )
 
 
-def stock(db: Any, now: datetime) -> list[Stock]:
-    rows = db.execute(STOCK, {"now": now, "threshold": get_settings().stock_low_threshold}).fetchall()
-    return [Stock(*row) for row in rows]
+def stock(db: Connection[Any], now: datetime) -> list[Stock]:
+    return (
+        db.cursor(row_factory=class_row(Stock))
+        .execute(STOCK, {"now": now, "threshold": get_settings().stock_low_threshold})
+        .fetchall()
+    )
 
 
-def _flip(db: Any, kind: str, subject: str, period: str, low: bool, now: datetime) -> bool:
+def _flip(db: Connection[Any], kind: str, subject: str, period: str, low: bool, now: datetime) -> bool:
     """Records the state; True when this call turned it low (a first sighting counts: not low
     before)."""
-    row = db.execute(
-        "INSERT INTO balance_alerts AS a (kind, subject, period, low, changed_at)"
-        " VALUES (%(kind)s, %(subject)s, %(period)s, %(low)s, %(now)s) ON CONFLICT (kind, subject, period)"
-        " DO UPDATE SET low = EXCLUDED.low, changed_at = EXCLUDED.changed_at WHERE a.low <> EXCLUDED.low"
-        " RETURNING low",
-        {"kind": kind, "subject": subject, "period": period, "low": low, "now": now},
-    ).fetchone()
-    return row is not None and row[0]
+    # No row: the state did not change (the WHERE of the DO UPDATE).
+    low_now: bool | None = (
+        db.cursor(row_factory=scalar_row)
+        .execute(
+            "INSERT INTO balance_alerts AS a (kind, subject, period, low, changed_at)"
+            " VALUES (%(kind)s, %(subject)s, %(period)s, %(low)s, %(now)s)"
+            " ON CONFLICT (kind, subject, period)"
+            " DO UPDATE SET low = EXCLUDED.low, changed_at = EXCLUDED.changed_at WHERE a.low <> EXCLUDED.low"
+            " RETURNING low",
+            {"kind": kind, "subject": subject, "period": period, "low": low, "now": now},
+        )
+        .fetchone()
+    )
+    return low_now is True
 
 
 @dataclass(frozen=True)
@@ -139,8 +152,10 @@ def check_balances(now: datetime | None = None) -> BalanceCheck:
     stock_low = budget_low = 0
     with transaction() as session:
         db = driver(session)
-        if not scalar(
-            db.execute("SELECT pg_try_advisory_xact_lock(%(key)s)", {"key": CHECK_LOCK}).fetchone()
+        if not one(
+            db.cursor(row_factory=scalar_row)
+            .execute("SELECT pg_try_advisory_xact_lock(%(key)s)", {"key": CHECK_LOCK})
+            .fetchone()
         ):
             return BalanceCheck()
         for line in stock(db, now):

@@ -15,11 +15,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from psycopg import Connection
-from psycopg.rows import class_row
+from psycopg.rows import class_row, scalar_row
 from sqlalchemy.orm import Session
 
 from service.campaigns import errors
@@ -29,7 +30,7 @@ from service.catalog.errors import UnknownOffer, UnknownProgram
 from service.catalog.snapshot import CatalogSnapshot, ProgramInfo, get_snapshot
 from service.events import webhooks
 from service.kit.config import get_settings
-from service.kit.db.engine import driver, transaction
+from service.kit.db.engine import driver, one, transaction
 from service.kit.messaging import jobs, outbox
 from service.kit.reliability.faults import checkpoint
 from service.kit.values.ids import uuid7
@@ -380,6 +381,12 @@ def _untsv(text: str) -> str:
     return text.replace("\\n", "\n").replace("\\t", "\t").replace("\\\\", "\\")
 
 
+@dataclass(frozen=True)
+class _Totals:
+    lines: int
+    total: Decimal | None  # sum() of a bigint is numeric; NULL for no line
+
+
 def _validate(
     db: Connection[Any], snap: CatalogSnapshot, campaign: Campaign, program: ProgramInfo, now: datetime
 ) -> int:
@@ -406,9 +413,9 @@ def _validate(
         {
             **params,
             "default_offer": default_offer.code,
-            "codes": [p[0] for p in priced],
-            "offer_ids": [p[1] for p in priced],
-            "nominals": [p[2] for p in priced],
+            "codes": [code for code, _, _ in priced],
+            "offer_ids": [offer_id for _, offer_id, _ in priced],
+            "nominals": [nominal for _, _, nominal in priced],
         },
     )
     found += db.execute(load("unknown_offers"), params).rowcount
@@ -423,9 +430,8 @@ def _validate(
                     " the law wants Kazakh in every advertisement",
                 )
             )
-    counts = db.execute(load("line_totals"), params).fetchone()
-    assert counts is not None
-    lines, total = int(counts[0]), int(counts[1] or 0)
+    totals = one(db.cursor(row_factory=class_row(_Totals)).execute(load("line_totals"), params).fetchone())
+    lines, total = totals.lines, int(totals.total or 0)
     if lines == 0:
         problems.append(("no_lines", "the file has no line that can run"))
     for sku, wanted, available in db.execute(load("stock_needed"), params).fetchall():
@@ -469,10 +475,13 @@ def _budget_month(program: ProgramInfo, now: datetime) -> date:
 
 
 def _spent(db: Connection[Any], program: ProgramInfo, now: datetime) -> int:
-    row = db.execute(
-        load("budget_spent"), {"program": program.id, "month": _budget_month(program, now)}
-    ).fetchone()
-    return int(row[0]) if row else 0
+    # No row: nothing spent this month yet.
+    spent = (
+        db.cursor(row_factory=scalar_row)
+        .execute(load("budget_spent"), {"program": program.id, "month": _budget_month(program, now)})
+        .fetchone()
+    )
+    return int(spent) if spent is not None else 0
 
 
 def submit(
@@ -655,12 +664,13 @@ def change(
 
 
 def _validate_again(db: Connection[Any], snap: CatalogSnapshot, campaign: Campaign, now: datetime) -> int:
-    line_problems = db.execute(load("line_problem_count"), {"campaign": campaign.id}).fetchone()
-    assert line_problems is not None
-    db.execute(load("clear_line_checks"), {"campaign": campaign.id})
-    return int(line_problems[0]) + _validate(
-        db, snap, campaign, snap.programs_by_id[campaign.program_id], now
+    line_problems: int = one(
+        db.cursor(row_factory=scalar_row)
+        .execute(load("line_problem_count"), {"campaign": campaign.id})
+        .fetchone()
     )
+    db.execute(load("clear_line_checks"), {"campaign": campaign.id})
+    return line_problems + _validate(db, snap, campaign, snap.programs_by_id[campaign.program_id], now)
 
 
 def pause(
@@ -746,9 +756,13 @@ def _finish(
     what the lines used."""
     kept = campaign.reserved_minor
     if campaign.status in ("approved", "running", "paused"):
-        used = db.execute(load("used_value"), {"campaign": campaign.id}).fetchone()
-        assert used is not None
-        kept = int(used[0] or 0)
+        # sum() always returns its row: None here is a campaign with no line done (not one()).
+        used = (
+            db.cursor(row_factory=scalar_row)
+            .execute(load("used_value"), {"campaign": campaign.id})
+            .fetchone()
+        )
+        kept = int(used or 0)
         _release(db, snap, campaign, campaign.reserved_minor - kept)
     db.execute(load("finish"), {"id": campaign.id, "status": status, "now": now, "kept": kept})
     if status == "done":
@@ -848,8 +862,8 @@ def _pace(campaign: Campaign, now: datetime | None) -> tuple[int, float]:
         params = {"id": campaign.id, "lines": size, "now": at}
         if db.execute(load("pace"), params).fetchone() is not None:
             return size, 0.0
-        row = db.execute(load("pace_wait"), params).fetchone()
-        return 0, float(row[0]) if row else 1.0
+        wait = db.cursor(row_factory=scalar_row).execute(load("pace_wait"), params).fetchone()
+        return 0, float(wait) if wait is not None else 1.0
 
 
 def _run_chunk(campaign: Campaign, size: int, now: datetime | None) -> int | None:
@@ -858,8 +872,10 @@ def _run_chunk(campaign: Campaign, size: int, now: datetime | None) -> int | Non
     with transaction() as session:
         snap = get_snapshot(session)
         db = _db(session)
-        status = db.execute(load("status_for_run"), {"id": campaign.id}).fetchone()
-        if status is None or status[0] != "running":
+        status = (
+            db.cursor(row_factory=scalar_row).execute(load("status_for_run"), {"id": campaign.id}).fetchone()
+        )
+        if status != "running":
             return None
         pending = (
             db.cursor(row_factory=class_row(_Pending))
@@ -947,9 +963,10 @@ def _finish_if_drained(
     campaign = _campaign(db, campaign_id, None, snap, lock=True)
     if campaign.status != "running":
         return True
-    left = db.execute(load("pending_count"), {"campaign": campaign_id}).fetchone()
-    assert left is not None
-    if int(left[0]):
+    left: int = one(
+        db.cursor(row_factory=scalar_row).execute(load("pending_count"), {"campaign": campaign_id}).fetchone()
+    )
+    if left:
         return False
     _finish(db, snap, campaign, "done", now)
     _move(db, campaign, Actor("runner", "runner", "system"), "complete", "done", now)
@@ -959,7 +976,7 @@ def _finish_if_drained(
 def stalled(db: Connection[Any], *, before: datetime) -> list[uuid.UUID]:
     """Running (or approved) campaigns whose runner has not stepped since `before`: a worker died
     between a step and sending the next one. Housekeeping sends them again."""
-    return [row[0] for row in db.execute(load("stalled"), {"before": before}).fetchall()]
+    return db.cursor(row_factory=scalar_row).execute(load("stalled"), {"before": before}).fetchall()
 
 
 # --- reading --------------------------------------------------------------------------------------
@@ -980,10 +997,11 @@ def progress(session: Session, campaign_id: uuid.UUID, *, programs: frozenset[st
     db = _db(session)
     campaign = _campaign(db, campaign_id, programs, snap)
     counts = _counts(db, campaign.id)
-    problems = [
-        Problem(r[0], r[1], r[2])
-        for r in db.execute(load("problems"), {"campaign": campaign.id, "limit": REPORT_PREVIEW}).fetchall()
-    ]
+    problems = (
+        db.cursor(row_factory=class_row(Problem))
+        .execute(load("problems"), {"campaign": campaign.id, "limit": REPORT_PREVIEW})
+        .fetchall()
+    )
     eta = None
     if campaign.status in ("approved", "running") and counts.pending:
         now = datetime.now(UTC)
@@ -1030,11 +1048,10 @@ def list_campaigns(
 
 def problems(db: Connection[Any], campaign_id: uuid.UUID) -> Iterator[Problem]:
     """The whole validation report, in line order (campaign-wide problems first), streamed."""
-    with db.cursor(name=f"report-{campaign_id.hex}") as cur:
+    with db.cursor(name=f"report-{campaign_id.hex}", row_factory=class_row(Problem)) as cur:
         cur.itersize = 5000
         cur.execute(load("problems_all"), {"campaign": campaign_id})
-        for r in cur:
-            yield Problem(r[0], r[1], r[2])
+        yield from cur
 
 
 def results(db: Connection[Any], campaign_id: uuid.UUID) -> Iterator[ResultLine]:
@@ -1067,15 +1084,30 @@ def opt_in(
 def opted_out(session: Session, program: str, *, programs: frozenset[str] | None = None) -> list[str]:
     snap = get_snapshot(session)
     info = _program(snap, program, programs)
-    return [r[0] for r in _db(session).execute(load("opted_out"), {"program": info.id}).fetchall()]
+    return (
+        _db(session)
+        .cursor(row_factory=scalar_row)
+        .execute(load("opted_out"), {"program": info.id})
+        .fetchall()
+    )
 
 
 # --- the bulk channel -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _QuietHours:
+    quiet_hours: str | None
+    timezone: str
+
+
 def bulk_sms_not_before(db: Connection[Any], redemption_id: uuid.UUID, now: datetime) -> datetime:
     """When a campaign line's SMS may go: now, or when its program's quiet hours end (the program's
     zone by name, so the wall clock of Asia/Almaty is today's, whatever offset it had before)."""
-    row = db.execute(load("program_quiet_hours"), {"id": redemption_id}).fetchone()
-    window = quiet_hours(row[0]) if row else None
-    return window.next_allowed(now, zone(row[1])) if row and window else now
+    row = (
+        db.cursor(row_factory=class_row(_QuietHours))
+        .execute(load("program_quiet_hours"), {"id": redemption_id})
+        .fetchone()
+    )
+    window = quiet_hours(row.quiet_hours) if row else None
+    return window.next_allowed(now, zone(row.timezone)) if row and window else now

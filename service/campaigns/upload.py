@@ -516,7 +516,8 @@ def _read_xlsx(path: pathlib.Path, head: bytes, max_lines: int) -> _Upload:
     first = next(rows, None)
     if first is None:
         raise UploadRefused("empty_file", "the first sheet is empty")
-    columns = _header([_cell_text(cell) for cell in first[1]])
+    _, cells = first
+    columns = _header([_cell_text(cell) for cell in cells])
     if columns is None:
         data = itertools.chain([first], rows)
     else:

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from psycopg import AsyncConnection
+from psycopg.rows import scalar_row
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -261,8 +262,11 @@ async def get_snapshot_async(conn: AsyncConnection[Any]) -> CatalogSnapshot:
     snapshot = _cache.fresh()
     if snapshot is not None:
         return snapshot
-    row = await (await conn.execute(LATEST_REVISION)).fetchone()
-    snapshot = _cache.confirm(row[0] if row else None)
+    # max() always returns its row; an empty catalog reads as None, like no row at all.
+    revision: int | None = await (
+        await conn.cursor(row_factory=scalar_row).execute(LATEST_REVISION)
+    ).fetchone()
+    snapshot = _cache.confirm(revision)
     if snapshot is not None:
         return snapshot
     return await run_in_threadpool(_load_in_thread)

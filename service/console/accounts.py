@@ -29,6 +29,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from psycopg import Connection
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
@@ -223,7 +224,9 @@ def _target(email: str) -> bytes:
     return hashlib.sha256(email.strip().lower()[:254].encode()).digest()
 
 
-def _held_back(db: Any, target: bytes, place: str, *, usual: bool, now: datetime) -> datetime | None:
+def _held_back(
+    db: Connection[Any], target: bytes, place: str, *, usual: bool, now: datetime
+) -> datetime | None:
     """Until when this try waits: the e-mail's count from this place, the place's across e-mails, and
     the e-mail's across places (not for a usual place)."""
     mine = throttle.blocked(db, THROTTLE, target, [place, throttle.ANY], now)
@@ -232,7 +235,7 @@ def _held_back(db: Any, target: bytes, place: str, *, usual: bool, now: datetime
     return max(waits) if waits else None
 
 
-def _count_failure(db: Any, target: bytes, place: str, now: datetime) -> None:
+def _count_failure(db: Connection[Any], target: bytes, place: str, now: datetime) -> None:
     mine = throttle.fail(db, THROTTLE, target, place, PLACE_POLICY, now)
     throttle.fail(db, THROTTLE, b"", place, ADDRESS_POLICY, now)
     if mine.failures <= PLACE_POLICY.free:  # the place's share of the account's count

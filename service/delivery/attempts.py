@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from psycopg import Connection
 from psycopg.rows import class_row
 
 from service.delivery.service import DELIVERED_STATES, FAILED_STATES
@@ -52,8 +53,8 @@ SMS_ATTEMPTS = (
 )
 
 
-def sms_attempts(db: Any, redemption_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[SmsAttempt]]:
-    """The SMS of each redemption, in send order (`db`: a psycopg connection)."""
+def sms_attempts(db: Connection[Any], redemption_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[SmsAttempt]]:
+    """The SMS of each redemption, in send order."""
     found: dict[uuid.UUID, list[SmsAttempt]] = defaultdict(list)
     if not redemption_ids:
         return found

@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from psycopg.rows import class_row
+from psycopg import Connection
+from psycopg.rows import class_row, scalar_row
 
 from service.delivery.providers import (
     OutgoingSms,
@@ -28,7 +29,7 @@ from service.delivery.providers import (
     TransientSmsError,
 )
 from service.delivery.text import encoding_for, split
-from service.kit.db.engine import driver, transaction
+from service.kit.db.engine import driver, one, transaction
 from service.kit.messaging import jobs, outbox
 from service.kit.observability.metrics import SMS_OUTCOMES
 from service.kit.security.crypto import get_vault
@@ -51,7 +52,7 @@ class NoticeLater(Exception):
 
 
 def queue_notice(
-    db: Any,
+    db: Connection[Any],
     *,
     redemption_id: uuid.UUID,
     program_id: int,
@@ -65,26 +66,30 @@ def queue_notice(
     """The notice and its outbox job, in the caller's transaction; returns its id. Reminders are bulk."""
     vault = get_vault()
     bulk = kind == "reminder"
-    row = db.execute(
-        "INSERT INTO sms_notices (redemption_id, program_id, kind, bulk, msisdn, sender, locale, text_enc,"
-        " key_id, deadline_at, created_at, updated_at) VALUES (%(rid)s, %(program)s, %(kind)s, %(bulk)s,"
-        " %(msisdn)s, %(sender)s, %(locale)s, %(text)s, %(key)s, %(deadline)s, %(now)s, %(now)s)"
-        " RETURNING id",
-        {
-            "rid": redemption_id,
-            "program": program_id,
-            "kind": kind,
-            "bulk": bulk,
-            "msisdn": msisdn,
-            "sender": sender,
-            "locale": locale,
-            "text": vault.encrypt(text, CONTEXT),
-            "key": vault.key_id,
-            "deadline": now + DEADLINES[kind],
-            "now": now,
-        },
-    ).fetchone()
-    notice_id = int(row[0])
+    notice_id: int = one(
+        db.cursor(row_factory=scalar_row)
+        .execute(
+            "INSERT INTO sms_notices (redemption_id, program_id, kind, bulk, msisdn, sender, locale,"
+            " text_enc, key_id, deadline_at, created_at, updated_at) VALUES (%(rid)s, %(program)s,"
+            " %(kind)s, %(bulk)s, %(msisdn)s, %(sender)s, %(locale)s, %(text)s, %(key)s, %(deadline)s,"
+            " %(now)s, %(now)s)"
+            " RETURNING id",
+            {
+                "rid": redemption_id,
+                "program": program_id,
+                "kind": kind,
+                "bulk": bulk,
+                "msisdn": msisdn,
+                "sender": sender,
+                "locale": locale,
+                "text": vault.encrypt(text, CONTEXT),
+                "key": vault.key_id,
+                "deadline": now + DEADLINES[kind],
+                "now": now,
+            },
+        )
+        .fetchone()
+    )
     outbox.enqueue(db, jobs.BULK_NOTICE_SMS if bulk else jobs.NOTICE_SMS, {"notice_id": notice_id}, now=now)
     return notice_id
 
@@ -207,7 +212,7 @@ def deliver_notice(
     return "failed" if outcome == "failed" else "sent" if outcome == "sent" else "submitting"
 
 
-def apply_notice_receipts(db: Any, provider: str, receipts: list[Receipt]) -> set[str]:
+def apply_notice_receipts(db: Connection[Any], provider: str, receipts: list[Receipt]) -> set[str]:
     """Receipts for notices (which the reward SMS's lookup does not know), in the caller's
     transaction: a failed part fails the notice, a delivered one delivers it. Returns the provider ids
     that belong to a notice."""

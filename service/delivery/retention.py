@@ -4,8 +4,12 @@ message itself stays: it is the redemption's history (the SMS attempts in the AP
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from psycopg import Connection
+from psycopg.rows import class_row
 
 from service.kit.db.retention import read_mark, write_mark
 
@@ -19,16 +23,26 @@ _BATCH = (
 )
 
 
-def purge_delivered_provider_ids(db: Any, *, before: datetime, limit: int) -> int:
+@dataclass(frozen=True)
+class _Delivered:
+    id: int
+    done_at: datetime
+
+
+def purge_delivered_provider_ids(db: Connection[Any], *, before: datetime, limit: int) -> int:
     """Deletes the provider ids of up to `limit` messages delivered before `before`; returns the
     number of messages handled (their ids are gone, the messages stay)."""
     at, last = read_mark(db, MARK)
-    rows = db.execute(_BATCH, {"before": before, "at": at, "id": last, "limit": limit}).fetchall()
+    rows = (
+        db.cursor(row_factory=class_row(_Delivered))
+        .execute(_BATCH, {"before": before, "at": at, "id": last, "limit": limit})
+        .fetchall()
+    )
     if not rows:
         return 0
     db.execute(
         "DELETE FROM sms_provider_messages WHERE sms_message_id = ANY(%(ids)s)",
-        {"ids": [row[0] for row in rows]},
+        {"ids": [row.id for row in rows]},
     )
-    write_mark(db, MARK, rows[-1][1], rows[-1][0])
+    write_mark(db, MARK, rows[-1].done_at, rows[-1].id)
     return len(rows)

@@ -16,8 +16,8 @@ from typing import Any
 
 import sqlalchemy.exc
 import structlog
-from psycopg import OperationalError
-from psycopg.rows import namedtuple_row
+from psycopg import Connection, OperationalError
+from psycopg.rows import class_row
 
 from service.catalog.snapshot import get_snapshot
 from service.delivery.notices import apply_notice_receipts
@@ -111,7 +111,39 @@ NOTHING_TO_DO = SendOutcome(SendResult.NOTHING_TO_DO)
 SETTLED = ("sent", "delivered", "failed", "cancelled")
 
 
-def _fields(row: Any, snap, secrets: dict[tuple[str, int], tuple[str, str]]) -> tuple[str, dict[str, str]]:
+@dataclass(frozen=True)
+class _Locked:
+    """A send of the batch, its message locked (_lock_messages), with its redemption."""
+
+    message_id: int
+    send: int
+    status: str
+    deadline_at: datetime
+    submit_started_at: datetime | None
+    last_error: str | None
+    part_ids: list[str | None] | None
+    udh_reference: int | None
+    text_digest: str | None
+    failures: dict[str, Any]
+    redemption_id: uuid.UUID
+    redemption_status: str
+    program_id: int
+    offer_id: int
+    product_id: int
+    msisdn: str
+    locale: str
+    nominal_minor: int
+    currency: str
+    reward_expires_at: datetime | None
+    code_id: int | None
+    card_id: int | None
+    sandbox: bool
+    has_link: bool
+
+
+def _fields(
+    row: _Locked, snap, secrets: dict[tuple[str, int], tuple[str, str]]
+) -> tuple[str, dict[str, str]]:
     program = snap.programs_by_id[row.program_id]
     product = snap.products[row.product_id]
     locale = row.locale
@@ -137,7 +169,7 @@ def _fields(row: Any, snap, secrets: dict[tuple[str, int], tuple[str, str]]) -> 
     return "universal_card", fields
 
 
-def _secrets(db: Any, rows: list[Any]) -> dict[tuple[str, int], tuple[str, str]]:
+def _secrets(db: Connection[Any], rows: list[_Locked]) -> dict[tuple[str, int], tuple[str, str]]:
     """The codes and cards of a batch, decrypted: two queries whatever the batch size."""
     vault = get_vault()
     found: dict[tuple[str, int], tuple[str, str]] = {}
@@ -162,8 +194,15 @@ def _secrets(db: Any, rows: list[Any]) -> dict[tuple[str, int], tuple[str, str]]
     return found
 
 
+@dataclass(frozen=True)
+class _Failed:
+    external_id: str
+    program_id: int
+    sandbox: bool
+
+
 def _fail(
-    db: Any,
+    db: Connection[Any],
     *,
     message_id: int,
     redemption_id: uuid.UUID,
@@ -177,13 +216,18 @@ def _fail(
         " updated_at = %(now)s, error_code = coalesce(%(error_code)s, error_code) WHERE id = %(id)s",
         {"reason": reason, "now": now, "error_code": error_code, "id": message_id},
     )
-    changed = db.execute(
-        "UPDATE redemptions SET status = 'failed', status_reason = %(reason)s, updated_at = %(now)s"
-        " WHERE id = %(id)s AND status IN ('accepted', 'sent') RETURNING external_id, program_id, sandbox",
-        {"reason": reason, "now": now, "id": redemption_id},
-    ).fetchone()
+    changed = (
+        db.cursor(row_factory=class_row(_Failed))
+        .execute(
+            "UPDATE redemptions SET status = 'failed', status_reason = %(reason)s, updated_at = %(now)s"
+            " WHERE id = %(id)s AND status IN ('accepted', 'sent')"
+            " RETURNING external_id, program_id, sandbox",
+            {"reason": reason, "now": now, "id": redemption_id},
+        )
+        .fetchone()
+    )
     if changed:
-        program = snap.programs_by_id[changed[1]]
+        program = snap.programs_by_id[changed.program_id]
         webhooks.emit(
             db,
             program_id=program.id,
@@ -193,18 +237,18 @@ def _fail(
             now=now,
             data={
                 "redemption_id": str(redemption_id),
-                "external_id": changed[0],
+                "external_id": changed.external_id,
                 "status": "failed",
                 "status_reason": reason,
-                "sandbox": changed[2],
+                "sandbox": changed.sandbox,
             },
         )
-    if not (changed and changed[2]):  # the sandbox's failures are on purpose: no alert counts them
+    if not (changed and changed.sandbox):  # the sandbox's failures are on purpose: no alert counts them
         SMS_OUTCOMES.labels("failed").inc()
 
 
 def _mark_sent(
-    db: Any, sent: list[tuple[int, uuid.UUID, list[str]]], *, provider: str, now: datetime, snap
+    db: Connection[Any], sent: list[tuple[int, uuid.UUID, list[str]]], *, provider: str, now: datetime, snap
 ) -> None:
     """Records messages the provider took: (message id, redemption id, provider ids) each. A handful of
     statements whatever the batch size."""
@@ -243,7 +287,7 @@ def _mark_sent(
         SMS_OUTCOMES.labels("sent").inc(len(sent))
 
 
-def _emit_status(db: Any, changed: list[Any], status: str, now: datetime, snap) -> None:
+def _emit_status(db: Connection[Any], changed: list[Any], status: str, now: datetime, snap) -> None:
     events = []
     for redemption_id, external_id, program_id, sandbox, *_ in changed:
         program = snap.programs_by_id[program_id]
@@ -264,7 +308,9 @@ def _emit_status(db: Any, changed: list[Any], status: str, now: datetime, snap) 
     webhooks.emit_many(db, events, now=now)
 
 
-def _delivered(db: Any, done: list[tuple[int, uuid.UUID]], *, provider: str, now: datetime, snap) -> None:
+def _delivered(
+    db: Connection[Any], done: list[tuple[int, uuid.UUID]], *, provider: str, now: datetime, snap
+) -> None:
     """The redemptions of messages whose every part is delivered (the messages are marked by the caller)."""
     if not done:
         return
@@ -300,7 +346,7 @@ def claim(jobs: list[Job], now: datetime) -> tuple[list[Claimed], dict[Job, Send
     return claimed, outcomes
 
 
-def _create_messages(db: Any, wanted: str, rids: list[uuid.UUID], now: datetime) -> None:
+def _create_messages(db: Connection[Any], wanted: str, rids: list[uuid.UUID], now: datetime) -> None:
     """The sms_messages row of every send that has none yet. The deadline is the program's (or the
     default), counted from the redemption for the first send, which is when the subscriber started
     waiting, and from now for a resend."""
@@ -317,8 +363,8 @@ def _create_messages(db: Any, wanted: str, rids: list[uuid.UUID], now: datetime)
     )
 
 
-def _lock_messages(db: Any, wanted: str, rids: list[uuid.UUID]) -> list[Any]:
-    cursor = db.cursor(row_factory=namedtuple_row)
+def _lock_messages(db: Connection[Any], wanted: str, rids: list[uuid.UUID]) -> list[_Locked]:
+    cursor = db.cursor(row_factory=class_row(_Locked))
     return cursor.execute(
         "SELECT m.id AS message_id, m.send, m.status, m.deadline_at, m.submit_started_at, m.last_error,"
         " m.part_ids, m.udh_reference, m.text_digest, m.failures,"
@@ -334,11 +380,13 @@ def _lock_messages(db: Any, wanted: str, rids: list[uuid.UUID]) -> list[Any]:
     ).fetchall()
 
 
-def _triage(db: Any, rows: list[Any], outcomes: dict[Job, SendOutcome], now: datetime, snap) -> list[Any]:
+def _triage(
+    db: Connection[Any], rows: list[_Locked], outcomes: dict[Job, SendOutcome], now: datetime, snap
+) -> list[Any]:
     """The sends that may go out now. Settled ones are skipped, cancelled ones closed, an in-doubt
     one waits out its window, one past its deadline fails; their outcomes go into `outcomes`."""
     in_doubt_window = _settings()[1]
-    ready: list[Any] = []
+    ready: list[_Locked] = []
     cancelled: list[dict[str, Any]] = []
     for row in rows:
         job = Job(row.redemption_id, row.send)
@@ -348,6 +396,7 @@ def _triage(db: Any, rows: list[Any], outcomes: dict[Job, SendOutcome], now: dat
             cancelled.append({"now": now, "id": row.message_id})
             continue
         if row.status == "submitting":
+            assert row.submit_started_at is not None  # _mark_submitting sets both at once
             waited = now - row.submit_started_at
             if waited < in_doubt_window:
                 remaining = int((in_doubt_window - waited).total_seconds() * 1000)
@@ -375,7 +424,7 @@ def _triage(db: Any, rows: list[Any], outcomes: dict[Job, SendOutcome], now: dat
     return ready
 
 
-def _render(db: Any, ready: list[Any], snap) -> list[Claimed]:
+def _render(db: Connection[Any], ready: list[_Locked], snap) -> list[Claimed]:
     """The SMS of each send, from its program's template in the subscriber's locale. A long SMS keeps
     its UDH reference and the parts earlier attempts got taken, as long as its text is the same (a
     template changed in between starts it afresh, under another reference)."""
@@ -426,7 +475,7 @@ def _render(db: Any, ready: list[Any], snap) -> list[Claimed]:
     return claimed
 
 
-def _mark_submitting(db: Any, claimed: list[Claimed], now: datetime) -> None:
+def _mark_submitting(db: Connection[Any], claimed: list[Claimed], now: datetime) -> None:
     """An attempt starts: `submitting` until its outcome is recorded. Receipts already seen stay for
     the parts still known (taken by earlier attempts of this text); others are dropped. (The parts'
     state is written only when an attempt ends with some parts taken and others not: `_record`.)"""
@@ -691,7 +740,7 @@ def _record(done: _Outcomes, *, provider: str, attempts: int = 3) -> None:
             time.sleep(0.05 * (attempt + 1))
 
 
-def _exposed(db: Any, done: _Outcomes, now: datetime) -> None:
+def _exposed(db: Connection[Any], done: _Outcomes, now: datetime) -> None:
     """Redemptions of which the provider took some parts but not all: the code may have left with
     them, so the reward is no longer cancellable and its code is issued."""
     partial = [r["id"] for r in (*done.retry, *done.in_doubt) if r["ids"]] + [
@@ -767,7 +816,34 @@ class _Receipted:
         return [i if i else next(unknown, None) for i in parts]
 
 
-def _receipted(row: Any, status: str | None = None) -> _Receipted:
+@dataclass(frozen=True)
+class _ReceiptedRow:
+    """A message as receipts are placed on it (RECEIPTED_MESSAGES' columns)."""
+
+    id: int
+    redemption_id: uuid.UUID
+    status: str
+    provider_message_ids: list[str] | None
+    receipts: dict[str, str] | None
+    segments: int | None
+    part_ids: list[str | None] | None
+
+
+@dataclass(frozen=True)
+class _SpelledRow(_ReceiptedRow):
+    """A recent message of a destination, whose parts' ids a receipt may spell in the other base."""
+
+    msisdn: str
+
+
+@dataclass(frozen=True)
+class _InDoubtRow(_SpelledRow):
+    """A destination's attempt whose outcome was never recorded."""
+
+    submit_started_at: datetime
+
+
+def _receipted(row: _ReceiptedRow, status: str | None = None) -> _Receipted:
     return _Receipted(
         row.redemption_id,
         status or row.status,
@@ -834,7 +910,9 @@ def apply_receipts(
     return errors
 
 
-def _notices(db: Any, provider: str, receipts: list[Receipt], errors: list[Exception | None]) -> None:
+def _notices(
+    db: Connection[Any], provider: str, receipts: list[Receipt], errors: list[Exception | None]
+) -> None:
     """Receipts no reward SMS owns may be a notice's (a one-time code, a certificate, a reminder)."""
     unknown = [i for i, error in enumerate(errors) if isinstance(error, ReceiptTooEarly)]
     if not unknown:
@@ -846,17 +924,17 @@ def _notices(db: Any, provider: str, receipts: list[Receipt], errors: list[Excep
 
 
 def _receipted_messages(
-    db: Any, provider: str, receipts: list[Receipt]
+    db: Connection[Any], provider: str, receipts: list[Receipt]
 ) -> tuple[dict[int, _Receipted], dict[str, int]]:
     """The messages the receipts name (locked), and which message each provider id belongs to."""
     messages: dict[int, _Receipted] = {}
     by_id: dict[str, int] = {}
-    cursor = db.cursor(row_factory=namedtuple_row)
+    cursor = db.cursor(row_factory=class_row(_ReceiptedRow))
     for row in cursor.execute(
         RECEIPTED_MESSAGES, {"provider": provider, "ids": [r.message_id for r in receipts]}
     ):
         messages[row.id] = _receipted(row)
-        by_id.update({message_id: row.id for message_id in row.provider_message_ids})
+        by_id.update({message_id: row.id for message_id in row.provider_message_ids or ()})
     return messages, by_id
 
 
@@ -876,7 +954,7 @@ def _number(message_id: str) -> tuple[str, int] | None:
 
 
 def _place(
-    db: Any,
+    db: Connection[Any],
     provider: str,
     receipts: list[Receipt],
     messages: dict[int, _Receipted],
@@ -899,7 +977,7 @@ def _place(
     destinations = {_e164(d) for d in (receipts[i].destination for i in unplaced) if d}
     in_doubt: dict[str, tuple[int, datetime]] = {}  # destination -> its earliest in-doubt attempt
     if destinations:
-        cursor = db.cursor(row_factory=namedtuple_row)
+        cursor = db.cursor(row_factory=class_row(_InDoubtRow))
         for row in cursor.execute(
             "SELECT id, redemption_id, msisdn, submit_started_at, provider_message_ids, receipts, segments,"
             " part_ids, status FROM sms_messages WHERE status = 'submitting' AND msisdn = ANY(%(msisdns)s)"
@@ -925,7 +1003,7 @@ def _place(
 
 
 def _place_by_other_spelling(
-    db: Any,
+    db: Connection[Any],
     provider: str,
     receipts: list[Receipt],
     unplaced: list[int],
@@ -943,7 +1021,7 @@ def _place_by_other_spelling(
     }
     if not wanted:
         return unplaced
-    cursor = db.cursor(row_factory=namedtuple_row)
+    cursor = db.cursor(row_factory=class_row(_SpelledRow))
     rows = cursor.execute(
         "SELECT m.id, m.redemption_id, m.status, m.provider_message_ids, m.receipts, m.segments, m.part_ids,"
         " m.msisdn FROM redemptions r JOIN sms_messages m ON m.redemption_id = r.id"
@@ -958,7 +1036,7 @@ def _place_by_other_spelling(
     ).fetchall()
     parts: dict[tuple[str, str, int], tuple[int, str]] = {}  # (msisdn, base, number) -> (message, id)
     for row in rows:  # in id order: the newest message with the number wins
-        for message_id in row.provider_message_ids:
+        for message_id in row.provider_message_ids or ():
             if (number := _number(message_id)) is not None:
                 parts[(row.msisdn, *number)] = (row.id, message_id)
     still = []
@@ -992,7 +1070,9 @@ def _final_states(
     return delivered, failed
 
 
-def _store_receipts(db: Any, touched: dict[int, _Receipted], done: set[int], now: datetime) -> None:
+def _store_receipts(
+    db: Connection[Any], touched: dict[int, _Receipted], done: set[int], now: datetime
+) -> None:
     """The receipts seen so far and, where every part is delivered, the final status: one statement
     and one new row version per message."""
     db.execute(

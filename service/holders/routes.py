@@ -13,6 +13,7 @@ import hmac
 import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from psycopg.rows import class_row
 from sqlalchemy.orm import Session
 
 from service.cards.errors import CardLocked, CardNotFound, CommittedRefusal, WrongCardOrPin
@@ -416,6 +418,12 @@ def _lock_end(detail: str) -> str | None:
 # --- logos ------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Logo:
+    content_type: str
+    content: bytes
+
+
 @router.get("/h/logos/{asset_id}", response_class=Response)
 def logo(asset_id: str) -> Response:
     if len(asset_id) != 64 or not all(ch in "0123456789abcdef" for ch in asset_id):
@@ -423,9 +431,12 @@ def logo(asset_id: str) -> Response:
     with new_session() as session:
         row = (
             driver(session)
+            .cursor(row_factory=class_row(_Logo))
             .execute("SELECT content_type, content FROM catalog_assets WHERE id = %(id)s", {"id": asset_id})
             .fetchone()
         )
     if row is None:
         return Response(status_code=404, headers={"Cache-Control": "no-store"})
-    return Response(bytes(row[1]), media_type=row[0], headers={**LOGO_HEADERS, "ETag": f'"{asset_id}"'})
+    return Response(
+        bytes(row.content), media_type=row.content_type, headers={**LOGO_HEADERS, "ETag": f'"{asset_id}"'}
+    )

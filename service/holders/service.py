@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from psycopg import Connection
 from psycopg.rows import class_row
 from sqlalchemy.orm import Session
 
@@ -23,7 +24,7 @@ from service.cards.lockout import CardClient
 from service.catalog.snapshot import CatalogSnapshot, PartnerInfo, ProductInfo, ProgramInfo, get_snapshot
 from service.delivery.notices import queue_notice
 from service.holders import texts
-from service.kit.db.engine import driver
+from service.kit.db.engine import driver, one
 from service.kit.http.errors import Problem
 from service.kit.security.crypto import derive, get_vault
 from service.kit.security.links import public_host, reward_token, token_hash
@@ -102,7 +103,7 @@ def find_reward(session: Session, token: str) -> Reward | None:
 
 
 def _event(
-    db: Any,
+    db: Connection[Any],
     reward: Reward,
     event: str,
     now: datetime,
@@ -126,19 +127,29 @@ class Shown:
     pin: str | None
 
 
+@dataclass(frozen=True)
+class _Revealed:
+    # A row, not scalar_row: a sandbox reward has no code_id, which must not read as "cancelled".
+    code_id: int | None
+
+
 def reveal_code(session: Session, reward: Reward, *, now: datetime) -> Shown | None:
     """The code and PIN of a code reward, for the holder who tapped "show" (a POST). From now on the
     code counts as exposed: a cancel is refused as after a sent SMS, and a reserved code is issued.
     None if the reward was cancelled meanwhile (the cancel holds the row lock first, or after)."""
     db = driver(session)
-    row = db.execute(
-        "UPDATE redemptions SET revealed_at = coalesce(revealed_at, %(now)s) WHERE id = %(id)s"
-        " AND status <> 'cancelled' RETURNING code_id",
-        {"now": now, "id": reward.id},
-    ).fetchone()
+    row = (
+        db.cursor(row_factory=class_row(_Revealed))
+        .execute(
+            "UPDATE redemptions SET revealed_at = coalesce(revealed_at, %(now)s) WHERE id = %(id)s"
+            " AND status <> 'cancelled' RETURNING code_id",
+            {"now": now, "id": reward.id},
+        )
+        .fetchone()
+    )
     if row is None:
         return None
-    code_id = row[0]
+    code_id = row.code_id
     if code_id is not None:
         issue_reserved_code(db, code_id, now=now)
         code, pin = read_code(db, code_id)
@@ -216,20 +227,30 @@ def card_view(session: Session, reward: Reward, *, now: datetime) -> CardView:
     return CardView(last4, balance, nominal, currency, status, expires_at, history, offers)
 
 
+@dataclass(frozen=True)
+class _Certificate:
+    code_id: int
+    product_id: int
+
+
 def reveal_certificate(
     session: Session, reward: Reward, exchange_id: uuid.UUID, *, now: datetime
 ) -> tuple[ProductInfo, Shown] | None:
     """A certificate of one of this card's exchanges, for its holder (a POST, like a code)."""
     db = driver(session)
-    row = db.execute(
-        "SELECT code_id, product_id FROM exchanges WHERE id = %(id)s AND card_id = %(card_id)s",
-        {"id": exchange_id, "card_id": reward.card_id},
-    ).fetchone()
+    row = (
+        db.cursor(row_factory=class_row(_Certificate))
+        .execute(
+            "SELECT code_id, product_id FROM exchanges WHERE id = %(id)s AND card_id = %(card_id)s",
+            {"id": exchange_id, "card_id": reward.card_id},
+        )
+        .fetchone()
+    )
     if row is None:
         return None
-    code, pin = read_code(db, row[0])
+    code, pin = read_code(db, row.code_id)
     _event(db, reward, "certificate_shown", now, exchange_id=exchange_id)
-    return get_snapshot(session).products[row[1]], Shown(code, pin)
+    return get_snapshot(session).products[row.product_id], Shown(code, pin)
 
 
 # --- online exchange --------------------------------------------------------------------------------
@@ -277,6 +298,12 @@ def _brand(snap: CatalogSnapshot, reward: Reward) -> str:
     return product.brand or product.name
 
 
+@dataclass(frozen=True)
+class _RecentOtps:
+    sent: int
+    first_at: datetime | None
+
+
 def request_otp(session: Session, reward: Reward, sku: str, *, locale: str, now: datetime) -> OtpSent:
     """A one-time code for exchanging this card for `sku`, by SMS to the phone the card was sent to
     (6 digits, valid OTP_TTL, OTP_TRIES tries, OTPS_PER_HOUR an hour per card). Refused (Refused) when
@@ -293,15 +320,19 @@ def request_otp(session: Session, reward: Reward, sku: str, *, locale: str, now:
             raise OutOfStock(f"no certificates left for {product.sku}")
     except Problem as problem:
         raise refusal_of(problem) from None
-    recent = db.execute(
-        "SELECT count(*), min(created_at) FROM holder_otps"
-        " WHERE card_id = %(card_id)s AND created_at > %(since)s",
-        {"card_id": card.id, "since": now - timedelta(hours=1)},
-    ).fetchone()
-    assert recent is not None
-    if recent[0] >= OTPS_PER_HOUR:
+    recent = one(
+        db.cursor(row_factory=class_row(_RecentOtps))
+        .execute(
+            "SELECT count(*) AS sent, min(created_at) AS first_at FROM holder_otps"
+            " WHERE card_id = %(card_id)s AND created_at > %(since)s",
+            {"card_id": card.id, "since": now - timedelta(hours=1)},
+        )
+        .fetchone()
+    )
+    if recent.sent >= OTPS_PER_HOUR:
+        assert recent.first_at is not None  # counted codes have a first one
         zone = _program(snap, reward).zone
-        raise Refused("otp.too_many", at=texts.format_time(recent[1] + timedelta(hours=1), zone))
+        raise Refused("otp.too_many", at=texts.format_time(recent.first_at + timedelta(hours=1), zone))
     otp_id, code = uuid7(), f"{secrets.randbelow(10**6):06d}"
     amount = product.face_value_minor or 0
     db.execute(
@@ -466,16 +497,36 @@ def confirm_otp(
     )
 
 
+@dataclass(frozen=True)
+class _Replayed:
+    code_id: int
+    amount_minor: int
+    balance_minor: int
+    currency: str
+
+
 def _replay(session: Session, reward: Reward, exchange_id: uuid.UUID, product: ProductInfo) -> Exchanged:
     db = driver(session)
-    row = db.execute(
-        "SELECT e.code_id, e.amount_minor, c.balance_minor, c.currency FROM exchanges e"
-        " JOIN cards c ON c.id = e.card_id WHERE e.id = %(id)s",
-        {"id": exchange_id},
-    ).fetchone()
-    assert row is not None  # the code names its exchange
-    code, pin = read_code(db, row[0])
-    return Exchanged(exchange_id, product, row[1], row[3], row[2], Shown(code, pin), replayed=True)
+    # the code names its exchange
+    row = one(
+        db.cursor(row_factory=class_row(_Replayed))
+        .execute(
+            "SELECT e.code_id, e.amount_minor, c.balance_minor, c.currency FROM exchanges e"
+            " JOIN cards c ON c.id = e.card_id WHERE e.id = %(id)s",
+            {"id": exchange_id},
+        )
+        .fetchone()
+    )
+    code, pin = read_code(db, row.code_id)
+    return Exchanged(
+        exchange_id,
+        product,
+        row.amount_minor,
+        row.currency,
+        row.balance_minor,
+        Shown(code, pin),
+        replayed=True,
+    )
 
 
 # --- a card by number and PIN ------------------------------------------------------------------------

@@ -15,8 +15,9 @@ from typing import IO, Any
 
 import orjson
 from psycopg import Connection
+from psycopg.rows import scalar_row
 
-from service.kit.db.engine import scalar
+from service.kit.db.engine import one
 from service.kit.values.money import EXPONENTS
 from service.ledger.xlsx import Column, XlsxWriter
 
@@ -177,7 +178,9 @@ def select_sql(columns: list[ExportColumn], flt: RecordFilter) -> tuple[str, dic
 
 def count_records(conn: Connection[Any], flt: RecordFilter) -> int:
     where, params = flt.where()
-    return int(scalar(conn.execute(f"SELECT count(*) {_FROM}{where}", params).fetchone()))
+    return int(
+        one(conn.cursor(row_factory=scalar_row).execute(f"SELECT count(*) {_FROM}{where}", params).fetchone())
+    )
 
 
 Progress = Callable[[int], None]

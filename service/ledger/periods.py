@@ -29,7 +29,7 @@ from psycopg.rows import RowFactory, class_row, dict_row, scalar_row
 
 from service.catalog.errors import UnknownProgram
 from service.events import webhooks
-from service.kit.db.engine import driver, new_session, scalar, transaction
+from service.kit.db.engine import driver, new_session, one, transaction
 from service.kit.values.money import Money, to_decimal_string
 from service.kit.values.zones import zone
 from service.ledger.documents import month_title_ru, render_act
@@ -133,7 +133,7 @@ def compute_totals(db: Connection[Any], program_id: int, month: date) -> Totals:
         )
         for key in SUM_KEYS:
             t[key] += line[key]
-    late = int(scalar(db.execute(LATE_RECORDS, params).fetchone()))
+    late = int(one(db.cursor(row_factory=scalar_row).execute(LATE_RECORDS, params).fetchone()))
     return {
         "records": sum(line["records"] for line in by_product),
         "by_currency": by_currency,
@@ -199,11 +199,12 @@ def close_month(
                 f"{month:%Y-%m} ends at {end.astimezone(program.zone).isoformat()} in {program.timezone}",
             )
         _lock(db, PERIOD_LOCK, program.id)
-        found = db.execute(PERIOD_ID, {"program": program.id, "month": month}).fetchone()
-        if found is None:
+        ids = db.cursor(row_factory=scalar_row)
+        period_id = ids.execute(PERIOD_ID, {"program": program.id, "month": month}).fetchone()
+        if period_id is None:
             _lock(db, PERIOD_LOCK, NUMBERING_KEY)
-            number = scalar(db.execute(NEXT_PERIOD_NUMBER).fetchone())
-            found = db.execute(
+            number = one(ids.execute(NEXT_PERIOD_NUMBER).fetchone())
+            period_id = ids.execute(
                 INSERT_PERIOD,
                 {
                     "program": program.id,
@@ -215,7 +216,7 @@ def close_month(
                     "closed_by": closed_by,
                 },
             ).fetchone()
-    _produce_documents(scalar(found), program)
+    _produce_documents(one(period_id), program)
     return read_period(program_code, month)
 
 
@@ -230,8 +231,9 @@ def _store(
         digest.update(chunk)
         size += len(chunk)
     fh.seek(0)
-    document_id = scalar(
-        db.execute(
+    document_id = one(
+        db.cursor(row_factory=scalar_row)
+        .execute(
             INSERT_DOCUMENT,
             {
                 "period": period_id,
@@ -242,7 +244,8 @@ def _store(
                 "size": size,
                 "sha256": digest.hexdigest(),
             },
-        ).fetchone()
+        )
+        .fetchone()
     )
     seq = 0
     while chunk := fh.read(CHUNK):

@@ -16,8 +16,9 @@ from functools import lru_cache
 from typing import Any
 
 from psycopg import Connection
+from psycopg.rows import scalar_row
 
-from service.kit.db.engine import scalar
+from service.kit.db.engine import one
 from service.kit.db.fragments import Fragment
 from service.ledger.sql import load
 
@@ -127,7 +128,9 @@ def exchange_record(record: Record, *, channel: str = "partner") -> Fragment:
 
 def write_record(db: Connection[Any], type_: RecordType, record: Record) -> int:
     """A record in a statement of its own, not tied to a redemption; returns its id."""
-    return int(scalar(db.execute(WRITE_RECORD, _params(type_, record, "")).fetchone()))
+    return int(
+        one(db.cursor(row_factory=scalar_row).execute(WRITE_RECORD, _params(type_, record, "")).fetchone())
+    )
 
 
 def write_breakage(db: Connection[Any], record: Record) -> None:

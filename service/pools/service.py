@@ -17,6 +17,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from typing import Any
 
+from psycopg import Connection
+from psycopg.rows import scalar_row
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -110,16 +112,18 @@ def parse_expiry(value: Any, now: datetime) -> datetime | None:
 def read_csv(stream: Iterable[str]) -> Iterator[RawLine]:
     """`code[,pin][,expires_at]`, with or without a header line."""
     reader = csv.reader(stream)
-    for row in reader:
+    for cells in reader:
         line = reader.line_num
-        if not row or all(not c.strip() for c in row):
+        if not cells or all(not c.strip() for c in cells):
             continue
-        if line == 1 and row[0].strip().lower() == "code":
+        if line == 1 and cells[0].strip().lower() == "code":
             continue
-        if len(row) > 3:
+        if len(cells) > 3:
             yield RawLine(line, None, error="too many columns: expected code[,pin][,expires_at]")
         else:
-            yield RawLine(line, row[0], row[1] if len(row) > 1 else None, row[2] if len(row) > 2 else None)
+            yield RawLine(
+                line, cells[0], cells[1] if len(cells) > 1 else None, cells[2] if len(cells) > 2 else None
+            )
 
 
 def read_json(payload: Any) -> Iterator[RawLine]:
@@ -216,7 +220,7 @@ class TakenCode:
     key_id: str | None
 
 
-def take_code(db: Any, product_id: int, *, status: str, now: datetime) -> TakenCode | None:
+def take_code(db: Connection[Any], product_id: int, *, status: str, now: datetime) -> TakenCode | None:
     """Takes one available code of the product into `status` (`reserved` for a redemption until its
     SMS leaves, `issued` for a certificate handed over at once); None when the pool is empty."""
     row = db.execute(TAKE_CODE, {"code_status": status, "product": product_id, "now": now}).fetchone()
@@ -234,7 +238,7 @@ def take_code(db: Any, product_id: int, *, status: str, now: datetime) -> TakenC
     )
 
 
-def has_stock(db: Any, product_id: int, *, now: datetime) -> bool:
+def has_stock(db: Connection[Any], product_id: int, *, now: datetime) -> bool:
     """Whether a code of the product could be taken now (a hint: take_code decides)."""
     return (
         db.execute(
@@ -246,7 +250,7 @@ def has_stock(db: Any, product_id: int, *, now: datetime) -> bool:
     )
 
 
-def issue_reserved_code(db: Any, code_id: int, *, now: datetime) -> None:
+def issue_reserved_code(db: Connection[Any], code_id: int, *, now: datetime) -> None:
     """A reserved code has left us another way than by SMS (shown on the reward page): issued."""
     db.execute(
         "UPDATE codes SET status = 'issued', status_changed_at = %(now)s"
@@ -255,7 +259,7 @@ def issue_reserved_code(db: Any, code_id: int, *, now: datetime) -> None:
     )
 
 
-def read_code(db: Any, code_id: int) -> tuple[str, str | None]:
+def read_code(db: Connection[Any], code_id: int) -> tuple[str, str | None]:
     """A code and its PIN, decrypted (for the holder's own page, which shows them on a POST)."""
     row = db.execute(
         "SELECT code_enc, pin_enc, key_id FROM codes WHERE id = %(id)s", {"id": code_id}
@@ -270,7 +274,7 @@ def read_code(db: Any, code_id: int) -> tuple[str, str | None]:
     )
 
 
-def release_code(db: Any, code_id: int, *, now: datetime) -> None:
+def release_code(db: Connection[Any], code_id: int, *, now: datetime) -> None:
     """Puts a reserved code that never left back into its pool (a cancelled redemption)."""
     db.execute(
         "UPDATE codes SET status = 'available', status_changed_at = %(now)s WHERE id = %(id)s",
@@ -382,7 +386,7 @@ def import_codes(
         valid = result.lines - result.rejected
         result.duplicates = valid - result.accepted
         if result.duplicates:
-            cur.execute(
+            duplicates = conn.cursor(row_factory=scalar_row).execute(
                 "SELECT s.line FROM code_staging s"
                 " JOIN (SELECT fingerprint, min(line) AS first FROM code_staging GROUP BY fingerprint) f"
                 "   USING (fingerprint)"
@@ -391,7 +395,7 @@ def import_codes(
                 " WHERE c.id IS NULL OR s.line <> f.first ORDER BY s.line LIMIT %(limit)s",
                 {"partner": product.partner_id, "upload": upload.id, "limit": MAX_REPORTED_LINES},
             )
-            result.duplicate_lines = [r[0] for r in cur.fetchall()]
+            result.duplicate_lines = duplicates.fetchall()
             result.truncated = result.truncated or result.duplicates > len(result.duplicate_lines)
         cur.execute("DROP TABLE code_staging")
 

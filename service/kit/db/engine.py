@@ -148,13 +148,6 @@ def one(row: R | None) -> R:
     return row
 
 
-def scalar(row: tuple[Any, ...] | None) -> Any:
-    """The first column of a row that the statement always returns (an aggregate, a RETURNING)."""
-    if row is None:
-        raise LookupError("the statement returned no row")
-    return row[0]
-
-
 # Errors that mean "the database is away or cannot take writes now", not "this request is wrong":
 # refused or lost connections, a server shutting down or starting up, a full disk, too many
 # connections, a pool with no free connection. The API answers them 503 with Retry-After.
