@@ -366,18 +366,24 @@ def export(bench: Bench, period: str) -> tuple[int, float, float]:
     return records, records / elapsed, records / beyond if beyond >= 0.2 else float("nan")
 
 
-def phase(bench: Bench, args: argparse.Namespace, name: str, key: str, support: str, period: str) -> Figures:
-    print(f"{name}:")
+def ratio_runs(bench: Bench, args: argparse.Namespace, key: str, count: int, name: str) -> tuple[list, list]:
+    """`count` ratio runs (bench/redeem.py's measure()), each printed; their ratios and measurements. A
+    run that ran dry is an error, never a ratio."""
     ratios, runs = [], []
-    for _ in range(args.runs):
+    for _ in range(count):
         measured = measure(bench, args, key)
         line = report(args, measured)
         print(line)
         if measured.dry:
             raise SystemExit(f"{name}: {line}")
-        mean = statistics.fmean(c.tps for c in measured.ceilings)
-        ratios.append(measured.result["rps"] / mean)
+        ratios.append(measured.result["rps"] / statistics.fmean(c.tps for c in measured.ceilings))
         runs.append(measured)
+    return ratios, runs
+
+
+def phase(bench: Bench, args: argparse.Namespace, name: str, key: str, support: str, period: str) -> Figures:
+    print(f"{name}:")
+    ratios, runs = ratio_runs(bench, args, key, args.runs, name)
     middle = runs[sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]]
     subscribers = looked_up(bench)
     rounds = [lookups(bench, support, subscribers, args.lookups) for _ in range(args.runs)]
@@ -551,14 +557,7 @@ def main() -> None:
                 f" from the head {head_ms:.3f} ms, {head_buffers:,} buffers (its first take, and once a"
                 " minute)"
             )
-            ratios = []
-            for _ in range(args.take_runs):
-                measured = measure(bench, args, key)
-                line = report(args, measured)
-                print(line)
-                if measured.dry:
-                    raise SystemExit(f"{mark:,} takes since VACUUM: {line}")
-                ratios.append(measured.result["rps"] / statistics.fmean(c.tps for c in measured.ceilings))
+            ratios, _ = ratio_runs(bench, args, key, args.take_runs, f"{mark:,} takes since VACUUM")
             ratio_growth.append(statistics.median(ratios) / after.ratio)
             print(
                 f"  redemption ratio {statistics.median(ratios):.2f} after {mark:,} takes since VACUUM"
