@@ -24,8 +24,11 @@ one grown to --rows rows in the hot tables, in one PostgreSQL.
    taken since, by a connection whose last take was the last of them (sql/take_code.sql starts where
    it ended; the scan from the index's head, which a connection pays on its first take and once a
    minute, printed beside it); and the redemption ratio after each (--take-runs runs), which must stay
-   within 10 % of the grown database's. Off, nothing cleans the dead entries the takes leave in
-   ix_codes_allocation (migration 0023 has autovacuum vacuum `codes` every 20,000 takes).
+   within 10 % of the grown database's. The take's figure is its time over a control take's (a pool
+   of its own that nothing takes from), the two alternating in one connection (--samples rounds,
+   medians): the phases are minutes apart and the machine's drift moves a 0.2 ms statement by a third.
+   Autovacuum off, nothing cleans the dead entries the takes leave in ix_codes_allocation (migration
+   0023 has autovacuum vacuum `codes` every 20,000 takes).
 
 The last line is
     scale R rows: ratio after/before A; lookup p99 after/before B; take after 1M takes/fresh C; ok
@@ -50,7 +53,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -58,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 from bench._stack import RANDOM_CODE_ENC, RANDOM_FINGERPRINT, available_codes_sql, last4_sql  # noqa: E402
 from bench.ceiling import pool_size  # noqa: E402
 from bench.redeem import SKU, Bench, measure, percentile, report, start_api, stop_api  # noqa: E402
-from bench.take import sample_take, take_codes, take_statement  # noqa: E402
+from bench.take import sample_take, sample_take_beside, take_codes, take_statement  # noqa: E402
 
 SUBSCRIBERS = 2_000_000
 DAYS = 365
@@ -68,6 +71,9 @@ CANCEL_EVERY = 50
 ROWS_PER_REDEMPTION = 6 - 2 / CANCEL_EVERY + 1 / CANCEL_EVERY
 ROOM = 50_000  # codes beyond what the runs take
 EXPORT_PROGRAM = "mobile-bonus"
+# the control take's product: a pool of its own that no run takes from, so nothing dead lies in its path
+CONTROL_SKU = "DALA-CERT-5000"
+CONTROL_CODES = 2_000
 EMPTY_PERIOD = "2000-01"  # no record is that old: the export's fixed cost
 # the subscribers looked up: the API's (+7705..., +7707..., +7708...) and the grown ones (+7701...), not
 # pgbench's (bench/redeem.py's rounds), whose prefixes are no mobile numbers
@@ -188,8 +194,6 @@ HOT_TABLES = (
 @dataclass(frozen=True)
 class Figures:
     ratio: float
-    rps: float
-    ceilings: list[float]
     lookup_p50_ms: float
     lookup_p99_ms: float
     statement_p50_ms: float
@@ -230,7 +234,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="ratio runs per phase (their median)")
     parser.add_argument("--lookups", type=int, default=5000, help="subscriber lookups per phase")
     parser.add_argument("--takes", type=int, default=1_000_000, help="takes since VACUUM for the take")
-    parser.add_argument("--samples", type=int, default=15)
+    parser.add_argument("--samples", type=int, default=201, help="rounds of the take beside its control")
     parser.add_argument(
         "--take-runs", type=int, default=3, help="ratio runs after 250k and --takes takes (their median)"
     )
@@ -373,7 +377,7 @@ def ratio_runs(bench: Bench, args: argparse.Namespace, key: str, count: int, nam
     for _ in range(count):
         measured = measure(bench, args, key)
         line = report(args, measured)
-        print(line)
+        print(f"  {name}: {line}")
         if measured.dry:
             raise SystemExit(f"{name}: {line}")
         ratios.append(measured.result["rps"] / statistics.fmean(c.tps for c in measured.ceilings))
@@ -381,38 +385,109 @@ def ratio_runs(bench: Bench, args: argparse.Namespace, key: str, count: int, nam
     return ratios, runs
 
 
-def phase(bench: Bench, args: argparse.Namespace, name: str, key: str, support: str, period: str) -> Figures:
-    print(f"{name}:")
-    ratios, runs = ratio_runs(bench, args, key, args.runs, name)
-    middle = runs[sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]]
-    subscribers = looked_up(bench)
-    rounds = [lookups(bench, support, subscribers, args.lookups) for _ in range(args.runs)]
-    p50 = statistics.median(r[0] for r in rounds)
-    p99 = statistics.median(r[1] for r in rounds)
+def database_beside(bench: Bench, name: str) -> Bench:
+    """A second database in the bench's PostgreSQL (and its Redis): a Bench of its own, whose API and
+    pgbench runs go to that database. The servers stay the first bench's to stop."""
+    import copy
+
+    bench.sql(f"DROP DATABASE IF EXISTS {name}")
+    bench.sql(f"CREATE DATABASE {name}")
+    other = copy.copy(bench)
+    url = urlsplit(bench.env["DATABASE_URL"])
+    other.env = {**bench.env, "DATABASE_URL": urlunsplit(url._replace(path="/" + name))}
+    other.work = bench.work / name
+    other.work.mkdir()
+    other.started = []
+    other.rounds = 0
+    return other
+
+
+def turns(i: int) -> tuple[str, str]:
+    """Which database runs first in pair `i`: in turn, so that neither always follows the other."""
+    return ("fresh", "grown") if i % 2 == 0 else ("grown", "fresh")
+
+
+def paired_ratio_runs(
+    args: argparse.Namespace, benches: dict[str, Bench], keys: dict[str, str], count: int, name: str
+) -> tuple[list[float], list[float], list]:
+    """`count` pairs of ratio runs, one on each database, back to back: the fresh and the grown ratios
+    and the grown runs' measurements. A pair's quotient is the growth's effect free of the machine's
+    drift, which moves a ratio more over the minutes between two runs of one database than the growth
+    does."""
+    ratios: dict[str, list[float]] = {"fresh": [], "grown": []}
+    grown_runs: list = []
+    for i in range(count):
+        for which in turns(i):
+            got, runs = ratio_runs(benches[which], args, keys[which], 1, f"{name}, {which} database")
+            ratios[which].extend(got)
+            if which == "grown":
+                grown_runs.extend(runs)
+    return ratios["fresh"], ratios["grown"], grown_runs
+
+
+def pair_quotient(fresh: list[float], grown: list[float]) -> float:
+    """The median of the pairs' grown/fresh quotients."""
+    return statistics.median(g / f for f, g in zip(fresh, grown, strict=True))
+
+
+@dataclass(frozen=True)
+class Phases:
+    before: Figures
+    after: Figures
+    ratio: float  # the median of the pairs' grown/fresh ratio quotients (A)
+    lookup_p99: float  # the median of the rounds' grown/fresh p99 quotients (B)
+
+
+def phases(
+    args: argparse.Namespace,
+    benches: dict[str, Bench],
+    keys: dict[str, str],
+    support: dict[str, str],
+    period: str,
+) -> Phases:
+    """The three measurements on both databases, side by side: the ratio runs in pairs, then the
+    lookup rounds in pairs, then each database's export."""
+    print("fresh and grown database, a run of each in turn:")
+    fresh_ratios, grown_ratios, grown_runs = paired_ratio_runs(args, benches, keys, args.runs, "phase")
+    subscribers = {which: looked_up(bench) for which, bench in benches.items()}
+    rounds: dict[str, list[tuple[float, float]]] = {"fresh": [], "grown": []}
+    for i in range(args.runs):
+        for which in turns(i):
+            rounds[which].append(lookups(benches[which], support[which], subscribers[which], args.lookups))
+    figures = {}
+    for which, ratios in (("fresh", fresh_ratios), ("grown", grown_ratios)):
+        bench = benches[which]
+        p50 = statistics.median(r[0] for r in rounds[which])
+        p99 = statistics.median(r[1] for r in rounds[which])
+        print(
+            f"  {which}: subscriber lookup over HTTP, {len(subscribers[which])} subscribers, {args.runs} x"
+            f" {args.lookups} requests, one client: p50 {p50:.2f} ms, p99 {p99:.2f} ms (the rounds' p99s:"
+            f" {', '.join(f'{r[1]:.2f}' for r in rounds[which])})"
+        )
+        s50, s99, buffers = lookup_statement(bench, subscribers[which])
+        print(
+            f"  {which}: its statement in the database: p50 {s50:.3f} ms, p99 {s99:.3f} ms,"
+            f" {buffers:.0f} buffers"
+        )
+        rows, per_second, net = export(bench, period)
+        print(
+            f"  {which}: export of {EXPORT_PROGRAM} {period} (CSV): {rows:,} rows, {per_second:,.0f} rows/s"
+            f" ({net:,.0f} rows/s beyond the fixed cost of an empty month's export)"
+        )
+        figures[which] = Figures(statistics.median(ratios), p50, p99, s50, s99, rows, per_second, net)
+    middle = grown_runs[
+        sorted(range(len(grown_ratios)), key=grown_ratios.__getitem__)[len(grown_ratios) // 2]
+    ]
+    ratio = pair_quotient(fresh_ratios, grown_ratios)
+    lookup_p99 = statistics.median(g[1] / f[1] for f, g in zip(rounds["fresh"], rounds["grown"], strict=True))
     print(
-        f"  subscriber lookup over HTTP, {len(subscribers)} subscribers, {args.runs} x {args.lookups}"
-        f" requests, one client: p50 {p50:.2f} ms, p99 {p99:.2f} ms (median of the rounds' p99s:"
-        f" {', '.join(f'{r[1]:.2f}' for r in rounds)})"
+        f"  ratio fresh {' / '.join(f'{r:.2f}' for r in fresh_ratios)}, grown"
+        f" {' / '.join(f'{r:.2f}' for r in grown_ratios)}: grown/fresh {ratio:.2f} (the pairs' median);"
+        f" lookup p99 grown/fresh {lookup_p99:.2f} (the rounds' median); the grown database's middle run:"
+        f" API {middle.result['rps']:.0f} redemptions/s, ceilings"
+        f" {' / '.join(f'{c.tps:.0f}' for c in middle.ceilings)} tps"
     )
-    s50, s99, buffers = lookup_statement(bench, subscribers)
-    print(f"  its statement in the database: p50 {s50:.3f} ms, p99 {s99:.3f} ms, {buffers:.0f} buffers")
-    rows, per_second, net = export(bench, period)
-    print(
-        f"  export of {EXPORT_PROGRAM} {period} (CSV): {rows:,} rows, {per_second:,.0f} rows/s"
-        f" ({net:,.0f} rows/s beyond the fixed cost of an empty month's export)"
-    )
-    return Figures(
-        statistics.median(ratios),
-        middle.result["rps"],
-        [c.tps for c in middle.ceilings],
-        p50,
-        p99,
-        s50,
-        s99,
-        rows,
-        per_second,
-        net,
-    )
+    return Phases(figures["fresh"], figures["grown"], ratio, lookup_p99)
 
 
 def grow(bench: Bench, args: argparse.Namespace, product: int, partner: int, available: int) -> int:
@@ -496,79 +571,108 @@ def reset(bench: Bench, requested: bool) -> None:
 
 def main() -> None:
     args = parse_args()
-    bench = Bench(args)
+    grown = Bench(args)
     autovacuum_off = False
     try:
-        reset(bench, args.reset)
-        key = bench.setup()
-        support = bench.key("support")
-        product, partner = bench.sql(f"SELECT id, partner_id FROM products WHERE sku = '{SKU}'")[0]
-        # codes for every ratio run of a phase, as bench/redeem.py sizes them
-        per_phase = args.runs * pool_size(args.clients, args.warmup + 3 * args.seconds) + ROOM
-        bench.sql(available_codes_sql(product, partner, per_phase, key_id=bench.key_id()))
-        bench.sql("VACUUM ANALYZE")
-        period = bench.sql(
+        reset(grown, args.reset)
+        fresh = database_beside(grown, "scale_fresh")
+        benches = {"fresh": fresh, "grown": grown}
+        keys = {which: bench.setup() for which, bench in benches.items()}
+        support = {which: bench.key("support") for which, bench in benches.items()}
+        product, partner = grown.sql(f"SELECT id, partner_id FROM products WHERE sku = '{SKU}'")[0]
+        # codes for every ratio run of a database: the phase's and the pairs' after the takes, as
+        # bench/redeem.py sizes them
+        per_run = pool_size(args.clients, args.warmup + 3 * args.seconds)
+        per_database = (args.runs + 2 * args.take_runs) * per_run + ROOM
+        fresh_product, fresh_partner = fresh.sql(f"SELECT id, partner_id FROM products WHERE sku = '{SKU}'")[
+            0
+        ]
+        fresh.sql(available_codes_sql(fresh_product, fresh_partner, per_database, key_id=fresh.key_id()))
+        period = grown.sql(
             "SELECT to_char(now() AT TIME ZONE timezone, 'YYYY-MM') FROM programs"
             f" WHERE code = '{EXPORT_PROGRAM}'"
         )[0][0]
-        print(f"fresh database: {table_rows(bench)}")
-        before = phase(bench, args, "fresh", key, support, period)
-
         started = time.perf_counter()
-        print(f"growing by {args.rows:,} rows:")
-        per_run = pool_size(args.clients, args.warmup + 3 * args.seconds)
-        after_takes = 2 * args.take_runs * per_run  # the ratio runs after 250k and after --takes takes
-        written = grow(bench, args, product, partner, args.takes + per_phase + after_takes + ROOM)
+        print(f"growing one of two databases by {args.rows:,} rows:")
+        written = grow(grown, args, product, partner, args.takes + per_database)
         vacuum = time.perf_counter()
-        bench.sql("VACUUM ANALYZE")
-        bench.sql("CHECKPOINT")
+        for bench in benches.values():
+            bench.sql("VACUUM ANALYZE")
+        grown.sql("CHECKPOINT")
         print(
             f"grown by {written:,} rows in {vacuum - started:.0f} s,"
-            f" VACUUM ANALYZE {time.perf_counter() - vacuum:.0f} s:"
-            f" {table_rows(bench)}"
+            f" VACUUM ANALYZE {time.perf_counter() - vacuum:.0f} s"
         )
-        after = phase(bench, args, "grown", key, support, period)
+        for which, bench in benches.items():
+            print(f"{which} database: {table_rows(bench)}")
+        measured = phases(args, benches, keys, support, period)
 
-        options = bench.sql("SELECT reloptions FROM pg_class WHERE relname = 'codes'")[0][0]
+        options = grown.sql("SELECT reloptions FROM pg_class WHERE relname = 'codes'")[0][0]
         print(
             f"the take, grown database, autovacuum off for codes (its settings, migration 0023: {options}):"
         )
         take = take_statement(product)
-        url = bench.env["DATABASE_URL"]
-        bench.sql("ALTER TABLE codes SET (autovacuum_enabled = off)")
+        url = grown.env["DATABASE_URL"]
+        control_product, control_partner = grown.sql(
+            f"SELECT id, partner_id FROM products WHERE sku = '{CONTROL_SKU}'"
+        )[0]
+        grown.sql(
+            available_codes_sql(
+                control_product,
+                control_partner,
+                CONTROL_CODES,
+                key_id=grown.key_id(),
+                expires="now() + interval '30 days'",
+                step="20 seconds",
+            )
+        )
+        control = take_statement(control_product)
+        grown.sql("ALTER TABLE codes SET (autovacuum_enabled = off)")
         autovacuum_off = True
-        bench.sql("VACUUM codes")
-        fresh_ms, fresh_buffers = sample_take(url, take, args.samples)
-        print(f"  right after VACUUM codes: take {fresh_ms:.3f} ms, {fresh_buffers:,} buffers")
+        grown.sql("VACUUM codes")
+        # C is the take's time over a control take's (a product whose codes nothing takes), the two
+        # alternating in one connection: the ratio of those ratios is the take's growth without the
+        # machine's drift between phases minutes apart
+        fresh_ms, fresh_rel, fresh_buffers = sample_take_beside(url, take, control, args.samples)
+        print(
+            f"  right after VACUUM codes: take {fresh_ms:.3f} ms, {fresh_buffers:,} buffers;"
+            f" {fresh_rel:.2f} x the control take ({CONTROL_SKU}, never taken from)"
+        )
         taken, point = 0, None
         take_growth: list[float] = []
         ratio_growth: list[float] = []
         for mark in (250_000, args.takes) if args.takes > 250_000 else (args.takes,):
             took = time.perf_counter()
-            point = take_codes(bench, product, mark - taken) or point
+            point = take_codes(grown, product, mark - taken) or point
             taken = mark
             spent = time.perf_counter() - took
-            after_ms, after_buffers = sample_take(url, take, args.samples, product=product, after=point)
-            head_ms, head_buffers = sample_take(url, take, args.samples)
-            take_growth.append(after_ms / fresh_ms)
+            after_ms, after_rel, after_buffers = sample_take_beside(
+                url, take, control, args.samples, product=product, after=point
+            )
+            head_ms, head_buffers = sample_take(url, take, max(5, args.samples // 10))
+            take_growth.append(after_rel / fresh_rel)
             print(
                 f"  {mark:,} takes since VACUUM ({spent:.0f} s to take): take {after_ms:.3f} ms,"
-                f" {after_buffers:,} buffers (a connection whose last take was the last of them);"
+                f" {after_buffers:,} buffers (a connection whose last take was the last of them),"
+                f" {after_rel:.2f} x the control take: {after_rel / fresh_rel:.2f} of right after VACUUM;"
                 f" from the head {head_ms:.3f} ms, {head_buffers:,} buffers (its first take, and once a"
                 " minute)"
             )
-            ratios, _ = ratio_runs(bench, args, key, args.take_runs, f"{mark:,} takes since VACUUM")
-            ratio_growth.append(statistics.median(ratios) / after.ratio)
+            name = f"{mark:,} takes since VACUUM"
+            fresh_ratios, grown_ratios, _ = paired_ratio_runs(args, benches, keys, args.take_runs, name)
+            quotient = pair_quotient(fresh_ratios, grown_ratios)
+            ratio_growth.append(quotient / measured.ratio)
             print(
-                f"  redemption ratio {statistics.median(ratios):.2f} after {mark:,} takes since VACUUM"
-                f" ({statistics.median(ratios) / after.ratio:.2f} of {after.ratio:.2f} right after it)"
+                f"  redemption ratio grown/fresh {quotient:.2f} after {mark:,} takes since VACUUM"
+                f" ({quotient / measured.ratio:.2f} of {measured.ratio:.2f} right after it; grown"
+                f" {' / '.join(f'{r:.2f}' for r in grown_ratios)}, fresh"
+                f" {' / '.join(f'{r:.2f}' for r in fresh_ratios)})"
             )
 
+        before, after = measured.before, measured.after
         print(
-            f"ratio {before.ratio:.2f} -> {after.ratio:.2f}"
-            f" (API {before.rps:.0f} -> {after.rps:.0f} redemptions/s;"
-            f" ceilings {' / '.join(f'{t:.0f}' for t in before.ceilings)} ->"
-            f" {' / '.join(f'{t:.0f}' for t in after.ceilings)} tps);"
+            f"fresh -> grown: ratio {before.ratio:.2f} -> {after.ratio:.2f} (medians; the pairs'"
+            f" quotient {measured.ratio:.2f});"
             f" lookup p50 {before.lookup_p50_ms:.2f} -> {after.lookup_p50_ms:.2f} ms,"
             f" p99 {before.lookup_p99_ms:.2f} -> {after.lookup_p99_ms:.2f} ms"
             f" (its statement p50 {before.statement_p50_ms:.3f} -> {after.statement_p50_ms:.3f} ms,"
@@ -586,13 +690,7 @@ def main() -> None:
             f"ratio after takes/right after VACUUM {' / '.join(f'{r:.2f}' for r in ratio_growth)}:"
             f" {'within' if flat else 'NOT within'} 10 %"
         )
-        line, ok = verdict(
-            written,
-            after.ratio / before.ratio,
-            after.lookup_p99_ms / before.lookup_p99_ms,
-            max(take_growth),
-            args.takes,
-        )
+        line, ok = verdict(written, measured.ratio, measured.lookup_p99, max(take_growth), args.takes)
         if ok and not flat:
             line, ok = line.removesuffix("; ok") + "; FAIL", False
         print(line)
@@ -600,8 +698,8 @@ def main() -> None:
             sys.exit(1)
     finally:
         if autovacuum_off:
-            bench.sql("ALTER TABLE codes RESET (autovacuum_enabled)")
-        bench.close()
+            grown.sql("ALTER TABLE codes RESET (autovacuum_enabled)")
+        grown.close()
 
 
 if __name__ == "__main__":

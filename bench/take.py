@@ -80,6 +80,55 @@ def sample_take(
     return statistics.median(times), int(statistics.median(buffers))
 
 
+def sample_take_beside(
+    database_url: str,
+    take: str,
+    control: str,
+    samples: int,
+    *,
+    product: int | None = None,
+    after: str | None = None,
+) -> tuple[float, float, int]:
+    """`sample_take`, with a control take beside it: `samples` rounds in one connection, each one
+    EXPLAIN (ANALYZE, BUFFERS) of `take` and one of `control` (a take of a product whose codes were never
+    taken, so nothing dead lies in its path: what any take costs right after VACUUM), both rolled back.
+    A take of 0.2 ms moves by a third with whatever else the machine does, the same minute for both
+    statements: their ratio is the take's cost free of that drift. Returns the take's median time (ms),
+    the median of the take/control ratios of the rounds and the take's median buffers."""
+    import psycopg
+
+    times, ratios, buffers = [], [], []
+
+    def run(conn: psycopg.Connection, statement: str) -> tuple[float, int]:
+        plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}").fetchone()[0][0]  # type: ignore[index]
+        conn.rollback()
+        if plan["Plan"].get("Actual Rows", 0) < 1:
+            raise SystemExit("a take found no code: the pool is dry, no figure")
+        node = plan["Plan"]
+        return plan["Execution Time"], node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)
+
+    with psycopg.connect(database_url) as conn:
+        if after is not None:
+            conn.execute(
+                "SELECT set_config('rewards.take_after_' || %(product)s,"
+                " extract(epoch FROM now())::bigint || '/' || %(after)s, false)",
+                {"product": product, "after": after},
+            )
+            conn.commit()
+        for i in range(samples):
+            # alternate which goes first, so neither always runs on the other's warm caches
+            if i % 2:
+                control_ms, _ = run(conn, control)
+                took_ms, took_buffers = run(conn, take)
+            else:
+                took_ms, took_buffers = run(conn, take)
+                control_ms, _ = run(conn, control)
+            times.append(took_ms)
+            ratios.append(took_ms / control_ms)
+            buffers.append(took_buffers)
+    return statistics.median(times), statistics.median(ratios), int(statistics.median(buffers))
+
+
 def take_codes(bench: Bench, product: int, n: int) -> str | None:
     """Takes `n` codes of `product` in batches of CHUNK (the same dead entries in ix_codes_allocation as
     as many single takes), earliest expiry first as the service takes them; fewer codes taken than
