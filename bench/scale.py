@@ -1,32 +1,34 @@
 """Flat cost at production size (issue 28, part 5): the same measurements on a fresh database and on
-one grown to --rows rows in the hot tables, in one PostgreSQL.
+one grown to --rows rows in the hot tables, two databases in one PostgreSQL, measured side by side.
 
-1. Fresh: the demo catalog, a pool of the redemption offer's codes, then
-   - the redemption ratio: bench/redeem.py's --limit run (pgbench's ceiling with the same, checked,
-     statements before and after the API run; a run that ran dry is an error, never a ratio);
-   - the subscriber lookup: `GET /v1/subscribers/{msisdn}/redemptions` for subscribers who have
-     redemptions, one client, p50/p99 (each answer must list the subscriber's redemptions), the
-     median of --runs rounds; beside it its statement's execution time in the database (EXPLAIN
-     ANALYZE), which the machine's other work disturbs less;
-   - the month's export: `rewards export --format csv --program mobile-bonus --period <this month>`,
-     rows/s (the file must hold the rows the export counted), also net of the command's fixed cost
-     (an empty month's export).
-2. Grown: set-based SQL (INSERT ... SELECT ... generate_series, in chunks, progress printed) through
+1. Both databases get the demo catalog and a pool of the redemption offer's codes. The grown one then
+   grows: set-based SQL (INSERT ... SELECT ... generate_series, in chunks, progress printed) through
    the schema's constraints, indexes and triggers (the records' booking trigger, the SMS provider ids'
    trigger; none is disabled): a year of redemptions of every code offer of the demo's programs by
    2,000,000 subscribers, each with its issued code (shaped like an encrypted one), its issue record
    (one in 50 cancelled: the code voided, a cancel record), its delivered SMS (and provider id) and its
-   published outbox row; and the available codes of the ratio's product that the grown runs and the
-   take below need. Then VACUUM ANALYZE (what autovacuum does over a year), and the three
-   measurements again.
+   published outbox row; and the available codes of the ratio's product that its runs and the take
+   below need. Then VACUUM ANALYZE of both (what autovacuum does over a year).
+2. On both, a run of each in turn (which goes first alternates; each figure of the verdict is the
+   median of the pairs' grown/fresh quotients, so the machine's drift over the minutes between two runs
+   of one database, a third on this machine, cancels out):
+   - the redemption ratio: bench/redeem.py's --limit run (pgbench's ceiling with the same, checked,
+     statements before and after the API run; a run that ran dry is an error, never a ratio), --runs
+     pairs;
+   - the subscriber lookup: `GET /v1/subscribers/{msisdn}/redemptions` for subscribers who have
+     redemptions, one client, p50/p99 (each answer must list the subscriber's redemptions), --runs
+     pairs of rounds; beside it its statement's execution time in the database (EXPLAIN ANALYZE);
+   - the month's export: `rewards export --format csv --program mobile-bonus --period <this month>`,
+     rows/s (the file must hold the rows the export counted), also net of the command's fixed cost
+     (an empty month's export).
 3. The take (bench/take.py's measurement) on the grown database, with autovacuum off for `codes`
    for the run: the service's TAKE_CODE right after VACUUM codes, and after 250,000 and --takes codes
    taken since, by a connection whose last take was the last of them (sql/take_code.sql starts where
    it ended; the scan from the index's head, which a connection pays on its first take and once a
-   minute, printed beside it); and the redemption ratio after each (--take-runs runs), which must stay
-   within 10 % of the grown database's. The take's figure is its time over a control take's (a pool
-   of its own that nothing takes from), the two alternating in one connection (--samples rounds,
-   medians): the phases are minutes apart and the machine's drift moves a 0.2 ms statement by a third.
+   minute, printed beside it); and the redemption ratio after each (--take-runs pairs), whose
+   grown/fresh quotient must stay within 10 % of the one right after VACUUM. The take's figure is its
+   time over a control take's (a pool of its own that nothing takes from), the two alternating in one
+   connection (--samples rounds, medians): the machine's drift moves a 0.2 ms statement by a third.
    Autovacuum off, nothing cleans the dead entries the takes leave in ix_codes_allocation (migration
    0023 has autovacuum vacuum `codes` every 20,000 takes).
 
