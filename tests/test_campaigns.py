@@ -731,3 +731,48 @@ def test_the_list_pages_newest_first_with_a_cursor_and_filters_by_status(client,
     client.post(f"/v1/campaigns/{made[0]}/cancel", headers=stocked.header("loyalty"))
     cancelled = client.get("/v1/campaigns?status=cancelled", headers=stocked.header("loyalty")).json()
     assert [c["id"] for c in cancelled["items"]] == [made[0]]
+
+
+def test_a_campaign_approved_at_a_months_end_keeps_its_value_in_that_month_when_its_lines_run_in_the_next(
+    client, keys, approver
+):
+    """Approved at 23:30 in Almaty on 31 December, run on 1 January: the reservation, what the lines
+    used and what goes back at the end all stay in December's budget; January's is untouched."""
+    from service.campaigns.service import Actor, approve, run_step
+
+    import_codes_for("ARAY-CINEMA-2000", 60)
+    campaign = submitted(client, keys, 60)
+    with transaction() as s:  # 20 lines will find no code: their value goes back at the end
+        s.execute(
+            text(
+                "UPDATE codes SET status = 'voided'"
+                " WHERE id IN (SELECT id FROM codes WHERE status = 'available' LIMIT 20)"
+            )
+        )
+        checker = s.execute(
+            text("SELECT id FROM staff_accounts WHERE email = 'checker@example.kz'")
+        ).scalar_one()
+    with transaction() as s:
+        approve(
+            s,
+            uuid.UUID(campaign["id"]),
+            actor=Actor(id=f"staff:{checker}", name="checker", role="approver", staff_id=checker),
+            programs=None,
+            now=datetime(2026, 12, 31, 18, 30, tzinfo=UTC),  # 23:30 in Asia/Almaty (UTC+5)
+        )
+
+    def usage() -> dict[str, int]:
+        with new_session() as s:
+            rows = s.execute(text("SELECT month, spent_minor FROM program_budget_usage")).all()
+        return {f"{month:%Y-%m}": spent for month, spent in rows}
+
+    assert usage() == {"2026-12": 60 * 200_000}
+    january = datetime(2027, 1, 1, 4, 0, tzinfo=UTC)  # 09:00 in Almaty: after the quiet hours
+    for _ in range(100):
+        if run_step(uuid.UUID(campaign["id"]), now=january, budget_s=5.0).again_in_ms is None:
+            break
+    else:
+        raise AssertionError("the campaign did not finish")
+    body = client.get(f"/v1/campaigns/{campaign['id']}", headers=keys.header("loyalty")).json()
+    assert (body["status"], body["lines"]["done"], body["lines"]["failed"]) == ("done", 40, 20)
+    assert usage() == {"2026-12": 40 * 200_000}
