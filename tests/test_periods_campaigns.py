@@ -196,3 +196,18 @@ def test_totals_frozen_before_campaigns_still_render():
     rendered = render_totals(frozen)  # as read back from periods.totals of a month closed before
     assert rendered.by_product[0].campaign is None
     assert [(c.campaign, c.records) for c in rendered.by_campaign] == [(None, 2)]
+
+
+def test_the_acts_signatures_share_a_page_with_its_checksums_and_every_page_names_the_act(granted):
+    """A page of signatures alone could be put under any act: the record count and the registry's
+    checksums stand on the page that is signed, and each page says which act and which page it is."""
+    from pypdf import PdfReader
+
+    month = granted["month"]
+    period = _close(month)
+    pages = [page.extract_text() for page in PdfReader(io.BytesIO(_document(month, "act.pdf"))).pages]
+    assert len(pages) >= 2  # the campaign's lines push the signatures past the first page
+    (signed,) = [text_ for text_ in pages if "Исполнитель" in text_]
+    assert "Всего записей сверки" in signed and "SHA-256 реестра (CSV)" in signed
+    for number, text_ in enumerate(pages, start=1):
+        assert f"Акт № {period['act_number']} — стр. {number} из {len(pages)}" in text_

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import font_roboto
 from fpdf import FPDF
@@ -103,9 +103,27 @@ def render_act(
     _act_products(pdf, totals, CURRENCY_SIGN.get(program["currency"], program["currency"]))
     _act_campaigns(pdf, totals, program["currency"])
     _act_types(pdf, totals, program["currency"])
-    _act_notes(pdf, period, totals, registry)
+    notes = _act_note_lines(period, totals, registry)
+    # The notes and the signatures stay on one page: a page that holds only signatures could be put
+    # under any act, and the accountant signs what the checksums above the signature name.
+    if pdf.will_page_break(_act_notes_height(pdf, notes) + SIGNATURES_HEIGHT):
+        pdf.add_page()
+    _act_notes(pdf, notes)
     _act_signatures(pdf)
     return bytes(pdf.output())
+
+
+class _ActPages(FPDF):
+    """Every page of an act says which act it belongs to and which page of how many it is."""
+
+    def __init__(self, title: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.act_title = title
+
+    def footer(self) -> None:
+        self.set_y(-10)
+        self.set_font("Roboto", "", 8)
+        self.cell(0, 5, f"{self.act_title} — стр. {self.page_no()} из {{nb}}", align="R")
 
 
 _HEAD_STYLE = FontFace(emphasis="BOLD", fill_color=(230, 230, 230))
@@ -113,7 +131,7 @@ _HEAD_STYLE = FontFace(emphasis="BOLD", fill_color=(230, 230, 230))
 
 def _act_document(period: dict[str, Any]) -> FPDF:
     regular, bold = font_paths()
-    pdf = FPDF(orientation="L", unit="mm", format="A4")
+    pdf = _ActPages(f"Акт № {period['act_number']}", orientation="L", unit="mm", format="A4")
     pdf.set_creation_date(period["closed_at"])
     pdf.set_title(f"Акт № {period['act_number']}")
     pdf.set_author("Reward fulfillment service")
@@ -319,37 +337,42 @@ def _act_types(pdf: FPDF, totals: Totals, currency: str) -> None:
     pdf.ln(4)
 
 
-def _act_notes(pdf: FPDF, period: dict[str, Any], totals: Totals, registry: dict[str, str]) -> None:
+NOTE_LINE_MM = 4.6
+NOTES_GAP_MM = 8
+SIGNATURES_HEIGHT = 6 + 4 * 7  # the role's line and four lines of 7 mm
+
+
+def _act_note_lines(period: dict[str, Any], totals: Totals, registry: dict[str, str]) -> list[str]:
     """The record count, the registry and its checksums, how VAT was computed."""
-    width = pdf.epw
-    pdf.set_font("Roboto", "", 9)
     late = totals.get("late_records", 0)
-    pdf.multi_cell(
-        width,
-        4.6,
+    return [
         f"Всего записей сверки: {totals['records']}"
         + (f", из них {late} — события прошлых закрытых периодов, проведённые в этом периоде" if late else "")
         + f". Приложение: реестр № {period['registry_number']} (каждая запись периода, пронумерована).",
-        new_x="LMARGIN",
-        new_y="NEXT",
-    )
-    for kind, digest in registry.items():
-        pdf.multi_cell(width, 4.6, f"SHA-256 реестра ({kind}): {digest}", new_x="LMARGIN", new_y="NEXT")
-    pdf.multi_cell(
-        width,
-        4.6,
+        *(f"SHA-256 реестра ({kind}): {digest}" for kind, digest in registry.items()),
         "НДС рассчитан по ставке, действующей на дату события (ставки заданы в конфигурации с датой "
         "начала действия: 12 % в 2025 г., 16 % с 01.01.2026); момент начисления НДС (при продаже или при "
         "погашении) задан для каждого товара. Коды идентифицированы последними 4 символами и отпечатком.",
-        new_x="LMARGIN",
-        new_y="NEXT",
-    )
-    pdf.ln(8)
+    ]
+
+
+def _act_notes_height(pdf: FPDF, notes: list[str]) -> float:
+    pdf.set_font("Roboto", "", 9)
+    height = float(NOTES_GAP_MM)
+    for note in notes:
+        # output="HEIGHT" returns the height alone (the declared type is the union of every output)
+        height += cast(float, pdf.multi_cell(pdf.epw, NOTE_LINE_MM, note, dry_run=True, output="HEIGHT"))
+    return height
+
+
+def _act_notes(pdf: FPDF, notes: list[str]) -> None:
+    pdf.set_font("Roboto", "", 9)
+    for note in notes:
+        pdf.multi_cell(pdf.epw, NOTE_LINE_MM, note, new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(NOTES_GAP_MM)
 
 
 def _act_signatures(pdf: FPDF) -> None:
-    if pdf.will_page_break(40):
-        pdf.add_page()
     col = (pdf.epw - 20) / 2
     y = pdf.get_y()
     for x, role in ((pdf.l_margin, "Исполнитель"), (pdf.l_margin + col + 20, "Заказчик")):
