@@ -5,6 +5,7 @@ once per session; each test starts from empty tables and builds state with domai
 from __future__ import annotations
 
 import base64
+import copy
 import os
 import shutil
 import tempfile
@@ -104,9 +105,20 @@ def db(services: Services) -> Iterator[None]:
     from service.kit.db.engine import Base, get_engine
     from service.kit.security.crypto import get_vault
 
-    tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    # TRUNCATE costs a new file per table and index whether the table holds rows or not (0.15 s for
+    # the 46 tables, before every one of some 1,700 tests): only the tables that hold rows are
+    # truncated, and every sequence starts again (some tables were filled and emptied by the test).
+    tables = [t.name for t in Base.metadata.sorted_tables]
     with get_engine().begin() as conn:
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        held = conn.exec_driver_sql("SELECT " + ", ".join(f"EXISTS (SELECT FROM {t})" for t in tables)).one()
+        filled = [t for t, has_rows in zip(tables, held, strict=True) if has_rows]
+        if filled:
+            conn.exec_driver_sql(f"TRUNCATE {', '.join(filled)} CASCADE")
+        conn.exec_driver_sql(
+            "SELECT setval(s.seqrelid, s.seqstart, false) FROM pg_sequence s"
+            " JOIN pg_class c ON c.oid = s.seqrelid"
+            " WHERE c.relnamespace = 'public'::regnamespace"
+        )
     get_vault.cache_clear()  # its fingerprint key row went with the tables: read (make) it again
     from service.events.webhooks import _secrets_cache
 
@@ -114,14 +126,21 @@ def db(services: Services) -> Iterator[None]:
     yield
 
 
-@pytest.fixture
-def demo_catalog(db: None):
+@pytest.fixture(scope="session")
+def demo_catalog_files():
+    """The demo catalog read and checked once (0.19 s a read): each test gets a copy of its own."""
     from catalog import DEMO_CATALOG
     from catalog.loader import load_catalog
+
+    return load_catalog(DEMO_CATALOG)
+
+
+@pytest.fixture
+def demo_catalog(db: None, demo_catalog_files):
     from service.catalog.service import apply_catalog
     from service.kit.db.engine import transaction
 
-    loaded = load_catalog(DEMO_CATALOG)
+    loaded = copy.deepcopy(demo_catalog_files)
     with transaction() as session:
         apply_catalog(session, loaded)
     return loaded
