@@ -17,15 +17,20 @@ install: $(VENV)/.installed
 run: install
 	$(VENV)/bin/rewards serve --host 127.0.0.1 --port 8000
 
-test: install
-	$(PY) -m pytest -q -p no:cacheprovider
+# TEST_MARKERS / SYSTEM_MARKERS: which suites each run takes (pytest -m). `make test` runs them all;
+# CI (.ci/run) runs the suites whose outcome does not depend on the stack (browser, schemathesis,
+# faults) once, split between its two runs so that both end at about the same time.
+TEST_MARKERS ?=
+SYSTEM_MARKERS ?= not browser and not schemathesis and not faults
 
-# The same suite against the machine's PostgreSQL and Redis instead of embedded ones; the suites that
-# do not depend on the stack (browser, schemathesis, faults) already ran in `make test`.
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider $(if $(TEST_MARKERS),-m "$(TEST_MARKERS)",)
+
+# The same suite against the machine's PostgreSQL and Redis instead of embedded ones.
 test-system: install
 	DATABASE_URL=$${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/test} \
 	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:6379/15} \
-	$(PY) -m pytest -q -p no:cacheprovider -m "not browser and not schemathesis and not faults"
+	$(PY) -m pytest -q -p no:cacheprovider -m "$(SYSTEM_MARKERS)"
 
 # ruff (style, imports, bugbear, no late imports in domain code), mypy and the import-linter contracts
 # (the layers of docs/architecture.md), as configured in pyproject.toml.
