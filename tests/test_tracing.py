@@ -125,7 +125,10 @@ def traced_stack(services, keys, tmp_path: Path):
             return False
 
     try:
-        wait_until(api_up, 60, what="the API")
+        try:
+            wait_until(api_up, 120, what="the API")
+        except AssertionError as slow:
+            raise AssertionError(f"{slow}; its log ends: {api_log.read_text()[-3000:]}") from None
         yield base, receiver, api_log
     finally:
         for proc in procs:
