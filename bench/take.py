@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -50,6 +51,27 @@ def take_statement(product: int) -> str:
     )
 
 
+def _take_on_from(conn: Any, product: int | None, after: str) -> None:
+    """The connection's last take of `product` ended at `after` (sql/take_code.sql's setting)."""
+    conn.execute(
+        "SELECT set_config('rewards.take_after_' || %(product)s,"
+        " extract(epoch FROM now())::bigint || '/' || %(after)s, false)",
+        {"product": product, "after": after},
+    )
+    conn.commit()
+
+
+def _explain_take(conn: Any, statement: str) -> tuple[float, int]:
+    """One EXPLAIN (ANALYZE, BUFFERS) of a take, rolled back: its time (ms) and buffers. A take that
+    found no code is no measurement: the pool is dry, an error."""
+    plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}").fetchone()[0][0]
+    conn.rollback()
+    if plan["Plan"].get("Actual Rows", 0) < 1:
+        raise SystemExit("a take found no code: the pool is dry, no figure")
+    node = plan["Plan"]
+    return plan["Execution Time"], node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)
+
+
 def sample_take(
     database_url: str, take: str, samples: int, *, product: int | None = None, after: str | None = None
 ) -> tuple[float, int]:
@@ -63,20 +85,11 @@ def sample_take(
     times, buffers = [], []
     with psycopg.connect(database_url) as conn:
         if after is not None:
-            conn.execute(
-                "SELECT set_config('rewards.take_after_' || %(product)s,"
-                " extract(epoch FROM now())::bigint || '/' || %(after)s, false)",
-                {"product": product, "after": after},
-            )
-            conn.commit()
+            _take_on_from(conn, product, after)
         for _ in range(samples):
-            plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {take}").fetchone()[0][0]  # type: ignore[index]
-            conn.rollback()
-            if plan["Plan"].get("Actual Rows", 0) < 1:
-                raise SystemExit("the take found no code: the pool is dry, no figure")
-            times.append(plan["Execution Time"])
-            node = plan["Plan"]
-            buffers.append(node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0))
+            took_ms, took_buffers = _explain_take(conn, take)
+            times.append(took_ms)
+            buffers.append(took_buffers)
     return statistics.median(times), int(statistics.median(buffers))
 
 
@@ -99,30 +112,17 @@ def sample_take_beside(
 
     times, ratios, buffers = [], [], []
 
-    def run(conn: psycopg.Connection, statement: str) -> tuple[float, int]:
-        plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}").fetchone()[0][0]  # type: ignore[index]
-        conn.rollback()
-        if plan["Plan"].get("Actual Rows", 0) < 1:
-            raise SystemExit("a take found no code: the pool is dry, no figure")
-        node = plan["Plan"]
-        return plan["Execution Time"], node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)
-
     with psycopg.connect(database_url) as conn:
         if after is not None:
-            conn.execute(
-                "SELECT set_config('rewards.take_after_' || %(product)s,"
-                " extract(epoch FROM now())::bigint || '/' || %(after)s, false)",
-                {"product": product, "after": after},
-            )
-            conn.commit()
+            _take_on_from(conn, product, after)
         for i in range(samples):
             # alternate which goes first, so neither always runs on the other's warm caches
             if i % 2:
-                control_ms, _ = run(conn, control)
-                took_ms, took_buffers = run(conn, take)
+                control_ms, _ = _explain_take(conn, control)
+                took_ms, took_buffers = _explain_take(conn, take)
             else:
-                took_ms, took_buffers = run(conn, take)
-                control_ms, _ = run(conn, control)
+                took_ms, took_buffers = _explain_take(conn, take)
+                control_ms, _ = _explain_take(conn, control)
             times.append(took_ms)
             ratios.append(took_ms / control_ms)
             buffers.append(took_buffers)
