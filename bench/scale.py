@@ -230,15 +230,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows", type=int, default=5_000_000, help="rows the growth writes")
     parser.add_argument("--chunk", type=int, default=100_000, help="redemptions per chunk of the growth")
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3, help="ratio runs per phase (their median)")
-    parser.add_argument("--lookups", type=int, default=5000, help="subscriber lookups per phase")
+    parser.add_argument("--lookups", type=int, default=2000, help="subscriber lookups per round")
     parser.add_argument("--takes", type=int, default=1_000_000, help="takes since VACUUM for the take")
     parser.add_argument("--samples", type=int, default=201, help="rounds of the take beside its control")
     parser.add_argument(
-        "--take-runs", type=int, default=3, help="ratio runs after 250k and --takes takes (their median)"
+        "--take-runs", type=int, default=2, help="ratio runs after 250k and --takes takes (their median)"
     )
     parser.add_argument("--reset", action="store_true", help="drop the given database's public schema")
     args = parser.parse_args()
