@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import threading
 import time
@@ -63,6 +64,13 @@ def parse_args() -> argparse.Namespace:
         "--validate-only",
         action="store_true",
         help="only the upload and its validation (no ceiling, no campaign, no load): a partial run",
+    )
+    parser.add_argument(
+        "--cost-runs",
+        type=int,
+        default=3,
+        help="after the campaign, pairs of ratio runs and lookup rounds on its database and on a fresh"
+        " one beside it (0: none)",
     )
     parser.add_argument("--system", action="store_true", help="the machine's DATABASE_URL/REDIS_URL")
     parser.add_argument("--keep", action="store_true")
@@ -165,7 +173,8 @@ def main() -> int:
     on_demand = 0 if args.validate_only else int(args.rate * (n / args.min_lines_per_second + 120))
     codes = n + on_demand + (0 if args.validate_only else pool_size(CEILING_CLIENTS, CEILING_SECONDS))
     print(f"preparing: {codes} codes ({n} for the campaign, {on_demand} on demand, the rest for pgbench)")
-    with stack(system=args.system, codes=codes, keep=args.keep) as st:
+    # the database on the data directory's disk (the fault tests' tmpfs would hold it in memory)
+    with stack(system=args.system, codes=codes, keep=args.keep, tablespace_mb=0) as st:
         st.sql(
             "UPDATE programs SET quiet_hours = NULL, monthly_budget_minor = %s WHERE code = %s",
             (BUDGET_MINOR, PROGRAM),
@@ -297,12 +306,77 @@ def main() -> int:
         good = counted and not refused and p99 < 100 and sms_p95 < 1000
         if not counted:
             print("FAILED: not every line became exactly one redemption of the campaign")
+        flat = cost_after_campaign(st, args.cost_runs) if args.cost_runs else True
         print(
             f"campaign {n} lines in {campaign_s:.0f} s, {lines_per_s:.0f} lines/s;"
             f" on-demand p99 {p99:.0f} ms;"
             f" reward SMS p95 {sms_p95:.0f} ms; {'ok' if good else 'FAIL'}"
         )
-        return 0 if good else 1
+        return 0 if good and flat else 1
+
+
+def cost_after_campaign(st: Stack, runs: int) -> bool:
+    """Cost stays flat as the data grows (issue 27): the campaign's database beside a fresh one in the
+    same PostgreSQL, measured as bench/scale.py measures its grown database (its phases(): `runs` pairs
+    of bench/redeem.py --limit runs, then of subscriber lookup rounds, one on each database back to
+    back, and each database's export of the month), and the campaign's own month exported. The stack's
+    API, relay and workers stop first: the campaign's bulk SMS, which trail its lines by hours at the
+    bulk rate, would share the two cores with the runs. True when the ratio's quotient is at least
+    0.9, the lookup p99's at most 1.1 and the export's rows/s at least 0.9 of the fresh one's."""
+    import os
+
+    from bench import scale
+    from bench._stack import available_codes_sql
+    from bench.ceiling import pool_size as run_pool
+    from bench.redeem import SKU, Bench
+
+    st.supervisor.stop()
+    waiting = st.sql("SELECT count(*) FROM sms_messages WHERE status IN ('pending', 'submitting')")[0][0]
+    print(
+        f"cost after the campaign: its database (the stack stopped, {waiting} SMS still to send) and a fresh"
+        " one beside it, a run of each in turn:",
+        flush=True,
+    )
+    args = argparse.Namespace(
+        clients=16, seconds=10, warmup=3, api_workers=2, runs=runs, lookups=2000,
+        offer="budgeted", limit=True, api_root=None, driver="wrk" if shutil.which("wrk") else "python",
+    )  # fmt: skip
+    # Bench takes its servers from the environment when it names them (it then starts and stops none)
+    os.environ.update({name: st.env[name] for name in ("DATABASE_URL", "REDIS_URL", "ENCRYPTION_KEY")})
+    grown = Bench(args)
+    try:
+        fresh = scale.database_beside(grown, "campaign_fresh")
+        benches = {"fresh": fresh, "grown": grown}
+        keys = {which: bench.setup() for which, bench in benches.items()}
+        support = {which: bench.key("support") for which, bench in benches.items()}
+        per_database = runs * run_pool(args.clients, args.warmup + 3 * args.seconds) + scale.ROOM
+        for bench in benches.values():
+            product, partner = bench.sql(f"SELECT id, partner_id FROM products WHERE sku = '{SKU}'")[0]
+            bench.sql(available_codes_sql(product, partner, per_database, key_id=bench.key_id()))
+            bench.sql("VACUUM ANALYZE")
+        period = grown.sql(
+            "SELECT to_char(now() AT TIME ZONE timezone, 'YYYY-MM') FROM programs"
+            f" WHERE code = '{scale.EXPORT_PROGRAM}'"
+        )[0][0]
+        for which, bench in benches.items():
+            print(f"  {which} database: {scale.table_rows(bench)}")
+        measured = scale.phases(args, benches, keys, support, period)
+        records, per_second, net = scale.export(grown, period, PROGRAM)
+        print(
+            f"  grown: export of {PROGRAM} {period}, the campaign's month (CSV): {records:,} rows,"
+            f" {per_second:,.0f} rows/s ({net:,.0f} rows/s beyond the fixed cost)"
+        )
+    finally:
+        grown.sql("DROP DATABASE IF EXISTS campaign_fresh WITH (FORCE)")
+        grown.close()
+    exported = measured.after.export_rows_per_s / measured.before.export_rows_per_s
+    flat = measured.ratio >= 0.9 and measured.lookup_p99 <= 1.1 and exported >= 0.9
+    print(
+        f"cost after the campaign: ratio after/fresh {measured.ratio:.2f}; lookup p99 after/fresh"
+        f" {measured.lookup_p99:.2f}; export rows/s after/fresh {exported:.2f}; {'ok' if flat else 'FAIL'}",
+        flush=True,
+    )
+    return flat
 
 
 if __name__ == "__main__":

@@ -551,7 +551,8 @@ def stack(
 ) -> Iterator[Stack]:
     """The whole service on the embedded servers (or the machine's: DATABASE_URL/REDIS_URL of the
     environment), each part in its own process; torn down (and the machine's servers left running)
-    however the block ends."""
+    however the block ends. The database lives in a tablespace on a tmpfs of `tablespace_mb` (the disk
+    the fault tests fill), or with 0 on the data directory's disk."""
     work = Path(tempfile.mkdtemp(prefix="bench-faults-"))
     work.chmod(0o755)  # the system PostgreSQL reaches the tablespace under it
     (work / "logs").mkdir()
@@ -575,7 +576,10 @@ def stack(
         with psycopg.connect(pg.admin_url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
             conn.execute(f"DROP TABLESPACE IF EXISTS {TABLESPACE}")
-            if disk.setup():
+            if not tablespace_mb:
+                # a benchmark's database on the data directory's own disk, not in memory
+                conn.execute(f"CREATE DATABASE {database}")
+            elif disk.setup():
                 conn.execute(f"CREATE TABLESPACE {TABLESPACE} LOCATION '{disk.location}'")
                 conn.execute(f"CREATE DATABASE {database} TABLESPACE {TABLESPACE}")
             else:
