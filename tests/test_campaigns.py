@@ -535,6 +535,25 @@ def test_approval_resume_and_a_stall_each_send_the_configured_number_of_runner_c
     assert _runner_messages() == 9
 
 
+def test_the_runners_first_step_gives_the_planner_the_uploaded_lines(client, stocked, approver):
+    """The lines come in by COPY; a plan made with the table's statistics from before them read the
+    whole of campaign_lines for every chunk until autovacuum's analyze came, a minute later."""
+    from service.campaigns.service import run_step
+
+    def counted_by_the_planner() -> float:
+        with new_session() as s:
+            return s.execute(
+                text("SELECT reltuples FROM pg_class WHERE relname = 'campaign_lines'")
+            ).scalar_one()
+
+    with transaction() as s:
+        s.execute(text("ANALYZE campaign_lines"))  # the statistics of an empty table
+    campaign = approved(client, stocked, approver, 3, rate_per_second=1)
+    assert counted_by_the_planner() <= 0
+    run_step(uuid.UUID(campaign["id"]), budget_s=0.2)
+    assert counted_by_the_planner() == 3
+
+
 def test_pause_stops_new_lines_and_resume_goes_on_where_it_stopped(client, stocked, approver):
     from service.campaigns.service import run_step
 
