@@ -329,8 +329,7 @@ def cost_after_campaign(st: Stack, runs: int) -> bool:
 
     from bench import scale
     from bench._stack import available_codes_sql
-    from bench.ceiling import pool_size as run_pool
-    from bench.redeem import SKU, Bench
+    from bench.redeem import Bench
 
     st.supervisor.stop()
     print(
@@ -346,19 +345,12 @@ def cost_after_campaign(st: Stack, runs: int) -> bool:
     os.environ.update({name: st.env[name] for name in ("DATABASE_URL", "REDIS_URL", "ENCRYPTION_KEY")})
     grown = Bench(args)
     try:
-        fresh = scale.database_beside(grown, "campaign_fresh")
-        benches = {"fresh": fresh, "grown": grown}
-        keys = {which: bench.setup() for which, bench in benches.items()}
-        support = {which: bench.key("support") for which, bench in benches.items()}
-        per_database = runs * run_pool(args.clients, args.warmup + 3 * args.seconds) + scale.ROOM
+        benches, keys, support = scale.side_by_side(grown, "campaign_fresh")
+        per_database = runs * pool_size(args.clients, args.warmup + 3 * args.seconds) + scale.ROOM
         for bench in benches.values():
-            product, partner = bench.sql(f"SELECT id, partner_id FROM products WHERE sku = '{SKU}'")[0]
-            bench.sql(available_codes_sql(product, partner, per_database, key_id=bench.key_id()))
+            bench.sql(available_codes_sql(*scale.ratio_product(bench), per_database, key_id=bench.key_id()))
             bench.sql("VACUUM ANALYZE")
-        period = grown.sql(
-            "SELECT to_char(now() AT TIME ZONE timezone, 'YYYY-MM') FROM programs"
-            f" WHERE code = '{scale.EXPORT_PROGRAM}'"
-        )[0][0]
+        period = scale.this_month(grown)
         for which, bench in benches.items():
             print(f"  {which} database: {scale.table_rows(bench)}")
         try:

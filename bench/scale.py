@@ -404,6 +404,29 @@ def database_beside(bench: Bench, name: str) -> Bench:
     return other
 
 
+def side_by_side(grown: Bench, fresh_name: str) -> tuple[dict[str, Bench], dict[str, str], dict[str, str]]:
+    """A fresh database beside `grown` (database_beside), both set up: the two benches, and each
+    one's loyalty key and support key."""
+    benches = {"fresh": database_beside(grown, fresh_name), "grown": grown}
+    keys = {which: bench.setup() for which, bench in benches.items()}
+    support = {which: bench.key("support") for which, bench in benches.items()}
+    return benches, keys, support
+
+
+def ratio_product(bench: Bench) -> tuple[int, int]:
+    """The id and partner of the product the ratio runs take codes of."""
+    product, partner = bench.sql(f"SELECT id, partner_id FROM products WHERE sku = '{SKU}'")[0]
+    return product, partner
+
+
+def this_month(bench: Bench) -> str:
+    """The current month (YYYY-MM) in the export program's time zone: the export's period."""
+    return bench.sql(
+        "SELECT to_char(now() AT TIME ZONE timezone, 'YYYY-MM') FROM programs"
+        f" WHERE code = '{EXPORT_PROGRAM}'"
+    )[0][0]
+
+
 def turns(i: int) -> tuple[str, str]:
     """Which database runs first in pair `i`: in turn, so that neither always follows the other."""
     return ("fresh", "grown") if i % 2 == 0 else ("grown", "fresh")
@@ -577,23 +600,15 @@ def main() -> None:
     autovacuum_off = False
     try:
         reset(grown, args.reset)
-        fresh = database_beside(grown, "scale_fresh")
-        benches = {"fresh": fresh, "grown": grown}
-        keys = {which: bench.setup() for which, bench in benches.items()}
-        support = {which: bench.key("support") for which, bench in benches.items()}
-        product, partner = grown.sql(f"SELECT id, partner_id FROM products WHERE sku = '{SKU}'")[0]
+        benches, keys, support = side_by_side(grown, "scale_fresh")
+        fresh = benches["fresh"]
+        product, partner = ratio_product(grown)
         # codes for every ratio run of a database: the phase's and the pairs' after the takes, as
         # bench/redeem.py sizes them
         per_run = pool_size(args.clients, args.warmup + 3 * args.seconds)
         per_database = (args.runs + 2 * args.take_runs) * per_run + ROOM
-        fresh_product, fresh_partner = fresh.sql(f"SELECT id, partner_id FROM products WHERE sku = '{SKU}'")[
-            0
-        ]
-        fresh.sql(available_codes_sql(fresh_product, fresh_partner, per_database, key_id=fresh.key_id()))
-        period = grown.sql(
-            "SELECT to_char(now() AT TIME ZONE timezone, 'YYYY-MM') FROM programs"
-            f" WHERE code = '{EXPORT_PROGRAM}'"
-        )[0][0]
+        fresh.sql(available_codes_sql(*ratio_product(fresh), per_database, key_id=fresh.key_id()))
+        period = this_month(grown)
         started = time.perf_counter()
         print(f"growing one of two databases by {args.rows:,} rows:")
         written = grow(grown, args, product, partner, args.takes + per_database)
