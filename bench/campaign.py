@@ -235,9 +235,17 @@ def main() -> int:
         if approved.status_code != 200:
             raise SystemExit(f"approval refused: {approved.status_code} {approved.text[:1000]}")
         last_report, status = started, "approved"
+        stalled_at = pressure()
+        vacuumed: set[str] = set()  # what autovacuum/analyze worked on during the report's window
         while True:
             time.sleep(1)
-            status = st.sql("SELECT status FROM campaigns WHERE id = %s", (campaign_id,))[0][0]
+            status, working = st.sql(
+                "SELECT (SELECT status FROM campaigns WHERE id = %s),"
+                " (SELECT string_agg(DISTINCT regexp_replace(query, '^autovacuum: ', ''), '|')"
+                "    FROM pg_stat_activity WHERE backend_type = 'autovacuum worker')",
+                (campaign_id,),
+            )[0]
+            vacuumed.update(filter(None, (working or "").split("|")))
             if status not in ("approved", "running"):
                 break
             if time.monotonic() - last_report > 30:
@@ -247,11 +255,29 @@ def main() -> int:
                     "SELECT count(*) FROM campaign_lines WHERE campaign_id = %s AND status <> 'pending'",
                     (campaign_id,),
                 )[0][0]
-                last_report = time.monotonic()
+                window_start, last_report = last_report, time.monotonic()
                 elapsed = last_report - started
+                window = [
+                    op.seconds
+                    for op in list(load.ops)
+                    if op.seconds is not None and op.answered_at is not None and op.answered_at > window_start
+                ]
+                p99_window = f"{percentile(window, 0.99) * 1000:.0f} ms" if window else "-"
+                stalls = pressure()
+                waited = {
+                    what: (stalls[what] - stalled_at[what]) / 1e6 / (last_report - window_start) * 100
+                    for what in stalls
+                    if what in stalled_at
+                }
+                stalled_at = stalls
                 print(
-                    f"  {elapsed:.0f} s: {done_lines} lines, {done_lines / elapsed:.0f} lines/s", flush=True
+                    f"  {elapsed:.0f} s: {done_lines} lines, {done_lines / elapsed:.0f} lines/s;"
+                    f" on-demand p99 of the window {p99_window};"
+                    f" waiting for CPU {waited.get('cpu', 0):.0f} %, for I/O {waited.get('io', 0):.0f} %"
+                    f" of the time; autovacuum: {', '.join(sorted(vacuumed)) or 'none'}",
+                    flush=True,
                 )
+                vacuumed.clear()
         campaign_s = time.monotonic() - started
         load.phase = "after"
         load.stop()
@@ -315,6 +341,19 @@ def main() -> int:
             f" reward SMS p95 {sms_p95:.0f} ms; {'ok' if good else 'FAIL'}"
         )
         return 0 if good and flat else 1
+
+
+def pressure() -> dict[str, int]:
+    """The kernel's stall counters (PSI, /proc/pressure): microseconds in which some task waited for
+    a CPU, or for I/O; empty where the kernel has none."""
+    totals = {}
+    for what in ("cpu", "io"):
+        try:
+            first = Path(f"/proc/pressure/{what}").read_text().splitlines()[0]
+        except OSError:
+            continue
+        totals[what] = int(first.rsplit("total=", 1)[1])
+    return totals
 
 
 def cost_after_campaign(st: Stack, runs: int) -> bool:

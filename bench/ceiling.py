@@ -10,8 +10,8 @@ server-side and cheap: the redemption's UUIDv7 takes its random bits from an md5
 number, `now` is the transaction's now(), and the request hash is sha256() of the request number.
 The statements are pipelined as the API pipelines them (pgbench's \\startpipeline).
 
-The ceiling cannot count empty work: the redemption's statement is built `checked` (a division by
-zero unless it took a code and wrote the redemption, its record and its SMS), the idempotency row is
+The ceiling cannot count empty work: the redemption's statement is built `checked` (an error naming
+the missing write, `guard: ...`, unless it took a code and wrote the redemption, its record and its SMS), the idempotency row is
 an INSERT of one row or an error, and the budget raises when it refuses. A transaction that took no
 code (a dry pool, a refused limit) is therefore a script error: pgbench aborts the client and exits
 non-zero, and run_pgbench raises CeilingFailed (`empty` when it was such a transaction), instead of
@@ -153,7 +153,8 @@ def codes_left(database_url: str, sku: str) -> int:
 
 class CeilingFailed(Exception):
     """pgbench did not finish its run; `empty`: because a transaction wrote less than a redemption
-    (no code left, a limit refused): the guard's division by zero."""
+    (no code left, a limit refused, a duplicate external id): the guard's error, which names the
+    write that was missing."""
 
     def __init__(self, message: str, *, empty: bool):
         super().__init__(message)
@@ -216,7 +217,7 @@ def run_pgbench(
         text=True,
     )
     if done.returncode != 0 or "aborted" in done.stderr:
-        empty = "division by zero" in done.stderr
+        empty = "guard: " in done.stderr
         raise CeilingFailed(
             ("a transaction took no code or wrote less than a redemption" if empty else "pgbench failed")
             + f" (exit {done.returncode}):\n{done.stderr[-3000:]}",

@@ -65,6 +65,7 @@ def test_a_dry_pool_makes_the_ceiling_fail_instead_of_counting(ceiling):
     with pytest.raises(CeilingFailed) as failed:
         run_pgbench(url, script, clients=1, transactions=6)
     assert failed.value.empty, str(failed.value)
+    assert "guard: no reward taken (within the limits: true)" in str(failed.value)  # names what was missing
     # the three codes were taken by three whole redemptions; the fourth wrote nothing and failed
     counts = table_counts("redemptions", "reconciliation_records", "outbox", "idempotency_keys")
     assert counts == {"redemptions": 3, "reconciliation_records": 3, "outbox": 3, "idempotency_keys": 3}

@@ -307,11 +307,23 @@ TAKE_BUDGET = load("take_budget")
 OPTED_OUT = load("opted_out")
 
 
-# The guard of a checked statement (bench/ceiling.py): a division by zero when any of its writes
-# touched no row, so that a redemption that took no code or wrote nothing is an error, never a success.
+# The guard of a checked statement (bench/ceiling.py): an error when any of its writes touched no row,
+# so that a redemption that took no code or wrote nothing is an error, never a success. The error names
+# the write that was missing (a text that is no integer: `invalid input syntax ... "guard: ..."`), and
+# each message holds a value read at run time, so that the planner cannot fold it into an error of every
+# execution.
 _GUARD = (
-    ", 1 / ((SELECT count(*) FROM c) * (SELECT count(*) FROM r) * (SELECT count(*) FROM rec)"
-    " * (SELECT count(*) FROM sms)) AS guard"
+    ", CASE WHEN (SELECT count(*) FROM c) = 0"
+    " THEN ('guard: no reward taken (within the limits: ' || coalesce((SELECT within FROM lim)::text, '?')"
+    " || ')')::int"
+    " WHEN (SELECT count(*) FROM r) = 0"
+    " THEN ('guard: no redemption inserted, a duplicate external id (rewards ' || (SELECT count(*) FROM c)"
+    " || ')')::int"
+    " WHEN (SELECT count(*) FROM rec) = 0"
+    " THEN ('guard: no issue record (redemptions ' || (SELECT count(*) FROM r) || ')')::int"
+    " WHEN (SELECT count(*) FROM sms) = 0"
+    " THEN ('guard: no SMS (redemptions ' || (SELECT count(*) FROM r) || ')')::int"
+    " ELSE 1 END AS guard"
 )
 
 
