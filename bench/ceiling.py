@@ -11,11 +11,12 @@ number, `now` is the transaction's now(), and the request hash is sha256() of th
 The statements are pipelined as the API pipelines them (pgbench's \\startpipeline).
 
 The ceiling cannot count empty work: the redemption's statement is built `checked` (an error naming
-the missing write, `guard: ...`, unless it took a code and wrote the redemption, its record and its SMS), the idempotency row is
-an INSERT of one row or an error, and the budget raises when it refuses. A transaction that took no
-code (a dry pool, a refused limit) is therefore a script error: pgbench aborts the client and exits
-non-zero, and run_pgbench raises CeilingFailed (`empty` when it was such a transaction), instead of
-counting it as a transaction per second. pool_size() says how many codes a run may take, with room.
+the missing write, `guard: ...`, unless it took a code and wrote the redemption, its record and its
+SMS), the idempotency row is an INSERT of one row or an error, and the budget raises when it refuses.
+A transaction that took no code (a dry pool, a refused limit) is therefore a script error: pgbench
+aborts the client and exits non-zero, and run_pgbench raises CeilingFailed (`empty` when it was such
+a transaction), instead of counting it as a transaction per second. pool_size() says how many codes
+a run may take, with room.
 """
 
 from __future__ import annotations

@@ -592,6 +592,68 @@ def test_the_rate_paces_the_lines(client, stocked, approver):
     assert step.ran == 2 and step.again_in_ms is not None and step.again_in_ms > 0
 
 
+class _RunnerClock:
+    """The runner's clock (its module's `time`): each chunk of lines takes 0.1 s, a rest takes what it
+    asks for, and the rests are recorded."""
+
+    def __init__(self) -> None:
+        self.now, self.rests = 0.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.rests.append(round(seconds, 6))
+        self.now += seconds
+
+
+@pytest.fixture
+def runner_clock(monkeypatch) -> _RunnerClock:
+    from service.campaigns import service as campaign_service
+
+    clock = _RunnerClock()
+    run_chunk = campaign_service._run_chunk
+
+    def chunk_of_a_tenth_of_a_second(*args, **kwargs):
+        taken = run_chunk(*args, **kwargs)
+        clock.now += 0.1
+        return taken
+
+    monkeypatch.setattr(campaign_service, "time", clock)
+    monkeypatch.setattr(campaign_service, "_run_chunk", chunk_of_a_tenth_of_a_second)
+    return clock
+
+
+@pytest.mark.parametrize(("share", "rest"), [(0.5, 0.1), (0.25, 0.3), (1.0, 0.0)])
+def test_a_runner_chain_rests_after_each_chunk_to_run_lines_for_its_share_of_the_time(
+    client, stocked, approver, monkeypatch, runner_clock, share, rest
+):
+    from service.campaigns.service import run_step
+    from service.kit.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "campaign_runner_share", share)
+    import_codes_for("ARAY-CINEMA-2000", 60)
+    campaign = approved(client, stocked, approver, 40)  # two chunks of 20 lines, then the drained one
+    step = run_step(uuid.UUID(campaign["id"]), budget_s=5.0)
+    assert step.ran == 40 and step.again_in_ms is None
+    assert runner_clock.rests == [rest, rest]
+
+
+def test_a_rest_past_the_steps_budget_delays_the_chains_next_step_instead(
+    client, stocked, approver, monkeypatch, runner_clock
+):
+    from service.campaigns.service import run_step
+    from service.kit.config import get_settings
+
+    monkeypatch.setattr(get_settings(), "campaign_runner_share", 0.25)
+    import_codes_for("ARAY-CINEMA-2000", 60)
+    campaign = approved(client, stocked, approver, 40)
+    step = run_step(uuid.UUID(campaign["id"]), budget_s=0.5)
+    # 0.1 s of lines, 0.3 s of rest, 0.1 s of lines: the second rest is the next message's delay
+    assert step.ran == 40 and step.again_in_ms == 300
+    assert runner_clock.rests == [0.3]
+
+
 def test_an_opted_out_subscriber_gets_the_reward_and_no_bulk_sms(client, stocked, approver):
     response = client.post(
         "/v1/programs/mobile-bonus/bulk-opt-outs",

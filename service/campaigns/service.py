@@ -840,6 +840,7 @@ def run_step(campaign_id: uuid.UUID, *, now: datetime | None = None, budget_s: f
                 return Step(ran, max(1, int(wait_s * 1000)))
             time.sleep(wait_s)
             continue
+        chunk_started = time.monotonic()
         taken = _run_chunk(campaign, size, now)
         if taken is None:  # paused or cancelled meanwhile
             return Step(ran, None)
@@ -852,7 +853,18 @@ def run_step(campaign_id: uuid.UUID, *, now: datetime | None = None, budget_s: f
             if taken == 0:
                 return Step(ran, 1000)  # lines another worker holds: look again
         ran += taken
+        rest_s = rest_after(time.monotonic() - chunk_started, get_settings().campaign_runner_share)
+        if time.monotonic() - started + rest_s >= budget_s:
+            return Step(ran, max(1, round(rest_s * 1000)) if rest_s else 0)
+        time.sleep(rest_s)
     return Step(ran, 0)
+
+
+def rest_after(chunk_s: float, share: float) -> float:
+    """How long a runner chain rests after a chunk that took `chunk_s`, so that it runs lines for
+    `share` of its time (settings.campaign_runner_share): the cores it leaves are the on-demand
+    redemptions' and autovacuum's."""
+    return chunk_s * (1 - share) / share
 
 
 def _pace(campaign: Campaign, now: datetime | None) -> tuple[int, float]:
