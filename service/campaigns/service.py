@@ -855,7 +855,7 @@ def run_step(campaign_id: uuid.UUID, *, now: datetime | None = None, budget_s: f
         ran += taken
         rest_s = rest_after(time.monotonic() - chunk_started, get_settings().campaign_runner_share)
         if time.monotonic() - started + rest_s >= budget_s:
-            return Step(ran, max(1, round(rest_s * 1000)) if rest_s else 0)
+            return Step(ran, round(rest_s * 1000))
         time.sleep(rest_s)
     return Step(ran, 0)
 
